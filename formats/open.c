@@ -1,0 +1,82 @@
+/* open.c - format sniffing and dispatch to the readers and writers. */
+#include "formats.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+apr_format apr_format_from_path(const char *path)
+{
+    struct stat st;
+    if (ends_with(path, ".gguf"))
+        return APR_FMT_GGUF;
+    if (ends_with(path, ".apr"))
+        return APR_FMT_APR;
+    if (ends_with(path, ".safetensors") || ends_with(path, ".safetensors.index.json"))
+        return APR_FMT_SAFETENSORS;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return APR_FMT_SAFETENSORS;
+    if (ends_with(path, "/"))
+        return APR_FMT_SAFETENSORS;
+    return APR_FMT_UNKNOWN;
+}
+
+apr_format apr_format_sniff(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return APR_FMT_UNKNOWN;
+    if (S_ISDIR(st.st_mode))
+        return APR_FMT_SAFETENSORS;
+    if (ends_with(path, ".json"))
+        return APR_FMT_SAFETENSORS;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return APR_FMT_UNKNOWN;
+    uint8_t b[16] = {0};
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    if (n >= 4 && memcmp(b, "GGUF", 4) == 0)
+        return APR_FMT_GGUF;
+    if (n >= 4 && memcmp(b, "APR\0", 4) == 0)
+        return APR_FMT_APR;
+    /* safetensors: u64 header length then '{' */
+    if (n >= 9 && b[8] == '{')
+        return APR_FMT_SAFETENSORS;
+    return APR_FMT_UNKNOWN;
+}
+
+int apr_model_open(apr_model **out, const char *path, const apr_open_opts *opts, apr_err *err)
+{
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return apr_err_set(err, APR_E_IO, "%s: no such file or directory", path);
+    switch (apr_format_sniff(path)) {
+    case APR_FMT_GGUF: return apr_gguf_open(out, path, err);
+    case APR_FMT_APR: return apr_apr_open(out, path, opts, err);
+    case APR_FMT_SAFETENSORS: return apr_safetensors_open(out, path, err);
+    default:
+        return apr_err_set(err, APR_E_FORMAT,
+                           "%s: not a GGUF, APR or safetensors file (unrecognised magic)", path);
+    }
+}
+
+int apr_model_write(const apr_model *m, const char *path, apr_format fmt, const apr_write_opts *o,
+                    apr_err *err)
+{
+    switch (fmt) {
+    case APR_FMT_GGUF: return apr_gguf_write(m, path, o, err);
+    case APR_FMT_APR: return apr_apr_write(m, path, o, err);
+    case APR_FMT_SAFETENSORS: return apr_safetensors_write(m, path, o, err);
+    default:
+        return apr_err_set(err, APR_E_ARG, "%s: cannot tell the output format (use .gguf, .apr or .safetensors)", path);
+    }
+}

@@ -1,0 +1,79 @@
+/* forward.h - the public header of libforward: the model graph (LLaMA and
+ * Qwen2 families), the CPU reference forward pass, the CUDA backend behind the
+ * same interface, traced per-layer statistics, and tokenizers read from model
+ * metadata.
+ */
+#ifndef APR_FORWARD_H
+#define APR_FORWARD_H
+
+#include "formats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum apr_device { APR_DEV_AUTO = 0, APR_DEV_CPU = 1, APR_DEV_CUDA = 2 } apr_device;
+
+typedef struct apr_fwd_opts {
+    int n_threads;       /* <= 0: all cores */
+    apr_device device;
+    uint32_t max_ctx;    /* KV cache length; 0 = min(ctx_len, 2048) */
+} apr_fwd_opts;
+
+/* Sub-steps traced per layer, in execution order. */
+typedef enum apr_trace_step {
+    APR_TR_ATTN_NORM, APR_TR_Q, APR_TR_K, APR_TR_V, APR_TR_ATTN_OUT, APR_TR_O_PROJ,
+    APR_TR_RESID1, APR_TR_FFN_NORM, APR_TR_GATE, APR_TR_UP, APR_TR_SWIGLU, APR_TR_DOWN,
+    APR_TR_RESID2, APR_TR_COUNT
+} apr_trace_step;
+const char *apr_trace_step_name(apr_trace_step s);
+
+typedef struct apr_stats {
+    double mean, std, min, max;
+    uint64_t n;          /* finite values counted */
+    uint64_t nonfinite;  /* NaN + Inf */
+} apr_stats;
+
+typedef struct apr_trace {
+    bool last_token_only; /* statistics over the last token of each eval, or all tokens */
+    uint32_t n_layers;
+    apr_stats *s;         /* n_layers * APR_TR_COUNT, filled by apr_fwd_eval */
+} apr_trace;
+int apr_trace_init(apr_trace *t, uint32_t n_layers, bool last_token_only);
+void apr_trace_free(apr_trace *t);
+
+typedef struct apr_fwd apr_fwd;
+
+/* Bind a forward pass to an open model (GGUF split Q/K/V, APR fused QKV, or HF
+ * safetensors names with rotate-half rope). The model must outlive the apr_fwd.
+ * Weights are used in place, never dequantized wholesale. */
+int apr_fwd_load(apr_fwd **out, const apr_model *m, const apr_fwd_opts *o, apr_err *err);
+void apr_fwd_free(apr_fwd *f);
+const apr_arch_config *apr_fwd_config(const apr_fwd *f);
+apr_device apr_fwd_device(const apr_fwd *f);
+void apr_fwd_reset(apr_fwd *f); /* empty the KV cache */
+uint32_t apr_fwd_pos(const apr_fwd *f);
+
+/* Append n tokens at the current position. logits: n * vocab floats (all
+ * positions) or NULL; trace may be NULL. */
+int apr_fwd_eval(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, apr_trace *trace,
+                 apr_err *err);
+
+/* ---- tokenizer from model metadata (SentencePiece "llama" and byte BPE "gpt2") */
+typedef struct apr_tok apr_tok;
+int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err);
+void apr_tok_free(apr_tok *t);
+/* Encode text; *ids is malloc'd. add_bos: prepend BOS when the model says so
+ * (tokenizer.ggml.add_bos_token, default true for llama SPM). */
+int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
+                   apr_err *err);
+/* Decoded text of one token, appended to a caller buffer; returns bytes written
+ * (or needed). prev is the previous token id (-1 at start) for SPM's leading space. */
+size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, size_t cap);
+int32_t apr_tok_bos(const apr_tok *t);
+int32_t apr_tok_eos(const apr_tok *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* APR_FORWARD_H */

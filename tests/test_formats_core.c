@@ -1,0 +1,117 @@
+/* test_formats_core.c - dtype table, KV helpers, model view and atomic output. */
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_dtype_sizes(void **state)
+{
+    (void)state;
+    uint64_t dims[2] = {3, 512}, n;
+    assert_true(apr_dtype_tensor_bytes(APR_DT_Q4_K, 2, dims, &n));
+    assert_int_equal(n, 3 * 2 * 144);
+    assert_true(apr_dtype_tensor_bytes(APR_DT_Q8_0, 2, dims, &n));
+    assert_int_equal(n, 3 * 16 * 34);
+    dims[1] = 100; /* not a multiple of 256 */
+    assert_false(apr_dtype_tensor_bytes(APR_DT_Q6_K, 2, dims, &n));
+    uint64_t huge[3] = {1ull << 40, 1ull << 40, 1ull << 40};
+    assert_false(apr_dtype_tensor_bytes(APR_DT_F32, 3, huge, &n));
+    assert_int_equal(apr_dtype_from_name("q6_k"), APR_DT_Q6_K);
+    assert_int_equal(apr_dtype_from_name("nope"), -1);
+    assert_null(apr_dtype_get(5));
+    assert_null(apr_dtype_get(-1));
+    assert_null(apr_dtype_get(1000));
+}
+
+static void test_kv_roundtrip(void **state)
+{
+    (void)state;
+    apr_model *m = apr_model_new(APR_FMT_GGUF);
+    assert_non_null(m);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.block_count", 5), 0);
+    assert_int_equal(apr_model_set_kv_str(m, "general.architecture", "llama"), 0);
+    assert_int_equal(apr_model_set_kv_f32(m, "llama.rope.freq_base", 10000.0f), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.block_count", 6), 0); /* replaces */
+    assert_int_equal(m->n_kvs, 3);
+    uint32_t u;
+    assert_true(apr_kv_get_u32(m, "llama.block_count", &u));
+    assert_int_equal(u, 6);
+    assert_string_equal(apr_kv_get_str(m, "general.architecture"), "llama");
+    assert_false(apr_kv_get_u32(m, "general.architecture", &u));
+    assert_int_equal(apr_model_remove_kv(m, "llama.block_count"), 0);
+    assert_null(apr_model_kv(m, "llama.block_count"));
+    apr_model_free(m);
+}
+
+static void test_add_tensor_checks(void **state)
+{
+    (void)state;
+    apr_model *m = apr_model_new(APR_FMT_GGUF);
+    apr_err err = {0};
+    uint64_t dims[2] = {2, 32};
+    float *buf = calloc(64, sizeof(float));
+    assert_int_equal(apr_model_add_tensor(m, "a", APR_DT_F32, 2, dims, buf, 64 * 4, true, &err), 0);
+    assert_int_not_equal(apr_model_add_tensor(m, "a", APR_DT_F32, 2, dims, buf, 256, false, &err), 0);
+    assert_non_null(strstr(err.msg, "duplicate"));
+    assert_int_not_equal(apr_model_add_tensor(m, "b", APR_DT_F32, 2, dims, buf, 10, false, &err), 0);
+    assert_non_null(apr_model_tensor(m, "a"));
+    apr_model_free(m);
+}
+
+static void test_outfile_atomic(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir("outfile");
+    assert_non_null(dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/out.bin", dir);
+    apr_outfile f;
+    apr_err err = {0};
+    assert_int_equal(apr_outfile_open(&f, path, &err), 0);
+    assert_int_equal(apr_outfile_write(&f, "abc", 3, &err), 0);
+    assert_int_equal(apr_outfile_pad(&f, 32, &err), 0);
+    assert_int_equal(f.written, 32);
+    assert_int_not_equal(access(path, F_OK), 0); /* nothing at the destination yet */
+    apr_outfile_abort(&f);
+    assert_int_not_equal(access(path, F_OK), 0);
+    assert_int_equal(apr_outfile_open(&f, path, &err), 0);
+    assert_int_equal(apr_outfile_write(&f, "xyz", 3, &err), 0);
+    assert_int_equal(apr_outfile_commit(&f, &err), 0);
+    size_t n;
+    char *s = tu_read_file(path, &n);
+    assert_non_null(s);
+    assert_int_equal(n, 3);
+    assert_memory_equal(s, "xyz", 3);
+    free(s);
+}
+
+static void test_sha256_known(void **state)
+{
+    (void)state;
+    uint8_t d[32];
+    char hex[65];
+    apr_sha256("abc", 3, d);
+    apr_sha256_hex(d, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    apr_sha256_ctx *c = apr_sha256_new();
+    apr_sha256_update(c, "a", 1);
+    apr_sha256_update(c, "bc", 2);
+    uint8_t d2[32];
+    apr_sha256_final(c, d2);
+    assert_memory_equal(d, d2, 32);
+    assert_int_equal(apr_crc32(0, "123456789", 9), 0xCBF43926u);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dtype_sizes),
+        cmocka_unit_test(test_kv_roundtrip),
+        cmocka_unit_test(test_add_tensor_checks),
+        cmocka_unit_test(test_outfile_atomic),
+        cmocka_unit_test(test_sha256_known),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

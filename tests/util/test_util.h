@@ -1,0 +1,44 @@
+/* test_util.h - helpers shared by the cmocka tests. */
+#ifndef APR_TEST_UTIL_H
+#define APR_TEST_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "formats.h"
+
+/* Path of a file in ../shared (fixtures/, golden/, docs/), or NULL when the
+ * shared folder is absent. */
+const char *tu_shared(const char *rel);
+/* Call at the top of a test that needs ../shared: skips it with a visible
+ * message when the file is missing. */
+#define TU_REQUIRE_SHARED(var, rel)                                                     \
+    const char *var = tu_shared(rel);                                                    \
+    do {                                                                                 \
+        if (!var) {                                                                      \
+            print_message("SKIP: ../shared/%s is absent (set APR_SHARED_DIR)\n", rel);   \
+            skip();                                                                      \
+        }                                                                                \
+    } while (0)
+
+/* A fresh empty directory for this test's outputs (under APR_TMPDIR or /tmp). */
+const char *tu_tmpdir(const char *tag);
+/* Join dir and name into a static rotating buffer. */
+const char *tu_path(const char *dir, const char *name);
+/* Path of the apr binary (APR_BIN), NULL if unknown. */
+const char *tu_apr_bin(void);
+/* Run a shell command; returns its exit status (or -1). Output goes to
+ * the given file when out_path != NULL. */
+int tu_system(const char *out_path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Read a whole file (malloc'd, NUL-terminated); NULL on failure. */
+char *tu_read_file(const char *path, size_t *len);
+int tu_write_file(const char *path, const void *data, size_t len);
+
+/* The golden-vector input generator (splitmix64, see ../shared/golden/README.md). */
+void tu_golden_input(uint64_t seed, uint64_t rows, uint64_t cols, float *x);
+void tu_golden_imatrix(uint64_t seed, uint64_t cols, float *w);
+
+#endif
