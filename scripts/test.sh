@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build apr and run every test: the normal build (CUDA compiled when the
+# toolkit is present) under ctest, then the whole suite again under
+# AddressSanitizer + UBSan, then each fuzz harness for a bounded time.
+# Usage: scripts/test.sh [--quick]   (--quick: normal build and ctest only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+jobs=$(nproc)
+
+echo "== build (release)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+echo "== tests (release)"
+(cd build && ctest --output-on-failure -j"$jobs")
+[ "${1:-}" = "--quick" ] && exit 0
+
+echo "== build (AddressSanitizer + UBSan)"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPR_SANITIZE=ON -DAPR_CUDA=OFF -DAPR_BENCH=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+echo "== fuzz (libFuzzer, bounded)"
+if command -v clang >/dev/null; then
+  CC=clang cmake -S . -B build-fuzz -DAPR_FUZZ=ON -DAPR_CUDA=OFF -DAPR_TESTS=OFF -DAPR_BENCH=OFF >/dev/null
+  cmake --build build-fuzz -j"$jobs"
+  for f in build-fuzz/fuzz/fuzz_*; do
+    [ -x "$f" ] || continue
+    echo "-- $f (${APR_FUZZ_SECONDS:-20} s)"
+    mkdir -p "build-fuzz/corpus/$(basename "$f")"
+    "$f" -max_total_time="${APR_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=0 \
+      "build-fuzz/corpus/$(basename "$f")" 2>&1 | tail -n 2
+  done
+else
+  echo "SKIP: clang not found, fuzz harnesses not run"
+fi
+echo "== tests (AddressSanitizer + UBSan)"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+   ctest --output-on-failure -j"$jobs")
