@@ -25,3 +25,63 @@ void apr_trace_free(apr_trace *t)
     t->s = NULL;
     t->n_layers = 0;
 }
+
+/* ---- accumulators (graph.h) */
+
+#include <math.h>
+
+#include "graph.h"
+
+void apr_stats_acc_init(apr_stats_acc *a)
+{
+    a->sum = a->sumsq = 0.0;
+    a->min = INFINITY;
+    a->max = -INFINITY;
+    a->n = a->nonfinite = 0;
+}
+
+void apr_stats_acc_add(apr_stats_acc *a, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double v = x[i];
+        if (!isfinite(v)) {
+            a->nonfinite++;
+            continue;
+        }
+        a->sum += v;
+        a->sumsq += v * v;
+        if (v < a->min)
+            a->min = v;
+        if (v > a->max)
+            a->max = v;
+        a->n++;
+    }
+}
+
+void apr_stats_acc_merge(apr_stats_acc *a, const apr_stats_acc *b)
+{
+    a->sum += b->sum;
+    a->sumsq += b->sumsq;
+    if (b->min < a->min)
+        a->min = b->min;
+    if (b->max > a->max)
+        a->max = b->max;
+    a->n += b->n;
+    a->nonfinite += b->nonfinite;
+}
+
+void apr_stats_acc_finish(const apr_stats_acc *a, apr_stats *out)
+{
+    out->n = a->n;
+    out->nonfinite = a->nonfinite;
+    if (!a->n) {
+        out->mean = out->std = out->min = out->max = 0.0;
+        return;
+    }
+    const double mean = a->sum / (double)a->n;
+    const double var = a->sumsq / (double)a->n - mean * mean;
+    out->mean = mean;
+    out->std = var > 0.0 ? sqrt(var) : 0.0;
+    out->min = a->min;
+    out->max = a->max;
+}
