@@ -58,6 +58,10 @@ uint32_t apr_fwd_pos(const apr_fwd *f);
  * positions) or NULL; trace may be NULL. */
 int apr_fwd_eval(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, apr_trace *trace,
                  apr_err *err);
+/* Same, but logits (vocab floats, or NULL) receives only the last token's. */
+int apr_fwd_eval_last(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, apr_trace *trace,
+                      apr_err *err);
+uint32_t apr_fwd_max_ctx(const apr_fwd *f); /* KV cache positions */
 
 /* ---- tokenizer from model metadata (SentencePiece "llama" and byte BPE "gpt2") */
 typedef struct apr_tok apr_tok;

@@ -1,5 +1,5 @@
 /* graph.h - libforward's INTERNAL model graph, shared by the CPU reference
- * backend (cpu.c) and the CUDA backend (cuda/*.cu).
+ * backend (cpu.c) and the CUDA backend (libforward/cuda/, CUDA).
  *
  * apr_fwd_load() resolves an apr_model (GGUF, safetensors or APR names; split
  * or fused QKV; any dtype) into an apr_graph: per layer, views of the weights

@@ -1,7 +1,10 @@
 /* trace.c - per-layer, per-sub-step activation statistics. */
 #include "forward.h"
 
+#include <math.h>
 #include <stdlib.h>
+
+#include "graph.h"
 
 const char *apr_trace_step_name(apr_trace_step s)
 {
@@ -27,10 +30,6 @@ void apr_trace_free(apr_trace *t)
 }
 
 /* ---- accumulators (graph.h) */
-
-#include <math.h>
-
-#include "graph.h"
 
 void apr_stats_acc_init(apr_stats_acc *a)
 {
