@@ -283,6 +283,13 @@ int apr_model_remove_kv(apr_model *m, const char *key);
 int apr_model_add_tensor(apr_model *m, const char *name, apr_dtype dt, uint32_t ndim,
                          const uint64_t *dims, const void *data, uint64_t nbytes,
                          bool take_ownership, apr_err *err);
+/* Adds an APR_DT_ROWCAT tensor of dims {sum of parts[].rows, cols}: parts[]
+ * (1..APR_MAX_PARTS, in row order, each a non-ROWCAT dtype) are stored back to
+ * back in data; each part's nbytes must equal rows * apr_dtype_row_bytes(dtype,
+ * cols). data is borrowed unless take_ownership. Implemented in apr.c. */
+int apr_model_add_rowcat_tensor(apr_model *m, const char *name, uint64_t cols,
+                                const apr_tensor_part *parts, uint32_t n_parts, const void *data,
+                                bool take_ownership, apr_err *err);
 
 /* Fill m->cfg / m->tok from the KVs (GGUF names: general.architecture,
  * {arch}.block_count, tokenizer.ggml.*). Returns 0 if a usable config was found. */
