@@ -1,0 +1,229 @@
+/* parity.h - the public header of libparity: how close a converted model's
+ * outputs are to its source's.
+ *
+ *   - statistics over pairs of logit vectors, with llama-perplexity's
+ *     KL-divergence mode semantics (KL(SRC || DST) per token, top-1 agreement,
+ *     delta-p of the next token's probability, perplexities) plus exact checks
+ *     (bit identity, max |logit diff|, cosine);
+ *   - a comparison of two traced forward passes (DST/SRC std ratio per layer
+ *     and sub-step, first layer leaving a band, first step that differs at all);
+ *   - the verdict policy: lossless conversions must give bit-identical logits,
+ *     quantized ones a mean KLD under a per-type threshold;
+ *   - the `apr verify` driver that runs both models over the same tokens;
+ *   - a tensor-and-metadata comparison of two models (round trips).
+ *
+ * SRC is always the reference distribution (llama.cpp's "base"), DST the model
+ * under test. All probabilities are computed in double.
+ */
+#ifndef APR_PARITY_H
+#define APR_PARITY_H
+
+#include <stdio.h>
+
+#include "forward.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- distributions */
+
+/* log(sum(exp(x))) in double, max-shifted. Non-finite input gives a non-finite result. */
+double apr_logsumexp(const float *x, uint32_t n);
+/* KL(P || Q) in nats for P = softmax(p_logits), Q = softmax(q_logits), in double.
+ * +INF when Q puts zero mass where P has some or either input is non-finite. */
+double apr_kld_logits(const float *p_logits, const float *q_logits, uint32_t n);
+/* Index of the first maximum (NaN never wins); 0 for n == 0. */
+uint32_t apr_argmax(const float *x, uint32_t n);
+/* llama.cpp's percentile over an ascending array: linear interpolation between
+ * sorted[floor(f*(n-1))] and the next one. f <= 0 gives the minimum, f >= 1 the maximum. */
+double apr_percentile_sorted(const double *sorted, size_t n, double f);
+/* Median of an ascending array (mean of the two middle values when n is even). */
+double apr_median_sorted(const double *sorted, size_t n);
+
+/* ---------------------------------------------------------------- logits accumulator */
+
+typedef struct apr_parity_acc {
+    uint32_t vocab;
+    /* every compared position */
+    uint64_t n_positions;
+    uint64_t n_logits_differ;     /* logits whose bytes differ */
+    int64_t first_diff_pos;       /* position (in add order) of the first differing logit, -1 none */
+    int64_t first_diff_idx;       /* its vocab index */
+    double max_abs_diff;          /* over finite pairs */
+    double cos_sum, cos_min;
+    uint64_t nonfinite_src, nonfinite_dst; /* logits */
+    /* scored positions (KLD, top-1) */
+    uint64_t n_scored;
+    uint64_t n_same_top;
+    double sum_kld, sum_kld2;
+    double *kld;                  /* n_scored values */
+    uint64_t cap_kld;
+    /* scored positions with a known next token (NLL, delta-p) */
+    uint64_t n_nll;
+    double sum_nll_src, sum_nll_src2, sum_nll_dst, sum_nll_dst2;
+    double sum_pdiff, sum_pdiff2, sum_pdiff4;
+    double *pdiff;                /* n_nll values: p_dst(next) - p_src(next) */
+    uint64_t cap_pdiff;
+} apr_parity_acc;
+
+int apr_parity_acc_init(apr_parity_acc *a, uint32_t vocab);
+void apr_parity_acc_free(apr_parity_acc *a);
+/* Compare one position's logits (vocab floats each). Every position counts for
+ * bit identity, max |diff| and cosine; scored positions also for KLD and top-1;
+ * next_tok >= 0 (the token that follows) adds NLL and delta-p. */
+int apr_parity_acc_add(apr_parity_acc *a, const float *src, const float *dst, bool scored,
+                       int32_t next_tok);
+
+typedef struct apr_parity_summary {
+    uint64_t n_positions, n_scored, n_nll;
+    uint64_t n_logits;                        /* n_positions * vocab */
+    bool bit_identical;
+    uint64_t n_logits_differ;
+    int64_t first_diff_pos, first_diff_idx;
+    double max_abs_diff;
+    double cos_mean, cos_min;
+    uint64_t nonfinite_src, nonfinite_dst;
+    /* KL(SRC || DST) per scored token */
+    double kld_mean, kld_mean_unc, kld_median, kld_p90, kld_p99, kld_p999, kld_max, kld_min;
+    double top1_pct;                          /* same argmax, % of scored positions */
+    double pdiff_mean, pdiff_rms, pdiff_max;  /* delta-p of the next token (fractions, not %) */
+    double ppl_src, ppl_dst, ppl_ratio;       /* exp(mean NLL) over the n_nll positions */
+} apr_parity_summary;
+
+/* Fill s from a (a is not modified; percentiles sort copies). */
+int apr_parity_summarize(const apr_parity_acc *a, apr_parity_summary *s);
+
+/* ---------------------------------------------------------------- traced forward */
+
+typedef struct apr_trace_cmp {
+    uint32_t n_layers;
+    double lo, hi;                /* the band */
+    double *ratio;                /* n_layers * APR_TR_COUNT: std(DST) / std(SRC) */
+    bool *out;                    /* ratio outside [lo, hi], or DST has non-finite values SRC has not */
+    bool *same;                   /* statistics bit-identical */
+    int first_out_layer, first_out_step;   /* -1 when none */
+    int first_diff_layer, first_diff_step; /* -1 when none */
+} apr_trace_cmp;
+
+/* Ratio convention: both std 0 -> 1; SRC 0 and DST > 0 -> +INF. */
+int apr_trace_compare(const apr_trace *src, const apr_trace *dst, double lo, double hi,
+                      apr_trace_cmp *out, apr_err *err);
+void apr_trace_cmp_free(apr_trace_cmp *c);
+
+/* ---------------------------------------------------------------- verdict policy */
+
+typedef enum apr_expect {
+    APR_EXPECT_AUTO = 0,      /* decide from DST's provenance, else from the dtypes */
+    APR_EXPECT_LOSSLESS = 1,  /* logits must be bit-identical */
+    APR_EXPECT_QUANTIZED = 2, /* mean KLD under a threshold */
+} apr_expect;
+
+typedef struct apr_conversion_kind {
+    apr_expect kind;          /* LOSSLESS or QUANTIZED once resolved */
+    char qtype[24];           /* threshold key: "Q8_0", "Q6_K", "Q4_K_M", "F16", ... ("" lossless) */
+    char basis[96];           /* how it was decided: "provenance", "general.file_type", "dtypes", ... */
+} apr_conversion_kind;
+
+/* Classify the conversion SRC -> DST: DST's provenance transforms (copy,
+ * permute, fuse, split: lossless; quantize:TYPE, dequantize: lossy), else
+ * general.file_type, else the tensor dtypes of both files. */
+int apr_parity_classify(const apr_model *src, const apr_model *dst, apr_conversion_kind *out,
+                        apr_err *err);
+/* Default mean-KLD threshold for a quantization type (docs/verify.md); a
+ * negative value when the type is unknown. */
+double apr_parity_default_max_kld(const char *qtype);
+/* Name of the model-level quantization type of a GGUF general.file_type value
+ * ("Q4_K_M" for 15, ...), NULL if unknown. */
+const char *apr_parity_file_type_name(uint32_t ftype);
+
+/* ---------------------------------------------------------------- evaluation tokens */
+
+/* The built-in deterministic evaluation text (plain English prose written for
+ * this project, about 1000 words). */
+const char *apr_parity_builtin_text(void);
+/* Tokens for `apr verify`: prompt text (NULL: the built-in text) encoded with
+ * SRC's tokenizer; DST's tokenizer, when it has one, must give the same ids.
+ * A model pair without tokenizers gets deterministic pseudo-random ids instead
+ * (n_fallback of them); *note says which source was used. */
+int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *text,
+                      size_t n_fallback, int32_t **ids, size_t *n, char *note, size_t note_cap,
+                      apr_err *err);
+/* Whitespace-separated decimal ids from a file, each in [0, vocab). */
+int apr_parity_tokens_file(const char *path, uint32_t vocab, int32_t **ids, size_t *n,
+                           apr_err *err);
+
+/* ---------------------------------------------------------------- the verify driver */
+
+typedef struct apr_verify_opts {
+    uint32_t ctx;             /* tokens per chunk; 0 = min(512, model context) */
+    uint32_t chunks;          /* 0 = as many whole chunks as the tokens give (at least 1) */
+    bool all_positions;       /* score every position, not llama.cpp's second half of a chunk */
+    int32_t bos_id;           /* >= 0: put it at the start of every chunk (llama-perplexity does) */
+    int n_threads;
+    apr_device device;
+    double band_lo, band_hi;  /* std-ratio band; 0,0 = [0.5, 2.0] */
+    bool progress;            /* chunk progress on stderr */
+} apr_verify_opts;
+
+typedef struct apr_verify_result {
+    uint32_t ctx, chunks;
+    uint64_t n_tokens_used;
+    apr_device dev_src, dev_dst;
+    double secs_src, secs_dst;
+    apr_parity_summary s;
+    apr_trace_cmp tc;         /* traced over all tokens of the first chunk */
+    apr_trace tr_src, tr_dst;
+} apr_verify_result;
+
+/* Run SRC and DST over the same tokens chunk by chunk and compare every
+ * position's logits. Both models need the same vocabulary size. */
+int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t *tokens,
+                      size_t n_tokens, const apr_verify_opts *o, apr_verify_result *r,
+                      apr_err *err);
+void apr_verify_result_free(apr_verify_result *r);
+
+/* ---------------------------------------------------------------- verdict and report */
+
+typedef struct apr_verdict {
+    bool pass;
+    bool error;               /* no verdict possible (e.g. no threshold for the type) */
+    apr_conversion_kind kind;
+    double max_kld;           /* threshold applied (quantized); NaN for lossless */
+    char reason[768];
+} apr_verdict;
+
+/* Lossless: every logit bit-identical. Quantized: mean KLD <= max_kld
+ * (max_kld_override > 0, else the type's default), no traced step outside the
+ * band and no non-finite logits SRC does not have. */
+void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
+                       double max_kld_override, apr_verdict *v);
+
+typedef struct apr_report_info {
+    const char *src_path, *dst_path;
+    const char *tokens_note;
+    bool all_positions;
+} apr_report_info;
+
+/* The whole report as compact JSON text (malloc'd; NULL when out of memory).
+ * Non-finite numbers are written as null. */
+char *apr_verify_report_json(const apr_report_info *info, const apr_verify_result *r,
+                             const apr_verdict *v);
+/* The same report as a readable table. */
+void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_verify_result *r,
+                             const apr_verdict *v);
+
+/* ---------------------------------------------------------------- model comparison */
+
+/* Compare two models' tensors (by name: dtype, shape, fused-part layout,
+ * payload bytes) and metadata KVs (type and value), skipping KVs whose key
+ * starts with one of the NULL-terminated ignore prefixes and the provenance
+ * records. Returns 0 when equal, 1 when different (first difference in diff),
+ * negative on error. */
+int apr_models_compare(const apr_model *a, const apr_model *b, const char *const *ignore_prefixes,
+                       char *diff, size_t diff_cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* APR_PARITY_H */

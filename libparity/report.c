@@ -1,0 +1,273 @@
+/* report.c - the verdict of `apr verify` and its JSON and table reports. */
+#include "parity.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+void apr_verify_result_free(apr_verify_result *r)
+{
+    apr_trace_cmp_free(&r->tc);
+    apr_trace_free(&r->tr_src);
+    apr_trace_free(&r->tr_dst);
+}
+
+static const char *step_name(int st)
+{
+    return apr_trace_step_name((apr_trace_step)st);
+}
+
+/* Where the traced forward passes part: the first step outside the band, or
+ * for bit-level questions the first step whose statistics differ at all. */
+static void describe_layers(const apr_trace_cmp *tc, char *buf, size_t cap)
+{
+    if (!tc->ratio) {
+        snprintf(buf, cap, "no trace");
+    } else if (tc->first_out_layer >= 0) {
+        const size_t i = (size_t)tc->first_out_layer * APR_TR_COUNT + tc->first_out_step;
+        snprintf(buf, cap, "layer %d (%s) leaves the std-ratio band [%g, %g]: DST/SRC = %.4g",
+                 tc->first_out_layer, step_name(tc->first_out_step), tc->lo, tc->hi, tc->ratio[i]);
+    } else if (tc->first_diff_layer >= 0) {
+        snprintf(buf, cap, "activations first differ at layer %d (%s), all within the band",
+                 tc->first_diff_layer, step_name(tc->first_diff_step));
+    } else {
+        snprintf(buf, cap, "traced activations identical");
+    }
+}
+
+void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
+                       double max_kld_override, apr_verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    v->kind = *k;
+    v->max_kld = NAN;
+    const apr_parity_summary *s = &r->s;
+    char layers[256];
+    describe_layers(&r->tc, layers, sizeof layers);
+
+    if (s->n_positions == 0) {
+        v->error = true;
+        snprintf(v->reason, sizeof v->reason, "no positions were compared");
+        return;
+    }
+    if (k->kind == APR_EXPECT_LOSSLESS) {
+        v->pass = s->bit_identical;
+        if (v->pass)
+            snprintf(v->reason, sizeof v->reason, "all %llu logits bit-identical",
+                     (unsigned long long)s->n_logits);
+        else
+            snprintf(v->reason, sizeof v->reason,
+                     "lossless conversion but %llu logits differ (first at position %lld, token "
+                     "%lld; max |diff| %.3g); %s",
+                     (unsigned long long)s->n_logits_differ, (long long)s->first_diff_pos,
+                     (long long)s->first_diff_idx, s->max_abs_diff, layers);
+        return;
+    }
+
+    double thr = max_kld_override > 0 ? max_kld_override : apr_parity_default_max_kld(k->qtype);
+    if (!(thr > 0)) {
+        v->error = true;
+        snprintf(v->reason, sizeof v->reason,
+                 "no default KLD threshold for type '%s': pass --max-kld", k->qtype);
+        return;
+    }
+    v->max_kld = thr;
+    if (s->n_scored == 0) {
+        v->error = true;
+        snprintf(v->reason, sizeof v->reason, "no positions were scored (too few tokens)");
+        return;
+    }
+    if (s->nonfinite_dst > s->nonfinite_src) {
+        snprintf(v->reason, sizeof v->reason, "DST produced %llu non-finite logits (SRC %llu); %s",
+                 (unsigned long long)s->nonfinite_dst, (unsigned long long)s->nonfinite_src, layers);
+        return;
+    }
+    if (r->tc.first_out_layer >= 0) {
+        snprintf(v->reason, sizeof v->reason, "%s; mean KLD %.6g (limit %.6g)", layers, s->kld_mean,
+                 thr);
+        return;
+    }
+    if (!(s->kld_mean <= thr)) {
+        snprintf(v->reason, sizeof v->reason, "mean KLD %.6g exceeds %.6g for %s; %s", s->kld_mean,
+                 thr, k->qtype, layers);
+        return;
+    }
+    v->pass = true;
+    snprintf(v->reason, sizeof v->reason, "mean KLD %.6g <= %.6g for %s%s", s->kld_mean, thr,
+             k->qtype, max_kld_override > 0 ? " (--max-kld)" : "");
+}
+
+/* ---- JSON */
+
+static json_t *num(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+static json_t *layer_ref(int layer, int step)
+{
+    if (layer < 0)
+        return json_null();
+    return json_pack("{s:i,s:s}", "layer", layer, "step", step_name(step));
+}
+
+static const char *kind_name(apr_expect k)
+{
+    return k == APR_EXPECT_LOSSLESS ? "lossless" : k == APR_EXPECT_QUANTIZED ? "quantized" : "auto";
+}
+
+static const char *dev_name(apr_device d)
+{
+    return d == APR_DEV_CUDA ? "cuda" : d == APR_DEV_CPU ? "cpu" : "auto";
+}
+
+char *apr_verify_report_json(const apr_report_info *info, const apr_verify_result *r,
+                             const apr_verdict *v)
+{
+    const apr_parity_summary *s = &r->s;
+    json_t *steps = json_array(), *ratios = json_array();
+    for (int st = 0; st < APR_TR_COUNT; st++)
+        json_array_append_new(steps, json_string(step_name(st)));
+    for (uint32_t l = 0; r->tc.ratio && l < r->tc.n_layers; l++) {
+        json_t *row = json_array();
+        for (int st = 0; st < APR_TR_COUNT; st++)
+            json_array_append_new(row, num(r->tc.ratio[(size_t)l * APR_TR_COUNT + st]));
+        json_array_append_new(ratios, row);
+    }
+    json_t *root = json_pack(
+        "{s:s?,s:s?,"
+        "s:{s:s?,s:I,s:I,s:I,s:I,s:I,s:b},"
+        "s:{s:s,s:s,s:s},"
+        "s:{s:b,s:I,s:I,s:I,s:o,s:o,s:o,s:I,s:I},"
+        "s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o},"
+        "s:o,"
+        "s:{s:o,s:o,s:o},"
+        "s:{s:o,s:o,s:o},"
+        "s:{s:[f,f],s:o,s:o,s:o,s:o},"
+        "s:{s:s,s:s,s:o,s:o},"
+        "s:{s:b,s:b,s:o,s:s}}",
+        "src", info->src_path, "dst", info->dst_path,
+        "tokens", "source", info->tokens_note, "ctx", (json_int_t)r->ctx, "chunks",
+        (json_int_t)r->chunks, "used", (json_int_t)r->n_tokens_used, "positions",
+        (json_int_t)s->n_positions, "scored", (json_int_t)s->n_scored, "all_positions",
+        info->all_positions,
+        "conversion", "kind", kind_name(v->kind.kind), "type", v->kind.qtype, "basis", v->kind.basis,
+        "logits", "bit_identical", s->bit_identical, "n_differ", (json_int_t)s->n_logits_differ,
+        "first_diff_position", (json_int_t)s->first_diff_pos, "first_diff_index",
+        (json_int_t)s->first_diff_idx, "max_abs_diff", num(s->max_abs_diff), "cosine_mean",
+        num(s->cos_mean), "cosine_min", num(s->cos_min), "nonfinite_src",
+        (json_int_t)s->nonfinite_src, "nonfinite_dst", (json_int_t)s->nonfinite_dst,
+        "kld", "mean", num(s->kld_mean), "mean_uncertainty", num(s->kld_mean_unc), "median",
+        num(s->kld_median), "p90", num(s->kld_p90), "p99", num(s->kld_p99), "p99_9",
+        num(s->kld_p999), "max", num(s->kld_max), "min", num(s->kld_min),
+        "top1_agreement_pct", num(s->top1_pct),
+        "delta_p", "mean", num(s->pdiff_mean), "rms", num(s->pdiff_rms), "max_abs",
+        num(s->pdiff_max),
+        "ppl", "src", num(s->ppl_src), "dst", num(s->ppl_dst), "ratio", num(s->ppl_ratio),
+        "layers", "band", r->tc.lo, r->tc.hi, "steps", steps, "std_ratio", ratios, "first_out",
+        layer_ref(r->tc.first_out_layer, r->tc.first_out_step), "first_diff",
+        layer_ref(r->tc.first_diff_layer, r->tc.first_diff_step),
+        "run", "device_src", dev_name(r->dev_src), "device_dst", dev_name(r->dev_dst), "seconds_src",
+        num(r->secs_src), "seconds_dst", num(r->secs_dst),
+        "verdict", "pass", v->pass, "error", v->error, "max_kld", num(v->max_kld), "reason",
+        v->reason);
+    if (!root)
+        return NULL;
+    char *txt = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    return txt;
+}
+
+/* ---- table */
+
+static void pnum(FILE *f, const char *fmt, double x)
+{
+    if (isfinite(x))
+        fprintf(f, fmt, x);
+    else
+        fprintf(f, "%s", isnan(x) ? "n/a" : x > 0 ? "inf" : "-inf");
+}
+
+void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_verify_result *r,
+                             const apr_verdict *v)
+{
+    const apr_parity_summary *s = &r->s;
+    fprintf(f, "apr verify\n  SRC        : %s\n  DST        : %s\n", info->src_path ? info->src_path : "?",
+            info->dst_path ? info->dst_path : "?");
+    fprintf(f, "  conversion : %s%s%s (%s)\n", kind_name(v->kind.kind), v->kind.qtype[0] ? " " : "",
+            v->kind.qtype, v->kind.basis);
+    fprintf(f, "  tokens     : %s\n               %u chunk%s x %u tokens, %llu positions, %llu scored (%s)\n",
+            info->tokens_note ? info->tokens_note : "?", r->chunks, r->chunks == 1 ? "" : "s", r->ctx,
+            (unsigned long long)s->n_positions, (unsigned long long)s->n_scored,
+            info->all_positions ? "all positions" : "second half of each chunk");
+    fprintf(f, "  run        : SRC %s %.2f s, DST %s %.2f s\n\n", dev_name(r->dev_src), r->secs_src,
+            dev_name(r->dev_dst), r->secs_dst);
+
+    fprintf(f, "  logits     : %s", s->bit_identical ? "bit-identical" : "differ");
+    if (!s->bit_identical)
+        fprintf(f, " (%llu of %llu; first at position %lld, index %lld)",
+                (unsigned long long)s->n_logits_differ,
+                (unsigned long long)s->n_logits,
+                (long long)s->first_diff_pos, (long long)s->first_diff_idx);
+    fprintf(f, "\n               max |diff| ");
+    pnum(f, "%.6g", s->max_abs_diff);
+    fprintf(f, ", cosine mean ");
+    pnum(f, "%.8f", s->cos_mean);
+    fprintf(f, " min ");
+    pnum(f, "%.8f", s->cos_min);
+    if (s->nonfinite_src || s->nonfinite_dst)
+        fprintf(f, ", non-finite SRC %llu DST %llu", (unsigned long long)s->nonfinite_src,
+                (unsigned long long)s->nonfinite_dst);
+    fprintf(f, "\n  KLD        : mean ");
+    pnum(f, "%.6f", s->kld_mean);
+    fprintf(f, " +/- ");
+    pnum(f, "%.6f", s->kld_mean_unc);
+    fprintf(f, "  median ");
+    pnum(f, "%.6f", s->kld_median);
+    fprintf(f, "  p99 ");
+    pnum(f, "%.6f", s->kld_p99);
+    fprintf(f, "  max ");
+    pnum(f, "%.6f", s->kld_max);
+    fprintf(f, "\n  same top-1 : ");
+    pnum(f, "%.3f %%", s->top1_pct);
+    fprintf(f, "\n  RMS dp     : ");
+    pnum(f, "%.3f %%", 100.0 * s->pdiff_rms);
+    fprintf(f, "  (mean ");
+    pnum(f, "%.3f %%", 100.0 * s->pdiff_mean);
+    fprintf(f, ", max |dp| ");
+    pnum(f, "%.3f %%", 100.0 * s->pdiff_max);
+    fprintf(f, ")\n  PPL        : SRC ");
+    pnum(f, "%.4f", s->ppl_src);
+    fprintf(f, "  DST ");
+    pnum(f, "%.4f", s->ppl_dst);
+    fprintf(f, "  DST/SRC ");
+    pnum(f, "%.6f", s->ppl_ratio);
+    fprintf(f, "\n");
+
+    if (r->tc.ratio) {
+        static const char *hdr[APR_TR_COUNT] = {"anorm", "q", "k", "v", "attn", "o_proj", "resid1",
+                                                "fnorm", "gate", "up", "swiglu", "down", "resid2"};
+        fprintf(f, "\n  std ratio DST/SRC per layer (first chunk, all tokens; * outside [%g, %g])\n  layer",
+                r->tc.lo, r->tc.hi);
+        for (int st = 0; st < APR_TR_COUNT; st++)
+            fprintf(f, " %7s", hdr[st]);
+        fprintf(f, "\n");
+        for (uint32_t l = 0; l < r->tc.n_layers; l++) {
+            fprintf(f, "  %5u", l);
+            for (int st = 0; st < APR_TR_COUNT; st++) {
+                const size_t i = (size_t)l * APR_TR_COUNT + st;
+                const double x = r->tc.ratio[i];
+                if (isfinite(x))
+                    fprintf(f, " %6.3f%c", x, r->tc.out[i] ? '*' : r->tc.same[i] ? ' ' : '~');
+                else
+                    fprintf(f, " %6s%c", isnan(x) ? "nan" : "inf", '*');
+            }
+            fprintf(f, "\n");
+        }
+        fprintf(f, "  (~: statistics differ from SRC's within the band; blank: bit-identical)\n");
+        char layers[256];
+        describe_layers(&r->tc, layers, sizeof layers);
+        fprintf(f, "  %s\n", layers);
+    }
+    fprintf(f, "\n  verdict    : %s - %s\n", v->error ? "ERROR" : v->pass ? "PASS" : "FAIL", v->reason);
+}

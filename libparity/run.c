@@ -1,0 +1,172 @@
+/* run.c - the `apr verify` driver: both models over the same chunks of tokens,
+ * as llama-perplexity's KL-divergence mode does it.
+ *
+ * Each chunk of ctx tokens starts from an empty KV cache, with its first token
+ * replaced by BOS when the model adds one. Every position's logits are compared
+ * exactly (bit identity, max |diff|, cosine); positions ctx/2 .. ctx-2 (or
+ * 0 .. ctx-2 with all_positions) are scored for KLD, top-1, delta-p and
+ * perplexity against the token that follows. The two models are evaluated in
+ * alternating batches so that only two batches of logits are held at a time,
+ * whatever the vocabulary size. The first batch of the first chunk is traced.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "parity.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Logit buffers of at most ~64 MiB each. */
+static uint32_t batch_len(uint32_t ctx, uint32_t vocab)
+{
+    uint64_t b = ((uint64_t)64 << 20) / ((uint64_t)vocab * sizeof(float));
+    if (b < 1)
+        b = 1;
+    return b < ctx ? (uint32_t)b : ctx;
+}
+
+static int eval_timed(apr_fwd *f, const int32_t *tok, uint32_t n, float *logits, apr_trace *tr,
+                      double *secs, const char *which, apr_err *err)
+{
+    apr_err e2 = {0};
+    const double t0 = now_s();
+    int rc = apr_fwd_eval(f, tok, n, logits, tr, &e2);
+    *secs += now_s() - t0;
+    if (rc)
+        return apr_err_set(err, rc, "%s forward pass: %s", which, e2.msg);
+    return 0;
+}
+
+int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t *tokens,
+                      size_t n_tokens, const apr_verify_opts *o, apr_verify_result *r, apr_err *err)
+{
+    memset(r, 0, sizeof *r);
+    r->tc.first_out_layer = r->tc.first_out_step = -1;
+    r->tc.first_diff_layer = r->tc.first_diff_step = -1;
+    if (!src->has_cfg || !dst->has_cfg)
+        return apr_err_set(err, APR_E_FORMAT, "%s has no usable model config",
+                           !src->has_cfg ? "SRC" : "DST");
+    const uint32_t vocab = src->cfg.vocab;
+    if (vocab == 0 || dst->cfg.vocab != vocab)
+        return apr_err_set(err, APR_E_MISMATCH, "vocabulary sizes differ: SRC %u, DST %u",
+                           src->cfg.vocab, dst->cfg.vocab);
+    if (src->cfg.n_layers != dst->cfg.n_layers)
+        return apr_err_set(err, APR_E_MISMATCH, "layer counts differ: SRC %u, DST %u",
+                           src->cfg.n_layers, dst->cfg.n_layers);
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= vocab)
+            return apr_err_set(err, APR_E_ARG, "token %zu (%d) is outside the vocabulary (%u)", i,
+                               tokens[i], vocab);
+
+    /* chunk geometry */
+    uint32_t model_ctx = src->cfg.ctx_len;
+    if (dst->cfg.ctx_len && (!model_ctx || dst->cfg.ctx_len < model_ctx))
+        model_ctx = dst->cfg.ctx_len;
+    uint32_t ctx = o->ctx;
+    if (ctx == 0)
+        ctx = model_ctx && model_ctx < 512 ? model_ctx : 512;
+    if (model_ctx && ctx > model_ctx)
+        return apr_err_set(err, APR_E_ARG, "--ctx %u exceeds the models' context length %u", ctx,
+                           model_ctx);
+    if (n_tokens < ctx)
+        ctx = (uint32_t)n_tokens; /* one short chunk: the whole prompt */
+    if (ctx < 2)
+        return apr_err_set(err, APR_E_ARG, "need at least 2 tokens to compare next-token predictions");
+    const uint64_t avail = n_tokens / ctx;
+    uint32_t chunks = o->chunks ? o->chunks : (uint32_t)(avail > 1u << 20 ? 1u << 20 : avail);
+    if (chunks > avail)
+        return apr_err_set(err, APR_E_ARG, "%u chunks of %u tokens need %llu tokens; only %zu given",
+                           chunks, ctx, (unsigned long long)chunks * ctx, n_tokens);
+    r->ctx = ctx;
+    r->chunks = chunks;
+    r->n_tokens_used = (uint64_t)ctx * chunks;
+
+    const double lo = o->band_lo > 0 ? o->band_lo : 0.5, hi = o->band_hi > 0 ? o->band_hi : 2.0;
+    const uint32_t first = o->all_positions ? 0 : ctx / 2;
+
+    apr_fwd_opts fo = {.n_threads = o->n_threads, .device = o->device, .max_ctx = ctx};
+    apr_fwd *fs = NULL, *fd = NULL;
+    apr_parity_acc acc;
+    float *ls = NULL, *ld = NULL;
+    int32_t *chunk = NULL;
+    int rc = 0;
+    apr_err e2 = {0};
+    memset(&acc, 0, sizeof acc);
+
+    if ((rc = apr_fwd_load(&fs, src, &fo, &e2))) {
+        apr_err_set(err, rc, "SRC: %s", e2.msg);
+        goto out;
+    }
+    if ((rc = apr_fwd_load(&fd, dst, &fo, &e2))) {
+        apr_err_set(err, rc, "DST: %s", e2.msg);
+        goto out;
+    }
+    r->dev_src = apr_fwd_device(fs);
+    r->dev_dst = apr_fwd_device(fd);
+    const uint32_t nb = batch_len(ctx, vocab);
+    ls = malloc((size_t)nb * vocab * sizeof *ls);
+    ld = malloc((size_t)nb * vocab * sizeof *ld);
+    chunk = malloc((size_t)ctx * sizeof *chunk);
+    if (!ls || !ld || !chunk || apr_parity_acc_init(&acc, vocab) ||
+        apr_trace_init(&r->tr_src, src->cfg.n_layers, false) ||
+        apr_trace_init(&r->tr_dst, dst->cfg.n_layers, false)) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto out;
+    }
+
+    for (uint32_t c = 0; c < chunks; c++) {
+        if (o->progress)
+            fprintf(stderr, "\rverify: chunk %u/%u", c + 1, chunks);
+        memcpy(chunk, tokens + (size_t)c * ctx, (size_t)ctx * sizeof *chunk);
+        if (o->bos_id >= 0 && (uint32_t)o->bos_id < vocab)
+            chunk[0] = o->bos_id;
+        apr_fwd_reset(fs);
+        apr_fwd_reset(fd);
+        for (uint32_t b0 = 0; b0 < ctx; b0 += nb) {
+            const uint32_t n = ctx - b0 < nb ? ctx - b0 : nb;
+            const bool traced = c == 0 && b0 == 0;
+            if ((rc = eval_timed(fs, chunk + b0, n, ls, traced ? &r->tr_src : NULL, &r->secs_src,
+                                 "SRC", err)) ||
+                (rc = eval_timed(fd, chunk + b0, n, ld, traced ? &r->tr_dst : NULL, &r->secs_dst,
+                                 "DST", err)))
+                goto out;
+            for (uint32_t j = 0; j < n; j++) {
+                const uint32_t pos = b0 + j;
+                const bool scored = pos >= first && pos + 1 < ctx;
+                /* the token that follows, as in the text (never the BOS substitute) */
+                const int32_t next = scored ? tokens[(size_t)c * ctx + pos + 1] : -1;
+                if ((rc = apr_parity_acc_add(&acc, ls + (size_t)j * vocab, ld + (size_t)j * vocab,
+                                             scored, next))) {
+                    apr_err_set(err, rc, "logit statistics failed");
+                    goto out;
+                }
+            }
+        }
+    }
+    if (o->progress)
+        fprintf(stderr, "\n");
+    if ((rc = apr_parity_summarize(&acc, &r->s))) {
+        apr_err_set(err, rc, "out of memory");
+        goto out;
+    }
+    rc = apr_trace_compare(&r->tr_src, &r->tr_dst, lo, hi, &r->tc, err);
+
+out:
+    apr_parity_acc_free(&acc);
+    free(ls);
+    free(ld);
+    free(chunk);
+    apr_fwd_free(fs);
+    apr_fwd_free(fd);
+    if (rc)
+        apr_verify_result_free(r);
+    return rc;
+}
