@@ -1,0 +1,899 @@
+/* tokenizer.c - tokenizers read from model metadata (apr_model.tok):
+ *
+ *   "llama": SentencePiece as llama.cpp's llm_tokenizer_spm does it: spaces
+ *            become U+2581, one U+2581 is prepended (tokenizer.ggml.
+ *            add_space_prefix, default true), the text is split into UTF-8
+ *            characters and adjacent pairs are merged best score first (ties:
+ *            leftmost); a piece that is no token falls back to <0xXX> byte tokens.
+ *   "gpt2":  byte-level BPE: the text is split by the pre-tokenizer regex,
+ *            each piece's bytes are mapped to GPT-2's printable code points and
+ *            merged lowest merge rank first (ties: leftmost).
+ *            Pre-tokenizers: "qwen2" (and "deepseek-llm"-like single digits),
+ *            "llama3"/"llama-bpe" (digits in runs of up to 3) -- both the
+ *            pattern (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|
+ *            \p{N}{1,k}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ ,
+ *            hand-written after llama.cpp's unicode_regex_split_custom_llama3;
+ *            anything else uses GPT-2's 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|
+ *            ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ .
+ *
+ * Limits (documented, not silent): special/control tokens written inside the
+ * text are not recognised (the text is tokenized as plain text, as llama.cpp
+ * does with parse_special = false); Unicode categories come from
+ * unicode_tab.h (Unicode 14); decode does not render control tokens.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "unicode_tab.h"
+
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+
+/* ---------------------------------------------------------------- string -> int map */
+
+typedef struct smap {
+    uint32_t cap;        /* power of two */
+    const char **key;
+    uint32_t *klen;
+    int32_t *val;
+    char *arena;         /* owned key bytes when keys are built here */
+} smap;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static int smap_init(smap *m, uint64_t n)
+{
+    memset(m, 0, sizeof *m);
+    uint64_t cap = 16;
+    while (cap < n * 2)
+        cap <<= 1;
+    if (cap > (1ull << 31))
+        return -1;
+    m->cap = (uint32_t)cap;
+    m->key = calloc(cap, sizeof *m->key);
+    m->klen = calloc(cap, sizeof *m->klen);
+    m->val = calloc(cap, sizeof *m->val);
+    return m->key && m->klen && m->val ? 0 : -1;
+}
+
+static void smap_free(smap *m)
+{
+    free(m->key);
+    free(m->klen);
+    free(m->val);
+    free(m->arena);
+    memset(m, 0, sizeof *m);
+}
+
+/* Insert unless present (the first id of a duplicated string wins, as in a
+ * vocab where later duplicates are unreachable). key must outlive the map. */
+static void smap_put(smap *m, const char *k, uint32_t n, int32_t v)
+{
+    uint32_t i = (uint32_t)fnv1a(k, n) & (m->cap - 1);
+    while (m->key[i]) {
+        if (m->klen[i] == n && !memcmp(m->key[i], k, n))
+            return;
+        i = (i + 1) & (m->cap - 1);
+    }
+    m->key[i] = k;
+    m->klen[i] = n;
+    m->val[i] = v;
+}
+
+static int32_t smap_get(const smap *m, const char *k, size_t n)
+{
+    if (!m->cap)
+        return -1;
+    uint32_t i = (uint32_t)fnv1a(k, n) & (m->cap - 1);
+    while (m->key[i]) {
+        if (m->klen[i] == n && !memcmp(m->key[i], k, n))
+            return m->val[i];
+        i = (i + 1) & (m->cap - 1);
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* Length of the UTF-8 sequence starting with byte c (1 for invalid lead bytes). */
+static size_t utf8_len(uint8_t c)
+{
+    static const size_t lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+    return lookup[c >> 4];
+}
+
+/* Decode one code point at s (n bytes left); invalid sequences decode as
+ * U+FFFD consuming one byte. */
+static uint32_t utf8_next(const uint8_t *s, size_t n, size_t *adv)
+{
+    const uint8_t c = s[0];
+    size_t len = utf8_len(c);
+    if (len == 1 || len > n) {
+        *adv = 1;
+        return c < 0x80 ? c : 0xFFFD;
+    }
+    uint32_t cp = c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            *adv = 1;
+            return 0xFFFD;
+        }
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    *adv = len;
+    return cp;
+}
+
+static size_t utf8_put(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+static bool in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        const size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0])
+            hi = mid;
+        else if (cp > r[mid][1])
+            lo = mid + 1;
+        else
+            return true;
+    }
+    return false;
+}
+
+static bool is_letter(uint32_t cp)
+{
+    return in_ranges(apr_uni_letter, sizeof apr_uni_letter / sizeof *apr_uni_letter, cp);
+}
+static bool is_number(uint32_t cp)
+{
+    return in_ranges(apr_uni_number, sizeof apr_uni_number / sizeof *apr_uni_number, cp);
+}
+/* llama.cpp's whitespace set (unicode.cpp). */
+static bool is_space(uint32_t cp)
+{
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+           cp == 0x205F || cp == 0x3000;
+}
+
+/* ---------------------------------------------------------------- tokenizer */
+
+typedef enum tok_kind { TOK_SPM, TOK_BPE } tok_kind;
+typedef enum pre_kind { PRE_GPT2, PRE_LLAMA3, PRE_QWEN2 } pre_kind;
+
+struct apr_tok {
+    tok_kind kind;
+    pre_kind pre;
+    const apr_tokenizer *v;
+    smap vocab;             /* token text -> id */
+    smap merges;            /* "left right" -> rank (BPE) */
+    int32_t byte_tok[256];  /* SPM: <0xXX>; BPE: the token of the byte's code point; -1 */
+    uint32_t byte_cp[256];  /* BPE: GPT-2 bytes_to_unicode */
+    int16_t cp_byte[324];   /* inverse of byte_cp (code points < 324), -1 */
+    bool add_space_prefix;
+};
+
+static int32_t tok_type(const apr_tok *t, int32_t id)
+{
+    return t->v->token_type ? t->v->token_type[id] : TT_NORMAL;
+}
+
+/* GPT-2's bytes_to_unicode: printable bytes map to themselves, the others to
+ * 256 + n in byte order. */
+static void init_byte_map(apr_tok *t)
+{
+    uint32_t n = 0;
+    for (int b = 0; b < 256; b++) {
+        const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        t->byte_cp[b] = printable ? (uint32_t)b : 256 + n++;
+    }
+    for (int i = 0; i < 324; i++)
+        t->cp_byte[i] = -1;
+    for (int b = 0; b < 256; b++)
+        t->cp_byte[t->byte_cp[b]] = (int16_t)b;
+}
+
+int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
+{
+    *out = NULL;
+    if (!m->has_tok || !m->tok.n_tokens || !m->tok.tokens)
+        return apr_err_set(err, APR_E_FORMAT, "the model carries no tokenizer");
+    const apr_tokenizer *v = &m->tok;
+    apr_tok *t = calloc(1, sizeof *t);
+    if (!t)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    t->v = v;
+    if (!strcmp(v->model, "llama"))
+        t->kind = TOK_SPM;
+    else if (!strcmp(v->model, "gpt2"))
+        t->kind = TOK_BPE;
+    else {
+        free(t);
+        return apr_err_set(err, APR_E_UNSUPPORTED, "tokenizer model '%s' is not supported (llama, gpt2)", v->model);
+    }
+    if (!strcmp(v->pre, "qwen2") || !strcmp(v->pre, "deepseek-llm"))
+        t->pre = PRE_QWEN2;
+    else if (!strcmp(v->pre, "llama3") || !strcmp(v->pre, "llama-bpe") || !strcmp(v->pre, "smaug-bpe"))
+        t->pre = PRE_LLAMA3;
+    else
+        t->pre = PRE_GPT2;
+    t->add_space_prefix = t->kind == TOK_SPM;
+    apr_kv_get_bool(m, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
+    if (v->token_type)
+        for (uint32_t i = 0; i < v->n_tokens; i++)
+            if (v->token_type[i] < 0 || v->token_type[i] > TT_BYTE) {
+                free(t);
+                return apr_err_set(err, APR_E_FORMAT, "token %u has type %d", i, v->token_type[i]);
+            }
+
+    if (smap_init(&t->vocab, v->n_tokens)) {
+        apr_tok_free(t);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory (vocab of %u)", v->n_tokens);
+    }
+    for (uint32_t i = 0; i < v->n_tokens; i++) {
+        if (!v->tokens[i].s || v->tokens[i].len > UINT32_MAX / 2) {
+            apr_tok_free(t);
+            return apr_err_set(err, APR_E_FORMAT, "token %u has no text", i);
+        }
+        smap_put(&t->vocab, v->tokens[i].s, (uint32_t)v->tokens[i].len, (int32_t)i);
+    }
+
+    for (int b = 0; b < 256; b++)
+        t->byte_tok[b] = -1;
+    if (t->kind == TOK_SPM) {
+        for (int b = 0; b < 256; b++) {
+            char name[8];
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            t->byte_tok[b] = smap_get(&t->vocab, name, 6);
+        }
+    } else {
+        init_byte_map(t);
+        for (int b = 0; b < 256; b++) {
+            char u[4];
+            const size_t n = utf8_put(t->byte_cp[b], u);
+            t->byte_tok[b] = smap_get(&t->vocab, u, n);
+        }
+        if (!v->merges || !v->n_merges) {
+            apr_tok_free(t);
+            return apr_err_set(err, APR_E_FORMAT, "byte-BPE tokenizer without tokenizer.ggml.merges");
+        }
+        if (smap_init(&t->merges, v->n_merges)) {
+            apr_tok_free(t);
+            return apr_err_set(err, APR_E_NOMEM, "out of memory (%u merges)", v->n_merges);
+        }
+        for (uint32_t i = 0; i < v->n_merges; i++) {
+            const apr_str *s = &v->merges[i];
+            /* "left right" with exactly one separating space (not first/last) */
+            const char *sp = s->s ? memchr(s->s, ' ', s->len) : NULL;
+            if (!sp || sp == s->s || (uint64_t)(sp - s->s) + 1 >= s->len || s->len > UINT32_MAX / 2) {
+                apr_tok_free(t);
+                return apr_err_set(err, APR_E_FORMAT, "merge %u ('%.40s') is not 'left right'", i,
+                                   s->s ? s->s : "");
+            }
+            smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+void apr_tok_free(apr_tok *t)
+{
+    if (!t)
+        return;
+    smap_free(&t->vocab);
+    smap_free(&t->merges);
+    free(t);
+}
+
+int32_t apr_tok_bos(const apr_tok *t) { return t->v->bos_id; }
+int32_t apr_tok_eos(const apr_tok *t) { return t->v->eos_id; }
+
+/* ---------------------------------------------------------------- output vector */
+
+typedef struct ids_vec {
+    int32_t *v;
+    size_t n, cap;
+    bool oom;
+} ids_vec;
+
+static void ids_push(ids_vec *o, int32_t id)
+{
+    if (o->oom)
+        return;
+    if (o->n == o->cap) {
+        size_t nc = o->cap ? o->cap * 2 : 64;
+        int32_t *nv = realloc(o->v, nc * sizeof *nv);
+        if (!nv) {
+            o->oom = true;
+            return;
+        }
+        o->v = nv;
+        o->cap = nc;
+    }
+    o->v[o->n++] = id;
+}
+
+/* ---------------------------------------------------------------- symbol merging (SPM and BPE) */
+
+typedef struct sym {
+    size_t off, n;       /* bytes of the text; n == 0: merged away */
+    long prev, next;     /* -1 at the ends */
+} sym;
+
+typedef struct bigram {
+    long left, right;
+    double score;        /* higher first (BPE: -rank) */
+    size_t size;         /* bytes of the merged text when queued */
+} bigram;
+
+/* A binary max-heap of bigrams: best score, then smallest left. */
+typedef struct bheap {
+    bigram *a;
+    size_t n, cap;
+    bool oom;
+} bheap;
+
+static bool bg_better(const bigram *x, const bigram *y)
+{
+    return x->score > y->score || (x->score == y->score && x->left < y->left);
+}
+
+static void heap_push(bheap *h, bigram b)
+{
+    if (h->oom)
+        return;
+    if (h->n == h->cap) {
+        size_t nc = h->cap ? h->cap * 2 : 64;
+        bigram *na = realloc(h->a, nc * sizeof *na);
+        if (!na) {
+            h->oom = true;
+            return;
+        }
+        h->a = na;
+        h->cap = nc;
+    }
+    size_t i = h->n++;
+    h->a[i] = b;
+    while (i && bg_better(&h->a[i], &h->a[(i - 1) / 2])) {
+        bigram tmp = h->a[i];
+        h->a[i] = h->a[(i - 1) / 2];
+        h->a[(i - 1) / 2] = tmp;
+        i = (i - 1) / 2;
+    }
+}
+
+static bigram heap_pop(bheap *h)
+{
+    bigram top = h->a[0];
+    h->a[0] = h->a[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        if (l < h->n && bg_better(&h->a[l], &h->a[best]))
+            best = l;
+        if (r < h->n && bg_better(&h->a[r], &h->a[best]))
+            best = r;
+        if (best == i)
+            break;
+        bigram tmp = h->a[i];
+        h->a[i] = h->a[best];
+        h->a[best] = tmp;
+        i = best;
+    }
+    return top;
+}
+
+typedef struct merge_ctx {
+    const apr_tok *t;
+    const char *text;
+    sym *s;
+    size_t n_sym;
+    bheap heap;
+    char *keybuf;         /* BPE: "left right" lookup key */
+    size_t keycap;
+} merge_ctx;
+
+static void try_bigram(merge_ctx *c, long l, long r)
+{
+    if (l < 0 || r < 0)
+        return;
+    const sym *a = &c->s[l], *b = &c->s[r];
+    const size_t size = a->n + b->n;
+    bigram bg = {l, r, 0.0, size};
+    if (c->t->kind == TOK_SPM) {
+        const int32_t id = smap_get(&c->t->vocab, c->text + a->off, size);
+        if (id < 0)
+            return;
+        bg.score = c->t->v->scores ? c->t->v->scores[id] : 0.0;
+    } else {
+        if (size + 1 > c->keycap) {
+            size_t nc = (size + 1) * 2;
+            char *nb = realloc(c->keybuf, nc);
+            if (!nb) {
+                c->heap.oom = true;
+                return;
+            }
+            c->keybuf = nb;
+            c->keycap = nc;
+        }
+        memcpy(c->keybuf, c->text + a->off, a->n);
+        c->keybuf[a->n] = ' ';
+        memcpy(c->keybuf + a->n + 1, c->text + b->off, b->n);
+        const int32_t rank = smap_get(&c->t->merges, c->keybuf, size + 1);
+        if (rank < 0)
+            return;
+        bg.score = -(double)rank;
+    }
+    heap_push(&c->heap, bg);
+}
+
+/* Split text[0, n) into UTF-8 characters and merge. Leaves the surviving
+ * symbols linked from index 0. */
+static int merge_run(merge_ctx *c, const char *text, size_t n)
+{
+    c->text = text;
+    c->n_sym = 0;
+    c->heap.n = 0;
+    free(c->s);
+    c->s = malloc((n ? n : 1) * sizeof *c->s);
+    if (!c->s)
+        return -1;
+    for (size_t off = 0; off < n;) {
+        size_t len = utf8_len((uint8_t)text[off]);
+        if (len > n - off)
+            len = n - off;
+        c->s[c->n_sym] = (sym){off, len, (long)c->n_sym - 1, off + len == n ? -1 : (long)c->n_sym + 1};
+        c->n_sym++;
+        off += len;
+    }
+    for (size_t i = 1; i < c->n_sym; i++)
+        try_bigram(c, (long)i - 1, (long)i);
+    while (c->heap.n && !c->heap.oom) {
+        const bigram bg = heap_pop(&c->heap);
+        sym *l = &c->s[bg.left], *r = &c->s[bg.right];
+        if (!l->n || !r->n || l->n + r->n != bg.size || l->next != bg.right)
+            continue; /* stale: one side was merged since */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0)
+            c->s[r->next].prev = bg.left;
+        try_bigram(c, l->prev, bg.left);
+        try_bigram(c, bg.left, l->next);
+    }
+    return c->heap.oom ? -1 : 0;
+}
+
+static void merge_ctx_free(merge_ctx *c)
+{
+    free(c->s);
+    free(c->heap.a);
+    free(c->keybuf);
+}
+
+/* ---------------------------------------------------------------- SPM */
+
+/* A symbol that is not a token: its bytes through <0xXX> (or the unknown token). */
+static void spm_bytes(const apr_tok *t, const char *p, size_t n, ids_vec *o)
+{
+    for (size_t j = 0; j < n; j++) {
+        const int32_t id = t->byte_tok[(uint8_t)p[j]];
+        if (id >= 0)
+            ids_push(o, id);
+        else if (t->v->unk_id >= 0)
+            ids_push(o, t->v->unk_id);
+    }
+}
+
+/* llama.cpp's resegment: a merged symbol is always a vocab entry (merges
+ * only happen when the pair's text is a token), so only unmerged single
+ * characters can miss the vocab and need bytes. */
+static void spm_encode(const apr_tok *t, const char *raw, size_t rawn, ids_vec *o, int *rc)
+{
+    /* escape: optional leading U+2581, every ' ' -> U+2581 */
+    size_t spaces = 0;
+    for (size_t i = 0; i < rawn; i++)
+        spaces += raw[i] == ' ';
+    const size_t n = rawn + 2 * spaces + (t->add_space_prefix ? 3 : 0);
+    char *text = malloc(n ? n : 1);
+    if (!text) {
+        *rc = -1;
+        return;
+    }
+    size_t k = 0;
+    if (t->add_space_prefix) {
+        memcpy(text, "\xE2\x96\x81", 3);
+        k = 3;
+    }
+    for (size_t i = 0; i < rawn; i++) {
+        if (raw[i] == ' ') {
+            memcpy(text + k, "\xE2\x96\x81", 3);
+            k += 3;
+        } else
+            text[k++] = raw[i];
+    }
+    merge_ctx c = {.t = t};
+    if (merge_run(&c, text, n)) {
+        *rc = -1;
+    } else if (c.n_sym) {
+        for (long i = 0; i >= 0; i = c.s[i].next) {
+            const sym *s = &c.s[i];
+            const int32_t id = smap_get(&t->vocab, text + s->off, s->n);
+            if (id >= 0)
+                ids_push(o, id);
+            else
+                spm_bytes(t, text + s->off, s->n, o);
+        }
+    }
+    merge_ctx_free(&c);
+    free(text);
+}
+
+/* ---------------------------------------------------------------- BPE pre-tokenizer */
+
+typedef struct cpts {
+    uint32_t *cp;
+    size_t *off;   /* byte offset of each code point; off[n] = byte length */
+    size_t n;
+} cpts;
+
+/* Piece ends (code point indices) of the llama3/qwen2 pattern (max_digits 3
+ * or 1) over cp[0, n). Returns the number of pieces written to ends. */
+static size_t split_llama3(const uint32_t *cp, size_t n, size_t max_digits, size_t *ends)
+{
+    size_t ne = 0, prev_end = 0;
+#define CPT(p) ((p) < n ? cp[p] : 0xFFFFFFFFu)
+#define IN(p) ((p) < n)
+#define LET(p) (IN(p) && is_letter(cp[p]))
+#define NUM(p) (IN(p) && is_number(cp[p]))
+#define WS(p) (IN(p) && is_space(cp[p]))
+#define ADD(e) do { if ((e) > prev_end) ends[ne++] = (e); prev_end = (e); } while (0)
+    for (size_t pos = 0; pos < n;) {
+        const uint32_t c = cp[pos];
+        /* (?i:'s|'t|'re|'ve|'m|'ll|'d) */
+        if (c == '\'' && pos + 1 < n) {
+            uint32_t c1 = CPT(pos + 1);
+            if (c1 < 128)
+                c1 = (uint32_t)(c1 >= 'A' && c1 <= 'Z' ? c1 + 32 : c1);
+            if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
+                ADD(pos + 2);
+                pos += 2;
+                continue;
+            }
+            if (pos + 2 < n) {
+                uint32_t c2 = CPT(pos + 2);
+                if (c2 < 128)
+                    c2 = (uint32_t)(c2 >= 'A' && c2 <= 'Z' ? c2 + 32 : c2);
+                if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
+                    ADD(pos + 3);
+                    pos += 3;
+                    continue;
+                }
+            }
+        }
+        /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+        if (!(c == '\r' || c == '\n' || is_number(c)) && (is_letter(c) || LET(pos + 1))) {
+            pos++;
+            while (LET(pos))
+                pos++;
+            ADD(pos);
+            continue;
+        }
+        /* \p{N}{1,max_digits} */
+        if (is_number(c)) {
+            size_t ini = pos;
+            while (NUM(pos)) {
+                if (++pos - ini >= max_digits) {
+                    ADD(pos);
+                    ini = pos;
+                }
+            }
+            ADD(pos);
+            continue;
+        }
+        /* ' '?[^\s\p{L}\p{N}]+[\r\n]* */
+        {
+            const size_t q = c == ' ' ? pos + 1 : pos;
+            if (IN(q) && !WS(q) && !LET(q) && !NUM(q)) {
+                pos = q;
+                while (IN(pos) && !WS(pos) && !LET(pos) && !NUM(pos))
+                    pos++;
+                while (CPT(pos) == '\r' || CPT(pos) == '\n')
+                    pos++;
+                ADD(pos);
+                continue;
+            }
+        }
+        size_t nws = 0, last_rn = 0;
+        while (WS(pos + nws)) {
+            const uint32_t c2 = cp[pos + nws];
+            if (c2 == '\r' || c2 == '\n')
+                last_rn = pos + nws + 1;
+            nws++;
+        }
+        if (last_rn) { /* \s*[\r\n]+ */
+            pos = last_rn;
+            ADD(pos);
+            continue;
+        }
+        if (nws > 1 && IN(pos + nws)) { /* \s+(?!\S) */
+            pos += nws - 1;
+            ADD(pos);
+            continue;
+        }
+        if (nws > 0) { /* \s+ */
+            pos += nws;
+            ADD(pos);
+            continue;
+        }
+        pos++;
+        ADD(pos);
+    }
+    return ne;
+}
+
+/* GPT-2's pattern: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static size_t split_gpt2(const uint32_t *cp, size_t n, size_t *ends)
+{
+    size_t ne = 0, prev_end = 0;
+    for (size_t pos = 0; pos < n;) {
+        const uint32_t c = cp[pos];
+        if (c == '\'' && pos + 1 < n) {
+            const uint32_t c1 = cp[pos + 1], c2 = CPT(pos + 2);
+            if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') {
+                ADD(pos + 2);
+                pos += 2;
+                continue;
+            }
+            if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
+                ADD(pos + 3);
+                pos += 3;
+                continue;
+            }
+        }
+        const size_t q = c == ' ' ? pos + 1 : pos;
+        if (LET(q)) {
+            pos = q;
+            while (LET(pos))
+                pos++;
+            ADD(pos);
+            continue;
+        }
+        if (NUM(q)) {
+            pos = q;
+            while (NUM(pos))
+                pos++;
+            ADD(pos);
+            continue;
+        }
+        if (IN(q) && !WS(q)) {
+            pos = q;
+            while (IN(pos) && !WS(pos) && !LET(pos) && !NUM(pos))
+                pos++;
+            ADD(pos);
+            continue;
+        }
+        size_t nws = 0;
+        while (WS(pos + nws))
+            nws++;
+        if (nws > 1 && IN(pos + nws)) {
+            pos += nws - 1;
+            ADD(pos);
+            continue;
+        }
+        pos += nws ? nws : 1;
+        ADD(pos);
+    }
+    return ne;
+#undef CPT
+#undef IN
+#undef LET
+#undef NUM
+#undef WS
+#undef ADD
+}
+
+/* One pre-token's bytes -> byte-level text -> merges -> ids. */
+static int bpe_word(const apr_tok *t, const char *w, size_t wn, bool ignore_merges, merge_ctx *c,
+                    ids_vec *o)
+{
+    char *mapped = malloc(wn * 2 + 1);
+    if (!mapped)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < wn; i++)
+        k += utf8_put(t->byte_cp[(uint8_t)w[i]], mapped + k);
+    /* llama3's tokenizer takes a word that is a whole token as is */
+    const int32_t whole = ignore_merges ? smap_get(&t->vocab, mapped, k) : -1;
+    if (whole >= 0) {
+        ids_push(o, whole);
+        free(mapped);
+        return 0;
+    }
+    int rc = merge_run(c, mapped, k);
+    if (!rc && c->n_sym) {
+        for (long i = 0; i >= 0; i = c->s[i].next) {
+            const sym *s = &c->s[i];
+            const int32_t id = smap_get(&t->vocab, mapped + s->off, s->n);
+            if (id >= 0) {
+                ids_push(o, id);
+                continue;
+            }
+            /* not a token: one token per byte-level character when it exists */
+            for (size_t j = 0; j < s->n;) {
+                const size_t l = utf8_len((uint8_t)mapped[s->off + j]);
+                const int32_t cid = smap_get(&t->vocab, mapped + s->off + j, l);
+                if (cid >= 0)
+                    ids_push(o, cid);
+                else if (t->v->unk_id >= 0)
+                    ids_push(o, t->v->unk_id);
+                j += l;
+            }
+        }
+    }
+    free(mapped);
+    return rc;
+}
+
+static void bpe_encode(const apr_tok *t, const char *text, size_t n, ids_vec *o, int *rc)
+{
+    uint32_t *cp = malloc((n + 1) * sizeof *cp);
+    size_t *off = malloc((n + 1) * sizeof *off);
+    size_t *ends = malloc((n + 1) * sizeof *ends);
+    merge_ctx c = {.t = t};
+    if (!cp || !off || !ends) {
+        *rc = -1;
+        goto done;
+    }
+    size_t ncp = 0;
+    for (size_t i = 0; i < n;) {
+        size_t adv;
+        off[ncp] = i;
+        cp[ncp++] = utf8_next((const uint8_t *)text + i, n - i, &adv);
+        i += adv;
+    }
+    off[ncp] = n;
+    const size_t ne = t->pre == PRE_GPT2 ? split_gpt2(cp, ncp, ends)
+                                         : split_llama3(cp, ncp, t->pre == PRE_QWEN2 ? 1 : 3, ends);
+    size_t start = 0;
+    for (size_t i = 0; i < ne && !*rc; i++) {
+        const char *w = text + off[start];
+        const size_t wn = off[ends[i]] - off[start];
+        if (bpe_word(t, w, wn, t->pre == PRE_LLAMA3, &c, o))
+            *rc = -1;
+        start = ends[i];
+    }
+done:
+    merge_ctx_free(&c);
+    free(cp);
+    free(off);
+    free(ends);
+}
+
+/* ---------------------------------------------------------------- API */
+
+int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
+                   apr_err *err)
+{
+    *ids = NULL;
+    *n = 0;
+    ids_vec o = {0};
+    int rc = 0;
+    if (add_special && t->v->add_bos) {
+        if (t->v->bos_id < 0)
+            return apr_err_set(err, APR_E_FORMAT, "the tokenizer adds BOS but has no BOS id");
+        ids_push(&o, t->v->bos_id);
+    }
+    const size_t len = text ? strlen(text) : 0;
+    if (len) {
+        if (t->kind == TOK_SPM)
+            spm_encode(t, text, len, &o, &rc);
+        else
+            bpe_encode(t, text, len, &o, &rc);
+    }
+    if (!rc && add_special && t->v->add_eos && t->v->eos_id >= 0)
+        ids_push(&o, t->v->eos_id);
+    if (rc || o.oom) {
+        free(o.v);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory while tokenizing");
+    }
+    *ids = o.v;
+    *n = o.n;
+    return 0;
+}
+
+static size_t put(char *buf, size_t cap, size_t at, const char *s, size_t n)
+{
+    if (at < cap)
+        memcpy(buf + at, s, n < cap - at ? n : cap - at);
+    return at + n;
+}
+
+size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, size_t cap)
+{
+    if (id < 0 || (uint32_t)id >= t->v->n_tokens)
+        return 0;
+    const apr_str *s = &t->v->tokens[id];
+    const int32_t type = tok_type(t, id);
+    size_t w = 0;
+    if (type == TT_CONTROL || type == TT_UNUSED)
+        return 0;
+    if (t->kind == TOK_SPM) {
+        if (type == TT_BYTE) {
+            unsigned b;
+            char tail;
+            if (s->len == 6 && sscanf(s->s, "<0x%2X%c", &b, &tail) == 2 && tail == '>') {
+                const char c = (char)b;
+                return put(buf, cap, 0, &c, 1);
+            }
+            return put(buf, cap, 0, s->s, s->len);
+        }
+        if (type == TT_UNKNOWN)
+            return put(buf, cap, 0, "\xE2\x96\x85", 3);
+        if (type == TT_USER)
+            return put(buf, cap, 0, s->s, s->len);
+        /* SentencePiece drops the prefix space of the first piece of a text */
+        const bool strip = prev < 0 || tok_type(t, prev) == TT_CONTROL;
+        bool first = true;
+        for (size_t i = 0; i < s->len;) {
+            if (i + 3 <= s->len && !memcmp(s->s + i, "\xE2\x96\x81", 3)) {
+                if (!(first && strip && t->add_space_prefix))
+                    w = put(buf, cap, w, " ", 1);
+                i += 3;
+            } else {
+                w = put(buf, cap, w, s->s + i, 1);
+                i++;
+            }
+            first = false;
+        }
+        return w;
+    }
+    if (type == TT_USER)
+        return put(buf, cap, 0, s->s, s->len);
+    /* byte-level: map each code point back to its byte */
+    for (size_t i = 0; i < s->len;) {
+        size_t adv;
+        const uint32_t c = utf8_next((const uint8_t *)s->s + i, s->len - i, &adv);
+        if (c < 324 && t->cp_byte[c] >= 0) {
+            const char b = (char)t->cp_byte[c];
+            w = put(buf, cap, w, &b, 1);
+        } else {
+            w = put(buf, cap, w, s->s + i, adv); /* not byte-level: copy as is */
+        }
+        i += adv;
+    }
+    return w;
+}
