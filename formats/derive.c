@@ -1,0 +1,253 @@
+/* derive.c - fill apr_model.cfg and apr_model.tok from the GGUF-namespace KVs.
+ *
+ * Every reader (GGUF, APR, safetensors) ends by calling apr_model_derive, so
+ * the rest of the project sees one architecture config and one tokenizer view
+ * whatever the file format. The rules follow llama.cpp's loader:
+ *   - general.architecture picks the KV prefix; only "llama" and "qwen2" give a
+ *     config (others: has_cfg = false, which is not an error here);
+ *   - head_count_kv defaults to head_count, rope.freq_base to 10000;
+ *   - the head dim is attention.key_length when recorded, and only when it is
+ *     absent hidden / n_heads (never assumed otherwise);
+ *   - tied embeddings = no separate output weight tensor.
+ * Tokenizer pointers are borrowed from the KVs (valid while the KVs live).
+ */
+#include "formats.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const output_names[] = {"output.weight", "lm_head.weight"};
+static const char *const q_bias_names[] = {
+    "blk.0.attn_q.bias", "model.layers.0.self_attn.q_proj.bias",
+    "model.layers.0.self_attn.qkv_proj.bias"};
+static const char *const embed_names[] = {"token_embd.weight", "model.embed_tokens.weight"};
+
+static bool has_any_tensor(const apr_model *m, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (apr_model_tensor(m, names[i]))
+            return true;
+    return false;
+}
+
+/* The array KV `key` if it has element type t (any count); NULL if absent.
+ * *bad is set when the key exists with another type. */
+static const apr_kv *array_kv(const apr_model *m, const char *key, apr_kv_type t, bool *bad)
+{
+    const apr_kv *kv = apr_model_kv(m, key);
+    if (!kv)
+        return NULL;
+    if (kv->type != APR_KV_ARRAY || kv->arr_type != t) {
+        *bad = true;
+        return NULL;
+    }
+    return kv;
+}
+
+/* Token id KVs: llama.cpp stores them as u32; 0xFFFFFFFF (or any id outside the
+ * vocab) means "none" and is reported as -1. */
+static int32_t token_id(const apr_model *m, const char *key, uint32_t n_tokens)
+{
+    uint32_t v;
+    if (!apr_kv_get_u32(m, key, &v) || v >= n_tokens || v > (uint32_t)INT32_MAX)
+        return -1;
+    return (int32_t)v;
+}
+
+static int derive_tokenizer(apr_model *m, apr_err *err)
+{
+    apr_tokenizer *t = &m->tok;
+    memset(t, 0, sizeof *t);
+    t->bos_id = t->eos_id = t->unk_id = t->pad_id = -1;
+    m->has_tok = false;
+
+    bool bad = false;
+    const apr_kv *tokens = array_kv(m, "tokenizer.ggml.tokens", APR_KV_STRING, &bad);
+    if (bad)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.tokens is not an array of strings");
+    if (!tokens)
+        return 0;
+    if (tokens->count == 0 || tokens->count > UINT32_MAX / 2)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.tokens has %llu entries",
+                           (unsigned long long)tokens->count);
+    t->n_tokens = (uint32_t)tokens->count;
+    t->tokens = tokens->arr;
+
+    const char *model = apr_kv_get_str(m, "tokenizer.ggml.model");
+    if (model && strlen(model) >= sizeof t->model)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.model '%.40s...' is too long", model);
+    snprintf(t->model, sizeof t->model, "%s", model ? model : "");
+    const char *pre = apr_kv_get_str(m, "tokenizer.ggml.pre");
+    if (pre && strlen(pre) >= sizeof t->pre)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.pre '%.40s...' is too long", pre);
+    snprintf(t->pre, sizeof t->pre, "%s", pre ? pre : "");
+
+    const apr_kv *scores = array_kv(m, "tokenizer.ggml.scores", APR_KV_F32, &bad);
+    if (bad)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.scores is not an array of f32");
+    if (scores && scores->count != tokens->count)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.scores has %llu entries, tokens has %u",
+                           (unsigned long long)scores->count, t->n_tokens);
+    t->scores = scores ? scores->arr : NULL;
+
+    const apr_kv *types = array_kv(m, "tokenizer.ggml.token_type", APR_KV_I32, &bad);
+    if (bad)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.token_type is not an array of i32");
+    if (types && types->count != tokens->count)
+        return apr_err_set(err, APR_E_FORMAT,
+                           "tokenizer.ggml.token_type has %llu entries, tokens has %u",
+                           (unsigned long long)types->count, t->n_tokens);
+    t->token_type = types ? types->arr : NULL;
+
+    const apr_kv *merges = array_kv(m, "tokenizer.ggml.merges", APR_KV_STRING, &bad);
+    if (bad)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.merges is not an array of strings");
+    if (merges && merges->count > UINT32_MAX)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.ggml.merges: too many entries");
+    t->n_merges = merges ? (uint32_t)merges->count : 0;
+    t->merges = merges ? merges->arr : NULL;
+
+    t->bos_id = token_id(m, "tokenizer.ggml.bos_token_id", t->n_tokens);
+    t->eos_id = token_id(m, "tokenizer.ggml.eos_token_id", t->n_tokens);
+    t->unk_id = token_id(m, "tokenizer.ggml.unknown_token_id", t->n_tokens);
+    t->pad_id = token_id(m, "tokenizer.ggml.padding_token_id", t->n_tokens);
+    /* llama.cpp's defaults: SentencePiece adds BOS, byte BPE does not. */
+    t->add_bos = strcmp(t->model, "llama") == 0;
+    t->add_eos = false;
+    apr_kv_get_bool(m, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    apr_kv_get_bool(m, "tokenizer.ggml.add_eos_token", &t->add_eos);
+    t->chat_template = apr_kv_get_str(m, "tokenizer.chat_template");
+    m->has_tok = true;
+    return 0;
+}
+
+/* A required u32 hyper-parameter {arch}.{name}. */
+static int need_u32(const apr_model *m, const char *arch, const char *name, uint32_t *out, apr_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    if (!apr_model_kv(m, key))
+        return apr_err_set(err, APR_E_FORMAT, "%s: missing hyper-parameter %s", arch, key);
+    if (!apr_kv_get_u32(m, key, out))
+        return apr_err_set(err, APR_E_FORMAT, "%s: %s is not an unsigned 32-bit integer", arch, key);
+    return 0;
+}
+
+/* An optional u32; returns 1 when present, 0 when absent, <0 on a bad type. */
+static int opt_u32(const apr_model *m, const char *arch, const char *name, uint32_t *out, apr_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    if (!apr_model_kv(m, key))
+        return 0;
+    if (!apr_kv_get_u32(m, key, out))
+        return apr_err_set(err, APR_E_FORMAT, "%s is not an unsigned 32-bit integer", key);
+    return 1;
+}
+
+static int opt_f32(const apr_model *m, const char *arch, const char *name, float *out, apr_err *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, name);
+    if (!apr_model_kv(m, key))
+        return 0;
+    if (!apr_kv_get_f32(m, key, out))
+        return apr_err_set(err, APR_E_FORMAT, "%s is not a number", key);
+    if (!(*out == *out) || *out > 3.0e38f || *out < -3.0e38f)
+        return apr_err_set(err, APR_E_FORMAT, "%s is not finite", key);
+    return 1;
+}
+
+static int derive_config(apr_model *m, apr_err *err)
+{
+    apr_arch_config *c = &m->cfg;
+    memset(c, 0, sizeof *c);
+    m->has_cfg = false;
+    const char *arch = apr_kv_get_str(m, "general.architecture");
+    if (!arch || (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0))
+        return 0;
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+
+    int rc;
+    if ((rc = need_u32(m, arch, "block_count", &c->n_layers, err)) ||
+        (rc = need_u32(m, arch, "embedding_length", &c->hidden, err)) ||
+        (rc = need_u32(m, arch, "attention.head_count", &c->n_heads, err)) ||
+        (rc = need_u32(m, arch, "feed_forward_length", &c->ffn, err)))
+        return rc;
+    if (c->n_layers == 0 || c->hidden == 0 || c->n_heads == 0 || c->ffn == 0)
+        return apr_err_set(err, APR_E_FORMAT,
+                           "%s: zero hyper-parameter (layers %u, hidden %u, heads %u, ffn %u)", arch,
+                           c->n_layers, c->hidden, c->n_heads, c->ffn);
+
+    c->n_kv_heads = c->n_heads;
+    if ((rc = opt_u32(m, arch, "attention.head_count_kv", &c->n_kv_heads, err)) < 0)
+        return rc;
+    if (c->n_kv_heads == 0 || c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads)
+        return apr_err_set(err, APR_E_FORMAT,
+                           "%s: %u attention heads cannot be grouped over %u KV heads", arch,
+                           c->n_heads, c->n_kv_heads);
+
+    rc = opt_u32(m, arch, "attention.key_length", &c->head_dim, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        if (c->hidden % c->n_heads)
+            return apr_err_set(err, APR_E_FORMAT,
+                               "%s: no attention.key_length and hidden %u is not a multiple of %u heads",
+                               arch, c->hidden, c->n_heads);
+        c->head_dim = c->hidden / c->n_heads;
+    }
+    if (c->head_dim == 0)
+        return apr_err_set(err, APR_E_FORMAT, "%s: head dim is 0", arch);
+    uint32_t v_len = c->head_dim;
+    if ((rc = opt_u32(m, arch, "attention.value_length", &v_len, err)) < 0)
+        return rc;
+    if (v_len != c->head_dim)
+        return apr_err_set(err, APR_E_UNSUPPORTED,
+                           "%s: value length %u differs from key length %u (not supported)", arch,
+                           v_len, c->head_dim);
+    if ((uint64_t)c->head_dim * c->n_heads > (1u << 24) || c->head_dim % 2)
+        return apr_err_set(err, APR_E_FORMAT, "%s: head dim %u x %u heads is not usable", arch,
+                           c->head_dim, c->n_heads);
+
+    if ((rc = opt_u32(m, arch, "context_length", &c->ctx_len, err)) < 0)
+        return rc;
+    c->rope_theta = 10000.0f;
+    if ((rc = opt_f32(m, arch, "rope.freq_base", &c->rope_theta, err)) < 0)
+        return rc;
+    c->rms_eps = 1e-5f; /* llama.cpp requires the key; 1e-5 is LLaMA's value when a file lacks it */
+    if ((rc = opt_f32(m, arch, "attention.layer_norm_rms_epsilon", &c->rms_eps, err)) < 0)
+        return rc;
+    if (!(c->rope_theta > 0.0f) || !(c->rms_eps > 0.0f))
+        return apr_err_set(err, APR_E_FORMAT, "%s: rope base %g and rms epsilon %g must be > 0", arch,
+                           (double)c->rope_theta, (double)c->rms_eps);
+
+    /* Vocab size: the explicit KV, else the embedding rows, else the tokenizer. */
+    rc = opt_u32(m, arch, "vocab_size", &c->vocab, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        const apr_tensor *e = NULL;
+        for (size_t i = 0; i < sizeof embed_names / sizeof *embed_names && !e; i++)
+            e = apr_model_tensor(m, embed_names[i]);
+        if (e && e->ndim == 2 && e->dims[0] <= UINT32_MAX)
+            c->vocab = (uint32_t)e->dims[0];
+        else if (m->has_tok)
+            c->vocab = m->tok.n_tokens;
+    }
+
+    c->rope_type = strcmp(arch, "qwen2") == 0 ? APR_ROPE_NEOX : APR_ROPE_NORM;
+    c->tied_embeddings = !has_any_tensor(m, output_names, sizeof output_names / sizeof *output_names);
+    c->qkv_bias = strcmp(arch, "qwen2") == 0 ||
+                  has_any_tensor(m, q_bias_names, sizeof q_bias_names / sizeof *q_bias_names);
+    m->has_cfg = true;
+    return 0;
+}
+
+int apr_model_derive(apr_model *m, apr_err *err)
+{
+    int rc = derive_tokenizer(m, err);
+    if (rc)
+        return rc;
+    return derive_config(m, err);
+}
