@@ -37,6 +37,19 @@ size_t apr_quantize_chunk(apr_dtype t, const float *src, void *dst, int64_t nrow
 size_t apr_quantize_chunk_mt(apr_dtype t, const float *src, void *dst, int64_t nrows, int64_t ncols,
                              const float *imatrix, int n_threads);
 bool apr_quantize_supported(apr_dtype t);
+/* The plain scalar port of ggml's reference kernels (no SIMD); the fast
+ * paths above must give the same bytes. For tests and the bench. */
+size_t apr_quantize_chunk_ref(apr_dtype t, const float *src, void *dst, int64_t nrows, int64_t ncols,
+                              const float *imatrix);
+/* apr_quantize_chunk_mt with a choice of kernels (ref = the scalar port). */
+size_t apr_quantize_chunk_mt_opt(apr_dtype t, const float *src, void *dst, int64_t nrows, int64_t ncols,
+                                 const float *imatrix, int n_threads, bool ref);
+/* Online CPUs (the default thread count). */
+int apr_quant_default_threads(void);
+/* SIMD in use by libquant: "avx2" or "scalar". APR_NO_SIMD=1 (environment)
+ * or apr_quant_force_scalar(true) selects the scalar kernels. */
+const char *apr_quant_simd_name(void);
+void apr_quant_force_scalar(bool on);
 
 /* ---- dot products used by libforward.
  * The activation vector y is first converted to apr_vec_dot_type(t)
@@ -45,6 +58,10 @@ bool apr_quantize_supported(apr_dtype t);
 apr_dtype apr_vec_dot_type(apr_dtype t);
 int apr_quantize_activation(apr_dtype vec_dot_type, const float *y, void *dst, int64_t n);
 float apr_vec_dot(apr_dtype t, int64_t n, const void *w_row, const void *y_converted);
+/* The scalar kernel apr_vec_dot falls back to. The SIMD kernels return the
+ * same value bit for bit (integer block sums are exact; float parts keep the
+ * scalar order), so results never depend on the CPU. */
+float apr_vec_dot_scalar(apr_dtype t, int64_t n, const void *w_row, const void *y_converted);
 
 #ifdef __cplusplus
 }

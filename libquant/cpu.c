@@ -1,0 +1,51 @@
+/* cpu.c - run-time CPU feature detection for libquant's SIMD kernels.
+ * The library is compiled for baseline x86-64; AVX2 kernels carry
+ * __attribute__((target)) and run only when this says the CPU (and the OS,
+ * for the YMM state) supports them. APR_NO_SIMD=1 in the environment forces
+ * the scalar kernels (used by tests and the bench to compare the two). */
+#include "quant_internal.h"
+
+#include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+static int g_avx2 = -1;
+
+static bool detect_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    const char *e = getenv("APR_NO_SIMD");
+    if (e && *e && *e != '0')
+        return false;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2"))
+        return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    return (c & (1u << 29)) != 0; /* F16C, used by the f16 kernels */
+#else
+    return false;
+#endif
+}
+
+bool aprq_cpu_avx2(void)
+{
+    int v = __atomic_load_n(&g_avx2, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = detect_avx2() ? 1 : 0;
+        __atomic_store_n(&g_avx2, v, __ATOMIC_RELAXED);
+    }
+    return v == 1;
+}
+
+void apr_quant_force_scalar(bool on)
+{
+    __atomic_store_n(&g_avx2, on ? 0 : (detect_avx2() ? 1 : 0), __ATOMIC_RELAXED);
+}
+
+const char *apr_quant_simd_name(void)
+{
+    return aprq_cpu_avx2() ? "avx2" : "scalar";
+}

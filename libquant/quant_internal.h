@@ -1,0 +1,110 @@
+/* quant_internal.h - block layouts and helpers shared by libquant's sources.
+ * Not a public header: libforward and the tools use quant.h only.
+ *
+ * The layouts are ggml's (see docs: formats.md "Block layouts"); every struct
+ * is checked against the byte sizes in formats/model.c's dtype table. */
+#ifndef APR_QUANT_INTERNAL_H
+#define APR_QUANT_INTERNAL_H
+
+#include "quant.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <string.h>
+
+#define QK_K 256
+#define QK32 32
+#define K_SCALE_SIZE 12
+
+typedef struct { uint16_t d; int8_t qs[32]; } blk_q8_0;                  /* 34 */
+typedef struct { uint16_t d; uint8_t qs[16]; } blk_q4_0;                 /* 18 */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } blk_q4_1;              /* 20 */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } blk_q5_0;  /* 22 */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } blk_q5_1; /* 24 */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } blk_q2_k; /* 84 */
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } blk_q3_k; /* 110 */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } blk_q4_k; /* 144 */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } blk_q5_k; /* 176 */
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } blk_q6_k; /* 210 */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } blk_q8_k;  /* 292 */
+
+_Static_assert(sizeof(blk_q8_0) == 34, "q8_0");
+_Static_assert(sizeof(blk_q4_0) == 18, "q4_0");
+_Static_assert(sizeof(blk_q4_1) == 20, "q4_1");
+_Static_assert(sizeof(blk_q5_0) == 22, "q5_0");
+_Static_assert(sizeof(blk_q5_1) == 24, "q5_1");
+_Static_assert(sizeof(blk_q2_k) == 84, "q2_k");
+_Static_assert(sizeof(blk_q3_k) == 110, "q3_k");
+_Static_assert(sizeof(blk_q4_k) == 144, "q4_k");
+_Static_assert(sizeof(blk_q5_k) == 176, "q5_k");
+_Static_assert(sizeof(blk_q6_k) == 210, "q6_k");
+_Static_assert(sizeof(blk_q8_k) == 292, "q8_k");
+
+/* ggml's nearest_int: round half to even through the 1.5*2^23 trick. Only
+ * meaningful for |f| <= 2^22; outside that it gives the same garbage ggml
+ * gives, which is what bit-exactness asks for. */
+static inline int q_nearest_int(float f)
+{
+    float v = f + 12582912.f;
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* 6-bit scale and min j of a Q4_K/Q5_K block's 12 packed bytes. */
+static inline void q_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+{
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* ---- reference (bit-exact) row quantizers, quant_ref.c.
+ * x: n floats (n a multiple of the block); qw: n importance weights or NULL. */
+void aprq_ref_q8_0(const float *x, void *y, int64_t n);
+void aprq_ref_q4_0(const float *x, void *y, int64_t n);
+void aprq_ref_q4_1(const float *x, void *y, int64_t n);
+void aprq_ref_q5_0(const float *x, void *y, int64_t n);
+void aprq_ref_q5_1(const float *x, void *y, int64_t n);
+void aprq_ref_q2_k(const float *x, void *y, int64_t n);
+void aprq_ref_q3_k(const float *x, void *y, int64_t n);
+void aprq_ref_q4_k(const float *x, void *y, int64_t n);
+void aprq_ref_q5_k(const float *x, void *y, int64_t n);
+void aprq_ref_q6_k(const float *x, void *y, int64_t n);
+void aprq_ref_q8_k(const float *x, void *y, int64_t n);
+/* one row with an importance matrix (ggml's quantize_row_*_impl) */
+void aprq_imat_q4_0(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q4_1(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q5_0(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q5_1(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q2_k(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q3_k(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q4_k(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q5_k(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_q6_k(const float *x, void *y, int64_t n, const float *qw);
+
+/* Pieces of the reference shared with the SIMD kernels (quant_fast.c). */
+float aprq_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                            float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                            bool use_mad);
+void aprq_encode_k4_scales(const float *scales, const float *mins, float max_scale, float max_min,
+                           uint16_t *hd, uint16_t *hdmin, uint8_t *sc12);
+void aprq_q6k_finish(const float *x, const float *scales, float max_scale, float max_abs_scale, void *y,
+                     int8_t *L);
+
+/* Quantize rows [r0, r1) of a chunk with the reference kernels (the exact
+ * ggml_quantize_chunk dispatch). Returns false for unsupported types. */
+bool aprq_chunk_rows_ref(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1,
+                         int64_t ncols, const float *imatrix);
+/* Same through the fastest kernels this CPU has (quant_fast.c); identical bytes. */
+bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1,
+                          int64_t ncols, const float *imatrix);
+
+/* Run-time CPU feature checks (cached). */
+bool aprq_cpu_avx2(void);
+
+#endif
