@@ -59,6 +59,7 @@ int apr_fwd_load(apr_fwd **out, const apr_model *m, const apr_fwd_opts *o, apr_e
         }
         f->device = APR_DEV_CPU;
     }
+    *out = f;
     return 0;
 }
 

@@ -71,8 +71,12 @@ void apr_tok_free(apr_tok *t);
  * (tokenizer.ggml.add_bos_token, default true for llama SPM). */
 int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
                    apr_err *err);
-/* Decoded text of one token, appended to a caller buffer; returns bytes written
- * (or needed). prev is the previous token id (-1 at start) for SPM's leading space. */
+/* Decoded text of one token: writes at most cap bytes to buf (no NUL) and
+ * returns the piece's full length. prev is the previous token id: -1 (or a
+ * control token such as BOS) marks the start of a text, where SentencePiece
+ * drops the piece's prefix space; APR_TOK_CONTINUE never drops it (what
+ * llama.cpp's token_to_piece prints). Control tokens decode to nothing. */
+#define APR_TOK_CONTINUE (-2)
 size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, size_t cap);
 int32_t apr_tok_bos(const apr_tok *t);
 int32_t apr_tok_eos(const apr_tok *t);

@@ -866,7 +866,8 @@ size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, siz
         if (type == TT_USER)
             return put(buf, cap, 0, s->s, s->len);
         /* SentencePiece drops the prefix space of the first piece of a text */
-        const bool strip = prev < 0 || tok_type(t, prev) == TT_CONTROL;
+        const bool strip = prev != APR_TOK_CONTINUE &&
+                           (prev < 0 || (uint32_t)prev >= t->v->n_tokens || tok_type(t, prev) == TT_CONTROL);
         bool first = true;
         for (size_t i = 0; i < s->len;) {
             if (i + 3 <= s->len && !memcmp(s->s + i, "\xE2\x96\x81", 3)) {

@@ -1,9 +1,337 @@
-/* cmd_run.c - TEMPORARY scaffold, replaced by the real command. */
+/* cmd_run.c - `apr run MODEL --prompt TEXT`: generation with the built-in
+ * forward pass (greedy by default), printing the prompt as llama.cpp's
+ * llama-cli echoes it, then the continuation (--no-echo: the continuation only).
+ *
+ * Hidden options for tests: --dump-logits FILE writes the prompt's logits
+ * (n_prompt x vocab little-endian f32, position-major); --print-ids prints
+ * the prompt's token ids and the generated ids on stderr. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
+#include "formats.h"
+#include "forward.h"
+
+typedef struct run_opts {
+    const char *model, *prompt, *dump_logits;
+    long n_predict;
+    int threads;
+    apr_device device;
+    bool trace, print_ids, echo;
+    double temp;
+    uint64_t seed;
+    uint32_t ctx;
+} run_opts;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: apr run MODEL --prompt TEXT [options]\n"
+            "  -n, --n-predict N    tokens to generate (default 64; stops early at EOS)\n"
+            "  --threads N          CPU threads (default: all cores)\n"
+            "  --device D           auto | cpu | cuda (default auto)\n"
+            "  --temp T             0 = greedy (default); > 0 samples softmax(logits / T)\n"
+            "  --seed S             sampling seed (default 42)\n"
+            "  --ctx N              KV cache positions (default min(model context, 2048))\n"
+            "  --no-echo            print only the continuation, not the prompt first\n"
+            "  --trace              print per-layer activation statistics of the prompt (stderr)\n");
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* 0 ok, 1 help printed, 2 error */
+static int parse(int argc, char **argv, run_opts *o)
+{
+    *o = (run_opts){.n_predict = 64, .device = APR_DEV_AUTO, .seed = 42, .echo = true};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+#define NEEDV()                                                       \
+    do {                                                              \
+        if (!v) {                                                     \
+            fprintf(stderr, "apr run: %s needs a value\n", a);        \
+            return 2;                                                 \
+        }                                                             \
+        i++;                                                          \
+    } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) {
+            NEEDV();
+            o->prompt = v;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
+            NEEDV();
+            if (!parse_long(v, 0, 1 << 20, &o->n_predict)) {
+                fprintf(stderr, "apr run: bad -n '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
+            NEEDV();
+            if (!parse_long(v, 1, 256, &n)) {
+                fprintf(stderr, "apr run: bad --threads '%s' (1..256)\n", v);
+                return 2;
+            }
+            o->threads = (int)n;
+        } else if (!strcmp(a, "--ctx")) {
+            NEEDV();
+            if (!parse_long(v, 1, 1 << 20, &n)) {
+                fprintf(stderr, "apr run: bad --ctx '%s'\n", v);
+                return 2;
+            }
+            o->ctx = (uint32_t)n;
+        } else if (!strcmp(a, "--device")) {
+            NEEDV();
+            if (!strcmp(v, "auto"))
+                o->device = APR_DEV_AUTO;
+            else if (!strcmp(v, "cpu"))
+                o->device = APR_DEV_CPU;
+            else if (!strcmp(v, "cuda"))
+                o->device = APR_DEV_CUDA;
+            else {
+                fprintf(stderr, "apr run: --device must be auto, cpu or cuda\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--temp")) {
+            NEEDV();
+            char *end;
+            o->temp = strtod(v, &end);
+            if (end == v || *end || !(o->temp >= 0.0) || o->temp > 100.0) {
+                fprintf(stderr, "apr run: bad --temp '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            NEEDV();
+            char *end;
+            errno = 0;
+            o->seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end) {
+                fprintf(stderr, "apr run: bad --seed '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--no-echo")) {
+            o->echo = false;
+        } else if (!strcmp(a, "--trace")) {
+            o->trace = true;
+        } else if (!strcmp(a, "--dump-logits")) {
+            NEEDV();
+            o->dump_logits = v;
+        } else if (!strcmp(a, "--print-ids")) {
+            o->print_ids = true;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "apr run: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        } else if (!o->model) {
+            o->model = a;
+        } else {
+            fprintf(stderr, "apr run: unexpected argument '%s'\n", a);
+            return 2;
+        }
+#undef NEEDV
+    }
+    if (!o->model || !o->prompt) {
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+static int32_t argmax(const float *x, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > x[best] || (isnan(x[best]) && !isnan(x[i])))
+            best = i;
+    return (int32_t)best;
+}
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int32_t sample(const float *x, uint32_t n, double temp, uint64_t *rng)
+{
+    if (temp <= 0.0)
+        return argmax(x, n);
+    const int32_t best = argmax(x, n);
+    double sum = 0.0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += exp(((double)x[i] - x[best]) / temp);
+    double r = (double)(splitmix64(rng) >> 11) * 0x1.0p-53 * sum;
+    for (uint32_t i = 0; i < n; i++) {
+        r -= exp(((double)x[i] - x[best]) / temp);
+        if (r < 0.0)
+            return (int32_t)i;
+    }
+    return best;
+}
+
+static void print_piece(const apr_tok *tok, int32_t prev, int32_t id)
+{
+    char piece[256];
+    const size_t len = apr_tok_decode(tok, prev, id, piece, sizeof piece);
+    if (len <= sizeof piece) {
+        fwrite(piece, 1, len, stdout);
+        return;
+    }
+    char *big = malloc(len); /* a long token: decode again into a buffer of its size */
+    if (big) {
+        fwrite(big, 1, apr_tok_decode(tok, prev, id, big, len), stdout);
+        free(big);
+    }
+}
+
+static void print_trace(const apr_trace *t)
+{
+    fprintf(stderr, "%-5s %-9s %13s %13s %13s %13s %9s\n", "layer", "step", "mean", "std", "min", "max",
+            "nonfinite");
+    for (uint32_t l = 0; l < t->n_layers; l++)
+        for (int s = 0; s < APR_TR_COUNT; s++) {
+            const apr_stats *st = &t->s[l * APR_TR_COUNT + s];
+            fprintf(stderr, "%-5u %-9s %13.6g %13.6g %13.6g %13.6g %9" PRIu64 "\n", l,
+                    apr_trace_step_name((apr_trace_step)s), st->mean, st->std, st->min, st->max,
+                    st->nonfinite);
+        }
+}
+
+static int write_logits(const char *path, const float *x, size_t n, apr_err *err)
+{
+    apr_outfile f;
+    int rc = apr_outfile_open(&f, path, err);
+    if (rc)
+        return rc;
+    if ((rc = apr_outfile_write(&f, x, n * sizeof *x, err)) || (rc = apr_outfile_commit(&f, err))) {
+        apr_outfile_abort(&f);
+        return rc;
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
-    (void)argc; (void)argv;
-    fprintf(stderr, "apr run: not built yet\n");
-    return 2;
+    run_opts o;
+    int rc = parse(argc, argv, &o);
+    if (rc)
+        return rc == 1 ? 0 : 2;
+
+    apr_err err = {0};
+    apr_model *m = NULL;
+    apr_tok *tok = NULL;
+    apr_fwd *f = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    apr_trace tr = {0};
+    int ret = 2;
+
+    if (apr_model_open(&m, o.model, NULL, &err))
+        goto fail;
+    if (!m->has_cfg) {
+        apr_err_set(&err, APR_E_UNSUPPORTED, "%s: no supported architecture config (llama, qwen2)", o.model);
+        goto fail;
+    }
+    if (apr_tok_load(&tok, m, &err))
+        goto fail;
+    size_t n_ids = 0;
+    if (apr_tok_encode(tok, o.prompt, true, &ids, &n_ids, &err))
+        goto fail;
+    if (!n_ids) {
+        apr_err_set(&err, APR_E_ARG, "the prompt gives no tokens");
+        goto fail;
+    }
+    apr_fwd_opts fo = {.n_threads = o.threads, .device = o.device, .max_ctx = o.ctx};
+    if (apr_fwd_load(&f, m, &fo, &err))
+        goto fail;
+    const uint32_t vocab = apr_fwd_config(f)->vocab;
+    if (n_ids > apr_fwd_max_ctx(f)) {
+        apr_err_set(&err, APR_E_ARG, "the prompt has %zu tokens, the context holds %u", n_ids, apr_fwd_max_ctx(f));
+        goto fail;
+    }
+    if (o.print_ids) {
+        fprintf(stderr, "prompt ids:");
+        for (size_t i = 0; i < n_ids; i++)
+            fprintf(stderr, " %d", ids[i]);
+        fprintf(stderr, "\n");
+    }
+    if (o.trace && apr_trace_init(&tr, apr_fwd_config(f)->n_layers, true)) {
+        apr_err_set(&err, APR_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    const size_t n_logits = o.dump_logits ? n_ids * (size_t)vocab : vocab;
+    logits = malloc(n_logits * sizeof *logits);
+    if (!logits) {
+        apr_err_set(&err, APR_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (o.dump_logits) {
+        if (apr_fwd_eval(f, ids, (uint32_t)n_ids, logits, o.trace ? &tr : NULL, &err) ||
+            write_logits(o.dump_logits, logits, n_logits, &err))
+            goto fail;
+        memmove(logits, logits + (n_ids - 1) * (size_t)vocab, vocab * sizeof *logits);
+    } else if (apr_fwd_eval_last(f, ids, (uint32_t)n_ids, logits, o.trace ? &tr : NULL, &err)) {
+        goto fail;
+    }
+    if (o.trace)
+        print_trace(&tr);
+
+    /* Like llama.cpp's llama-cli: the prompt's pieces (control tokens such as
+     * BOS print nothing; SentencePiece's prefix space is kept), then the
+     * continuation. */
+    if (o.echo)
+        for (size_t i = 0; i < n_ids; i++)
+            print_piece(tok, APR_TOK_CONTINUE, ids[i]);
+    fflush(stdout);
+    uint64_t rng = o.seed;
+    if (o.print_ids)
+        fprintf(stderr, "generated ids:");
+    for (long i = 0; i < o.n_predict; i++) {
+        const int32_t next = sample(logits, vocab, o.temp, &rng);
+        if (o.print_ids)
+            fprintf(stderr, " %d", next);
+        if (next == apr_tok_eos(tok))
+            break;
+        print_piece(tok, APR_TOK_CONTINUE, next);
+        fflush(stdout);
+        if (i + 1 == o.n_predict)
+            break;
+        if (apr_fwd_pos(f) >= apr_fwd_max_ctx(f)) {
+            fprintf(stderr, "\napr run: context full (%u positions)\n", apr_fwd_max_ctx(f));
+            break;
+        }
+        if (apr_fwd_eval_last(f, &next, 1, logits, NULL, &err))
+            goto fail;
+    }
+    if (o.print_ids)
+        fprintf(stderr, "\n");
+    printf("\n");
+    ret = 0;
+    goto done;
+fail:
+    fprintf(stderr, "apr run: %s\n", err.msg[0] ? err.msg : "failed");
+done:
+    apr_trace_free(&tr);
+    free(logits);
+    free(ids);
+    apr_fwd_free(f);
+    apr_tok_free(tok);
+    apr_model_free(m);
+    return ret;
 }
