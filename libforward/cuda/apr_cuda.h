@@ -32,6 +32,11 @@ int apr_cuda_probe(apr_cuda_info *info, apr_err *err);
  * compute with f32 inputs and f32 accumulation; faster, less exact). */
 const char *apr_cuda_math_name(void);
 
+/* APR_CUDA_MAX_MB=N (environment, read when a backend is created) caps the
+ * device memory one backend may allocate at N MiB: loading a bigger model
+ * then fails with the same "CUDA out of memory" error as a full device (and
+ * APR_DEV_AUTO falls back to the CPU). For sharing a GPU, and for tests. */
+
 /* Device bytes held by CUDA backends now alive (weights, KV cache, scratch). */
 uint64_t apr_cuda_bytes_in_use(void);
 

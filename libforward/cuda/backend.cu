@@ -72,6 +72,7 @@ typedef struct cuda_backend {
     void **allocs;        /* every cudaMalloc, freed in apr_cuda_free */
     size_t n_allocs, cap_allocs;
     uint64_t bytes;
+    uint64_t max_bytes;   /* APR_CUDA_MAX_MB cap; 0 = none */
     upload_rec *ups;
     size_t n_ups, cap_ups;
 
@@ -198,15 +199,26 @@ static int dev_alloc(cuda_backend *b, void **out, uint64_t bytes, const char *wh
         b->allocs = p;
         b->cap_allocs = cap;
     }
-    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    cudaError_t e = b->max_bytes && bytes > b->max_bytes - b->bytes
+                        ? cudaErrorMemoryAllocation /* over the user's cap: same report */
+                        : cudaMalloc(out, bytes ? bytes : 1);
+    if (e != cudaSuccess && e != cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        return cuda_fail(err, e, "cudaMalloc");
+    }
     if (e != cudaSuccess) {
         size_t fr = 0, tot = 0;
         cudaGetLastError(); /* clear it: allocation failures are not sticky */
         cudaMemGetInfo(&fr, &tot);
-        return apr_err_set(err, e == cudaErrorMemoryAllocation ? APR_E_NOMEM : APR_E_IO,
+        char capmsg[96] = "";
+        if (b->max_bytes)
+            snprintf(capmsg, sizeof capmsg, "; APR_CUDA_MAX_MB caps this model at %.0f MiB",
+                     MIB(b->max_bytes));
+        return apr_err_set(err, APR_E_NOMEM,
                            "CUDA out of memory: %.1f MiB for %s (%.1f MiB already held by this "
-                           "model, %.1f of %.1f MiB free on the device): %s",
-                           MIB(bytes), what, MIB(b->bytes), MIB(fr), MIB(tot), cudaGetErrorString(e));
+                           "model, %.1f of %.1f MiB free on the device%s): %s",
+                           MIB(bytes), what, MIB(b->bytes), MIB(fr), MIB(tot), capmsg,
+                           cudaGetErrorString(e));
     }
     b->allocs[b->n_allocs++] = *out;
     b->bytes += bytes;
@@ -691,6 +703,16 @@ extern "C" int apr_cuda_backend_create(apr_backend **out, const apr_graph *g, ui
     b->base.ops = &cuda_ops;
     b->g = g;
     b->max_ctx = max_ctx;
+    const char *cap = getenv("APR_CUDA_MAX_MB");
+    if (cap && *cap) {
+        char *end;
+        unsigned long long mb = strtoull(cap, &end, 10);
+        if (*end || mb == 0 || mb > (UINT64_MAX >> 20)) {
+            free(b);
+            return apr_err_set(err, APR_E_ARG, "APR_CUDA_MAX_MB=%s is not a positive number of MiB", cap);
+        }
+        b->max_bytes = mb << 20;
+    }
     rc = create(b, g, max_ctx, err);
     if (rc) {
         cuda_free(&b->base);
