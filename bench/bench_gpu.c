@@ -346,6 +346,25 @@ static int bench_cli(const apr_model *src, const apr_model *dst, const char *apr
     return 0;
 }
 
+/* 0 and a description of the GPU, or -1 and why there is none. */
+static int probe(char *desc, size_t cap)
+{
+#ifdef APR_HAVE_CUDA
+    apr_cuda_info info;
+    apr_err err = {0};
+    if (apr_cuda_probe(&info, &err)) {
+        snprintf(desc, cap, "%s", err.msg);
+        return -1;
+    }
+    snprintf(desc, cap, "%s (sm_%d%d, %d SMs, %.1f GiB), matmul precision from APR_CUDA_MATH", info.name,
+             info.cc_major, info.cc_minor, info.n_sms, (double)info.total_bytes / (1 << 30));
+    return 0;
+#else
+    snprintf(desc, cap, "this build has no CUDA backend");
+    return -1;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     shape s = {4, 4096, 32, 32, 128, 11008, 32000};
@@ -376,18 +395,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_gpu: counts must be positive\n");
         return 2;
     }
-#ifndef APR_HAVE_CUDA
-    printf("SKIP: bench_gpu: this build has no CUDA backend\n");
-    return 0;
-#else
-    apr_cuda_info info;
-    apr_err err = {0};
-    if (apr_cuda_probe(&info, &err)) {
-        printf("SKIP: bench_gpu: %s\n", err.msg);
+    char desc[1200];
+    if (probe(desc, sizeof desc)) {
+        printf("SKIP: bench_gpu: %s\n", desc);
         return 0;
     }
-    printf("bench_gpu: %s (sm_%d%d, %d SMs, %.1f GiB); LLaMA-7B layer shapes x %u layers, vocab %u\n", info.name,
-           info.cc_major, info.cc_minor, info.n_sms, (double)info.total_bytes / (1 << 30), s.layers, s.vocab);
+    printf("bench_gpu: %s; LLaMA-7B layer shapes x %u layers, vocab %u\n", desc, s.layers, s.vocab);
     uint64_t wq = 0, wf = 0;
     double t0 = now();
     apr_model *dst = build(&s, true, 1, &wq);
@@ -414,5 +427,4 @@ int main(int argc, char **argv)
     apr_model_free(src);
     apr_model_free(dst);
     return rc ? 1 : 0;
-#endif
 }
