@@ -63,6 +63,68 @@ float apr_vec_dot(apr_dtype t, int64_t n, const void *w_row, const void *y_conve
  * scalar order), so results never depend on the CPU. */
 float apr_vec_dot_scalar(apr_dtype t, int64_t n, const void *w_row, const void *y_converted);
 
+/* ---- llama-quantize's type mixes (mix.c).
+ * Usage, as llama-quantize: sort the tensors with apr_quant_tensor_cmp,
+ * call apr_quant_mix_scan for every name, then apr_quant_mix_type for every
+ * tensor in that order (counters of attn_v / ffn_down advance). Names are
+ * GGUF names (blk.N.attn_v.weight, ...). */
+typedef struct apr_quant_mix_model {
+    const char *arch;      /* general.architecture */
+    uint32_t n_layer;      /* {arch}.block_count */
+    uint32_t n_head, n_head_kv, n_expert;
+    bool has_imatrix;
+} apr_quant_mix_model;
+
+typedef struct apr_quant_mix {
+    int ftype;               /* llama_ftype: general.file_type of the output */
+    apr_dtype default_type;  /* the mix's base type */
+    bool pure, has_imatrix, falcon, is_70b, tied_embeddings;
+    int n_layer, n_expert;
+    int n_attention_wv, i_attention_wv, i_ffn_down, i_ffn_gate, i_ffn_up;
+    int n_fallback;          /* tensors that needed a fallback type */
+} apr_quant_mix;
+
+/* mix: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K_S Q4_K_M Q4_K(=Q4_K_M)
+ * Q5_K_S Q5_K_M Q5_K(=Q5_K_M) Q6_K (case-insensitive). pure: the base type
+ * for every quantizable tensor (fallbacks still apply). */
+int apr_quant_mix_init(apr_quant_mix *m, const char *mix, bool pure, const apr_quant_mix_model *model,
+                       apr_err *err);
+const char *apr_quant_mix_names(void);
+void apr_quant_mix_scan(apr_quant_mix *m, const char *name);
+/* Target dtype of a tensor (dims outermost first, cur = its dtype now).
+ * Tensors llama-quantize does not quantize (1-D, norms, ...) keep cur.
+ * Fails only when no fallback exists for the row length. */
+int apr_quant_mix_type(apr_quant_mix *m, const char *name, uint32_t ndim, const uint64_t *dims, apr_dtype cur,
+                       apr_dtype *out, apr_err *err);
+/* llama-quantize's rule for "is this tensor quantized at all". */
+bool apr_quant_tensor_allowed(const char *name, uint32_t ndim, const uint64_t *dims);
+/* llama-quantize's output order: by layer number (blk.N., others first),
+ * then by name. strcmp-like. */
+int apr_quant_tensor_cmp(const char *a, const char *b);
+
+/* ---- importance matrix files (imatrix.c): llama-imatrix's legacy .dat and
+ * GGUF forms, reduced as llama-quantize does (sum / count per row). */
+typedef struct apr_imatrix_entry {
+    char *name;        /* tensor name, e.g. blk.0.attn_q.weight */
+    uint64_t n;        /* values (ne[0] x experts) */
+    float *values;
+} apr_imatrix_entry;
+
+typedef struct apr_imatrix {
+    apr_imatrix_entry *entries;
+    uint64_t n_entries;
+    int64_t chunks;    /* chunks it was computed on (-1 unknown) */
+    char *dataset;     /* first dataset name or NULL */
+} apr_imatrix;
+
+int apr_imatrix_load(apr_imatrix **out, const char *path, apr_err *err);
+/* Legacy .dat bytes in memory (the GGUF form goes through apr_imatrix_load). */
+int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t size, apr_err *err);
+/* Entries from an opened GGUF imatrix (tensors NAME.in_sum2 / NAME.counts). */
+int apr_imatrix_from_model(apr_imatrix **out, const apr_model *m, apr_err *err);
+const apr_imatrix_entry *apr_imatrix_find(const apr_imatrix *im, const char *name);
+void apr_imatrix_free(apr_imatrix *im);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,256 @@
+/* imatrix.c - llama-imatrix output files, read as llama-quantize reads them
+ * (tools/quantize: load_legacy_imatrix / load_imatrix):
+ *
+ *  legacy .dat:  i32 n_entries; n_entries x { i32 name_len; name bytes;
+ *                i32 ncall; i32 nval; f32 values[nval] }; optionally
+ *                i32 last_call; i32 dataset_len; dataset bytes.
+ *                values are divided by ncall when ncall > 0.
+ *  GGUF:         tensors NAME.in_sum2 (f32, ne = [n, rows]) and NAME.counts
+ *                (f32, ne = [1, rows]); value = in_sum2 / count for rows
+ *                with count > 0, else 1. KV imatrix.chunk_count, imatrix.datasets.
+ *
+ * Every length is checked against the bytes that remain; values must be
+ * finite (llama-quantize refuses non-finite ones too). */
+#include "quant_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void apr_imatrix_free(apr_imatrix *im)
+{
+    if (!im)
+        return;
+    for (uint64_t i = 0; i < im->n_entries; i++) {
+        free(im->entries[i].name);
+        free(im->entries[i].values);
+    }
+    free(im->entries);
+    free(im->dataset);
+    free(im);
+}
+
+const apr_imatrix_entry *apr_imatrix_find(const apr_imatrix *im, const char *name)
+{
+    if (!im)
+        return NULL;
+    for (uint64_t i = im->n_entries; i-- > 0;) /* the last of duplicates wins, as in llama's map */
+        if (!strcmp(im->entries[i].name, name))
+            return &im->entries[i];
+    return NULL;
+}
+
+static int check_finite(const char *name, const float *v, uint64_t n, apr_err *err)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return apr_err_set(err, APR_E_FORMAT, "imatrix entry %s: value %llu is not finite", name,
+                               (unsigned long long)i);
+    return 0;
+}
+
+typedef struct rd {
+    const uint8_t *p;
+    uint64_t left;
+} rd;
+
+static bool rd_i32(rd *r, int32_t *v)
+{
+    if (r->left < 4)
+        return false;
+    memcpy(v, r->p, 4);
+    r->p += 4;
+    r->left -= 4;
+    return true;
+}
+
+int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t size, apr_err *err)
+{
+    *out = NULL;
+    rd r = {buf, size};
+    int32_t n_entries;
+    if (!rd_i32(&r, &n_entries) || n_entries < 1)
+        return apr_err_set(err, APR_E_FORMAT, "imatrix: no entries (file of %llu bytes)", (unsigned long long)size);
+    /* each entry takes at least 16 bytes: bound the count before allocating */
+    if ((uint64_t)n_entries > r.left / 16)
+        return apr_err_set(err, APR_E_FORMAT, "imatrix: %d entries cannot fit in %llu bytes", n_entries,
+                           (unsigned long long)size);
+    apr_imatrix *im = calloc(1, sizeof *im);
+    if (!im || !(im->entries = calloc((size_t)n_entries, sizeof *im->entries))) {
+        free(im);
+        return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    }
+    im->chunks = -1;
+    int rc = 0;
+    for (int32_t i = 0; i < n_entries && !rc; i++) {
+        int32_t len, ncall, nval;
+        if (!rd_i32(&r, &len) || len < 1 || (uint64_t)len > r.left || len > 4096) {
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: entry %d: bad name length", i);
+            break;
+        }
+        if (memchr(r.p, 0, (size_t)len)) {
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: entry %d: name contains a NUL byte", i);
+            break;
+        }
+        apr_imatrix_entry *e = &im->entries[im->n_entries];
+        e->name = strndup((const char *)r.p, (size_t)len);
+        r.p += len;
+        r.left -= (uint64_t)len;
+        if (!e->name) {
+            rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+            break;
+        }
+        im->n_entries++;
+        if (!rd_i32(&r, &ncall) || !rd_i32(&r, &nval) || nval < 1 || (uint64_t)nval > r.left / 4) {
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: entry %s: bad value count", e->name);
+            break;
+        }
+        e->n = (uint64_t)nval;
+        if (!(e->values = malloc((size_t)nval * 4))) {
+            rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+            break;
+        }
+        memcpy(e->values, r.p, (size_t)nval * 4);
+        r.p += (uint64_t)nval * 4;
+        r.left -= (uint64_t)nval * 4;
+        if (ncall > 0)
+            for (int32_t k = 0; k < nval; k++)
+                e->values[k] /= ncall;
+        rc = check_finite(e->name, e->values, e->n, err);
+    }
+    if (!rc && r.left) { /* newer legacy files end with the chunk count and dataset name */
+        int32_t last_call, dlen;
+        if (!rd_i32(&r, &last_call) || !rd_i32(&r, &dlen) || dlen < 0 || (uint64_t)dlen != r.left) {
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %llu unexpected bytes after the entries",
+                             (unsigned long long)(r.left));
+        } else {
+            im->chunks = last_call;
+            im->dataset = strndup((const char *)r.p, (size_t)dlen);
+        }
+    }
+    if (rc) {
+        apr_imatrix_free(im);
+        return rc;
+    }
+    *out = im;
+    return 0;
+}
+
+static bool has_suffix(const char *s, const char *suf, size_t *stem)
+{
+    size_t n = strlen(s), k = strlen(suf);
+    if (n <= k || strcmp(s + n - k, suf) != 0)
+        return false;
+    *stem = n - k;
+    return true;
+}
+
+int apr_imatrix_from_model(apr_imatrix **out, const apr_model *m, apr_err *err)
+{
+    *out = NULL;
+    apr_imatrix *im = calloc(1, sizeof *im);
+    if (!im || (m->n_tensors && !(im->entries = calloc((size_t)m->n_tensors, sizeof *im->entries)))) {
+        free(im);
+        return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    }
+    im->chunks = -1;
+    int rc = 0;
+    for (uint64_t i = 0; i < m->n_tensors && !rc; i++) {
+        const apr_tensor *s = &m->tensors[i];
+        size_t stem;
+        if (!has_suffix(s->name, ".in_sum2", &stem))
+            continue;
+        char *name = strndup(s->name, stem);
+        char cname[512];
+        if (!name || stem + sizeof ".counts" > sizeof cname) {
+            free(name);
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: bad tensor name %s", s->name);
+            break;
+        }
+        snprintf(cname, sizeof cname, "%s.counts", name);
+        const apr_tensor *c = apr_model_tensor(m, cname);
+        uint64_t ne0 = s->ndim ? s->dims[s->ndim - 1] : 0, rows = 1, nc = 0;
+        for (uint32_t d = 0; d + 1 < s->ndim; d++)
+            rows *= s->dims[d];
+        if (!c) {
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %s has sums but no counts", name);
+        } else if (s->dtype != APR_DT_F32 || c->dtype != APR_DT_F32 || s->ndim < 1 || s->ndim > 2 ||
+                   !apr_dims_count(c->ndim, c->dims, &nc) || nc != rows || ne0 == 0 ||
+                   s->nbytes != ne0 * rows * 4 || c->nbytes != rows * 4) {
+            rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %s: in_sum2/counts shapes or types do not match", name);
+        }
+        if (rc) {
+            free(name);
+            break;
+        }
+        apr_imatrix_entry *e = &im->entries[im->n_entries++];
+        e->name = name;
+        e->n = ne0 * rows;
+        if (!(e->values = malloc((size_t)e->n * 4))) {
+            rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+            break;
+        }
+        for (uint64_t j = 0; j < rows; j++) {
+            float count;
+            memcpy(&count, c->data + 4 * j, 4);
+            for (uint64_t k = 0; k < ne0; k++) {
+                float v;
+                memcpy(&v, s->data + 4 * (j * ne0 + k), 4);
+                /* rows that never saw input during calibration weigh 1 */
+                e->values[j * ne0 + k] = count > 0.0f ? v / count : 1.0f;
+            }
+        }
+        rc = check_finite(name, e->values, e->n, err);
+    }
+    /* counts without sums are an error too */
+    for (uint64_t i = 0; i < m->n_tensors && !rc; i++) {
+        size_t stem;
+        if (has_suffix(m->tensors[i].name, ".counts", &stem)) {
+            char sname[512];
+            snprintf(sname, sizeof sname, "%.*s.in_sum2", (int)stem, m->tensors[i].name);
+            if (!apr_model_tensor(m, sname))
+                rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %s has no in_sum2", m->tensors[i].name);
+        }
+    }
+    if (!rc && im->n_entries == 0)
+        rc = apr_err_set(err, APR_E_FORMAT, "imatrix: no NAME.in_sum2 / NAME.counts tensors");
+    if (!rc) {
+        uint32_t chunks;
+        if (apr_kv_get_u32(m, "imatrix.chunk_count", &chunks))
+            im->chunks = chunks;
+        const apr_kv *ds = apr_model_kv(m, "imatrix.datasets");
+        if (ds && ds->type == APR_KV_ARRAY && ds->arr_type == APR_KV_STRING && ds->count > 0)
+            im->dataset = strdup(((apr_str *)ds->arr)[0].s);
+    }
+    if (rc) {
+        apr_imatrix_free(im);
+        return rc;
+    }
+    *out = im;
+    return 0;
+}
+
+int apr_imatrix_load(apr_imatrix **out, const char *path, apr_err *err)
+{
+    *out = NULL;
+    apr_mapping map;
+    int rc = apr_map_file(path, &map, err);
+    if (rc)
+        return rc;
+    if (map.size >= 4 && !memcmp(map.base, "GGUF", 4)) {
+        apr_model *m = NULL;
+        rc = apr_gguf_parse(&m, map.base, map.size, err);
+        if (!rc)
+            rc = apr_imatrix_from_model(out, m, err);
+        apr_model_free(m);
+    } else {
+        rc = apr_imatrix_parse_legacy(out, map.base, map.size, err);
+    }
+    apr_unmap_file(&map);
+    if (rc && err) {
+        char tmp[sizeof err->msg];
+        memcpy(tmp, err->msg, sizeof tmp);
+        apr_err_set(err, rc, "%.200s: %.800s", path, tmp);
+    }
+    return rc;
+}
