@@ -4,7 +4,8 @@
  *
  * Hidden options for tests: --dump-logits FILE writes the prompt's logits
  * (n_prompt x vocab little-endian f32, position-major); --print-ids prints
- * the prompt's token ids and the generated ids on stderr. */
+ * the prompt's token ids and the generated ids on stderr; --tokenize-only
+ * prints the prompt's ids on stdout and stops (works on vocab-only files). */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -21,7 +22,7 @@ typedef struct run_opts {
     long n_predict;
     int threads;
     apr_device device;
-    bool trace, print_ids, echo;
+    bool trace, print_ids, echo, tokenize_only;
     double temp;
     uint64_t seed;
     uint32_t ctx;
@@ -130,6 +131,8 @@ static int parse(int argc, char **argv, run_opts *o)
         } else if (!strcmp(a, "--dump-logits")) {
             NEEDV();
             o->dump_logits = v;
+        } else if (!strcmp(a, "--tokenize-only")) {
+            o->tokenize_only = true;
         } else if (!strcmp(a, "--print-ids")) {
             o->print_ids = true;
         } else if (a[0] == '-' && a[1]) {
@@ -244,15 +247,22 @@ int cmd_run(int argc, char **argv)
 
     if (apr_model_open(&m, o.model, NULL, &err))
         goto fail;
-    if (!m->has_cfg) {
-        apr_err_set(&err, APR_E_UNSUPPORTED, "%s: no supported architecture config (llama, qwen2)", o.model);
-        goto fail;
-    }
     if (apr_tok_load(&tok, m, &err))
         goto fail;
     size_t n_ids = 0;
     if (apr_tok_encode(tok, o.prompt, true, &ids, &n_ids, &err))
         goto fail;
+    if (o.tokenize_only) {
+        for (size_t i = 0; i < n_ids; i++)
+            printf("%s%d", i ? " " : "", ids[i]);
+        printf("\n");
+        ret = 0;
+        goto done;
+    }
+    if (!m->has_cfg) {
+        apr_err_set(&err, APR_E_UNSUPPORTED, "%s: no supported architecture config (llama, qwen2)", o.model);
+        goto fail;
+    }
     if (!n_ids) {
         apr_err_set(&err, APR_E_ARG, "the prompt gives no tokens");
         goto fail;

@@ -1,0 +1,204 @@
+/* test_forward_cli.c - `apr run` end to end: the README's greedy text from
+ * the fixture in every format we can write (GGUF as shipped; APR and
+ * safetensors converted with `apr convert` when that command works), error
+ * exits, and the llama.cpp peer check (tests/peer/llama_logits_peer.py; skipped
+ * visibly when the llama_cpp Python binding cannot be imported). */
+#include "test_util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FIXTURE "fixtures/stories260K-f32.gguf"
+
+static char *readme_greedy_text(void)
+{
+    const char *readme = tu_shared("fixtures/README.md");
+    assert_non_null(readme);
+    char *s = tu_read_file(readme, NULL);
+    assert_non_null(s);
+    char *p = strstr(s, "continues \"");
+    assert_non_null(p);
+    p += strlen("continues \"");
+    char *q = strchr(p, '"');
+    assert_non_null(q);
+    char *out = calloc((size_t)(q - p) + 1, 1);
+    size_t n = 0;
+    for (char *c = p; c < q; c++) {
+        if (*c == '\n') {
+            while (c + 1 < q && isspace((unsigned char)c[1]))
+                c++;
+            out[n++] = ' ';
+        } else {
+            out[n++] = *c;
+        }
+    }
+    free(s);
+    return out;
+}
+
+#define REQUIRE_BIN(var)                                             \
+    const char *var = tu_apr_bin();                                  \
+    do {                                                             \
+        if (!var) {                                                  \
+            print_message("SKIP: APR_BIN is not set\n");             \
+            skip();                                                  \
+        }                                                            \
+    } while (0)
+
+/* `apr run MODEL` greedy: stdout must start with the README's text. */
+static void expect_greedy(const char *bin, const char *model, const char *dir, const char *extra)
+{
+    char *want = readme_greedy_text();
+    const char *out = tu_path(dir, "run.out");
+    /* stdout only: the trace and messages go to stderr */
+    int rc = tu_system(out, "{ '%s' run '%s' --prompt 'Once upon a time' -n 40 --threads 2 --device cpu %s 2>'%s'; }",
+                       bin, model, extra ? extra : "", tu_path(dir, "run.err"));
+    char *got = tu_read_file(out, NULL);
+    assert_non_null(got);
+    if (rc != 0 || strncmp(got, want, strlen(want)))
+        fail_msg("apr run %s (rc %d):\n got: '%s'\nwant: '%s'", model, rc, got, want);
+    free(got);
+    free(want);
+}
+
+static void test_run_gguf(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(model, FIXTURE);
+    REQUIRE_BIN(bin);
+    const char *dir = tu_tmpdir("run-gguf");
+    expect_greedy(bin, model, dir, NULL);
+    expect_greedy(bin, model, dir, "--threads 1 --trace");
+}
+
+/* Converting needs `apr convert` (another command): skip visibly until it
+ * produces the file. */
+static void run_converted(const char *ext)
+{
+    TU_REQUIRE_SHARED(model, FIXTURE);
+    REQUIRE_BIN(bin);
+    const char *dir = tu_tmpdir("run-conv");
+    char conv[4096];
+    snprintf(conv, sizeof conv, "%s/stories.%s", dir, ext);
+    int rc = tu_system(tu_path(dir, "convert.out"), "'%s' convert '%s' '%s'", bin, model, conv);
+    if (rc != 0) {
+        char *log = tu_read_file(tu_path(dir, "convert.out"), NULL);
+        if (log && strstr(log, "not built yet")) {
+            print_message("SKIP: apr convert to %s is not available yet\n", ext);
+            free(log);
+            skip();
+        }
+        fail_msg("apr convert to %s failed (%d): %s", ext, rc, log ? log : "");
+    }
+    expect_greedy(bin, conv, dir, NULL);
+    /* lossless: logits bit-identical to the source's */
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/src.bin", dir);
+    snprintf(b, sizeof b, "%s/dst.bin", dir);
+    const char *prompt = "Once upon a time, there was a little girl named Lily. She loved to play";
+    assert_int_equal(tu_system("/dev/null", "'%s' run '%s' --prompt '%s' -n 1 --threads 3 --dump-logits '%s'", bin,
+                               model, prompt, a), 0);
+    assert_int_equal(tu_system("/dev/null", "'%s' run '%s' --prompt '%s' -n 1 --threads 2 --dump-logits '%s'", bin,
+                               conv, prompt, b), 0);
+    size_t na, nb;
+    char *la = tu_read_file(a, &na), *lb = tu_read_file(b, &nb);
+    assert_non_null(la);
+    assert_non_null(lb);
+    assert_true(na > 0);
+    assert_int_equal(na, nb);
+    assert_memory_equal(la, lb, na);
+    free(la);
+    free(lb);
+}
+
+static void test_run_apr(void **state)
+{
+    (void)state;
+    run_converted("apr");
+}
+
+static void test_run_safetensors(void **state)
+{
+    (void)state;
+    run_converted("safetensors");
+}
+
+static void test_run_errors(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(model, FIXTURE);
+    REQUIRE_BIN(bin);
+    const char *dir = tu_tmpdir("run-err");
+    const char *out = tu_path(dir, "err.out");
+    assert_int_equal(tu_system(out, "'%s' run", bin), 2);
+    assert_int_equal(tu_system(out, "'%s' run '%s'", bin, model), 2); /* no prompt */
+    assert_int_equal(tu_system(out, "'%s' run '%s/missing.gguf' --prompt x", bin, dir), 2);
+    assert_int_equal(tu_system(out, "'%s' run '%s' --prompt x --device tpu", bin, model), 2);
+    assert_int_equal(tu_system(out, "'%s' run '%s' --prompt x --threads 0", bin, model), 2);
+    assert_int_equal(tu_system(out, "'%s' run '%s' --prompt x --bogus", bin, model), 2);
+    /* a prompt longer than the context */
+    assert_int_equal(tu_system(out, "'%s' run '%s' --prompt 'a b c d e f g h' --ctx 4", bin, model), 2);
+    char *log = tu_read_file(out, NULL);
+    assert_non_null(strstr(log, "context"));
+    free(log);
+    /* a vocab-only file has no weights to run */
+    const char *vocab = tu_shared("fixtures/ggml-vocab-llama-spm.gguf");
+    if (vocab)
+        assert_int_equal(tu_system(out, "'%s' run '%s' --prompt x", bin, vocab), 2);
+    /* a truncated model file */
+    size_t n;
+    char *bytes = tu_read_file(model, &n);
+    assert_non_null(bytes);
+    const char *trunc = tu_path(dir, "trunc.gguf");
+    assert_int_equal(tu_write_file(trunc, bytes, n / 2), 0);
+    free(bytes);
+    assert_int_equal(tu_system(out, "'%s' run '%s' --prompt x", bin, trunc), 2);
+    /* sampling with a temperature is deterministic for a seed */
+    const char *s1 = tu_path(dir, "s1.out"), *s2 = tu_path(dir, "s2.out");
+    assert_int_equal(tu_system(s1, "'%s' run '%s' --prompt 'Once' -n 20 --temp 0.8 --seed 7 --no-echo", bin, model), 0);
+    assert_int_equal(tu_system(s2, "'%s' run '%s' --prompt 'Once' -n 20 --temp 0.8 --seed 7 --no-echo", bin, model), 0);
+    char *a = tu_read_file(s1, NULL), *b = tu_read_file(s2, NULL);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+}
+
+static void test_peer_llama_cpp(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(model, FIXTURE);
+    REQUIRE_BIN(bin);
+    if (tu_system("/dev/null", "python3 -c 'import llama_cpp, numpy'") != 0) {
+        print_message("SKIP: the llama_cpp Python binding is not importable (pip install llama-cpp-python)\n");
+        skip();
+    }
+    const char *src = getenv("APR_SOURCE_DIR");
+    const char *dir = tu_tmpdir("peer-llama");
+    const char *out = tu_path(dir, "peer.out");
+    const char *vocab = tu_shared("fixtures/ggml-vocab-llama-spm.gguf");
+    int rc = tu_system(out, "python3 '%s/tests/peer/llama_logits_peer.py' '%s' '%s' %s%s%s", src ? src : ".", bin,
+                       model, vocab ? "'" : "", vocab ? vocab : "", vocab ? "'" : "");
+    char *log = tu_read_file(out, NULL);
+    print_message("%s", log ? log : "");
+    if (rc == 77) {
+        free(log);
+        skip();
+    }
+    if (rc != 0)
+        fail_msg("llama_logits_peer.py failed (%d)", rc);
+    free(log);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_gguf),
+        cmocka_unit_test(test_run_apr),
+        cmocka_unit_test(test_run_safetensors),
+        cmocka_unit_test(test_run_errors),
+        cmocka_unit_test(test_peer_llama_cpp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
