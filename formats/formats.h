@@ -326,6 +326,59 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
 int apr_safetensors_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
 int apr_model_write(const apr_model *m, const char *path, apr_format fmt, const apr_write_opts *o, apr_err *err);
 
+/* ---------------------------------------------------------------- synthetic models (synth.c)
+ *
+ * Deterministic LLaMA / Qwen2 models with HF tensor names (model.embed_tokens.weight,
+ * model.layers.N.self_attn.q_proj.weight, ..., lm_head.weight unless tied), GGUF-namespace
+ * KVs exactly as apr_safetensors_open would read them back from the HF directory that
+ * apr_safetensors_write makes of the model, and a synthetic tokenizer (SentencePiece
+ * "llama" for llama: <unk> <s> </s>, 256 byte pieces, merged pieces scored -k; byte BPE
+ * "gpt2"/pre "qwen2" for qwen2: 256 byte tokens, merges, <|endoftext|> <|im_start|> <|im_end|>).
+ *
+ * Weights (the same on every machine: integer hashing, then float operations that
+ * IEEE 754 rounds exactly; no libm calls other than sqrtf):
+ *   mix(z)      = splitmix64's finaliser: z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
+ *                 z ^= z >> 27; z *= 0x94D049BB133111EB; z ^= z >> 31
+ *   stream      = mix(seed ^ fnv1a64(tensor name))   (FNV-1a 64 over the name's bytes)
+ *   u           = mix(stream + (i + 1) * 0x9E3779B97F4A7C15)   i = flat element index
+ *   z           = (float)((int)(u & 0xFFFF) + (int)(u >> 16 & 0xFFFF) + (int)(u >> 32 & 0xFFFF)
+ *                         + (int)(u >> 48) - 131070) * 2.6428997e-05f
+ *                 (Irwin-Hall sum of four 16-bit uniforms: mean 0, variance 1)
+ *   element outlier: o = mix(u ^ 0x632BE59BD9B4E019); if o % 1000 == 0 the value is
+ *                 multiplied by (float)(8 + (o >> 32) % 13)          (x8 .. x20)
+ *   2-D {rows, cols}: v = z * (1.0f / sqrtf((float)cols)); then v *= 5.0f when column
+ *                 c = i % cols is an outlier channel: (mix(stream + (c + 1) * 0xD6E8FEB86659FD93) & 127) == 0;
+ *                 then the element outlier factor.
+ *   1-D "*norm.weight": v = 1.0f + 0.1f * z      1-D "*.bias": v = 0.1f * z
+ * and finally rounded to the dtype (round to nearest even for F16/BF16). */
+typedef struct apr_synth_config {
+    char arch[16];       /* "llama" or "qwen2" */
+    char name[64];       /* general.name ("" = "synth-<arch>") */
+    uint32_t n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab, ctx;
+    bool tied;           /* no lm_head.weight */
+    bool qkv_bias;       /* q/k/v_proj.bias (Qwen2 always has them) */
+    apr_dtype dtype;     /* F32, F16 or BF16 for every tensor */
+    float rope_theta, rms_eps;
+    uint64_t seed;
+} apr_synth_config;
+
+/* Fill c from a preset: "tiny-llama", "tiny-qwen2", "llama-7b-layer", "qwen2-7b-layer".
+ * Returns APR_E_ARG for an unknown name. */
+int apr_synth_preset(apr_synth_config *c, const char *preset, apr_err *err);
+/* NULL-terminated list of the preset names. */
+const char *const *apr_synth_preset_names(void);
+/* Checks a config (shapes, dtype, vocab large enough for the tokenizer). */
+int apr_synth_validate(const apr_synth_config *c, apr_err *err);
+/* KVs, derived config and tensor table only (every tensor's data is NULL):
+ * shapes of any size at no memory cost. */
+int apr_synth_skeleton(apr_model **out, const apr_synth_config *c, apr_err *err);
+/* The whole model in memory (owned buffers): for tests and small models. */
+int apr_synth_model(apr_model **out, const apr_synth_config *c, apr_err *err);
+/* Writes the model with apr_safetensors_write's layout rules (a directory: HF
+ * files + model*.safetensors; a .safetensors path: that file), generating each
+ * tensor in chunks while writing: memory stays a few MiB whatever the size. */
+int apr_synth_write(const apr_synth_config *c, const char *path, const apr_write_opts *o, apr_err *err);
+
 /* ---------------------------------------------------------------- sha256 */
 
 typedef struct apr_sha256_ctx apr_sha256_ctx; /* wraps OpenSSL EVP */
@@ -336,6 +389,75 @@ void apr_sha256(const void *data, size_t n, uint8_t out[32]);
 void apr_sha256_hex(const uint8_t digest[32], char hex[65]);
 /* Whole file, streamed through mmap; 0 on success. */
 int apr_sha256_file(const char *path, uint8_t out[32], apr_err *err);
+
+/* ---------------------------------------------------------------- provenance
+ * (formats/provenance.c; the record's JSON schema is in docs/provenance.md)
+ *
+ * Every file apr writes carries one JSON object: tool, version, operation,
+ * command line, UTC time, the source files with their sha256, and for every
+ * output tensor its payload sha256, the source payload(s) it came from (name,
+ * dtype, sha256) and the transform; the source's own record is the "parent".
+ * In the view it is model->provenance_json; GGUF stores it in the KV
+ * "apr.provenance.json" (plus a few flattened apr.provenance.* keys for
+ * humans), APR in the metadata's "provenance", safetensors in
+ * __metadata__["apr.provenance"].
+ *
+ * Building one (apr convert, apr quantize):
+ *   p = apr_prov_new("quantize", cmdline);
+ *   apr_prov_set_source(p, src_model, &err);            // files hashed at finish
+ *   for each output tensor: apr_prov_add_tensor(p, out_t, "quantize:Q4_K", &src_t, 1, &err);
+ *   apr_prov_finish(p, n_threads, &json, &err);         // hashes in parallel
+ *   apr_prov_attach(out_model, json, APR_FMT_GGUF, &err); free(json); apr_prov_free(p);
+ *   then write out_model.
+ * Tensor data pointers given to add_tensor must stay valid until finish.
+ * Transforms: "copy", "permute" (HF rotate-half -> interleaved Q/K rows),
+ * "unpermute", "fuse" (Q,K,V rows -> one tensor), "split", "dequantize:F32",
+ * "convert:F16", "quantize:Q4_K", ...; several steps joined with '+' in the
+ * order they were applied. */
+typedef struct apr_prov apr_prov;
+
+/* operation: "convert", "quantize", ...; command_line may be NULL. NULL on OOM. */
+apr_prov *apr_prov_new(const char *operation, const char *command_line);
+void apr_prov_free(apr_prov *p);
+/* Override the recorded time (ISO 8601 UTC text; default: now at apr_prov_new). */
+void apr_prov_set_time(apr_prov *p, const char *iso_utc);
+/* The source: every file it was read from (src->maps[], plus the HF side files
+ * config.json, tokenizer.json, tokenizer.model, tokenizer_config.json,
+ * generation_config.json, model.safetensors.index.json present beside a
+ * safetensors source) is sha256'd at finish; src->provenance_json becomes the
+ * parent. */
+int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err);
+/* One output tensor. out's payload and each srcs[i]'s payload are hashed at
+ * finish (regions with the same pointer and size are hashed once). */
+int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transform,
+                        const apr_tensor *const *srcs, uint32_t n_srcs, apr_err *err);
+/* Hash everything on n_threads threads (<= 0: all cores) and return the
+ * compact JSON text (malloc'd) in *json. out_format names the output format. */
+int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err);
+/* Make json the provenance of m: replaces m->provenance_json, removes every
+ * KV under "apr.provenance." and, for GGUF outputs, adds the flattened keys
+ * apr.provenance.{tool,operation,time_utc,source,source_sha256}. */
+int apr_prov_attach(apr_model *m, const char *json, apr_format out_format, apr_err *err);
+
+/* Re-hash every tensor of m against m's provenance record and, when source
+ * is not NULL, the source file(s) (a file, or the directory of a sharded
+ * safetensors set) and the source tensors each output tensor came from, and
+ * compare the source's own provenance with the recorded parent.
+ * Every check is reported through fn (may be NULL): ok, the tensor name (or
+ * file name, or NULL for record-level problems) and a message.
+ * Returns 0 when everything matches, APR_E_MISMATCH when something does not
+ * (details went to fn and res), another negative code when the check could
+ * not run (no provenance, unreadable record or source) with *err set. */
+typedef void (*apr_prov_report_fn)(void *user, bool ok, const char *what, const char *msg);
+typedef struct apr_prov_check {
+    uint64_t tensors_checked, tensors_bad;      /* output payloads vs record */
+    uint64_t unrecorded, missing;               /* in the file but not the record; and vice versa */
+    uint64_t files_checked, files_bad;          /* source files */
+    uint64_t src_tensors_checked, src_tensors_bad;
+    bool parent_checked, parent_bad;
+} apr_prov_check;
+int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
+                          apr_prov_report_fn fn, void *user, apr_prov_check *res, apr_err *err);
 
 /* ---------------------------------------------------------------- CRC32 */
 uint32_t apr_crc32(uint32_t crc, const void *data, size_t n); /* zlib's IEEE CRC32 */

@@ -1,0 +1,616 @@
+/* synth.c - deterministic synthetic LLaMA / Qwen2 models (the algorithm is
+ * documented beside apr_synth_config in formats.h; tests recompute it).
+ *
+ * The generator is counter-based (every element is a hash of seed, tensor
+ * name and element index), so a tensor can be produced in any chunking, and a
+ * multi-GB model is written tensor by tensor through the safetensors writer's
+ * producer hook without ever being held in memory.
+ */
+#include "hfmeta.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SYNTH_CHUNK_ELEMS (1u << 20)
+
+/* ================================================================ generator */
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t fnv1a64(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+typedef enum { GEN_MATRIX, GEN_NORM, GEN_BIAS } gen_kind;
+
+typedef struct gen_tensor {
+    uint64_t stream;
+    gen_kind kind;
+    uint64_t cols;
+    float scale;       /* 1/sqrt(cols) for matrices */
+    float *chan_mult;  /* cols entries (matrices) */
+} gen_tensor;
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+static int gen_init(gen_tensor *g, uint64_t seed, const apr_tensor *t, apr_err *err)
+{
+    memset(g, 0, sizeof *g);
+    g->stream = mix64(seed ^ fnv1a64(t->name));
+    if (t->ndim == 2) {
+        g->kind = GEN_MATRIX;
+        g->cols = t->dims[1];
+        g->scale = 1.0f / sqrtf((float)g->cols);
+        g->chan_mult = malloc((g->cols ? g->cols : 1) * sizeof *g->chan_mult);
+        if (!g->chan_mult)
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        for (uint64_t c = 0; c < g->cols; c++)
+            g->chan_mult[c] = (mix64(g->stream + (c + 1) * 0xD6E8FEB86659FD93ull) & 127) == 0 ? 5.0f : 1.0f;
+    } else {
+        g->kind = ends_with(t->name, "norm.weight") ? GEN_NORM : GEN_BIAS;
+    }
+    return 0;
+}
+
+static float gen_value(const gen_tensor *g, uint64_t i)
+{
+    uint64_t u = mix64(g->stream + (i + 1) * 0x9E3779B97F4A7C15ull);
+    int s = (int)(u & 0xFFFF) + (int)(u >> 16 & 0xFFFF) + (int)(u >> 32 & 0xFFFF) + (int)(u >> 48) - 131070;
+    float z = (float)s * 2.6428997e-05f;
+    if (g->kind == GEN_NORM)
+        return 1.0f + 0.1f * z;
+    if (g->kind == GEN_BIAS)
+        return 0.1f * z;
+    float v = z * g->scale;
+    v *= g->chan_mult[i % g->cols];
+    uint64_t o = mix64(u ^ 0x632BE59BD9B4E019ull);
+    if (o % 1000 == 0)
+        v *= (float)(8 + (o >> 32) % 13);
+    return v;
+}
+
+/* Round-to-nearest-even conversions (NaN never occurs here: values are
+ * bounded). The formats library cannot depend on libquant, which depends on
+ * it; tests check these against libquant's converters. */
+static uint16_t to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    x += 0x7FFFu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+static uint16_t to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax >= 0x477FF000u) /* rounds to >= 65520: overflow to inf */
+        return (uint16_t)(sign | 0x7C00u);
+    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+        if (ax < 0x33000000u) /* < 2^-25: rounds to zero */
+            return (uint16_t)sign;
+        uint32_t mant = (ax & 0x7FFFFFu) | 0x800000u;
+        int shift = 126 - (int)(ax >> 23); /* 14 .. 24 */
+        uint32_t half = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1u)))
+            half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t h = ((ax >> 13) - (112u << 10));
+    uint32_t rem = ax & 0x1FFFu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+        h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Elements [first, first + n) of tensor g as dtype dt into out. */
+static void gen_fill(const gen_tensor *g, apr_dtype dt, uint64_t first, uint64_t n, uint8_t *out)
+{
+    for (uint64_t k = 0; k < n; k++) {
+        float v = gen_value(g, first + k);
+        if (dt == APR_DT_F32) {
+            memcpy(out + 4 * k, &v, 4);
+        } else {
+            uint16_t h = dt == APR_DT_F16 ? to_f16(v) : to_bf16(v);
+            out[2 * k] = (uint8_t)h;
+            out[2 * k + 1] = (uint8_t)(h >> 8);
+        }
+    }
+}
+
+/* ================================================================ presets */
+
+static const char *const preset_names[] = {"tiny-llama", "tiny-qwen2", "llama-7b-layer", "qwen2-7b-layer", NULL};
+
+const char *const *apr_synth_preset_names(void)
+{
+    return preset_names;
+}
+
+int apr_synth_preset(apr_synth_config *c, const char *p, apr_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->seed = 42;
+    if (!strcmp(p, "tiny-llama") || !strcmp(p, "tiny-qwen2")) {
+        bool q = p[5] == 'q';
+        snprintf(c->arch, sizeof c->arch, "%s", q ? "qwen2" : "llama");
+        /* Small, but every row length a multiple of 256 so k-quants apply. */
+        c->n_layers = 2; c->hidden = 256; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 64;
+        c->ffn = 512; c->vocab = 1024; c->ctx = 512;
+        c->tied = q; c->qkv_bias = q;
+        c->dtype = APR_DT_F32;
+        c->rope_theta = q ? 1000000.0f : 10000.0f;
+        c->rms_eps = q ? 1e-6f : 1e-5f;
+    } else if (!strcmp(p, "llama-7b-layer")) {
+        snprintf(c->arch, sizeof c->arch, "llama");
+        c->n_layers = 1; c->hidden = 4096; c->n_heads = 32; c->n_kv_heads = 32; c->head_dim = 128;
+        c->ffn = 11008; c->vocab = 32000; c->ctx = 4096;
+        c->dtype = APR_DT_F16;
+        c->rope_theta = 10000.0f;
+        c->rms_eps = 1e-5f;
+    } else if (!strcmp(p, "qwen2-7b-layer")) {
+        snprintf(c->arch, sizeof c->arch, "qwen2");
+        c->n_layers = 1; c->hidden = 3584; c->n_heads = 28; c->n_kv_heads = 4; c->head_dim = 128;
+        c->ffn = 18944; c->vocab = 152064; c->ctx = 32768;
+        c->qkv_bias = true;
+        c->dtype = APR_DT_BF16;
+        c->rope_theta = 1000000.0f;
+        c->rms_eps = 1e-6f;
+    } else {
+        return apr_err_set(err, APR_E_ARG,
+                           "unknown preset '%s' (tiny-llama, tiny-qwen2, llama-7b-layer, qwen2-7b-layer)", p);
+    }
+    snprintf(c->name, sizeof c->name, "synth-%s", p);
+    return 0;
+}
+
+int apr_synth_validate(const apr_synth_config *c, apr_err *err)
+{
+    bool llama = !strcmp(c->arch, "llama"), qwen2 = !strcmp(c->arch, "qwen2");
+    if (!llama && !qwen2)
+        return apr_err_set(err, APR_E_ARG, "unknown architecture '%s' (llama, qwen2)", c->arch);
+    if (c->n_layers == 0 || c->n_layers > 4096)
+        return apr_err_set(err, APR_E_ARG, "layers must be in 1..4096 (got %u)", c->n_layers);
+    if (c->hidden == 0 || c->hidden > (1u << 20) || c->ffn == 0 || c->ffn > (1u << 22))
+        return apr_err_set(err, APR_E_ARG, "hidden (%u) and ffn (%u) must be > 0 and reasonable", c->hidden,
+                           c->ffn);
+    if (c->n_heads == 0 || c->n_kv_heads == 0 || c->n_heads % c->n_kv_heads)
+        return apr_err_set(err, APR_E_ARG, "heads (%u) must be a positive multiple of kv heads (%u)",
+                           c->n_heads, c->n_kv_heads);
+    if (c->head_dim < 2 || c->head_dim % 2 || (uint64_t)c->head_dim * c->n_heads > (1u << 20))
+        return apr_err_set(err, APR_E_ARG, "head dim must be even and >= 2 (got %u)", c->head_dim);
+    if (c->vocab < 512 || c->vocab > (1u << 22))
+        return apr_err_set(err, APR_E_ARG, "vocab must be in 512..4194304 (got %u)", c->vocab);
+    if (c->dtype != APR_DT_F32 && c->dtype != APR_DT_F16 && c->dtype != APR_DT_BF16)
+        return apr_err_set(err, APR_E_ARG, "dtype must be F32, F16 or BF16");
+    if (qwen2 && !c->qkv_bias)
+        return apr_err_set(err, APR_E_ARG, "Qwen2 models always carry q/k/v biases");
+    if (!(c->rope_theta > 0.0f) || !(c->rms_eps > 0.0f) || !isfinite(c->rope_theta) || !isfinite(c->rms_eps))
+        return apr_err_set(err, APR_E_ARG, "rope theta and rms epsilon must be finite and > 0");
+    return 0;
+}
+
+/* ================================================================ tokenizer */
+
+/* Open-addressing set of byte strings, to keep generated tokens unique. */
+typedef struct str_set {
+    uint64_t cap;
+    const apr_str **slot;
+} str_set;
+
+static uint64_t str_hash(const char *s, uint64_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint64_t i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Returns true if inserted, false if already present. */
+static bool set_add(str_set *s, const apr_str *v)
+{
+    uint64_t i = str_hash(v->s, v->len) & (s->cap - 1);
+    while (s->slot[i]) {
+        if (s->slot[i]->len == v->len && memcmp(s->slot[i]->s, v->s, v->len) == 0)
+            return false;
+        i = (i + 1) & (s->cap - 1);
+    }
+    s->slot[i] = v;
+    return true;
+}
+
+static bool set_has(const str_set *s, const char *p, uint64_t n)
+{
+    uint64_t i = str_hash(p, n) & (s->cap - 1);
+    while (s->slot[i]) {
+        if (s->slot[i]->len == n && memcmp(s->slot[i]->s, p, n) == 0)
+            return true;
+        i = (i + 1) & (s->cap - 1);
+    }
+    return false;
+}
+
+typedef struct synth_tok {
+    uint32_t n;
+    apr_str *tokens;
+    float *scores;
+    int32_t *types;
+    uint32_t n_merges;
+    apr_str *merges;
+} synth_tok;
+
+static void synth_tok_free(synth_tok *t)
+{
+    for (uint32_t i = 0; t->tokens && i < t->n; i++)
+        free(t->tokens[i].s);
+    for (uint32_t i = 0; t->merges && i < t->n_merges; i++)
+        free(t->merges[i].s);
+    free(t->tokens);
+    free(t->scores);
+    free(t->types);
+    free(t->merges);
+    memset(t, 0, sizeof *t);
+}
+
+static bool put_token(synth_tok *t, str_set *set, uint32_t id, const char *s, size_t len, int32_t type, float score)
+{
+    t->tokens[id].s = malloc(len + 1);
+    if (!t->tokens[id].s)
+        return false;
+    memcpy(t->tokens[id].s, s, len);
+    t->tokens[id].s[len] = 0;
+    t->tokens[id].len = len;
+    t->types[id] = type;
+    t->scores[id] = score;
+    set_add(set, &t->tokens[id]);
+    return true;
+}
+
+/* UTF-8 of a code point below 0x800 (all GPT-2 byte-level characters are). */
+static size_t utf8_2(uint32_t cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+}
+
+static int build_tokenizer(synth_tok *t, const apr_synth_config *c, bool gpt2, apr_err *err)
+{
+    memset(t, 0, sizeof *t);
+    uint32_t n = c->vocab;
+    t->n = n;
+    t->tokens = calloc(n, sizeof *t->tokens);
+    t->scores = calloc(n, sizeof *t->scores);
+    t->types = calloc(n, sizeof *t->types);
+    t->merges = gpt2 ? calloc(n, sizeof *t->merges) : NULL;
+    str_set set = {0};
+    set.cap = 1;
+    while (set.cap < 2ull * n)
+        set.cap <<= 1;
+    set.slot = calloc(set.cap, sizeof *set.slot);
+    int rc = 0;
+    if (!t->tokens || !t->scores || !t->types || (gpt2 && !t->merges) || !set.slot) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    uint32_t id = 0, first_normal, end = n;
+    char buf[64];
+    if (gpt2) {
+        /* GPT-2's bytes_to_unicode order: printable bytes map to themselves,
+         * the others to 256 + k, in this id order. */
+        uint32_t k = 0;
+        for (uint32_t pass = 0; pass < 2; pass++)
+            for (uint32_t b = 0; b < 256; b++) {
+                bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+                if (printable != (pass == 0))
+                    continue;
+                uint32_t cp = printable ? b : 256 + k++;
+                size_t len = utf8_2(cp, buf);
+                if (!put_token(t, &set, id++, buf, len, 1, 0.0f))
+                    goto oom;
+            }
+        first_normal = 0;
+        end = n - 3; /* three control tokens at the end, like Qwen2's */
+        static const char *const ctl[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+        for (int i = 0; i < 3; i++)
+            if (!put_token(t, &set, end + (uint32_t)i, ctl[i], strlen(ctl[i]), 3, 0.0f))
+                goto oom;
+    } else {
+        if (!put_token(t, &set, id++, "<unk>", 5, 2, 0.0f) || !put_token(t, &set, id++, "<s>", 3, 3, 0.0f) ||
+            !put_token(t, &set, id++, "</s>", 4, 3, 0.0f))
+            goto oom;
+        for (uint32_t b = 0; b < 256; b++) {
+            snprintf(buf, sizeof buf, "<0x%02X>", b);
+            if (!put_token(t, &set, id++, buf, 6, 6, 0.0f))
+                goto oom;
+        }
+        first_normal = id;
+        static const char base[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()";
+        if (!put_token(t, &set, id, "\xe2\x96\x81", 3, 1, -(float)(id - first_normal)))
+            goto oom;
+        id++;
+        for (size_t i = 0; base[i]; i++, id++)
+            if (!put_token(t, &set, id, &base[i], 1, 1, -(float)(id - first_normal)))
+                goto oom;
+    }
+    /* Merged pieces: the concatenation of two earlier pieces picked by a
+     * seeded generator; unique and at most 24 bytes. */
+    uint64_t state = mix64(c->seed ^ 0x746F6B656E697A65ull /* "tokenize" */);
+    uint64_t tries = 0;
+    while (id < end) {
+        if (++tries > 64ull * n) {
+            rc = apr_err_set(err, APR_E_ARG, "cannot generate %u distinct tokens", n);
+            goto done;
+        }
+        state += 0x9E3779B97F4A7C15ull;
+        uint64_t r = mix64(state);
+        uint32_t a = first_normal + (uint32_t)((r & 0xFFFFFFFFu) % (id - first_normal));
+        uint32_t b = first_normal + (uint32_t)((r >> 32) % (id - first_normal));
+        uint64_t la = t->tokens[a].len, lb = t->tokens[b].len;
+        if (la + lb > 24)
+            continue;
+        memcpy(buf, t->tokens[a].s, la);
+        memcpy(buf + la, t->tokens[b].s, lb);
+        if (set_has(&set, buf, la + lb))
+            continue;
+        if (!put_token(t, &set, id, buf, la + lb, 1, gpt2 ? 0.0f : -(float)(id - first_normal)))
+            goto oom;
+        if (gpt2) {
+            apr_str *mg = &t->merges[t->n_merges];
+            mg->s = malloc(la + lb + 2);
+            if (!mg->s)
+                goto oom;
+            memcpy(mg->s, t->tokens[a].s, la);
+            mg->s[la] = ' ';
+            memcpy(mg->s + la + 1, t->tokens[b].s, lb);
+            mg->s[la + lb + 1] = 0;
+            mg->len = la + lb + 1;
+            t->n_merges++;
+        }
+        id++;
+    }
+    goto done;
+oom:
+    rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+done:
+    free(set.slot);
+    if (rc)
+        synth_tok_free(t);
+    return rc;
+}
+
+/* ================================================================ KVs and tensors */
+
+static const char qwen2_template[] =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+static int set_arr(apr_model *m, const char *key, apr_kv_type et, void *arr, uint64_t n)
+{
+    apr_kv kv = {0};
+    kv.key = (char *)key;
+    kv.type = APR_KV_ARRAY;
+    kv.arr_type = et;
+    kv.arr = arr;
+    kv.count = n;
+    return apr_model_set_kv(m, &kv);
+}
+
+/* The KVs apr_safetensors_open derives from the HF files this model writes
+ * (see hfmeta.c: the order and types of convert_hf_to_gguf.py). */
+static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
+{
+    bool gpt2 = !strcmp(c->arch, "qwen2");
+    char key[128], name[80];
+    int rc = 0;
+#define K(s) (snprintf(key, sizeof key, "%s.%s", c->arch, s), key)
+    snprintf(name, sizeof name, "%s", c->name[0] ? c->name : (gpt2 ? "synth-qwen2" : "synth-llama"));
+    rc |= apr_model_set_kv_str(m, "general.architecture", c->arch);
+    rc |= apr_model_set_kv_str(m, "general.name", name);
+    rc |= apr_model_set_kv_u32(m, K("block_count"), c->n_layers);
+    rc |= apr_model_set_kv_u32(m, K("context_length"), c->ctx);
+    rc |= apr_model_set_kv_u32(m, K("embedding_length"), c->hidden);
+    rc |= apr_model_set_kv_u32(m, K("feed_forward_length"), c->ffn);
+    rc |= apr_model_set_kv_u32(m, K("attention.head_count"), c->n_heads);
+    rc |= apr_model_set_kv_u32(m, K("attention.head_count_kv"), c->n_kv_heads);
+    rc |= apr_model_set_kv_f32(m, K("rope.freq_base"), c->rope_theta);
+    rc |= apr_model_set_kv_f32(m, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    if (c->head_dim * c->n_heads != c->hidden) {
+        rc |= apr_model_set_kv_u32(m, K("attention.key_length"), c->head_dim);
+        rc |= apr_model_set_kv_u32(m, K("attention.value_length"), c->head_dim);
+    }
+    if (!gpt2) {
+        rc |= apr_model_set_kv_u32(m, K("vocab_size"), c->vocab);
+        rc |= apr_model_set_kv_u32(m, K("rope.dimension_count"), c->head_dim);
+    }
+#undef K
+    if (rc)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+
+    synth_tok t;
+    if ((rc = build_tokenizer(&t, c, gpt2, err)))
+        return rc;
+    rc |= apr_model_set_kv_str(m, "tokenizer.ggml.model", gpt2 ? "gpt2" : "llama");
+    rc |= apr_model_set_kv_str(m, "tokenizer.ggml.pre", gpt2 ? "qwen2" : "default");
+    rc |= set_arr(m, "tokenizer.ggml.tokens", APR_KV_STRING, t.tokens, t.n);
+    if (!gpt2)
+        rc |= set_arr(m, "tokenizer.ggml.scores", APR_KV_F32, t.scores, t.n);
+    rc |= set_arr(m, "tokenizer.ggml.token_type", APR_KV_I32, t.types, t.n);
+    if (gpt2) {
+        rc |= set_arr(m, "tokenizer.ggml.merges", APR_KV_STRING, t.merges, t.n_merges);
+        uint32_t eot = c->vocab - 3;
+        rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.bos_token_id", eot);
+        rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.eos_token_id", eot);
+        rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.padding_token_id", eot);
+        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_bos_token", false);
+        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_eos_token", false);
+        rc |= apr_model_set_kv_str(m, "tokenizer.chat_template", qwen2_template);
+    } else {
+        rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.bos_token_id", 1);
+        rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.eos_token_id", 2);
+        rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.unknown_token_id", 0);
+        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_bos_token", true);
+        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_eos_token", false);
+    }
+    synth_tok_free(&t);
+    return rc ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+/* Adds the tensors in HF state-dict order with data NULL (filled later). */
+static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
+{
+    uint64_t H = c->hidden, F = c->ffn, V = c->vocab;
+    uint64_t Q = (uint64_t)c->n_heads * c->head_dim, KV = (uint64_t)c->n_kv_heads * c->head_dim;
+    char name[128];
+    int rc;
+#define ADD(nd, d0, d1)                                                                             \
+    do {                                                                                            \
+        uint64_t dims[2] = {(d0), (d1)}, nb;                                                        \
+        if (!apr_dtype_tensor_bytes(c->dtype, (nd), dims, &nb))                                     \
+            return apr_err_set(err, APR_E_ARG, "tensor %s: size overflow", name);                   \
+        if ((rc = apr_model_add_tensor(m, name, c->dtype, (nd), dims, NULL, nb, false, err)))       \
+            return rc;                                                                              \
+    } while (0)
+    snprintf(name, sizeof name, "model.embed_tokens.weight");
+    ADD(2, V, H);
+    static const char *const attn[] = {"q_proj", "k_proj", "v_proj"};
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        for (int a = 0; a < 3; a++) {
+            uint64_t rows = a == 0 ? Q : KV;
+            snprintf(name, sizeof name, "model.layers.%u.self_attn.%s.weight", l, attn[a]);
+            ADD(2, rows, H);
+            if (c->qkv_bias) {
+                snprintf(name, sizeof name, "model.layers.%u.self_attn.%s.bias", l, attn[a]);
+                ADD(1, rows, 0);
+            }
+        }
+        snprintf(name, sizeof name, "model.layers.%u.self_attn.o_proj.weight", l);
+        ADD(2, H, Q);
+        snprintf(name, sizeof name, "model.layers.%u.mlp.gate_proj.weight", l);
+        ADD(2, F, H);
+        snprintf(name, sizeof name, "model.layers.%u.mlp.up_proj.weight", l);
+        ADD(2, F, H);
+        snprintf(name, sizeof name, "model.layers.%u.mlp.down_proj.weight", l);
+        ADD(2, H, F);
+        snprintf(name, sizeof name, "model.layers.%u.input_layernorm.weight", l);
+        ADD(1, H, 0);
+        snprintf(name, sizeof name, "model.layers.%u.post_attention_layernorm.weight", l);
+        ADD(1, H, 0);
+    }
+    snprintf(name, sizeof name, "model.norm.weight");
+    ADD(1, H, 0);
+    if (!c->tied) {
+        snprintf(name, sizeof name, "lm_head.weight");
+        ADD(2, V, H);
+    }
+#undef ADD
+    return 0;
+}
+
+/* Model skeleton: KVs, derived config, tensors without data. */
+int apr_synth_skeleton(apr_model **out, const apr_synth_config *c, apr_err *err)
+{
+    *out = NULL;
+    int rc = apr_synth_validate(c, err);
+    if (rc)
+        return rc;
+    apr_model *m = apr_model_new(APR_FMT_SAFETENSORS);
+    if (!m)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    if ((rc = synth_kvs(m, c, err)) || (rc = synth_tensors(m, c, err)) || (rc = apr_model_derive(m, err))) {
+        apr_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int apr_synth_model(apr_model **out, const apr_synth_config *c, apr_err *err)
+{
+    apr_model *m;
+    int rc = apr_synth_skeleton(&m, c, err);
+    if (rc)
+        return rc;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        apr_tensor *t = &m->tensors[i];
+        uint64_t n;
+        apr_dims_count(t->ndim, t->dims, &n);
+        t->owned = malloc(t->nbytes ? t->nbytes : 1);
+        gen_tensor g;
+        if (!t->owned || (rc = gen_init(&g, c->seed, t, err))) {
+            apr_model_free(m);
+            return rc ? rc : apr_err_set(err, APR_E_NOMEM, "out of memory (tensor %s)", t->name);
+        }
+        gen_fill(&g, t->dtype, 0, n, t->owned);
+        free(g.chan_mult);
+        t->data = t->owned;
+    }
+    *out = m;
+    return 0;
+}
+
+typedef struct synth_stream {
+    const apr_synth_config *c;
+    uint8_t *buf; /* SYNTH_CHUNK_ELEMS * 4 bytes */
+} synth_stream;
+
+static int synth_fill(void *ctx, const apr_model *m, uint64_t idx, apr_outfile *f, apr_err *err)
+{
+    synth_stream *s = ctx;
+    const apr_tensor *t = &m->tensors[idx];
+    uint64_t n;
+    apr_dims_count(t->ndim, t->dims, &n);
+    size_t es = apr_dtype_get(t->dtype)->block_bytes;
+    gen_tensor g;
+    int rc = gen_init(&g, s->c->seed, t, err);
+    for (uint64_t first = 0; !rc && first < n; first += SYNTH_CHUNK_ELEMS) {
+        uint64_t k = n - first < SYNTH_CHUNK_ELEMS ? n - first : SYNTH_CHUNK_ELEMS;
+        gen_fill(&g, t->dtype, first, k, s->buf);
+        rc = apr_outfile_write(f, s->buf, (size_t)(k * es), err);
+    }
+    free(g.chan_mult);
+    return rc;
+}
+
+int apr_synth_write(const apr_synth_config *c, const char *path, const apr_write_opts *o, apr_err *err)
+{
+    apr_model *m;
+    int rc = apr_synth_skeleton(&m, c, err);
+    if (rc)
+        return rc;
+    synth_stream s = {c, malloc((size_t)SYNTH_CHUNK_ELEMS * 4)};
+    if (!s.buf) {
+        apr_model_free(m);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    rc = apr_safetensors_write_ex(m, path, o, synth_fill, &s, err);
+    free(s.buf);
+    apr_model_free(m);
+    return rc;
+}
