@@ -26,7 +26,7 @@ static const struct {
     const char *type;
     double max_kld;
 } kld_table[] = {
-    {"F16", 1e-4},     {"BF16", 1e-3},    {"dequantize", 2e-3}, {"Q8_0", 5e-3},
+    {"F32", 1e-4},     {"F16", 1e-4},     {"BF16", 1e-3},    {"dequantize", 2e-3}, {"Q8_0", 5e-3},
     {"Q6_K", 1e-2},    {"Q5_K", 2e-2},    {"Q5_K_M", 2e-2},     {"Q5_K_S", 2.5e-2},
     {"Q5_0", 2.5e-2},  {"Q5_1", 2.5e-2},  {"Q4_K", 5e-2},       {"Q4_K_M", 5e-2},
     {"Q4_K_S", 6e-2},  {"Q4_0", 8e-2},    {"Q4_1", 8e-2},       {"Q3_K", 0.15},
@@ -115,20 +115,39 @@ typedef struct lossy {
     char weakest[24]; /* quantize type with the largest default threshold */
 } lossy;
 
-static void note_transform(lossy *l, const char *tr)
+/* One step: "copy", "permute", "unpermute", "fuse", "split" (lossless),
+ * "quantize:TYPE", "dequantize:TYPE", "convert:TYPE" (lossy, or at least not
+ * bit-preserving for the forward pass: an F16 -> F32 widening keeps every
+ * value but changes the arithmetic). */
+static void note_step(lossy *l, const char *st, size_t n)
 {
-    if (!strncasecmp(tr, "dequantize", 10)) {
+    char ty[24] = "";
+    if (n >= 10 && !strncasecmp(st, "dequantize", 10)) {
         l->any = true;
         l->dequantize = true;
         return;
     }
-    if (strncasecmp(tr, "quantize:", 9))
+    if (n > 9 && !strncasecmp(st, "quantize:", 9))
+        snprintf(ty, sizeof ty, "%.*s", (int)(n - 9), st + 9);
+    else if (n > 8 && !strncasecmp(st, "convert:", 8))
+        snprintf(ty, sizeof ty, "%.*s", (int)(n - 8), st + 8);
+    else
         return;
     l->any = true;
-    const char *ty = tr + 9;
     const double t = apr_parity_default_max_kld(ty);
     if (!l->weakest[0] || t > apr_parity_default_max_kld(l->weakest))
         snprintf(l->weakest, sizeof l->weakest, "%s", ty);
+}
+
+/* A transform is one step or several joined with '+' in the order applied. */
+static void note_transform(lossy *l, const char *tr)
+{
+    while (*tr) {
+        const char *plus = strchr(tr, '+');
+        const size_t n = plus ? (size_t)(plus - tr) : strlen(tr);
+        note_step(l, tr, n);
+        tr += n + (plus != NULL);
+    }
 }
 
 /* Collect the transforms of one provenance record: every string under a
@@ -219,7 +238,9 @@ int apr_parity_classify(const apr_model *src, const apr_model *dst, apr_conversi
         const char *ty = ftname ? ftname : top.weakest[0] ? top.weakest : "dequantize";
         snprintf(out->qtype, sizeof out->qtype, "%s", ty);
         snprintf(out->basis, sizeof out->basis, "DST provenance: %s transform",
-                 top.weakest[0] ? "quantize" : "dequantize");
+                 top.weakest[0] ? (ftname ? "quantize/convert (mix from general.file_type)"
+                                          : "quantize/convert")
+                                : "dequantize");
         return 0;
     }
     if (same_bytes) {

@@ -520,6 +520,19 @@ static void test_classify(void **state)
     assert_int_equal(k.kind, APR_EXPECT_QUANTIZED);
     assert_string_equal(k.qtype, "Q8_0");
 
+    /* steps joined with '+': the lossy one counts, whatever its position */
+    apr_model *joined = tiny_model(APR_DT_F16, "{\"tensors\":[{\"transform\":\"permute+convert:F16\"},"
+                                               "{\"transform\":\"copy\"}]}");
+    assert_int_equal(apr_parity_classify(f32, joined, &k, &err), 0);
+    assert_int_equal(k.kind, APR_EXPECT_QUANTIZED);
+    assert_string_equal(k.qtype, "F16");
+    apr_model_free(joined);
+    joined = tiny_model(APR_DT_F32, "{\"tensors\":[{\"transform\":\"split+dequantize:F32\"}]}");
+    assert_int_equal(apr_parity_classify(q8, joined, &k, &err), 0);
+    assert_int_equal(k.kind, APR_EXPECT_QUANTIZED);
+    assert_string_equal(k.qtype, "dequantize");
+    apr_model_free(joined);
+
     /* a broken provenance record is an error, not a guess */
     free(f32b->provenance_json);
     f32b->provenance_json = strdup("{\"tensors\": [");
