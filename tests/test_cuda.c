@@ -755,6 +755,80 @@ static void test_gpu_errors(void **state)
     apr_model_free(m);
 }
 
+/* `apr verify` gives the same verdict on both devices: a lossless pair (the
+ * same F16 weights as GGUF and as APR) and a quantized one (F16 vs Q8_0).
+ * The CPU half runs everywhere (it checks this harness); the GPU half needs
+ * a device and is reported as skipped without one. */
+static bool verify_run(const char *dir, const char *src, const char *dst, const char *dev, int *status,
+                       bool *pass, bool *bit_identical)
+{
+    const char *out = tu_path(dir, "verify.json");
+    *status = tu_system(out, "'%s' verify '%s' '%s' --device %s --ctx 64 --chunks 2 --json", tu_apr_bin(), src,
+                        dst, dev);
+    char *j = tu_read_file(out, NULL);
+    if (!j)
+        return false;
+    bool ok = strstr(j, "\"verdict\":{") != NULL;
+    *pass = strstr(j, "\"verdict\":{\"pass\":true") != NULL;
+    *bit_identical = strstr(j, "\"bit_identical\":true") != NULL;
+    if (!ok)
+        print_message("apr verify --device %s printed: %.400s\n", dev, j);
+    free(j);
+    return ok;
+}
+
+static void test_verify_verdicts_both_devices(void **state)
+{
+    (void)state;
+    if (!tu_apr_bin()) {
+        print_message("SKIP: APR_BIN is not set\n");
+        skip();
+    }
+    const char *dir = tu_tmpdir("cuda_verify");
+    assert_non_null(dir);
+    char src[1024], lossless[1024], quant[1024];
+    snprintf(src, sizeof src, "%s", tu_path(dir, "src.gguf"));
+    snprintf(lossless, sizeof lossless, "%s", tu_path(dir, "same.apr"));
+    snprintf(quant, sizeof quant, "%s", tu_path(dir, "q8.gguf"));
+    spec s = {"llama", APR_DT_F16, false, LAY_GGUF, false, false};
+    apr_model *m = build_model(&s);
+    apr_err err = {0};
+    if (apr_model_write(m, src, APR_FMT_GGUF, NULL, &err) || apr_model_write(m, lossless, APR_FMT_APR, NULL, &err))
+        fail_msg("writing the pair: %s", err.msg);
+    apr_model_free(m);
+    s.dt = APR_DT_Q8_0;
+    m = build_model(&s);
+    if (apr_model_write(m, quant, APR_FMT_GGUF, NULL, &err))
+        fail_msg("writing the pair: %s", err.msg);
+    apr_model_free(m);
+
+    const char *dsts[2] = {lossless, quant};
+    for (int i = 0; i < 2; i++) {
+        int st_c, st_g;
+        bool pass_c, pass_g, bit_c, bit_g;
+        if (!verify_run(dir, src, dsts[i], "cpu", &st_c, &pass_c, &bit_c))
+            fail_msg("apr verify --device cpu gave no JSON report (exit %d)", st_c);
+        print_message("apr verify %s, cpu: exit %d, pass %d, bit-identical %d\n", i ? "F16 -> Q8_0" : "GGUF -> APR",
+                      st_c, pass_c, bit_c);
+        assert_int_equal(st_c, 0);
+        assert_true(pass_c);
+        assert_true(bit_c == (i == 0));
+        if (!have_gpu())
+            continue;
+        if (!verify_run(dir, src, dsts[i], "cuda", &st_g, &pass_g, &bit_g))
+            fail_msg("apr verify --device cuda gave no JSON report (exit %d)", st_g);
+        print_message("apr verify %s, cuda: exit %d, pass %d, bit-identical %d\n", i ? "F16 -> Q8_0" : "GGUF -> APR",
+                      st_g, pass_g, bit_g);
+        assert_int_equal(st_g, st_c);
+        assert_true(pass_g == pass_c);
+        assert_true(bit_g == bit_c);
+    }
+    if (!have_gpu()) {
+        print_message("SKIP: the CPU verdicts were checked; the GPU half needs a CUDA GPU: %s\n", gpu_why);
+        skip();
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -767,6 +841,7 @@ int main(void)
         cmocka_unit_test(test_gpu_deterministic_and_incremental),
         cmocka_unit_test(test_gpu_trace),
         cmocka_unit_test(test_gpu_errors),
+        cmocka_unit_test(test_verify_verdicts_both_devices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -583,8 +583,15 @@ static int create(cuda_backend *b, const apr_graph *g, uint32_t max_ctx, apr_err
     b->kv_dim = c->n_kv_heads * c->head_dim;
     b->ubatch = max_ctx < APR_CUDA_UBATCH ? max_ctx : APR_CUDA_UBATCH;
 
+    if (c->head_dim > 512)
+        return apr_err_set(err, APR_E_UNSUPPORTED, "CUDA backend: head_dim %u is above its attention kernel's 512",
+                           c->head_dim);
     uint32_t fit = 0;
-    if (apr_cuda_attention_prepare(max_ctx, &fit))
+    int prc = apr_cuda_attention_prepare(max_ctx, &fit);
+    if (prc == -2)
+        return apr_err_set(err, APR_E_IO, "CUDA: querying the device's shared memory failed: %s",
+                           cudaGetErrorString(cudaGetLastError()));
+    if (prc)
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "CUDA backend: a context of %u positions exceeds what its attention "
                            "kernel holds in shared memory (%u); use a smaller --ctx or --device cpu",

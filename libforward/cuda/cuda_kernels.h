@@ -73,9 +73,9 @@ int apr_cuda_attention(const float *d_q, const float *d_kc, const float *d_vc, f
                        uint32_t n_tokens, uint32_t pos0, uint32_t n_heads, uint32_t n_kv_heads,
                        uint32_t head_dim, float scale, void *stream);
 /* Call once before the first attention launch: raises the kernel's dynamic
- * shared memory limit for max_ctx positions. Returns 0, or -1 when max_ctx
- * does not fit the device's per-block shared memory (*max_fit says how many
- * positions would). */
+ * shared memory limit for max_ctx positions (head_dim <= 512). Returns 0, -1
+ * when max_ctx does not fit the device's per-block shared memory (*max_fit
+ * says how many positions would), -2 when the CUDA calls failed. */
 int apr_cuda_attention_prepare(uint32_t max_ctx, uint32_t *max_fit);
 
 /* ---- statistics (kernels.cu) */

@@ -265,7 +265,7 @@ extern "C" int apr_cuda_attention_prepare(uint32_t max_ctx, uint32_t *max_fit)
     int dev = 0, optin = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        return -1;
+        return -2;
     size_t fixed = att_smem(0, ATT_MAX_HD);
     uint32_t fit = (size_t)optin > fixed ? (uint32_t)(((size_t)optin - fixed) / sizeof(float)) - 2 : 0;
     if (max_fit)
@@ -275,7 +275,7 @@ extern "C" int apr_cuda_attention_prepare(uint32_t max_ctx, uint32_t *max_fit)
     size_t need = att_smem(max_ctx, ATT_MAX_HD);
     if (cudaFuncSetAttribute(k_attention, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need) !=
         cudaSuccess)
-        return -1;
+        return -2;
     return 0;
 }
 
