@@ -1,0 +1,811 @@
+/* provenance.c - the sha256 provenance record every apr output carries, and
+ * its verification (apr verify --provenance). Schema: docs/provenance.md.
+ *
+ * Building a record is cheap until apr_prov_finish: add_tensor only notes the
+ * payload regions; finish hashes every distinct region (a copied tensor's
+ * output and source payloads are the same bytes and are hashed once) and every
+ * source file on a small thread pool, biggest job first, then assembles the
+ * JSON with jansson. */
+#define _GNU_SOURCE
+#include "formats.h"
+
+#include <jansson.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROV_SCHEMA "apr-provenance/1"
+#define PROV_MAX_SRCS 8
+
+/* ---------------------------------------------------------------- hash jobs */
+
+/* One thing to sha256: a memory region, or a whole file. */
+typedef struct hash_job {
+    const uint8_t *p;
+    uint64_t n;
+    const char *path; /* file job when non-NULL */
+    uint8_t sha[32];
+    int rc;
+    apr_err err;
+} hash_job;
+
+typedef struct job_pool {
+    hash_job **jobs;
+    size_t n;
+    atomic_size_t next;
+} job_pool;
+
+static void *hash_worker(void *arg)
+{
+    job_pool *pool = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&pool->next, 1);
+        if (i >= pool->n)
+            break;
+        hash_job *j = pool->jobs[i];
+        if (j->path)
+            j->rc = apr_sha256_file(j->path, j->sha, &j->err);
+        else
+            apr_sha256(j->p, (size_t)j->n, j->sha);
+    }
+    return NULL;
+}
+
+static int cmp_job_size(const void *a, const void *b)
+{
+    const hash_job *x = *(hash_job *const *)a, *y = *(hash_job *const *)b;
+    return x->n < y->n ? 1 : x->n > y->n ? -1 : 0;
+}
+
+static int default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+/* Runs every job (biggest first so the pool ends together). */
+static int run_jobs(hash_job **jobs, size_t n, int n_threads, apr_err *err)
+{
+    if (n_threads <= 0)
+        n_threads = default_threads();
+    if ((size_t)n_threads > n)
+        n_threads = n ? (int)n : 1;
+    qsort(jobs, n, sizeof *jobs, cmp_job_size);
+    job_pool pool = {jobs, n, 0};
+    pthread_t th[64];
+    int started = 0;
+    for (int i = 1; i < n_threads && i < 64; i++) {
+        if (pthread_create(&th[started], NULL, hash_worker, &pool) != 0)
+            break;
+        started++;
+    }
+    hash_worker(&pool);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->rc) {
+            if (err)
+                *err = jobs[i]->err;
+            return jobs[i]->rc;
+        }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- builder */
+
+typedef struct prov_src {
+    char *name;
+    apr_dtype dtype;
+    size_t region;
+} prov_src;
+
+typedef struct prov_tensor {
+    char *name;
+    apr_dtype dtype;
+    uint32_t ndim;
+    uint64_t dims[APR_MAX_DIMS];
+    uint64_t nbytes;
+    size_t region;
+    char *transform;
+    uint32_t n_srcs;
+    prov_src srcs[PROV_MAX_SRCS];
+} prov_tensor;
+
+typedef struct prov_file {
+    char *path;
+    char *file; /* basename as recorded */
+    const char *role;
+    uint64_t bytes;
+    hash_job job;
+} prov_file;
+
+struct apr_prov {
+    char *operation, *command;
+    char time_utc[32];
+    apr_format src_format;
+    char *src_path;
+    json_t *parent; /* NULL = none */
+    prov_file *files;
+    size_t n_files;
+    prov_tensor *tensors;
+    size_t n_tensors, cap_tensors;
+    hash_job **regions;
+    size_t n_regions, cap_regions;
+    size_t *slots; /* open-addressing table of region index + 1, 0 = empty */
+    size_t n_slots;
+};
+
+static void now_utc(char out[32])
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+apr_prov *apr_prov_new(const char *operation, const char *command_line)
+{
+    apr_prov *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->operation = strdup(operation ? operation : "convert");
+    p->command = command_line ? strdup(command_line) : NULL;
+    if (!p->operation || (command_line && !p->command)) {
+        apr_prov_free(p);
+        return NULL;
+    }
+    now_utc(p->time_utc);
+    return p;
+}
+
+void apr_prov_free(apr_prov *p)
+{
+    if (!p)
+        return;
+    free(p->operation);
+    free(p->command);
+    free(p->src_path);
+    json_decref(p->parent);
+    for (size_t i = 0; i < p->n_files; i++) {
+        free(p->files[i].path);
+        free(p->files[i].file);
+    }
+    free(p->files);
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        free(p->tensors[i].name);
+        free(p->tensors[i].transform);
+        for (uint32_t s = 0; s < p->tensors[i].n_srcs; s++)
+            free(p->tensors[i].srcs[s].name);
+    }
+    free(p->tensors);
+    for (size_t i = 0; i < p->n_regions; i++)
+        free(p->regions[i]);
+    free(p->regions);
+    free(p->slots);
+    free(p);
+}
+
+void apr_prov_set_time(apr_prov *p, const char *iso_utc)
+{
+    snprintf(p->time_utc, sizeof p->time_utc, "%s", iso_utc);
+}
+
+static int add_file(apr_prov *p, const char *path, const char *role, apr_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return apr_err_set(err, APR_E_IO, "%s: cannot stat source file", path);
+    for (size_t i = 0; i < p->n_files; i++)
+        if (apr_same_file(p->files[i].path, path))
+            return 0;
+    prov_file *nf = realloc(p->files, (p->n_files + 1) * sizeof *nf);
+    if (!nf)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    p->files = nf;
+    prov_file *f = &p->files[p->n_files];
+    memset(f, 0, sizeof *f);
+    f->path = strdup(path);
+    char *tmp = strdup(path);
+    f->file = tmp ? strdup(basename(tmp)) : NULL;
+    free(tmp);
+    if (!f->path || !f->file) {
+        free(f->path);
+        free(f->file);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    f->role = role;
+    f->bytes = (uint64_t)st.st_size;
+    f->job.path = f->path;
+    f->job.n = f->bytes;
+    p->n_files++;
+    return 0;
+}
+
+/* The side files a safetensors source was read with. */
+static const struct {
+    const char *file, *role;
+} hf_side_files[] = {
+    {"model.safetensors.index.json", "index"},
+    {"config.json", "config"},
+    {"generation_config.json", "generation_config"},
+    {"tokenizer.json", "tokenizer"},
+    {"tokenizer.model", "tokenizer"},
+    {"tokenizer_config.json", "tokenizer_config"},
+    {"chat_template.jinja", "chat_template"},
+};
+
+int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
+{
+    int rc;
+    p->src_format = src->format;
+    free(p->src_path);
+    p->src_path = strdup(src->path ? src->path : "");
+    if (!p->src_path)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < src->n_maps; i++)
+        if ((rc = add_file(p, src->maps[i].path, "weights", err)))
+            return rc;
+    if (src->format == APR_FMT_SAFETENSORS && src->path) {
+        struct stat st;
+        char *tmp = strdup(src->path);
+        if (!tmp)
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        const char *dir = (stat(src->path, &st) == 0 && S_ISDIR(st.st_mode)) ? tmp : dirname(tmp);
+        for (size_t i = 0; i < sizeof hf_side_files / sizeof *hf_side_files; i++) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", dir, hf_side_files[i].file);
+            if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (rc = add_file(p, path, hf_side_files[i].role, err))) {
+                free(tmp);
+                return rc;
+            }
+        }
+        free(tmp);
+    }
+    json_decref(p->parent);
+    p->parent = NULL;
+    if (src->provenance_json) {
+        json_error_t je;
+        p->parent = json_loads(src->provenance_json, 0, &je);
+        if (!p->parent) /* keep an unreadable record verbatim rather than lose the chain */
+            p->parent = json_string(src->provenance_json);
+    }
+    return 0;
+}
+
+static size_t slot_of(const uint8_t *ptr, uint64_t n, size_t n_slots)
+{
+    uint64_t h = (uint64_t)(uintptr_t)ptr * 0x9E3779B97F4A7C15ull ^ (n * 0xC2B2AE3D27D4EB4Full);
+    return (size_t)(h >> 17) & (n_slots - 1);
+}
+
+static int grow_slots(apr_prov *p)
+{
+    size_t ns = p->n_slots ? p->n_slots * 2 : 1024;
+    size_t *s = calloc(ns, sizeof *s);
+    if (!s)
+        return APR_E_NOMEM;
+    for (size_t i = 0; i < p->n_regions; i++) {
+        size_t k = slot_of(p->regions[i]->p, p->regions[i]->n, ns);
+        while (s[k])
+            k = (k + 1) & (ns - 1);
+        s[k] = i + 1;
+    }
+    free(p->slots);
+    p->slots = s;
+    p->n_slots = ns;
+    return 0;
+}
+
+/* Index of the region (ptr, n), created when new; (size_t)-1 on OOM. */
+static size_t region_of(apr_prov *p, const uint8_t *ptr, uint64_t n)
+{
+    if ((p->n_regions + 1) * 2 > p->n_slots && grow_slots(p))
+        return (size_t)-1;
+    size_t k = slot_of(ptr, n, p->n_slots);
+    while (p->slots[k]) {
+        hash_job *j = p->regions[p->slots[k] - 1];
+        if (j->p == ptr && j->n == n)
+            return p->slots[k] - 1;
+        k = (k + 1) & (p->n_slots - 1);
+    }
+    if (p->n_regions == p->cap_regions) {
+        size_t nc = p->cap_regions ? p->cap_regions * 2 : 256;
+        hash_job **nr = realloc(p->regions, nc * sizeof *nr);
+        if (!nr)
+            return (size_t)-1;
+        p->regions = nr;
+        p->cap_regions = nc;
+    }
+    hash_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return (size_t)-1;
+    j->p = ptr;
+    j->n = n;
+    p->regions[p->n_regions] = j;
+    p->slots[k] = ++p->n_regions;
+    return p->n_regions - 1;
+}
+
+int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transform,
+                        const apr_tensor *const *srcs, uint32_t n_srcs, apr_err *err)
+{
+    if (n_srcs > PROV_MAX_SRCS)
+        return apr_err_set(err, APR_E_ARG, "provenance: tensor '%s' has %u sources (max %d)", out->name, n_srcs,
+                           PROV_MAX_SRCS);
+    if (out->nbytes && !out->data)
+        return apr_err_set(err, APR_E_ARG, "provenance: tensor '%s' has no data", out->name);
+    if (p->n_tensors == p->cap_tensors) {
+        size_t nc = p->cap_tensors ? p->cap_tensors * 2 : 256;
+        prov_tensor *nt = realloc(p->tensors, nc * sizeof *nt);
+        if (!nt)
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        p->tensors = nt;
+        p->cap_tensors = nc;
+    }
+    prov_tensor *t = &p->tensors[p->n_tensors];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(out->name);
+    t->transform = strdup(transform ? transform : "copy");
+    if (!t->name || !t->transform)
+        goto oom;
+    t->dtype = out->dtype;
+    t->ndim = out->ndim;
+    memcpy(t->dims, out->dims, sizeof t->dims);
+    t->nbytes = out->nbytes;
+    if ((t->region = region_of(p, out->data, out->nbytes)) == (size_t)-1)
+        goto oom;
+    for (uint32_t i = 0; i < n_srcs; i++) {
+        prov_src *s = &t->srcs[i];
+        if (!(s->name = strdup(srcs[i]->name)))
+            goto oom;
+        t->n_srcs = i + 1;
+        s->dtype = srcs[i]->dtype;
+        if ((s->region = region_of(p, srcs[i]->data, srcs[i]->nbytes)) == (size_t)-1)
+            goto oom;
+    }
+    p->n_tensors++;
+    return 0;
+oom:
+    free(t->name);
+    free(t->transform);
+    for (uint32_t s = 0; s < t->n_srcs; s++)
+        free(t->srcs[s].name);
+    return apr_err_set(err, APR_E_NOMEM, "out of memory");
+}
+
+static json_t *hex_json(const uint8_t sha[32])
+{
+    char hex[65];
+    apr_sha256_hex(sha, hex);
+    return json_string(hex);
+}
+
+static json_t *shape_json(uint32_t ndim, const uint64_t *dims)
+{
+    json_t *a = json_array();
+    for (uint32_t d = 0; d < ndim && a; d++)
+        json_array_append_new(a, json_integer((json_int_t)dims[d]));
+    return a;
+}
+
+int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err)
+{
+    *json = NULL;
+    size_t n_jobs = p->n_regions + p->n_files;
+    hash_job **jobs = malloc((n_jobs ? n_jobs : 1) * sizeof *jobs);
+    if (!jobs)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->n_regions; i++)
+        jobs[i] = p->regions[i];
+    for (size_t i = 0; i < p->n_files; i++)
+        jobs[p->n_regions + i] = &p->files[i].job;
+    int rc = run_jobs(jobs, n_jobs, n_threads, err);
+    free(jobs);
+    if (rc)
+        return rc;
+
+    json_t *root = json_object();
+    json_t *src = json_object(), *files = json_array(), *tensors = json_object();
+    if (!root || !src || !files || !tensors) {
+        json_decref(root);
+        json_decref(src);
+        json_decref(files);
+        json_decref(tensors);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    json_object_set_new(root, "schema", json_string(PROV_SCHEMA));
+    json_object_set_new(root, "tool", json_string("apr"));
+    json_object_set_new(root, "version", json_string(APR_VERSION_STRING));
+    json_object_set_new(root, "operation", json_string(p->operation));
+    json_object_set_new(root, "command", p->command ? json_string(p->command) : json_null());
+    json_object_set_new(root, "time_utc", json_string(p->time_utc));
+    json_object_set_new(root, "output_format", json_string(apr_format_name(out_format)));
+    json_object_set_new(src, "format", json_string(apr_format_name(p->src_format)));
+    json_object_set_new(src, "path", json_string(p->src_path ? p->src_path : ""));
+    for (size_t i = 0; i < p->n_files; i++) {
+        json_t *f = json_object();
+        json_object_set_new(f, "file", json_string(p->files[i].file));
+        json_object_set_new(f, "role", json_string(p->files[i].role));
+        json_object_set_new(f, "bytes", json_integer((json_int_t)p->files[i].bytes));
+        json_object_set_new(f, "sha256", hex_json(p->files[i].job.sha));
+        json_array_append_new(files, f);
+    }
+    json_object_set_new(src, "files", files);
+    json_object_set_new(root, "source", src);
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        const prov_tensor *t = &p->tensors[i];
+        json_t *o = json_object(), *ss = json_array();
+        json_object_set_new(o, "dtype", json_string(apr_dtype_name(t->dtype)));
+        json_object_set_new(o, "shape", shape_json(t->ndim, t->dims));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
+        json_object_set_new(o, "sha256", hex_json(p->regions[t->region]->sha));
+        json_object_set_new(o, "transform", json_string(t->transform));
+        for (uint32_t s = 0; s < t->n_srcs; s++) {
+            json_t *so = json_object();
+            json_object_set_new(so, "name", json_string(t->srcs[s].name));
+            json_object_set_new(so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
+            json_object_set_new(so, "sha256", hex_json(p->regions[t->srcs[s].region]->sha));
+            json_array_append_new(ss, so);
+        }
+        json_object_set_new(o, "sources", ss);
+        json_object_set_new(tensors, t->name, o);
+    }
+    json_object_set_new(root, "tensors", tensors);
+    json_object_set_new(root, "parent", p->parent ? json_incref(p->parent) : json_null());
+    *json = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!*json)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory building the provenance record");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- attach */
+
+static int remove_prefixed_kvs(apr_model *m, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    for (uint64_t i = 0; i < m->n_kvs;) {
+        if (strncmp(m->kvs[i].key, prefix, pl) == 0) {
+            int rc = apr_model_remove_kv(m, m->kvs[i].key);
+            if (rc)
+                return rc;
+        } else {
+            i++;
+        }
+    }
+    return 0;
+}
+
+int apr_prov_attach(apr_model *m, const char *json, apr_format out_format, apr_err *err)
+{
+    json_error_t je;
+    json_t *root = json_loads(json, 0, &je);
+    if (!root)
+        return apr_err_set(err, APR_E_ARG, "provenance record is not JSON: %s", je.text);
+    char *copy = strdup(json);
+    if (!copy || remove_prefixed_kvs(m, "apr.provenance.")) {
+        free(copy);
+        json_decref(root);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    free(m->provenance_json);
+    m->provenance_json = copy;
+    int rc = 0;
+    if (out_format == APR_FMT_GGUF) {
+        /* A few flattened keys so `gguf-dump` shows the essentials; the whole
+         * record is apr.provenance.json (added last, by the GGUF writer, from
+         * provenance_json). */
+        const json_t *src = json_object_get(root, "source");
+        const json_t *files = json_object_get(src, "files");
+        const json_t *f0 = json_array_get(files, 0);
+        const char *keys[][2] = {
+            {"apr.provenance.tool", "apr " APR_VERSION_STRING},
+            {"apr.provenance.operation", json_string_value(json_object_get(root, "operation"))},
+            {"apr.provenance.time_utc", json_string_value(json_object_get(root, "time_utc"))},
+            {"apr.provenance.source", json_string_value(json_object_get(f0, "file"))},
+            {"apr.provenance.source_sha256", json_string_value(json_object_get(f0, "sha256"))},
+        };
+        for (size_t i = 0; i < sizeof keys / sizeof *keys && !rc; i++)
+            if (keys[i][1] && apr_model_set_kv_str(m, keys[i][0], keys[i][1]))
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- verify */
+
+typedef struct vctx {
+    apr_prov_report_fn fn;
+    void *user;
+    apr_prov_check *res;
+} vctx;
+
+static void report(vctx *v, bool ok, const char *what, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void report(vctx *v, bool ok, const char *what, const char *fmt, ...)
+{
+    if (!v->fn)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    v->fn(v->user, ok, what, msg);
+}
+
+static bool shape_matches(const json_t *shape, const apr_tensor *t)
+{
+    if (!json_is_array(shape) || json_array_size(shape) != t->ndim)
+        return false;
+    for (uint32_t d = 0; d < t->ndim; d++) {
+        const json_t *x = json_array_get(shape, d);
+        if (!json_is_integer(x) || (uint64_t)json_integer_value(x) != t->dims[d])
+            return false;
+    }
+    return true;
+}
+
+static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, int n_threads, apr_err *err,
+                          int *rc)
+{
+    hash_job *jobs = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *jobs);
+    hash_job **pj = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *pj);
+    if (!jobs || !pj) {
+        *rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        free(jobs);
+        free(pj);
+        return;
+    }
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        jobs[i].p = m->tensors[i].data;
+        jobs[i].n = m->tensors[i].nbytes;
+        pj[i] = &jobs[i];
+    }
+    run_jobs(pj, m->n_tensors, n_threads, NULL);
+    free(pj);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const apr_tensor *t = &m->tensors[i];
+        const json_t *rec = json_object_get(tensors, t->name);
+        if (!rec) {
+            v->res->unrecorded++;
+            report(v, false, t->name, "tensor is not in the provenance record");
+            continue;
+        }
+        v->res->tensors_checked++;
+        char hex[65];
+        apr_sha256_hex(jobs[i].sha, hex);
+        const char *want = json_string_value(json_object_get(rec, "sha256"));
+        const char *dt = json_string_value(json_object_get(rec, "dtype"));
+        const json_t *bytes = json_object_get(rec, "bytes");
+        if (!want || strcmp(want, hex) != 0) {
+            v->res->tensors_bad++;
+            report(v, false, t->name, "payload sha256 %s, record says %s", hex, want ? want : "(none)");
+        } else if (!dt || strcmp(dt, apr_dtype_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
+                   !json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != t->nbytes) {
+            v->res->tensors_bad++;
+            report(v, false, t->name, "dtype/shape/size differ from the record (record: %s)", dt ? dt : "?");
+        } else {
+            report(v, true, t->name, "sha256 %s ok", hex);
+        }
+    }
+    free(jobs);
+    const char *name;
+    json_t *rec;
+    json_object_foreach((json_t *)tensors, name, rec) {
+        if (!apr_model_tensor(m, name)) {
+            v->res->missing++;
+            report(v, false, name, "recorded tensor is missing from the file");
+        }
+    }
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Source files: each recorded file is looked up beside SOURCE (or inside it
+ * when it is a directory); a single recorded weights file is SOURCE itself
+ * when SOURCE is a file, whatever its name now. */
+static void check_source_files(vctx *v, const json_t *rec_src, const char *source, int n_threads)
+{
+    const json_t *files = json_object_get(rec_src, "files");
+    size_t n = json_array_size(files);
+    bool dir = is_dir(source);
+    char *tmp = strdup(source);
+    char *sbase_tmp = strdup(source);
+    if (!tmp || !sbase_tmp) {
+        free(tmp);
+        free(sbase_tmp);
+        return;
+    }
+    const char *sdir = dir ? source : dirname(tmp);
+    const char *sbase = basename(sbase_tmp);
+    size_t n_weights = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *role = json_string_value(json_object_get(json_array_get(files, i), "role"));
+        n_weights += role && !strcmp(role, "weights");
+    }
+    hash_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+    hash_job **pj = calloc(n ? n : 1, sizeof *pj);
+    char (*paths)[4096] = calloc(n ? n : 1, sizeof *paths);
+    bool *found = calloc(n ? n : 1, sizeof *found);
+    size_t nj = 0;
+    for (size_t i = 0; jobs && pj && paths && found && i < n; i++) {
+        const json_t *f = json_array_get(files, i);
+        const char *file = json_string_value(json_object_get(f, "file"));
+        const char *role = json_string_value(json_object_get(f, "role"));
+        if (!file)
+            continue;
+        if (!dir && (!strcmp(file, sbase) || (n_weights == 1 && role && !strcmp(role, "weights"))))
+            snprintf(paths[i], sizeof paths[i], "%s", source);
+        else
+            snprintf(paths[i], sizeof paths[i], "%s/%s", sdir, file);
+        struct stat st;
+        if (stat(paths[i], &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        found[i] = true;
+        jobs[i].path = paths[i];
+        jobs[i].n = (uint64_t)st.st_size;
+        pj[nj++] = &jobs[i];
+    }
+    if (jobs && pj && paths && found) {
+        run_jobs(pj, nj, n_threads, NULL);
+        for (size_t i = 0; i < n; i++) {
+            const json_t *f = json_array_get(files, i);
+            const char *file = json_string_value(json_object_get(f, "file"));
+            const char *want = json_string_value(json_object_get(f, "sha256"));
+            v->res->files_checked++;
+            if (!file || !found[i]) {
+                v->res->files_bad++;
+                report(v, false, file ? file : "?", "source file %s not found", paths[i][0] ? paths[i] : "?");
+                continue;
+            }
+            char hex[65];
+            apr_sha256_hex(jobs[i].sha, hex);
+            if (jobs[i].rc) {
+                v->res->files_bad++;
+                report(v, false, file, "%s", jobs[i].err.msg);
+            } else if (!want || strcmp(want, hex) != 0) {
+                v->res->files_bad++;
+                report(v, false, file, "source file %s sha256 %s, record says %s", paths[i], hex, want ? want : "(none)");
+            } else {
+                report(v, true, file, "source file %s sha256 %s ok", paths[i], hex);
+            }
+        }
+    }
+    free(jobs);
+    free(pj);
+    free(paths);
+    free(found);
+    free(tmp);
+    free(sbase_tmp);
+}
+
+/* Source tensors named by the record, hashed in the opened source model. */
+static void check_source_tensors(vctx *v, const apr_model *src, const json_t *tensors, int n_threads)
+{
+    hash_job *jobs = calloc(src->n_tensors ? src->n_tensors : 1, sizeof *jobs);
+    hash_job **pj = calloc(src->n_tensors ? src->n_tensors : 1, sizeof *pj);
+    bool *need = calloc(src->n_tensors ? src->n_tensors : 1, sizeof *need);
+    if (!jobs || !pj || !need)
+        goto done;
+    const char *name;
+    json_t *rec;
+    /* Which source tensors are referenced (hash only those). */
+    json_object_foreach((json_t *)tensors, name, rec) {
+        const json_t *ss = json_object_get(rec, "sources");
+        for (size_t i = 0; i < json_array_size(ss); i++) {
+            const char *sn = json_string_value(json_object_get(json_array_get(ss, i), "name"));
+            const apr_tensor *st = sn ? apr_model_tensor(src, sn) : NULL;
+            if (st)
+                need[st - src->tensors] = true;
+        }
+    }
+    size_t nj = 0;
+    for (uint64_t i = 0; i < src->n_tensors; i++) {
+        if (!need[i])
+            continue;
+        jobs[i].p = src->tensors[i].data;
+        jobs[i].n = src->tensors[i].nbytes;
+        pj[nj++] = &jobs[i];
+    }
+    run_jobs(pj, nj, n_threads, NULL);
+    json_object_foreach((json_t *)tensors, name, rec) {
+        const json_t *ss = json_object_get(rec, "sources");
+        for (size_t i = 0; i < json_array_size(ss); i++) {
+            const json_t *s = json_array_get(ss, i);
+            const char *sn = json_string_value(json_object_get(s, "name"));
+            const char *want = json_string_value(json_object_get(s, "sha256"));
+            const apr_tensor *st = sn ? apr_model_tensor(src, sn) : NULL;
+            v->res->src_tensors_checked++;
+            if (!st) {
+                v->res->src_tensors_bad++;
+                report(v, false, name, "source tensor '%s' is not in the source", sn ? sn : "?");
+                continue;
+            }
+            char hex[65];
+            apr_sha256_hex(jobs[st - src->tensors].sha, hex);
+            if (!want || strcmp(want, hex) != 0) {
+                v->res->src_tensors_bad++;
+                report(v, false, name, "source tensor '%s' sha256 %s, record says %s", sn, hex, want ? want : "(none)");
+            }
+        }
+    }
+done:
+    free(jobs);
+    free(pj);
+    free(need);
+}
+
+int apr_provenance_verify(const apr_model *m, const char *source, int n_threads, apr_prov_report_fn fn,
+                          void *user, apr_prov_check *res, apr_err *err)
+{
+    apr_prov_check local;
+    if (!res)
+        res = &local;
+    memset(res, 0, sizeof *res);
+    vctx v = {fn, user, res};
+    if (!m->provenance_json)
+        return apr_err_set(err, APR_E_FORMAT, "%s has no provenance record", m->path ? m->path : "the model");
+    json_error_t je;
+    json_t *root = json_loads(m->provenance_json, 0, &je);
+    if (!root)
+        return apr_err_set(err, APR_E_FORMAT, "the provenance record is not JSON: %s (line %d)", je.text, je.line);
+    const json_t *tensors = json_object_get(root, "tensors");
+    const char *schema = json_string_value(json_object_get(root, "schema"));
+    if (!json_is_object(tensors) || !schema || strcmp(schema, PROV_SCHEMA) != 0) {
+        json_decref(root);
+        return apr_err_set(err, APR_E_FORMAT, "the provenance record is not an %s object with a \"tensors\" map",
+                           PROV_SCHEMA);
+    }
+    int rc = 0;
+    check_tensors(&v, m, tensors, n_threads, err, &rc);
+    if (!rc && source) {
+        check_source_files(&v, json_object_get(root, "source"), source, n_threads);
+        apr_model *src = NULL;
+        apr_err oerr = {0};
+        apr_open_opts oo = {.skip_footer_crc = false};
+        if (apr_model_open(&src, source, &oo, &oerr) == 0) {
+            check_source_tensors(&v, src, tensors, n_threads);
+            const json_t *parent = json_object_get(root, "parent");
+            json_t *sp = src->provenance_json ? json_loads(src->provenance_json, 0, &je) : NULL;
+            if (src->provenance_json && !sp)
+                sp = json_string(src->provenance_json);
+            res->parent_checked = true;
+            bool same = (!sp && (!parent || json_is_null(parent))) || (sp && parent && json_equal(sp, (json_t *)parent));
+            if (!same) {
+                res->parent_bad = true;
+                report(&v, false, NULL, "the source's own provenance differs from the recorded parent");
+            } else {
+                report(&v, true, NULL, "parent record matches the source's provenance");
+            }
+            json_decref(sp);
+            apr_model_free(src);
+        } else {
+            res->files_bad++;
+            report(&v, false, source, "cannot open the source: %s", oerr.msg);
+        }
+    }
+    json_decref(root);
+    if (rc)
+        return rc;
+    if (res->tensors_bad || res->unrecorded || res->missing || res->files_bad || res->src_tensors_bad ||
+        res->parent_bad)
+        return apr_err_set(err, APR_E_MISMATCH,
+                           "provenance mismatch: %llu of %llu tensors differ, %llu unrecorded, %llu missing, "
+                           "%llu of %llu source files differ, %llu source tensors differ%s",
+                           (unsigned long long)res->tensors_bad, (unsigned long long)res->tensors_checked,
+                           (unsigned long long)res->unrecorded, (unsigned long long)res->missing,
+                           (unsigned long long)res->files_bad, (unsigned long long)res->files_checked,
+                           (unsigned long long)res->src_tensors_bad, res->parent_bad ? ", parent differs" : "");
+    return 0;
+}

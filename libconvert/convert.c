@@ -1,0 +1,1068 @@
+/* convert.c - safetensors <-> GGUF <-> APR on the apr_model view.
+ *
+ * A conversion is planned tensor by tensor. Every output tensor is a list of
+ * "parts" (one, or Q, K, V for APR's fused attention), each a row range of a
+ * source tensor with an input dtype, an output dtype and an optional Q/K row
+ * permutation. An output whose parts need no change and sit back to back in
+ * the source mapping is a zero-copy view of it; any other output gets an
+ * owned buffer, filled on a thread pool before the writer runs (the writers
+ * take a data pointer, so transformed tensors are materialized; their total is
+ * stats.owned_bytes).
+ *
+ * Layouts (see convert.h): GGUF and APR hold LLaMA Q/K rows interleaved, HF
+ * safetensors in rotate-half order; APR fuses Q, K, V (ROWCAT when dtypes
+ * differ). Everything is checked against the architecture config before any
+ * byte is produced: missing tensors, shapes, Q/K/V column agreement.
+ */
+#define _GNU_SOURCE
+#include "convert.h"
+
+#include <libgen.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "quant.h"
+
+#define QK_ROW_ORDER_KEY "apr.qk_row_order"
+#define MAX_OUT_PARTS 3
+
+void apr_convert_opts_init(apr_convert_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->to = APR_FMT_UNKNOWN;
+    o->outtype = -1;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- plan */
+
+typedef struct part {
+    const apr_tensor *src;  /* the source tensor this part is read from */
+    const uint8_t *data;    /* first byte of the part's first row */
+    apr_dtype in_dt, out_dt;
+    uint64_t rows, cols;    /* a 1-D tensor is rows = elements, cols = 1 */
+    int perm;               /* 0 none, +1 rotate-half -> interleaved, -1 the inverse */
+    uint64_t hd;            /* head dim when perm != 0 */
+    bool sliced;            /* a row range of a bigger (fused) source tensor */
+} part;
+
+typedef struct plan {
+    char name[128];
+    uint32_t ndim;
+    uint64_t dims[2];
+    part parts[MAX_OUT_PARTS];
+    uint32_t n_parts;
+    bool rowcat;            /* parts keep different output dtypes (APR_DT_ROWCAT) */
+    apr_dtype dtype;        /* output dtype when !rowcat */
+    /* result */
+    const uint8_t *data;
+    uint8_t *owned;
+    uint64_t nbytes;
+    char transform[96];
+} plan;
+
+typedef struct conv {
+    apr_model *src;
+    apr_format from, to;
+    const apr_convert_opts *o;
+    const apr_arch_config *c;
+    /* source tensor table by id */
+    const apr_tensor *glob[3][2];     /* [role][bias] */
+    const apr_tensor *(*layer)[APR_ROLE_COUNT][2];
+    const apr_tensor **extra;         /* unknown names, carried as they are */
+    size_t n_extra;
+    int perm;                         /* direction for Q/K, 0 none */
+    plan *plans;
+    size_t n_plans, cap_plans;
+    apr_err *err;
+} conv;
+
+static uint64_t part_in_row_bytes(const part *p) { return apr_dtype_row_bytes(p->in_dt, p->cols); }
+static uint64_t part_out_row_bytes(const part *p) { return apr_dtype_row_bytes(p->out_dt, p->cols); }
+
+/* Rows and columns of a source tensor as the converter sees it. */
+static int tensor_rows_cols(const apr_tensor *t, uint64_t *rows, uint64_t *cols, apr_err *err)
+{
+    if (t->ndim == 1) {
+        *rows = t->dims[0];
+        *cols = 1;
+        return 0;
+    }
+    if (t->ndim == 2) {
+        *rows = t->dims[0];
+        *cols = t->dims[1];
+        return 0;
+    }
+    return apr_err_set(err, APR_E_FORMAT, "tensor '%s' has %u dims (expected 1 or 2)", t->name, t->ndim);
+}
+
+/* ---------------------------------------------------------------- output dtype policy */
+
+static apr_dtype out_dtype_for(const conv *cv, apr_dtype in, bool one_d)
+{
+    const apr_dtype_info *di = apr_dtype_get(in);
+    bool quantized = di && di->quantized;
+    if (cv->o->outtype >= 0)
+        return one_d ? APR_DT_F32 : (apr_dtype)cv->o->outtype;
+    if (quantized && cv->to == APR_FMT_SAFETENSORS)
+        return APR_DT_F32; /* safetensors has no block types: dequantize */
+    if (one_d && cv->from == APR_FMT_SAFETENSORS && cv->to == APR_FMT_GGUF)
+        return APR_DT_F32; /* convert_hf_to_gguf keeps norms and 1-D tensors F32 */
+    return in;
+}
+
+/* ---------------------------------------------------------------- source table */
+
+static int classify_sources(conv *cv)
+{
+    apr_model *m = cv->src;
+    uint32_t L = cv->c->n_layers;
+    cv->layer = calloc(L, sizeof *cv->layer);
+    cv->extra = calloc(m->n_tensors ? m->n_tensors : 1, sizeof *cv->extra);
+    if (!cv->layer || !cv->extra)
+        return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const apr_tensor *t = &m->tensors[i];
+        apr_tensor_id id;
+        if (!apr_tensor_id_parse(t->name, &id, NULL)) {
+            size_t n = strlen(t->name);
+            if (n > 20 && strcmp(t->name + n - 20, "rotary_emb.inv_freq") == 0)
+                continue; /* recomputed by every runtime; llama.cpp's converter drops it too */
+            cv->extra[cv->n_extra++] = t;
+            continue;
+        }
+        const apr_tensor **slot;
+        if (apr_role_per_layer(id.role)) {
+            if (id.layer >= L)
+                return apr_err_set(cv->err, APR_E_FORMAT,
+                                   "tensor '%s' belongs to layer %u but the config has %u layers", t->name,
+                                   id.layer, L);
+            slot = &cv->layer[id.layer][id.role][id.bias];
+        } else {
+            slot = &cv->glob[id.role][id.bias];
+        }
+        if (*slot)
+            return apr_err_set(cv->err, APR_E_FORMAT, "tensors '%s' and '%s' are the same tensor under two names",
+                               (*slot)->name, t->name);
+        *slot = t;
+    }
+    return 0;
+}
+
+/* dims must be exactly {d0} (d1 == 0) or {d0, d1}. */
+static int expect_shape(conv *cv, const apr_tensor *t, uint64_t d0, uint64_t d1)
+{
+    uint32_t nd = d1 ? 2 : 1;
+    if (t->ndim == nd && t->dims[0] == d0 && (nd == 1 || t->dims[1] == d1))
+        return 0;
+    char have[96] = "", want[64];
+    size_t o = 0;
+    for (uint32_t d = 0; d < t->ndim && d < APR_MAX_DIMS; d++)
+        o += (size_t)snprintf(have + o, sizeof have - o, "%s%llu", d ? ", " : "", (unsigned long long)t->dims[d]);
+    if (d1)
+        snprintf(want, sizeof want, "%llu, %llu", (unsigned long long)d0, (unsigned long long)d1);
+    else
+        snprintf(want, sizeof want, "%llu", (unsigned long long)d0);
+    return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' has shape [%s]; the config needs [%s]", t->name, have,
+                       want);
+}
+
+static int need_tensor(conv *cv, const apr_tensor *t, apr_role role, uint32_t layer, bool bias)
+{
+    if (t)
+        return 0;
+    char name[128];
+    apr_tensor_id id = {role, layer, bias};
+    apr_tensor_id_name(&id, cv->from == APR_FMT_GGUF ? APR_NAMING_GGUF : APR_NAMING_HF, name, sizeof name);
+    if (apr_role_per_layer(role))
+        return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' is missing (the config has %u layers)", name,
+                           cv->c->n_layers);
+    return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' is missing", name);
+}
+
+static int validate_sources(conv *cv)
+{
+    const apr_arch_config *c = cv->c;
+    uint64_t H = c->hidden, F = c->ffn, qr = (uint64_t)c->n_heads * c->head_dim,
+             kr = (uint64_t)c->n_kv_heads * c->head_dim;
+    int rc;
+    const apr_tensor *emb = cv->glob[APR_ROLE_TOKEN_EMBD][0];
+    if ((rc = need_tensor(cv, emb, APR_ROLE_TOKEN_EMBD, 0, false)))
+        return rc;
+    if (emb->ndim != 2 || emb->dims[1] != H)
+        return expect_shape(cv, emb, c->vocab ? c->vocab : (emb->ndim ? emb->dims[0] : 0), H);
+    uint64_t V = emb->dims[0];
+    if (c->vocab && c->vocab != V)
+        return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' has %llu rows but the config says vocab %u", emb->name,
+                           (unsigned long long)V, c->vocab);
+    if ((rc = need_tensor(cv, cv->glob[APR_ROLE_OUTPUT_NORM][0], APR_ROLE_OUTPUT_NORM, 0, false)) ||
+        (rc = expect_shape(cv, cv->glob[APR_ROLE_OUTPUT_NORM][0], H, 0)))
+        return rc;
+    if (cv->glob[APR_ROLE_OUTPUT][0] && (rc = expect_shape(cv, cv->glob[APR_ROLE_OUTPUT][0], V, H)))
+        return rc;
+    for (int r = 0; r < 3; r++)
+        if (cv->glob[r][1])
+            return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': biases are not supported there",
+                               cv->glob[r][1]->name);
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const apr_tensor *(*t)[2] = cv->layer[l];
+        static const apr_role need[] = {APR_ROLE_ATTN_NORM, APR_ROLE_ATTN_OUT, APR_ROLE_FFN_NORM,
+                                        APR_ROLE_FFN_GATE, APR_ROLE_FFN_DOWN, APR_ROLE_FFN_UP};
+        for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+            if ((rc = need_tensor(cv, t[need[i]][0], need[i], l, false)))
+                return rc;
+        const apr_tensor *q = t[APR_ROLE_ATTN_Q][0], *k = t[APR_ROLE_ATTN_K][0], *v = t[APR_ROLE_ATTN_V][0];
+        const apr_tensor *qkv = t[APR_ROLE_ATTN_QKV][0];
+        if (qkv && (q || k || v))
+            return apr_err_set(cv->err, APR_E_FORMAT, "layer %u has both a fused '%s' and separate Q/K/V tensors", l,
+                               qkv->name);
+        if (qkv) {
+            if ((rc = expect_shape(cv, qkv, qr + 2 * kr, H)))
+                return rc;
+        } else {
+            if ((rc = need_tensor(cv, q, APR_ROLE_ATTN_Q, l, false)) ||
+                (rc = need_tensor(cv, k, APR_ROLE_ATTN_K, l, false)) ||
+                (rc = need_tensor(cv, v, APR_ROLE_ATTN_V, l, false)))
+                return rc;
+            uint64_t cq = q->ndim == 2 ? q->dims[1] : 0, ck = k->ndim == 2 ? k->dims[1] : 0,
+                     cvv = v->ndim == 2 ? v->dims[1] : 0;
+            if (cq != ck || cq != cvv)
+                return apr_err_set(cv->err, APR_E_FORMAT,
+                                   "layer %u: Q/K/V row lengths disagree ('%s' %llu, '%s' %llu, '%s' %llu columns)", l,
+                                   q->name, (unsigned long long)cq, k->name, (unsigned long long)ck, v->name,
+                                   (unsigned long long)cvv);
+            if ((rc = expect_shape(cv, q, qr, H)) || (rc = expect_shape(cv, k, kr, H)) ||
+                (rc = expect_shape(cv, v, kr, H)))
+                return rc;
+            if (q->dtype == APR_DT_ROWCAT || k->dtype == APR_DT_ROWCAT || v->dtype == APR_DT_ROWCAT)
+                return apr_err_set(cv->err, APR_E_FORMAT, "layer %u: only a fused QKV tensor may be ROWCAT", l);
+        }
+        const apr_tensor *bq = t[APR_ROLE_ATTN_Q][1], *bk = t[APR_ROLE_ATTN_K][1], *bv = t[APR_ROLE_ATTN_V][1];
+        const apr_tensor *bqkv = t[APR_ROLE_ATTN_QKV][1];
+        if (bqkv) {
+            if (bq || bk || bv || !qkv)
+                return apr_err_set(cv->err, APR_E_FORMAT, "layer %u: fused bias '%s' needs a fused weight and no "
+                                   "separate biases", l, bqkv->name);
+            if ((rc = expect_shape(cv, bqkv, qr + 2 * kr, 0)))
+                return rc;
+        } else if (bq || bk || bv) {
+            if (!bq || !bk || !bv)
+                return apr_err_set(cv->err, APR_E_FORMAT, "layer %u: Q/K/V biases must come together (have %s%s%s)", l,
+                                   bq ? "q " : "", bk ? "k " : "", bv ? "v" : "");
+            if (qkv)
+                return apr_err_set(cv->err, APR_E_FORMAT, "layer %u: separate Q/K/V biases with a fused weight", l);
+            if ((rc = expect_shape(cv, bq, qr, 0)) || (rc = expect_shape(cv, bk, kr, 0)) ||
+                (rc = expect_shape(cv, bv, kr, 0)))
+                return rc;
+        }
+        for (int r = 0; r < APR_ROLE_COUNT; r++)
+            if (t[r][1] && r != APR_ROLE_ATTN_Q && r != APR_ROLE_ATTN_K && r != APR_ROLE_ATTN_V &&
+                r != APR_ROLE_ATTN_QKV)
+                return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': this bias is not supported",
+                                   t[r][1]->name);
+        if ((rc = expect_shape(cv, t[APR_ROLE_ATTN_NORM][0], H, 0)) ||
+            (rc = expect_shape(cv, t[APR_ROLE_FFN_NORM][0], H, 0)) ||
+            (rc = expect_shape(cv, t[APR_ROLE_ATTN_OUT][0], H, qr)) ||
+            (rc = expect_shape(cv, t[APR_ROLE_FFN_GATE][0], F, H)) ||
+            (rc = expect_shape(cv, t[APR_ROLE_FFN_UP][0], F, H)) ||
+            (rc = expect_shape(cv, t[APR_ROLE_FFN_DOWN][0], H, F)))
+            return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- building plans */
+
+static plan *new_plan(conv *cv)
+{
+    if (cv->n_plans == cv->cap_plans) {
+        size_t nc = cv->cap_plans ? cv->cap_plans * 2 : 64;
+        plan *np = realloc(cv->plans, nc * sizeof *np);
+        if (!np)
+            return NULL;
+        cv->plans = np;
+        cv->cap_plans = nc;
+    }
+    plan *p = &cv->plans[cv->n_plans++];
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+/* The whole of tensor t as one part. */
+static int whole_part(conv *cv, const apr_tensor *t, part *p)
+{
+    memset(p, 0, sizeof *p);
+    int rc = tensor_rows_cols(t, &p->rows, &p->cols, cv->err);
+    if (rc)
+        return rc;
+    if (t->dtype == APR_DT_ROWCAT)
+        return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s' is ROWCAT but is not a fused QKV tensor", t->name);
+    p->src = t;
+    p->data = t->data;
+    p->in_dt = t->dtype;
+    p->out_dt = out_dtype_for(cv, t->dtype, t->ndim == 1);
+    if (!part_in_row_bytes(p) && p->rows)
+        return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': dtype %s cannot be converted here", t->name,
+                           apr_dtype_name(t->dtype));
+    return 0;
+}
+
+/* Rows [row0, row0 + rows) of fused tensor t (plain or ROWCAT) as one part. */
+static int slice_part(conv *cv, const apr_tensor *t, uint64_t row0, uint64_t rows, part *p)
+{
+    memset(p, 0, sizeof *p);
+    uint64_t trows = 0, cols = 0;
+    int rc = tensor_rows_cols(t, &trows, &cols, cv->err);
+    if (rc)
+        return rc;
+    p->src = t;
+    p->rows = rows;
+    p->cols = cols;
+    p->sliced = true;
+    if (t->dtype != APR_DT_ROWCAT) {
+        uint64_t rb = apr_dtype_row_bytes(t->dtype, cols);
+        if (!rb)
+            return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': dtype %s cannot be split", t->name,
+                               apr_dtype_name(t->dtype));
+        p->in_dt = t->dtype;
+        p->data = t->data + row0 * rb;
+    } else {
+        /* The slice must lie inside one part: a ROWCAT part boundary never
+         * falls inside Q, K or V when our writer made it. */
+        uint64_t r = 0, off = 0;
+        uint32_t i;
+        for (i = 0; i < t->n_parts; i++) {
+            if (row0 >= r && row0 + rows <= r + t->parts[i].rows)
+                break;
+            r += t->parts[i].rows;
+            off += t->parts[i].nbytes;
+        }
+        if (i == t->n_parts)
+            return apr_err_set(cv->err, APR_E_FORMAT,
+                               "ROWCAT tensor '%s': rows %llu..%llu span two parts; cannot split it into Q, K, V",
+                               t->name, (unsigned long long)row0, (unsigned long long)(row0 + rows));
+        p->in_dt = t->parts[i].dtype;
+        uint64_t rb = apr_dtype_row_bytes(p->in_dt, cols);
+        if (!rb)
+            return apr_err_set(cv->err, APR_E_FORMAT, "ROWCAT tensor '%s': part %u has dtype %s", t->name, i,
+                               apr_dtype_name(p->in_dt));
+        p->data = t->data + off + (row0 - r) * rb;
+    }
+    p->out_dt = out_dtype_for(cv, p->in_dt, t->ndim == 1);
+    return 0;
+}
+
+static bool set_name(conv *cv, plan *p, apr_role role, uint32_t layer, bool bias)
+{
+    apr_tensor_id id = {role, layer, bias};
+    apr_naming n = cv->to == APR_FMT_GGUF ? APR_NAMING_GGUF : APR_NAMING_HF;
+    return apr_tensor_id_name(&id, n, p->name, sizeof p->name);
+}
+
+static int plan_simple(conv *cv, const apr_tensor *t, apr_role role, uint32_t layer, bool bias)
+{
+    plan *p = new_plan(cv);
+    if (!p)
+        return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+    if (!set_name(cv, p, role, layer, bias))
+        return apr_err_set(cv->err, APR_E_ARG, "tensor name too long");
+    p->n_parts = 1;
+    return whole_part(cv, t, &p->parts[0]);
+}
+
+/* Q, K, V parts of layer l (weights or biases) from separate or fused sources. */
+static int qkv_parts(conv *cv, uint32_t l, bool bias, part out[3], bool *present)
+{
+    const apr_tensor *(*t)[2] = cv->layer[l];
+    const apr_arch_config *c = cv->c;
+    uint64_t qr = (uint64_t)c->n_heads * c->head_dim, kr = (uint64_t)c->n_kv_heads * c->head_dim;
+    int rc;
+    *present = true;
+    if (t[APR_ROLE_ATTN_QKV][bias]) {
+        const apr_tensor *f = t[APR_ROLE_ATTN_QKV][bias];
+        if ((rc = slice_part(cv, f, 0, qr, &out[0])) || (rc = slice_part(cv, f, qr, kr, &out[1])) ||
+            (rc = slice_part(cv, f, qr + kr, kr, &out[2])))
+            return rc;
+    } else if (t[APR_ROLE_ATTN_Q][bias]) {
+        if ((rc = whole_part(cv, t[APR_ROLE_ATTN_Q][bias], &out[0])) ||
+            (rc = whole_part(cv, t[APR_ROLE_ATTN_K][bias], &out[1])) ||
+            (rc = whole_part(cv, t[APR_ROLE_ATTN_V][bias], &out[2])))
+            return rc;
+    } else {
+        *present = false;
+        return 0;
+    }
+    if (cv->perm) {
+        for (int i = 0; i < 2; i++) {
+            out[i].perm = cv->perm;
+            out[i].hd = c->head_dim;
+        }
+    }
+    return 0;
+}
+
+static int plan_attention(conv *cv, uint32_t l)
+{
+    static const apr_role roles[3] = {APR_ROLE_ATTN_Q, APR_ROLE_ATTN_K, APR_ROLE_ATTN_V};
+    part parts[2][3];
+    bool present[2];
+    int rc;
+    for (int bias = 0; bias < 2; bias++)
+        if ((rc = qkv_parts(cv, l, bias, parts[bias], &present[bias])))
+            return rc;
+    if (cv->to == APR_FMT_APR) {
+        for (int bias = 0; bias < 2; bias++) {
+            if (!present[bias])
+                continue;
+            plan *p = new_plan(cv);
+            if (!p)
+                return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+            set_name(cv, p, APR_ROLE_ATTN_QKV, l, bias);
+            p->n_parts = 3;
+            memcpy(p->parts, parts[bias], sizeof parts[bias]);
+        }
+        return 0;
+    }
+    /* split: each of Q, K, V with its bias right after it */
+    for (int i = 0; i < 3; i++) {
+        for (int bias = 0; bias < 2; bias++) {
+            if (!present[bias])
+                continue;
+            plan *p = new_plan(cv);
+            if (!p)
+                return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+            set_name(cv, p, roles[i], l, bias);
+            p->n_parts = 1;
+            p->parts[0] = parts[bias][i];
+        }
+    }
+    return 0;
+}
+
+/* Output dtypes of a plan: one dtype, or ROWCAT for a fused weight whose parts
+ * differ; a fused bias whose parts differ becomes F32 (lossless for every
+ * plain type a bias has). */
+static void settle_dtype(plan *p)
+{
+    p->dtype = p->parts[0].out_dt;
+    p->rowcat = false;
+    for (uint32_t i = 1; i < p->n_parts; i++)
+        if (p->parts[i].out_dt != p->dtype)
+            p->rowcat = true;
+    if (p->rowcat && p->parts[0].cols == 1) {
+        for (uint32_t i = 0; i < p->n_parts; i++)
+            p->parts[i].out_dt = APR_DT_F32;
+        p->dtype = APR_DT_F32;
+        p->rowcat = false;
+    }
+    if (p->rowcat)
+        p->dtype = APR_DT_ROWCAT;
+    uint64_t rows = 0;
+    for (uint32_t i = 0; i < p->n_parts; i++)
+        rows += p->parts[i].rows;
+    if (p->parts[0].cols == 1 && p->parts[0].src->ndim == 1) {
+        p->ndim = 1;
+        p->dims[0] = rows;
+    } else {
+        p->ndim = 2;
+        p->dims[0] = rows;
+        p->dims[1] = p->parts[0].cols;
+    }
+}
+
+static void transform_label(plan *p)
+{
+    bool split = false, fuse = false, perm = false, unperm = false;
+    char conv_steps[64] = "";
+    for (uint32_t i = 0; i < p->n_parts; i++) {
+        const part *q = &p->parts[i];
+        split |= q->sliced && p->n_parts == 1;
+        fuse |= i > 0 && q->src != p->parts[0].src;
+        perm |= q->perm > 0;
+        unperm |= q->perm < 0;
+        if (q->in_dt != q->out_dt) {
+            const apr_dtype_info *di = apr_dtype_get(q->in_dt);
+            char step[32];
+            snprintf(step, sizeof step, "%s:%s", di && di->quantized ? "dequantize" : "convert",
+                     apr_dtype_name(q->out_dt));
+            if (!strstr(conv_steps, step)) {
+                size_t n = strlen(conv_steps);
+                snprintf(conv_steps + n, sizeof conv_steps - n, "%s%s", n ? "+" : "", step);
+            }
+        }
+    }
+    char *s = p->transform;
+    size_t cap = sizeof p->transform, n = 0;
+    s[0] = 0;
+#define STEP(cond, txt)                                                             \
+    if (cond)                                                                       \
+        n += (size_t)snprintf(s + n, n < cap ? cap - n : 0, "%s%s", n ? "+" : "", txt)
+    STEP(split, "split");
+    STEP(conv_steps[0], conv_steps);
+    STEP(perm, "permute");
+    STEP(unperm, "unpermute");
+    STEP(fuse, "fuse");
+#undef STEP
+    if (!s[0])
+        snprintf(s, cap, "copy");
+}
+
+static int build_plans(conv *cv)
+{
+    int rc;
+    if ((rc = plan_simple(cv, cv->glob[APR_ROLE_TOKEN_EMBD][0], APR_ROLE_TOKEN_EMBD, 0, false)) ||
+        (rc = plan_simple(cv, cv->glob[APR_ROLE_OUTPUT_NORM][0], APR_ROLE_OUTPUT_NORM, 0, false)))
+        return rc;
+    if (cv->glob[APR_ROLE_OUTPUT][0] && (rc = plan_simple(cv, cv->glob[APR_ROLE_OUTPUT][0], APR_ROLE_OUTPUT, 0, false)))
+        return rc;
+    /* llama.cpp's (convert-llama2c / the fixture's) per-layer order */
+    static const apr_role after[] = {APR_ROLE_ATTN_OUT, APR_ROLE_ATTN_NORM, APR_ROLE_FFN_GATE,
+                                     APR_ROLE_FFN_DOWN, APR_ROLE_FFN_UP, APR_ROLE_FFN_NORM};
+    for (uint32_t l = 0; l < cv->c->n_layers; l++) {
+        if ((rc = plan_attention(cv, l)))
+            return rc;
+        for (size_t i = 0; i < sizeof after / sizeof *after; i++)
+            if ((rc = plan_simple(cv, cv->layer[l][after[i]][0], after[i], l, false)))
+                return rc;
+    }
+    for (size_t i = 0; i < cv->n_extra; i++) {
+        plan *p = new_plan(cv);
+        if (!p)
+            return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+        if (strlen(cv->extra[i]->name) >= sizeof p->name)
+            return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor name '%.60s...' is too long", cv->extra[i]->name);
+        snprintf(p->name, sizeof p->name, "%s", cv->extra[i]->name);
+        p->n_parts = 1;
+        if ((rc = whole_part(cv, cv->extra[i], &p->parts[0])))
+            return rc;
+    }
+    for (size_t i = 0; i < cv->n_plans; i++) {
+        plan *p = &cv->plans[i];
+        settle_dtype(p);
+        transform_label(p);
+        for (uint32_t k = 0; k < p->n_parts; k++) {
+            const part *q = &p->parts[k];
+            if (q->rows && !part_out_row_bytes(q))
+                return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': cannot store %llu columns as %s", p->name,
+                                   (unsigned long long)q->cols, apr_dtype_name(q->out_dt));
+            if (q->in_dt != q->out_dt) {
+                const apr_dtype_info *oi = apr_dtype_get(q->out_dt);
+                if (!oi || oi->quantized || (q->out_dt != APR_DT_F32 && q->out_dt != APR_DT_F16 &&
+                                             q->out_dt != APR_DT_BF16))
+                    return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': cannot convert %s to %s", p->name,
+                                       apr_dtype_name(q->in_dt), apr_dtype_name(q->out_dt));
+            }
+            p->nbytes += q->rows * part_out_row_bytes(q);
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- producing bytes */
+
+static bool plan_is_view(const plan *p)
+{
+    for (uint32_t i = 0; i < p->n_parts; i++) {
+        const part *q = &p->parts[i];
+        if (q->perm || q->in_dt != q->out_dt)
+            return false;
+        if (i && q->data != p->parts[i - 1].data + p->parts[i - 1].rows * part_in_row_bytes(&p->parts[i - 1]))
+            return false;
+    }
+    return true;
+}
+
+static void store_row(apr_dtype dt, const float *x, uint8_t *dst, uint64_t n)
+{
+    if (dt == APR_DT_F32) {
+        memcpy(dst, x, (size_t)n * 4);
+    } else if (dt == APR_DT_F16) {
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h = apr_f32_to_f16(x[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    } else { /* BF16 (checked when planning) */
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h = apr_f32_to_bf16(x[i]);
+            memcpy(dst + 2 * i, &h, 2);
+        }
+    }
+}
+
+/* Fills p->owned. tmp holds at least max cols floats. */
+static int produce(plan *p, float *tmp, apr_err *err)
+{
+    uint8_t *dst = p->owned;
+    for (uint32_t k = 0; k < p->n_parts; k++) {
+        const part *q = &p->parts[k];
+        uint64_t irb = part_in_row_bytes(q), orb = part_out_row_bytes(q);
+        for (uint64_t r = 0; r < q->rows; r++) {
+            uint64_t sr = q->perm ? apr_qk_perm_src_row(r, q->hd, q->perm < 0) : r;
+            const uint8_t *s = q->data + sr * irb;
+            if (q->in_dt == q->out_dt) {
+                memcpy(dst, s, (size_t)irb);
+            } else {
+                if (apr_to_f32_row(q->in_dt, s, tmp, (int64_t)q->cols) != 0)
+                    return apr_err_set(err, APR_E_UNSUPPORTED, "tensor '%s': cannot read %s data", p->name,
+                                       apr_dtype_name(q->in_dt));
+                store_row(q->out_dt, tmp, dst, q->cols);
+            }
+            dst += orb;
+        }
+    }
+    return 0;
+}
+
+typedef struct prod_pool {
+    plan **todo;
+    size_t n;
+    atomic_size_t next;
+    uint64_t max_cols;
+    atomic_int failed;
+    apr_err err;
+    pthread_mutex_t mu;
+} prod_pool;
+
+static void *prod_worker(void *arg)
+{
+    prod_pool *pp = arg;
+    float *tmp = malloc((size_t)pp->max_cols * sizeof *tmp);
+    if (!tmp) {
+        pthread_mutex_lock(&pp->mu);
+        if (!atomic_exchange(&pp->failed, 1))
+            apr_err_set(&pp->err, APR_E_NOMEM, "out of memory");
+        pthread_mutex_unlock(&pp->mu);
+        return NULL;
+    }
+    for (;;) {
+        size_t i = atomic_fetch_add(&pp->next, 1);
+        if (i >= pp->n || atomic_load(&pp->failed))
+            break;
+        apr_err e = {0};
+        if (produce(pp->todo[i], tmp, &e)) {
+            pthread_mutex_lock(&pp->mu);
+            if (!atomic_exchange(&pp->failed, 1))
+                pp->err = e;
+            pthread_mutex_unlock(&pp->mu);
+        }
+    }
+    free(tmp);
+    return NULL;
+}
+
+static int produce_all(conv *cv, apr_convert_stats *st)
+{
+    size_t n_todo = 0;
+    uint64_t max_cols = 1;
+    plan **todo = malloc((cv->n_plans ? cv->n_plans : 1) * sizeof *todo);
+    if (!todo)
+        return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < cv->n_plans; i++) {
+        plan *p = &cv->plans[i];
+        if (plan_is_view(p)) {
+            p->data = p->parts[0].data;
+            continue;
+        }
+        p->owned = malloc(p->nbytes ? (size_t)p->nbytes : 1);
+        if (!p->owned) {
+            free(todo);
+            return apr_err_set(cv->err, APR_E_NOMEM, "out of memory for tensor '%s' (%llu bytes)", p->name,
+                               (unsigned long long)p->nbytes);
+        }
+        p->data = p->owned;
+        st->owned_bytes += p->nbytes;
+        st->n_transformed++;
+        for (uint32_t k = 0; k < p->n_parts; k++)
+            if (p->parts[k].cols > max_cols)
+                max_cols = p->parts[k].cols;
+        todo[n_todo++] = p;
+    }
+    prod_pool pp = {.todo = todo, .n = n_todo, .max_cols = max_cols};
+    pthread_mutex_init(&pp.mu, NULL);
+    int n_threads = cv->o->threads > 0 ? cv->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads < 1)
+        n_threads = 1;
+    if (n_threads > 64)
+        n_threads = 64;
+    if ((size_t)n_threads > n_todo)
+        n_threads = n_todo ? (int)n_todo : 1;
+    pthread_t th[64];
+    int started = 0;
+    for (int i = 1; i < n_threads; i++)
+        if (pthread_create(&th[started], NULL, prod_worker, &pp) == 0)
+            started++;
+    prod_worker(&pp);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&pp.mu);
+    free(todo);
+    if (atomic_load(&pp.failed)) {
+        if (cv->err)
+            *cv->err = pp.err;
+        return pp.err.code ? pp.err.code : APR_E_ARG;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- KVs */
+
+/* llama.cpp reads these with strict types (formats.md). */
+static const char *const u32_keys[] = {"context_length", "embedding_length", "block_count", "feed_forward_length",
+                                       "attention.head_count", "attention.head_count_kv", "attention.key_length",
+                                       "attention.value_length", "rope.dimension_count", "vocab_size"};
+static const char *const f32_keys[] = {"rope.freq_base", "attention.layer_norm_rms_epsilon", "rope.scaling.factor"};
+static const char *const tok_u32_keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                           "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id",
+                                           "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.eot_token_id"};
+
+static int retype_u32(apr_model *m, const char *key, apr_err *err)
+{
+    const apr_kv *kv = apr_model_kv(m, key);
+    if (!kv || kv->type == APR_KV_U32)
+        return 0;
+    uint32_t v;
+    if (!apr_kv_get_u32(m, key, &v))
+        return apr_err_set(err, APR_E_FORMAT, "%s (%s) does not fit the u32 llama.cpp requires", key,
+                           apr_kv_type_name(kv->type));
+    return apr_model_set_kv_u32(m, key, v) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+static int retype_f32(apr_model *m, const char *key, apr_err *err)
+{
+    const apr_kv *kv = apr_model_kv(m, key);
+    if (!kv || kv->type == APR_KV_F32)
+        return 0;
+    float v;
+    if (!apr_kv_get_f32(m, key, &v))
+        return apr_err_set(err, APR_E_FORMAT, "%s (%s) is not a number", key, apr_kv_type_name(kv->type));
+    return apr_model_set_kv_f32(m, key, v) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+static int strict_gguf_types(apr_model *m, const char *arch, apr_err *err)
+{
+    char key[160];
+    int rc;
+    for (size_t i = 0; i < sizeof u32_keys / sizeof *u32_keys; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, u32_keys[i]);
+        if ((rc = retype_u32(m, key, err)))
+            return rc;
+    }
+    for (size_t i = 0; i < sizeof f32_keys / sizeof *f32_keys; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, f32_keys[i]);
+        if ((rc = retype_f32(m, key, err)))
+            return rc;
+    }
+    for (size_t i = 0; i < sizeof tok_u32_keys / sizeof *tok_u32_keys; i++)
+        if ((rc = retype_u32(m, tok_u32_keys[i], err)))
+            return rc;
+    return retype_u32(m, "general.alignment", err);
+}
+
+/* llama.cpp's LLAMA_FTYPE for an all-plain output: F32 0, F16 1, BF16 32. */
+static int update_file_type(apr_model *m, const conv *cv, apr_err *err)
+{
+    bool changed = false, quantized = false;
+    int dominant = -1;
+    for (size_t i = 0; i < cv->n_plans; i++) {
+        const plan *p = &cv->plans[i];
+        for (uint32_t k = 0; k < p->n_parts; k++) {
+            const apr_dtype_info *di = apr_dtype_get(p->parts[k].out_dt);
+            changed |= p->parts[k].in_dt != p->parts[k].out_dt;
+            quantized |= di && di->quantized;
+        }
+        if (p->ndim == 2 && !p->rowcat)
+            dominant = dominant < 0 || dominant == (int)p->dtype ? (int)p->dtype : -2;
+    }
+    if (!changed || quantized)
+        return 0;
+    apr_model_remove_kv(m, "general.quantization_version");
+    if (!apr_model_kv(m, "general.file_type"))
+        return 0;
+    int ft = dominant == APR_DT_F32 ? 0 : dominant == APR_DT_F16 ? 1 : dominant == APR_DT_BF16 ? 32 : -1;
+    if (ft < 0)
+        return apr_model_remove_kv(m, "general.file_type") == 0 ? 0 : apr_err_set(err, APR_E_NOMEM, "out of memory");
+    return apr_model_set_kv_u32(m, "general.file_type", (uint32_t)ft) ? apr_err_set(err, APR_E_NOMEM, "out of memory")
+                                                                       : 0;
+}
+
+static int copy_kvs(conv *cv, apr_model *out)
+{
+    const apr_model *m = cv->src;
+    for (uint64_t i = 0; i < m->n_kvs; i++) {
+        const char *k = m->kvs[i].key;
+        if (strncmp(k, "apr.provenance.", 15) == 0 || strcmp(k, QK_ROW_ORDER_KEY) == 0)
+            continue; /* the source record becomes the parent; the row order is re-stated below */
+        if (apr_model_set_kv(out, &m->kvs[i]))
+            return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+    }
+    int rc;
+    if (cv->to == APR_FMT_APR && cv->c->rope_type == APR_ROPE_NORM &&
+        apr_model_set_kv_str(out, QK_ROW_ORDER_KEY, "interleaved"))
+        return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+    if (cv->to == APR_FMT_GGUF && (rc = strict_gguf_types(out, cv->c->arch, cv->err)))
+        return rc;
+    return update_file_type(out, cv, cv->err);
+}
+
+/* ---------------------------------------------------------------- the conversion */
+
+static int check_source(apr_model *src, apr_err *err)
+{
+    apr_err derr = {0};
+    int drc = apr_model_derive(src, &derr);
+    const char *arch = apr_kv_get_str(src, "general.architecture");
+    if (!arch) {
+        if (src->format == APR_FMT_SAFETENSORS)
+            return apr_err_set(err, APR_E_FORMAT,
+                               "%s: missing config.json (no architecture; a HF model needs config.json beside "
+                               "its .safetensors)", src->path ? src->path : "source");
+        return apr_err_set(err, APR_E_FORMAT, "%s: no general.architecture in the metadata (supported: llama, qwen2)",
+                           src->path ? src->path : "source");
+    }
+    if (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0)
+        return apr_err_set(err, APR_E_UNSUPPORTED, "unknown architecture '%s' (supported: llama, qwen2)", arch);
+    if (drc || !src->has_cfg)
+        return apr_err_set(err, APR_E_FORMAT, "%s: %s", src->path ? src->path : "source",
+                           drc ? derr.msg : "no usable architecture config");
+    if (src->format == APR_FMT_SAFETENSORS && !src->has_tok)
+        return apr_err_set(err, APR_E_FORMAT,
+                           "%s: missing tokenizer (tokenizer.json or tokenizer.model beside the model)",
+                           src->path ? src->path : "source");
+    return 0;
+}
+
+static bool source_interleaved(const apr_model *m)
+{
+    const char *o = apr_kv_get_str(m, QK_ROW_ORDER_KEY);
+    if (o)
+        return strcmp(o, "rotate_half") != 0;
+    return m->format != APR_FMT_SAFETENSORS;
+}
+
+static void conv_free(conv *cv)
+{
+    if (cv->plans)
+        for (size_t i = 0; i < cv->n_plans; i++)
+            free(cv->plans[i].owned);
+    free(cv->plans);
+    free(cv->layer);
+    free(cv->extra);
+}
+
+int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out, apr_prov **prov,
+                      apr_convert_stats *st, apr_err *err)
+{
+    apr_convert_opts dflt;
+    apr_convert_stats st_local;
+    if (!o) {
+        apr_convert_opts_init(&dflt);
+        o = &dflt;
+    }
+    if (!st)
+        st = &st_local;
+    *out = NULL;
+    if (prov)
+        *prov = NULL;
+    if (to != APR_FMT_GGUF && to != APR_FMT_APR && to != APR_FMT_SAFETENSORS)
+        return apr_err_set(err, APR_E_ARG, "unknown output format");
+    if (o->outtype >= 0 && o->outtype != APR_DT_F32 && o->outtype != APR_DT_F16 && o->outtype != APR_DT_BF16)
+        return apr_err_set(err, APR_E_ARG, "--outtype must be f32, f16 or bf16 (quantizing is `apr quantize`)");
+    int rc = check_source(src, err);
+    if (rc)
+        return rc;
+    double t0 = now_s();
+    conv cv = {.src = src, .from = src->format, .to = to, .o = o, .c = &src->cfg, .err = err};
+    bool want_il = to != APR_FMT_SAFETENSORS;
+    if (cv.c->rope_type == APR_ROPE_NORM && source_interleaved(src) != want_il)
+        cv.perm = want_il ? 1 : -1;
+    apr_model *m = NULL;
+    apr_prov *p = NULL;
+    if ((rc = classify_sources(&cv)) || (rc = validate_sources(&cv)) || (rc = build_plans(&cv)) ||
+        (rc = produce_all(&cv, st)))
+        goto fail;
+    m = apr_model_new(to);
+    if (!m) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < cv.n_plans; i++) {
+        plan *pl = &cv.plans[i];
+        if (pl->rowcat) {
+            apr_tensor_part parts[MAX_OUT_PARTS];
+            for (uint32_t k = 0; k < pl->n_parts; k++) {
+                parts[k].dtype = pl->parts[k].out_dt;
+                parts[k].rows = pl->parts[k].rows;
+                parts[k].nbytes = pl->parts[k].rows * part_out_row_bytes(&pl->parts[k]);
+            }
+            rc = apr_model_add_rowcat_tensor(m, pl->name, pl->dims[1], parts, pl->n_parts, pl->data, pl->owned != NULL,
+                                             err);
+        } else {
+            rc = apr_model_add_tensor(m, pl->name, pl->dtype, pl->ndim, pl->dims, pl->data, pl->nbytes,
+                                      pl->owned != NULL, err);
+        }
+        if (rc)
+            goto fail;
+        pl->owned = NULL; /* the model owns it now */
+        st->bytes_out += pl->nbytes;
+    }
+    for (uint64_t i = 0; i < src->n_tensors; i++)
+        st->bytes_in += src->tensors[i].nbytes;
+    st->n_tensors = m->n_tensors;
+    if ((rc = copy_kvs(&cv, m)))
+        goto fail;
+    m->alignment = to == APR_FMT_APR ? 64 : 0;
+    {
+        apr_err derr = {0};
+        if (apr_model_derive(m, &derr) || !m->has_cfg) {
+            rc = apr_err_set(err, APR_E_FORMAT, "the converted metadata does not derive a config: %s", derr.msg);
+            goto fail;
+        }
+    }
+    if (prov) {
+        p = apr_prov_new("convert", o->command_line);
+        if (!p) {
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        if (o->time_utc)
+            apr_prov_set_time(p, o->time_utc);
+        if ((rc = apr_prov_set_source(p, src, err)))
+            goto fail;
+        for (size_t i = 0; i < cv.n_plans; i++) {
+            const plan *pl = &cv.plans[i];
+            const apr_tensor *srcs[MAX_OUT_PARTS];
+            uint32_t ns = 0;
+            for (uint32_t k = 0; k < pl->n_parts; k++) {
+                bool seen = false;
+                for (uint32_t j = 0; j < ns; j++)
+                    seen |= srcs[j] == pl->parts[k].src;
+                if (!seen)
+                    srcs[ns++] = pl->parts[k].src;
+            }
+            if ((rc = apr_prov_add_tensor(p, &m->tensors[i], pl->transform, srcs, ns, err)))
+                goto fail;
+        }
+        *prov = p;
+    }
+    st->t_build = now_s() - t0;
+    conv_free(&cv);
+    *out = m;
+    return 0;
+fail:
+    apr_prov_free(p);
+    apr_model_free(m);
+    conv_free(&cv);
+    return rc ? rc : APR_E_ARG;
+}
+
+/* ---------------------------------------------------------------- files */
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* The directory a file lives in (malloc'd). */
+static char *dir_of(const char *path)
+{
+    char *t = strdup(path);
+    if (!t)
+        return NULL;
+    char *d = strdup(dirname(t));
+    free(t);
+    return d;
+}
+
+/* Refuses outputs that would overwrite (or be) one of the source's files. */
+static int check_output_path(const apr_model *src, const char *in_path, const char *out_path, apr_format to,
+                             apr_err *err)
+{
+    if (strcmp(in_path, out_path) == 0 || apr_same_file(in_path, out_path))
+        return apr_err_set(err, APR_E_ARG, "output %s is the input file; choose another path", out_path);
+    for (uint32_t i = 0; i < src->n_maps; i++)
+        if (apr_same_file(src->maps[i].path, out_path))
+            return apr_err_set(err, APR_E_ARG, "output %s is one of the input's files", out_path);
+    bool out_is_dir_target = to == APR_FMT_SAFETENSORS && !ends_with(out_path, ".safetensors");
+    if (out_is_dir_target && is_dir(out_path)) {
+        /* a directory output gets model*.safetensors, config.json, ...: it
+         * must not be the directory the input files are in */
+        for (uint32_t i = 0; i < src->n_maps; i++) {
+            char *d = dir_of(src->maps[i].path);
+            bool same = d && apr_same_file(d, out_path);
+            free(d);
+            if (same)
+                return apr_err_set(err, APR_E_ARG, "output directory %s holds the input; choose another directory",
+                                   out_path);
+        }
+        if (is_dir(in_path) && apr_same_file(in_path, out_path))
+            return apr_err_set(err, APR_E_ARG, "output directory %s is the input directory", out_path);
+    }
+    return 0;
+}
+
+int apr_convert_file(const char *in_path, const char *out_path, const apr_convert_opts *o, apr_convert_stats *st,
+                     apr_err *err)
+{
+    apr_convert_opts dflt;
+    apr_convert_stats st_local;
+    if (!o) {
+        apr_convert_opts_init(&dflt);
+        o = &dflt;
+    }
+    if (!st)
+        st = &st_local;
+    memset(st, 0, sizeof *st);
+    if (strcmp(in_path, out_path) == 0 || apr_same_file(in_path, out_path))
+        return apr_err_set(err, APR_E_ARG, "output %s is the input file; choose another path", out_path);
+    apr_format to = o->to != APR_FMT_UNKNOWN ? o->to : apr_format_from_path(out_path);
+    if (to == APR_FMT_UNKNOWN)
+        return apr_err_set(err, APR_E_ARG,
+                           "%s: cannot tell the output format (use .gguf, .apr, .safetensors, a directory or --to)",
+                           out_path);
+    double t0 = now_s();
+    apr_model *src = NULL, *m = NULL;
+    apr_prov *prov = NULL;
+    char *json = NULL;
+    apr_open_opts oo = {.skip_footer_crc = false};
+    int rc = apr_model_open(&src, in_path, &oo, err);
+    if (rc)
+        return rc;
+    st->t_open = now_s() - t0;
+    if ((rc = check_output_path(src, in_path, out_path, to, err)))
+        goto done;
+    if ((rc = apr_convert_model(src, to, o, &m, &prov, st, err)))
+        goto done;
+    double t1 = now_s();
+    if ((rc = apr_prov_finish(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)))
+        goto done;
+    st->t_hash = now_s() - t1;
+    double t2 = now_s();
+    apr_write_opts wo = {.alignment = 0, .shard_max_bytes = o->shard_max_bytes, .progress = o->progress};
+    rc = apr_model_write(m, out_path, to, &wo, err);
+    st->t_write = now_s() - t2;
+done:
+    free(json);
+    apr_prov_free(prov);
+    apr_model_free(m);
+    apr_model_free(src);
+    return rc;
+}

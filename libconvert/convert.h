@@ -1,0 +1,121 @@
+/* convert.h - the public header of libconvert: safetensors <-> GGUF <-> APR
+ * conversion on the apr_model view (formats.h), with sha256 provenance.
+ *
+ * The converter builds an output view whose tensors point into the source's
+ * mapping (copies are zero-copy) or into buffers it owns (tensors that were
+ * permuted, fused, dequantized or converted), records provenance, and hands
+ * the view to the format writer. See docs/provenance.md and docs/apr-format.md.
+ *
+ * Layout rules (one canonical layout per format):
+ *   - GGUF: llama.cpp names (blk.N.attn_q.weight ...), LLaMA Q/K rows in
+ *     interleaved (GGUF/Meta) order, separate Q, K, V.
+ *   - safetensors: HF names (model.layers.N.self_attn.q_proj.weight ...), LLaMA
+ *     Q/K rows in HF rotate-half order.
+ *   - APR: HF names, but Q, K, V fused into model.layers.N.self_attn.qkv_proj
+ *     .weight (rows Q, then K, then V) and .bias; LLaMA Q/K rows in interleaved
+ *     order, like GGUF (the KV apr.qk_row_order = "interleaved" says so). When
+ *     Q, K and V have different dtypes the fused weight is APR_DT_ROWCAT with
+ *     parts (Q, K, V); biases of different dtypes are fused as F32.
+ *   Qwen2 (NEOX rope) is never permuted. A source's KV apr.qk_row_order
+ *   ("interleaved" | "rotate_half") overrides its format's default.
+ */
+#ifndef APR_CONVERT_H
+#define APR_CONVERT_H
+
+#include "formats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- names */
+
+typedef enum apr_role {
+    APR_ROLE_TOKEN_EMBD,
+    APR_ROLE_OUTPUT_NORM,
+    APR_ROLE_OUTPUT,
+    APR_ROLE_ATTN_NORM,   /* per layer from here on */
+    APR_ROLE_ATTN_Q,
+    APR_ROLE_ATTN_K,
+    APR_ROLE_ATTN_V,
+    APR_ROLE_ATTN_QKV,    /* APR's fused Q/K/V */
+    APR_ROLE_ATTN_OUT,
+    APR_ROLE_FFN_NORM,
+    APR_ROLE_FFN_GATE,
+    APR_ROLE_FFN_DOWN,
+    APR_ROLE_FFN_UP,
+    APR_ROLE_COUNT
+} apr_role;
+
+typedef enum apr_naming {
+    APR_NAMING_GGUF,      /* blk.N.attn_q.weight */
+    APR_NAMING_HF,        /* model.layers.N.self_attn.q_proj.weight (APR uses these too) */
+} apr_naming;
+
+typedef struct apr_tensor_id {
+    apr_role role;
+    uint32_t layer;       /* per-layer roles only */
+    bool bias;            /* ".bias" instead of ".weight" */
+} apr_tensor_id;
+
+/* Parses a GGUF or HF tensor name; false when it is neither (or the layer
+ * number is malformed). *naming (may be NULL) says which naming matched. */
+bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming);
+/* Writes the name of id in the given naming; false if it does not fit or the
+ * role has no name there (APR_ROLE_ATTN_QKV has only an HF-style name). */
+bool apr_tensor_id_name(const apr_tensor_id *id, apr_naming naming, char *buf, size_t n);
+bool apr_role_per_layer(apr_role r);
+
+/* ---------------------------------------------------------------- rows */
+
+/* LLaMA Q/K row permutation of convert_hf_to_gguf.py, on n_heads heads of hd
+ * rows, each row row_bytes bytes (any dtype: rows are contiguous):
+ * forward (HF rotate-half -> interleaved): dst row h*hd + 2i + j = src row
+ * h*hd + j*hd/2 + i; inverse does the opposite. dst and src must not overlap.
+ * Returns false if hd is odd or zero. */
+bool apr_qk_permute(uint8_t *dst, const uint8_t *src, uint64_t n_heads, uint64_t hd, uint64_t row_bytes,
+                    bool inverse);
+/* The source row of output row r under that permutation. */
+uint64_t apr_qk_perm_src_row(uint64_t r, uint64_t hd, bool inverse);
+
+/* ---------------------------------------------------------------- conversion */
+
+typedef struct apr_convert_opts {
+    apr_format to;            /* output format; APR_FMT_UNKNOWN = from the output path */
+    int outtype;              /* -1 keep (quantized -> F32 for safetensors); else APR_DT_F32/F16/BF16 */
+    int threads;              /* <= 0: all cores */
+    uint64_t shard_max_bytes; /* safetensors output: 0 = one file */
+    bool progress;            /* progress on stderr when it is a TTY */
+    const char *command_line; /* recorded in the provenance (NULL: none) */
+    const char *time_utc;     /* recorded time override (tests); NULL = now */
+} apr_convert_opts;
+
+void apr_convert_opts_init(apr_convert_opts *o);
+
+typedef struct apr_convert_stats {
+    uint64_t n_tensors;
+    uint64_t n_transformed;   /* tensors with an owned buffer (not a zero-copy view) */
+    uint64_t bytes_in;        /* source tensor payload bytes */
+    uint64_t bytes_out;       /* output tensor payload bytes */
+    uint64_t owned_bytes;     /* bytes of owned (transformed) buffers, the converter's peak heap */
+    double t_open, t_build, t_hash, t_write; /* seconds */
+} apr_convert_stats;
+
+/* The output view of src in format `to` (tensors renamed, permuted, fused or
+ * split, dtypes per o->outtype; KVs carried with llama.cpp's strict types),
+ * WITHOUT provenance. src must stay open while *out lives. On success also
+ * returns, when prov is not NULL, a provenance builder with the source and
+ * every output tensor recorded (caller finishes and frees it). */
+int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out,
+                      apr_prov **prov, apr_convert_stats *st, apr_err *err);
+
+/* Open in_path, convert, attach provenance, write out_path atomically. Every
+ * bad input is an error before anything is written; nothing is left at
+ * out_path on failure; the input is never modified. */
+int apr_convert_file(const char *in_path, const char *out_path, const apr_convert_opts *o,
+                     apr_convert_stats *st, apr_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* APR_CONVERT_H */
