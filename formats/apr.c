@@ -42,7 +42,6 @@
  */
 #include "apr_internal.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
