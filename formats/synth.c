@@ -69,21 +69,39 @@ static int gen_init(gen_tensor *g, uint64_t seed, const apr_tensor *t, apr_err *
     return 0;
 }
 
-static float gen_value(const gen_tensor *g, uint64_t i)
+static inline float gen_z(uint64_t u)
 {
-    uint64_t u = mix64(g->stream + (i + 1) * 0x9E3779B97F4A7C15ull);
     int s = (int)(u & 0xFFFF) + (int)(u >> 16 & 0xFFFF) + (int)(u >> 32 & 0xFFFF) + (int)(u >> 48) - 131070;
-    float z = (float)s * 2.6428997e-05f;
-    if (g->kind == GEN_NORM)
-        return 1.0f + 0.1f * z;
-    if (g->kind == GEN_BIAS)
-        return 0.1f * z;
-    float v = z * g->scale;
-    v *= g->chan_mult[i % g->cols];
-    uint64_t o = mix64(u ^ 0x632BE59BD9B4E019ull);
-    if (o % 1000 == 0)
-        v *= (float)(8 + (o >> 32) % 13);
-    return v;
+    return (float)s * 2.6428997e-05f;
+}
+
+/* Elements [first, first + n) of tensor g as f32 into v. Loops are split by
+ * kind so that the per-element work has no kind/dtype branches. */
+static void gen_f32(const gen_tensor *g, uint64_t first, uint64_t n, float *v)
+{
+    const uint64_t base = g->stream + (first + 1) * 0x9E3779B97F4A7C15ull;
+    if (g->kind == GEN_NORM) {
+        for (uint64_t k = 0; k < n; k++)
+            v[k] = 1.0f + 0.1f * gen_z(mix64(base + k * 0x9E3779B97F4A7C15ull));
+        return;
+    }
+    if (g->kind == GEN_BIAS) {
+        for (uint64_t k = 0; k < n; k++)
+            v[k] = 0.1f * gen_z(mix64(base + k * 0x9E3779B97F4A7C15ull));
+        return;
+    }
+    uint64_t col = first % g->cols;
+    for (uint64_t k = 0; k < n; k++) {
+        uint64_t u = mix64(base + k * 0x9E3779B97F4A7C15ull);
+        float x = gen_z(u) * g->scale;
+        x *= g->chan_mult[col];
+        if (++col == g->cols)
+            col = 0;
+        uint64_t o = mix64(u ^ 0x632BE59BD9B4E019ull);
+        if (o % 1000 == 0)
+            x *= (float)(8 + (o >> 32) % 13);
+        v[k] = x;
+    }
 }
 
 /* Round-to-nearest-even conversions (NaN never occurs here: values are
@@ -123,18 +141,17 @@ static uint16_t to_f16(float f)
     return (uint16_t)(sign | h);
 }
 
-/* Elements [first, first + n) of tensor g as dtype dt into out. */
+/* Elements [first, first + n) of tensor g as dtype dt into out (n floats of
+ * room: 16-bit results are packed in place, front to back). */
 static void gen_fill(const gen_tensor *g, apr_dtype dt, uint64_t first, uint64_t n, uint8_t *out)
 {
+    float *v = (float *)(void *)out;
+    gen_f32(g, first, n, v);
+    if (dt == APR_DT_F32)
+        return;
     for (uint64_t k = 0; k < n; k++) {
-        float v = gen_value(g, first + k);
-        if (dt == APR_DT_F32) {
-            memcpy(out + 4 * k, &v, 4);
-        } else {
-            uint16_t h = dt == APR_DT_F16 ? to_f16(v) : to_bf16(v);
-            out[2 * k] = (uint8_t)h;
-            out[2 * k + 1] = (uint8_t)(h >> 8);
-        }
+        uint16_t h = dt == APR_DT_F16 ? to_f16(v[k]) : to_bf16(v[k]);
+        memcpy(out + 2 * k, &h, 2); /* bytes 2k..2k+1 lie in v[k/2] <= v[k], already read */
     }
 }
 
@@ -567,7 +584,22 @@ int apr_synth_model(apr_model **out, const apr_synth_config *c, apr_err *err)
             apr_model_free(m);
             return rc ? rc : apr_err_set(err, APR_E_NOMEM, "out of memory (tensor %s)", t->name);
         }
-        gen_fill(&g, t->dtype, 0, n, t->owned);
+        /* gen_fill needs 4 bytes of room per element: chunks through a scratch
+         * buffer for the 16-bit dtypes. */
+        size_t es = apr_dtype_get(t->dtype)->block_bytes;
+        uint8_t *scratch = es == 4 ? NULL : malloc((size_t)SYNTH_CHUNK_ELEMS * 4);
+        if (es != 4 && !scratch) {
+            free(g.chan_mult);
+            apr_model_free(m);
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        }
+        for (uint64_t first = 0; first < n; first += SYNTH_CHUNK_ELEMS) {
+            uint64_t k = n - first < SYNTH_CHUNK_ELEMS ? n - first : SYNTH_CHUNK_ELEMS;
+            gen_fill(&g, t->dtype, first, k, scratch ? scratch : t->owned + first * 4);
+            if (scratch)
+                memcpy(t->owned + first * es, scratch, (size_t)(k * es));
+        }
+        free(scratch);
         free(g.chan_mult);
         t->data = t->owned;
     }
