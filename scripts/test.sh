@@ -24,10 +24,14 @@ if command -v clang >/dev/null; then
   cmake --build build-fuzz -j"$jobs"
   for f in build-fuzz/fuzz/fuzz_*; do
     [ -x "$f" ] || continue
-    echo "-- $f (${APR_FUZZ_SECONDS:-20} s)"
-    mkdir -p "build-fuzz/corpus/$(basename "$f")"
-    "$f" -max_total_time="${APR_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=0 \
-      "build-fuzz/corpus/$(basename "$f")" 2>&1 | tail -n 2
+    n=$(basename "$f")
+    echo "-- $n (${APR_FUZZ_SECONDS:-20} s, seeds from fuzz/corpus/${n#fuzz_})"
+    mkdir -p "build-fuzz/corpus/$n"
+    # New inputs go to the first (scratch) folder; the checked-in seeds are read only.
+    "$f" -max_total_time="${APR_FUZZ_SECONDS:-20}" -rss_limit_mb=2048 \
+      "build-fuzz/corpus/$n" "fuzz/corpus/${n#fuzz_}" >"build-fuzz/$n.log" 2>&1 ||
+      { tail -n 40 "build-fuzz/$n.log"; echo "fuzz: $n found a crash"; exit 1; }
+    tail -n 1 "build-fuzz/$n.log"
   done
 else
   echo "SKIP: clang not found, fuzz harnesses not run"
