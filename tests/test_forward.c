@@ -92,6 +92,7 @@ typedef struct clone_spec {
     const char *zero_tensor; /* GGUF name of a tensor with one row zeroed */
     uint64_t zero_row;
     apr_dtype quant;      /* quantize 2-D weights whose cols allow it (F32: no) */
+    const char *quant_skip; /* ... except tensors whose name contains this */
 } clone_spec;
 
 static const char *hf_name(const char *g, char *buf, size_t cap)
@@ -155,7 +156,7 @@ static apr_model *clone_fixture(const apr_model *src, const clone_spec *cs)
         apr_dtype dt = t->dtype;
         uint64_t nbytes = t->nbytes;
         if (cs->quant != APR_DT_F32 && t->ndim == 2 && t->dtype == APR_DT_F32 &&
-            apr_dtype_row_bytes(cs->quant, t->dims[1])) {
+            apr_dtype_row_bytes(cs->quant, t->dims[1]) && !(cs->quant_skip && strstr(t->name, cs->quant_skip))) {
             nbytes = t->dims[0] * apr_dtype_row_bytes(cs->quant, t->dims[1]);
             uint8_t *q = malloc(nbytes);
             assert_non_null(q);
@@ -295,6 +296,67 @@ static void test_fused_qkv_bit_identical(void **state)
     free(a);
     free(b);
     apr_model_free(fm);
+    apr_model_free(m);
+}
+
+/* APR's mixed-dtype fused QKV (APR_DT_ROWCAT: Q and K in Q8_0, V in F32, as
+ * parts) against the split model with the same dtypes. */
+static void test_rowcat_qkv_bit_identical(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(path, FIXTURE);
+    apr_model *m = open_fixture(path);
+    clone_spec cs = {.fmt = APR_FMT_GGUF, .quant = APR_DT_Q8_0, .quant_skip = ".attn_v."};
+    apr_model *split = clone_fixture(m, &cs);
+    apr_model *fused = apr_model_new(APR_FMT_APR);
+    apr_err err = {0};
+    for (uint64_t i = 0; i < split->n_kvs; i++)
+        assert_int_equal(apr_model_set_kv(fused, &split->kvs[i]), 0);
+    for (uint64_t i = 0; i < split->n_tensors; i++) {
+        const apr_tensor *t = &split->tensors[i];
+        if (strstr(t->name, ".attn_k.") || strstr(t->name, ".attn_v."))
+            continue;
+        if (!strstr(t->name, ".attn_q.")) {
+            assert_int_equal(apr_model_add_tensor(fused, t->name, t->dtype, t->ndim, t->dims, t->data, t->nbytes,
+                                                  false, &err), 0);
+            continue;
+        }
+        unsigned layer;
+        assert_int_equal(sscanf(t->name, "blk.%u.", &layer), 1);
+        char kn[64], vn[64], fn[96];
+        snprintf(kn, sizeof kn, "blk.%u.attn_k.weight", layer);
+        snprintf(vn, sizeof vn, "blk.%u.attn_v.weight", layer);
+        const apr_tensor *k = apr_model_tensor(split, kn), *v = apr_model_tensor(split, vn);
+        assert_int_equal(t->dtype, APR_DT_Q8_0);
+        assert_int_equal(k->dtype, APR_DT_Q8_0);
+        assert_int_equal(v->dtype, APR_DT_F32);
+        /* layer 0: Q and K as one Q8_0 part; others: three parts */
+        apr_tensor_part parts[3];
+        uint32_t np = 0;
+        if (layer == 0) {
+            parts[np++] = (apr_tensor_part){APR_DT_Q8_0, t->dims[0] + k->dims[0], t->nbytes + k->nbytes};
+        } else {
+            parts[np++] = (apr_tensor_part){APR_DT_Q8_0, t->dims[0], t->nbytes};
+            parts[np++] = (apr_tensor_part){APR_DT_Q8_0, k->dims[0], k->nbytes};
+        }
+        parts[np++] = (apr_tensor_part){APR_DT_F32, v->dims[0], v->nbytes};
+        uint8_t *data = malloc(t->nbytes + k->nbytes + v->nbytes);
+        memcpy(data, t->data, t->nbytes);
+        memcpy(data + t->nbytes, k->data, k->nbytes);
+        memcpy(data + t->nbytes + k->nbytes, v->data, v->nbytes);
+        snprintf(fn, sizeof fn, "model.layers.%u.self_attn.qkv_proj.weight", layer);
+        if (apr_model_add_rowcat_tensor(fused, fn, t->dims[1], parts, np, data, true, &err))
+            fail_msg("rowcat %s: %s", fn, err.msg);
+    }
+    assert_int_equal(apr_model_derive(fused, &err), 0);
+    assert_int_equal(apr_model_tensor(fused, "model.layers.1.self_attn.qkv_proj.weight")->dtype, APR_DT_ROWCAT);
+    float *a = eval_all(split, PROMPT, NPROMPT, 2, 0, NULL);
+    float *b = eval_all(fused, PROMPT, NPROMPT, 3, 0, NULL);
+    assert_memory_equal(a, b, (size_t)NPROMPT * m->cfg.vocab * sizeof(float));
+    free(a);
+    free(b);
+    apr_model_free(fused);
+    apr_model_free(split);
     apr_model_free(m);
 }
 
@@ -474,6 +536,179 @@ static void test_quantized_q8_0_close(void **state)
     apr_model_free(m);
 }
 
+/* A copy of m (same format and names) with its 2-D F32 weights converted to
+ * dt (those whose row length dt cannot take stay F32), and optionally the
+ * tensors whose name contains zero_match zeroed. */
+static apr_model *requant(const apr_model *m, apr_dtype dt, const char *zero_match)
+{
+    apr_err err = {0};
+    apr_model *c = apr_model_new(m->format);
+    for (uint64_t i = 0; i < m->n_kvs; i++)
+        assert_int_equal(apr_model_set_kv(c, &m->kvs[i]), 0);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const apr_tensor *t = &m->tensors[i];
+        assert_int_equal(t->dtype, APR_DT_F32);
+        const uint64_t rows = t->ndim == 2 ? t->dims[0] : 1, cols = t->dims[t->ndim - 1];
+        const uint64_t rb = apr_dtype_row_bytes(dt, cols);
+        const bool conv = t->ndim == 2 && dt != APR_DT_F32 && rb;
+        const uint64_t nbytes = conv ? rows * rb : t->nbytes;
+        uint8_t *data = malloc(nbytes);
+        assert_non_null(data);
+        const float *src = (const float *)t->data;
+        float *zeros = NULL;
+        if (zero_match && strstr(t->name, zero_match)) {
+            zeros = calloc(rows * cols, sizeof *zeros);
+            src = zeros;
+        }
+        if (!conv)
+            memcpy(data, src, nbytes);
+        else if (dt == APR_DT_F16 || dt == APR_DT_BF16)
+            for (uint64_t e = 0; e < rows * cols; e++) {
+                const uint16_t h = dt == APR_DT_F16 ? apr_f32_to_f16(src[e]) : apr_f32_to_bf16(src[e]);
+                memcpy(data + 2 * e, &h, 2);
+            }
+        else
+            assert_int_equal(apr_quantize_chunk(dt, src, data, (int64_t)rows, (int64_t)cols, NULL), nbytes);
+        free(zeros);
+        if (apr_model_add_tensor(c, t->name, conv ? dt : APR_DT_F32, t->ndim, t->dims, data, nbytes, true, &err))
+            fail_msg("add %s: %s", t->name, err.msg);
+    }
+    assert_int_equal(apr_model_derive(c, &err), 0);
+    return c;
+}
+
+static apr_model *synth(const char *preset)
+{
+    apr_synth_config sc;
+    apr_err err = {0};
+    assert_int_equal(apr_synth_preset(&sc, preset, &err), 0);
+    apr_model *m = NULL;
+    if (apr_synth_model(&m, &sc, &err))
+        fail_msg("synth %s: %s", preset, err.msg);
+    return m;
+}
+
+/* The F32 model of q's weights dequantized (the reference for in-place matmuls). */
+static apr_model *dequantized(const apr_model *q)
+{
+    apr_err err = {0};
+    apr_model *c = apr_model_new(q->format);
+    for (uint64_t i = 0; i < q->n_kvs; i++)
+        assert_int_equal(apr_model_set_kv(c, &q->kvs[i]), 0);
+    for (uint64_t i = 0; i < q->n_tensors; i++) {
+        const apr_tensor *t = &q->tensors[i];
+        const uint64_t rows = t->ndim == 2 ? t->dims[0] : 1, cols = t->dims[t->ndim - 1];
+        float *f = malloc(rows * cols * sizeof *f);
+        const uint64_t rb = apr_dtype_row_bytes(t->dtype, cols);
+        for (uint64_t r = 0; r < rows; r++)
+            assert_int_equal(apr_to_f32_row(t->dtype, t->data + r * rb, f + r * cols, (int64_t)cols), 0);
+        if (apr_model_add_tensor(c, t->name, APR_DT_F32, t->ndim, t->dims, f, rows * cols * sizeof *f, true, &err))
+            fail_msg("add %s: %s", t->name, err.msg);
+    }
+    assert_int_equal(apr_model_derive(c, &err), 0);
+    return c;
+}
+
+/* Every weight dtype runs in place (k-quants need rows of 256: the tiny
+ * synthetic LLaMA has them). The reference is the same model with its
+ * weights dequantized to F32, so what differs is only the activation
+ * rounding of the quantized dot products (Q8_0 / Q8_K activations). */
+static void test_synth_every_dtype(void **state)
+{
+    (void)state;
+    apr_model *m = synth("tiny-llama");
+    const uint32_t V = m->cfg.vocab, N = 12;
+    int32_t ids[12];
+    for (uint32_t i = 0; i < N; i++)
+        ids[i] = (int32_t)((i * 97 + 5) % V);
+    static const apr_dtype types[] = {APR_DT_F16, APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q6_K, APR_DT_Q5_K, APR_DT_Q5_0,
+                                      APR_DT_Q5_1, APR_DT_Q4_K, APR_DT_Q4_0, APR_DT_Q4_1, APR_DT_Q3_K, APR_DT_Q2_K};
+    float *f32 = eval_all(m, ids, N, 2, 0, NULL);
+    for (size_t k = 0; k < sizeof types / sizeof *types; k++) {
+        apr_model *q = requant(m, types[k], NULL);
+        assert_int_equal(apr_model_tensor(q, "model.layers.0.mlp.down_proj.weight")->dtype, types[k]);
+        apr_model *d = dequantized(q);
+        float *lq = eval_all(q, ids, N, 3, 5, NULL);
+        float *ld = eval_all(d, ids, N, 2, 0, NULL);
+        double worst = 1.0;
+        uint32_t same_top = 0;
+        for (uint32_t p = 0; p < N; p++) {
+            const float *x = ld + (size_t)p * V, *y = lq + (size_t)p * V;
+            const double c = cosine(x, y, V);
+            if (c < worst)
+                worst = c;
+            uint32_t ta = 0, tb = 0;
+            for (uint32_t i = 1; i < V; i++) {
+                ta = x[i] > x[ta] ? i : ta;
+                tb = y[i] > y[tb] ? i : tb;
+            }
+            same_top += ta == tb;
+        }
+        print_message("%-5s in place vs dequantized F32: min cosine %.7f, top-1 %u/%u\n", apr_dtype_name(types[k]),
+                      worst, same_top, N);
+        /* plain types use F32 activations: the same arithmetic as the F32 model */
+        if (types[k] == APR_DT_F16 || types[k] == APR_DT_BF16)
+            assert_memory_equal(lq, ld, (size_t)N * V * sizeof(float));
+        /* A wrong kernel gives a cosine near 0; activation rounding alone
+         * measured 0.984..0.9995 on this random (error-amplifying) model. */
+        assert_true(worst >= 0.98);
+        assert_true(same_top + 3 >= N);
+        assert_memory_not_equal(f32, lq, (size_t)N * V * sizeof(float)); /* really converted */
+        free(lq);
+        free(ld);
+        apr_model_free(d);
+        apr_model_free(q);
+    }
+    free(f32);
+    apr_model_free(m);
+}
+
+/* Qwen2: NEOX rope and QKV biases; HF names (safetensors order) and GGUF
+ * names give the same logits (NEOX rows are never permuted), and the biases
+ * are really applied. */
+static void test_synth_qwen2(void **state)
+{
+    (void)state;
+    apr_model *m = synth("tiny-qwen2");
+    assert_string_equal(m->cfg.arch, "qwen2");
+    assert_true(m->cfg.qkv_bias);
+    assert_true(m->cfg.tied_embeddings);
+    const uint32_t V = m->cfg.vocab, N = 9;
+    int32_t ids[9];
+    for (uint32_t i = 0; i < N; i++)
+        ids[i] = (int32_t)((i * 131 + 7) % V);
+    float *a = eval_all(m, ids, N, 2, 0, NULL);
+    apr_model *g = requant(m, APR_DT_F32, NULL);
+    g->format = APR_FMT_GGUF; /* as a GGUF would present it: order must not matter for NEOX */
+    float *b = eval_all(g, ids, N, 1, 4, NULL);
+    assert_memory_equal(a, b, (size_t)N * V * sizeof(float));
+    apr_model *nb = requant(m, APR_DT_F32, "self_attn.k_proj.bias");
+    float *c = eval_all(nb, ids, N, 2, 0, NULL);
+    assert_memory_not_equal(a, c, (size_t)N * V * sizeof(float));
+    /* without its biases the model is refused (the config says Qwen2 has them) */
+    apr_model *nob = apr_model_new(APR_FMT_SAFETENSORS);
+    apr_err err = {0};
+    for (uint64_t i = 0; i < m->n_kvs; i++)
+        assert_int_equal(apr_model_set_kv(nob, &m->kvs[i]), 0);
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const apr_tensor *t = &m->tensors[i];
+        if (!strstr(t->name, ".bias"))
+            assert_int_equal(apr_model_add_tensor(nob, t->name, t->dtype, t->ndim, t->dims, t->data, t->nbytes, false, &err), 0);
+    }
+    assert_int_equal(apr_model_derive(nob, &err), 0);
+    nob->cfg.qkv_bias = true;
+    apr_fwd *f = NULL;
+    assert_int_not_equal(apr_fwd_load(&f, nob, NULL, &err), 0);
+    assert_non_null(strstr(err.msg, "bias"));
+    apr_model_free(nob);
+    free(a);
+    free(b);
+    free(c);
+    apr_model_free(nb);
+    apr_model_free(g);
+    apr_model_free(m);
+}
+
 static void test_graph_errors(void **state)
 {
     (void)state;
@@ -556,10 +791,13 @@ int main(void)
         cmocka_unit_test(test_greedy_text),
         cmocka_unit_test(test_threads_and_batching_bit_identical),
         cmocka_unit_test(test_fused_qkv_bit_identical),
+        cmocka_unit_test(test_rowcat_qkv_bit_identical),
         cmocka_unit_test(test_hf_rotate_half_bit_identical),
         cmocka_unit_test(test_trace_names_corrupted_layer),
         cmocka_unit_test(test_trace_stats_values),
         cmocka_unit_test(test_quantized_q8_0_close),
+        cmocka_unit_test(test_synth_every_dtype),
+        cmocka_unit_test(test_synth_qwen2),
         cmocka_unit_test(test_graph_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

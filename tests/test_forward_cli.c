@@ -178,8 +178,8 @@ static void test_peer_llama_cpp(void **state)
     const char *dir = tu_tmpdir("peer-llama");
     const char *out = tu_path(dir, "peer.out");
     const char *vocab = tu_shared("fixtures/ggml-vocab-llama-spm.gguf");
-    int rc = tu_system(out, "python3 '%s/tests/peer/llama_logits_peer.py' '%s' '%s' %s%s%s", src ? src : ".", bin,
-                       model, vocab ? "'" : "", vocab ? vocab : "", vocab ? "'" : "");
+    int rc = tu_system(out, "python3 '%s/tests/peer/llama_logits_peer.py' '%s' '%s' %s%s%s --synth", src ? src : ".",
+                       bin, model, vocab ? "'" : "", vocab ? vocab : "", vocab ? "'" : "");
     char *log = tu_read_file(out, NULL);
     print_message("%s", log ? log : "");
     if (rc == 77) {

@@ -2,7 +2,7 @@
 """Peer check of apr's forward pass and SentencePiece tokenizer against llama.cpp
 (through the llama-cpp-python binding).
 
-usage: llama_logits_peer.py APR_BIN MODEL.gguf [VOCAB.gguf]
+usage: llama_logits_peer.py APR_BIN MODEL.gguf [VOCAB.gguf] [--synth]
 
 1. Logits: for a few prompts, `apr run --dump-logits` (every prompt position)
    against llama.cpp's logits with an F32 KV cache (llama.cpp's default F16
@@ -10,6 +10,10 @@ usage: llama_logits_peer.py APR_BIN MODEL.gguf [VOCAB.gguf]
    prompt token ids must be identical.
 2. Tokenizer (when VOCAB.gguf is given): `apr run --tokenize-only` against
    llama.cpp's tokenize() (BOS added) for a set of strings.
+3. --synth: synthetic Qwen2 (NEOX rope, QKV biases, tied embeddings, byte-BPE
+   tokenizer) and LLaMA (head_dim 32 != hidden / heads) models from `apr synth`,
+   run from the HF safetensors directory and from its `apr convert` GGUF: both
+   within 1e-4 of llama.cpp on the GGUF, and bit-identical to each other.
 
 Exit 0 pass, 1 mismatch, 77 when llama_cpp cannot be imported (skip).
 """
@@ -97,13 +101,54 @@ def check_tokenizer(apr_bin, vocab):
     return ok
 
 
+def check_synth(apr_bin):
+    ok = True
+    prompt = "hello world, this is a synthetic model"
+    with tempfile.TemporaryDirectory() as td:
+        for preset, extra in (("tiny-qwen2", []), ("tiny-llama", ["--head-dim", "32"])):
+            hf = os.path.join(td, preset)
+            gg = hf + ".gguf"
+            for cmd in (["synth", hf, "--preset", preset, "-q", *extra], ["convert", hf, gg]):
+                r = subprocess.run([apr_bin, *cmd], capture_output=True)
+                if r.returncode != 0:
+                    print(f"FAIL apr {' '.join(cmd)}: {r.stderr.decode(errors='replace')}")
+                    return False
+            dumps = []
+            for src in (hf, gg):
+                dump = src + ".logits"
+                r = apr(apr_bin, src, "--prompt", prompt, "-n", "1", "--dump-logits", dump, "--print-ids",
+                        "--device", "cpu")
+                ids_line = [l for l in r.stderr.decode().splitlines() if l.startswith("prompt ids:")][0]
+                dumps.append(([int(x) for x in ids_line.split(":")[1].split()], np.fromfile(dump, dtype="<f4")))
+            llm = llama_cpp.Llama(gg, n_ctx=128, n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+            add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+            ref_ids = llm.tokenize(prompt.encode(), add_bos=add_bos)
+            llm.eval(ref_ids)
+            ref = np.array(llm.scores[: len(ref_ids)], dtype=np.float32)
+            for (ids, lg), name in zip(dumps, ("safetensors", "gguf")):
+                if ids != ref_ids or lg.size != ref.size:
+                    print(f"FAIL {preset} {name}: ids {ids[:12]} llama.cpp {ref_ids[:12]}")
+                    ok = False
+                    continue
+                d = float(np.abs(lg.reshape(ref.shape) - ref).max())
+                print(f"{'ok ' if d <= TOL else 'FAIL'} {preset} from {name}: max|diff| {d:.3g} vs llama.cpp")
+                ok &= d <= TOL
+            same = dumps[0][1].tobytes() == dumps[1][1].tobytes()
+            print(f"{'ok ' if same else 'FAIL'} {preset}: safetensors and GGUF logits bit-identical")
+            ok &= same
+    return ok
+
+
 def main():
-    if len(sys.argv) < 3:
+    args = [a for a in sys.argv[1:] if a != "--synth"]
+    if len(args) < 2:
         print(__doc__)
         return 2
-    ok = check_logits(sys.argv[1], sys.argv[2])
-    if len(sys.argv) > 3:
-        ok &= check_tokenizer(sys.argv[1], sys.argv[3])
+    ok = check_logits(args[0], args[1])
+    if len(args) > 2:
+        ok &= check_tokenizer(args[0], args[2])
+    if "--synth" in sys.argv:
+        ok &= check_synth(args[0])
     return 0 if ok else 1
 
 
