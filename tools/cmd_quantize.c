@@ -1,9 +1,514 @@
-/* cmd_quantize.c - TEMPORARY scaffold, replaced by the real command. */
+/* cmd_quantize.c - `apr quantize IN OUT --type T`: llama-quantize's output,
+ * byte for byte (same tensor order, types, data, KVs plus
+ * general.quantization_version and general.file_type), threaded over rows.
+ *
+ * Memory: the input is mapped; tensors that keep their type are written
+ * straight from the mapping; every quantized tensor gets an owned buffer of
+ * its output size (so peak RAM is about the output file size, which is much
+ * smaller than the input), and f32 rows are converted in small per-thread
+ * slabs, never a whole tensor at once. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "formats.h"
+#include "quant.h"
+
+typedef struct q_opts {
+    const char *in, *out, *type, *imatrix, *to;
+    bool pure, allow_requantize, quiet, no_provenance;
+    int threads;
+} q_opts;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: apr quantize IN OUT --type T [options]\n"
+            "\n"
+            "  IN                 a GGUF (F32/F16/BF16), or any file apr reads with GGUF tensor names\n"
+            "  OUT                .gguf (default) or .apr (by extension, or --to)\n"
+            "  --type T           %s\n"
+            "  --pure             T's base type for every quantizable tensor (no per-tensor mix rules)\n"
+            "  --imatrix FILE     llama-imatrix output (legacy .dat or GGUF)\n"
+            "  --threads N        worker threads (default: all cores)\n"
+            "  --to gguf|apr      output format regardless of OUT's extension\n"
+            "  --allow-requantize accept already-quantized input (dequantize, then quantize)\n"
+            "  --no-provenance    do not record the provenance (source and tensor sha256)\n"
+            "  -q, --quiet        no progress and no summary\n",
+            apr_quant_mix_names());
+}
+
+static int parse_args(int argc, char **argv, q_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **val = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(a, "--pure")) {
+            o->pure = true;
+        } else if (!strcmp(a, "--allow-requantize")) {
+            o->allow_requantize = true;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o->quiet = true;
+        } else if (!strcmp(a, "--no-provenance")) {
+            o->no_provenance = true;
+        } else if (!strcmp(a, "--type")) {
+            val = &o->type;
+        } else if (!strcmp(a, "--imatrix")) {
+            val = &o->imatrix;
+        } else if (!strcmp(a, "--to")) {
+            val = &o->to;
+        } else if (!strcmp(a, "--threads")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "apr quantize: --threads needs a value\n");
+                return -1;
+            }
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 1024) {
+                fprintf(stderr, "apr quantize: --threads %s: expected 1..1024\n", argv[i]);
+                return -1;
+            }
+            o->threads = (int)n;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "apr quantize: unknown option %s\n", a);
+            return -1;
+        } else if (!o->in) {
+            o->in = a;
+        } else if (!o->out) {
+            o->out = a;
+        } else {
+            fprintf(stderr, "apr quantize: unexpected argument %s\n", a);
+            return -1;
+        }
+        if (val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "apr quantize: %s needs a value\n", a);
+                return -1;
+            }
+            *val = argv[++i];
+        }
+    }
+    if (!o->in || !o->out || !o->type) {
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ the tensor job */
+
+/* One tensor: convert slabs of rows to f32, check them, quantize. Workers
+ * grab row ranges; the first non-finite value (lowest row) is reported. */
+typedef struct tjob {
+    const apr_tensor *src;
+    apr_dtype to;
+    int64_t nrows, ncols;
+    uint64_t src_row_bytes, dst_row_bytes;
+    uint8_t *dst;
+    const float *imatrix;
+    int64_t rows_per_grab;
+    atomic_llong next;
+    atomic_llong bad_row;  /* lowest row with NaN/Inf, or INT64_MAX */
+    atomic_int failed;     /* conversion or quantization refused */
+} tjob;
+
+static void *tjob_worker(void *arg)
+{
+    tjob *j = arg;
+    float *buf = malloc((size_t)j->rows_per_grab * (size_t)j->ncols * sizeof(float));
+    if (!buf) {
+        atomic_store(&j->failed, 1);
+        return NULL;
+    }
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add(&j->next, j->rows_per_grab);
+        if (r0 >= j->nrows)
+            break;
+        const int64_t nr = r0 + j->rows_per_grab <= j->nrows ? j->rows_per_grab : j->nrows - r0;
+        const uint8_t *s = j->src->data + (uint64_t)r0 * j->src_row_bytes;
+        if (apr_to_f32_row(j->src->dtype, s, buf, nr * j->ncols) != 0) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            const float *x = buf + r * j->ncols;
+            for (int64_t c = 0; c < j->ncols; c++) {
+                if (!isfinite(x[c])) {
+                    long long cur = atomic_load(&j->bad_row);
+                    while (r0 + r < cur && !atomic_compare_exchange_weak(&j->bad_row, &cur, r0 + r))
+                        ;
+                    break;
+                }
+            }
+        }
+        if (atomic_load(&j->bad_row) != INT64_MAX)
+            break;
+        if (!apr_quantize_chunk(j->to, buf, j->dst + (uint64_t)r0 * j->dst_row_bytes, nr, j->ncols, j->imatrix)) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static int run_tensor(const apr_tensor *t, apr_dtype to, const float *imatrix, uint8_t *dst, int threads,
+                      apr_err *err)
+{
+    tjob j = {.src = t, .to = to, .dst = dst, .imatrix = imatrix};
+    j.ncols = (int64_t)t->dims[t->ndim - 1];
+    j.nrows = 1;
+    for (uint32_t d = 0; d + 1 < t->ndim; d++)
+        j.nrows *= (int64_t)t->dims[d];
+    j.src_row_bytes = apr_dtype_row_bytes(t->dtype, (uint64_t)j.ncols);
+    j.dst_row_bytes = apr_dtype_row_bytes(to, (uint64_t)j.ncols);
+    if (!j.src_row_bytes || !j.dst_row_bytes)
+        return apr_err_set(err, APR_E_FORMAT, "%s: %lld columns do not fit %s -> %s", t->name, (long long)j.ncols,
+                           apr_dtype_name(t->dtype), apr_dtype_name(to));
+    /* ~16k weights per grab (llama-quantize's chunk), whole rows */
+    j.rows_per_grab = j.ncols >= 16384 ? 1 : (16384 + j.ncols - 1) / j.ncols;
+    atomic_init(&j.next, 0);
+    atomic_init(&j.bad_row, INT64_MAX);
+    atomic_init(&j.failed, 0);
+    int64_t chunks = (j.nrows + j.rows_per_grab - 1) / j.rows_per_grab;
+    int nt = threads < chunks ? threads : (int)chunks;
+    pthread_t th[1024];
+    int started = 0;
+    for (int i = 0; i < nt - 1; i++) {
+        if (pthread_create(&th[i], NULL, tjob_worker, &j) != 0)
+            break;
+        started++;
+    }
+    tjob_worker(&j);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    long long bad = atomic_load(&j.bad_row);
+    if (bad != INT64_MAX)
+        return apr_err_set(err, APR_E_FORMAT, "tensor %s: row %lld contains NaN or Inf; refusing to quantize it",
+                           t->name, bad);
+    if (atomic_load(&j.failed))
+        return apr_err_set(err, APR_E_NOMEM, "tensor %s: converting %s -> %s failed", t->name,
+                           apr_dtype_name(t->dtype), apr_dtype_name(to));
+    return 0;
+}
+
+/* ------------------------------------------------------------ planning */
+
+typedef struct tplan {
+    const apr_tensor *src;
+    apr_dtype to;
+    const float *imatrix;
+} tplan;
+
+static int cmp_plan(const void *a, const void *b)
+{
+    return apr_quant_tensor_cmp(((const tplan *)a)->src->name, ((const tplan *)b)->src->name);
+}
+
+static bool has_gguf_names(const apr_model *m)
+{
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, "token_embd.weight") || !strncmp(m->tensors[i].name, "blk.", 4))
+            return true;
+    return false;
+}
+
+static void kv_u32_arch(const apr_model *m, const char *arch, const char *suffix, uint32_t *out)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!apr_kv_get_u32(m, key, out))
+        *out = 0;
+}
+
+/* Fills plan[] (sorted in llama-quantize's order) with each tensor's target. */
+static int make_plan(const apr_model *in, const q_opts *o, const apr_imatrix *im, tplan *plan,
+                     apr_quant_mix *mix, apr_err *err)
+{
+    const char *arch = apr_kv_get_str(in, "general.architecture");
+    apr_quant_mix_model mm = {.arch = arch ? arch : "", .has_imatrix = im != NULL};
+    if (arch) {
+        kv_u32_arch(in, arch, "block_count", &mm.n_layer);
+        kv_u32_arch(in, arch, "attention.head_count", &mm.n_head);
+        kv_u32_arch(in, arch, "attention.head_count_kv", &mm.n_head_kv);
+        kv_u32_arch(in, arch, "expert_count", &mm.n_expert);
+    }
+    int rc = apr_quant_mix_init(mix, o->type, o->pure, &mm, err);
+    if (rc)
+        return rc;
+    for (uint64_t i = 0; i < in->n_tensors; i++)
+        plan[i].src = &in->tensors[i];
+    qsort(plan, (size_t)in->n_tensors, sizeof *plan, cmp_plan);
+    for (uint64_t i = 0; i < in->n_tensors; i++)
+        apr_quant_mix_scan(mix, plan[i].src->name);
+    for (uint64_t i = 0; i < in->n_tensors; i++) {
+        const apr_tensor *t = plan[i].src;
+        if (t->dtype == APR_DT_ROWCAT || t->ndim == 0)
+            return apr_err_set(err, APR_E_UNSUPPORTED, "%s: fused tensors of mixed types cannot be quantized",
+                               t->name);
+        rc = apr_quant_mix_type(mix, t->name, t->ndim, t->dims, t->dtype, &plan[i].to, err);
+        if (rc)
+            return rc;
+        if (plan[i].to == t->dtype)
+            continue;
+        const apr_dtype_info *di = apr_dtype_get(t->dtype);
+        if (di && di->quantized && !o->allow_requantize)
+            return apr_err_set(err, APR_E_ARG,
+                               "%s is already quantized (tensor %s is %s); re-quantizing loses precision. "
+                               "Use an F32/F16/BF16 source, or pass --allow-requantize", o->in, t->name,
+                               di->name);
+        if (!di || (!di->quantized && t->dtype != APR_DT_F32 && t->dtype != APR_DT_F16 &&
+                    t->dtype != APR_DT_BF16 && t->dtype != APR_DT_F64))
+            return apr_err_set(err, APR_E_UNSUPPORTED, "%s: cannot convert a %s tensor to %s", t->name,
+                               apr_dtype_name(t->dtype), apr_dtype_name(plan[i].to));
+        if (im && apr_dtype_get(plan[i].to)->quantized) {
+            const apr_imatrix_entry *e = apr_imatrix_find(im, t->name);
+            const uint64_t ne0 = t->dims[t->ndim - 1];
+            if (e && e->n == ne0)
+                plan[i].imatrix = e->values;
+            else if (e && strcmp(t->name, "token_embd.weight") != 0)
+                return apr_err_set(err, APR_E_FORMAT, "imatrix has %llu values for %s, the tensor has %llu columns",
+                                   (unsigned long long)e->n, t->name, (unsigned long long)ne0);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ main */
+
+static char *join_cmdline(int argc, char **argv)
+{
+    size_t n = 16;
+    for (int i = 0; i < argc; i++)
+        n += strlen(argv[i]) + 1;
+    char *s = malloc(n);
+    if (!s)
+        return NULL;
+    strcpy(s, "apr");
+    for (int i = 0; i < argc; i++) {
+        strcat(s, " ");
+        strcat(s, argv[i]);
+    }
+    return s;
+}
+
+static void progress(bool on, uint64_t i, uint64_t n, const char *name, apr_dtype to, uint64_t done_w,
+                     uint64_t total_w)
+{
+    if (!on)
+        return;
+    int pct = total_w ? (int)(100.0 * done_w / total_w) : 100;
+    int bar = pct / 4;
+    fprintf(stderr, "\r[%.*s%*s] %3d%% %4llu/%-4llu %-36.36s -> %-5s", bar, "=========================", 25 - bar,
+            "", pct, (unsigned long long)i, (unsigned long long)n, name, apr_dtype_name(to));
+    fflush(stderr);
+}
+
+static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
+{
+    apr_format fmt = APR_FMT_GGUF;
+    if (o->to) {
+        if (!strcasecmp(o->to, "gguf"))
+            fmt = APR_FMT_GGUF;
+        else if (!strcasecmp(o->to, "apr"))
+            fmt = APR_FMT_APR;
+        else
+            return apr_err_set(err, APR_E_ARG, "--to %s: expected gguf or apr", o->to);
+    } else if (apr_format_from_path(o->out) == APR_FMT_APR) {
+        fmt = APR_FMT_APR;
+    }
+    if (apr_same_file(o->in, o->out))
+        return apr_err_set(err, APR_E_ARG, "OUT is the same file as IN; apr never overwrites its input");
+
+    const double t0 = now_s();
+    apr_model *in = NULL;
+    int rc = apr_model_open(&in, o->in, NULL, err);
+    if (rc)
+        return rc;
+    apr_model *out = NULL;
+    apr_imatrix *im = NULL;
+    tplan *plan = NULL;
+    apr_prov *prov = NULL;
+    char *cmdline = NULL, *json = NULL;
+
+    if (in->format != APR_FMT_GGUF && !has_gguf_names(in)) {
+        rc = apr_err_set(err, APR_E_UNSUPPORTED,
+                         "%s is %s with HF tensor names; apr quantize works on GGUF names. Convert it first: "
+                         "apr convert %s model.gguf", o->in, apr_format_name(in->format), o->in);
+        goto done;
+    }
+    if (o->imatrix && (rc = apr_imatrix_load(&im, o->imatrix, err)))
+        goto done;
+    plan = calloc(in->n_tensors ? in->n_tensors : 1, sizeof *plan);
+    if (!plan) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    apr_quant_mix mix;
+    if ((rc = make_plan(in, o, im, plan, &mix, err)))
+        goto done;
+
+    out = apr_model_new(fmt);
+    if (!out) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (uint64_t i = 0; i < in->n_kvs && !rc; i++) {
+        const char *k = in->kvs[i].key;
+        if (!strncmp(k, "split.", 6) || !strncmp(k, "apr.provenance", 14))
+            continue; /* llama-quantize drops split keys; our provenance is rewritten below */
+        rc = apr_model_set_kv(out, &in->kvs[i]);
+    }
+    if (!rc)
+        rc = apr_model_set_kv_u32(out, "general.quantization_version", 2);
+    if (!rc)
+        rc = apr_model_set_kv_u32(out, "general.file_type", (uint32_t)mix.ftype);
+    if (rc) {
+        rc = apr_err_set(err, rc, "copying the metadata failed");
+        goto done;
+    }
+
+    const int threads = o->threads > 0 ? o->threads : apr_quant_default_threads();
+    const bool show = !o->quiet && isatty(2);
+    uint64_t total_w = 0, done_w = 0, qweights = 0, bytes_in = 0, bytes_out = 0, n_conv = 0;
+    for (uint64_t i = 0; i < in->n_tensors; i++) {
+        uint64_t ne = 0;
+        apr_dims_count(plan[i].src->ndim, plan[i].src->dims, &ne);
+        total_w += plan[i].to != plan[i].src->dtype ? ne : 0;
+    }
+    double tq = 0;
+    for (uint64_t i = 0; i < in->n_tensors; i++) {
+        const apr_tensor *t = plan[i].src;
+        uint64_t ne = 0, nbytes = 0;
+        apr_dims_count(t->ndim, t->dims, &ne);
+        bytes_in += t->nbytes;
+        progress(show, i + 1, in->n_tensors, t->name, plan[i].to, done_w, total_w);
+        if (plan[i].to == t->dtype) {
+            rc = apr_model_add_tensor(out, t->name, t->dtype, t->ndim, t->dims, t->data, t->nbytes, false, err);
+            bytes_out += t->nbytes;
+        } else {
+            if (!apr_dtype_tensor_bytes(plan[i].to, t->ndim, t->dims, &nbytes) || nbytes > SIZE_MAX) {
+                rc = apr_err_set(err, APR_E_FORMAT, "%s: bad shape for %s", t->name, apr_dtype_name(plan[i].to));
+                break;
+            }
+            uint8_t *buf = malloc(nbytes ? nbytes : 1);
+            if (!buf) {
+                rc = apr_err_set(err, APR_E_NOMEM, "%s: out of memory (%llu bytes)", t->name,
+                                 (unsigned long long)nbytes);
+                break;
+            }
+            const double ts = now_s();
+            rc = run_tensor(t, plan[i].to, plan[i].imatrix, buf, threads, err);
+            tq += now_s() - ts;
+            if (rc) {
+                free(buf);
+                break;
+            }
+            rc = apr_model_add_tensor(out, t->name, plan[i].to, t->ndim, t->dims, buf, nbytes, true, err);
+            if (rc)
+                free(buf);
+            done_w += ne;
+            qweights += ne;
+            n_conv++;
+            bytes_out += nbytes;
+        }
+        if (rc)
+            break;
+    }
+    if (show)
+        fprintf(stderr, "\n");
+    if (rc)
+        goto done;
+
+    if (!o->no_provenance) {
+        cmdline = join_cmdline(argc, argv);
+        prov = apr_prov_new("quantize", cmdline);
+        if (!prov) {
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((rc = apr_prov_set_source(prov, in, err)))
+            goto done;
+        for (uint64_t i = 0; i < out->n_tensors && !rc; i++) {
+            const apr_tensor *src = plan[i].src, *dst = &out->tensors[i];
+            char tr[64];
+            const apr_dtype_info *si = apr_dtype_get(src->dtype);
+            if (dst->dtype == src->dtype)
+                snprintf(tr, sizeof tr, "copy");
+            else if (apr_dtype_get(dst->dtype)->quantized)
+                snprintf(tr, sizeof tr, "%squantize:%s", si->quantized ? "dequantize:F32+" : "",
+                         apr_dtype_name(dst->dtype));
+            else
+                snprintf(tr, sizeof tr, "%sconvert:%s", si->quantized ? "dequantize:F32+" : "",
+                         apr_dtype_name(dst->dtype));
+            rc = apr_prov_add_tensor(prov, dst, tr, &src, 1, err);
+        }
+        if (!rc)
+            rc = apr_prov_finish(prov, fmt, threads, &json, err);
+        if (!rc)
+            rc = apr_prov_attach(out, json, fmt, err);
+        if (rc)
+            goto done;
+    }
+
+    apr_write_opts wo = {.progress = show};
+    if ((rc = apr_model_write(out, o->out, fmt, &wo, err)))
+        goto done;
+    if (!o->quiet) {
+        const double dt = now_s() - t0;
+        fprintf(stderr,
+                "apr quantize: %s -> %s (%s%s, %s)\n"
+                "  tensors %llu (%llu converted%s), size %.2f MiB -> %.2f MiB (%.2f bits/weight)\n"
+                "  time %.2f s total, %.2f s quantizing: %.1f M weights/s on %d threads (%.2f per thread)\n",
+                o->in, o->out, o->type, o->pure ? " pure" : "", fmt == APR_FMT_APR ? "APR" : "GGUF",
+                (unsigned long long)in->n_tensors, (unsigned long long)n_conv,
+                im ? ", with imatrix" : "", bytes_in / 1048576.0, bytes_out / 1048576.0,
+                qweights ? 8.0 * bytes_out / (double)qweights : 0.0, dt, tq, tq > 0 ? qweights / tq / 1e6 : 0.0,
+                threads, tq > 0 ? qweights / tq / 1e6 / threads : 0.0);
+        if (mix.n_fallback)
+            fprintf(stderr, "  %d tensor(s) used a fallback type (rows not a multiple of 256)\n", mix.n_fallback);
+    }
+done:
+    free(json);
+    free(cmdline);
+    apr_prov_free(prov);
+    apr_model_free(out);
+    free(plan);
+    apr_imatrix_free(im);
+    apr_model_free(in);
+    return rc;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
-    (void)argc; (void)argv;
-    fprintf(stderr, "apr quantize: not built yet\n");
-    return 2;
+    q_opts o;
+    if (parse_args(argc, argv, &o))
+        return 2;
+    apr_err err = {0};
+    int rc = quantize_main(&o, argc, argv, &err);
+    if (rc) {
+        fprintf(stderr, "apr quantize: %s\n", err.msg[0] ? err.msg : "failed");
+        return 2;
+    }
+    return 0;
 }

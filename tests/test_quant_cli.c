@@ -1,0 +1,273 @@
+/* test_quant_cli.c - `apr quantize` end to end on GGUF files written here:
+ * tensor order and types of a Q4_K_M mix, bytes equal to the reference
+ * kernels, thread-count independence, KVs, provenance, APR output, and the
+ * refusals (requantize, NaN rows, bad types, same file, bad imatrix). */
+#include "test_util.h"
+#include "quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define H 256
+#define FF 512
+#define NLAY 2
+#define VOC 300
+
+static void add_f(apr_model *m, const char *name, uint32_t ndim, uint64_t d0, uint64_t d1, apr_dtype dt,
+                  uint64_t seed, float nan_at_row)
+{
+    uint64_t dims[2] = {d0, d1};
+    uint64_t n = ndim == 1 ? d0 : d0 * d1;
+    float *x = malloc(n * 4);
+    tu_golden_input(seed, 1, n, x);
+    if (nan_at_row >= 0)
+        x[(uint64_t)nan_at_row * d1 + 5] = NAN;
+    void *data = x;
+    uint64_t nb = n * 4;
+    if (dt == APR_DT_F16) {
+        uint16_t *h = malloc(n * 2);
+        for (uint64_t i = 0; i < n; i++)
+            h[i] = apr_f32_to_f16(x[i]);
+        free(x);
+        data = h;
+        nb = n * 2;
+    }
+    apr_err err = {0};
+    assert_int_equal(apr_model_add_tensor(m, name, dt, ndim, dims, data, nb, true, &err), 0);
+}
+
+/* A 2-layer LLaMA-shaped GGUF; nan_row >= 0 poisons blk.1.attn_q. */
+static void write_model(const char *path, apr_dtype dt, int nan_row)
+{
+    apr_model *m = apr_model_new(APR_FMT_GGUF);
+    apr_err err = {0};
+    assert_int_equal(apr_model_set_kv_str(m, "general.architecture", "llama"), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.block_count", NLAY), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.embedding_length", H), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.attention.head_count", 4), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.attention.head_count_kv", 4), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "general.file_type", dt == APR_DT_F16 ? 1 : 0), 0);
+    uint64_t seed = 1;
+    /* GGUF order on purpose not llama-quantize's */
+    for (int l = NLAY - 1; l >= 0; l--) {
+        char nm[64];
+#define T2(s, r, c) snprintf(nm, sizeof nm, "blk.%d." s, l), add_f(m, nm, 2, r, c, dt, seed++, (l == 1 && !strcmp(s, "attn_q.weight")) ? nan_row : -1)
+        T2("ffn_down.weight", H, FF);
+        T2("attn_q.weight", H, H);
+        T2("attn_k.weight", H, H);
+        T2("attn_v.weight", H, H);
+        T2("attn_output.weight", H, H);
+        T2("ffn_gate.weight", FF, H);
+        T2("ffn_up.weight", FF, H);
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l), add_f(m, nm, 1, H, 0, APR_DT_F32, seed++, -1);
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l), add_f(m, nm, 1, H, 0, APR_DT_F32, seed++, -1);
+    }
+    add_f(m, "token_embd.weight", 2, VOC, H, dt, seed++, -1);
+    add_f(m, "output.weight", 2, VOC, H, dt, seed++, -1);
+    add_f(m, "output_norm.weight", 1, H, 0, APR_DT_F32, seed++, -1);
+    assert_int_equal(apr_gguf_write(m, path, NULL, &err), 0);
+    apr_model_free(m);
+}
+
+static int run(const char *dir, const char *args, char **log_out)
+{
+    const char *log = tu_path(dir, "log.txt");
+    int rc = tu_system(log, "'%s' quantize %s", tu_apr_bin(), args);
+    if (log_out)
+        *log_out = tu_read_file(log, NULL);
+    return rc;
+}
+
+static char g_dir[4096]; /* tu_tmpdir's buffer rotates: keep a copy */
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!tu_apr_bin())
+        return 0;
+    const char *d = tu_tmpdir("qcli");
+    if (!d)
+        return -1;
+    snprintf(g_dir, sizeof g_dir, "%s", d);
+    write_model(tu_path(g_dir, "f16.gguf"), APR_DT_F16, -1);
+    write_model(tu_path(g_dir, "nan.gguf"), APR_DT_F32, 3);
+    return 0;
+}
+
+#define NEED_BIN()                                                            \
+    do {                                                                      \
+        if (!tu_apr_bin()) {                                                  \
+            print_message("SKIP: APR_BIN not set (run through ctest)\n");   \
+            skip();                                                           \
+        }                                                                     \
+    } while (0)
+
+static void test_q4_k_m_output(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    char args[4096];
+    char *log = NULL;
+    snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M --threads 2", tu_path(g_dir, "f16.gguf"),
+             tu_path(g_dir, "q4km.gguf"));
+    int rc = run(g_dir, args, &log);
+    if (rc)
+        print_message("%s\n", log ? log : "");
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(log, "M weights/s"));
+    free(log);
+    apr_model *in = NULL, *out = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&in, tu_path(g_dir, "f16.gguf"), NULL, &err), 0);
+    assert_int_equal(apr_model_open(&out, tu_path(g_dir, "q4km.gguf"), NULL, &err), 0);
+    assert_int_equal(out->n_tensors, in->n_tensors);
+    /* llama-quantize order: non-layer tensors by name, then blk.0.*, blk.1.* */
+    for (uint64_t i = 1; i < out->n_tensors; i++)
+        assert_true(apr_quant_tensor_cmp(out->tensors[i - 1].name, out->tensors[i].name) < 0);
+    assert_string_equal(out->tensors[0].name, "output.weight");
+    uint32_t v;
+    assert_true(apr_kv_get_u32(out, "general.file_type", &v) && v == 15);
+    assert_true(apr_kv_get_u32(out, "general.quantization_version", &v) && v == 2);
+    assert_true(apr_kv_get_u32(out, "llama.block_count", &v) && v == NLAY);
+    /* types: 2 layers -> use_more_bits(i, 2) is true for both (i >= 7*2/8 = 1, i < 2/8 = 0 ... ) */
+    for (uint64_t i = 0; i < out->n_tensors; i++) {
+        const apr_tensor *t = &out->tensors[i];
+        const apr_tensor *s = apr_model_tensor(in, t->name);
+        assert_non_null(s);
+        apr_dtype want;
+        if (t->ndim == 1)
+            want = APR_DT_F32;
+        else if (!strcmp(t->name, "output.weight"))
+            want = APR_DT_Q6_K;
+        else if (strstr(t->name, "attn_v") || strstr(t->name, "ffn_down")) {
+            int l = atoi(t->name + 4);
+            want = (l < NLAY / 8 || l >= 7 * NLAY / 8 || (l - NLAY / 8) % 3 == 2) ? APR_DT_Q6_K : APR_DT_Q4_K;
+        } else
+            want = APR_DT_Q4_K;
+        if (t->dtype != want)
+            fail_msg("%s: %s, expected %s", t->name, apr_dtype_name(t->dtype), apr_dtype_name(want));
+        if (t->ndim == 2) { /* bytes = the reference kernels on the f16 -> f32 data */
+            uint64_t n = t->dims[0] * t->dims[1];
+            float *x = malloc(n * 4);
+            uint8_t *q = malloc(t->nbytes);
+            assert_int_equal(apr_to_f32_row(s->dtype, s->data, x, (int64_t)n), 0);
+            assert_int_equal(apr_quantize_chunk_ref(t->dtype, x, q, (int64_t)t->dims[0], (int64_t)t->dims[1], NULL),
+                             t->nbytes);
+            assert_memory_equal(q, t->data, t->nbytes);
+            free(x);
+            free(q);
+        } else {
+            assert_memory_equal(s->data, t->data, t->nbytes);
+        }
+    }
+    /* provenance: a quantize record naming the transform */
+    assert_non_null(out->provenance_json);
+    assert_non_null(strstr(out->provenance_json, "quantize:Q4_K"));
+    apr_model_free(in);
+    apr_model_free(out);
+}
+
+static void test_threads_and_apr_output(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    char args[4096];
+    snprintf(args, sizeof args, "'%s' '%s' --type Q6_K --threads 1 --no-provenance", tu_path(g_dir, "f16.gguf"),
+             tu_path(g_dir, "t1.gguf"));
+    assert_int_equal(run(g_dir, args, NULL), 0);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q6_K --threads 3 --no-provenance", tu_path(g_dir, "f16.gguf"),
+             tu_path(g_dir, "t3.gguf"));
+    assert_int_equal(run(g_dir, args, NULL), 0);
+    size_t n1, n3;
+    char *a = tu_read_file(tu_path(g_dir, "t1.gguf"), &n1), *b = tu_read_file(tu_path(g_dir, "t3.gguf"), &n3);
+    assert_int_equal(n1, n3);
+    assert_memory_equal(a, b, n1);
+    free(a);
+    free(b);
+    /* APR output by extension */
+    snprintf(args, sizeof args, "'%s' '%s' --type Q8_0", tu_path(g_dir, "f16.gguf"), tu_path(g_dir, "q8.apr"));
+    char *log = NULL;
+    int rc = run(g_dir, args, &log);
+    if (rc)
+        print_message("%s\n", log ? log : "");
+    free(log);
+    assert_int_equal(rc, 0);
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, tu_path(g_dir, "q8.apr"), NULL, &err), 0);
+    assert_int_equal(m->format, APR_FMT_APR);
+    const apr_tensor *t = apr_model_tensor(m, "blk.0.attn_q.weight");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, APR_DT_Q8_0);
+    apr_model_free(m);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    char args[4096];
+    char *log = NULL;
+    /* already quantized input */
+    snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M", tu_path(g_dir, "t1.gguf"), tu_path(g_dir, "rq.gguf"));
+    assert_int_equal(run(g_dir, args, &log), 2);
+    assert_non_null(strstr(log, "--allow-requantize"));
+    free(log);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M --allow-requantize", tu_path(g_dir, "t1.gguf"),
+             tu_path(g_dir, "rq.gguf"));
+    assert_int_equal(run(g_dir, args, NULL), 0);
+    /* NaN names tensor and row */
+    snprintf(args, sizeof args, "'%s' '%s' --type Q8_0", tu_path(g_dir, "nan.gguf"), tu_path(g_dir, "nan.out.gguf"));
+    assert_int_equal(run(g_dir, args, &log), 2);
+    assert_non_null(strstr(log, "blk.1.attn_q.weight"));
+    assert_non_null(strstr(log, "row 3"));
+    free(log);
+    assert_null(tu_read_file(tu_path(g_dir, "nan.out.gguf"), NULL)); /* nothing left behind */
+    /* bad type, same file, missing input, bad thread count */
+    snprintf(args, sizeof args, "'%s' '%s' --type Q7_K", tu_path(g_dir, "f16.gguf"), tu_path(g_dir, "x.gguf"));
+    assert_int_equal(run(g_dir, args, &log), 2);
+    assert_non_null(strstr(log, "Q7_K"));
+    free(log);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q8_0", tu_path(g_dir, "f16.gguf"), tu_path(g_dir, "f16.gguf"));
+    assert_int_equal(run(g_dir, args, NULL), 2);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q8_0", tu_path(g_dir, "absent.gguf"), tu_path(g_dir, "x.gguf"));
+    assert_int_equal(run(g_dir, args, NULL), 2);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q8_0 --threads 0", tu_path(g_dir, "f16.gguf"), tu_path(g_dir, "x.gguf"));
+    assert_int_equal(run(g_dir, args, NULL), 2);
+    /* a truncated imatrix file, and one whose sizes do not fit the model */
+    int32_t bad[3] = {1, 19, 0};
+    assert_int_equal(tu_write_file(tu_path(g_dir, "bad.dat"), bad, sizeof bad), 0);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M --imatrix '%s'", tu_path(g_dir, "f16.gguf"),
+             tu_path(g_dir, "x.gguf"), tu_path(g_dir, "bad.dat"));
+    assert_int_equal(run(g_dir, args, NULL), 2);
+    uint8_t dat[4 + 4 + 19 + 8 + 16 * 4];
+    int32_t one = 1, len = 19, ncall = 1, nval = 16;
+    memcpy(dat, &one, 4);
+    memcpy(dat + 4, &len, 4);
+    memcpy(dat + 8, "blk.0.attn_q.weight", 19);
+    memcpy(dat + 27, &ncall, 4);
+    memcpy(dat + 31, &nval, 4);
+    for (int i = 0; i < 16; i++) {
+        float f = 1.0f;
+        memcpy(dat + 35 + 4 * i, &f, 4);
+    }
+    assert_int_equal(tu_write_file(tu_path(g_dir, "small.dat"), dat, sizeof dat), 0);
+    snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M --imatrix '%s'", tu_path(g_dir, "f16.gguf"),
+             tu_path(g_dir, "x.gguf"), tu_path(g_dir, "small.dat"));
+    assert_int_equal(run(g_dir, args, &log), 2);
+    assert_non_null(strstr(log, "blk.0.attn_q.weight"));
+    free(log);
+    assert_null(tu_read_file(tu_path(g_dir, "x.gguf"), NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_q4_k_m_output),
+        cmocka_unit_test(test_threads_and_apr_output),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
