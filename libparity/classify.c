@@ -18,19 +18,22 @@
 #include <string.h>
 #include <strings.h>
 
-/* Default mean-KLD thresholds (nats per token). Measured on the synthetic
- * models (docs/verify.md has the numbers): each is a few times the mean KLD
- * the type gives there, so a correct quantizer passes with margin and a
- * damaged tensor does not. Mixes share their weakest base type's value. */
+/* Default mean-KLD thresholds (nats per scored token), about twice the worst
+ * mean KLD measured for the type on the synthetic tiny-llama / tiny-qwen2
+ * models (4 layers, built-in text, ctx 128; docs/verify.md has the table).
+ * Synthetic models with random weights and outlier channels are several
+ * times more sensitive than trained ones (stories260K at Q8_0: 0.001 against
+ * 0.006 synthetic), so these limits catch broken quantizers and damaged files,
+ * not small quality regressions on real models: use --max-kld there.
+ * Types we have not measured (Q2_K, Q3_K, ...) have no default. */
 static const struct {
     const char *type;
     double max_kld;
 } kld_table[] = {
-    {"F32", 1e-4},     {"F16", 1e-4},     {"BF16", 1e-3},    {"dequantize", 2e-3}, {"Q8_0", 5e-3},
-    {"Q6_K", 1e-2},    {"Q5_K", 2e-2},    {"Q5_K_M", 2e-2},     {"Q5_K_S", 2.5e-2},
-    {"Q5_0", 2.5e-2},  {"Q5_1", 2.5e-2},  {"Q4_K", 5e-2},       {"Q4_K_M", 5e-2},
-    {"Q4_K_S", 6e-2},  {"Q4_0", 8e-2},    {"Q4_1", 8e-2},       {"Q3_K", 0.15},
-    {"Q2_K", 0.3},
+    {"F32", 1e-4},   {"F16", 1e-4},    {"BF16", 1e-3},  {"dequantize", 2e-2},
+    {"Q8_0", 0.015}, {"Q6_K", 0.08},   {"Q5_K", 0.25},  {"Q5_K_M", 0.25},
+    {"Q5_K_S", 0.25}, {"Q5_1", 0.25},  {"Q5_0", 0.4},   {"Q4_K_M", 0.8},
+    {"Q4_K", 0.85},  {"Q4_K_S", 0.85}, {"Q4_1", 0.9},   {"Q4_0", 1.0},
 };
 
 double apr_parity_default_max_kld(const char *qtype)
