@@ -785,6 +785,18 @@ static int map_special_ids(apr_model *m, const apr_hf_docs *d, uint32_t n_vocab,
             return apr_err_set(err, APR_E_FORMAT, "config.json: %s is negative", field);
         if (id < n_vocab && (rc = set_u32(m, keys[t], (uint32_t)id, err)))
             return rc;
+        set[t] = id < n_vocab;
+    }
+    /* Last resort (not in llama.cpp's converter, which would leave them unset):
+     * generation_config.json's bos/eos ids (an int, or a list: the first). */
+    for (int t = 0; t < 2 && d->gen_config; t++) {
+        const json_t *j = json_object_get(d->gen_config, t ? "eos_token_id" : "bos_token_id");
+        if (json_is_array(j))
+            j = json_array_get(j, 0);
+        if (set[t] || !json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) >= n_vocab)
+            continue;
+        if ((rc = set_u32(m, keys[t], (uint32_t)json_integer_value(j), err)))
+            return rc;
     }
     return 0;
 }
@@ -1507,7 +1519,10 @@ int apr_hf_docs_from_model(const apr_model *m, apr_hf_docs *d, apr_err *err)
     int rc = 0;
     if (m->has_cfg && (rc = build_config(m, &d->config, err)))
         goto fail;
-    if (m->has_tok && (rc = build_tokenizer(m, &d->tokenizer, &d->tokenizer_config, err)))
+    /* A vocabulary type HF's files cannot express (not "llama" / "gpt2") gets
+     * no tokenizer.json: its KVs then travel in config.json's record. */
+    bool hf_tok = m->has_tok && (!strcmp(m->tok.model, "llama") || !strcmp(m->tok.model, "gpt2"));
+    if (hf_tok && (rc = build_tokenizer(m, &d->tokenizer, &d->tokenizer_config, err)))
         goto fail;
     d->gen_config = build_gen_config(m);
     if ((d->config || d->tokenizer) && (rc = add_records(m, d, err)))

@@ -540,7 +540,9 @@ static void test_hf_llama_bpe_style(void **state)
                       "\"decoder\":{\"type\":\"Sequence\"},"
                       "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2,"
                       "\"<0x0A>\":3,\"\xe2\x96\x81t\":4,\"h\":5},\"merges\":[\"\xe2\x96\x81 t\"]}}";
-    const char *tc = "{\"bos_token\":\"<s>\",\"eos_token\":{\"content\":\"</s>\"},\"unk_token\":\"<unk>\"}";
+    const char *tc = "{\"bos_token\":\"<s>\",\"unk_token\":\"<unk>\"}";
+    const char *gen = "{\"bos_token_id\":1,\"eos_token_id\":[2,5]}"; /* eos only from here */
+    assert_int_equal(tu_write_file(tu_path(dir, "generation_config.json"), gen, strlen(gen)), 0);
     assert_int_equal(tu_write_file(tu_path(dir, "config.json"), cfg, strlen(cfg)), 0);
     assert_int_equal(tu_write_file(tu_path(dir, "tokenizer.json"), tok, strlen(tok)), 0);
     assert_int_equal(tu_write_file(tu_path(dir, "tokenizer_config.json"), tc, strlen(tc)), 0);
@@ -647,6 +649,32 @@ static void test_records(void **state)
     assert_non_null(json_object_get(cfg, "apr_gguf"));
     json_decref(cfg);
     apr_model *r = NULL;
+    if (apr_safetensors_open(&r, dir, &err))
+        fail_msg("%s", err.msg);
+    assert_kvs_identical(m, r);
+    apr_model_free(r);
+
+    /* A vocabulary HF files cannot express: no tokenizer.json, KVs still exact. */
+    assert_int_equal(apr_model_set_kv_str(m, "tokenizer.ggml.model", "bert"), 0);
+    assert_int_equal(apr_model_derive(m, &err), 0);
+    dir = tu_tmpdir("st-rec2");
+    if (apr_safetensors_write(m, dir, NULL, &err))
+        fail_msg("%s", err.msg);
+    assert_int_not_equal(access(tu_path(dir, "tokenizer.json"), F_OK), 0);
+    if (apr_safetensors_open(&r, dir, &err))
+        fail_msg("%s", err.msg);
+    assert_kvs_identical(m, r);
+    assert_string_equal(r->tok.model, "bert");
+    apr_model_free(r);
+
+    /* No architecture HF knows: no config.json either; the KVs ride in __metadata__. */
+    assert_int_equal(apr_model_set_kv_str(m, "general.architecture", "mamba"), 0);
+    assert_int_equal(apr_model_derive(m, &err), 0);
+    assert_false(m->has_cfg);
+    dir = tu_tmpdir("st-rec3");
+    if (apr_safetensors_write(m, dir, NULL, &err))
+        fail_msg("%s", err.msg);
+    assert_int_not_equal(access(tu_path(dir, "config.json"), F_OK), 0);
     if (apr_safetensors_open(&r, dir, &err))
         fail_msg("%s", err.msg);
     assert_kvs_identical(m, r);
