@@ -997,7 +997,7 @@ static int check_output_path(const apr_model *src, const char *in_path, const ch
                              apr_err *err)
 {
     if (strcmp(in_path, out_path) == 0 || apr_same_file(in_path, out_path))
-        return apr_err_set(err, APR_E_ARG, "output %s is the input file; choose another path", out_path);
+        return apr_err_set(err, APR_E_ARG, "output %s is the input; choose another path", out_path);
     for (uint32_t i = 0; i < src->n_maps; i++)
         if (apr_same_file(src->maps[i].path, out_path))
             return apr_err_set(err, APR_E_ARG, "output %s is one of the input's files", out_path);
@@ -1032,7 +1032,7 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
         st = &st_local;
     memset(st, 0, sizeof *st);
     if (strcmp(in_path, out_path) == 0 || apr_same_file(in_path, out_path))
-        return apr_err_set(err, APR_E_ARG, "output %s is the input file; choose another path", out_path);
+        return apr_err_set(err, APR_E_ARG, "output %s is the input; choose another path", out_path);
     apr_format to = o->to != APR_FMT_UNKNOWN ? o->to : apr_format_from_path(out_path);
     if (to == APR_FMT_UNKNOWN)
         return apr_err_set(err, APR_E_ARG,
