@@ -1,0 +1,623 @@
+/* test_verify.c - `apr verify` end to end: the fixture against itself and its
+ * APR and safetensors conversions (bit-identical logits), synthetic models
+ * quantized to Q8_0 / Q6_K / Q4_K_M (KLD report, pass), deliberate corruption
+ * (fails and names the layer), round trips through each format, provenance
+ * re-hashing, tokenization agreement and bad arguments.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "parity.h"
+#include "test_util.h"
+
+#define FIXTURE "fixtures/stories260K-f32.gguf"
+
+#define REQUIRE_APR(var)                                                       \
+    const char *var = tu_apr_bin();                                            \
+    do {                                                                       \
+        if (!var) {                                                            \
+            print_message("SKIP: APR_BIN is not set (run through ctest)\n");  \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* Run `apr ARGS`; stdout to DIR/TAG.out, stderr to DIR/TAG.err. Returns the
+ * exit status; *out gets stdout (malloc'd). */
+static int apr_run(const char *dir, const char *tag, char **out, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int apr_run(const char *dir, const char *tag, char **out, const char *fmt, ...)
+{
+    char args[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    char o[4096], e[4096];
+    snprintf(o, sizeof o, "%s/%s.out", dir, tag);
+    snprintf(e, sizeof e, "%s/%s.err", dir, tag);
+    const int rc = tu_system(NULL, "'%s' %s >'%s' 2>'%s'", tu_apr_bin(), args, o, e);
+    char *so = tu_read_file(o, NULL), *se = tu_read_file(e, NULL);
+    if (se && *se)
+        print_message("[apr %s] stderr: %s", tag, se);
+    free(se);
+    if (out)
+        *out = so ? so : strdup("");
+    else
+        free(so);
+    return rc;
+}
+
+static char *read_err(const char *dir, const char *tag)
+{
+    char e[4096];
+    snprintf(e, sizeof e, "%s/%s.err", dir, tag);
+    char *s = tu_read_file(e, NULL);
+    return s ? s : strdup("");
+}
+
+static json_t *parse_report(const char *txt)
+{
+    json_error_t je;
+    json_t *j = json_loads(txt, 0, &je);
+    if (!j)
+        print_message("not JSON (%s): %.400s\n", je.text, txt);
+    assert_non_null(j);
+    return j;
+}
+
+static json_t *jget(json_t *j, const char *a, const char *b)
+{
+    json_t *x = json_object_get(j, a);
+    return b ? json_object_get(x, b) : x;
+}
+
+/* A lossless report: pass, bit-identical, kind lossless, KLD exactly 0. */
+static void assert_lossless_pass(const char *txt)
+{
+    json_t *j = parse_report(txt);
+    assert_true(json_is_true(jget(j, "verdict", "pass")));
+    assert_true(json_is_true(jget(j, "logits", "bit_identical")));
+    assert_string_equal(json_string_value(jget(j, "conversion", "kind")), "lossless");
+    assert_true(json_real_value(jget(j, "kld", "mean")) == 0.0);
+    assert_true(json_real_value(jget(j, "top1_agreement_pct", NULL)) == 100.0);
+    assert_true(json_is_null(jget(j, "layers", "first_out")));
+    assert_true(json_is_null(jget(j, "layers", "first_diff")));
+    json_decref(j);
+}
+
+/* Zero row `row` of tensor `name` in the file at path (a copy made by the test). */
+static void zero_row(const char *path, const char *name, uint64_t row)
+{
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, path, NULL, &err), 0);
+    const apr_tensor *t = apr_model_tensor(m, name);
+    if (!t)
+        print_message("no tensor %s in %s\n", name, path);
+    assert_non_null(t);
+    const uint64_t cols = t->dims[t->ndim - 1];
+    const uint64_t rb = apr_dtype_row_bytes(t->dtype, cols);
+    assert_true(rb > 0);
+    assert_true((row + 1) * rb <= t->nbytes);
+    const uint64_t off = t->file_offset + row * rb;
+    apr_model_free(m);
+    uint8_t *zeros = calloc(1, rb);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, zeros, rb, (off_t)off), (ssize_t)rb);
+    close(fd);
+    free(zeros);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    assert_int_equal(tu_system(NULL, "cp '%s' '%s'", from, to), 0);
+}
+
+/* ---------------------------------------------------------------- the fixture */
+
+static void test_verify_fixture_self(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-self");
+    char *out;
+    assert_int_equal(apr_run(dir, "self", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", fx, fx), 0);
+    assert_lossless_pass(out);
+    json_t *j = parse_report(out);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "ctx")), 128);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "chunks")), 2);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "positions")), 256);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "scored")), 2 * 63); /* 64..126 of each chunk */
+    /* a trained model predicts its kind of text far better than chance (vocab 512) */
+    const double ppl = json_real_value(jget(j, "ppl", "src"));
+    assert_true(ppl > 1.0 && ppl < 100.0);
+    assert_true(json_real_value(jget(j, "ppl", "ratio")) == 1.0);
+    assert_int_equal(json_array_size(jget(j, "layers", "std_ratio")), 5);
+    json_decref(j);
+    free(out);
+
+    /* the readable table */
+    assert_int_equal(apr_run(dir, "table", &out, "verify '%s' '%s' --ctx 64 --chunks 1", fx, fx), 0);
+    assert_non_null(strstr(out, "bit-identical"));
+    assert_non_null(strstr(out, "PASS"));
+    assert_non_null(strstr(out, "resid2"));
+    free(out);
+}
+
+static void test_verify_fixture_prompt(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-prompt");
+    char *out;
+    assert_int_equal(apr_run(dir, "p", &out, "verify '%s' '%s' --json --prompt 'Once upon a time, there was a "
+                                             "little girl named Lily.' --all-positions", fx, fx), 0);
+    json_t *j = parse_report(out);
+    const json_int_t n = json_integer_value(jget(j, "tokens", "positions"));
+    assert_true(n > 8 && n < 40);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "scored")), n - 1);
+    assert_true(json_is_true(jget(j, "verdict", "pass")));
+    json_decref(j);
+    free(out);
+
+    /* the same ids from a file */
+    const char *tok = tu_path(dir, "ids.txt");
+    const char *ids = "1 403 407 261 378 10 384 284 260 191 142 370 378\n";
+    assert_int_equal(tu_write_file(tok, ids, strlen(ids)), 0);
+    assert_int_equal(apr_run(dir, "f", &out, "verify '%s' '%s' --json --tokens '%s'", fx, fx, tok), 0);
+    j = parse_report(out);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "positions")), 13);
+    json_decref(j);
+    free(out);
+}
+
+static void test_verify_tokenizer_mismatch(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-tok");
+    /* DST: the fixture with two vocabulary entries swapped, so the same text
+     * tokenizes to other ids */
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
+    const apr_kv *kv = apr_model_kv(m, "tokenizer.ggml.tokens");
+    assert_non_null(kv);
+    assert_int_equal(kv->arr_type, APR_KV_STRING);
+    apr_kv copy;
+    assert_int_equal(apr_kv_copy(&copy, kv), 0);
+    apr_str *s = copy.arr;
+    int a = -1, b = -1;
+    for (uint64_t i = 0; i < copy.count; i++) {
+        if (!strcmp(s[i].s, "\xe2\x96\x81Once"))
+            a = (int)i;
+        if (!strcmp(s[i].s, "\xe2\x96\x81time"))
+            b = (int)i;
+    }
+    assert_true(a >= 0 && b >= 0);
+    apr_str t = s[a];
+    s[a] = s[b];
+    s[b] = t;
+    assert_int_equal(apr_model_set_kv(m, &copy), 0);
+    apr_kv_free(&copy);
+    const char *dst = tu_path(dir, "swapped.gguf");
+    assert_int_equal(apr_gguf_write(m, dst, NULL, &err), 0);
+    apr_model_free(m);
+
+    char *out;
+    assert_int_equal(apr_run(dir, "mm", &out, "verify '%s' '%s' --prompt 'Once upon a time'", fx, dst), 2);
+    free(out);
+    char *e = read_err(dir, "mm");
+    assert_non_null(strstr(e, "tokenize"));
+    free(e);
+}
+
+static void test_verify_bad_args(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-args");
+    const char *bad[] = {
+        "verify",
+        "verify '%s'",
+        "verify '%s' /nonexistent/model.gguf",
+        "verify '%s' '%s' --ctx 100000",
+        "verify '%s' '%s' --ctx -3",
+        "verify '%s' '%s' --band 2,1",
+        "verify '%s' '%s' --band x",
+        "verify '%s' '%s' --device tpu",
+        "verify '%s' '%s' --expect maybe",
+        "verify '%s' '%s' --max-kld -1",
+        "verify '%s' '%s' --frobnicate",
+        "verify '%s' '%s' --ctx 64 --chunks 1000",
+        "verify '%s' '%s' --prompt x --tokens y",
+        "verify '%s' '%s' --tokens /nonexistent/ids.txt",
+        "verify --roundtrip '%s'",
+        "verify --roundtrip '%s' --via zip",
+        "verify --via apr '%s' '%s'",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, bad[i], fx, fx);
+        char *out;
+        const int rc = apr_run(dir, "bad", &out, "%s", cmd);
+        if (rc != 2)
+            print_message("'%s' exited %d\n", cmd, rc);
+        assert_int_equal(rc, 2);
+        free(out);
+    }
+    /* an id outside the vocabulary in a --tokens file */
+    const char *tok = tu_path(dir, "ids.txt");
+    assert_int_equal(tu_write_file(tok, "1 2 512", 7), 0);
+    char *out;
+    assert_int_equal(apr_run(dir, "vocab", &out, "verify '%s' '%s' --tokens '%s'", fx, fx, tok), 2);
+    free(out);
+    char *e = read_err(dir, "vocab");
+    assert_non_null(strstr(e, "512"));
+    free(e);
+    /* --help is not an error */
+    assert_int_equal(apr_run(dir, "help", &out, "verify --help"), 0);
+    assert_non_null(strstr(out, "--roundtrip"));
+    free(out);
+}
+
+/* A row of one attention weight zeroed in a copy of the F32 fixture: the file
+ * keeps its dtypes, so the pair is classified lossless, the logits differ and
+ * the first traced step that differs is in the corrupted layer. */
+static void test_verify_corrupt_lossless_names_layer(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-corrupt-f32");
+    const char *bad = tu_path(dir, "bad.gguf");
+    copy_file(fx, bad);
+    zero_row(bad, "blk.3.attn_q.weight", 5);
+    char *out;
+    assert_int_equal(apr_run(dir, "c", &out, "verify '%s' '%s' --json --ctx 64 --chunks 1", fx, bad), 1);
+    json_t *j = parse_report(out);
+    assert_true(json_is_false(jget(j, "verdict", "pass")));
+    assert_string_equal(json_string_value(jget(j, "conversion", "kind")), "lossless");
+    assert_true(json_is_false(jget(j, "logits", "bit_identical")));
+    json_t *fd = jget(j, "layers", "first_diff");
+    assert_int_equal(json_integer_value(json_object_get(fd, "layer")), 3);
+    assert_string_equal(json_string_value(json_object_get(fd, "step")), "q");
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "layer 3 (q)"));
+    json_decref(j);
+    free(out);
+}
+
+/* ---------------------------------------------------------------- conversions of the fixture */
+
+static void convert_fixture(const char *dir, const char *fx, const char *name, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    char *out;
+    /* a name without extension is an HF safetensors directory */
+    const int rc = apr_run(dir, "convert", &out, "convert '%s' '%s'%s", fx, path,
+                           strchr(name, '.') ? "" : " --to safetensors");
+    free(out);
+    assert_int_equal(rc, 0);
+}
+
+static void test_verify_fixture_apr(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-apr");
+    char dst[4096];
+    convert_fixture(dir, fx, "model.apr", dst, sizeof dst);
+    char *out;
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", fx, dst), 0);
+    assert_lossless_pass(out);
+    free(out);
+    /* and back: APR as the source */
+    assert_int_equal(apr_run(dir, "r", &out, "verify '%s' '%s' --json --ctx 64 --chunks 1", dst, fx), 0);
+    assert_lossless_pass(out);
+    free(out);
+}
+
+static void test_verify_fixture_safetensors(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-st");
+    char dst[4096];
+    convert_fixture(dir, fx, "hf", dst, sizeof dst);
+    char *out;
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", fx, dst), 0);
+    assert_lossless_pass(out);
+    free(out);
+}
+
+/* ---------------------------------------------------------------- round trips and provenance */
+
+static void roundtrip(const char *via)
+{
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-rt");
+    char *out;
+    const int rc = apr_run(dir, "rt", &out, "verify --roundtrip '%s' --via %s --json", fx, via);
+    if (rc)
+        print_message("%s\n", out);
+    assert_int_equal(rc, 0);
+    json_t *j = parse_report(out);
+    assert_true(json_is_true(json_object_get(j, "equal")));
+    assert_true(json_integer_value(json_object_get(j, "tensors")) == 48);
+    json_decref(j);
+    free(out);
+}
+
+static void test_roundtrip_via_apr(void **state)
+{
+    (void)state;
+    roundtrip("apr");
+}
+
+static void test_roundtrip_via_safetensors(void **state)
+{
+    (void)state;
+    roundtrip("safetensors");
+}
+
+static void test_roundtrip_via_gguf(void **state)
+{
+    (void)state;
+    /* an APR file goes APR -> GGUF -> APR */
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-rt-gguf");
+    char src[4096];
+    convert_fixture(dir, fx, "model.apr", src, sizeof src);
+    char *out;
+    assert_int_equal(apr_run(dir, "rt", &out, "verify --roundtrip '%s' --via gguf", src), 0);
+    assert_non_null(strstr(out, "identical"));
+    free(out);
+}
+
+static void test_provenance_detects_flip(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-prov");
+    char dst[4096];
+    convert_fixture(dir, fx, "model.apr", dst, sizeof dst);
+    char *out;
+    assert_int_equal(apr_run(dir, "ok", &out, "verify --provenance '%s' '%s'", dst, fx), 0);
+    free(out);
+    /* flip one byte inside one tensor's payload */
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, dst, NULL, &err), 0);
+    const apr_tensor *t = apr_model_tensor(m, "model.layers.2.mlp.down_proj.weight");
+    assert_non_null(t);
+    const uint64_t off = t->file_offset + t->nbytes / 2;
+    apr_model_free(m);
+    int fd = open(dst, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t byte;
+    assert_int_equal(pread(fd, &byte, 1, (off_t)off), 1);
+    byte ^= 0x01;
+    assert_int_equal(pwrite(fd, &byte, 1, (off_t)off), 1);
+    close(fd);
+    const int rc = apr_run(dir, "bad", &out, "verify --provenance '%s'", dst);
+    free(out);
+    char *e = read_err(dir, "bad");
+    char *o = tu_read_file(tu_path(dir, "bad.out"), NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(o ? o : "", "MISMATCH model.layers.2.mlp.down_proj.weight"));
+    free(o);
+    free(e);
+    /* the same as JSON: exactly the flipped tensor is bad, the others re-hash fine */
+    assert_int_equal(apr_run(dir, "json", &out, "verify --provenance '%s' --json", dst), 1);
+    json_t *j = parse_report(out);
+    assert_true(json_is_false(json_object_get(j, "match")));
+    assert_int_equal(json_integer_value(jget(j, "checks", "tensors_bad")), 1);
+    assert_true(json_integer_value(jget(j, "checks", "tensors")) > 1);
+    json_t *mm = json_object_get(j, "mismatches");
+    bool named = false;
+    for (size_t i = 0; i < json_array_size(mm); i++) {
+        const char *w = json_string_value(json_object_get(json_array_get(mm, i), "what"));
+        named |= w && !strcmp(w, "model.layers.2.mlp.down_proj.weight");
+    }
+    assert_true(named);
+    json_decref(j);
+    free(out);
+}
+
+/* ---------------------------------------------------------------- synthetic quantized models */
+
+/* A synthetic LLaMA (HF safetensors) converted to GGUF: the F32/F16 reference. */
+static const char *synth_gguf(const char *dir)
+{
+    static char path[4096];
+    char hf[4096];
+    snprintf(hf, sizeof hf, "%s/hf", dir);
+    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    char *out;
+    int rc = apr_run(dir, "synth", &out, "synth '%s' --preset tiny-llama --layers 4 --seed 42", hf);
+    free(out);
+    assert_int_equal(rc, 0);
+    rc = apr_run(dir, "convert", &out, "convert '%s' '%s'", hf, path);
+    free(out);
+    assert_int_equal(rc, 0);
+    return path;
+}
+
+static void quantize(const char *dir, const char *src, const char *type, char *dst, size_t cap)
+{
+    snprintf(dst, cap, "%s/model-%s.gguf", dir, type);
+    char *out;
+    const int rc = apr_run(dir, "quantize", &out, "quantize '%s' '%s' --type %s", src, dst, type);
+    free(out);
+    assert_int_equal(rc, 0);
+}
+
+static void test_verify_quantized_synth(void **state)
+{
+    (void)state;
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-quant");
+    const char *ref = synth_gguf(dir);
+    const char *types[] = {"Q8_0", "Q6_K", "Q4_K_M"};
+    double prev = 0;
+    for (size_t i = 0; i < 3; i++) {
+        char q[4096];
+        quantize(dir, ref, types[i], q, sizeof q);
+        char *out;
+        const int rc = apr_run(dir, types[i], &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", ref, q);
+        json_t *j = parse_report(out);
+        print_message("%s: mean KLD %.6g, p99 %.6g, top-1 %.2f %%, RMS dp %.4f %%, PPL ratio %.5f (limit %g)\n",
+                      types[i], json_real_value(jget(j, "kld", "mean")),
+                      json_real_value(jget(j, "kld", "p99")),
+                      json_real_value(jget(j, "top1_agreement_pct", NULL)),
+                      100 * json_real_value(jget(j, "delta_p", "rms")),
+                      json_real_value(jget(j, "ppl", "ratio")),
+                      json_real_value(jget(j, "verdict", "max_kld")));
+        assert_int_equal(rc, 0);
+        assert_true(json_is_true(jget(j, "verdict", "pass")));
+        assert_string_equal(json_string_value(jget(j, "conversion", "kind")), "quantized");
+        assert_string_equal(json_string_value(jget(j, "conversion", "type")), types[i]);
+        assert_true(json_is_false(jget(j, "logits", "bit_identical")));
+        const double kld = json_real_value(jget(j, "kld", "mean"));
+        assert_true(kld > 0 && kld <= json_real_value(jget(j, "verdict", "max_kld")));
+        assert_true(json_real_value(jget(j, "kld", "median")) <= json_real_value(jget(j, "kld", "p99")));
+        /* fewer bits, more divergence */
+        assert_true(kld > prev);
+        prev = kld;
+        assert_true(json_is_null(jget(j, "layers", "first_out")));
+        json_decref(j);
+        free(out);
+    }
+}
+
+/* One row zeroed in a quantized model: the 1-D ffn_norm weight of layer 2 is a
+ * single ggml row; without it the layer's FFN input is zero, and verify must
+ * fail naming layer 2. */
+static void test_verify_corrupt_quantized_names_layer(void **state)
+{
+    (void)state;
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-corrupt-q");
+    const char *ref = synth_gguf(dir);
+    char q[4096], bad[4096];
+    quantize(dir, ref, "Q8_0", q, sizeof q);
+    snprintf(bad, sizeof bad, "%s/bad.gguf", dir);
+    copy_file(q, bad);
+    zero_row(bad, "blk.2.ffn_norm.weight", 0);
+    char *out;
+    assert_int_equal(apr_run(dir, "c", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, bad), 1);
+    json_t *j = parse_report(out);
+    assert_true(json_is_false(jget(j, "verdict", "pass")));
+    json_t *fo = jget(j, "layers", "first_out");
+    assert_int_equal(json_integer_value(json_object_get(fo, "layer")), 2);
+    assert_string_equal(json_string_value(json_object_get(fo, "step")), "ffn_norm");
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "layer 2"));
+    json_decref(j);
+    free(out);
+    /* the untouched file still passes */
+    assert_int_equal(apr_run(dir, "ok", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, q), 0);
+    free(out);
+}
+
+/* ---------------------------------------------------------------- in process */
+
+static void test_verify_models_in_process(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char note[256];
+    assert_int_equal(apr_parity_tokens(m, m, NULL, 0, &ids, &n, note, sizeof note, &err), 0);
+    /* the built-in text is a few thousand tokens for this 512-token vocabulary */
+    assert_true(n > 1500);
+    assert_int_equal(ids[0], m->tok.bos_id);
+    apr_verify_opts o = {.ctx = 32, .chunks = 3, .all_positions = true, .bos_id = m->tok.bos_id};
+    apr_verify_result r;
+    assert_int_equal(apr_verify_models(m, m, ids, n, &o, &r, &err), 0);
+    assert_int_equal(r.s.n_positions, 96);
+    assert_int_equal(r.s.n_scored, 93);
+    assert_true(r.s.bit_identical);
+    assert_int_equal(r.tc.first_diff_layer, -1);
+    assert_int_equal(r.tc.n_layers, 5);
+    /* the trace holds real statistics: the residual stream has spread */
+    assert_true(r.tr_src.s[4 * APR_TR_COUNT + APR_TR_RESID2].std > 0);
+    apr_verify_result_free(&r);
+    /* too few tokens for the requested chunks is an error, not a short run */
+    o.chunks = 1000;
+    assert_true(apr_verify_models(m, m, ids, n, &o, &r, &err) < 0);
+    free(ids);
+    apr_model_free(m);
+}
+
+static void test_tokens_without_tokenizer(void **state)
+{
+    (void)state;
+    /* models without a vocabulary get deterministic ids in range */
+    apr_model *a = apr_model_new(APR_FMT_GGUF), *b = apr_model_new(APR_FMT_GGUF);
+    a->has_cfg = b->has_cfg = true;
+    a->cfg.vocab = b->cfg.vocab = 300;
+    int32_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    char note[256];
+    apr_err err = {0};
+    assert_int_equal(apr_parity_tokens(a, b, NULL, 1000, &x, &nx, note, sizeof note, &err), 0);
+    assert_int_equal(apr_parity_tokens(a, b, NULL, 1000, &y, &ny, note, sizeof note, &err), 0);
+    assert_int_equal(nx, 1000);
+    assert_memory_equal(x, y, nx * sizeof *x);
+    int changes = 0;
+    for (size_t i = 0; i < nx; i++) {
+        assert_true(x[i] >= 0 && x[i] < 300);
+        changes += i && x[i] != x[i - 1];
+    }
+    assert_true(changes > 900);
+    assert_non_null(strstr(note, "no tokenizer"));
+    free(x);
+    free(y);
+    /* a prompt cannot be used without a tokenizer */
+    assert_true(apr_parity_tokens(a, b, "hello", 10, &x, &nx, note, sizeof note, &err) < 0);
+    apr_model_free(a);
+    apr_model_free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tokens_without_tokenizer),
+        cmocka_unit_test(test_verify_models_in_process),
+        cmocka_unit_test(test_verify_fixture_self),
+        cmocka_unit_test(test_verify_fixture_prompt),
+        cmocka_unit_test(test_verify_tokenizer_mismatch),
+        cmocka_unit_test(test_verify_bad_args),
+        cmocka_unit_test(test_verify_corrupt_lossless_names_layer),
+        cmocka_unit_test(test_verify_fixture_apr),
+        cmocka_unit_test(test_verify_fixture_safetensors),
+        cmocka_unit_test(test_roundtrip_via_apr),
+        cmocka_unit_test(test_roundtrip_via_safetensors),
+        cmocka_unit_test(test_roundtrip_via_gguf),
+        cmocka_unit_test(test_provenance_detects_flip),
+        cmocka_unit_test(test_verify_quantized_synth),
+        cmocka_unit_test(test_verify_corrupt_quantized_names_layer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
