@@ -390,6 +390,43 @@ static void test_roundtrip_via_gguf(void **state)
     free(out);
 }
 
+/* A GGUF whose llama.block_count is an i32 (llama.cpp wants u32): the
+ * converter writes the strict type, so the round trip is not exact and the
+ * first difference names the key. */
+static void test_roundtrip_reports_difference(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-rt-diff");
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
+    assert_int_equal(apr_model_set_kv_i32(m, "llama.block_count", 5), 0);
+    const char *odd = tu_path(dir, "i32.gguf");
+    assert_int_equal(apr_gguf_write(m, odd, NULL, &err), 0);
+    apr_model_free(m);
+    char *out;
+    assert_int_equal(apr_run(dir, "rt", &out, "verify --roundtrip '%s' --via apr --json", odd), 1);
+    json_t *j = parse_report(out);
+    assert_true(json_is_false(json_object_get(j, "equal")));
+    const char *d = json_string_value(json_object_get(j, "first_difference"));
+    assert_non_null(d);
+    assert_non_null(strstr(d, "llama.block_count"));
+    json_decref(j);
+    free(out);
+    /* the intermediate files live in a fresh directory under TMPDIR, removed afterwards */
+    const char *tmp = tu_path(dir, "tmp");
+    assert_int_equal(tu_system(NULL, "mkdir '%s'", tmp), 0);
+    const char *log = tu_path(dir, "rt2.log");
+    assert_int_equal(tu_system(log, "TMPDIR='%s' '%s' verify --roundtrip '%s' --via safetensors", tmp,
+                               tu_apr_bin(), odd), 1);
+    out = tu_read_file(log, NULL);
+    assert_non_null(strstr(out, "DIFFERENT"));
+    free(out);
+    assert_int_equal(tu_system(NULL, "test -z \"$(ls -A '%s')\"", tmp), 0);
+}
+
 static void test_provenance_detects_flip(void **state)
 {
     (void)state;
@@ -615,6 +652,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_via_apr),
         cmocka_unit_test(test_roundtrip_via_safetensors),
         cmocka_unit_test(test_roundtrip_via_gguf),
+        cmocka_unit_test(test_roundtrip_reports_difference),
         cmocka_unit_test(test_provenance_detects_flip),
         cmocka_unit_test(test_verify_quantized_synth),
         cmocka_unit_test(test_verify_corrupt_quantized_names_layer),
