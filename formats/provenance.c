@@ -20,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* apr_dtype_name has no entry for the ROWCAT pseudo-type. */
+static const char *dt_name(int dt) { return dt == APR_DT_ROWCAT ? "ROWCAT" : apr_dtype_name(dt); }
+
 #define PROV_SCHEMA "apr-provenance/1"
 #define PROV_MAX_SRCS 8
 
@@ -441,7 +444,7 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
     for (size_t i = 0; i < p->n_tensors; i++) {
         const prov_tensor *t = &p->tensors[i];
         json_t *o = json_object(), *ss = json_array();
-        json_object_set_new(o, "dtype", json_string(apr_dtype_name(t->dtype)));
+        json_object_set_new(o, "dtype", json_string(dt_name(t->dtype)));
         json_object_set_new(o, "shape", shape_json(t->ndim, t->dims));
         json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
         json_object_set_new(o, "sha256", hex_json(p->regions[t->region]->sha));
@@ -449,7 +452,7 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
         for (uint32_t s = 0; s < t->n_srcs; s++) {
             json_t *so = json_object();
             json_object_set_new(so, "name", json_string(t->srcs[s].name));
-            json_object_set_new(so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
+            json_object_set_new(so, "dtype", json_string(dt_name(t->srcs[s].dtype)));
             json_object_set_new(so, "sha256", hex_json(p->regions[t->srcs[s].region]->sha));
             json_array_append_new(ss, so);
         }
@@ -587,7 +590,7 @@ static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, in
         if (!want || strcmp(want, hex) != 0) {
             v->res->tensors_bad++;
             report(v, false, t->name, "payload sha256 %s, record says %s", hex, want ? want : "(none)");
-        } else if (!dt || strcmp(dt, apr_dtype_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
+        } else if (!dt || strcmp(dt, dt_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
                    !json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != t->nbytes) {
             v->res->tensors_bad++;
             report(v, false, t->name, "dtype/shape/size differ from the record (record: %s)", dt ? dt : "?");
