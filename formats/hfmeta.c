@@ -975,6 +975,8 @@ static int map_tokenizer(apr_model *m, const apr_hf_docs *d, apr_err *err)
     bool gpt2 = bpe && !byte_fallback;
 
     int64_t mx = max_token_id(vocab, added);
+    if (mx >= (1 << 24))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: token id %lld is too large", (long long)mx);
     uint64_t n = (uint64_t)(mx + 1);
     uint32_t cfg_vocab = 0;
     if (gpt2 && d->config && cfg_u32(d->config, "vocab_size", &cfg_vocab, err) == 1) {
