@@ -1,10 +1,364 @@
-/* quant_fast.c - the fast row quantizers: the reference kernels with the
- * hot part (k-quant scale search) run through AVX2 where the CPU has it.
- * Same bytes as quant_ref.c (tests and the bench check it). */
+/* quant_fast.c - the fast row quantizers: Q4_K, Q5_K and Q6_K without an
+ * importance matrix run their scale search (ggml's make_qkx2_quants /
+ * make_qx_quants, which is almost all of the time) on 8 sub-blocks at once
+ * with AVX2, one sub-block per lane. Each lane performs exactly the scalar
+ * sequence of operations of quant_ref.c - the same adds in the same order,
+ * IEEE division and square root, no FMA (the target attribute does not
+ * enable it, and -ffp-contract=off is global) - so the bytes are identical;
+ * tests/test_quant_golden.c and bench/bench_quantize.c check that.
+ *
+ * Blocks holding a non-finite value go through the scalar code (vector
+ * min/max and the scalar comparisons may pick different NaNs). Everything
+ * else (imatrix paths, 32-blocks, Q2_K/Q3_K) uses the reference kernels. */
 #include "quant_internal.h"
 
-bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1,
-                          int64_t ncols, const float *imatrix)
+#include <math.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2")))
+
+static bool all_finite(const float *x, int n)
 {
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            return false;
+    }
+    return true;
+}
+
+/* ggml's nearest_int on 8 lanes */
+AVX2 static inline __m256i v_nearest(__m256 f)
+{
+    __m256i i = _mm256_castps_si256(_mm256_add_ps(f, _mm256_set1_ps(12582912.f)));
+    return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
+}
+
+AVX2 static inline __m256i v_clamp(__m256i v, int lo, int hi)
+{
+    return _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi));
+}
+
+AVX2 static inline __m256 v_sel(__m256 a, __m256 b, __m256 mask) /* mask ? b : a */
+{
+    return _mm256_blendv_ps(a, b, mask);
+}
+
+AVX2 static inline __m256 v_abs(__m256 x)
+{
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+}
+
+/* make_qkx2_quants (use_mad = false) for 8 sub-blocks of n elements, lane j
+ * = sub-block j; x[i], w[i] hold element i of every sub-block. Outputs the
+ * levels L[i], the scales and the_min (= -min) per lane. */
+AVX2 static void qkx2_x8(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
+                         __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 min = x[0], max = x[0];
+    __m256 sum_w = w[0];
+    __m256 sum_x = _mm256_mul_ps(sum_w, x[0]);
+    for (int i = 1; i < n; ++i) {
+        min = v_sel(min, x[i], _mm256_cmp_ps(x[i], min, _CMP_LT_OQ));
+        max = v_sel(max, x[i], _mm256_cmp_ps(x[i], max, _CMP_GT_OQ));
+        sum_w = _mm256_add_ps(sum_w, w[i]);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
+    }
+    min = v_sel(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
+    const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ); /* scalar: all L = 0, return 0 */
+    const __m256 min0 = min;
+    const __m256 fnmax = _mm256_set1_ps((float)nmax);
+
+    __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max, min));
+    __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
+    __m256 best_error = zero;
+    for (int i = 0; i < n; ++i) {
+        __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min))), 0, nmax);
+        L[i] = l;
+        __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), min), x[i]);
+        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        const float num = rmin + rdelta * is + nmax;
+        iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
+        __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < n; ++i) {
+            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min))), 0, nmax);
+            Laux[i] = l;
+            __m256 lf = _mm256_cvtepi32_ps(l);
+            __m256 wl = _mm256_mul_ps(w[i], lf);
+            sum_l = _mm256_add_ps(sum_l, wl);
+            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, lf));
+            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, x[i]));
+        }
+        __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        __m256 Dpos = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+        if (_mm256_movemask_ps(Dpos) == 0)
+            continue;
+        __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
+        __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
+        __m256 mpos = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+        this_min = v_sel(this_min, zero, mpos);
+        this_scale = v_sel(this_scale, _mm256_div_ps(sum_xl, sum_l2), mpos);
+        __m256 cur_error = zero;
+        for (int i = 0; i < n; ++i) {
+            __m256 diff = _mm256_sub_ps(
+                _mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(Laux[i])), this_min), x[i]);
+            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
+        }
+        __m256 upd = _mm256_and_ps(Dpos, _mm256_cmp_ps(cur_error, best_error, _CMP_LT_OQ));
+        if (_mm256_movemask_ps(upd) == 0)
+            continue;
+        __m256i updi = _mm256_castps_si256(upd);
+        for (int i = 0; i < n; ++i)
+            L[i] = _mm256_blendv_epi8(L[i], Laux[i], updi);
+        best_error = v_sel(best_error, cur_error, upd);
+        scale = v_sel(scale, this_scale, upd);
+        min = v_sel(min, this_min, upd);
+    }
+    if (_mm256_movemask_ps(flat)) {
+        __m256i flati = _mm256_castps_si256(flat);
+        for (int i = 0; i < n; ++i)
+            L[i] = _mm256_andnot_si256(flati, L[i]);
+        scale = v_sel(scale, zero, flat);
+        min = v_sel(min, min0, flat);
+    }
+    *scale_out = scale;
+    *the_min_out = _mm256_xor_ps(min, _mm256_set1_ps(-0.0f));
+}
+
+/* Q4_K / Q5_K super-block without an imatrix (quantize_row_q4_K_ref). */
+AVX2 static void k4_block_avx2(const float *x, int nmax, float rmin, int nstep, uint16_t *hd, uint16_t *hdmin,
+                               uint8_t *sc12, uint8_t *Lout)
+{
+    __m256 xt[32], wt[32];
+    __m256i L[32], Laux[32];
+    const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    __m256 sum_x2 = _mm256_setzero_ps();
+    for (int i = 0; i < 32; i++) {
+        xt[i] = _mm256_i32gather_ps(x + i, idx, 4);
+        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[i], xt[i]));
+    }
+    const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+    for (int i = 0; i < 32; i++)
+        wt[i] = _mm256_add_ps(av_x, v_abs(xt[i]));
+    __m256 vscale, vmin;
+    qkx2_x8(32, xt, wt, nmax, rmin, 0.1f, nstep, L, Laux, &vscale, &vmin);
+    float scales[8], mins[8];
+    _mm256_storeu_ps(scales, vscale);
+    _mm256_storeu_ps(mins, vmin);
+    int32_t lv[32][8];
+    for (int i = 0; i < 32; i++)
+        _mm256_storeu_si256((__m256i *)lv[i], L[i]);
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 32; i++)
+            Lout[32 * j + i] = (uint8_t)lv[i][j];
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    aprq_encode_k4_scales(scales, mins, max_scale, max_min, hd, hdmin, sc12);
+    /* requantize against the f16 d/dmin: 8 consecutive weights at a time */
+    const float fd = apr_f16_to_f32(*hd), fdm = apr_f16_to_f32(*hdmin);
+    for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        q_scale_min_k4(j, sc12, &sc, &m);
+        const float d = fd * sc;
+        if (!d)
+            continue;
+        const __m256 vd = _mm256_set1_ps(d), vdm = _mm256_set1_ps(fdm * m);
+        for (int ii = 0; ii < 32; ii += 8) {
+            __m256 v = _mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(x + 32 * j + ii), vdm), vd);
+            int32_t l[8];
+            _mm256_storeu_si256((__m256i *)l, v_clamp(v_nearest(v), 0, nmax));
+            for (int k = 0; k < 8; k++)
+                Lout[32 * j + ii + k] = (uint8_t)l[k];
+        }
+    }
+}
+
+AVX2 static void rows_q4_k(const float *x, blk_q4_k *y, int64_t nb)
+{
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < nb; i++, x += QK_K) {
+        if (!all_finite(x, QK_K)) {
+            aprq_ref_q4_k(x, &y[i], QK_K);
+            continue;
+        }
+        k4_block_avx2(x, 15, -1.f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
+        aprq_pack_q4k(L, y[i].qs);
+    }
+}
+
+AVX2 static void rows_q5_k(const float *x, blk_q5_k *y, int64_t nb)
+{
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < nb; i++, x += QK_K) {
+        if (!all_finite(x, QK_K)) {
+            aprq_ref_q5_k(x, &y[i], QK_K);
+            continue;
+        }
+        k4_block_avx2(x, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        aprq_pack_q5k(L, y[i].qh, y[i].qs);
+    }
+}
+
+/* make_qx_quants(16, 32, x, L, 1, NULL) for 8 sub-blocks of 16: returns the
+ * scale per lane and the levels (+nmax) in L[16]. */
+AVX2 static __m256 qx_x8(const __m256 *x, __m256i *L)
+{
+    const int nmax = 32;
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 max = zero, amax = zero;
+    for (int i = 0; i < 16; ++i) {
+        __m256 ax = v_abs(x[i]);
+        __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = v_sel(amax, ax, gt);
+        max = v_sel(max, x[i], gt);
+    }
+    const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ); /* GROUP_MAX_EPS: all zero */
+    __m256 w[16];
+    for (int i = 0; i < 16; ++i)
+        w[i] = _mm256_mul_ps(x[i], x[i]);
+    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+    __m256 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < 16; ++i) {
+        __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
+        L[i] = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
+        __m256 lf = _mm256_cvtepi32_ps(l);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w[i], x[i]), lf));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+    }
+    __m256 scale = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
+    __m256 best = _mm256_mul_ps(scale, sumlx);
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax + 0.1f * is)), max);
+        __m256i lv[16];
+        sumlx = suml2 = zero;
+        for (int i = 0; i < 16; ++i) {
+            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
+            lv[i] = l;
+            __m256 lf = _mm256_cvtepi32_ps(l);
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w[i], x[i]), lf));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        }
+        __m256 upd = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                                   _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+        if (_mm256_movemask_ps(upd) == 0)
+            continue;
+        __m256i updi = _mm256_castps_si256(upd);
+        for (int i = 0; i < 16; ++i)
+            L[i] = _mm256_blendv_epi8(L[i], _mm256_add_epi32(lv[i], _mm256_set1_epi32(nmax)), updi);
+        __m256 ns = _mm256_div_ps(sumlx, suml2);
+        scale = v_sel(scale, ns, upd);
+        best = v_sel(best, _mm256_mul_ps(ns, sumlx), upd);
+    }
+    if (_mm256_movemask_ps(tiny)) {
+        __m256i ti = _mm256_castps_si256(tiny);
+        for (int i = 0; i < 16; ++i)
+            L[i] = _mm256_andnot_si256(ti, L[i]);
+        scale = v_sel(scale, zero, tiny);
+    }
+    return scale;
+}
+
+AVX2 static void q6k_block_avx2(const float *x, blk_q6_k *y)
+{
+    int8_t L[QK_K];
+    float scales[16];
+    const __m256i idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    for (int g = 0; g < 2; g++) {
+        __m256 xt[16];
+        __m256i lv[16];
+        for (int i = 0; i < 16; i++)
+            xt[i] = _mm256_i32gather_ps(x + 128 * g + i, idx, 4);
+        _mm256_storeu_ps(scales + 8 * g, qx_x8(xt, lv));
+        int32_t t[16][8];
+        for (int i = 0; i < 16; i++)
+            _mm256_storeu_si256((__m256i *)t[i], lv[i]);
+        for (int j = 0; j < 8; j++)
+            for (int i = 0; i < 16; i++)
+                L[16 * (8 * g + j) + i] = (int8_t)t[i][j];
+    }
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < 16; ++ib) {
+        const float abs_scale = fabsf(scales[ib]);
+        if (abs_scale > max_abs_scale) {
+            max_abs_scale = abs_scale;
+            max_scale = scales[ib];
+        }
+    }
+    if (max_abs_scale < 1e-15f) { /* GROUP_MAX_EPS: the reference zeroes the block */
+        aprq_q6k_finish(x, scales, max_scale, max_abs_scale, y, L);
+        return;
+    }
+    float iscale = -128.f / max_scale;
+    y->d = apr_f32_to_f16(1 / iscale);
+    for (int ib = 0; ib < 16; ++ib) {
+        int v = q_nearest_int(iscale * scales[ib]);
+        y->scales[ib] = (int8_t)(v < 127 ? v : 127);
+    }
+    const float fd = apr_f16_to_f32(y->d);
+    for (int j = 0; j < 16; ++j) {
+        float d = fd * y->scales[j];
+        if (!d)
+            continue;
+        const __m256 vd = _mm256_set1_ps(d);
+        for (int ii = 0; ii < 16; ii += 8) {
+            __m256i l = v_clamp(v_nearest(_mm256_div_ps(_mm256_loadu_ps(x + 16 * j + ii), vd)), -32, 31);
+            int32_t t[8];
+            _mm256_storeu_si256((__m256i *)t, _mm256_add_epi32(l, _mm256_set1_epi32(32)));
+            for (int k = 0; k < 8; k++)
+                L[16 * j + ii + k] = (int8_t)t[k];
+        }
+    }
+    aprq_pack_q6k(L, y->ql, y->qh);
+}
+
+AVX2 static void rows_q6_k(const float *x, blk_q6_k *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += QK_K) {
+        if (!all_finite(x, QK_K)) {
+            aprq_ref_q6_k(x, &y[i], QK_K);
+            continue;
+        }
+        q6k_block_avx2(x, &y[i]);
+    }
+}
+
+static bool fast_rows(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1, int64_t ncols)
+{
+    const uint64_t rb = apr_dtype_row_bytes(t, (uint64_t)ncols);
+    const int64_t nb = ncols / QK_K;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = src + r * ncols;
+        void *y = dst + (uint64_t)r * rb;
+        switch (t) {
+        case APR_DT_Q4_K: rows_q4_k(x, y, nb); break;
+        case APR_DT_Q5_K: rows_q5_k(x, y, nb); break;
+        case APR_DT_Q6_K: rows_q6_k(x, y, nb); break;
+        default: return false;
+        }
+    }
+    return true;
+}
+#endif
+
+bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1, int64_t ncols,
+                          const float *imatrix)
+{
+#if defined(__x86_64__)
+    if (!imatrix && aprq_cpu_avx2() && (t == APR_DT_Q4_K || t == APR_DT_Q5_K || t == APR_DT_Q6_K))
+        return fast_rows(t, src, dst, r0, r1, ncols);
+#endif
     return aprq_chunk_rows_ref(t, src, dst, r0, r1, ncols, imatrix);
 }

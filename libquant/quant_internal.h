@@ -93,6 +93,9 @@ float aprq_make_qkx2_quants(int n, int nmax, const float *x, const float *weight
                             bool use_mad);
 void aprq_encode_k4_scales(const float *scales, const float *mins, float max_scale, float max_min,
                            uint16_t *hd, uint16_t *hdmin, uint8_t *sc12);
+void aprq_pack_q4k(const uint8_t *L, uint8_t *qs);
+void aprq_pack_q5k(const uint8_t *L, uint8_t *qh, uint8_t *qs);
+void aprq_pack_q6k(const int8_t *L, uint8_t *ql, uint8_t *qh);
 void aprq_q6k_finish(const float *x, const float *scales, float max_scale, float max_abs_scale, void *y,
                      int8_t *L);
 

@@ -855,14 +855,14 @@ static void requant_k4(const float *x, const uint8_t *scales, uint16_t hd, uint1
     }
 }
 
-static void pack_q4k(const uint8_t *L, uint8_t *q)
+void aprq_pack_q4k(const uint8_t *L, uint8_t *q)
 {
     for (int j = 0; j < QK_K; j += 64, q += 32)
         for (int l = 0; l < 32; ++l)
             q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
 }
 
-static void pack_q5k(const uint8_t *L, uint8_t *qh, uint8_t *ql)
+void aprq_pack_q5k(const uint8_t *L, uint8_t *qh, uint8_t *ql)
 {
     memset(qh, 0, 32);
     uint8_t m1 = 1, m2 = 2;
@@ -935,7 +935,7 @@ void aprq_ref_q4_k(const float *x, void *vy, int64_t n)
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         k4_scales_ref(x, 15, -1.f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
         requant_k4(x, y[i].scales, y[i].d, y[i].dmin, 15, L);
-        pack_q4k(L, y[i].qs);
+        aprq_pack_q4k(L, y[i].qs);
     }
 }
 
@@ -946,7 +946,7 @@ void aprq_ref_q5_k(const float *x, void *vy, int64_t n)
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         k4_scales_ref(x, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
         requant_k4(x, y[i].scales, y[i].d, y[i].dmin, 31, L);
-        pack_q5k(L, y[i].qh, y[i].qs);
+        aprq_pack_q5k(L, y[i].qh, y[i].qs);
     }
 }
 
@@ -1000,7 +1000,7 @@ void aprq_imat_q4_k(const float *x, void *vy, int64_t n, const float *qw)
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         k4_imat(x, qw + QK_K * i, 15, &y[i].d, &y[i].dmin, y[i].scales, L, false);
         requant_k4(x, y[i].scales, y[i].d, y[i].dmin, 15, L);
-        pack_q4k(L, y[i].qs);
+        aprq_pack_q4k(L, y[i].qs);
     }
 }
 
@@ -1015,13 +1015,13 @@ void aprq_imat_q5_k(const float *x, void *vy, int64_t n, const float *qw)
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         k4_imat(x, qw + QK_K * i, 31, &y[i].d, &y[i].dmin, y[i].scales, L, true);
         requant_k4(x, y[i].scales, y[i].d, y[i].dmin, 31, L);
-        pack_q5k(L, y[i].qh, y[i].qs);
+        aprq_pack_q5k(L, y[i].qh, y[i].qs);
     }
 }
 
 /* ------------------------------------------------------------ Q6_K */
 
-static void pack_q6k(const int8_t *L, uint8_t *ql, uint8_t *qh)
+void aprq_pack_q6k(const int8_t *L, uint8_t *ql, uint8_t *qh)
 {
     for (int j = 0; j < QK_K; j += 128, ql += 64, qh += 32) {
         for (int l = 0; l < 32; ++l) {
@@ -1060,7 +1060,7 @@ void aprq_q6k_finish(const float *x, const float *scales, float max_scale, float
             L[16 * j + ii] = (int8_t)(QMAX(-32, QMIN(31, l)) + 32);
         }
     }
-    pack_q6k(L, y->ql, y->qh);
+    aprq_pack_q6k(L, y->ql, y->qh);
 }
 
 static void q6k_block(const float *x, const float *qw, blk_q6_k *y)

@@ -355,6 +355,64 @@ static void test_q8k_activation(void **state)
     assert_true(b[0].d == 0.0f);
 }
 
+/* The SIMD quantizers (apr_quantize_chunk) against the scalar port
+ * (apr_quantize_chunk_ref) on inputs that exercise every lane special case:
+ * zero and constant sub-blocks, all-positive / all-negative sub-blocks, tiny
+ * and huge magnitudes, single spikes, non-finite values, f16-rounded data. */
+static void fill_case(int c, uint64_t seed, float *x, int64_t n)
+{
+    rand_row(seed, x, n, 1.0f);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t sb = i / 16; /* 16-element sub-block index */
+        switch (c) {
+        case 0: break;
+        case 1: if (sb % 3 == 0) x[i] = 0.0f; break;                    /* zero sub-blocks */
+        case 2: if (sb % 2) x[i] = 0.25f; break;                         /* constant sub-blocks */
+        case 3: x[i] = fabsf(x[i]) + (sb % 5 == 0 ? 1.0f : 0.0f); break; /* min > 0 */
+        case 4: x[i] = -fabsf(x[i]); break;
+        case 5: x[i] *= 1e-20f; break;                                   /* below GROUP_MAX_EPS */
+        case 6: x[i] *= (sb % 4 == 0) ? 1e4f : 1e-6f; break;
+        case 7: x[i] = (i % 37 == 0) ? 50.0f : 0.001f * x[i]; break;     /* spikes */
+        case 8: x[i] = apr_f16_to_f32(apr_f32_to_f16(x[i])); break;
+        case 9: if (i % 1000 == 7) x[i] = (i % 2) ? NAN : INFINITY; break;
+        case 10: x[i] = (float)((int)(x[i] * 8)) / 8; break;              /* few distinct values */
+        case 11: if (sb % 2) x[i] = -0.0f; break;
+        }
+    }
+}
+
+static void test_fast_equals_reference(void **state)
+{
+    (void)state;
+    print_message("quantizers in use: %s\n", apr_quant_simd_name());
+    const int64_t rows = 3, cols = 4096, n = rows * cols;
+    float *x = malloc(n * 4);
+    uint8_t *a = malloc(n * 2), *b = malloc(n * 2);
+    const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q5_1};
+    int bad = 0;
+    for (int c = 0; c < 12; c++) {
+        for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+            fill_case(c, 1000 + c, x, n);
+            size_t sa = apr_quantize_chunk(types[k], x, a, rows, cols, NULL);
+            size_t sb = apr_quantize_chunk_ref(types[k], x, b, rows, cols, NULL);
+            size_t sm = apr_quantize_chunk_mt(types[k], x, a + sa, 1, cols, NULL, 2);
+            assert_int_equal(sa, sb);
+            assert_int_equal(sm, sa / rows);
+            if (memcmp(a, b, sa) || memcmp(a + sa, b, sm)) {
+                size_t i = 0;
+                while (a[i] == b[i])
+                    i++;
+                print_message("case %d %s: fast != reference at byte %zu\n", c, apr_dtype_name(types[k]), i);
+                bad++;
+            }
+        }
+    }
+    free(x);
+    free(a);
+    free(b);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_to_f32_plain),
         cmocka_unit_test(test_vec_dot),
         cmocka_unit_test(test_q8k_activation),
+        cmocka_unit_test(test_fast_equals_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

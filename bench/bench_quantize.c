@@ -1,0 +1,275 @@
+/* bench_quantize.c - quantization speed: apr's fast kernels against the
+ * plain scalar reference port (apr_quantize_chunk_ref, the code llama.cpp
+ * runs), same thread count, same input, identical bytes required.
+ *
+ * Input: one LLaMA-7B layer of F16 weights (q, k, v, o 4096x4096; gate, up
+ * 11008x4096; down 4096x11008), optionally the 32000x4096 output matrix,
+ * quantized with the Q4_K_M rules of layer 0 of 32 (attn_v and ffn_down are
+ * Q6_K there, the rest Q4_K, output Q6_K). Then per-type throughput on one
+ * 4096x4096 matrix (Q8_0, Q4_K, Q5_K, Q6_K), per thread and with all threads.
+ *
+ * --llama: also write the layer as an F16 GGUF and time llama.cpp's quantizer
+ * (llama-cpp-python's llama_model_quantize, Q4_K_M) and `apr quantize` on it
+ * with the same thread count (needs python3 + llama_cpp; APR_BIN or --apr).
+ *
+ * usage: bench_quantize [--threads N] [--output] [--llama] [--apr PATH] [--quick]
+ * exit 0; 1 when the fast and reference bytes differ. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "formats.h"
+#include "quant.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct mat {
+    const char *name;
+    int64_t rows, cols;
+    apr_dtype type;
+    float *x;
+} mat;
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* F16-representable weights, ~N(0, 1/cols) with a few outliers (values as an
+ * F16 checkpoint would hold them: the bench quantizes f16 -> f32 -> type). */
+static float *make_weights(int64_t rows, int64_t cols, uint64_t seed)
+{
+    float *x = malloc((size_t)(rows * cols) * sizeof(float));
+    if (!x)
+        return NULL;
+    const float sc = 1.0f / 64.0f;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        uint64_t u = mix64(seed * 0x9E3779B97F4A7C15ull + (uint64_t)i);
+        float z = (float)((int)(u & 0xFFFF) + (int)(u >> 16 & 0xFFFF) + (int)(u >> 32 & 0xFFFF) + (int)(u >> 48) -
+                          131070) * 2.6428997e-05f;
+        float v = z * sc;
+        if ((u >> 7) % 997 == 0)
+            v *= 10.0f;
+        x[i] = apr_f16_to_f32(apr_f32_to_f16(v));
+    }
+    return x;
+}
+
+typedef struct result {
+    double t_fast, t_ref;
+    bool same;
+} result;
+
+static result run_set(mat *m, int n, int threads, int reps)
+{
+    result r = {1e30, 1e30, true};
+    uint8_t **a = calloc((size_t)n, sizeof *a), **b = calloc((size_t)n, sizeof *b);
+    size_t *sz = calloc((size_t)n, sizeof *sz);
+    for (int i = 0; i < n; i++) {
+        sz[i] = apr_dtype_row_bytes(m[i].type, (uint64_t)m[i].cols) * (size_t)m[i].rows;
+        a[i] = malloc(sz[i]);
+        b[i] = malloc(sz[i]);
+    }
+    for (int rep = 0; rep < reps; rep++) {
+        double t0 = now_s();
+        for (int i = 0; i < n; i++)
+            apr_quantize_chunk_mt_opt(m[i].type, m[i].x, a[i], m[i].rows, m[i].cols, NULL, threads, false);
+        double t1 = now_s();
+        for (int i = 0; i < n; i++)
+            apr_quantize_chunk_mt_opt(m[i].type, m[i].x, b[i], m[i].rows, m[i].cols, NULL, threads, true);
+        double t2 = now_s();
+        if (t1 - t0 < r.t_fast)
+            r.t_fast = t1 - t0;
+        if (t2 - t1 < r.t_ref)
+            r.t_ref = t2 - t1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (memcmp(a[i], b[i], sz[i]) != 0) {
+            fprintf(stderr, "MISMATCH: %s (%s): fast and reference bytes differ\n", m[i].name,
+                    apr_dtype_name(m[i].type));
+            r.same = false;
+        }
+        free(a[i]);
+        free(b[i]);
+    }
+    free(a);
+    free(b);
+    free(sz);
+    return r;
+}
+
+/* Writes the layer as an F16 GGUF llama.cpp can load. */
+static int write_gguf(const char *path, mat *m, int n)
+{
+    apr_model *g = apr_model_new(APR_FMT_GGUF);
+    apr_err err = {0};
+    apr_model_set_kv_str(g, "general.architecture", "llama");
+    apr_model_set_kv_u32(g, "llama.block_count", 1);
+    apr_model_set_kv_u32(g, "llama.context_length", 4096);
+    apr_model_set_kv_u32(g, "llama.embedding_length", 4096);
+    apr_model_set_kv_u32(g, "llama.feed_forward_length", 11008);
+    apr_model_set_kv_u32(g, "llama.attention.head_count", 32);
+    apr_model_set_kv_u32(g, "llama.attention.head_count_kv", 32);
+    apr_model_set_kv_u32(g, "llama.rope.dimension_count", 128);
+    apr_model_set_kv_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    apr_model_set_kv_u32(g, "general.file_type", 1);
+    for (int i = 0; i < n; i++) {
+        uint64_t cnt = (uint64_t)(m[i].rows * m[i].cols);
+        uint16_t *h = malloc(cnt * 2);
+        for (uint64_t k = 0; k < cnt; k++)
+            h[k] = apr_f32_to_f16(m[i].x[k]);
+        uint64_t dims[2] = {(uint64_t)m[i].rows, (uint64_t)m[i].cols};
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s%s.weight", strcmp(m[i].name, "output") ? "blk.0." : "", m[i].name);
+        if (apr_model_add_tensor(g, nm, APR_DT_F16, 2, dims, h, cnt * 2, true, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            return -1;
+        }
+    }
+    float *norm = malloc(4096 * 4);
+    for (int i = 0; i < 4096; i++)
+        norm[i] = 1.0f;
+    uint64_t d1[1] = {4096};
+    apr_model_add_tensor(g, "blk.0.attn_norm.weight", APR_DT_F32, 1, d1, norm, 4096 * 4, false, &err);
+    apr_model_add_tensor(g, "blk.0.ffn_norm.weight", APR_DT_F32, 1, d1, norm, 4096 * 4, false, &err);
+    apr_model_add_tensor(g, "output_norm.weight", APR_DT_F32, 1, d1, norm, 4096 * 4, false, &err);
+    int rc = apr_gguf_write(g, path, NULL, &err);
+    if (rc)
+        fprintf(stderr, "%s\n", err.msg);
+    apr_model_free(g);
+    free(norm);
+    return rc;
+}
+
+static double time_cmd(const char *cmd)
+{
+    double t0 = now_s();
+    int rc = system(cmd);
+    double t = now_s() - t0;
+    return rc == 0 ? t : -1;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = apr_quant_default_threads();
+    bool with_output = false, llama = false, quick = false;
+    const char *apr_bin = getenv("APR_BIN");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--output"))
+            with_output = true;
+        else if (!strcmp(argv[i], "--llama"))
+            llama = true;
+        else if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--apr") && i + 1 < argc)
+            apr_bin = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_quantize [--threads N] [--output] [--llama] [--apr PATH] [--quick]\n");
+            return 2;
+        }
+    }
+    if (threads < 1)
+        threads = 1;
+    printf("bench_quantize: %d thread(s), kernels: %s\n", threads, apr_quant_simd_name());
+
+    const int64_t H = 4096, F = quick ? 2816 : 11008;
+    mat layer[8] = {
+        {"attn_q", H, H, APR_DT_Q4_K, NULL},      {"attn_k", H, H, APR_DT_Q4_K, NULL},
+        {"attn_v", H, H, APR_DT_Q6_K, NULL},      {"attn_output", H, H, APR_DT_Q4_K, NULL},
+        {"ffn_gate", F, H, APR_DT_Q4_K, NULL},    {"ffn_up", F, H, APR_DT_Q4_K, NULL},
+        {"ffn_down", H, F, APR_DT_Q6_K, NULL},    {"output", 32000, H, APR_DT_Q6_K, NULL},
+    };
+    const int nl = with_output ? 8 : 7;
+    uint64_t nw = 0;
+    for (int i = 0; i < nl; i++) {
+        if (!(layer[i].x = make_weights(layer[i].rows, layer[i].cols, (uint64_t)i + 1))) {
+            fprintf(stderr, "out of memory\n");
+            return 2;
+        }
+        nw += (uint64_t)(layer[i].rows * layer[i].cols);
+    }
+    bool ok = true;
+    result r = run_set(layer, nl, threads, 1);
+    ok &= r.same;
+    printf("\nQ4_K_M layer (%.1f M weights%s), %d threads:\n", nw / 1e6, with_output ? " incl. output" : "", threads);
+    printf("  apr fast kernels   %8.3f s  %8.1f M weights/s  (%.1f per thread)\n", r.t_fast, nw / r.t_fast / 1e6,
+           nw / r.t_fast / 1e6 / threads);
+    printf("  scalar reference   %8.3f s  %8.1f M weights/s  (%.1f per thread)\n", r.t_ref, nw / r.t_ref / 1e6,
+           nw / r.t_ref / 1e6 / threads);
+    printf("  speed-up %.2fx, bytes %s\n", r.t_ref / r.t_fast, r.same ? "identical" : "DIFFER");
+
+    printf("\nper type, one %lldx%lld matrix (M weights/s):\n", (long long)H, (long long)H);
+    printf("  %-5s %12s %12s %12s %12s %8s\n", "type", "fast 1 thr", "ref 1 thr", "fast all", "ref all", "ratio");
+    const apr_dtype types[] = {APR_DT_Q8_0, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K};
+    for (size_t k = 0; k < 4; k++) {
+        mat one = {"attn_q", H, quick ? 1024 : H, types[k], layer[0].x};
+        const double w = (double)one.rows * one.cols;
+        result r1 = run_set(&one, 1, 1, types[k] == APR_DT_Q8_0 ? 3 : 1);
+        result rn = run_set(&one, 1, threads, types[k] == APR_DT_Q8_0 ? 3 : 1);
+        ok &= r1.same && rn.same;
+        printf("  %-5s %12.1f %12.1f %12.1f %12.1f %7.2fx%s\n", apr_dtype_name(types[k]), w / r1.t_fast / 1e6,
+               w / r1.t_ref / 1e6, w / rn.t_fast / 1e6, w / rn.t_ref / 1e6, rn.t_ref / rn.t_fast,
+               r1.same && rn.same ? "" : "  BYTES DIFFER");
+    }
+
+    if (llama) {
+        char dir[] = "/tmp/apr-bench-XXXXXX";
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            return 2;
+        }
+        char in[128], out1[128], out2[128], cmd[2048];
+        snprintf(in, sizeof in, "%s/layer-f16.gguf", dir);
+        snprintf(out1, sizeof out1, "%s/llama-q4km.gguf", dir);
+        snprintf(out2, sizeof out2, "%s/apr-q4km.gguf", dir);
+        if (write_gguf(in, layer, nl) == 0) {
+            snprintf(cmd, sizeof cmd,
+                     "python3 -c \"import ctypes,llama_cpp as L; p=L.llama_model_quantize_default_params(); "
+                     "p.ftype=15; p.nthread=%d; import sys; sys.exit(L.llama_model_quantize(b'%s', b'%s', "
+                     "ctypes.byref(p)))\" >/dev/null 2>&1",
+                     threads, in, out1);
+            double tl = time_cmd(cmd);
+            double ta = -1;
+            if (apr_bin) {
+                snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' --type Q4_K_M --threads %d --quiet --no-provenance",
+                         apr_bin, in, out2, threads);
+                ta = time_cmd(cmd);
+            }
+            printf("\nend to end on an F16 GGUF of the layer, Q4_K_M, %d threads:\n", threads);
+            if (tl >= 0)
+                printf("  llama.cpp (llama_model_quantize)  %8.3f s  %8.1f M weights/s\n", tl, nw / tl / 1e6);
+            else
+                printf("  llama.cpp: not available (python3 -c 'import llama_cpp' failed)\n");
+            if (ta >= 0)
+                printf("  apr quantize                      %8.3f s  %8.1f M weights/s\n", ta, nw / ta / 1e6);
+            else
+                printf("  apr quantize: not run (give --apr PATH or APR_BIN)\n");
+            if (tl >= 0 && ta >= 0) {
+                printf("  apr / llama.cpp wall time: %.2f\n", ta / tl);
+                snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out1, out2);
+                /* KVs differ only if provenance were on; with --no-provenance the files must match */
+                printf("  output files %s\n", system(cmd) == 0 ? "identical" : "DIFFER (tensor data checked by the peer test)");
+            }
+            unlink(out1);
+            unlink(out2);
+        }
+        unlink(in);
+        rmdir(dir);
+    }
+    for (int i = 0; i < nl; i++)
+        free(layer[i].x);
+    printf("\n%s\n", ok ? "bytes: fast == reference everywhere" : "FAIL: fast and reference bytes differ");
+    return ok ? 0 : 1;
+}
