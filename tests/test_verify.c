@@ -478,6 +478,58 @@ static void test_provenance_detects_flip(void **state)
     free(out);
 }
 
+/* fixture -> APR -> GGUF -> safetensors: each record's parent is its source's
+ * record, every link verifies against its source, and the end of the chain
+ * still computes the fixture's logits bit for bit. */
+static void test_provenance_chain(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-chain");
+    char a[4096], b[4096], c[4096];
+    convert_fixture(dir, fx, "a.apr", a, sizeof a);
+    convert_fixture(dir, a, "b.gguf", b, sizeof b);
+    convert_fixture(dir, b, "c", c, sizeof c);
+    const char *links[3][2] = {{a, fx}, {b, a}, {c, b}};
+    for (int i = 0; i < 3; i++) {
+        char *out;
+        assert_int_equal(apr_run(dir, "link", &out, "verify --provenance '%s' '%s' --json", links[i][0],
+                                 links[i][1]), 0);
+        json_t *j = parse_report(out);
+        assert_true(json_is_true(json_object_get(j, "match")));
+        assert_true(json_is_true(jget(j, "checks", "parent_checked")));
+        assert_true(json_is_false(jget(j, "checks", "parent_bad")));
+        assert_true(json_integer_value(jget(j, "checks", "files")) >= 1);
+        json_decref(j);
+        free(out);
+    }
+    /* the chain is in the last record: three records deep, the first with no parent */
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, c, NULL, &err), 0);
+    assert_non_null(m->provenance_json);
+    json_t *rec = json_loads(m->provenance_json, 0, NULL);
+    assert_non_null(rec);
+    int depth = 0;
+    for (json_t *r = rec; r && json_is_object(r); r = json_object_get(r, "parent"))
+        depth++;
+    assert_int_equal(depth, 3);
+    json_decref(rec);
+    apr_model_free(m);
+    /* a broken link: verifying b against the fixture instead of a finds the parent mismatch */
+    char *out;
+    assert_int_equal(apr_run(dir, "wrong", &out, "verify --provenance '%s' '%s' --json", b, fx), 1);
+    json_t *j = parse_report(out);
+    assert_true(json_is_false(json_object_get(j, "match")));
+    json_decref(j);
+    free(out);
+    /* three lossless hops: still the fixture's logits */
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 64 --chunks 1", fx, c), 0);
+    assert_lossless_pass(out);
+    free(out);
+}
+
 /* ---------------------------------------------------------------- synthetic quantized models */
 
 /* A synthetic LLaMA (HF safetensors) converted to GGUF: the F32/F16 reference. */
@@ -654,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_via_gguf),
         cmocka_unit_test(test_roundtrip_reports_difference),
         cmocka_unit_test(test_provenance_detects_flip),
+        cmocka_unit_test(test_provenance_chain),
         cmocka_unit_test(test_verify_quantized_synth),
         cmocka_unit_test(test_verify_corrupt_quantized_names_layer),
     };
