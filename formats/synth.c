@@ -291,17 +291,14 @@ static void synth_tok_free(synth_tok *t)
     memset(t, 0, sizeof *t);
 }
 
-static bool put_token(synth_tok *t, str_set *set, uint32_t id, const char *s, size_t len, int32_t type, float score)
+static bool dup_str(apr_str *d, const char *s, size_t len)
 {
-    t->tokens[id].s = malloc(len + 1);
-    if (!t->tokens[id].s)
+    d->s = malloc(len + 1);
+    if (!d->s)
         return false;
-    memcpy(t->tokens[id].s, s, len);
-    t->tokens[id].s[len] = 0;
-    t->tokens[id].len = len;
-    t->types[id] = type;
-    t->scores[id] = score;
-    set_add(set, &t->tokens[id]);
+    memcpy(d->s, s, len);
+    d->s[len] = 0;
+    d->len = len;
     return true;
 }
 
@@ -317,6 +314,71 @@ static size_t utf8_2(uint32_t cp, char *out)
     return 2;
 }
 
+/* Characters in a rough English frequency order: merges are drawn mostly
+ * from the front of this list, so that pieces such as "th", "he", "▁t" exist
+ * and tokenizers actually merge on ordinary text. */
+static const char char_order[] = "etaoinshrdlucmfwypvbgkjqxzETAOINSHRDLUCMFWYPVBGKJQXZ0123456789.,'!?\"-:;()";
+
+/* Pieces: the base alphabet, then merged pieces (two earlier pieces,
+ * concatenated; unique, at most 24 bytes), picked with a quadratic bias
+ * toward the front of the pick order. Returns the number of pieces made. */
+static int make_pieces(apr_str *p, uint32_t nbase, uint32_t total, const uint32_t *pick0, apr_str *merges,
+                       uint64_t seed, apr_err *err)
+{
+    str_set set = {0};
+    set.cap = 1;
+    while (set.cap < 2ull * total)
+        set.cap <<= 1;
+    set.slot = calloc(set.cap, sizeof *set.slot);
+    uint32_t *pick = malloc((size_t)total * sizeof *pick);
+    int rc = 0;
+    if (!set.slot || !pick) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (uint32_t i = 0; i < nbase; i++) {
+        pick[i] = pick0[i];
+        set_add(&set, &p[i]);
+    }
+    uint64_t state = mix64(seed ^ 0x746F6B656E697A65ull /* "tokenize" */), tries = 0;
+    char buf[64];
+    for (uint32_t id = nbase; id < total;) {
+        if (++tries > 64ull * total) {
+            rc = apr_err_set(err, APR_E_ARG, "cannot generate %u distinct tokens", total);
+            goto done;
+        }
+        state += 0x9E3779B97F4A7C15ull;
+        uint64_t r = mix64(state), x = r & 0xFFFF, y = (r >> 16) & 0xFFFF;
+        uint32_t a = pick[(id * x * x) >> 32], b = pick[(id * y * y) >> 32];
+        uint64_t la = p[a].len, lb = p[b].len;
+        if (la + lb > 24)
+            continue;
+        memcpy(buf, p[a].s, la);
+        memcpy(buf + la, p[b].s, lb);
+        if (set_has(&set, buf, la + lb))
+            continue;
+        if (!dup_str(&p[id], buf, la + lb))
+            goto oom;
+        set_add(&set, &p[id]);
+        if (merges) {
+            apr_str *mg = &merges[id - nbase];
+            buf[la] = ' ';
+            memcpy(buf + la + 1, p[b].s, lb);
+            if (!dup_str(mg, buf, la + lb + 1))
+                goto oom;
+        }
+        pick[id] = id;
+        id++;
+    }
+    goto done;
+oom:
+    rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+done:
+    free(set.slot);
+    free(pick);
+    return rc;
+}
+
 static int build_tokenizer(synth_tok *t, const apr_synth_config *c, bool gpt2, apr_err *err)
 {
     memset(t, 0, sizeof *t);
@@ -326,97 +388,99 @@ static int build_tokenizer(synth_tok *t, const apr_synth_config *c, bool gpt2, a
     t->scores = calloc(n, sizeof *t->scores);
     t->types = calloc(n, sizeof *t->types);
     t->merges = gpt2 ? calloc(n, sizeof *t->merges) : NULL;
-    str_set set = {0};
-    set.cap = 1;
-    while (set.cap < 2ull * n)
-        set.cap <<= 1;
-    set.slot = calloc(set.cap, sizeof *set.slot);
+    apr_str *p = calloc(n, sizeof *p);
+    uint32_t pick0[256];
     int rc = 0;
-    if (!t->tokens || !t->scores || !t->types || (gpt2 && !t->merges) || !set.slot) {
+    if (!t->tokens || !t->scores || !t->types || (gpt2 && !t->merges) || !p) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
         goto done;
     }
-    uint32_t id = 0, first_normal, end = n;
-    char buf[64];
+    char buf[16];
     if (gpt2) {
-        /* GPT-2's bytes_to_unicode order: printable bytes map to themselves,
-         * the others to 256 + k, in this id order. */
-        uint32_t k = 0;
+        /* ids 0..255: GPT-2's bytes_to_unicode order (printable bytes map to
+         * themselves, the others to U+0100 + k); merged pieces next; three
+         * control tokens at the end, like Qwen2's. */
+        uint32_t k = 0, id = 0, byte_id[256];
         for (uint32_t pass = 0; pass < 2; pass++)
             for (uint32_t b = 0; b < 256; b++) {
                 bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
                 if (printable != (pass == 0))
                     continue;
-                uint32_t cp = printable ? b : 256 + k++;
-                size_t len = utf8_2(cp, buf);
-                if (!put_token(t, &set, id++, buf, len, 1, 0.0f))
+                size_t len = utf8_2(printable ? b : 256 + k++, buf);
+                if (!dup_str(&p[id], buf, len))
                     goto oom;
+                byte_id[b] = id++;
             }
-        first_normal = 0;
-        end = n - 3; /* three control tokens at the end, like Qwen2's */
+        bool used[256] = {false};
+        uint32_t np = 0;
+        for (const char *ch = char_order; *ch; ch++) {
+            if (ch - char_order == 26)
+                pick0[np++] = byte_id[' '], used[' '] = true; /* 'Ġ' after the lowercase letters */
+            pick0[np++] = byte_id[(uint8_t)*ch];
+            used[(uint8_t)*ch] = true;
+        }
+        for (uint32_t b = 0; b < 256; b++)
+            if (!used[b])
+                pick0[np++] = byte_id[b];
+        if ((rc = make_pieces(p, 256, n - 3, pick0, t->merges, c->seed, err)))
+            goto done;
+        t->n_merges = n - 3 - 256;
+        for (uint32_t i = 0; i < n - 3; i++) {
+            t->tokens[i] = p[i];
+            t->types[i] = 1;
+            p[i].s = NULL;
+        }
         static const char *const ctl[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-        for (int i = 0; i < 3; i++)
-            if (!put_token(t, &set, end + (uint32_t)i, ctl[i], strlen(ctl[i]), 3, 0.0f))
+        for (uint32_t i = 0; i < 3; i++) {
+            if (!dup_str(&t->tokens[n - 3 + i], ctl[i], strlen(ctl[i])))
                 goto oom;
+            t->types[n - 3 + i] = 3;
+        }
     } else {
-        if (!put_token(t, &set, id++, "<unk>", 5, 2, 0.0f) || !put_token(t, &set, id++, "<s>", 3, 3, 0.0f) ||
-            !put_token(t, &set, id++, "</s>", 4, 3, 0.0f))
+        /* SentencePiece layout: <unk> <s> </s>, 256 byte pieces, then the
+         * merged pieces by rank and the single characters last (as
+         * SentencePiece's BPE trainer orders them); score = -(id - 259). */
+        uint32_t nbase = 0;
+        if (!dup_str(&p[nbase++], "\xe2\x96\x81", 3))
             goto oom;
+        for (const char *ch = char_order; *ch; ch++)
+            if (!dup_str(&p[nbase++], ch, 1))
+                goto oom;
+        for (uint32_t i = 0; i < nbase; i++)
+            pick0[i] = i;
+        uint32_t npieces = n - 259;
+        if ((rc = make_pieces(p, nbase, npieces, pick0, NULL, c->seed, err)))
+            goto done;
+        static const char *const ctl[] = {"<unk>", "<s>", "</s>"};
+        for (uint32_t i = 0; i < 3; i++) {
+            if (!dup_str(&t->tokens[i], ctl[i], strlen(ctl[i])))
+                goto oom;
+            t->types[i] = i == 0 ? 2 : 3;
+        }
         for (uint32_t b = 0; b < 256; b++) {
             snprintf(buf, sizeof buf, "<0x%02X>", b);
-            if (!put_token(t, &set, id++, buf, 6, 6, 0.0f))
+            if (!dup_str(&t->tokens[3 + b], buf, 6))
                 goto oom;
+            t->types[3 + b] = 6;
         }
-        first_normal = id;
-        static const char base[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'\"-:;()";
-        if (!put_token(t, &set, id, "\xe2\x96\x81", 3, 1, -(float)(id - first_normal)))
-            goto oom;
-        id++;
-        for (size_t i = 0; base[i]; i++, id++)
-            if (!put_token(t, &set, id, &base[i], 1, 1, -(float)(id - first_normal)))
-                goto oom;
-    }
-    /* Merged pieces: the concatenation of two earlier pieces picked by a
-     * seeded generator; unique and at most 24 bytes. */
-    uint64_t state = mix64(c->seed ^ 0x746F6B656E697A65ull /* "tokenize" */);
-    uint64_t tries = 0;
-    while (id < end) {
-        if (++tries > 64ull * n) {
-            rc = apr_err_set(err, APR_E_ARG, "cannot generate %u distinct tokens", n);
-            goto done;
+        uint32_t id = 259;
+        for (uint32_t i = nbase; i < npieces; i++, id++)
+            t->tokens[id] = p[i], p[i].s = NULL;
+        for (uint32_t i = 0; i < nbase; i++, id++)
+            t->tokens[id] = p[i], p[i].s = NULL;
+        for (id = 259; id < n; id++) {
+            t->types[id] = 1;
+            t->scores[id] = -(float)(id - 259);
         }
-        state += 0x9E3779B97F4A7C15ull;
-        uint64_t r = mix64(state);
-        uint32_t a = first_normal + (uint32_t)((r & 0xFFFFFFFFu) % (id - first_normal));
-        uint32_t b = first_normal + (uint32_t)((r >> 32) % (id - first_normal));
-        uint64_t la = t->tokens[a].len, lb = t->tokens[b].len;
-        if (la + lb > 24)
-            continue;
-        memcpy(buf, t->tokens[a].s, la);
-        memcpy(buf + la, t->tokens[b].s, lb);
-        if (set_has(&set, buf, la + lb))
-            continue;
-        if (!put_token(t, &set, id, buf, la + lb, 1, gpt2 ? 0.0f : -(float)(id - first_normal)))
-            goto oom;
-        if (gpt2) {
-            apr_str *mg = &t->merges[t->n_merges];
-            mg->s = malloc(la + lb + 2);
-            if (!mg->s)
-                goto oom;
-            memcpy(mg->s, t->tokens[a].s, la);
-            mg->s[la] = ' ';
-            memcpy(mg->s + la + 1, t->tokens[b].s, lb);
-            mg->s[la + lb + 1] = 0;
-            mg->len = la + lb + 1;
-            t->n_merges++;
-        }
-        id++;
     }
     goto done;
 oom:
     rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
 done:
-    free(set.slot);
+    if (p)
+        for (uint32_t i = 0; i < n; i++)
+            free(p[i].s);
+    free(p);
     if (rc)
         synth_tok_free(t);
     return rc;
