@@ -532,15 +532,15 @@ static void test_provenance_chain(void **state)
 
 /* ---------------------------------------------------------------- synthetic quantized models */
 
-/* A synthetic LLaMA (HF safetensors) converted to GGUF: the F32/F16 reference. */
-static const char *synth_gguf(const char *dir)
+/* A 4-layer synthetic model (HF safetensors) converted to GGUF: the F32 reference. */
+static const char *synth_gguf_arch(const char *dir, const char *arch)
 {
     static char path[4096];
     char hf[4096];
-    snprintf(hf, sizeof hf, "%s/hf", dir);
-    snprintf(path, sizeof path, "%s/model.gguf", dir);
+    snprintf(hf, sizeof hf, "%s/hf-%s", dir, arch);
+    snprintf(path, sizeof path, "%s/model-%s.gguf", dir, arch);
     char *out;
-    int rc = apr_run(dir, "synth", &out, "synth '%s' --preset tiny-llama --layers 4 --seed 42", hf);
+    int rc = apr_run(dir, "synth", &out, "synth '%s' --preset tiny-%s --layers 4 --seed 42", hf, arch);
     free(out);
     assert_int_equal(rc, 0);
     rc = apr_run(dir, "convert", &out, "convert '%s' '%s'", hf, path);
@@ -549,9 +549,14 @@ static const char *synth_gguf(const char *dir)
     return path;
 }
 
+static const char *synth_gguf(const char *dir)
+{
+    return synth_gguf_arch(dir, "llama");
+}
+
 static void quantize(const char *dir, const char *src, const char *type, char *dst, size_t cap)
 {
-    snprintf(dst, cap, "%s/model-%s.gguf", dir, type);
+    snprintf(dst, cap, "%.*s-%s.gguf", (int)(strlen(src) - 5), src, type);
     char *out;
     const int rc = apr_run(dir, "quantize", &out, "quantize '%s' '%s' --type %s", src, dst, type);
     free(out);
@@ -594,6 +599,46 @@ static void test_verify_quantized_synth(void **state)
         json_decref(j);
         free(out);
     }
+}
+
+/* Qwen2 (NEOX rope, QKV biases, tied embeddings) quantized to Q4_K_M: a KLD
+ * report and a pass; then the quantized GGUF converted to APR (fused QKV with
+ * mixed Q4_K/Q6_K parts where llama.cpp's mix puts attn_v in Q6_K) must give
+ * the quantized GGUF's logits bit for bit. */
+static void test_verify_quantized_qwen2_and_apr(void **state)
+{
+    (void)state;
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-quant-qwen2");
+    const char *ref = synth_gguf_arch(dir, "qwen2");
+    char q[4096], qa[4096];
+    quantize(dir, ref, "Q4_K_M", q, sizeof q);
+    char *out;
+    int rc = apr_run(dir, "q", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", ref, q);
+    json_t *j = parse_report(out);
+    print_message("qwen2 Q4_K_M: mean KLD %.6g, top-1 %.2f %%\n", json_real_value(jget(j, "kld", "mean")),
+                  json_real_value(jget(j, "top1_agreement_pct", NULL)));
+    assert_int_equal(rc, 0);
+    assert_string_equal(json_string_value(jget(j, "conversion", "type")), "Q4_K_M");
+    assert_true(json_real_value(jget(j, "kld", "mean")) > 0);
+    json_decref(j);
+    free(out);
+
+    snprintf(qa, sizeof qa, "%s/q4km.apr", dir);
+    rc = apr_run(dir, "conv", &out, "convert '%s' '%s'", q, qa);
+    free(out);
+    assert_int_equal(rc, 0);
+    /* the APR really holds a mixed-dtype fused tensor (4 layers: use_more_bits layers 2, 3) */
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, qa, NULL, &err), 0);
+    const apr_tensor *t = apr_model_tensor(m, "model.layers.3.self_attn.qkv_proj.weight");
+    assert_non_null(t);
+    assert_int_equal(t->dtype, APR_DT_ROWCAT);
+    apr_model_free(m);
+    assert_int_equal(apr_run(dir, "l", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", q, qa), 0);
+    assert_lossless_pass(out);
+    free(out);
 }
 
 /* One row zeroed in a quantized model: the 1-D ffn_norm weight of layer 2 is a
@@ -709,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_provenance_chain),
         cmocka_unit_test(test_verify_quantized_synth),
         cmocka_unit_test(test_verify_corrupt_quantized_names_layer),
+        cmocka_unit_test(test_verify_quantized_qwen2_and_apr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
