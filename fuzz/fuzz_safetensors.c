@@ -3,7 +3,8 @@
  * and apr_model_derive on whatever KVs those give). An input that starts with
  * '{' is instead taken as one JSON object serving as config.json,
  * tokenizer.json and tokenizer_config.json at once: the HF -> KV mapping.
- * Run: build-fuzz/fuzz/fuzz_safetensors -max_total_time=30 fuzz/corpus/safetensors */
+ * Run: build-fuzz/fuzz/fuzz_safetensors -max_total_time=30 WORKDIR fuzz/corpus/safetensors
+ * (libFuzzer adds new inputs to the first directory: keep it out of the tree). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
