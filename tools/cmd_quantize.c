@@ -379,6 +379,10 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
             continue; /* llama-quantize drops split keys; our provenance is rewritten below */
         rc = apr_model_set_kv(out, &in->kvs[i]);
     }
+    /* llama.cpp's gguf_set_val_* drops an existing key and appends it, so
+     * these two always end the copied KVs, in this order */
+    apr_model_remove_kv(out, "general.quantization_version");
+    apr_model_remove_kv(out, "general.file_type");
     if (!rc)
         rc = apr_model_set_kv_u32(out, "general.quantization_version", 2);
     if (!rc)
@@ -479,12 +483,12 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
         fprintf(stderr,
                 "apr quantize: %s -> %s (%s%s, %s)\n"
                 "  tensors %llu (%llu converted%s), size %.2f MiB -> %.2f MiB (%.2f bits/weight)\n"
-                "  time %.2f s total, %.2f s quantizing: %.1f M weights/s on %d threads (%.2f per thread)\n",
+                "  time %.2f s total, %.2f s quantizing: %.1f M weights/s on %d threads (%.2f per thread, %s kernels)\n",
                 o->in, o->out, o->type, o->pure ? " pure" : "", fmt == APR_FMT_APR ? "APR" : "GGUF",
                 (unsigned long long)in->n_tensors, (unsigned long long)n_conv,
                 im ? ", with imatrix" : "", bytes_in / 1048576.0, bytes_out / 1048576.0,
                 qweights ? 8.0 * bytes_out / (double)qweights : 0.0, dt, tq, tq > 0 ? qweights / tq / 1e6 : 0.0,
-                threads, tq > 0 ? qweights / tq / 1e6 / threads : 0.0);
+                threads, tq > 0 ? qweights / tq / 1e6 / threads : 0.0, apr_quant_simd_name());
         if (mix.n_fallback)
             fprintf(stderr, "  %d tensor(s) used a fallback type (rows not a multiple of 256)\n", mix.n_fallback);
     }
