@@ -48,6 +48,10 @@ static void write_model(const char *path, apr_dtype dt, int nan_row)
     assert_int_equal(apr_model_set_kv_u32(m, "llama.embedding_length", H), 0);
     assert_int_equal(apr_model_set_kv_u32(m, "llama.attention.head_count", 4), 0);
     assert_int_equal(apr_model_set_kv_u32(m, "llama.attention.head_count_kv", 4), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.feed_forward_length", FF), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.context_length", 128), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "llama.rope.dimension_count", H / 4), 0);
+    assert_int_equal(apr_model_set_kv_f32(m, "llama.attention.layer_norm_rms_epsilon", 1e-5f), 0);
     assert_int_equal(apr_model_set_kv_u32(m, "general.file_type", dt == APR_DT_F16 ? 1 : 0), 0);
     uint64_t seed = 1;
     /* GGUF order on purpose not llama-quantize's */
@@ -198,7 +202,10 @@ static void test_threads_and_apr_output(void **state)
     apr_err err = {0};
     assert_int_equal(apr_model_open(&m, tu_path(g_dir, "q8.apr"), NULL, &err), 0);
     assert_int_equal(m->format, APR_FMT_APR);
-    const apr_tensor *t = apr_model_tensor(m, "blk.0.attn_q.weight");
+    const apr_tensor *t = apr_model_tensor(m, "model.layers.0.self_attn.qkv_proj.weight"); /* APR's layout */
+    if (!t)
+        for (uint64_t i = 0; i < m->n_tensors; i++)
+            print_message("  %s\n", m->tensors[i].name);
     assert_non_null(t);
     assert_int_equal(t->dtype, APR_DT_Q8_0);
     apr_model_free(m);
@@ -262,12 +269,54 @@ static void test_refusals(void **state)
     assert_null(tu_read_file(tu_path(g_dir, "x.gguf"), NULL));
 }
 
+/* Non-GGUF input goes through libconvert's GGUF view: an HF directory and
+ * an APR file quantize to the same tensors as their GGUF conversion; APR
+ * output is APR's layout with provenance that verifies against the source. */
+static void test_other_formats(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    const char *b = tu_apr_bin();
+    char d[4096];
+    snprintf(d, sizeof d, "%s", g_dir);
+    assert_int_equal(tu_system(NULL, "'%s' synth '%s/syn' --preset tiny-llama --dtype f16 -q", b, d), 0);
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s/syn' '%s/syn.gguf' -q", b, d, d), 0);
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/syn.gguf' '%s/a.gguf' --type Q4_K_M -q", b, d, d), 0);
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/syn' '%s/b.gguf' --type Q4_K_M -q", b, d, d), 0);
+    apr_model *ma = NULL, *mb = NULL;
+    apr_err err = {0};
+    char pa[4200], pb[4200];
+    snprintf(pa, sizeof pa, "%s/a.gguf", d);
+    snprintf(pb, sizeof pb, "%s/b.gguf", d);
+    assert_int_equal(apr_model_open(&ma, pa, NULL, &err), 0);
+    assert_int_equal(apr_model_open(&mb, pb, NULL, &err), 0);
+    assert_int_equal(ma->n_tensors, mb->n_tensors);
+    for (uint64_t i = 0; i < ma->n_tensors; i++) {
+        assert_string_equal(ma->tensors[i].name, mb->tensors[i].name);
+        assert_int_equal(ma->tensors[i].dtype, mb->tensors[i].dtype);
+        assert_int_equal(ma->tensors[i].nbytes, mb->tensors[i].nbytes);
+        assert_memory_equal(ma->tensors[i].data, mb->tensors[i].data, ma->tensors[i].nbytes);
+    }
+    apr_model_free(ma);
+    apr_model_free(mb);
+    /* APR out: canonical APR names, provenance checks out against the HF source */
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/syn' '%s/c.apr' --type Q4_K_M -q", b, d, d), 0);
+    snprintf(pa, sizeof pa, "%s/c.apr", d);
+    assert_int_equal(apr_model_open(&ma, pa, NULL, &err), 0);
+    assert_non_null(apr_model_tensor(ma, "model.layers.0.self_attn.qkv_proj.weight"));
+    assert_non_null(strstr(ma->provenance_json, "+fuse"));
+    apr_model_free(ma);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/c.apr' '%s/syn'", b, d, d), 0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/b.gguf' '%s/syn'", b, d, d), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q4_k_m_output),
         cmocka_unit_test(test_threads_and_apr_output),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_other_formats),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

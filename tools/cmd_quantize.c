@@ -2,6 +2,12 @@
  * byte for byte (same tensor order, types, data, KVs plus
  * general.quantization_version and general.file_type), threaded over rows.
  *
+ * Input in another format (safetensors, APR) is first turned into its GGUF
+ * view by libconvert (names, Q/K row order, QKV split); APR output is the
+ * quantized GGUF view converted back to APR's layout (fused QKV, ROWCAT when
+ * Q/K/V got different types). Provenance records the input file's tensors
+ * as the sources of every output tensor, with the steps in between.
+ *
  * Memory: the input is mapped; tensors that keep their type are written
  * straight from the mapping; every quantized tensor gets an owned buffer of
  * its output size (so peak RAM is about the output file size, which is much
@@ -20,6 +26,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "convert.h"
 #include "formats.h"
 #include "quant.h"
 
@@ -215,9 +222,11 @@ static int run_tensor(const apr_tensor *t, apr_dtype to, const float *imatrix, u
 /* ------------------------------------------------------------ planning */
 
 typedef struct tplan {
-    const apr_tensor *src;
+    const apr_tensor *src;   /* tensor of the GGUF view being quantized */
     apr_dtype to;
     const float *imatrix;
+    const apr_tensor *orig;  /* the tensor of the input file it came from */
+    char step[32];           /* how the view made src of orig: "", "permute", "split", "convert:F16" */
 } tplan;
 
 static int cmp_plan(const void *a, const void *b)
@@ -294,6 +303,116 @@ static int make_plan(const apr_model *in, const q_opts *o, const apr_imatrix *im
     return 0;
 }
 
+/* ------------------------------------------------------------ provenance */
+
+/* The input-file tensor a GGUF-view tensor came from, and the step between. */
+static void find_orig(const apr_model *in, const apr_model *view, tplan *p)
+{
+    p->step[0] = 0;
+    if (view == in) {
+        p->orig = p->src;
+        return;
+    }
+    apr_tensor_id id;
+    char name[256];
+    p->orig = NULL;
+    if (!apr_tensor_id_parse(p->src->name, &id, NULL))
+        return;
+    if (apr_tensor_id_name(&id, APR_NAMING_HF, name, sizeof name))
+        p->orig = apr_model_tensor(in, name);
+    if (!p->orig && apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name))
+        p->orig = apr_model_tensor(in, name);
+    if (p->orig) {
+        if (p->orig->data != p->src->data)
+            snprintf(p->step, sizeof p->step, "%s",
+                     p->orig->dtype != p->src->dtype ? "convert" : "permute");
+        if (p->orig->dtype != p->src->dtype)
+            snprintf(p->step, sizeof p->step, "convert:%s", apr_dtype_name(p->src->dtype));
+        return;
+    }
+    if (id.role == APR_ROLE_ATTN_Q || id.role == APR_ROLE_ATTN_K || id.role == APR_ROLE_ATTN_V) {
+        apr_tensor_id f = id;
+        f.role = APR_ROLE_ATTN_QKV;
+        if (apr_tensor_id_name(&f, APR_NAMING_HF, name, sizeof name) && (p->orig = apr_model_tensor(in, name)))
+            snprintf(p->step, sizeof p->step, "split");
+    }
+}
+
+/* "step+quantize:T", "quantize:T", "copy", ... for plan entry p */
+static void transform_of(const tplan *p, char *buf, size_t n)
+{
+    const apr_dtype_info *si = apr_dtype_get(p->src->dtype);
+    char q[48] = "";
+    if (p->to != p->src->dtype)
+        snprintf(q, sizeof q, "%s%s:%s", si && si->quantized ? "dequantize:F32+" : "",
+                 apr_dtype_get(p->to)->quantized ? "quantize" : "convert", apr_dtype_name(p->to));
+    if (p->step[0] && q[0])
+        snprintf(buf, n, "%s+%s", p->step, q);
+    else if (p->step[0] || q[0])
+        snprintf(buf, n, "%s", p->step[0] ? p->step : q);
+    else
+        snprintf(buf, n, "copy");
+}
+
+static const tplan *plan_by_name(const tplan *plan, uint64_t n, const char *name)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (!strcmp(plan[i].src->name, name))
+            return &plan[i];
+    return NULL;
+}
+
+/* Records one output tensor with the input-file tensors it came from. A
+ * fused APR QKV tensor lists its Q, K and V sources. */
+static int record_tensor(apr_prov *prov, const apr_tensor *t, const apr_model *qgguf, const tplan *plan,
+                         uint64_t n, apr_err *err)
+{
+    const tplan *parts[3] = {NULL, NULL, NULL};
+    int np = 0;
+    apr_tensor_id id;
+    char name[256];
+    const tplan *p = plan_by_name(plan, n, t->name);
+    if (p) {
+        parts[np++] = p;
+    } else if (apr_tensor_id_parse(t->name, &id, NULL)) {
+        if (id.role == APR_ROLE_ATTN_QKV) {
+            const apr_role roles[3] = {APR_ROLE_ATTN_Q, APR_ROLE_ATTN_K, APR_ROLE_ATTN_V};
+            for (int r = 0; r < 3; r++) {
+                apr_tensor_id q = id;
+                q.role = roles[r];
+                if (apr_tensor_id_name(&q, APR_NAMING_GGUF, name, sizeof name) && (p = plan_by_name(plan, n, name)))
+                    parts[np++] = p;
+            }
+        } else if (apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name) &&
+                   (p = plan_by_name(plan, n, name))) {
+            parts[np++] = p;
+        }
+    }
+    (void)qgguf;
+    const apr_tensor *srcs[3];
+    uint32_t ns = 0;
+    char tr[160] = "copy", one[80];
+    for (int i = 0; i < np; i++) {
+        if (parts[i]->orig) {
+            bool dup = false; /* Q, K, V split from one fused tensor: list it once */
+            for (uint32_t k = 0; k < ns; k++)
+                dup |= srcs[k] == parts[i]->orig;
+            if (!dup)
+                srcs[ns++] = parts[i]->orig;
+        }
+        transform_of(parts[i], one, sizeof one);
+        if (i == 0)
+            snprintf(tr, sizeof tr, "%s", one);
+        else if (strcmp(tr, one) != 0)
+            snprintf(tr, sizeof tr, "quantize:%s", apr_dtype_name(t->dtype)); /* parts differ: name the mix */
+    }
+    if (np == 3) {
+        size_t l = strlen(tr);
+        snprintf(tr + l, sizeof tr - l, "+fuse");
+    }
+    return apr_prov_add_tensor(prov, t, tr, srcs, ns, err);
+}
+
 /* ------------------------------------------------------------ main */
 
 static char *join_cmdline(int argc, char **argv)
@@ -345,39 +464,45 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
     int rc = apr_model_open(&in, o->in, NULL, err);
     if (rc)
         return rc;
-    apr_model *out = NULL;
+    apr_model *out = NULL, *gview = NULL, *aout = NULL;
     apr_imatrix *im = NULL;
     tplan *plan = NULL;
     apr_prov *prov = NULL;
     char *cmdline = NULL, *json = NULL;
 
+    /* the tensors llama-quantize would see: the GGUF view of the input */
+    apr_model *view = in;
     if (in->format != APR_FMT_GGUF && !has_gguf_names(in)) {
-        rc = apr_err_set(err, APR_E_UNSUPPORTED,
-                         "%s is %s with HF tensor names; apr quantize works on GGUF names. Convert it first: "
-                         "apr convert %s model.gguf", o->in, apr_format_name(in->format), o->in);
-        goto done;
+        apr_convert_opts co;
+        apr_convert_opts_init(&co);
+        co.threads = o->threads;
+        if ((rc = apr_convert_model(in, APR_FMT_GGUF, &co, &gview, NULL, NULL, err)))
+            goto done;
+        view = gview;
     }
     if (o->imatrix && (rc = apr_imatrix_load(&im, o->imatrix, err)))
         goto done;
-    plan = calloc(in->n_tensors ? in->n_tensors : 1, sizeof *plan);
+    plan = calloc(view->n_tensors ? view->n_tensors : 1, sizeof *plan);
     if (!plan) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
         goto done;
     }
     apr_quant_mix mix;
-    if ((rc = make_plan(in, o, im, plan, &mix, err)))
+    if ((rc = make_plan(view, o, im, plan, &mix, err)))
         goto done;
+    for (uint64_t i = 0; i < view->n_tensors; i++)
+        find_orig(in, view, &plan[i]);
 
-    out = apr_model_new(fmt);
+    out = apr_model_new(APR_FMT_GGUF);
     if (!out) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
         goto done;
     }
-    for (uint64_t i = 0; i < in->n_kvs && !rc; i++) {
-        const char *k = in->kvs[i].key;
+    for (uint64_t i = 0; i < view->n_kvs && !rc; i++) {
+        const char *k = view->kvs[i].key;
         if (!strncmp(k, "split.", 6) || !strncmp(k, "apr.provenance", 14))
             continue; /* llama-quantize drops split keys; our provenance is rewritten below */
-        rc = apr_model_set_kv(out, &in->kvs[i]);
+        rc = apr_model_set_kv(out, &view->kvs[i]);
     }
     /* llama.cpp's gguf_set_val_* drops an existing key and appends it, so
      * these two always end the copied KVs, in this order */
@@ -395,18 +520,18 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
     const int threads = o->threads > 0 ? o->threads : apr_quant_default_threads();
     const bool show = !o->quiet && isatty(2);
     uint64_t total_w = 0, done_w = 0, qweights = 0, bytes_in = 0, bytes_out = 0, n_conv = 0;
-    for (uint64_t i = 0; i < in->n_tensors; i++) {
+    for (uint64_t i = 0; i < view->n_tensors; i++) {
         uint64_t ne = 0;
         apr_dims_count(plan[i].src->ndim, plan[i].src->dims, &ne);
         total_w += plan[i].to != plan[i].src->dtype ? ne : 0;
     }
     double tq = 0;
-    for (uint64_t i = 0; i < in->n_tensors; i++) {
+    for (uint64_t i = 0; i < view->n_tensors; i++) {
         const apr_tensor *t = plan[i].src;
         uint64_t ne = 0, nbytes = 0;
         apr_dims_count(t->ndim, t->dims, &ne);
         bytes_in += t->nbytes;
-        progress(show, i + 1, in->n_tensors, t->name, plan[i].to, done_w, total_w);
+        progress(show, i + 1, view->n_tensors, t->name, plan[i].to, done_w, total_w);
         if (plan[i].to == t->dtype) {
             rc = apr_model_add_tensor(out, t->name, t->dtype, t->ndim, t->dims, t->data, t->nbytes, false, err);
             bytes_out += t->nbytes;
@@ -444,6 +569,16 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
     if (rc)
         goto done;
 
+    /* APR output: APR's own layout of the quantized GGUF view */
+    apr_model *final = out;
+    if (fmt == APR_FMT_APR) {
+        apr_convert_opts co;
+        apr_convert_opts_init(&co);
+        co.threads = threads;
+        if ((rc = apr_convert_model(out, APR_FMT_APR, &co, &aout, NULL, NULL, err)))
+            goto done;
+        final = aout;
+    }
     if (!o->no_provenance) {
         cmdline = join_cmdline(argc, argv);
         prov = apr_prov_new("quantize", cmdline);
@@ -453,30 +588,18 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
         }
         if ((rc = apr_prov_set_source(prov, in, err)))
             goto done;
-        for (uint64_t i = 0; i < out->n_tensors && !rc; i++) {
-            const apr_tensor *src = plan[i].src, *dst = &out->tensors[i];
-            char tr[64];
-            const apr_dtype_info *si = apr_dtype_get(src->dtype);
-            if (dst->dtype == src->dtype)
-                snprintf(tr, sizeof tr, "copy");
-            else if (apr_dtype_get(dst->dtype)->quantized)
-                snprintf(tr, sizeof tr, "%squantize:%s", si->quantized ? "dequantize:F32+" : "",
-                         apr_dtype_name(dst->dtype));
-            else
-                snprintf(tr, sizeof tr, "%sconvert:%s", si->quantized ? "dequantize:F32+" : "",
-                         apr_dtype_name(dst->dtype));
-            rc = apr_prov_add_tensor(prov, dst, tr, &src, 1, err);
-        }
+        for (uint64_t i = 0; i < final->n_tensors && !rc; i++)
+            rc = record_tensor(prov, &final->tensors[i], out, plan, view->n_tensors, err);
         if (!rc)
             rc = apr_prov_finish(prov, fmt, threads, &json, err);
         if (!rc)
-            rc = apr_prov_attach(out, json, fmt, err);
+            rc = apr_prov_attach(final, json, fmt, err);
         if (rc)
             goto done;
     }
 
     apr_write_opts wo = {.progress = show};
-    if ((rc = apr_model_write(out, o->out, fmt, &wo, err)))
+    if ((rc = apr_model_write(final, o->out, fmt, &wo, err)))
         goto done;
     if (!o->quiet) {
         const double dt = now_s() - t0;
@@ -485,7 +608,7 @@ static int quantize_main(const q_opts *o, int argc, char **argv, apr_err *err)
                 "  tensors %llu (%llu converted%s), size %.2f MiB -> %.2f MiB (%.2f bits/weight)\n"
                 "  time %.2f s total, %.2f s quantizing: %.1f M weights/s on %d threads (%.2f per thread, %s kernels)\n",
                 o->in, o->out, o->type, o->pure ? " pure" : "", fmt == APR_FMT_APR ? "APR" : "GGUF",
-                (unsigned long long)in->n_tensors, (unsigned long long)n_conv,
+                (unsigned long long)view->n_tensors, (unsigned long long)n_conv,
                 im ? ", with imatrix" : "", bytes_in / 1048576.0, bytes_out / 1048576.0,
                 qweights ? 8.0 * bytes_out / (double)qweights : 0.0, dt, tq, tq > 0 ? qweights / tq / 1e6 : 0.0,
                 threads, tq > 0 ? qweights / tq / 1e6 / threads : 0.0, apr_quant_simd_name());
@@ -496,9 +619,11 @@ done:
     free(json);
     free(cmdline);
     apr_prov_free(prov);
+    apr_model_free(aout);
     apr_model_free(out);
     free(plan);
     apr_imatrix_free(im);
+    apr_model_free(gview);
     apr_model_free(in);
     return rc;
 }
