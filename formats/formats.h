@@ -406,7 +406,7 @@ int apr_sha256_file(const char *path, uint8_t out[32], apr_err *err);
  *   p = apr_prov_new("quantize", cmdline);
  *   apr_prov_set_source(p, src_model, &err);            // files hashed at finish
  *   for each output tensor: apr_prov_add_tensor(p, out_t, "quantize:Q4_K", &src_t, 1, &err);
- *   apr_prov_finish(p, n_threads, &json, &err);         // hashes in parallel
+ *   apr_prov_finish(p, APR_FMT_GGUF, n_threads, &json, &err); // hashes in parallel
  *   apr_prov_attach(out_model, json, APR_FMT_GGUF, &err); free(json); apr_prov_free(p);
  *   then write out_model.
  * Tensor data pointers given to add_tensor must stay valid until finish.
@@ -434,6 +434,23 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
 /* Hash everything on n_threads threads (<= 0: all cores) and return the
  * compact JSON text (malloc'd) in *json. out_format names the output format. */
 int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err);
+/* The same work overlapped with writing (what apr convert does, so that
+ * hashing costs no wall time on top of the write):
+ *   apr_prov_start   returns the record with a unique 64-hex placeholder in
+ *                    place of every sha256 and starts hashing on n_threads
+ *                    background threads;
+ *   (attach it, write the output to a temporary path)
+ *   apr_prov_wait    joins the hashing;
+ *   apr_prov_patch   replaces the placeholders in the written file (or in
+ *                    every file of a written directory) with the digests, in
+ *                    the metadata region only, fixing APR's footer CRC32;
+ *                    errors if a file that should carry the record has none;
+ *   apr_prov_json    the final record (malloc'd), e.g. for the caller's view.
+ * Then fsync and rename the temporary output into place. */
+int apr_prov_start(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err);
+int apr_prov_wait(apr_prov *p, apr_err *err);
+int apr_prov_patch(apr_prov *p, const char *path, apr_err *err);
+int apr_prov_json(apr_prov *p, char **json, apr_err *err);
 /* Make json the provenance of m: replaces m->provenance_json, removes every
  * KV under "apr.provenance." and, for GGUF outputs, adds the flattened keys
  * apr.provenance.{tool,operation,time_utc,source,source_sha256}. */

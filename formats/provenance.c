@@ -9,6 +9,9 @@
 #define _GNU_SOURCE
 #include "formats.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <pthread.h>
@@ -19,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* apr_dtype_name has no entry for the ROWCAT pseudo-type. */
 static const char *dt_name(int dt) { return dt == APR_DT_ROWCAT ? "ROWCAT" : apr_dtype_name(dt); }
@@ -142,6 +146,16 @@ struct apr_prov {
     size_t n_regions, cap_regions;
     size_t *slots; /* open-addressing table of region index + 1, 0 = empty */
     size_t n_slots;
+    /* hashing (apr_prov_start .. apr_prov_wait) */
+    apr_format out_format;
+    char nonce[49];   /* 48 random hex digits: placeholder prefix */
+    hash_job **all;   /* regions then files; a placeholder's number indexes it */
+    size_t n_all;
+    hash_job **order; /* the same jobs, biggest first, for the pool */
+    job_pool pool;
+    pthread_t th[64];
+    int n_th;
+    bool started, hashed;
 };
 
 static void now_utc(char out[32])
@@ -171,6 +185,8 @@ void apr_prov_free(apr_prov *p)
 {
     if (!p)
         return;
+    if (p->started && !p->hashed) /* an error path: let the hashing threads finish */
+        apr_prov_wait(p, NULL);
     free(p->operation);
     free(p->command);
     free(p->src_path);
@@ -191,6 +207,8 @@ void apr_prov_free(apr_prov *p)
         free(p->regions[i]);
     free(p->regions);
     free(p->slots);
+    free(p->all);
+    free(p->order);
     free(p);
 }
 
@@ -382,13 +400,6 @@ oom:
     return apr_err_set(err, APR_E_NOMEM, "out of memory");
 }
 
-static json_t *hex_json(const uint8_t sha[32])
-{
-    char hex[65];
-    apr_sha256_hex(sha, hex);
-    return json_string(hex);
-}
-
 static json_t *shape_json(uint32_t ndim, const uint64_t *dims)
 {
     json_t *a = json_array();
@@ -397,22 +408,22 @@ static json_t *shape_json(uint32_t ndim, const uint64_t *dims)
     return a;
 }
 
-int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err)
+/* The digest text of job i: its sha256, or before hashing the placeholder
+ * nonce + 16 hex digits of i (same length, so the record's size does not
+ * change when apr_prov_patch fills it in). */
+static json_t *job_json(const apr_prov *p, size_t i, bool real)
+{
+    char hex[65];
+    if (real)
+        apr_sha256_hex(p->all[i]->sha, hex);
+    else
+        snprintf(hex, sizeof hex, "%s%016llx", p->nonce, (unsigned long long)i);
+    return json_string(hex);
+}
+
+static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
 {
     *json = NULL;
-    size_t n_jobs = p->n_regions + p->n_files;
-    hash_job **jobs = malloc((n_jobs ? n_jobs : 1) * sizeof *jobs);
-    if (!jobs)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < p->n_regions; i++)
-        jobs[i] = p->regions[i];
-    for (size_t i = 0; i < p->n_files; i++)
-        jobs[p->n_regions + i] = &p->files[i].job;
-    int rc = run_jobs(jobs, n_jobs, n_threads, err);
-    free(jobs);
-    if (rc)
-        return rc;
-
     json_t *root = json_object();
     json_t *src = json_object(), *files = json_array(), *tensors = json_object();
     if (!root || !src || !files || !tensors) {
@@ -428,7 +439,7 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
     json_object_set_new(root, "operation", json_string(p->operation));
     json_object_set_new(root, "command", p->command ? json_string(p->command) : json_null());
     json_object_set_new(root, "time_utc", json_string(p->time_utc));
-    json_object_set_new(root, "output_format", json_string(apr_format_name(out_format)));
+    json_object_set_new(root, "output_format", json_string(apr_format_name(p->out_format)));
     json_object_set_new(src, "format", json_string(apr_format_name(p->src_format)));
     json_object_set_new(src, "path", json_string(p->src_path ? p->src_path : ""));
     for (size_t i = 0; i < p->n_files; i++) {
@@ -436,7 +447,7 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
         json_object_set_new(f, "file", json_string(p->files[i].file));
         json_object_set_new(f, "role", json_string(p->files[i].role));
         json_object_set_new(f, "bytes", json_integer((json_int_t)p->files[i].bytes));
-        json_object_set_new(f, "sha256", hex_json(p->files[i].job.sha));
+        json_object_set_new(f, "sha256", job_json(p, p->n_regions + i, real));
         json_array_append_new(files, f);
     }
     json_object_set_new(src, "files", files);
@@ -447,13 +458,13 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
         json_object_set_new(o, "dtype", json_string(dt_name(t->dtype)));
         json_object_set_new(o, "shape", shape_json(t->ndim, t->dims));
         json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
-        json_object_set_new(o, "sha256", hex_json(p->regions[t->region]->sha));
+        json_object_set_new(o, "sha256", job_json(p, t->region, real));
         json_object_set_new(o, "transform", json_string(t->transform));
         for (uint32_t s = 0; s < t->n_srcs; s++) {
             json_t *so = json_object();
             json_object_set_new(so, "name", json_string(t->srcs[s].name));
             json_object_set_new(so, "dtype", json_string(dt_name(t->srcs[s].dtype)));
-            json_object_set_new(so, "sha256", hex_json(p->regions[t->srcs[s].region]->sha));
+            json_object_set_new(so, "sha256", job_json(p, t->srcs[s].region, real));
             json_array_append_new(ss, so);
         }
         json_object_set_new(o, "sources", ss);
@@ -466,6 +477,278 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
     if (!*json)
         return apr_err_set(err, APR_E_NOMEM, "out of memory building the provenance record");
     return 0;
+}
+
+/* 24 random bytes as 48 hex digits (a placeholder that no file holds by chance). */
+static void make_nonce(char out[49])
+{
+    uint8_t r[32] = {0};
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    bool ok = fd >= 0 && read(fd, r, 24) == 24;
+    if (fd >= 0)
+        close(fd);
+    if (!ok) { /* fall back to hashing whatever differs between runs */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uintptr_t x[4] = {(uintptr_t)ts.tv_sec, (uintptr_t)ts.tv_nsec, (uintptr_t)getpid(), (uintptr_t)out};
+        apr_sha256(x, sizeof x, r);
+    }
+    char hex[65];
+    apr_sha256_hex(r, hex); /* hex of the first 24 bytes is its first 48 digits */
+    memcpy(out, hex, 48);
+    out[48] = 0;
+}
+
+int apr_prov_start(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err)
+{
+    if (json)
+        *json = NULL;
+    if (p->started)
+        return apr_err_set(err, APR_E_ARG, "provenance: hashing already started");
+    p->out_format = out_format;
+    p->n_all = p->n_regions + p->n_files;
+    p->all = malloc((p->n_all ? p->n_all : 1) * sizeof *p->all);
+    p->order = malloc((p->n_all ? p->n_all : 1) * sizeof *p->order);
+    if (!p->all || !p->order)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < p->n_regions; i++)
+        p->all[i] = p->regions[i];
+    for (size_t i = 0; i < p->n_files; i++)
+        p->all[p->n_regions + i] = &p->files[i].job;
+    memcpy(p->order, p->all, p->n_all * sizeof *p->all);
+    qsort(p->order, p->n_all, sizeof *p->order, cmp_job_size);
+    make_nonce(p->nonce);
+    if (json) {
+        int rc = build_json(p, false, json, err);
+        if (rc)
+            return rc;
+    }
+    p->pool.jobs = p->order;
+    p->pool.n = p->n_all;
+    atomic_store(&p->pool.next, 0);
+    if (n_threads <= 0)
+        n_threads = default_threads();
+    if (n_threads > 64)
+        n_threads = 64;
+    p->n_th = 0;
+    for (int i = 0; i < n_threads && (size_t)i < p->n_all; i++) {
+        if (pthread_create(&p->th[p->n_th], NULL, hash_worker, &p->pool) != 0)
+            break;
+        p->n_th++;
+    }
+    p->started = true;
+    return 0;
+}
+
+int apr_prov_wait(apr_prov *p, apr_err *err)
+{
+    if (!p->started)
+        return apr_err_set(err, APR_E_ARG, "provenance: hashing was not started");
+    if (!p->hashed) {
+        hash_worker(&p->pool); /* helps, or does all of it when no thread could start */
+        for (int i = 0; i < p->n_th; i++)
+            pthread_join(p->th[i], NULL);
+        p->n_th = 0;
+        p->hashed = true;
+    }
+    for (size_t i = 0; i < p->n_all; i++)
+        if (p->all[i]->rc) {
+            if (err)
+                *err = p->all[i]->err;
+            return p->all[i]->rc;
+        }
+    return 0;
+}
+
+int apr_prov_json(apr_prov *p, char **json, apr_err *err)
+{
+    *json = NULL;
+    if (!p->hashed)
+        return apr_err_set(err, APR_E_ARG, "provenance: hashes are not ready (apr_prov_wait first)");
+    return build_json(p, true, json, err);
+}
+
+int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err)
+{
+    *json = NULL;
+    int rc;
+    if (!p->started && (rc = apr_prov_start(p, out_format, n_threads, NULL, err)))
+        return rc;
+    if ((rc = apr_prov_wait(p, err)))
+        return rc;
+    return build_json(p, true, json, err);
+}
+
+/* ---------------------------------------------------------------- patching a written file */
+
+static uint64_t ld64(const uint8_t *b)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | b[i];
+    return v;
+}
+
+/* End of the region of path that can hold the record: GGUF up to the first
+ * tensor's data, APR up to data_offset, safetensors up to the end of its JSON
+ * header, a JSON file whole. 0 for files that never carry it. */
+static int metadata_end(const char *path, int fd, uint64_t size, uint64_t *end, bool *is_apr, apr_err *err)
+{
+    uint8_t b[40] = {0};
+    *end = 0;
+    *is_apr = false;
+    ssize_t n = pread(fd, b, sizeof b, 0);
+    size_t pl = strlen(path);
+    if (n >= 4 && memcmp(b, "GGUF", 4) == 0) {
+        apr_model *m = NULL;
+        int rc = apr_gguf_open(&m, path, err);
+        if (rc)
+            return rc;
+        *end = size;
+        for (uint64_t i = 0; i < m->n_tensors; i++)
+            if (m->tensors[i].file_offset < *end)
+                *end = m->tensors[i].file_offset;
+        apr_model_free(m);
+    } else if (n >= 40 && memcmp(b, "APR\0", 4) == 0) {
+        *end = ld64(b + 32);
+        *is_apr = true;
+    } else if (n >= 9 && b[8] == '{') {
+        *end = 8 + ld64(b);
+    } else if (pl > 5 && strcmp(path + pl - 5, ".json") == 0) {
+        *end = size;
+    }
+    if (*end > size)
+        return apr_err_set(err, APR_E_FORMAT, "%s: metadata extends past the end of the file", path);
+    return 0;
+}
+
+/* Fills the placeholders of one file; *count gets how many. */
+static int patch_file(apr_prov *p, const char *path, uint64_t *count, apr_err *err)
+{
+    *count = 0;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    uint64_t end = 0;
+    bool is_apr = false;
+    int rc = fstat(fd, &st) != 0 ? apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno))
+                                 : metadata_end(path, fd, (uint64_t)st.st_size, &end, &is_apr, err);
+    uint8_t *old = NULL, *neu = NULL;
+    if (rc || end == 0)
+        goto done;
+    old = malloc((size_t)end);
+    neu = malloc((size_t)end);
+    if (!old || !neu) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    if (pread(fd, old, (size_t)end, 0) != (ssize_t)end) {
+        rc = apr_err_set(err, APR_E_IO, "%s: short read", path);
+        goto done;
+    }
+    memcpy(neu, old, (size_t)end);
+    for (uint8_t *q = neu; (q = memmem(q, (size_t)(neu + end - q), p->nonce, 48)) != NULL; q += 64) {
+        if (q + 64 > neu + end) {
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: truncated provenance placeholder", path);
+            goto done;
+        }
+        char num[17];
+        memcpy(num, q + 48, 16);
+        num[16] = 0;
+        char *e;
+        unsigned long long idx = strtoull(num, &e, 16);
+        if (*e || idx >= p->n_all) {
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: malformed provenance placeholder", path);
+            goto done;
+        }
+        char hex[65];
+        apr_sha256_hex(p->all[idx]->sha, hex);
+        memcpy(q, hex, 64);
+        (*count)++;
+    }
+    if (!*count)
+        goto done;
+    if (pwrite(fd, neu, (size_t)end, 0) != (ssize_t)end) {
+        rc = apr_err_set(err, APR_E_IO, "%s: write: %s", path, strerror(errno));
+        goto done;
+    }
+    if (is_apr) {
+        /* The footer CRC32 covers every byte before it. CRC is affine, so the
+         * change of the metadata bytes changes it by the CRC of the xor
+         * difference (its linear part) shifted over the bytes that follow. */
+        uint64_t covered = (uint64_t)st.st_size - 4;
+        uint8_t foot[4];
+        if (covered < end || pread(fd, foot, 4, (off_t)covered) != 4) {
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: no APR footer", path);
+            goto done;
+        }
+        for (uint64_t i = 0; i < end; i++)
+            old[i] ^= neu[i];
+        uint32_t lin = apr_crc32(0, old, (size_t)end);
+        memset(old, 0, (size_t)end);
+        lin ^= apr_crc32(0, old, (size_t)end);
+        uint32_t crc = (uint32_t)foot[0] | (uint32_t)foot[1] << 8 | (uint32_t)foot[2] << 16 | (uint32_t)foot[3] << 24;
+        crc ^= (uint32_t)crc32_combine(lin, 0, (z_off_t)(covered - end));
+        for (int i = 0; i < 4; i++)
+            foot[i] = (uint8_t)(crc >> (8 * i));
+        if (pwrite(fd, foot, 4, (off_t)covered) != 4)
+            rc = apr_err_set(err, APR_E_IO, "%s: write: %s", path, strerror(errno));
+    }
+done:
+    free(old);
+    free(neu);
+    if (close(fd) != 0 && !rc)
+        rc = apr_err_set(err, APR_E_IO, "%s: close: %s", path, strerror(errno));
+    return rc;
+}
+
+static bool carries_record(const char *name)
+{
+    size_t n = strlen(name);
+    return (n > 12 && !strcmp(name + n - 12, ".safetensors")) || (n > 5 && !strcmp(name + n - 5, ".gguf")) ||
+           (n > 4 && !strcmp(name + n - 4, ".apr"));
+}
+
+int apr_prov_patch(apr_prov *p, const char *path, apr_err *err)
+{
+    if (!p->hashed)
+        return apr_err_set(err, APR_E_ARG, "provenance: hashes are not ready (apr_prov_wait first)");
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
+    uint64_t count = 0;
+    int rc;
+    if (!S_ISDIR(st.st_mode)) {
+        if ((rc = patch_file(p, path, &count, err)))
+            return rc;
+        if (!count)
+            return apr_err_set(err, APR_E_FORMAT, "%s: the provenance record is missing from the written file", path);
+        return 0;
+    }
+    DIR *d = opendir(path);
+    if (!d)
+        return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
+    struct dirent *e;
+    rc = 0;
+    uint64_t total = 0;
+    while (!rc && (e = readdir(d)) != NULL) {
+        char fp[4096];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(fp, sizeof fp, "%s/%s", path, e->d_name);
+        if (stat(fp, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if ((rc = patch_file(p, fp, &count, err)))
+            break;
+        if (!count && carries_record(e->d_name))
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: the provenance record is missing from the written file", fp);
+        total += count;
+    }
+    closedir(d);
+    if (!rc && !total)
+        rc = apr_err_set(err, APR_E_FORMAT, "%s: no written file carries the provenance record", path);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- attach */

@@ -17,7 +17,11 @@
 #define _GNU_SOURCE
 #include "convert.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1019,6 +1023,146 @@ static int check_output_path(const apr_model *src, const char *in_path, const ch
     return 0;
 }
 
+/* ---------------------------------------------------------------- staging
+
+ * The output is written under a temporary name beside its destination, its
+ * provenance placeholders are filled in once hashing (which ran while the
+ * writer wrote) is done, and only then is it renamed into place: an
+ * interrupted conversion leaves nothing at the destination. */
+
+typedef struct staging {
+    char *final_path;   /* without trailing slashes */
+    char *tmp_path;     /* the file or directory the writer writes */
+    bool dir;
+} staging;
+
+static void strip_slashes(char *p)
+{
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = 0;
+}
+
+static int staging_open(staging *s, const char *out_path, apr_format to, apr_err *err)
+{
+    memset(s, 0, sizeof *s);
+    s->final_path = strdup(out_path);
+    if (!s->final_path)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    strip_slashes(s->final_path);
+    s->dir = to == APR_FMT_SAFETENSORS && !ends_with(s->final_path, ".safetensors");
+    char *d = dir_of(s->final_path);
+    if (!d)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    const char *base = strrchr(s->final_path, '/') ? strrchr(s->final_path, '/') + 1 : s->final_path;
+    const char *ext = to == APR_FMT_GGUF ? ".gguf" : to == APR_FMT_APR ? ".apr" : ".safetensors";
+    if (asprintf(&s->tmp_path, "%s/.%s.partial-XXXXXX%s", d, base, s->dir ? "" : ext) < 0) {
+        s->tmp_path = NULL;
+        free(d);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    free(d);
+    if (s->dir) {
+        if (!mkdtemp(s->tmp_path))
+            return apr_err_set(err, APR_E_IO, "%s: cannot create a temporary directory beside it: %s", s->final_path,
+                               strerror(errno));
+    } else {
+        int fd = mkstemps(s->tmp_path, (int)strlen(ext));
+        if (fd < 0)
+            return apr_err_set(err, APR_E_IO, "%s: cannot create a temporary file beside it: %s", s->final_path,
+                               strerror(errno));
+        close(fd);
+    }
+    return 0;
+}
+
+static void staging_abort(staging *s)
+{
+    if (s->tmp_path) {
+        if (s->dir) {
+            DIR *d = opendir(s->tmp_path);
+            struct dirent *e;
+            while (d && (e = readdir(d)) != NULL) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                char fp[PATH_MAX];
+                snprintf(fp, sizeof fp, "%s/%s", s->tmp_path, e->d_name);
+                unlink(fp);
+            }
+            if (d)
+                closedir(d);
+            rmdir(s->tmp_path);
+        } else {
+            unlink(s->tmp_path);
+        }
+    }
+    free(s->tmp_path);
+    free(s->final_path);
+    memset(s, 0, sizeof *s);
+}
+
+static int fsync_path(const char *path, apr_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return apr_err_set(err, APR_E_IO, "%s: fsync: %s", path, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+/* Moves the staged output into place. A directory destination that already
+ * exists receives the files one by one (and loses the file of the other
+ * safetensors layout, as the writer does). */
+static int staging_commit(staging *s, apr_err *err)
+{
+    int rc = 0;
+    if (!s->dir) {
+        if ((rc = fsync_path(s->tmp_path, err)))
+            return rc;
+        if (rename(s->tmp_path, s->final_path) != 0)
+            return apr_err_set(err, APR_E_IO, "%s: rename: %s", s->final_path, strerror(errno));
+        free(s->tmp_path);
+        s->tmp_path = NULL;
+        return 0;
+    }
+    if (!is_dir(s->final_path)) {
+        if (rename(s->tmp_path, s->final_path) != 0)
+            return apr_err_set(err, APR_E_IO, "%s: rename: %s", s->final_path, strerror(errno));
+        free(s->tmp_path);
+        s->tmp_path = NULL;
+        return 0;
+    }
+    DIR *d = opendir(s->tmp_path);
+    if (!d)
+        return apr_err_set(err, APR_E_IO, "%s: %s", s->tmp_path, strerror(errno));
+    struct dirent *e;
+    bool sharded = false;
+    while (!rc && (e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char from[PATH_MAX], to[PATH_MAX];
+        snprintf(from, sizeof from, "%s/%s", s->tmp_path, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", s->final_path, e->d_name);
+        sharded |= !strcmp(e->d_name, "model.safetensors.index.json");
+        if (rename(from, to) != 0)
+            rc = apr_err_set(err, APR_E_IO, "%s: rename: %s", to, strerror(errno));
+    }
+    closedir(d);
+    if (rc)
+        return rc;
+    char stale[PATH_MAX];
+    snprintf(stale, sizeof stale, "%s/%s", s->final_path, sharded ? "model.safetensors" : "model.safetensors.index.json");
+    unlink(stale);
+    rmdir(s->tmp_path);
+    free(s->tmp_path);
+    s->tmp_path = NULL;
+    return 0;
+}
+
 int apr_convert_file(const char *in_path, const char *out_path, const apr_convert_opts *o, apr_convert_stats *st,
                      apr_err *err)
 {
@@ -1042,6 +1186,7 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     apr_model *src = NULL, *m = NULL;
     apr_prov *prov = NULL;
     char *json = NULL;
+    staging stg = {0};
     apr_open_opts oo = {.skip_footer_crc = false};
     int rc = apr_model_open(&src, in_path, &oo, err);
     if (rc)
@@ -1051,15 +1196,26 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
         goto done;
     if ((rc = apr_convert_model(src, to, o, &m, &prov, st, err)))
         goto done;
-    double t1 = now_s();
-    if ((rc = apr_prov_finish(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)))
+    /* Hashing runs on background threads while the writer streams the
+     * tensors; the record is written with placeholders and patched after. */
+    if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)) ||
+        (rc = staging_open(&stg, out_path, to, err)))
         goto done;
-    st->t_hash = now_s() - t1;
     double t2 = now_s();
     apr_write_opts wo = {.alignment = 0, .shard_max_bytes = o->shard_max_bytes, .progress = o->progress};
-    rc = apr_model_write(m, out_path, to, &wo, err);
+    rc = apr_model_write(m, stg.tmp_path, to, &wo, err);
     st->t_write = now_s() - t2;
+    double t3 = now_s();
+    int wrc = apr_prov_wait(prov, rc ? NULL : err);
+    st->t_hash = now_s() - t3; /* hashing time NOT hidden behind the write */
+    if (!rc)
+        rc = wrc;
+    if (!rc)
+        rc = apr_prov_patch(prov, stg.tmp_path, err);
+    if (!rc)
+        rc = staging_commit(&stg, err);
 done:
+    staging_abort(&stg);
     free(json);
     apr_prov_free(prov);
     apr_model_free(m);
