@@ -323,11 +323,11 @@ static void find_orig(const apr_model *in, const apr_model *view, tplan *p)
     if (!p->orig && apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name))
         p->orig = apr_model_tensor(in, name);
     if (p->orig) {
-        if (p->orig->data != p->src->data)
-            snprintf(p->step, sizeof p->step, "%s",
-                     p->orig->dtype != p->src->dtype ? "convert" : "permute");
+        /* same payload: a zero-copy view; same dtype but other bytes: Q/K rows permuted */
         if (p->orig->dtype != p->src->dtype)
             snprintf(p->step, sizeof p->step, "convert:%s", apr_dtype_name(p->src->dtype));
+        else if (p->orig->data != p->src->data)
+            snprintf(p->step, sizeof p->step, "permute");
         return;
     }
     if (id.role == APR_ROLE_ATTN_Q || id.role == APR_ROLE_ATTN_K || id.role == APR_ROLE_ATTN_V) {
