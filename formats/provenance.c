@@ -270,8 +270,8 @@ int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
     if (!p->src_path)
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
     for (uint32_t i = 0; i < src->n_maps; i++)
-        if ((rc = add_file(p, src->maps[i].path, "weights", err)))
-            return rc;
+        if (src->maps[i].path && (rc = add_file(p, src->maps[i].path, "weights", err)))
+            return rc; /* (a mapping without a path is a converter's scratch space, not a source file) */
     if (src->format == APR_FMT_SAFETENSORS && src->path) {
         struct stat st;
         char *tmp = strdup(src->path);

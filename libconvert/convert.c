@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,7 +73,8 @@ typedef struct plan {
     apr_dtype dtype;        /* output dtype when !rowcat */
     /* result */
     const uint8_t *data;
-    uint8_t *owned;
+    uint8_t *owned;         /* heap buffer, or NULL */
+    uint8_t *buf;           /* where produce() writes: owned or the scratch mapping */
     uint64_t nbytes;
     char transform[96];
 } plan;
@@ -90,6 +92,8 @@ typedef struct conv {
     int perm;                         /* direction for Q/K, 0 none */
     plan *plans;
     size_t n_plans, cap_plans;
+    uint8_t *scratch;                 /* file-backed mapping for big transformed sets */
+    uint64_t scratch_size;
     apr_err *err;
 } conv;
 
@@ -608,7 +612,7 @@ static void store_row(apr_dtype dt, const float *x, uint8_t *dst, uint64_t n)
 /* Fills p->owned. tmp holds at least max cols floats. */
 static int produce(plan *p, float *tmp, apr_err *err)
 {
-    uint8_t *dst = p->owned;
+    uint8_t *dst = p->buf;
     for (uint32_t k = 0; k < p->n_parts; k++) {
         const part *q = &p->parts[k];
         uint64_t irb = part_in_row_bytes(q), orb = part_out_row_bytes(q);
@@ -666,10 +670,45 @@ static void *prod_worker(void *arg)
     return NULL;
 }
 
+/* One unlinked file of size bytes, mapped shared read-write. Space is
+ * reserved up front so that a full disk is an error here, not a SIGBUS. */
+static int open_scratch(conv *cv, uint64_t size)
+{
+    const char *dir = cv->o->scratch_dir;
+    if (!dir || !*dir)
+        dir = getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.apr-convert-scratch-XXXXXX", dir);
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return apr_err_set(cv->err, APR_E_IO, "%s: cannot create a scratch file: %s", dir, strerror(errno));
+    unlink(path);
+    int e = posix_fallocate(fd, 0, (off_t)size);
+    if (e) {
+        close(fd);
+        return apr_err_set(cv->err, APR_E_IO, "%s: cannot reserve %llu bytes of scratch space: %s", dir,
+                           (unsigned long long)size, strerror(e));
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    e = errno;
+    close(fd);
+    if (p == MAP_FAILED)
+        return apr_err_set(cv->err, APR_E_IO, "scratch mapping of %llu bytes: %s", (unsigned long long)size,
+                           strerror(e));
+    cv->scratch = p;
+    cv->scratch_size = size;
+    return 0;
+}
+
+#define SCRATCH_ALIGN 64
+#define DEFAULT_MAX_OWNED (256ull << 20)
+
 static int produce_all(conv *cv, apr_convert_stats *st)
 {
     size_t n_todo = 0;
-    uint64_t max_cols = 1;
+    uint64_t max_cols = 1, need = 0;
     plan **todo = malloc((cv->n_plans ? cv->n_plans : 1) * sizeof *todo);
     if (!todo)
         return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
@@ -679,19 +718,37 @@ static int produce_all(conv *cv, apr_convert_stats *st)
             p->data = p->parts[0].data;
             continue;
         }
-        p->owned = malloc(p->nbytes ? (size_t)p->nbytes : 1);
-        if (!p->owned) {
-            free(todo);
-            return apr_err_set(cv->err, APR_E_NOMEM, "out of memory for tensor '%s' (%llu bytes)", p->name,
-                               (unsigned long long)p->nbytes);
+        need += (p->nbytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+        todo[n_todo++] = p;
+    }
+    uint64_t limit = cv->o->max_owned_bytes ? cv->o->max_owned_bytes : DEFAULT_MAX_OWNED;
+    int rc = need > limit ? open_scratch(cv, need) : 0;
+    if (rc) {
+        free(todo);
+        return rc;
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; i < n_todo; i++) {
+        plan *p = todo[i];
+        if (cv->scratch) {
+            p->buf = cv->scratch + off;
+            off += (p->nbytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+            st->spilled_bytes += p->nbytes;
+        } else {
+            p->owned = malloc(p->nbytes ? (size_t)p->nbytes : 1);
+            if (!p->owned) {
+                free(todo);
+                return apr_err_set(cv->err, APR_E_NOMEM, "out of memory for tensor '%s' (%llu bytes)", p->name,
+                                   (unsigned long long)p->nbytes);
+            }
+            p->buf = p->owned;
+            st->owned_bytes += p->nbytes;
         }
-        p->data = p->owned;
-        st->owned_bytes += p->nbytes;
+        p->data = p->buf;
         st->n_transformed++;
         for (uint32_t k = 0; k < p->n_parts; k++)
             if (p->parts[k].cols > max_cols)
                 max_cols = p->parts[k].cols;
-        todo[n_todo++] = p;
     }
     prod_pool pp = {.todo = todo, .n = n_todo, .max_cols = max_cols};
     pthread_mutex_init(&pp.mu, NULL);
@@ -863,6 +920,9 @@ static void conv_free(conv *cv)
     free(cv->plans);
     free(cv->layer);
     free(cv->extra);
+    if (cv->scratch)
+        munmap(cv->scratch, (size_t)cv->scratch_size);
+    cv->scratch = NULL;
 }
 
 int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out, apr_prov **prov,
@@ -920,6 +980,17 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
             goto fail;
         pl->owned = NULL; /* the model owns it now */
         st->bytes_out += pl->nbytes;
+    }
+    if (cv.scratch) {
+        /* the model releases the scratch mapping (a maps[] entry without a path) */
+        apr_mapping *nm = realloc(m->maps, (m->n_maps + 1) * sizeof *nm);
+        if (!nm) {
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        m->maps = nm;
+        m->maps[m->n_maps++] = (apr_mapping){.path = NULL, .base = cv.scratch, .size = cv.scratch_size};
+        cv.scratch = NULL;
     }
     for (uint64_t i = 0; i < src->n_tensors; i++)
         st->bytes_in += src->tensors[i].nbytes;
@@ -1194,7 +1265,20 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     st->t_open = now_s() - t0;
     if ((rc = check_output_path(src, in_path, out_path, to, err)))
         goto done;
-    if ((rc = apr_convert_model(src, to, o, &m, &prov, st, err)))
+    apr_convert_opts oc = *o;
+    char *scratch_dir = NULL;
+    if (!oc.scratch_dir) { /* beside the output: the filesystem that must hold it anyway */
+        char *tmpo = strdup(out_path);
+        if (tmpo) {
+            strip_slashes(tmpo);
+            scratch_dir = dir_of(tmpo);
+            free(tmpo);
+        }
+        oc.scratch_dir = scratch_dir;
+    }
+    rc = apr_convert_model(src, to, &oc, &m, &prov, st, err);
+    free(scratch_dir);
+    if (rc)
         goto done;
     /* Hashing runs on background threads while the writer streams the
      * tensors; the record is written with placeholders and patched after. */

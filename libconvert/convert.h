@@ -88,6 +88,14 @@ typedef struct apr_convert_opts {
     bool progress;            /* progress on stderr when it is a TTY */
     const char *command_line; /* recorded in the provenance (NULL: none) */
     const char *time_utc;     /* recorded time override (tests); NULL = now */
+    /* Transformed tensors (permuted, fused, converted) need new bytes. Up to
+     * max_owned_bytes in total (0: 256 MiB) they are heap buffers; beyond
+     * that they are produced into one scratch file (created unlinked in
+     * scratch_dir, NULL: $TMPDIR or /tmp; apr_convert_file uses the output's
+     * directory) mapped shared, so the kernel can write them back and evict
+     * them instead of holding the whole set in anonymous memory. */
+    uint64_t max_owned_bytes;
+    const char *scratch_dir;
 } apr_convert_opts;
 
 void apr_convert_opts_init(apr_convert_opts *o);
@@ -97,13 +105,16 @@ typedef struct apr_convert_stats {
     uint64_t n_transformed;   /* tensors with an owned buffer (not a zero-copy view) */
     uint64_t bytes_in;        /* source tensor payload bytes */
     uint64_t bytes_out;       /* output tensor payload bytes */
-    uint64_t owned_bytes;     /* bytes of owned (transformed) buffers, the converter's peak heap */
+    uint64_t owned_bytes;     /* transformed bytes in heap buffers (the converter's heap peak) */
+    uint64_t spilled_bytes;   /* transformed bytes in the file-backed scratch mapping */
     double t_open, t_build, t_hash, t_write; /* seconds */
 } apr_convert_stats;
 
 /* The output view of src in format `to` (tensors renamed, permuted, fused or
  * split, dtypes per o->outtype; KVs carried with llama.cpp's strict types),
- * WITHOUT provenance. src must stay open while *out lives. On success also
+ * WITHOUT provenance. src must stay open while *out lives. A scratch mapping
+ * (see max_owned_bytes) is owned by *out: it is its maps[] entry with a NULL
+ * path, released by apr_model_free. On success also
  * returns, when prov is not NULL, a provenance builder with the source and
  * every output tensor recorded (caller finishes and frees it). */
 int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out,
