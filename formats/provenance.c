@@ -110,6 +110,7 @@ typedef struct prov_src {
     char *name;
     apr_dtype dtype;
     size_t region;
+    int64_t index; /* position in the source's tensor table, -1 unknown */
 } prov_src;
 
 typedef struct prov_tensor {
@@ -122,6 +123,8 @@ typedef struct prov_tensor {
     char *transform;
     uint32_t n_srcs;
     prov_src srcs[PROV_MAX_SRCS];
+    uint32_t n_parts; /* ROWCAT */
+    apr_tensor_part parts[APR_MAX_PARTS];
 } prov_tensor;
 
 typedef struct prov_file {
@@ -137,6 +140,8 @@ struct apr_prov {
     char time_utc[32];
     apr_format src_format;
     char *src_path;
+    const apr_tensor *src_tensors; /* to record each source tensor's position */
+    uint64_t src_n_tensors;
     json_t *parent; /* NULL = none */
     prov_file *files;
     size_t n_files;
@@ -265,6 +270,8 @@ int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
 {
     int rc;
     p->src_format = src->format;
+    p->src_tensors = src->tensors;
+    p->src_n_tensors = src->n_tensors;
     free(p->src_path);
     p->src_path = strdup(src->path ? src->path : "");
     if (!p->src_path)
@@ -379,6 +386,10 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
     t->ndim = out->ndim;
     memcpy(t->dims, out->dims, sizeof t->dims);
     t->nbytes = out->nbytes;
+    if (out->dtype == APR_DT_ROWCAT) {
+        t->n_parts = out->n_parts <= APR_MAX_PARTS ? out->n_parts : APR_MAX_PARTS;
+        memcpy(t->parts, out->parts, t->n_parts * sizeof *t->parts);
+    }
     if ((t->region = region_of(p, out->data, out->nbytes)) == (size_t)-1)
         goto oom;
     for (uint32_t i = 0; i < n_srcs; i++) {
@@ -387,6 +398,9 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
             goto oom;
         t->n_srcs = i + 1;
         s->dtype = srcs[i]->dtype;
+        s->index = -1;
+        if (p->src_tensors && srcs[i] >= p->src_tensors && srcs[i] < p->src_tensors + p->src_n_tensors)
+            s->index = (int64_t)(srcs[i] - p->src_tensors);
         if ((s->region = region_of(p, srcs[i]->data, srcs[i]->nbytes)) == (size_t)-1)
             goto oom;
     }
@@ -398,6 +412,19 @@ oom:
     for (uint32_t s = 0; s < t->n_srcs; s++)
         free(t->srcs[s].name);
     return apr_err_set(err, APR_E_NOMEM, "out of memory");
+}
+
+static json_t *parts_json(const apr_tensor_part *parts, uint32_t n)
+{
+    json_t *a = json_array();
+    for (uint32_t i = 0; i < n && a; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "dtype", json_string(dt_name(parts[i].dtype)));
+        json_object_set_new(o, "rows", json_integer((json_int_t)parts[i].rows));
+        json_object_set_new(o, "bytes", json_integer((json_int_t)parts[i].nbytes));
+        json_array_append_new(a, o);
+    }
+    return a;
 }
 
 static json_t *shape_json(uint32_t ndim, const uint64_t *dims)
@@ -460,11 +487,15 @@ static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
         json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
         json_object_set_new(o, "sha256", job_json(p, t->region, real));
         json_object_set_new(o, "transform", json_string(t->transform));
+        if (t->n_parts)
+            json_object_set_new(o, "parts", parts_json(t->parts, t->n_parts));
         for (uint32_t s = 0; s < t->n_srcs; s++) {
             json_t *so = json_object();
             json_object_set_new(so, "name", json_string(t->srcs[s].name));
             json_object_set_new(so, "dtype", json_string(dt_name(t->srcs[s].dtype)));
             json_object_set_new(so, "sha256", job_json(p, t->srcs[s].region, real));
+            if (t->srcs[s].index >= 0)
+                json_object_set_new(so, "index", json_integer((json_int_t)t->srcs[s].index));
             json_array_append_new(ss, so);
         }
         json_object_set_new(o, "sources", ss);
@@ -838,6 +869,14 @@ static bool shape_matches(const json_t *shape, const apr_tensor *t)
     return true;
 }
 
+static bool parts_match(const json_t *parts, const apr_tensor *t)
+{
+    json_t *want = parts_json(t->parts, t->n_parts);
+    bool same = want && parts && json_equal(want, (json_t *)parts);
+    json_decref(want);
+    return same;
+}
+
 static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, int n_threads, apr_err *err,
                           int *rc)
 {
@@ -874,7 +913,8 @@ static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, in
             v->res->tensors_bad++;
             report(v, false, t->name, "payload sha256 %s, record says %s", hex, want ? want : "(none)");
         } else if (!dt || strcmp(dt, dt_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
-                   !json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != t->nbytes) {
+                   !json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != t->nbytes ||
+                   (t->dtype == APR_DT_ROWCAT && !parts_match(json_object_get(rec, "parts"), t))) {
             v->res->tensors_bad++;
             report(v, false, t->name, "dtype/shape/size differ from the record (record: %s)", dt ? dt : "?");
         } else {

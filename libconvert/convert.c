@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
@@ -877,6 +878,73 @@ static int copy_kvs(conv *cv, apr_model *out)
     return update_file_type(out, cv, cv->err);
 }
 
+/* ---------------------------------------------------------------- tensor order
+
+ * A conversion back to the format the source itself came from (GGUF -> APR
+ * -> GGUF, safetensors -> APR -> safetensors) restores that file's tensor
+ * order: the source's provenance records, for each of its tensors, the
+ * position of the tensors it was made from ("index"). Used only when every
+ * output tensor is found there; otherwise the canonical order stays. */
+
+typedef struct order_key {
+    int64_t index;
+    size_t plan;
+} order_key;
+
+static int cmp_order(const void *a, const void *b)
+{
+    const order_key *x = a, *y = b;
+    if (x->index != y->index)
+        return x->index < y->index ? -1 : 1;
+    return x->plan < y->plan ? -1 : x->plan > y->plan;
+}
+
+static void restore_order(conv *cv)
+{
+    if (!cv->src->provenance_json || cv->n_plans < 2)
+        return;
+    json_error_t je;
+    json_t *root = json_loads(cv->src->provenance_json, 0, &je);
+    const char *fmt = json_string_value(json_object_get(json_object_get(root, "source"), "format"));
+    const json_t *tensors = json_object_get(root, "tensors");
+    order_key *keys = NULL;
+    plan *tmp = NULL;
+    if (!fmt || strcmp(fmt, apr_format_name(cv->to)) != 0 || !json_is_object(tensors))
+        goto done;
+    json_t *where = json_object(); /* source-of-source name -> index */
+    const char *name;
+    json_t *rec;
+    json_object_foreach((json_t *)tensors, name, rec) {
+        const json_t *ss = json_object_get(rec, "sources");
+        for (size_t i = 0; i < json_array_size(ss); i++) {
+            const json_t *sn = json_object_get(json_array_get(ss, i), "name");
+            const json_t *ix = json_object_get(json_array_get(ss, i), "index");
+            if (json_is_string(sn) && json_is_integer(ix))
+                json_object_set(where, json_string_value(sn), (json_t *)ix);
+        }
+    }
+    keys = malloc(cv->n_plans * sizeof *keys);
+    tmp = malloc(cv->n_plans * sizeof *tmp);
+    bool all = keys && tmp;
+    for (size_t i = 0; all && i < cv->n_plans; i++) {
+        const json_t *ix = json_object_get(where, cv->plans[i].name);
+        all = ix != NULL;
+        if (all)
+            keys[i] = (order_key){json_integer_value(ix), i};
+    }
+    json_decref(where);
+    if (!all)
+        goto done;
+    qsort(keys, cv->n_plans, sizeof *keys, cmp_order);
+    memcpy(tmp, cv->plans, cv->n_plans * sizeof *tmp);
+    for (size_t i = 0; i < cv->n_plans; i++)
+        cv->plans[i] = tmp[keys[i].plan];
+done:
+    free(keys);
+    free(tmp);
+    json_decref(root);
+}
+
 /* ---------------------------------------------------------------- the conversion */
 
 static int check_source(apr_model *src, apr_err *err)
@@ -953,8 +1021,10 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
         cv.perm = want_il ? 1 : -1;
     apr_model *m = NULL;
     apr_prov *p = NULL;
-    if ((rc = classify_sources(&cv)) || (rc = validate_sources(&cv)) || (rc = build_plans(&cv)) ||
-        (rc = produce_all(&cv, st)))
+    if ((rc = classify_sources(&cv)) || (rc = validate_sources(&cv)) || (rc = build_plans(&cv)))
+        goto fail;
+    restore_order(&cv);
+    if ((rc = produce_all(&cv, st)))
         goto fail;
     m = apr_model_new(to);
     if (!m) {
