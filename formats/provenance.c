@@ -222,7 +222,9 @@ void apr_prov_set_time(apr_prov *p, const char *iso_utc)
     snprintf(p->time_utc, sizeof p->time_utc, "%s", iso_utc);
 }
 
-static int add_file(apr_prov *p, const char *path, const char *role, apr_err *err)
+/* map (may be NULL): the file's existing read-only mapping, hashed in place
+ * instead of mapping the file a second time. */
+static int add_file(apr_prov *p, const char *path, const char *role, const apr_mapping *map, apr_err *err)
 {
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
@@ -247,8 +249,13 @@ static int add_file(apr_prov *p, const char *path, const char *role, apr_err *er
     }
     f->role = role;
     f->bytes = (uint64_t)st.st_size;
-    f->job.path = f->path;
-    f->job.n = f->bytes;
+    if (map && map->size == f->bytes) {
+        f->job.p = map->base;
+        f->job.n = map->size;
+    } else {
+        f->job.path = f->path;
+        f->job.n = f->bytes;
+    }
     p->n_files++;
     return 0;
 }
@@ -277,7 +284,7 @@ int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
     if (!p->src_path)
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
     for (uint32_t i = 0; i < src->n_maps; i++)
-        if (src->maps[i].path && (rc = add_file(p, src->maps[i].path, "weights", err)))
+        if (src->maps[i].path && (rc = add_file(p, src->maps[i].path, "weights", &src->maps[i], err)))
             return rc; /* (a mapping without a path is a converter's scratch space, not a source file) */
     if (src->format == APR_FMT_SAFETENSORS && src->path) {
         struct stat st;
@@ -288,7 +295,7 @@ int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
         for (size_t i = 0; i < sizeof hf_side_files / sizeof *hf_side_files; i++) {
             char path[4096];
             snprintf(path, sizeof path, "%s/%s", dir, hf_side_files[i].file);
-            if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (rc = add_file(p, path, hf_side_files[i].role, err))) {
+            if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (rc = add_file(p, path, hf_side_files[i].role, NULL, err))) {
                 free(tmp);
                 return rc;
             }
