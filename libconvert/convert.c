@@ -1004,6 +1004,7 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
     }
     if (!st)
         st = &st_local;
+    memset(st, 0, sizeof *st);
     *out = NULL;
     if (prov)
         *prov = NULL;
@@ -1346,7 +1347,9 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
         }
         oc.scratch_dir = scratch_dir;
     }
+    double t_open = st->t_open;
     rc = apr_convert_model(src, to, &oc, &m, &prov, st, err);
+    st->t_open = t_open;
     free(scratch_dir);
     if (rc)
         goto done;
