@@ -25,7 +25,6 @@
 #include <zlib.h>
 
 /* apr_dtype_name has no entry for the ROWCAT pseudo-type. */
-static const char *dt_name(int dt) { return dt == APR_DT_ROWCAT ? "ROWCAT" : apr_dtype_name(dt); }
 
 #define PROV_SCHEMA "apr-provenance/1"
 #define PROV_MAX_SRCS 8
@@ -426,7 +425,7 @@ static json_t *parts_json(const apr_tensor_part *parts, uint32_t n)
     json_t *a = json_array();
     for (uint32_t i = 0; i < n && a; i++) {
         json_t *o = json_object();
-        json_object_set_new(o, "dtype", json_string(dt_name(parts[i].dtype)));
+        json_object_set_new(o, "dtype", json_string(apr_dtype_name(parts[i].dtype)));
         json_object_set_new(o, "rows", json_integer((json_int_t)parts[i].rows));
         json_object_set_new(o, "bytes", json_integer((json_int_t)parts[i].nbytes));
         json_array_append_new(a, o);
@@ -489,7 +488,7 @@ static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
     for (size_t i = 0; i < p->n_tensors; i++) {
         const prov_tensor *t = &p->tensors[i];
         json_t *o = json_object(), *ss = json_array();
-        json_object_set_new(o, "dtype", json_string(dt_name(t->dtype)));
+        json_object_set_new(o, "dtype", json_string(apr_dtype_name(t->dtype)));
         json_object_set_new(o, "shape", shape_json(t->ndim, t->dims));
         json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
         json_object_set_new(o, "sha256", job_json(p, t->region, real));
@@ -499,7 +498,7 @@ static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
         for (uint32_t s = 0; s < t->n_srcs; s++) {
             json_t *so = json_object();
             json_object_set_new(so, "name", json_string(t->srcs[s].name));
-            json_object_set_new(so, "dtype", json_string(dt_name(t->srcs[s].dtype)));
+            json_object_set_new(so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
             json_object_set_new(so, "sha256", job_json(p, t->srcs[s].region, real));
             if (t->srcs[s].index >= 0)
                 json_object_set_new(so, "index", json_integer((json_int_t)t->srcs[s].index));
@@ -919,7 +918,7 @@ static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, in
         if (!want || strcmp(want, hex) != 0) {
             v->res->tensors_bad++;
             report(v, false, t->name, "payload sha256 %s, record says %s", hex, want ? want : "(none)");
-        } else if (!dt || strcmp(dt, dt_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
+        } else if (!dt || strcmp(dt, apr_dtype_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
                    !json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != t->nbytes ||
                    (t->dtype == APR_DT_ROWCAT && !parts_match(json_object_get(rec, "parts"), t))) {
             v->res->tensors_bad++;

@@ -15,8 +15,6 @@
 #include "formats.h"
 #include "quant.h"
 
-/* apr_dtype_name has no entry for the ROWCAT pseudo-type. */
-static const char *dt_name(int dt) { return dt == APR_DT_ROWCAT ? "ROWCAT" : apr_dtype_name(dt); }
 
 #define ARRAY_HEAD 5      /* array elements shown in text mode */
 #define ARRAY_HEAD_JSON 8 /* ... and in --json */
@@ -181,7 +179,7 @@ static json_t *tensor_json(const apr_tensor *t)
 {
     json_t *o = json_object(), *shape = json_array();
     json_object_set_new(o, "name", json_string(t->name));
-    json_object_set_new(o, "dtype", json_string(dt_name(t->dtype)));
+    json_object_set_new(o, "dtype", json_string(apr_dtype_name(t->dtype)));
     for (uint32_t d = 0; d < t->ndim; d++)
         json_array_append_new(shape, json_integer((json_int_t)t->dims[d]));
     json_object_set_new(o, "shape", shape);
@@ -191,7 +189,7 @@ static json_t *tensor_json(const apr_tensor *t)
         json_t *parts = json_array();
         for (uint32_t i = 0; i < t->n_parts; i++) {
             json_t *p = json_object();
-            json_object_set_new(p, "dtype", json_string(dt_name(t->parts[i].dtype)));
+            json_object_set_new(p, "dtype", json_string(apr_dtype_name(t->parts[i].dtype)));
             json_object_set_new(p, "rows", json_integer((json_int_t)t->parts[i].rows));
             json_object_set_new(p, "bytes", json_integer((json_int_t)t->parts[i].nbytes));
             json_array_append_new(parts, p);
@@ -205,12 +203,12 @@ static void print_tensor(FILE *f, const apr_tensor *t)
 {
     char shape[128];
     shape_text(t, shape, sizeof shape);
-    fprintf(f, "  %-48s %-6s %-18s %12" PRIu64 " %12" PRIu64, t->name, dt_name(t->dtype), shape, t->nbytes,
+    fprintf(f, "  %-48s %-6s %-18s %12" PRIu64 " %12" PRIu64, t->name, apr_dtype_name(t->dtype), shape, t->nbytes,
             t->file_offset);
     if (t->dtype == APR_DT_ROWCAT) {
         fputs("  parts:", f);
         for (uint32_t i = 0; i < t->n_parts; i++)
-            fprintf(f, " %s x %" PRIu64 " rows", dt_name(t->parts[i].dtype), t->parts[i].rows);
+            fprintf(f, " %s x %" PRIu64 " rows", apr_dtype_name(t->parts[i].dtype), t->parts[i].rows);
     }
     fputc('\n', f);
 }
@@ -262,13 +260,13 @@ static int tensor_stats(const apr_tensor *t, tstats *s, apr_err *err)
         if (!rb || rb * parts[k].rows != parts[k].nbytes) {
             free(row);
             return apr_err_set(err, APR_E_UNSUPPORTED, "tensor '%s': cannot read %s rows of %" PRIu64 " columns",
-                               t->name, dt_name(parts[k].dtype), cols);
+                               t->name, apr_dtype_name(parts[k].dtype), cols);
         }
         for (uint64_t r = 0; r < parts[k].rows; r++, p += rb) {
             if (apr_to_f32_row(parts[k].dtype, p, row, (int64_t)cols) != 0) {
                 free(row);
                 return apr_err_set(err, APR_E_UNSUPPORTED, "tensor '%s': dtype %s cannot be dequantized", t->name,
-                                   dt_name(parts[k].dtype));
+                                   apr_dtype_name(parts[k].dtype));
             }
             acc_row(s, row, cols);
         }
