@@ -24,8 +24,6 @@
 #include <unistd.h>
 #include <zlib.h>
 
-/* apr_dtype_name has no entry for the ROWCAT pseudo-type. */
-
 #define PROV_SCHEMA "apr-provenance/1"
 #define PROV_MAX_SRCS 8
 
