@@ -137,52 +137,7 @@ static void check_apr_file(const char *path, const apr_model *src)
 
 /* ---------------------------------------------------------------- model comparison */
 
-static void assert_kv_equal(const apr_kv *a, const apr_kv *b)
-{
-    assert_string_equal(a->key, b->key);
-    assert_int_equal(a->type, b->type);
-    if (a->type == APR_KV_STRING) {
-        assert_int_equal(a->str.len, b->str.len);
-        assert_memory_equal(a->str.s, b->str.s, a->str.len + 1);
-    } else if (a->type == APR_KV_ARRAY) {
-        assert_int_equal(a->arr_type, b->arr_type);
-        assert_int_equal(a->count, b->count);
-        if (a->arr_type == APR_KV_STRING) {
-            const apr_str *x = a->arr, *y = b->arr;
-            for (uint64_t i = 0; i < a->count; i++) {
-                assert_int_equal(x[i].len, y[i].len);
-                assert_memory_equal(x[i].s, y[i].s, x[i].len + 1);
-            }
-        } else if (a->count) {
-            assert_memory_equal(a->arr, b->arr, a->count * apr_kv_type_size(a->arr_type));
-        }
-    } else {
-        assert_memory_equal(&a->v, &b->v, apr_kv_type_size(a->type)); /* bit-exact */
-    }
-}
 
-static void assert_models_equal(const apr_model *a, const apr_model *b)
-{
-    assert_int_equal(a->n_kvs, b->n_kvs);
-    for (uint64_t i = 0; i < a->n_kvs; i++)
-        assert_kv_equal(&a->kvs[i], &b->kvs[i]);
-    assert_int_equal(a->n_tensors, b->n_tensors);
-    for (uint64_t i = 0; i < a->n_tensors; i++) { /* same order too */
-        const apr_tensor *x = &a->tensors[i], *y = &b->tensors[i];
-        assert_string_equal(x->name, y->name);
-        assert_int_equal(x->dtype, y->dtype);
-        assert_int_equal(x->ndim, y->ndim);
-        assert_memory_equal(x->dims, y->dims, x->ndim * sizeof x->dims[0]);
-        assert_int_equal(x->nbytes, y->nbytes);
-        assert_memory_equal(x->data, y->data, x->nbytes);
-        assert_int_equal(x->n_parts, y->n_parts);
-        for (uint32_t p = 0; p < x->n_parts; p++) {
-            assert_int_equal(x->parts[p].dtype, y->parts[p].dtype);
-            assert_int_equal(x->parts[p].rows, y->parts[p].rows);
-            assert_int_equal(x->parts[p].nbytes, y->parts[p].nbytes);
-        }
-    }
-}
 
 /* ---------------------------------------------------------------- fixture */
 
@@ -206,7 +161,7 @@ static void test_fixture_gguf_apr_gguf(void **state)
     assert_int_equal(a->version, 2);
     assert_int_equal(a->alignment, 64);
     assert_non_null(a->raw_meta_json);
-    assert_models_equal(g, a); /* same KVs (types, order), same tensors in the same order */
+    tu_assert_models_equal(g, a); /* same KVs (types, order), same tensors in the same order */
     assert_true(a->has_cfg);
     assert_int_equal(a->cfg.n_layers, 5);
     assert_int_equal(a->cfg.head_dim, 8);
@@ -329,7 +284,7 @@ static void test_typed_kv_roundtrip(void **state)
     assert_int_equal(apr_apr_write(m, p, NULL, &err), 0);
     check_apr_file(p, m);
     assert_int_equal(apr_apr_open(&r, p, NULL, &err), 0);
-    assert_models_equal(m, r);
+    tu_assert_models_equal(m, r);
     assert_string_equal(r->tensors[0].name, "z.f32");
     assert_int_equal(r->tensors[0].file_offset % 64, 0);
     apr_model_free(r);
@@ -376,7 +331,7 @@ static void test_rowcat(void **state)
     assert_int_equal(apr_apr_write(m, p, NULL, &err), 0);
     check_apr_file(p, m);
     assert_int_equal(apr_apr_open(&r, p, NULL, &err), 0);
-    assert_models_equal(m, r);
+    tu_assert_models_equal(m, r);
     const apr_tensor *rt = apr_model_tensor(r, "model.layers.0.self_attn.qkv_proj.weight");
     assert_int_equal(rt->n_parts, 3);
     assert_int_equal(rt->parts[2].dtype, APR_DT_Q6_K);

@@ -28,34 +28,6 @@ static apr_model *open_fixture(const char *path)
     return m;
 }
 
-/* The README's known greedy continuation (the quoted text after "continues"),
- * line breaks folded into spaces. */
-static char *readme_greedy_text(void)
-{
-    const char *readme = tu_shared("fixtures/README.md");
-    if (!readme)
-        return NULL;
-    char *s = tu_read_file(readme, NULL);
-    assert_non_null(s);
-    char *p = strstr(s, "continues \"");
-    assert_non_null(p);
-    p += strlen("continues \"");
-    char *q = strchr(p, '"');
-    assert_non_null(q);
-    char *out = calloc((size_t)(q - p) + 1, 1);
-    size_t n = 0;
-    for (char *c = p; c < q; c++) {
-        if (*c == '\n') {
-            while (c + 1 < q && isspace((unsigned char)c[1]))
-                c++;
-            out[n++] = ' ';
-        } else {
-            out[n++] = *c;
-        }
-    }
-    free(s);
-    return out;
-}
 
 static float *eval_all(const apr_model *m, const int32_t *ids, uint32_t n, int threads, uint32_t step,
                        apr_trace *tr)
@@ -209,7 +181,7 @@ static void test_greedy_text(void **state)
 {
     (void)state;
     TU_REQUIRE_SHARED(path, FIXTURE);
-    char *want = readme_greedy_text();
+    char *want = tu_fixture_greedy_text();
     assert_non_null(want);
     apr_model *m = open_fixture(path);
     apr_err err = {0};

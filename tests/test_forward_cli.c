@@ -12,31 +12,6 @@
 
 #define FIXTURE "fixtures/stories260K-f32.gguf"
 
-static char *readme_greedy_text(void)
-{
-    const char *readme = tu_shared("fixtures/README.md");
-    assert_non_null(readme);
-    char *s = tu_read_file(readme, NULL);
-    assert_non_null(s);
-    char *p = strstr(s, "continues \"");
-    assert_non_null(p);
-    p += strlen("continues \"");
-    char *q = strchr(p, '"');
-    assert_non_null(q);
-    char *out = calloc((size_t)(q - p) + 1, 1);
-    size_t n = 0;
-    for (char *c = p; c < q; c++) {
-        if (*c == '\n') {
-            while (c + 1 < q && isspace((unsigned char)c[1]))
-                c++;
-            out[n++] = ' ';
-        } else {
-            out[n++] = *c;
-        }
-    }
-    free(s);
-    return out;
-}
 
 #define REQUIRE_BIN(var)                                             \
     const char *var = tu_apr_bin();                                  \
@@ -50,7 +25,8 @@ static char *readme_greedy_text(void)
 /* `apr run MODEL` greedy: stdout must start with the README's text. */
 static void expect_greedy(const char *bin, const char *model, const char *dir, const char *extra)
 {
-    char *want = readme_greedy_text();
+    char *want = tu_fixture_greedy_text();
+    assert_non_null(want);
     const char *out = tu_path(dir, "run.out");
     /* stdout only: the trace and messages go to stderr */
     int rc = tu_system(out, "{ '%s' run '%s' --prompt 'Once upon a time' -n 40 --threads 2 --device cpu %s 2>'%s'; }",

@@ -12,46 +12,7 @@
 
 /* ---------------------------------------------------------------- model comparison */
 
-static void assert_kv_equal(const apr_kv *a, const apr_kv *b)
-{
-    assert_string_equal(a->key, b->key);
-    assert_int_equal(a->type, b->type);
-    if (a->type == APR_KV_STRING) {
-        assert_int_equal(a->str.len, b->str.len);
-        assert_memory_equal(a->str.s, b->str.s, a->str.len + 1);
-    } else if (a->type == APR_KV_ARRAY) {
-        assert_int_equal(a->arr_type, b->arr_type);
-        assert_int_equal(a->count, b->count);
-        if (a->arr_type == APR_KV_STRING) {
-            const apr_str *x = a->arr, *y = b->arr;
-            for (uint64_t i = 0; i < a->count; i++) {
-                assert_int_equal(x[i].len, y[i].len);
-                assert_memory_equal(x[i].s, y[i].s, x[i].len + 1);
-            }
-        } else if (a->count) {
-            assert_memory_equal(a->arr, b->arr, a->count * apr_kv_type_size(a->arr_type));
-        }
-    } else {
-        assert_memory_equal(&a->v, &b->v, apr_kv_type_size(a->type));
-    }
-}
 
-static void assert_models_equal(const apr_model *a, const apr_model *b)
-{
-    assert_int_equal(a->n_kvs, b->n_kvs);
-    for (uint64_t i = 0; i < a->n_kvs; i++)
-        assert_kv_equal(&a->kvs[i], &b->kvs[i]);
-    assert_int_equal(a->n_tensors, b->n_tensors);
-    for (uint64_t i = 0; i < a->n_tensors; i++) {
-        const apr_tensor *x = &a->tensors[i], *y = &b->tensors[i];
-        assert_string_equal(x->name, y->name);
-        assert_int_equal(x->dtype, y->dtype);
-        assert_int_equal(x->ndim, y->ndim);
-        assert_memory_equal(x->dims, y->dims, x->ndim * sizeof x->dims[0]);
-        assert_int_equal(x->nbytes, y->nbytes);
-        assert_memory_equal(x->data, y->data, x->nbytes);
-    }
-}
 
 /* ---------------------------------------------------------------- the fixture */
 
@@ -140,7 +101,7 @@ static void test_fixture_roundtrip(void **state)
     assert_int_equal(apr_gguf_open(&a, path, &err), 0);
     assert_int_equal(apr_gguf_write(a, out, NULL, &err), 0);
     assert_int_equal(apr_gguf_open(&b, out, &err), 0);
-    assert_models_equal(a, b);
+    tu_assert_models_equal(a, b);
     assert_int_equal(b->alignment, 32);
     /* llama.cpp's writer lays the file out exactly as ours does (KVs and tensor
      * infos in order, offsets = running padded sum, padding after each tensor),
@@ -163,7 +124,7 @@ static void test_fixture_roundtrip(void **state)
     snprintf(out2, sizeof out2, "%s/rt2.gguf", dir);
     assert_int_equal(apr_gguf_write(b, out2, NULL, &err), 0);
     assert_int_equal(apr_gguf_open(&c, out2, &err), 0);
-    assert_models_equal(b, c);
+    tu_assert_models_equal(b, c);
     assert_int_equal(c->alignment, 64);
     apr_model_free(c);
     apr_model_free(b);
@@ -249,13 +210,13 @@ static void test_all_types_roundtrip(void **state)
     apr_err err = {0};
     assert_int_equal(apr_gguf_write(a, out, NULL, &err), 0);
     assert_int_equal(apr_gguf_open(&b, out, &err), 0);
-    assert_models_equal(a, b);
+    tu_assert_models_equal(a, b);
     /* the file ends with the last tensor's padding */
     assert_int_equal(b->maps[0].size % 32, 0);
     apr_model *c = NULL;
     assert_int_equal(apr_gguf_write(b, out, NULL, &err), 0); /* over an existing file */
     assert_int_equal(apr_gguf_open(&c, out, &err), 0);
-    assert_models_equal(a, c);
+    tu_assert_models_equal(a, c);
     apr_model_free(c);
     apr_model_free(b);
     apr_model_free(a);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "test_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,4 +126,78 @@ void tu_golden_imatrix(uint64_t seed, uint64_t cols, float *w)
     uint64_t st = seed + 1;
     for (uint64_t c = 0; c < cols; c++)
         w[c] = (float)((splitmix64(&st) >> 40) + 1) * (1.0f / 16777216.0f);
+}
+
+void tu_assert_kv_equal(const apr_kv *a, const apr_kv *b)
+{
+    assert_string_equal(a->key, b->key);
+    assert_int_equal(a->type, b->type);
+    if (a->type == APR_KV_STRING) {
+        assert_int_equal(a->str.len, b->str.len);
+        assert_memory_equal(a->str.s, b->str.s, a->str.len + 1);
+    } else if (a->type == APR_KV_ARRAY) {
+        assert_int_equal(a->arr_type, b->arr_type);
+        assert_int_equal(a->count, b->count);
+        if (a->arr_type == APR_KV_STRING) {
+            const apr_str *x = a->arr, *y = b->arr;
+            for (uint64_t i = 0; i < a->count; i++) {
+                assert_int_equal(x[i].len, y[i].len);
+                assert_memory_equal(x[i].s, y[i].s, x[i].len + 1);
+            }
+        } else if (a->count) {
+            assert_memory_equal(a->arr, b->arr, a->count * apr_kv_type_size(a->arr_type));
+        }
+    } else {
+        assert_memory_equal(&a->v, &b->v, apr_kv_type_size(a->type)); /* bit-exact */
+    }
+}
+
+void tu_assert_models_equal(const apr_model *a, const apr_model *b)
+{
+    assert_int_equal(a->n_kvs, b->n_kvs);
+    for (uint64_t i = 0; i < a->n_kvs; i++)
+        tu_assert_kv_equal(&a->kvs[i], &b->kvs[i]);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    for (uint64_t i = 0; i < a->n_tensors; i++) { /* same order too */
+        const apr_tensor *x = &a->tensors[i], *y = &b->tensors[i];
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->dtype, y->dtype);
+        assert_int_equal(x->ndim, y->ndim);
+        assert_memory_equal(x->dims, y->dims, x->ndim * sizeof x->dims[0]);
+        assert_int_equal(x->nbytes, y->nbytes);
+        assert_memory_equal(x->data, y->data, x->nbytes);
+        assert_int_equal(x->n_parts, y->n_parts);
+        for (uint32_t p = 0; p < x->n_parts; p++) {
+            assert_int_equal(x->parts[p].dtype, y->parts[p].dtype);
+            assert_int_equal(x->parts[p].rows, y->parts[p].rows);
+            assert_int_equal(x->parts[p].nbytes, y->parts[p].nbytes);
+        }
+    }
+}
+
+char *tu_fixture_greedy_text(void)
+{
+    const char *readme = tu_shared("fixtures/README.md");
+    if (!readme)
+        return NULL;
+    char *s = tu_read_file(readme, NULL);
+    assert_non_null(s);
+    char *p = strstr(s, "continues \"");
+    assert_non_null(p);
+    p += strlen("continues \"");
+    char *q = strchr(p, '"');
+    assert_non_null(q);
+    char *out = calloc((size_t)(q - p) + 1, 1);
+    size_t n = 0;
+    for (char *c = p; c < q; c++) {
+        if (*c == '\n') {
+            while (c + 1 < q && isspace((unsigned char)c[1]))
+                c++;
+            out[n++] = ' ';
+        } else {
+            out[n++] = *c;
+        }
+    }
+    free(s);
+    return out;
 }

@@ -41,4 +41,13 @@ int tu_write_file(const char *path, const void *data, size_t len);
 void tu_golden_input(uint64_t seed, uint64_t rows, uint64_t cols, float *x);
 void tu_golden_imatrix(uint64_t seed, uint64_t cols, float *w);
 
+/* Assert two KVs / two models are equal: keys, types, values bit-exact, tensor
+ * names, dtypes, dims, ROWCAT parts and payload bytes, in the same order. */
+void tu_assert_kv_equal(const apr_kv *a, const apr_kv *b);
+void tu_assert_models_equal(const apr_model *a, const apr_model *b);
+/* The fixture README's known greedy continuation of "Once upon a time" (the
+ * quoted text after "continues"), line breaks folded into spaces; malloc'd.
+ * NULL when ../shared is absent. */
+char *tu_fixture_greedy_text(void);
+
 #endif
