@@ -154,16 +154,10 @@ int apr_model_add_rowcat_tensor(apr_model *m, const char *name, uint64_t cols, c
     apr_err e2 = {0};
     if (check_parts(name, rows, cols, nbytes, parts, n_parts, &e2))
         return apr_err_set(err, APR_E_ARG, "%s", e2.msg);
-    if (apr_model_tensor(m, name))
-        return apr_err_set(err, APR_E_ARG, "duplicate tensor name '%s'", name);
-    apr_tensor *nt = realloc(m->tensors, (m->n_tensors + 1) * sizeof *nt);
-    if (!nt)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    m->tensors = nt;
-    apr_tensor *t = &m->tensors[m->n_tensors];
-    memset(t, 0, sizeof *t);
-    if (!(t->name = strdup(name)))
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    apr_err append_err = {0};
+    apr_tensor *t = apr_model_append_tensor(m, name, &append_err);
+    if (!t)
+        return apr_err_set(err, append_err.code, "%s", append_err.msg);
     t->dtype = APR_DT_ROWCAT;
     t->ndim = 2;
     t->dims[0] = rows;

@@ -278,6 +278,10 @@ int apr_model_set_kv_str(apr_model *m, const char *key, const char *v);
 /* Deep-copies kv (key, strings, arrays) into m. */
 int apr_model_set_kv(apr_model *m, const apr_kv *kv);
 int apr_model_remove_kv(apr_model *m, const char *key);
+/* Appends a zeroed tensor entry (name copied) for readers and the add
+ * functions to fill; the caller increments m->n_tensors once it is complete.
+ * NULL (err set) on a duplicate name or out of memory. */
+apr_tensor *apr_model_append_tensor(apr_model *m, const char *name, apr_err *err);
 /* Adds a tensor. data is borrowed (must outlive the model) unless take_ownership,
  * in which case m frees it. */
 int apr_model_add_tensor(apr_model *m, const char *name, apr_dtype dt, uint32_t ndim,

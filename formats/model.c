@@ -398,6 +398,30 @@ int apr_model_set_kv_str(apr_model *m, const char *key, const char *v)
     return apr_model_set_kv(m, &kv);
 }
 
+/* A new zeroed tensor entry named name at the end of m's table; the caller
+ * fills the rest and then counts it (m->n_tensors++). NULL on a duplicate
+ * name or out of memory. */
+apr_tensor *apr_model_append_tensor(apr_model *m, const char *name, apr_err *err)
+{
+    if (apr_model_tensor(m, name)) {
+        apr_err_set(err, APR_E_ARG, "duplicate tensor name '%s'", name);
+        return NULL;
+    }
+    apr_tensor *nt = realloc(m->tensors, (m->n_tensors + 1) * sizeof *nt);
+    if (!nt) {
+        apr_err_set(err, APR_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    m->tensors = nt;
+    apr_tensor *t = &m->tensors[m->n_tensors];
+    memset(t, 0, sizeof *t);
+    if (!(t->name = strdup(name))) {
+        apr_err_set(err, APR_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    return t;
+}
+
 int apr_model_add_tensor(apr_model *m, const char *name, apr_dtype dt, uint32_t ndim,
                          const uint64_t *dims, const void *data, uint64_t nbytes,
                          bool take_ownership, apr_err *err)
@@ -411,16 +435,10 @@ int apr_model_add_tensor(apr_model *m, const char *name, apr_dtype dt, uint32_t 
     if (expect != nbytes)
         return apr_err_set(err, APR_E_ARG, "tensor '%s': %llu bytes given, shape needs %llu", name,
                            (unsigned long long)nbytes, (unsigned long long)expect);
-    if (apr_model_tensor(m, name))
-        return apr_err_set(err, APR_E_ARG, "duplicate tensor name '%s'", name);
-    apr_tensor *nt = realloc(m->tensors, (m->n_tensors + 1) * sizeof *nt);
-    if (!nt)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    m->tensors = nt;
-    apr_tensor *t = &m->tensors[m->n_tensors];
-    memset(t, 0, sizeof *t);
-    if (!(t->name = strdup(name)))
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    apr_err append_err = {0};
+    apr_tensor *t = apr_model_append_tensor(m, name, &append_err);
+    if (!t)
+        return apr_err_set(err, append_err.code, "%s", append_err.msg);
     t->dtype = dt;
     t->ndim = ndim;
     memcpy(t->dims, dims, ndim * sizeof *dims);
