@@ -82,7 +82,7 @@ static void *sampler(void *arg)
 typedef struct result {
     double seconds;
     long maxrss_kib, peak_anon_kib;
-    uint64_t owned_bytes, spilled_bytes, bytes_in;
+    uint64_t owned_bytes, spilled_bytes, bytes_in, hashed_bytes, largest_hash;
     int ok;
 } result;
 
@@ -116,6 +116,8 @@ static result run_convert(const char *in, const char *out, int threads)
         c.owned_bytes = st.owned_bytes;
         c.spilled_bytes = st.spilled_bytes;
         c.bytes_in = st.bytes_in;
+        c.hashed_bytes = st.hashed_bytes;
+        c.largest_hash = st.largest_hash;
         if (write(fds[1], &c, sizeof c) != (ssize_t)sizeof c)
             _exit(3);
         _exit(c.ok ? 0 : 2);
@@ -133,13 +135,37 @@ static result run_convert(const char *in, const char *out, int threads)
     return r;
 }
 
-static double run_cp(const char *src, const char *dst)
+/* One core's sha256 rate (OpenSSL EVP, as the converter uses), bytes/s. */
+static double sha256_rate(void)
 {
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", src, dst);
+    size_t n = 256u << 20;
+    uint8_t *buf = malloc(n), sha[32];
+    if (!buf)
+        return 0;
+    memset(buf, 0x5a, n);
+    apr_sha256(buf, n, sha); /* warm the pages */
     double t0 = now();
-    if (system(cmd) != 0)
+    apr_sha256(buf, n, sha);
+    double t = now() - t0;
+    free(buf);
+    return t > 0 ? n / t : 0;
+}
+
+/* cp of src to dst plus fsync of the copy; *cpu gets cp's user+sys seconds
+ * (the CPU cost of moving the bytes, which a converter pays too). */
+static double run_cp(const char *src, const char *dst, double *cpu)
+{
+    double t0 = now();
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("cp", "cp", src, dst, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &status, 0, &ru) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return -1;
+    *cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
     int fd = open(dst, O_RDONLY);
     if (fd >= 0) {
         fsync(fd);
@@ -209,14 +235,16 @@ int main(int argc, char **argv)
     printf("synthetic LLaMA F16: %u layers, %.0f MiB (written in %.1f s), threads %d (0 = all %ld cores)\n",
            c.n_layers, bytes / 1048576.0, now() - t0, threads, sysconf(_SC_NPROCESSORS_ONLN));
 
-    double cp_best = 1e30;
+    double cp_best = 1e30, cp_cpu = 1e30;
     result sg = {0}, ga = {0};
     sg.seconds = ga.seconds = 1e30;
     for (int rep = 0; rep < 2; rep++) {
         unlink(copy);
-        double t = run_cp(st_file, copy);
+        double cpu = 0, t = run_cp(st_file, copy, &cpu);
         if (t > 0 && t < cp_best)
             cp_best = t;
+        if (t > 0 && cpu < cp_cpu)
+            cp_cpu = cpu;
         unlink(gguf);
         result r = run_convert(st_dir, gguf, threads);
         if (!r.ok)
@@ -231,7 +259,12 @@ int main(int argc, char **argv)
             ga = r;
     }
     double cp_mbs = bytes / 1e6 / cp_best;
-    printf("%-10s %8.2f s %8.0f MB/s\n", "cp+fsync", cp_best, cp_mbs);
+    double sha_rate = sha256_rate();
+    long cores = threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1)
+        cores = 1;
+    printf("%-10s %8.0f MB/s per core (OpenSSL EVP)\n", "sha256", sha_rate / 1e6);
+    printf("%-10s %8.2f s %8.0f MB/s (cp's CPU %.2f s)\n", "cp+fsync", cp_best, cp_mbs, cp_cpu);
     const struct {
         const char *name;
         const result *r;
@@ -245,6 +278,17 @@ int main(int argc, char **argv)
                rows[i].name, r->seconds, mbs, ratio, r->maxrss_kib / 1024, r->peak_anon_kib / 1024,
                r->owned_bytes / 1048576.0, r->spilled_bytes / 1048576.0);
         pass &= ratio >= 0.8;
+        /* What the mandatory work allows: every distinct byte hashed once
+         * plus moving the bytes (cp's own CPU time), spread over the cores;
+         * but one stream (the source file's sha256) cannot be split. */
+        double floor_1 = r->largest_hash / sha_rate, floor_n = (r->hashed_bytes / sha_rate + cp_cpu) / cores;
+        double floor_s = floor_n > floor_1 ? floor_n : floor_1;
+        double ceiling = floor_s > 0 ? (r->bytes_in / 1e6 / floor_s) / cp_mbs : 0;
+        double ceiling_inf = floor_1 > 0 ? (r->bytes_in / 1e6 / floor_1) / cp_mbs : 0;
+        printf("%-10s floor: sha256 of %.0f MiB (largest stream %.0f MiB) + cp's %.2f s CPU = %.2f s on %ld cores; "
+               "ratio ceiling %.2f here, %.2f with unlimited cores\n",
+               "", r->hashed_bytes / 1048576.0, r->largest_hash / 1048576.0, cp_cpu, floor_s, cores, ceiling,
+               ceiling_inf);
     }
     printf("verdict: %s\n", pass ? "PASS (>= 0.8x cp)" : "BELOW TARGET (< 0.8x cp)");
     if (!keep) {

@@ -452,6 +452,10 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
  *   apr_prov_json    the final record (malloc'd), e.g. for the caller's view.
  * Then fsync and rename the temporary output into place. */
 int apr_prov_start(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err);
+/* The sha256 work recorded so far: total bytes of every distinct region and
+ * source file, and the largest single job (one stream, so one core's work:
+ * the floor of the hashing time however many cores there are). */
+void apr_prov_hash_work(const apr_prov *p, uint64_t *total_bytes, uint64_t *largest_job);
 int apr_prov_wait(apr_prov *p, apr_err *err);
 int apr_prov_patch(apr_prov *p, const char *path, apr_err *err);
 int apr_prov_json(apr_prov *p, char **json, apr_err *err);
@@ -492,6 +496,7 @@ typedef struct apr_outfile {
     char *tmp_path;
     int fd;
     uint64_t written;
+    uint64_t kicked; /* bytes [0, kicked) already handed to writeback */
 } apr_outfile;
 
 int apr_outfile_open(apr_outfile *f, const char *path, apr_err *err);

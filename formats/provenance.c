@@ -575,6 +575,19 @@ int apr_prov_start(apr_prov *p, apr_format out_format, int n_threads, char **jso
     return 0;
 }
 
+void apr_prov_hash_work(const apr_prov *p, uint64_t *total_bytes, uint64_t *largest_job)
+{
+    uint64_t total = 0, largest = 0;
+    for (size_t i = 0; i < p->n_regions + p->n_files; i++) {
+        uint64_t n = i < p->n_regions ? p->regions[i]->n : p->files[i - p->n_regions].job.n;
+        total += n;
+        if (n > largest)
+            largest = n;
+    }
+    *total_bytes = total;
+    *largest_job = largest;
+}
+
 int apr_prov_wait(apr_prov *p, apr_err *err)
 {
     if (!p->started)

@@ -1355,6 +1355,7 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
         goto done;
     /* Hashing runs on background threads while the writer streams the
      * tensors; the record is written with placeholders and patched after. */
+    apr_prov_hash_work(prov, &st->hashed_bytes, &st->largest_hash);
     if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)) ||
         (rc = staging_open(&stg, out_path, to, err)))
         goto done;

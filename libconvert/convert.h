@@ -107,6 +107,8 @@ typedef struct apr_convert_stats {
     uint64_t bytes_out;       /* output tensor payload bytes */
     uint64_t owned_bytes;     /* transformed bytes in heap buffers (the converter's heap peak) */
     uint64_t spilled_bytes;   /* transformed bytes in the file-backed scratch mapping */
+    uint64_t hashed_bytes;    /* sha256 work for provenance: distinct regions + source files */
+    uint64_t largest_hash;    /* its largest single stream (usually the source file) */
     double t_open, t_build, t_hash, t_write; /* seconds */
 } apr_convert_stats;
 

@@ -4,7 +4,7 @@
 # packages from PyPI: gguf, numpy, safetensors, llama-cpp-python)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libssl-dev libzstd-dev libjansson-dev zlib1g-dev
-      libyaml-dev libcmocka-dev clang)
+      libyaml-dev libcmocka-dev libisal-dev clang)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
