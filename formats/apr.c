@@ -709,10 +709,20 @@ typedef struct crc_out {
     uint32_t crc;
 } crc_out;
 
+/* In chunks: each is CRC'd and written while its pages are resident (a
+ * mapped source's pages are released by the write). */
 static int cw_write(crc_out *o, const void *p, size_t n, apr_err *err)
 {
-    o->crc = apr_crc32(o->crc, p, n);
-    return apr_outfile_write(&o->f, p, n, err);
+    const size_t chunk = 8u << 20;
+    const uint8_t *q = p;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t k = n - off < chunk ? n - off : chunk;
+        o->crc = apr_crc32(o->crc, q + off, k);
+        int rc = apr_outfile_write(&o->f, q + off, k, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 static int cw_pad(crc_out *o, apr_err *err)

@@ -77,15 +77,36 @@ static int live_find(const void *p, size_t n, off_t *off)
     int fd = -1;
     const uint8_t *q = p;
     pthread_mutex_lock(&live_mu);
-    for (size_t i = 0; i < n_live; i++)
+    for (size_t i = 0; i < n_live && fd < 0; i++)
         if (q >= live[i].base && (uint64_t)(q - live[i].base) <= live[i].size &&
             n <= live[i].size - (uint64_t)(q - live[i].base)) {
             *off = (off_t)(q - live[i].base);
             fd = fcntl(live[i].fd, F_DUPFD_CLOEXEC, 0);
-            break;
         }
     pthread_mutex_unlock(&live_mu);
     return fd;
+}
+
+/* Whether [p, p+n) lies inside one live mapping; call with live_mu held. */
+static bool live_covers(const uint8_t *q, size_t n)
+{
+    for (size_t i = 0; i < n_live; i++)
+        if (q >= live[i].base && (uint64_t)(q - live[i].base) <= live[i].size &&
+            n <= live[i].size - (uint64_t)(q - live[i].base))
+            return true;
+    return false;
+}
+
+void apr_map_release(const void *p, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b <= a)
+        return;
+    pthread_mutex_lock(&live_mu); /* held across madvise: an unmap waits for it */
+    if (live_covers(p, n))
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    pthread_mutex_unlock(&live_mu);
 }
 
 int apr_map_file(const char *path, apr_mapping *out, apr_err *err)
@@ -216,6 +237,7 @@ int apr_outfile_write(apr_outfile *f, const void *data, size_t n, apr_err *err)
     if (src_fd >= 0) {
         size_t done = copy_range(f, src_fd, off, n);
         close(src_fd);
+        apr_map_release(p, done); /* pages a caller read first (a CRC) */
         p += done;
         n -= done;
     }
@@ -227,6 +249,7 @@ int apr_outfile_write(apr_outfile *f, const void *data, size_t n, apr_err *err)
                 continue;
             return apr_err_set(err, APR_E_IO, "%s: write: %s", f->final_path, strerror(errno));
         }
+        apr_map_release(p, (size_t)w); /* no-op unless p is in a file mapping */
         p += w;
         n -= (size_t)w;
         f->written += (uint64_t)w;
@@ -314,10 +337,25 @@ void apr_sha256_final(apr_sha256_ctx *c, uint8_t out[32])
     free(c);
 }
 
+/* A region of a mapped file is hashed in chunks, each released after it is
+ * hashed, so hashing a model leaves no resident pages behind. */
 void apr_sha256(const void *data, size_t n, uint8_t out[32])
 {
-    unsigned int len = 32;
-    EVP_Digest(data, n, out, &len, EVP_sha256(), NULL);
+    const size_t chunk = 8u << 20;
+    apr_sha256_ctx *c = n > chunk ? apr_sha256_new() : NULL;
+    if (!c) {
+        unsigned int len = 32;
+        EVP_Digest(data, n, out, &len, EVP_sha256(), NULL);
+        apr_map_release(data, n);
+        return;
+    }
+    const uint8_t *p = data;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t k = n - off < chunk ? n - off : chunk;
+        apr_sha256_update(c, p + off, k);
+        apr_map_release(p + off, k);
+    }
+    apr_sha256_final(c, out);
 }
 
 void apr_sha256_hex(const uint8_t d[32], char hex[65])

@@ -507,6 +507,12 @@ void apr_outfile_abort(apr_outfile *f);
 
 /* Map a whole file read-only. */
 int apr_map_file(const char *path, apr_mapping *out, apr_err *err);
+/* Drops this process's resident pages of [p, p+n) when the range lies in a
+ * live apr_map_file mapping (read-only, so a later read just faults the page
+ * back from the page cache); anything else (heap, scratch) is left alone.
+ * Streaming consumers (hashing, writers) call it behind them so that the
+ * RSS of a conversion does not grow with the model. */
+void apr_map_release(const void *p, size_t n);
 void apr_unmap_file(apr_mapping *m);
 /* True when a and b name the same file (same device and inode). */
 bool apr_same_file(const char *a, const char *b);
