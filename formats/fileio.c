@@ -17,8 +17,10 @@
 
 /* ---------------------------------------------------------------- live mappings
  *
- * Every file mapped with apr_map_file stays registered, with an open
- * descriptor, until apr_unmap_file. A writer handed bytes that lie inside one
+ * Every file mapped with apr_map_file (read-only) or apr_map_scratch (shared,
+ * read-write) stays registered, with an open descriptor, until
+ * apr_unmap_file. Dropping resident pages of either kind loses nothing: they
+ * come back from the page cache (or the file). A writer handed bytes that lie inside one
  * of them lets the kernel copy file to file (copy_file_range: no page faults
  * on the source mapping and no copy through user space; a reflink where the
  * filesystem has them) instead of write()ing them from the mapping. Measured
@@ -138,6 +140,36 @@ int apr_map_file(const char *path, apr_mapping *out, apr_err *err)
     }
     out->base = p;
     live_add(out->base, out->size, fd); /* keeps (or closes) fd */
+    return 0;
+}
+
+int apr_map_scratch(const char *dir, uint64_t size, apr_mapping *out, apr_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (size == 0 || size > (uint64_t)SIZE_MAX)
+        return apr_err_set(err, APR_E_ARG, "scratch mapping of %llu bytes", (unsigned long long)size);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/.apr-scratch-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return apr_err_set(err, APR_E_IO, "%s: cannot create a scratch file: %s", dir, strerror(errno));
+    unlink(path); /* nothing to clean up, whatever happens next */
+    int e = posix_fallocate(fd, 0, (off_t)size);
+    if (e) {
+        close(fd);
+        return apr_err_set(err, APR_E_IO, "%s: cannot reserve %llu bytes of scratch space: %s", dir,
+                           (unsigned long long)size, strerror(e));
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        e = errno;
+        close(fd);
+        return apr_err_set(err, APR_E_IO, "scratch mapping of %llu bytes: %s", (unsigned long long)size,
+                           strerror(e));
+    }
+    out->base = p;
+    out->size = size;
+    live_add(out->base, out->size, fd);
     return 0;
 }
 

@@ -513,6 +513,12 @@ int apr_map_file(const char *path, apr_mapping *out, apr_err *err);
  * Streaming consumers (hashing, writers) call it behind them so that the
  * RSS of a conversion does not grow with the model. */
 void apr_map_release(const void *p, size_t n);
+/* A scratch area of size bytes in dir: an unlinked file (space reserved up
+ * front, so a full disk is an error here and not a SIGBUS later) mapped
+ * shared read-write and registered like apr_map_file's mappings, so its
+ * pages can be released and copied out by the kernel. apr_unmap_file frees
+ * it (out->path stays NULL). */
+int apr_map_scratch(const char *dir, uint64_t size, apr_mapping *out, apr_err *err);
 void apr_unmap_file(apr_mapping *m);
 /* True when a and b name the same file (same device and inode). */
 bool apr_same_file(const char *a, const char *b);

@@ -630,7 +630,9 @@ static int produce(plan *p, float *tmp, apr_err *err)
             }
             dst += orb;
         }
+        apr_map_release(q->data, (size_t)(q->rows * irb)); /* read once: drop the source pages */
     }
+    apr_map_release(p->buf, (size_t)p->nbytes); /* scratch pages: the writer and hasher re-read them */
     return 0;
 }
 
@@ -671,8 +673,8 @@ static void *prod_worker(void *arg)
     return NULL;
 }
 
-/* One unlinked file of size bytes, mapped shared read-write. Space is
- * reserved up front so that a full disk is an error here, not a SIGBUS. */
+/* The transformed tensors that do not fit the heap budget go to a
+ * file-backed scratch mapping beside the output (formats' apr_map_scratch). */
 static int open_scratch(conv *cv, uint64_t size)
 {
     const char *dir = cv->o->scratch_dir;
@@ -680,25 +682,11 @@ static int open_scratch(conv *cv, uint64_t size)
         dir = getenv("TMPDIR");
     if (!dir || !*dir)
         dir = "/tmp";
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/.apr-convert-scratch-XXXXXX", dir);
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return apr_err_set(cv->err, APR_E_IO, "%s: cannot create a scratch file: %s", dir, strerror(errno));
-    unlink(path);
-    int e = posix_fallocate(fd, 0, (off_t)size);
-    if (e) {
-        close(fd);
-        return apr_err_set(cv->err, APR_E_IO, "%s: cannot reserve %llu bytes of scratch space: %s", dir,
-                           (unsigned long long)size, strerror(e));
-    }
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    e = errno;
-    close(fd);
-    if (p == MAP_FAILED)
-        return apr_err_set(cv->err, APR_E_IO, "scratch mapping of %llu bytes: %s", (unsigned long long)size,
-                           strerror(e));
-    cv->scratch = p;
+    apr_mapping m;
+    int rc = apr_map_scratch(dir, size, &m, cv->err);
+    if (rc)
+        return rc;
+    cv->scratch = (uint8_t *)m.base;
     cv->scratch_size = size;
     return 0;
 }
@@ -988,8 +976,10 @@ static void conv_free(conv *cv)
     free(cv->plans);
     free(cv->layer);
     free(cv->extra);
-    if (cv->scratch)
-        munmap(cv->scratch, (size_t)cv->scratch_size);
+    if (cv->scratch) {
+        apr_mapping m = {.base = cv->scratch, .size = cv->scratch_size};
+        apr_unmap_file(&m);
+    }
     cv->scratch = NULL;
 }
 
