@@ -1,5 +1,7 @@
 /* convert.h - the public header of libconvert: safetensors <-> GGUF <-> APR
- * conversion on the apr_model view (formats.h), with sha256 provenance.
+ * conversion on the apr_model view (formats.h), with sha256 provenance, and
+ * whole-file quantization (apr_quantize_file: libquant's kernels and mixes
+ * applied to a model in any format).
  *
  * The converter builds an output view whose tensors point into the source's
  * mapping (copies are zero-copy) or into buffers it owns (tensors that were
@@ -127,6 +129,39 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
  * out_path on failure; the input is never modified. */
 int apr_convert_file(const char *in_path, const char *out_path, const apr_convert_opts *o,
                      apr_convert_stats *st, apr_err *err);
+
+/* ---------------------------------------------------------------- quantize */
+
+typedef struct apr_quantize_opts {
+    const char *type;         /* a type or llama.cpp mix name: apr_quant_mix_names() */
+    const char *imatrix;      /* llama-imatrix output (legacy .dat or GGUF), or NULL */
+    bool pure;                /* the type's base type for every quantizable tensor */
+    bool allow_requantize;    /* accept quantized input (dequantize, then quantize) */
+    bool provenance;          /* record sha256 provenance (apr_quantize_opts_init: true) */
+    bool progress;            /* a progress bar on stderr */
+    apr_format to;            /* GGUF or APR; APR_FMT_UNKNOWN: from out_path (.apr, else GGUF) */
+    int threads;              /* 0: all cores */
+    const char *command_line; /* recorded in the provenance */
+} apr_quantize_opts;
+
+void apr_quantize_opts_init(apr_quantize_opts *o);
+
+typedef struct apr_quantize_stats {
+    uint64_t n_tensors, n_converted; /* tensors written, and those given another type */
+    uint64_t weights;                /* weights converted */
+    uint64_t bytes_in, bytes_out;    /* tensor payload bytes */
+    int n_fallback;                  /* tensors whose rows forced a fallback type */
+    int threads;
+    bool imatrix;
+    apr_format format;               /* what was written */
+    double seconds, seconds_quant;   /* whole call; the quantizing itself */
+} apr_quantize_stats;
+
+/* Open in_path (a GGUF, or any file with an F32/F16/BF16 LLaMA/Qwen2 model),
+ * quantize it as llama-quantize does for o->type and write out_path
+ * atomically. Errors leave nothing at out_path and never touch the input. */
+int apr_quantize_file(const char *in_path, const char *out_path, const apr_quantize_opts *o,
+                      apr_quantize_stats *st, apr_err *err);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,530 @@
+/* quantize.c - `apr quantize` as a library call: llama-quantize's output,
+ * byte for byte (same tensor order, types, data, KVs plus
+ * general.quantization_version and general.file_type), threaded over rows.
+ *
+ * Input in another format (safetensors, APR) is first turned into its GGUF
+ * view by the converter (names, Q/K row order, QKV split); APR output is the
+ * quantized GGUF view converted back to APR's layout (fused QKV, ROWCAT when
+ * Q/K/V got different types). Provenance records the input file's tensors
+ * as the sources of every output tensor, with the steps in between.
+ *
+ * Memory: the input is mapped; tensors that keep their type are written
+ * straight from the mapping; every quantized tensor gets an owned buffer of
+ * its output size (so peak RAM is about the output file size, which is much
+ * smaller than the input), f32 rows are converted in small per-thread slabs,
+ * never a whole tensor at once, and the input pages a tensor was read from
+ * are released once it is quantized. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "convert.h"
+#include "formats.h"
+#include "quant.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------ the tensor job */
+
+/* One tensor: convert slabs of rows to f32, check them, quantize. Workers
+ * grab row ranges; the first non-finite value (lowest row) is reported. */
+typedef struct tjob {
+    const apr_tensor *src;
+    apr_dtype to;
+    int64_t nrows, ncols;
+    uint64_t src_row_bytes, dst_row_bytes;
+    uint8_t *dst;
+    const float *imatrix;
+    int64_t rows_per_grab;
+    atomic_llong next;
+    atomic_llong bad_row;  /* lowest row with NaN/Inf, or INT64_MAX */
+    atomic_int failed;     /* conversion or quantization refused */
+} tjob;
+
+static void *tjob_worker(void *arg)
+{
+    tjob *j = arg;
+    float *buf = malloc((size_t)j->rows_per_grab * (size_t)j->ncols * sizeof(float));
+    if (!buf) {
+        atomic_store(&j->failed, 1);
+        return NULL;
+    }
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add(&j->next, j->rows_per_grab);
+        if (r0 >= j->nrows)
+            break;
+        const int64_t nr = r0 + j->rows_per_grab <= j->nrows ? j->rows_per_grab : j->nrows - r0;
+        const uint8_t *s = j->src->data + (uint64_t)r0 * j->src_row_bytes;
+        if (apr_to_f32_row(j->src->dtype, s, buf, nr * j->ncols) != 0) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            const float *x = buf + r * j->ncols;
+            for (int64_t c = 0; c < j->ncols; c++) {
+                if (!isfinite(x[c])) {
+                    long long cur = atomic_load(&j->bad_row);
+                    while (r0 + r < cur && !atomic_compare_exchange_weak(&j->bad_row, &cur, r0 + r))
+                        ;
+                    break;
+                }
+            }
+        }
+        if (atomic_load(&j->bad_row) != INT64_MAX)
+            break;
+        if (!apr_quantize_chunk(j->to, buf, j->dst + (uint64_t)r0 * j->dst_row_bytes, nr, j->ncols, j->imatrix)) {
+            atomic_store(&j->failed, 1);
+            break;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static int run_tensor(const apr_tensor *t, apr_dtype to, const float *imatrix, uint8_t *dst, int threads,
+                      apr_err *err)
+{
+    tjob j = {.src = t, .to = to, .dst = dst, .imatrix = imatrix};
+    j.ncols = (int64_t)t->dims[t->ndim - 1];
+    j.nrows = 1;
+    for (uint32_t d = 0; d + 1 < t->ndim; d++)
+        j.nrows *= (int64_t)t->dims[d];
+    j.src_row_bytes = apr_dtype_row_bytes(t->dtype, (uint64_t)j.ncols);
+    j.dst_row_bytes = apr_dtype_row_bytes(to, (uint64_t)j.ncols);
+    if (!j.src_row_bytes || !j.dst_row_bytes)
+        return apr_err_set(err, APR_E_FORMAT, "%s: %lld columns do not fit %s -> %s", t->name, (long long)j.ncols,
+                           apr_dtype_name(t->dtype), apr_dtype_name(to));
+    /* ~16k weights per grab (llama-quantize's chunk), whole rows */
+    j.rows_per_grab = j.ncols >= 16384 ? 1 : (16384 + j.ncols - 1) / j.ncols;
+    atomic_init(&j.next, 0);
+    atomic_init(&j.bad_row, INT64_MAX);
+    atomic_init(&j.failed, 0);
+    int64_t chunks = (j.nrows + j.rows_per_grab - 1) / j.rows_per_grab;
+    int nt = threads < chunks ? threads : (int)chunks;
+    pthread_t th[1024];
+    int started = 0;
+    for (int i = 0; i < nt - 1; i++) {
+        if (pthread_create(&th[i], NULL, tjob_worker, &j) != 0)
+            break;
+        started++;
+    }
+    tjob_worker(&j);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    apr_map_release(t->data, (size_t)t->nbytes); /* read once; keeps RSS to the output's */
+    long long bad = atomic_load(&j.bad_row);
+    if (bad != INT64_MAX)
+        return apr_err_set(err, APR_E_FORMAT, "tensor %s: row %lld contains NaN or Inf; refusing to quantize it",
+                           t->name, bad);
+    if (atomic_load(&j.failed))
+        return apr_err_set(err, APR_E_NOMEM, "tensor %s: converting %s -> %s failed", t->name,
+                           apr_dtype_name(t->dtype), apr_dtype_name(to));
+    return 0;
+}
+
+/* ------------------------------------------------------------ planning */
+
+typedef struct tplan {
+    const apr_tensor *src;   /* tensor of the GGUF view being quantized */
+    apr_dtype to;
+    const float *imatrix;
+    const apr_tensor *orig;  /* the tensor of the input file it came from */
+    char step[32];           /* how the view made src of orig: "", "permute", "split", "convert:F16" */
+} tplan;
+
+static int cmp_plan(const void *a, const void *b)
+{
+    return apr_quant_tensor_cmp(((const tplan *)a)->src->name, ((const tplan *)b)->src->name);
+}
+
+static bool has_gguf_names(const apr_model *m)
+{
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, "token_embd.weight") || !strncmp(m->tensors[i].name, "blk.", 4))
+            return true;
+    return false;
+}
+
+static void kv_u32_arch(const apr_model *m, const char *arch, const char *suffix, uint32_t *out)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!apr_kv_get_u32(m, key, out))
+        *out = 0;
+}
+
+/* Fills plan[] (sorted in llama-quantize's order) with each tensor's target. */
+static int make_plan(const apr_model *in, const char *in_path, const apr_quantize_opts *o, const apr_imatrix *im,
+                     tplan *plan, apr_quant_mix *mix, apr_err *err)
+{
+    const char *arch = apr_kv_get_str(in, "general.architecture");
+    apr_quant_mix_model mm = {.arch = arch ? arch : "", .has_imatrix = im != NULL};
+    if (arch) {
+        kv_u32_arch(in, arch, "block_count", &mm.n_layer);
+        kv_u32_arch(in, arch, "attention.head_count", &mm.n_head);
+        kv_u32_arch(in, arch, "attention.head_count_kv", &mm.n_head_kv);
+        kv_u32_arch(in, arch, "expert_count", &mm.n_expert);
+    }
+    int rc = apr_quant_mix_init(mix, o->type, o->pure, &mm, err);
+    if (rc)
+        return rc;
+    for (uint64_t i = 0; i < in->n_tensors; i++)
+        plan[i].src = &in->tensors[i];
+    qsort(plan, (size_t)in->n_tensors, sizeof *plan, cmp_plan);
+    for (uint64_t i = 0; i < in->n_tensors; i++)
+        apr_quant_mix_scan(mix, plan[i].src->name);
+    for (uint64_t i = 0; i < in->n_tensors; i++) {
+        const apr_tensor *t = plan[i].src;
+        if (t->dtype == APR_DT_ROWCAT || t->ndim == 0)
+            return apr_err_set(err, APR_E_UNSUPPORTED, "%s: fused tensors of mixed types cannot be quantized",
+                               t->name);
+        rc = apr_quant_mix_type(mix, t->name, t->ndim, t->dims, t->dtype, &plan[i].to, err);
+        if (rc)
+            return rc;
+        if (plan[i].to == t->dtype)
+            continue;
+        const apr_dtype_info *di = apr_dtype_get(t->dtype);
+        if (di && di->quantized && !o->allow_requantize)
+            return apr_err_set(err, APR_E_ARG,
+                               "%s is already quantized (tensor %s is %s); re-quantizing loses precision. "
+                               "Use an F32/F16/BF16 source, or pass --allow-requantize", in_path, t->name,
+                               di->name);
+        if (!di || (!di->quantized && t->dtype != APR_DT_F32 && t->dtype != APR_DT_F16 &&
+                    t->dtype != APR_DT_BF16 && t->dtype != APR_DT_F64))
+            return apr_err_set(err, APR_E_UNSUPPORTED, "%s: cannot convert a %s tensor to %s", t->name,
+                               apr_dtype_name(t->dtype), apr_dtype_name(plan[i].to));
+        if (im && apr_dtype_get(plan[i].to)->quantized) {
+            const apr_imatrix_entry *e = apr_imatrix_find(im, t->name);
+            const uint64_t ne0 = t->dims[t->ndim - 1];
+            if (e && e->n == ne0)
+                plan[i].imatrix = e->values;
+            else if (e && strcmp(t->name, "token_embd.weight") != 0)
+                return apr_err_set(err, APR_E_FORMAT, "imatrix has %llu values for %s, the tensor has %llu columns",
+                                   (unsigned long long)e->n, t->name, (unsigned long long)ne0);
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ provenance */
+
+/* The input-file tensor a GGUF-view tensor came from, and the step between. */
+static void find_orig(const apr_model *in, const apr_model *view, tplan *p)
+{
+    p->step[0] = 0;
+    if (view == in) {
+        p->orig = p->src;
+        return;
+    }
+    apr_tensor_id id;
+    char name[256];
+    p->orig = NULL;
+    if (!apr_tensor_id_parse(p->src->name, &id, NULL))
+        return;
+    if (apr_tensor_id_name(&id, APR_NAMING_HF, name, sizeof name))
+        p->orig = apr_model_tensor(in, name);
+    if (!p->orig && apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name))
+        p->orig = apr_model_tensor(in, name);
+    if (p->orig) {
+        /* same payload: a zero-copy view; same dtype but other bytes: Q/K rows permuted */
+        if (p->orig->dtype != p->src->dtype)
+            snprintf(p->step, sizeof p->step, "convert:%s", apr_dtype_name(p->src->dtype));
+        else if (p->orig->data != p->src->data)
+            snprintf(p->step, sizeof p->step, "permute");
+        return;
+    }
+    if (id.role == APR_ROLE_ATTN_Q || id.role == APR_ROLE_ATTN_K || id.role == APR_ROLE_ATTN_V) {
+        apr_tensor_id f = id;
+        f.role = APR_ROLE_ATTN_QKV;
+        if (apr_tensor_id_name(&f, APR_NAMING_HF, name, sizeof name) && (p->orig = apr_model_tensor(in, name)))
+            snprintf(p->step, sizeof p->step, "split");
+    }
+}
+
+/* "step+quantize:T", "quantize:T", "copy", ... for plan entry p */
+static void transform_of(const tplan *p, char *buf, size_t n)
+{
+    const apr_dtype_info *si = apr_dtype_get(p->src->dtype);
+    char q[48] = "";
+    if (p->to != p->src->dtype)
+        snprintf(q, sizeof q, "%s%s:%s", si && si->quantized ? "dequantize:F32+" : "",
+                 apr_dtype_get(p->to)->quantized ? "quantize" : "convert", apr_dtype_name(p->to));
+    if (p->step[0] && q[0])
+        snprintf(buf, n, "%s+%s", p->step, q);
+    else if (p->step[0] || q[0])
+        snprintf(buf, n, "%s", p->step[0] ? p->step : q);
+    else
+        snprintf(buf, n, "copy");
+}
+
+static const tplan *plan_by_name(const tplan *plan, uint64_t n, const char *name)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (!strcmp(plan[i].src->name, name))
+            return &plan[i];
+    return NULL;
+}
+
+/* Records one output tensor with the input-file tensors it came from. A
+ * fused APR QKV tensor lists its Q, K and V sources. */
+static int record_tensor(apr_prov *prov, const apr_tensor *t, const apr_model *qgguf, const tplan *plan,
+                         uint64_t n, apr_err *err)
+{
+    const tplan *parts[3] = {NULL, NULL, NULL};
+    int np = 0;
+    apr_tensor_id id;
+    char name[256];
+    const tplan *p = plan_by_name(plan, n, t->name);
+    if (p) {
+        parts[np++] = p;
+    } else if (apr_tensor_id_parse(t->name, &id, NULL)) {
+        if (id.role == APR_ROLE_ATTN_QKV) {
+            const apr_role roles[3] = {APR_ROLE_ATTN_Q, APR_ROLE_ATTN_K, APR_ROLE_ATTN_V};
+            for (int r = 0; r < 3; r++) {
+                apr_tensor_id q = id;
+                q.role = roles[r];
+                if (apr_tensor_id_name(&q, APR_NAMING_GGUF, name, sizeof name) && (p = plan_by_name(plan, n, name)))
+                    parts[np++] = p;
+            }
+        } else if (apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name) &&
+                   (p = plan_by_name(plan, n, name))) {
+            parts[np++] = p;
+        }
+    }
+    (void)qgguf;
+    const apr_tensor *srcs[3];
+    uint32_t ns = 0;
+    char tr[160] = "copy", one[80];
+    for (int i = 0; i < np; i++) {
+        if (parts[i]->orig) {
+            bool dup = false; /* Q, K, V split from one fused tensor: list it once */
+            for (uint32_t k = 0; k < ns; k++)
+                dup |= srcs[k] == parts[i]->orig;
+            if (!dup)
+                srcs[ns++] = parts[i]->orig;
+        }
+        transform_of(parts[i], one, sizeof one);
+        if (i == 0)
+            snprintf(tr, sizeof tr, "%s", one);
+        else if (strcmp(tr, one) != 0)
+            snprintf(tr, sizeof tr, "quantize:%s", apr_dtype_name(t->dtype)); /* parts differ: name the mix */
+    }
+    if (np == 3) {
+        size_t l = strlen(tr);
+        snprintf(tr + l, sizeof tr - l, "+fuse");
+    }
+    return apr_prov_add_tensor(prov, t, tr, srcs, ns, err);
+}
+
+/* ------------------------------------------------------------ the file */
+
+void apr_quantize_opts_init(apr_quantize_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->provenance = true;
+    o->to = APR_FMT_UNKNOWN;
+}
+
+static void progress(bool on, uint64_t i, uint64_t n, const char *name, apr_dtype to, uint64_t done_w,
+                     uint64_t total_w)
+{
+    if (!on)
+        return;
+    int pct = total_w ? (int)(100.0 * done_w / total_w) : 100;
+    int bar = pct / 4;
+    fprintf(stderr, "\r[%.*s%*s] %3d%% %4llu/%-4llu %-36.36s -> %-5s", bar, "=========================", 25 - bar,
+            "", pct, (unsigned long long)i, (unsigned long long)n, name, apr_dtype_name(to));
+    fflush(stderr);
+}
+
+int apr_quantize_file(const char *in_path, const char *out_path, const apr_quantize_opts *o,
+                      apr_quantize_stats *st, apr_err *err)
+{
+    apr_quantize_stats st_local;
+    if (!st)
+        st = &st_local;
+    memset(st, 0, sizeof *st);
+    if (!o || !o->type)
+        return apr_err_set(err, APR_E_ARG, "quantize: no target type");
+    apr_format fmt = o->to != APR_FMT_UNKNOWN ? o->to
+                     : apr_format_from_path(out_path) == APR_FMT_APR ? APR_FMT_APR
+                                                                      : APR_FMT_GGUF;
+    if (fmt != APR_FMT_GGUF && fmt != APR_FMT_APR)
+        return apr_err_set(err, APR_E_ARG, "quantized output is GGUF or APR");
+    if (apr_same_file(in_path, out_path))
+        return apr_err_set(err, APR_E_ARG, "OUT is the same file as IN; apr never overwrites its input");
+
+    const double t0 = now_s();
+    apr_model *in = NULL;
+    int rc = apr_model_open(&in, in_path, NULL, err);
+    if (rc)
+        return rc;
+    apr_model *out = NULL, *gview = NULL, *aout = NULL;
+    apr_imatrix *im = NULL;
+    tplan *plan = NULL;
+    apr_prov *prov = NULL;
+    char *json = NULL;
+
+    /* the tensors llama-quantize would see: the GGUF view of the input */
+    apr_model *view = in;
+    if (in->format != APR_FMT_GGUF && !has_gguf_names(in)) {
+        apr_convert_opts co;
+        apr_convert_opts_init(&co);
+        co.threads = o->threads;
+        if ((rc = apr_convert_model(in, APR_FMT_GGUF, &co, &gview, NULL, NULL, err)))
+            goto done;
+        view = gview;
+    }
+    if (o->imatrix && (rc = apr_imatrix_load(&im, o->imatrix, err)))
+        goto done;
+    plan = calloc(view->n_tensors ? view->n_tensors : 1, sizeof *plan);
+    if (!plan) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    apr_quant_mix mix;
+    if ((rc = make_plan(view, in_path, o, im, plan, &mix, err)))
+        goto done;
+    for (uint64_t i = 0; i < view->n_tensors; i++)
+        find_orig(in, view, &plan[i]);
+
+    out = apr_model_new(APR_FMT_GGUF);
+    if (!out) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (uint64_t i = 0; i < view->n_kvs && !rc; i++) {
+        const char *k = view->kvs[i].key;
+        if (!strncmp(k, "split.", 6) || !strncmp(k, "apr.provenance", 14))
+            continue; /* llama-quantize drops split keys; our provenance is rewritten below */
+        rc = apr_model_set_kv(out, &view->kvs[i]);
+    }
+    /* llama.cpp's gguf_set_val_* drops an existing key and appends it, so
+     * these two always end the copied KVs, in this order */
+    apr_model_remove_kv(out, "general.quantization_version");
+    apr_model_remove_kv(out, "general.file_type");
+    if (!rc)
+        rc = apr_model_set_kv_u32(out, "general.quantization_version", 2);
+    if (!rc)
+        rc = apr_model_set_kv_u32(out, "general.file_type", (uint32_t)mix.ftype);
+    if (rc) {
+        rc = apr_err_set(err, rc, "copying the metadata failed");
+        goto done;
+    }
+
+    const int threads = o->threads > 0 ? o->threads : apr_quant_default_threads();
+    const bool show = o->progress;
+    uint64_t total_w = 0, done_w = 0, qweights = 0, bytes_in = 0, bytes_out = 0, n_conv = 0;
+    for (uint64_t i = 0; i < view->n_tensors; i++) {
+        uint64_t ne = 0;
+        apr_dims_count(plan[i].src->ndim, plan[i].src->dims, &ne);
+        total_w += plan[i].to != plan[i].src->dtype ? ne : 0;
+    }
+    double tq = 0;
+    for (uint64_t i = 0; i < view->n_tensors; i++) {
+        const apr_tensor *t = plan[i].src;
+        uint64_t ne = 0, nbytes = 0;
+        apr_dims_count(t->ndim, t->dims, &ne);
+        bytes_in += t->nbytes;
+        progress(show, i + 1, view->n_tensors, t->name, plan[i].to, done_w, total_w);
+        if (plan[i].to == t->dtype) {
+            rc = apr_model_add_tensor(out, t->name, t->dtype, t->ndim, t->dims, t->data, t->nbytes, false, err);
+            bytes_out += t->nbytes;
+        } else {
+            if (!apr_dtype_tensor_bytes(plan[i].to, t->ndim, t->dims, &nbytes) || nbytes > SIZE_MAX) {
+                rc = apr_err_set(err, APR_E_FORMAT, "%s: bad shape for %s", t->name, apr_dtype_name(plan[i].to));
+                break;
+            }
+            uint8_t *buf = malloc(nbytes ? nbytes : 1);
+            if (!buf) {
+                rc = apr_err_set(err, APR_E_NOMEM, "%s: out of memory (%llu bytes)", t->name,
+                                 (unsigned long long)nbytes);
+                break;
+            }
+            const double ts = now_s();
+            rc = run_tensor(t, plan[i].to, plan[i].imatrix, buf, threads, err);
+            tq += now_s() - ts;
+            if (rc) {
+                free(buf);
+                break;
+            }
+            rc = apr_model_add_tensor(out, t->name, plan[i].to, t->ndim, t->dims, buf, nbytes, true, err);
+            if (rc)
+                free(buf);
+            done_w += ne;
+            qweights += ne;
+            n_conv++;
+            bytes_out += nbytes;
+        }
+        if (rc)
+            break;
+    }
+    if (show)
+        fprintf(stderr, "\n");
+    if (rc)
+        goto done;
+
+    /* APR output: APR's own layout of the quantized GGUF view */
+    apr_model *final = out;
+    if (fmt == APR_FMT_APR) {
+        apr_convert_opts co;
+        apr_convert_opts_init(&co);
+        co.threads = threads;
+        if ((rc = apr_convert_model(out, APR_FMT_APR, &co, &aout, NULL, NULL, err)))
+            goto done;
+        final = aout;
+    }
+    if (o->provenance) {
+        prov = apr_prov_new("quantize", o->command_line);
+        if (!prov) {
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            goto done;
+        }
+        if ((rc = apr_prov_set_source(prov, in, err)))
+            goto done;
+        for (uint64_t i = 0; i < final->n_tensors && !rc; i++)
+            rc = record_tensor(prov, &final->tensors[i], out, plan, view->n_tensors, err);
+        if (!rc)
+            rc = apr_prov_finish(prov, fmt, threads, &json, err);
+        if (!rc)
+            rc = apr_prov_attach(final, json, fmt, err);
+        if (rc)
+            goto done;
+    }
+
+    apr_write_opts wo = {.progress = show};
+    if ((rc = apr_model_write(final, out_path, fmt, &wo, err)))
+        goto done;
+    st->n_tensors = view->n_tensors;
+    st->n_converted = n_conv;
+    st->weights = qweights;
+    st->bytes_in = bytes_in;
+    st->bytes_out = bytes_out;
+    st->n_fallback = mix.n_fallback;
+    st->threads = threads;
+    st->imatrix = im != NULL;
+    st->format = fmt;
+    st->seconds_quant = tq;
+    st->seconds = now_s() - t0;
+done:
+    free(json);
+    apr_prov_free(prov);
+    apr_model_free(aout);
+    apr_model_free(out);
+    free(plan);
+    apr_imatrix_free(im);
+    apr_model_free(gview);
+    apr_model_free(in);
+    return rc;
+}
+
