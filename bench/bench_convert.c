@@ -4,8 +4,8 @@
  *
  * usage: bench_convert [--size-mib N] [--threads N] [--keep] [--dir DIR]
  *   A synthetic F16 LLaMA of about N MiB (default 4096: the target is set
- *   for multi-GB models; about 13 GiB of disk while it runs) is written as HF safetensors with apr_synth_write under
- *   DIR ($APR_TMPDIR or /tmp), then:
+ *   for multi-GB models; about 13 GiB of disk while it runs) is written as
+ *   HF safetensors with apr_synth_write under DIR ($APR_TMPDIR or /tmp), then:
  *     cp          `cp model.safetensors copy` + fsync of the copy (apr's writer
  *                 fsyncs before its rename, so the reference does too)
  *     st->gguf    apr_convert_file: Q/K permuted (owned buffers), the rest
