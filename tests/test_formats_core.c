@@ -88,6 +88,19 @@ static void test_outfile_atomic(void **state)
     free(s);
 }
 
+/* n xorshift32 bytes (never NULL: the test fails instead). */
+static uint8_t *random_bytes(size_t n, uint32_t seed)
+{
+    uint8_t *buf = malloc(n);
+    assert_non_null(buf);
+    uint32_t x = seed;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        buf[i] = (uint8_t)x;
+    }
+    return buf;
+}
+
 /* Bytes handed to apr_outfile_write from a live apr_map_file mapping go
  * through the kernel's file-to-file copy; the output must be the same bytes,
  * in order with what was written before and after, at any source offset
@@ -102,13 +115,7 @@ static void test_outfile_copy_from_mapping(void **state)
     snprintf(src, sizeof src, "%s/src.bin", dir);
     snprintf(dst, sizeof dst, "%s/dst.bin", dir);
     size_t n = (20u << 20) + 123;
-    uint8_t *buf = malloc(n);
-    assert_non_null(buf);
-    uint32_t x = 88172645u;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-        buf[i] = (uint8_t)x;
-    }
+    uint8_t *buf = random_bytes(n, 88172645u);
     FILE *fp = fopen(src, "wb");
     assert_non_null(fp);
     assert_int_equal(fwrite(buf, 1, n, fp), n);
@@ -216,13 +223,7 @@ static void test_crc32_matches_zlib(void **state)
 {
     (void)state;
     size_t n = (1u << 20) + 13;
-    uint8_t *buf = malloc(n);
-    assert_non_null(buf);
-    uint32_t x = 2463534242u;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
-        buf[i] = (uint8_t)x;
-    }
+    uint8_t *buf = random_bytes(n, 2463534242u);
     uint32_t want = (uint32_t)crc32(0, buf, (uInt)n);
     assert_int_equal(apr_crc32(0, buf, n), want);
     const size_t splits[] = {0, 1, 7, 63, 64, 65, 4095, 100000, n - 1, n};
