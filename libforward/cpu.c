@@ -293,15 +293,17 @@ static void mm_worker(void *ctx, int ith, int nth)
                 rowdt[r - r0] = w->seg[s].dtype;
                 rowact[r - r0] = T->seg_act[s];
             }
-            for (uint32_t t = 0; t < T->nt; t++) {
-                float *o = T->out + (uint64_t)t * T->out_stride;
+            /* tokens four at a time: each weight row is decoded once per
+             * group (apr_vec_dot_n gives apr_vec_dot's values exactly) */
+            for (uint32_t t0 = 0; t0 < T->nt; t0 += 4) {
+                const int g = T->nt - t0 < 4 ? (int)(T->nt - t0) : 4;
                 for (uint64_t r = r0; r < r1; r++) {
                     const act_slot *a = rowact[r - r0];
-                    float d = apr_vec_dot(rowdt[r - r0], (int64_t)w->cols, rowp[r - r0],
-                                          a->buf + (uint64_t)t * a->stride);
-                    if (T->bias)
-                        d += T->bias[r];
-                    o[r] = d;
+                    float d[4];
+                    apr_vec_dot_n(rowdt[r - r0], (int64_t)w->cols, rowp[r - r0], a->buf + (uint64_t)t0 * a->stride,
+                                  (size_t)a->stride, g, d);
+                    for (int k = 0; k < g; k++)
+                        T->out[(uint64_t)(t0 + k) * T->out_stride + r] = T->bias ? d[k] + T->bias[r] : d[k];
                 }
             }
         }

@@ -346,3 +346,18 @@ float apr_vec_dot(apr_dtype t, int64_t n, const void *w, const void *y)
 #endif
     return apr_vec_dot_scalar(t, n, w, y);
 }
+
+void apr_vec_dot_n(apr_dtype t, int64_t n, const void *w, const void *y, size_t y_stride, int nt, float *out)
+{
+    const uint8_t *yp = y;
+#if defined(__x86_64__)
+    if (aprq_cpu_avx2())
+        while (nt >= 4 && aprq_vec_dot4_avx2(t, n, w, yp, y_stride, out)) {
+            yp += 4 * y_stride;
+            out += 4;
+            nt -= 4;
+        }
+#endif
+    for (int k = 0; k < nt; k++)
+        out[k] = apr_vec_dot(t, n, w, yp + (size_t)k * y_stride);
+}

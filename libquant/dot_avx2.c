@@ -3,6 +3,8 @@
  * results equal the scalar ones bit for bit. Never uses FMA.
  * Compiled for baseline x86-64; functions carry target attributes and are
  * only called after aprq_cpu_avx2(). */
+#include <string.h>
+
 #include "quant_internal.h"
 #include "dot_internal.h"
 
@@ -214,6 +216,182 @@ AVX2 static float dot_q6_k(int64_t nb, const blk_q6_k *x, const blk_q8_k *y)
     return sumf;
 }
 
+/* ------------------------------------------------------------ 4 tokens
+ *
+ * One weight row against four activation rows (prefill): the row is loaded
+ * and decoded once, each token keeps its own accumulator and sees exactly the
+ * operations, in the same order, as the one-token kernel above, so every
+ * result equals apr_vec_dot's bit for bit. The win is the shared decode and
+ * four independent dependency chains instead of one. */
+
+#define Y4(T, y, ys, k) ((const T *)((const uint8_t *)(y) + (size_t)(k) * (ys)))
+
+AVX2 static void dot4_f32(int64_t n, const float *w, const void *y, size_t ys, float out[4])
+{
+    const float *y0 = Y4(float, y, ys, 0), *y1 = Y4(float, y, ys, 1), *y2 = Y4(float, y, ys, 2),
+                *y3 = Y4(float, y, ys, 3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 wv = _mm256_loadu_ps(w + i);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, _mm256_loadu_ps(y0 + i)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, _mm256_loadu_ps(y1 + i)));
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(wv, _mm256_loadu_ps(y2 + i)));
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(wv, _mm256_loadu_ps(y3 + i)));
+    }
+    float r0 = reduce8(a0), r1 = reduce8(a1), r2 = reduce8(a2), r3 = reduce8(a3);
+    for (; i < n; i++) {
+        r0 += w[i] * y0[i];
+        r1 += w[i] * y1[i];
+        r2 += w[i] * y2[i];
+        r3 += w[i] * y3[i];
+    }
+    out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
+}
+
+/* F16 and BF16 rows: widened to f32 once, then as dot4_f32's loop. */
+AVX2 static inline __m256 load8_16(const uint16_t *w, bool bf16)
+{
+    const __m128i h = _mm_loadu_si128((const __m128i *)w);
+    if (bf16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+AVX2 static void dot4_16(int64_t n, const uint16_t *w, const void *y, size_t ys, bool bf16, float out[4])
+{
+    const float *y0 = Y4(float, y, ys, 0), *y1 = Y4(float, y, ys, 1), *y2 = Y4(float, y, ys, 2),
+                *y3 = Y4(float, y, ys, 3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 wv = load8_16(w + i, bf16);
+        a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, _mm256_loadu_ps(y0 + i)));
+        a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, _mm256_loadu_ps(y1 + i)));
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(wv, _mm256_loadu_ps(y2 + i)));
+        a3 = _mm256_add_ps(a3, _mm256_mul_ps(wv, _mm256_loadu_ps(y3 + i)));
+    }
+    float r0 = reduce8(a0), r1 = reduce8(a1), r2 = reduce8(a2), r3 = reduce8(a3);
+    for (; i < n; i++) {
+        const float wf = bf16 ? apr_bf16_to_f32(w[i]) : apr_f16_to_f32(w[i]);
+        r0 += wf * y0[i];
+        r1 += wf * y1[i];
+        r2 += wf * y2[i];
+        r3 += wf * y3[i];
+    }
+    out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
+}
+
+AVX2 static void dot4_q8_0(int64_t nb, const blk_q8_0 *x, const void *y, size_t ys, float out[4])
+{
+    float sumf[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < nb; i++) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)x[i].qs);
+        const float dx = apr_f16_to_f32(x[i].d);
+        for (int k = 0; k < 4; k++) {
+            const blk_q8_0 *yk = Y4(blk_q8_0, y, ys, k) + i;
+            const int sumi = hsum_i32(dot_i8(a, _mm256_loadu_si256((const __m256i *)yk->qs)));
+            sumf[k] += sumi * (dx * apr_f16_to_f32(yk->d));
+        }
+    }
+    memcpy(out, sumf, sizeof sumf);
+}
+
+AVX2 static void dot4_q4_k(int64_t nb, const blk_q4_k *x, const void *y, size_t ys, float out[4])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    float sumf[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t sc[8], mn[8];
+        aprq_k4_scales(x[i].scales, sc, mn);
+        const blk_q8_k *yk[4];
+        __m256i acc[4];
+        for (int k = 0; k < 4; k++) {
+            yk[k] = Y4(blk_q8_k, y, ys, k) + i;
+            acc[k] = _mm256_setzero_si256();
+        }
+        for (int j = 0; j < 4; j++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * j));
+            const __m256i lo = _mm256_and_si256(q, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            for (int k = 0; k < 4; k++) {
+                acc[k] = _mm256_add_epi32(acc[k], scaled_dot_u(lo, yk[k]->qs + 64 * j, sc[2 * j]));
+                acc[k] = _mm256_add_epi32(acc[k], scaled_dot_u(hi, yk[k]->qs + 64 * j + 32, sc[2 * j + 1]));
+            }
+        }
+        const float d = apr_f16_to_f32(x[i].d), dmin = apr_f16_to_f32(x[i].dmin);
+        for (int k = 0; k < 4; k++) {
+            const int sumi = hsum_i32(acc[k]);
+            int summ = 0;
+            for (int j = 0; j < 8; j++)
+                summ += mn[j] * (yk[k]->bsums[2 * j] + yk[k]->bsums[2 * j + 1]);
+            sumf[k] += (d * yk[k]->d) * sumi - (dmin * yk[k]->d) * summ;
+        }
+    }
+    memcpy(out, sumf, sizeof sumf);
+}
+
+AVX2 static void dot4_q6_k(int64_t nb, const blk_q6_k *x, const void *y, size_t ys, float out[4])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(3);
+    float sumf[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < nb; i++) {
+        const int8_t *sc = x[i].scales;
+        const blk_q8_k *yk[4];
+        __m256i acc[4];
+        for (int k = 0; k < 4; k++) {
+            yk[k] = Y4(blk_q8_k, y, ys, k) + i;
+            acc[k] = _mm256_setzero_si256();
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[i].ql + 64 * h, *qhp = x[i].qh + 32 * h;
+            const int8_t *s = sc + 8 * h;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)qhp);
+            const __m256i q1 =
+                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            const __m256i q2 = _mm256_or_si256(
+                _mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            const __m256i q3 =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            const __m256i q4 =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int k = 0; k < 4; k++) {
+                const int8_t *a = yk[k]->qs + 128 * h;
+                acc[k] = _mm256_add_epi32(acc[k], q6_part(q1, a, s[0], s[1]));
+                acc[k] = _mm256_add_epi32(acc[k], q6_part(q2, a + 32, s[2], s[3]));
+                acc[k] = _mm256_add_epi32(acc[k], q6_part(q3, a + 64, s[4], s[5]));
+                acc[k] = _mm256_add_epi32(acc[k], q6_part(q4, a + 96, s[6], s[7]));
+            }
+        }
+        const float d = apr_f16_to_f32(x[i].d);
+        for (int k = 0; k < 4; k++) {
+            int corr = 0;
+            for (int j = 0; j < 16; j++)
+                corr += sc[j] * yk[k]->bsums[j];
+            const int sumi = hsum_i32(acc[k]) - 32 * corr;
+            sumf[k] += (d * yk[k]->d) * sumi;
+        }
+    }
+    memcpy(out, sumf, sizeof sumf);
+}
+
+bool aprq_vec_dot4_avx2(apr_dtype t, int64_t n, const void *w, const void *y, size_t ys, float out[4])
+{
+    switch (t) {
+    case APR_DT_F32: dot4_f32(n, w, y, ys, out); return true;
+    case APR_DT_F16: dot4_16(n, w, y, ys, false, out); return true;
+    case APR_DT_BF16: dot4_16(n, w, y, ys, true, out); return true;
+    case APR_DT_Q8_0: dot4_q8_0(n / 32, w, y, ys, out); return true;
+    case APR_DT_Q4_K: dot4_q4_k(n / QK_K, w, y, ys, out); return true;
+    case APR_DT_Q6_K: dot4_q6_k(n / QK_K, w, y, ys, out); return true;
+    default: return false;
+    }
+}
+
 bool aprq_vec_dot_avx2(apr_dtype t, int64_t n, const void *w, const void *y, float *out)
 {
     switch (t) {
@@ -233,6 +411,12 @@ bool aprq_vec_dot_avx2(apr_dtype t, int64_t n, const void *w, const void *y, flo
 bool aprq_vec_dot_avx2(apr_dtype t, int64_t n, const void *w, const void *y, float *out)
 {
     (void)t; (void)n; (void)w; (void)y; (void)out;
+    return false;
+}
+
+bool aprq_vec_dot4_avx2(apr_dtype t, int64_t n, const void *w, const void *y, size_t ys, float out[4])
+{
+    (void)t; (void)n; (void)w; (void)y; (void)ys; (void)out;
     return false;
 }
 #endif

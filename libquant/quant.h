@@ -62,6 +62,11 @@ float apr_vec_dot(apr_dtype t, int64_t n, const void *w_row, const void *y_conve
  * same value bit for bit (integer block sums are exact; float parts keep the
  * scalar order), so results never depend on the CPU. */
 float apr_vec_dot_scalar(apr_dtype t, int64_t n, const void *w_row, const void *y_converted);
+/* out[k] = apr_vec_dot(t, n, w_row, y + k * y_stride) for k < nt, the same
+ * values bit for bit, with the weight row decoded once per four activation
+ * rows (prefill). y_stride is in bytes. */
+void apr_vec_dot_n(apr_dtype t, int64_t n, const void *w_row, const void *y_converted, size_t y_stride, int nt,
+                   float *out);
 
 /* ---- llama-quantize's type mixes (mix.c).
  * Usage, as llama-quantize: sort the tensors with apr_quant_tensor_cmp,
