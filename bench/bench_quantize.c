@@ -12,7 +12,14 @@
  * (llama-cpp-python's llama_model_quantize, Q4_K_M) and `apr quantize` on it
  * with the same thread count (needs python3 + llama_cpp; APR_BIN or --apr).
  *
- * usage: bench_quantize [--threads N] [--output] [--llama] [--apr PATH] [--quick]
+ * --imatrix: everything above once more with a deterministic importance
+ * matrix (per tensor, one positive value per input column): the fast-vs-
+ * reference layer and per-type figures (Q4_K, Q5_K, Q6_K, Q4_0, Q5_0, Q8_0),
+ * and with --llama the same values given to llama.cpp (llama_model_imatrix_
+ * data, as tests/peer/llama_quantize_peer.py does) and to `apr quantize
+ * --imatrix` as a llama-imatrix legacy .dat file; output bytes must match.
+ *
+ * usage: bench_quantize [--threads N] [--output] [--llama] [--imatrix] [--apr PATH] [--quick]
  * exit 0; 1 when the fast and reference bytes differ. */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -36,6 +43,7 @@ typedef struct mat {
     int64_t rows, cols;
     apr_dtype type;
     float *x;
+    float *imat; /* cols importance values, or NULL */
 } mat;
 
 static uint64_t mix64(uint64_t z)
@@ -83,10 +91,10 @@ static result run_set(mat *m, int n, int threads, int reps)
     for (int rep = 0; rep < reps; rep++) {
         double t0 = now_s();
         for (int i = 0; i < n; i++)
-            apr_quantize_chunk_mt_opt(m[i].type, m[i].x, a[i], m[i].rows, m[i].cols, NULL, threads, false);
+            apr_quantize_chunk_mt_opt(m[i].type, m[i].x, a[i], m[i].rows, m[i].cols, m[i].imat, threads, false);
         double t1 = now_s();
         for (int i = 0; i < n; i++)
-            apr_quantize_chunk_mt_opt(m[i].type, m[i].x, b[i], m[i].rows, m[i].cols, NULL, threads, true);
+            apr_quantize_chunk_mt_opt(m[i].type, m[i].x, b[i], m[i].rows, m[i].cols, m[i].imat, threads, true);
         double t2 = now_s();
         if (t1 - t0 < r.t_fast)
             r.t_fast = t1 - t0;
@@ -106,6 +114,11 @@ static result run_set(mat *m, int n, int threads, int reps)
     free(b);
     free(sz);
     return r;
+}
+
+static void gguf_name(char *nm, size_t sz, const char *name)
+{
+    snprintf(nm, sz, "%s%s.weight", strcmp(name, "output") ? "blk.0." : "", name);
 }
 
 /* Writes the layer as an F16 GGUF llama.cpp can load. */
@@ -130,7 +143,7 @@ static int write_gguf(const char *path, mat *m, int n)
             h[k] = apr_f32_to_f16(m[i].x[k]);
         uint64_t dims[2] = {(uint64_t)m[i].rows, (uint64_t)m[i].cols};
         char nm[64];
-        snprintf(nm, sizeof nm, "%s%s.weight", strcmp(m[i].name, "output") ? "blk.0." : "", m[i].name);
+        gguf_name(nm, sizeof nm, m[i].name);
         if (apr_model_add_tensor(g, nm, APR_DT_F16, 2, dims, h, cnt * 2, true, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return -1;
@@ -159,10 +172,203 @@ static double time_cmd(const char *cmd)
     return rc == 0 ? t : -1;
 }
 
+/* The importance values of a tensor with `cols` input columns as a legacy
+ * .dat stores them (raw sums, ncall 3) and as llama-quantize loads them
+ * (raw / ncall, in f32) - the scheme of the peer test's imatrix_for(). */
+#define IMAT_NCALL 3
+static float imat_raw(uint64_t seed, int64_t c)
+{
+    uint64_t u = mix64(seed * 0xD1B54A32D192ED03ull + (uint64_t)c);
+    return (float)(u >> 40) * (1.0f / 16777216.0f) * 5.0f + 0.01f;
+}
+
+static float *make_imatrix(int64_t cols, uint64_t seed)
+{
+    float *v = malloc((size_t)cols * sizeof(float));
+    if (v)
+        for (int64_t c = 0; c < cols; c++)
+            v[c] = imat_raw(seed, c) / IMAT_NCALL;
+    return v;
+}
+
+static int write_imatrix_dat(const char *path, mat *m, int n, const uint64_t *seeds)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    int32_t ne = n;
+    fwrite(&ne, 4, 1, f);
+    for (int i = 0; i < n; i++) {
+        char nm[64];
+        gguf_name(nm, sizeof nm, m[i].name);
+        int32_t len = (int32_t)strlen(nm), ncall = IMAT_NCALL, nval = (int32_t)m[i].cols;
+        fwrite(&len, 4, 1, f);
+        fwrite(nm, 1, (size_t)len, f);
+        fwrite(&ncall, 4, 1, f);
+        fwrite(&nval, 4, 1, f);
+        for (int64_t c = 0; c < m[i].cols; c++) {
+            float v = imat_raw(seeds[i], c);
+            fwrite(&v, 4, 1, f);
+        }
+    }
+    int32_t tail[2] = {10, 5};
+    fwrite(tail, 4, 2, f);
+    fwrite("bench", 1, 5, f);
+    return fclose(f) ? -1 : 0;
+}
+
+/* llama.cpp's side: loads the .dat like llama-quantize (values / ncall in
+ * f32), hands them over as llama_model_imatrix_data the way the peer test
+ * does, and prints the time of the llama_model_quantize call alone. */
+static const char llama_py[] =
+    "import ctypes, struct, sys, time\n"
+    "import numpy as np\n"
+    "import llama_cpp as L\n"
+    "src, dst, dat, nthr = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n"
+    "im = {}\n"
+    "if dat != '-':\n"
+    "    b = open(dat, 'rb').read(); off = 4\n"
+    "    for _ in range(struct.unpack_from('<i', b, 0)[0]):\n"
+    "        ln, = struct.unpack_from('<i', b, off); off += 4\n"
+    "        name = b[off:off + ln].decode(); off += ln\n"
+    "        ncall, nval = struct.unpack_from('<ii', b, off); off += 8\n"
+    "        v = np.frombuffer(b, dtype=np.float32, count=nval, offset=off); off += 4 * nval\n"
+    "        im[name] = (v / np.float32(ncall)).astype(np.float32) if ncall > 0 else v.copy()\n"
+    "p = L.llama_model_quantize_default_params(); p.ftype = 15; p.nthread = nthr\n"
+    "keep = []\n"
+    "if im:\n"
+    "    arr = (L.llama_model_imatrix_data * (len(im) + 1))()\n"
+    "    for i, (name, vals) in enumerate(im.items()):\n"
+    "        buf = (ctypes.c_float * len(vals))(*vals.tolist()); keep.append(buf)\n"
+    "        arr[i].name = name.encode()\n"
+    "        arr[i].data = ctypes.cast(buf, ctypes.POINTER(ctypes.c_float)); arr[i].size = len(vals)\n"
+    "    arr[len(im)].name = None; keep.append(arr)\n"
+    "    p.imatrix = ctypes.cast(arr, ctypes.POINTER(L.llama_model_imatrix_data))\n"
+    "t0 = time.perf_counter()\n"
+    "rc = L.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p))\n"
+    "print('%.6f' % (time.perf_counter() - t0))\n"
+    "sys.exit(rc)\n";
+
+/* Runs the script; returns the in-call seconds (-1 on failure), *wall the
+ * whole process (interpreter start-up and imatrix loading included). */
+static double run_llama(const char *dir, const char *in, const char *out, const char *dat, int threads, double *wall)
+{
+    char py[256], cmd[2048];
+    snprintf(py, sizeof py, "%s/llama_quantize.py", dir);
+    FILE *f = fopen(py, "w");
+    if (!f || fputs(llama_py, f) < 0 || fclose(f))
+        return -1;
+    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' '%s' '%s' %d 2>/dev/null", py, in, out, dat ? dat : "-", threads);
+    double t0 = now_s();
+    FILE *p = popen(cmd, "r");
+    double t = -1;
+    if (p) {
+        char line[128] = "";
+        /* llama.cpp's own progress goes to stdout too: the time is the last line */
+        while (fgets(line, sizeof line, p)) {
+            char *end;
+            double v = strtod(line, &end);
+            if (end != line && (*end == '\n' || !*end))
+                t = v;
+        }
+        if (pclose(p) != 0)
+            t = -1;
+    }
+    *wall = now_s() - t0;
+    unlink(py);
+    return t;
+}
+
+static void end_to_end(mat *layer, int nl, uint64_t nw, int threads, const char *apr_bin, bool imatrix,
+                       const uint64_t *seeds)
+{
+    char dir[] = "/tmp/apr-bench-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return;
+    }
+    char in[128], out1[128], out2[128], dat[128], cmd[2048];
+    snprintf(in, sizeof in, "%s/layer-f16.gguf", dir);
+    snprintf(out1, sizeof out1, "%s/llama-q4km.gguf", dir);
+    snprintf(out2, sizeof out2, "%s/apr-q4km.gguf", dir);
+    snprintf(dat, sizeof dat, "%s/layer.imatrix.dat", dir);
+    if (write_gguf(in, layer, nl) == 0 && (!imatrix || write_imatrix_dat(dat, layer, nl, seeds) == 0)) {
+        double tl_wall = -1;
+        double tl = run_llama(dir, in, out1, imatrix ? dat : NULL, threads, &tl_wall);
+        double ta = -1;
+        if (apr_bin) {
+            snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' --type Q4_K_M --threads %d --quiet --no-provenance%s%s",
+                     apr_bin, in, out2, threads, imatrix ? " --imatrix " : "", imatrix ? dat : "");
+            ta = time_cmd(cmd);
+        }
+        printf("\nend to end on an F16 GGUF of the layer, Q4_K_M%s, %d threads:\n",
+               imatrix ? " with an imatrix" : "", threads);
+        if (tl >= 0)
+            printf("  llama.cpp (llama_model_quantize)  %8.3f s  %8.1f M weights/s  (python process: %.3f s)\n", tl,
+                   nw / tl / 1e6, tl_wall);
+        else
+            printf("  llama.cpp: not available (python3 with llama_cpp + numpy failed)\n");
+        if (ta >= 0)
+            printf("  apr quantize (whole process)      %8.3f s  %8.1f M weights/s\n", ta, nw / ta / 1e6);
+        else
+            printf("  apr quantize: not run (give --apr PATH or APR_BIN)\n");
+        if (tl >= 0 && ta >= 0) {
+            printf("  apr / llama.cpp wall time: %.2f (against llama.cpp's call alone)\n", ta / tl);
+            snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out1, out2);
+            /* with --no-provenance apr's file must be llama.cpp's, byte for byte */
+            printf("  output files %s\n", system(cmd) == 0 ? "identical" : "DIFFER");
+        }
+        unlink(out1);
+        unlink(out2);
+    }
+    unlink(dat);
+    unlink(in);
+    rmdir(dir);
+}
+
+/* The layer fast vs reference, then per type on one matrix. */
+static bool kernel_figures(mat *layer, int nl, uint64_t nw, int threads, bool with_output, bool quick, bool imatrix)
+{
+    const char *tag = imatrix ? ", with an imatrix" : "";
+    bool ok = true;
+    result r = run_set(layer, nl, threads, 1);
+    ok &= r.same;
+    printf("\nQ4_K_M layer (%.1f M weights%s)%s, %d threads:\n", nw / 1e6, with_output ? " incl. output" : "", tag,
+           threads);
+    printf("  apr fast kernels   %8.3f s  %8.1f M weights/s  (%.1f per thread)\n", r.t_fast, nw / r.t_fast / 1e6,
+           nw / r.t_fast / 1e6 / threads);
+    printf("  scalar reference   %8.3f s  %8.1f M weights/s  (%.1f per thread)\n", r.t_ref, nw / r.t_ref / 1e6,
+           nw / r.t_ref / 1e6 / threads);
+    printf("  speed-up %.2fx, bytes %s\n", r.t_ref / r.t_fast, r.same ? "identical" : "DIFFER");
+
+    const int64_t H = 4096;
+    printf("\nper type%s, one %lldx%lld matrix (M weights/s):\n", tag, (long long)H, (long long)(quick ? 1024 : H));
+    printf("  %-5s %12s %12s %12s %12s %8s\n", "type", "fast 1 thr", "ref 1 thr", "fast all", "ref all", "ratio");
+    const apr_dtype plain[] = {APR_DT_Q8_0, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K};
+    const apr_dtype imat[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q4_0, APR_DT_Q5_0, APR_DT_Q8_0};
+    const apr_dtype *types = imatrix ? imat : plain;
+    const size_t nt = imatrix ? sizeof imat / sizeof imat[0] : sizeof plain / sizeof plain[0];
+    for (size_t k = 0; k < nt; k++) {
+        mat one = {"attn_q", H, quick ? 1024 : H, types[k], layer[0].x, imatrix ? layer[0].imat : NULL};
+        const double w = (double)one.rows * one.cols;
+        const int reps = types[k] == APR_DT_Q8_0 || (!imatrix && types[k] == APR_DT_Q4_0) ? 3 : 1;
+        result r1 = run_set(&one, 1, 1, reps);
+        result rn = run_set(&one, 1, threads, reps);
+        ok &= r1.same && rn.same;
+        printf("  %-5s %12.1f %12.1f %12.1f %12.1f %7.2fx%s\n", apr_dtype_name(types[k]), w / r1.t_fast / 1e6,
+               w / r1.t_ref / 1e6, w / rn.t_fast / 1e6, w / rn.t_ref / 1e6, rn.t_ref / rn.t_fast,
+               r1.same && rn.same ? "" : "  BYTES DIFFER");
+    }
+    return ok;
+}
+
+static const char usage[] =
+    "usage: bench_quantize [--threads N] [--output] [--llama] [--imatrix] [--apr PATH] [--quick]\n";
+
 int main(int argc, char **argv)
 {
     int threads = apr_quant_default_threads();
-    bool with_output = false, llama = false, quick = false;
+    bool with_output = false, llama = false, quick = false, imatrix = false;
     const char *apr_bin = getenv("APR_BIN");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -171,12 +377,17 @@ int main(int argc, char **argv)
             with_output = true;
         else if (!strcmp(argv[i], "--llama"))
             llama = true;
+        else if (!strcmp(argv[i], "--imatrix"))
+            imatrix = true;
         else if (!strcmp(argv[i], "--quick"))
             quick = true;
         else if (!strcmp(argv[i], "--apr") && i + 1 < argc)
             apr_bin = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_quantize [--threads N] [--output] [--llama] [--apr PATH] [--quick]\n");
+        else if (!strcmp(argv[i], "--help")) {
+            fputs(usage, stdout);
+            return 0;
+        } else {
+            fputs(usage, stderr);
             return 2;
         }
     }
@@ -186,90 +397,37 @@ int main(int argc, char **argv)
 
     const int64_t H = 4096, F = quick ? 2816 : 11008;
     mat layer[8] = {
-        {"attn_q", H, H, APR_DT_Q4_K, NULL},      {"attn_k", H, H, APR_DT_Q4_K, NULL},
-        {"attn_v", H, H, APR_DT_Q6_K, NULL},      {"attn_output", H, H, APR_DT_Q4_K, NULL},
-        {"ffn_gate", F, H, APR_DT_Q4_K, NULL},    {"ffn_up", F, H, APR_DT_Q4_K, NULL},
-        {"ffn_down", H, F, APR_DT_Q6_K, NULL},    {"output", 32000, H, APR_DT_Q6_K, NULL},
+        {"attn_q", H, H, APR_DT_Q4_K, NULL, NULL},      {"attn_k", H, H, APR_DT_Q4_K, NULL, NULL},
+        {"attn_v", H, H, APR_DT_Q6_K, NULL, NULL},      {"attn_output", H, H, APR_DT_Q4_K, NULL, NULL},
+        {"ffn_gate", F, H, APR_DT_Q4_K, NULL, NULL},    {"ffn_up", F, H, APR_DT_Q4_K, NULL, NULL},
+        {"ffn_down", H, F, APR_DT_Q6_K, NULL, NULL},    {"output", 32000, H, APR_DT_Q6_K, NULL, NULL},
     };
     const int nl = with_output ? 8 : 7;
-    uint64_t nw = 0;
+    uint64_t nw = 0, seeds[8];
+    float *imats[8] = {0};
     for (int i = 0; i < nl; i++) {
-        if (!(layer[i].x = make_weights(layer[i].rows, layer[i].cols, (uint64_t)i + 1))) {
+        seeds[i] = (uint64_t)i + 101;
+        if (!(layer[i].x = make_weights(layer[i].rows, layer[i].cols, (uint64_t)i + 1)) ||
+            (imatrix && !(imats[i] = make_imatrix(layer[i].cols, seeds[i])))) {
             fprintf(stderr, "out of memory\n");
             return 2;
         }
         nw += (uint64_t)(layer[i].rows * layer[i].cols);
     }
-    bool ok = true;
-    result r = run_set(layer, nl, threads, 1);
-    ok &= r.same;
-    printf("\nQ4_K_M layer (%.1f M weights%s), %d threads:\n", nw / 1e6, with_output ? " incl. output" : "", threads);
-    printf("  apr fast kernels   %8.3f s  %8.1f M weights/s  (%.1f per thread)\n", r.t_fast, nw / r.t_fast / 1e6,
-           nw / r.t_fast / 1e6 / threads);
-    printf("  scalar reference   %8.3f s  %8.1f M weights/s  (%.1f per thread)\n", r.t_ref, nw / r.t_ref / 1e6,
-           nw / r.t_ref / 1e6 / threads);
-    printf("  speed-up %.2fx, bytes %s\n", r.t_ref / r.t_fast, r.same ? "identical" : "DIFFER");
-
-    printf("\nper type, one %lldx%lld matrix (M weights/s):\n", (long long)H, (long long)H);
-    printf("  %-5s %12s %12s %12s %12s %8s\n", "type", "fast 1 thr", "ref 1 thr", "fast all", "ref all", "ratio");
-    const apr_dtype types[] = {APR_DT_Q8_0, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K};
-    for (size_t k = 0; k < 4; k++) {
-        mat one = {"attn_q", H, quick ? 1024 : H, types[k], layer[0].x};
-        const double w = (double)one.rows * one.cols;
-        result r1 = run_set(&one, 1, 1, types[k] == APR_DT_Q8_0 ? 3 : 1);
-        result rn = run_set(&one, 1, threads, types[k] == APR_DT_Q8_0 ? 3 : 1);
-        ok &= r1.same && rn.same;
-        printf("  %-5s %12.1f %12.1f %12.1f %12.1f %7.2fx%s\n", apr_dtype_name(types[k]), w / r1.t_fast / 1e6,
-               w / r1.t_ref / 1e6, w / rn.t_fast / 1e6, w / rn.t_ref / 1e6, rn.t_ref / rn.t_fast,
-               r1.same && rn.same ? "" : "  BYTES DIFFER");
+    bool ok = kernel_figures(layer, nl, nw, threads, with_output, quick, false);
+    if (llama)
+        end_to_end(layer, nl, nw, threads, apr_bin, false, seeds);
+    if (imatrix) {
+        for (int i = 0; i < nl; i++)
+            layer[i].imat = imats[i];
+        ok &= kernel_figures(layer, nl, nw, threads, with_output, quick, true);
+        if (llama)
+            end_to_end(layer, nl, nw, threads, apr_bin, true, seeds);
     }
-
-    if (llama) {
-        char dir[] = "/tmp/apr-bench-XXXXXX";
-        if (!mkdtemp(dir)) {
-            perror("mkdtemp");
-            return 2;
-        }
-        char in[128], out1[128], out2[128], cmd[2048];
-        snprintf(in, sizeof in, "%s/layer-f16.gguf", dir);
-        snprintf(out1, sizeof out1, "%s/llama-q4km.gguf", dir);
-        snprintf(out2, sizeof out2, "%s/apr-q4km.gguf", dir);
-        if (write_gguf(in, layer, nl) == 0) {
-            snprintf(cmd, sizeof cmd,
-                     "python3 -c \"import ctypes,llama_cpp as L; p=L.llama_model_quantize_default_params(); "
-                     "p.ftype=15; p.nthread=%d; import sys; sys.exit(L.llama_model_quantize(b'%s', b'%s', "
-                     "ctypes.byref(p)))\" >/dev/null 2>&1",
-                     threads, in, out1);
-            double tl = time_cmd(cmd);
-            double ta = -1;
-            if (apr_bin) {
-                snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' --type Q4_K_M --threads %d --quiet --no-provenance",
-                         apr_bin, in, out2, threads);
-                ta = time_cmd(cmd);
-            }
-            printf("\nend to end on an F16 GGUF of the layer, Q4_K_M, %d threads:\n", threads);
-            if (tl >= 0)
-                printf("  llama.cpp (llama_model_quantize)  %8.3f s  %8.1f M weights/s\n", tl, nw / tl / 1e6);
-            else
-                printf("  llama.cpp: not available (python3 -c 'import llama_cpp' failed)\n");
-            if (ta >= 0)
-                printf("  apr quantize                      %8.3f s  %8.1f M weights/s\n", ta, nw / ta / 1e6);
-            else
-                printf("  apr quantize: not run (give --apr PATH or APR_BIN)\n");
-            if (tl >= 0 && ta >= 0) {
-                printf("  apr / llama.cpp wall time: %.2f\n", ta / tl);
-                snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out1, out2);
-                /* KVs differ only if provenance were on; with --no-provenance the files must match */
-                printf("  output files %s\n", system(cmd) == 0 ? "identical" : "DIFFER (tensor data checked by the peer test)");
-            }
-            unlink(out1);
-            unlink(out2);
-        }
-        unlink(in);
-        rmdir(dir);
-    }
-    for (int i = 0; i < nl; i++)
+    for (int i = 0; i < nl; i++) {
         free(layer[i].x);
+        free(imats[i]);
+    }
     printf("\n%s\n", ok ? "bytes: fast == reference everywhere" : "FAIL: fast and reference bytes differ");
     return ok ? 0 : 1;
 }
