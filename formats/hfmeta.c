@@ -31,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include "hfmeta.h"
+#include "spm.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -401,6 +402,10 @@ void apr_hf_docs_free(apr_hf_docs *d)
     json_decref(d->tokenizer);
     json_decref(d->tokenizer_config);
     free(d->chat_template);
+    json_decref(d->added_tokens);
+    if (d->spm)
+        apr_spm_free(d->spm);
+    free(d->spm);
     memset(d, 0, sizeof *d);
 }
 
@@ -428,6 +433,24 @@ static int load_json_file(const char *dir, const char *name, json_t **out, apr_e
     return 0;
 }
 
+/* tokenizer.model, parsed, into d->spm (left NULL when there is none). */
+static int load_spm(apr_hf_docs *d, const char *dir, apr_err *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    apr_spm *s = calloc(1, sizeof *s);
+    if (!s)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    bool present = false;
+    int rc = apr_spm_load(s, path, &present, err);
+    if (rc || !present) {
+        free(s);
+        return rc;
+    }
+    d->spm = s;
+    return 0;
+}
+
 int apr_hf_docs_load(apr_hf_docs *d, const char *dir, apr_err *err)
 {
     memset(d, 0, sizeof *d);
@@ -435,7 +458,8 @@ int apr_hf_docs_load(apr_hf_docs *d, const char *dir, apr_err *err)
     if ((rc = load_json_file(dir, "config.json", &d->config, err)) ||
         (rc = load_json_file(dir, "generation_config.json", &d->gen_config, err)) ||
         (rc = load_json_file(dir, "tokenizer.json", &d->tokenizer, err)) ||
-        (rc = load_json_file(dir, "tokenizer_config.json", &d->tokenizer_config, err))) {
+        (rc = load_json_file(dir, "tokenizer_config.json", &d->tokenizer_config, err)) ||
+        (rc = load_json_file(dir, "added_tokens.json", &d->added_tokens, err)) || (rc = load_spm(d, dir, err))) {
         apr_hf_docs_free(d);
         return rc;
     }
@@ -1090,6 +1114,169 @@ done:
     return rc;
 }
 
+/* ================================================================ tokenizer.model -> KVs */
+
+/* The vocabulary size _create_vocab_sentencepiece uses: the first of
+ * config.json's vocab_size_per_layer_input / vocab_size that is present,
+ * or the piece count when that value is falsy (absent, null, 0). */
+static int spm_vocab_size(const apr_hf_docs *d, uint32_t *out, apr_err *err)
+{
+    static const char *const fields[] = {"vocab_size_per_layer_input", "vocab_size"};
+    *out = d->spm->n_pieces;
+    for (int i = 0; i < 2 && d->config; i++) {
+        const json_t *j = json_object_get(d->config, fields[i]);
+        if (!j)
+            continue;
+        if (json_is_null(j) || json_is_false(j) || (json_is_integer(j) && json_integer_value(j) == 0))
+            return 0;
+        if (!json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) > (json_int_t)APR_SPM_MAX_PIECES)
+            return apr_err_set(err, APR_E_FORMAT, "config.json: %s must be an integer in [0, 2^24]", fields[i]);
+        *out = (uint32_t)json_integer_value(j);
+        return 0;
+    }
+    return 0;
+}
+
+/* Replace token id's text; with spaces = true, U+2581 becomes ' ' (the
+ * converter's "pre-normalize user-defined spaces"). */
+static int spm_put(tok_build *b, uint32_t id, const char *text, size_t n, bool spaces, apr_err *err)
+{
+    char *c = malloc(n + 1);
+    if (!c)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (spaces && i + 3 <= n && memcmp(text + i, "\xe2\x96\x81", 3) == 0) {
+            c[o++] = ' ';
+            i += 2;
+        } else {
+            c[o++] = text[i];
+        }
+    }
+    c[o] = 0;
+    free(b->tokens[id].s);
+    b->tokens[id].s = c;
+    b->tokens[id].len = o;
+    return 0;
+}
+
+/* Python truthiness of a JSON value (token_data.get("special")). */
+static bool py_truthy(const json_t *j)
+{
+    if (!j || json_is_null(j) || json_is_false(j))
+        return false;
+    if (json_is_integer(j))
+        return json_integer_value(j) != 0;
+    if (json_is_real(j))
+        return json_real_value(j) != 0.0;
+    if (json_is_string(j))
+        return json_string_length(j) != 0;
+    if (json_is_array(j))
+        return json_array_size(j) != 0;
+    if (json_is_object(j))
+        return json_object_size(j) != 0;
+    return true;
+}
+
+/* added_tokens.json: {"text": id}, user-defined tokens with score -1000. */
+static int spm_added_tokens_json(tok_build *b, const json_t *added, apr_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)added, k, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return apr_err_set(err, APR_E_FORMAT, "added_tokens.json: the id of '%.40s' is not a non-negative integer", k);
+        if ((uint64_t)json_integer_value(v) >= b->n)
+            continue; /* the converter ignores ids past vocab_size */
+        uint32_t id = (uint32_t)json_integer_value(v);
+        int rc = spm_put(b, id, k, strlen(k), false, err);
+        if (rc)
+            return rc;
+        b->scores[id] = -1000.0f;
+        b->types[id] = 4; /* USER_DEFINED */
+    }
+    return 0;
+}
+
+/* tokenizer_config.json added_tokens_decoder: {"id": {"content": ..., "special": ...}}. */
+static int spm_added_tokens_decoder(tok_build *b, const json_t *dec, apr_err *err)
+{
+    if (!dec)
+        return 0;
+    if (!json_is_object(dec))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer_config.json: added_tokens_decoder is not an object");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)dec, k, v) {
+        char *end;
+        errno = 0;
+        long long id = strtoll(k, &end, 10);
+        if (!*k || *end || errno || id < 0)
+            return apr_err_set(err, APR_E_FORMAT, "tokenizer_config.json: added_tokens_decoder key '%.40s' is not a "
+                               "non-negative token id", k);
+        const json_t *content = json_object_get(v, "content");
+        if (!json_is_string(content))
+            return apr_err_set(err, APR_E_FORMAT, "tokenizer_config.json: added token %lld has no string content", id);
+        if ((uint64_t)id >= b->n)
+            continue; /* the converter ignores ids past vocab_size */
+        apr_str text = {json_string_length(content), (char *)json_string_value(content)};
+        bool control = py_truthy(json_object_get(v, "special")) || looks_special(&text);
+        int rc = spm_put(b, (uint32_t)id, text.s, (size_t)text.len, !control, err);
+        if (rc)
+            return rc;
+        b->types[id] = control ? 3 : 4;
+        b->scores[id] = -1000.0f;
+    }
+    return 0;
+}
+
+/* llama.cpp's _set_vocab_sentencepiece: [PAD<i>] fillers (score -10000,
+ * UNUSED) up to vocab_size, the pieces (type UNKNOWN / CONTROL / UNUSED /
+ * BYTE, everything else NORMAL), then added_tokens.json and
+ * added_tokens_decoder, then SpecialVocab. */
+static int map_spm(apr_model *m, const apr_hf_docs *d, apr_err *err)
+{
+    const apr_spm *s = d->spm;
+    uint32_t n = 0;
+    int rc = spm_vocab_size(d, &n, err);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.model: an empty vocabulary");
+    tok_build b = {0};
+    if ((rc = tok_build_alloc(&b, n, err)))
+        goto done;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        char pad[32];
+        int len = snprintf(pad, sizeof pad, "[PAD%u]", i);
+        rc = spm_put(&b, i, pad, (size_t)len, false, err);
+        b.scores[i] = -10000.0f;
+        b.types[i] = 5;
+    }
+    for (uint32_t i = 0; i < s->n_pieces && i < n && !rc; i++) {
+        int32_t t = s->types[i];
+        rc = spm_put(&b, i, s->pieces[i].s, (size_t)s->pieces[i].len, false, err);
+        b.scores[i] = s->scores[i];
+        b.types[i] = (t == APR_SPM_UNKNOWN || t == APR_SPM_CONTROL || t == APR_SPM_UNUSED || t == APR_SPM_BYTE)
+                         ? t : APR_SPM_NORMAL; /* USER_DEFINED pieces become NORMAL, as IsUnknown/... say */
+    }
+    if (rc || (d->added_tokens && (rc = spm_added_tokens_json(&b, d->added_tokens, err))) ||
+        (rc = spm_added_tokens_decoder(&b, json_object_get(d->tokenizer_config, "added_tokens_decoder"), err)))
+        goto done;
+    if ((rc = set_str(m, "tokenizer.ggml.model", "llama", err)) ||
+        (rc = set_str(m, "tokenizer.ggml.pre", "default", err)) ||
+        (rc = set_array(m, "tokenizer.ggml.tokens", APR_KV_STRING, b.tokens, b.n, err)) ||
+        (rc = set_array(m, "tokenizer.ggml.scores", APR_KV_F32, b.scores, b.n, err)) ||
+        (rc = set_array(m, "tokenizer.ggml.token_type", APR_KV_I32, b.types, b.n, err)))
+        goto done;
+    rc = map_special_ids(m, d, b.n, err);
+    if (!rc)
+        rc = map_add_flags_and_template(m, d, err);
+done:
+    tok_build_free(&b);
+    return rc;
+}
+
 /* ================================================================ apr_gguf records */
 
 static int apply_record_kvs(apr_model *m, const json_t *rec, const char *file, apr_err *err)
@@ -1156,7 +1343,9 @@ static int docs_to_kvs(apr_model *m, const apr_hf_docs *d, const char *dir_name,
     int rc;
     if (d->config && (rc = map_config(m, d->config, dir_name, err)))
         return rc;
-    if (d->tokenizer && (rc = map_tokenizer(m, d, err)))
+    /* tokenizer.model wins over tokenizer.json, as in LlamaModel.set_vocab
+     * (the BPE tokenizer.json of LLaMA repos has no scores). */
+    if (d->spm ? (rc = map_spm(m, d, err)) : d->tokenizer ? (rc = map_tokenizer(m, d, err)) : 0)
         return rc;
     if (!records)
         return 0;
@@ -1243,6 +1432,10 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
         json_object_set_new(j, "bos_token_id", json_integer(m->tok.bos_id));
     if (m->has_tok && m->tok.eos_id >= 0)
         json_object_set_new(j, "eos_token_id", json_integer(m->tok.eos_id));
+    /* SpecialVocab reads {typ}_token_id from config.json too: this keeps the
+     * unknown id when tokenizer.model is the only tokenizer file. */
+    if (m->has_tok && m->tok.unk_id >= 0)
+        json_object_set_new(j, "unk_token_id", json_integer(m->tok.unk_id));
     json_object_set_new(j, "use_cache", json_true());
     *out = j;
     return 0;
@@ -1299,7 +1492,23 @@ static json_t *byte_level(bool use_regex)
                      "use_regex", use_regex);
 }
 
-static int build_tokenizer(const apr_model *m, json_t **out_tok, json_t **out_tc, apr_err *err)
+/* Whether token i goes into tokenizer_config.json's added_tokens_decoder.
+ * With a tokenizer.model beside it (spm), only the tokens llama.cpp's
+ * converter maps back to the same type and score: it makes every entry
+ * CONTROL or USER_DEFINED with score -1000, so a <unk> or a control token
+ * with its own score must stay a plain tokenizer.model piece. */
+static bool in_added_decoder(const apr_model *m, uint32_t i, bool spm)
+{
+    int32_t ty = m->tok.token_type ? m->tok.token_type[i] : 1;
+    if (!spm)
+        return ty == 2 || ty == 3 || ty == 4;
+    if (!m->tok.scores || m->tok.scores[i] != -1000.0f)
+        return false;
+    const apr_str *t = &m->tok.tokens[i];
+    return ty == 3 || (ty == 4 && !looks_special(t) && !memmem(t->s, (size_t)t->len, "\xe2\x96\x81", 3));
+}
+
+static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_t **out_tc, apr_err *err)
 {
     const apr_tokenizer *t = &m->tok;
     bool gpt2 = !strcmp(t->model, "gpt2");
@@ -1415,7 +1624,7 @@ static int build_tokenizer(const apr_model *m, json_t **out_tok, json_t **out_tc
     json_t *dec = json_object();
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         int32_t ty = t->token_type ? t->token_type[i] : 1;
-        if (ty == 2 || ty == 3 || ty == 4) {
+        if (in_added_decoder(m, i, spm)) {
             char id[16];
             snprintf(id, sizeof id, "%u", i);
             json_t *a = added_token_json(m, i, ty != 4);
@@ -1515,6 +1724,23 @@ static int add_records(const apr_model *m, apr_hf_docs *d, apr_err *err)
     return rc;
 }
 
+/* d->spm for a SentencePiece vocabulary, or NULL when sentencepiece could
+ * not load one made of these tokens (tokenizer.json then carries it alone). */
+static int build_spm(const apr_model *m, apr_hf_docs *d, apr_err *err)
+{
+    apr_spm *s = calloc(1, sizeof *s);
+    if (!s)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    char why[160];
+    int rc = apr_spm_from_model(m, s, why, sizeof why, err);
+    if (rc) {
+        free(s);
+        return rc < 0 ? rc : 0;
+    }
+    d->spm = s;
+    return 0;
+}
+
 int apr_hf_docs_from_model(const apr_model *m, apr_hf_docs *d, apr_err *err)
 {
     memset(d, 0, sizeof *d);
@@ -1524,7 +1750,9 @@ int apr_hf_docs_from_model(const apr_model *m, apr_hf_docs *d, apr_err *err)
     /* A vocabulary type HF's files cannot express (not "llama" / "gpt2") gets
      * no tokenizer.json: its KVs then travel in config.json's record. */
     bool hf_tok = m->has_tok && (!strcmp(m->tok.model, "llama") || !strcmp(m->tok.model, "gpt2"));
-    if (hf_tok && (rc = build_tokenizer(m, &d->tokenizer, &d->tokenizer_config, err)))
+    if (hf_tok && !strcmp(m->tok.model, "llama") && (rc = build_spm(m, d, err)))
+        goto fail;
+    if (hf_tok && (rc = build_tokenizer(m, d->spm != NULL, &d->tokenizer, &d->tokenizer_config, err)))
         goto fail;
     d->gen_config = build_gen_config(m);
     if ((d->config || d->tokenizer) && (rc = add_records(m, d, err)))

@@ -36,6 +36,8 @@ typedef struct apr_hf_docs {
     json_t *tokenizer;        /* tokenizer.json */
     json_t *tokenizer_config; /* tokenizer_config.json */
     char *chat_template;      /* chat_template.jinja (read side only) */
+    json_t *added_tokens;     /* added_tokens.json (read side only; SentencePiece vocabs) */
+    struct apr_spm *spm;      /* tokenizer.model; when present it wins over tokenizer.json */
 } apr_hf_docs;
 
 void apr_hf_docs_free(apr_hf_docs *d);

@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "hfmeta.h"
+#include "spm.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -721,6 +722,22 @@ static int write_json_file(out_set *set, const char *dir, const char *name, cons
     return rc;
 }
 
+/* tokenizer.model, staged with the other files (committed or aborted together). */
+static int write_spm_file(out_set *set, const char *dir, const apr_spm *spm, apr_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    int rc = apr_spm_serialize(spm, &bytes, &n, err);
+    if (rc)
+        return rc;
+    apr_outfile *f = out_new(set, path, err);
+    rc = f ? apr_outfile_write(f, bytes, n, err) : (err ? err->code : APR_E_IO);
+    free(bytes);
+    return rc;
+}
+
 static int mkdir_p(const char *dir, apr_err *err)
 {
     char tmp[PATH_MAX];
@@ -861,7 +878,8 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
         (docs.gen_config && (rc = write_json_file(&set, dir, "generation_config.json", docs.gen_config, err))) ||
         (docs.tokenizer && (rc = write_json_file(&set, dir, "tokenizer.json", docs.tokenizer, err))) ||
         (docs.tokenizer_config &&
-         (rc = write_json_file(&set, dir, "tokenizer_config.json", docs.tokenizer_config, err))))
+         (rc = write_json_file(&set, dir, "tokenizer_config.json", docs.tokenizer_config, err))) ||
+        (docs.spm && (rc = write_spm_file(&set, dir, docs.spm, err))))
         goto fail;
     if ((rc = out_commit_all(&set, err)))
         goto fail;
@@ -870,6 +888,14 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
         char stale[PATH_MAX];
         snprintf(stale, sizeof stale, "%s/%s", dir, sharded ? "model.safetensors" : "model.safetensors.index.json");
         unlink(stale);
+        /* The reader prefers tokenizer.model and applies added_tokens.json: an
+         * old one left in the directory would replace the vocabulary just written. */
+        snprintf(stale, sizeof stale, "%s/added_tokens.json", dir);
+        unlink(stale);
+        if (!docs.spm) {
+            snprintf(stale, sizeof stale, "%s/tokenizer.model", dir);
+            unlink(stale);
+        }
     }
     free(shards);
     json_decref(meta);

@@ -589,7 +589,8 @@ static void test_bad_inputs(void **state)
     char *st_weights = join(st, "model.safetensors");
     char *nocfg = join(d, "nocfg"), *notok = join(d, "notok");
     assert_int_equal(tu_system(NULL, "mkdir '%s' '%s' && cp '%s'/* '%s' && cp '%s'/* '%s' && rm '%s/config.json' "
-                                     "'%s/tokenizer.json'", nocfg, notok, st, nocfg, st, notok, nocfg, notok), 0);
+                                     "'%s/tokenizer.json' '%s/tokenizer.model'", nocfg, notok, st, nocfg, st, notok,
+                               nocfg, notok, notok), 0);
     char *w1 = join(nocfg, "model.safetensors"), *w2 = join(notok, "model.safetensors");
     expect_refused(nocfg, o_gguf, NULL, "config.json", w1);
     expect_refused(notok, o_gguf, NULL, "tokenizer", w2);
