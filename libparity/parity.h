@@ -153,6 +153,56 @@ int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *te
 int apr_parity_tokens_file(const char *path, uint32_t vocab, int32_t **ids, size_t *n,
                            apr_err *err);
 
+/* ---------------------------------------------------------------- weights (weights.c) */
+
+/* One weight of the pair (a matrix role, or a 1-D norm/bias as one row),
+ * compared row by row in the logical order libforward uses. */
+typedef struct apr_weight_tensor {
+    char name[128];           /* the tensor's name in DST's file (a fused QKV appears as q, k and v) */
+    char role[16];            /* token_embd, attn_norm, attn_q, ..., ffn_down, output_norm, output */
+    int32_t layer;            /* -1 for model-level tensors */
+    char dtype[48];           /* DST dtype; parts of a ROWCAT joined by '+' ("Q4_K+Q6_K") */
+    uint64_t rows, cols;
+    double rel_rmse;          /* ||DST - SRC|| / ||SRC|| over the tensor (absolute RMSE when SRC is 0) */
+    bool rmse_absolute;
+    bool bit_identical;       /* every dequantized float has the same bits */
+    int64_t first_diff_row;   /* logical row, -1 none */
+    int64_t first_diff_file_row; /* that row in DST's tensor */
+    int64_t worst_row;        /* logical row with the largest error / limit (-1: no rows) */
+    uint64_t worst_file_row;
+    double worst_row_err;     /* ||row diff|| / ||SRC row||, or ||row diff|| when the SRC row is 0 */
+    bool worst_row_abs;
+    apr_dtype worst_dtype;    /* DST dtype of that row */
+    double worst_limit;       /* apr_weights_row_limit(worst_dtype); NaN when none */
+    double worst_score;       /* error / effective limit (> 1: over); -1 when the dtype has no limit */
+    uint64_t n_rows_over;
+    bool unjudged;            /* some rows have a dtype without a limit */
+} apr_weight_tensor;
+
+typedef struct apr_weights_cmp {
+    uint32_t n_tensors;
+    apr_weight_tensor *t;     /* token_embd, per layer (attn_norm, q, k, v, biases, o, ffn_norm,
+                                 gate, up, down), output_norm, output */
+    bool bit_identical;
+    int32_t first_diff;       /* index of the first tensor that differs, -1 none */
+    int32_t worst;            /* index of the tensor with the largest worst_score, -1 none */
+    uint64_t n_rows_over, n_tensors_over;
+    char unjudged_dtypes[64]; /* DST dtypes without a row limit, space-separated */
+} apr_weights_cmp;
+
+/* Compare every weight of DST with SRC's, row by row (dequantized, streamed;
+ * threads over rows; n_threads <= 0: all cores). Models whose shapes or roles
+ * do not line up are APR_E_MISMATCH. */
+int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_threads, apr_weights_cmp *w,
+                        apr_err *err);
+void apr_weights_cmp_free(apr_weights_cmp *w);
+/* Worst-row relative error allowed for a row stored as dtype t in a quantized
+ * DST (docs/verify.md, measured); negative when there is none. */
+double apr_weights_row_limit(apr_dtype t);
+/* "TENSOR row R (layer L ROLE)" for messages. */
+void apr_weights_describe_row(const apr_weight_tensor *t, int64_t logical_row, int64_t file_row, char *buf,
+                              size_t cap);
+
 /* ---------------------------------------------------------------- the verify driver */
 
 typedef struct apr_verify_opts {
@@ -174,10 +224,12 @@ typedef struct apr_verify_result {
     apr_parity_summary s;
     apr_trace_cmp tc;         /* traced over all tokens of the first chunk */
     apr_trace tr_src, tr_dst;
+    apr_weights_cmp w;        /* weight-level comparison (n_tensors 0: not run) */
 } apr_verify_result;
 
-/* Run SRC and DST over the same tokens chunk by chunk and compare every
- * position's logits. Both models need the same vocabulary size. */
+/* Compare every weight (apr_weights_compare), then run SRC and DST over the
+ * same tokens chunk by chunk and compare every position's logits. Both models
+ * need the same shapes. */
 int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t *tokens,
                       size_t n_tokens, const apr_verify_opts *o, apr_verify_result *r,
                       apr_err *err);
@@ -193,9 +245,11 @@ typedef struct apr_verdict {
     char reason[768];
 } apr_verdict;
 
-/* Lossless: every logit bit-identical. Quantized: mean KLD <= max_kld
+/* Lossless: every weight and every logit bit-identical. Quantized: every
+ * weight row within its dtype's limit, mean KLD <= max_kld
  * (max_kld_override > 0, else the type's default), no traced step outside the
- * band and no non-finite logits SRC does not have. */
+ * band and no non-finite logits SRC does not have. A result whose weights
+ * were not compared (w.n_tensors 0) is judged on the logits alone. */
 void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
                        double max_kld_override, apr_verdict *v);
 

@@ -10,6 +10,7 @@ void apr_verify_result_free(apr_verify_result *r)
     apr_trace_cmp_free(&r->tc);
     apr_trace_free(&r->tr_src);
     apr_trace_free(&r->tr_dst);
+    apr_weights_cmp_free(&r->w);
 }
 
 static const char *step_name(int st)
@@ -35,6 +36,30 @@ static void describe_layers(const apr_trace_cmp *tc, char *buf, size_t cap)
     }
 }
 
+/* The first weight that differs at all (lossless pairs). */
+static void describe_weight_diff(const apr_weights_cmp *w, char *buf, size_t cap)
+{
+    const apr_weight_tensor *t = &w->t[w->first_diff];
+    char where[256];
+    apr_weights_describe_row(t, t->first_diff_row, t->first_diff_file_row, where, sizeof where);
+    snprintf(buf, cap, "weights differ: first at %s", where);
+}
+
+/* The worst weight row relative to its limit (quantized pairs). */
+static void describe_weight_worst(const apr_weights_cmp *w, char *buf, size_t cap)
+{
+    const apr_weight_tensor *t = &w->t[w->worst];
+    char where[256];
+    apr_weights_describe_row(t, t->worst_row, (int64_t)t->worst_file_row, where, sizeof where);
+    const int n = snprintf(buf, cap, "%s: %s error %.3f (limit %.3g%s for %s)", where,
+                           t->worst_row_abs ? "absolute" : "relative", t->worst_row_err, t->worst_limit,
+                           t->worst_row_abs ? " x the tensor's RMS row norm" : "",
+                           apr_dtype_name(t->worst_dtype));
+    if (n > 0 && (size_t)n < cap && w->n_rows_over > 1)
+        snprintf(buf + n, cap - (size_t)n, "; %llu rows in %llu tensors over their limits",
+                 (unsigned long long)w->n_rows_over, (unsigned long long)w->n_tensors_over);
+}
+
 void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
                        double max_kld_override, apr_verdict *v)
 {
@@ -50,17 +75,27 @@ void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
         snprintf(v->reason, sizeof v->reason, "no positions were compared");
         return;
     }
+    const apr_weights_cmp *w = &r->w;
     if (k->kind == APR_EXPECT_LOSSLESS) {
-        v->pass = s->bit_identical;
+        const bool wdiff = w->n_tensors && !w->bit_identical;
+        v->pass = s->bit_identical && !wdiff;
+        char wmsg[384] = "";
+        if (wdiff)
+            describe_weight_diff(w, wmsg, sizeof wmsg);
         if (v->pass)
-            snprintf(v->reason, sizeof v->reason, "all %llu logits bit-identical",
-                     (unsigned long long)s->n_logits);
+            snprintf(v->reason, sizeof v->reason, "all %llu logits bit-identical%s",
+                     (unsigned long long)s->n_logits,
+                     w->n_tensors ? ", every weight bit-identical" : "");
+        else if (s->bit_identical)
+            snprintf(v->reason, sizeof v->reason, "lossless conversion but %s (logits bit-identical)",
+                     wmsg);
         else
             snprintf(v->reason, sizeof v->reason,
-                     "lossless conversion but %llu logits differ (first at position %lld, token "
+                     "lossless conversion but %s%s%llu logits differ (first at position %lld, token "
                      "%lld; max |diff| %.3g); %s",
-                     (unsigned long long)s->n_logits_differ, (long long)s->first_diff_pos,
-                     (long long)s->first_diff_idx, s->max_abs_diff, layers);
+                     wmsg, wdiff ? "; " : "", (unsigned long long)s->n_logits_differ,
+                     (long long)s->first_diff_pos, (long long)s->first_diff_idx, s->max_abs_diff,
+                     layers);
         return;
     }
 
@@ -82,6 +117,13 @@ void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
                  (unsigned long long)s->nonfinite_dst, (unsigned long long)s->nonfinite_src, layers);
         return;
     }
+    if (w->n_rows_over) {
+        char wmsg[400];
+        describe_weight_worst(w, wmsg, sizeof wmsg);
+        snprintf(v->reason, sizeof v->reason, "%s; mean KLD %.6g (limit %.6g); %s", wmsg, s->kld_mean,
+                 thr, layers);
+        return;
+    }
     if (r->tc.first_out_layer >= 0) {
         snprintf(v->reason, sizeof v->reason, "%s; mean KLD %.6g (limit %.6g)", layers, s->kld_mean,
                  thr);
@@ -93,8 +135,18 @@ void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
         return;
     }
     v->pass = true;
-    snprintf(v->reason, sizeof v->reason, "mean KLD %.6g <= %.6g for %s%s", s->kld_mean, thr,
-             k->qtype, max_kld_override > 0 ? " (--max-kld)" : "");
+    int n = snprintf(v->reason, sizeof v->reason, "mean KLD %.6g <= %.6g for %s%s", s->kld_mean, thr,
+                     k->qtype, max_kld_override > 0 ? " (--max-kld)" : "");
+    if (w->n_tensors && w->worst >= 0 && w->t[w->worst].worst_score >= 0 && n > 0 &&
+        (size_t)n < sizeof v->reason) {
+        const apr_weight_tensor *t = &w->t[w->worst];
+        n += snprintf(v->reason + n, sizeof v->reason - (size_t)n,
+                      "; every weight row within its dtype's limit (worst %.3g of %.3g, %s)",
+                      t->worst_row_err, t->worst_limit, t->name);
+    }
+    if (w->unjudged_dtypes[0] && n > 0 && (size_t)n < sizeof v->reason)
+        snprintf(v->reason + n, sizeof v->reason - (size_t)n, "; rows of %s have no limit (not judged)",
+                 w->unjudged_dtypes);
 }
 
 /* ---- JSON */
@@ -119,6 +171,48 @@ static const char *kind_name(apr_expect k)
 static const char *dev_name(apr_device d)
 {
     return d == APR_DEV_CUDA ? "cuda" : d == APR_DEV_CPU ? "cpu" : "auto";
+}
+
+static json_t *weight_row_ref(const apr_weight_tensor *t, int64_t logical, int64_t file_row)
+{
+    return json_pack("{s:s,s:I,s:I,s:i,s:s}", "tensor", t->name, "row", (json_int_t)file_row,
+                     "logical_row", (json_int_t)logical, "layer", (int)t->layer, "role", t->role);
+}
+
+/* "weights": the per-tensor comparison; null when it was not run. */
+static json_t *weights_json(const apr_weights_cmp *w)
+{
+    if (!w->n_tensors)
+        return json_null();
+    json_t *list = json_array();
+    for (uint32_t i = 0; i < w->n_tensors; i++) {
+        const apr_weight_tensor *t = &w->t[i];
+        json_array_append_new(
+            list, json_pack("{s:s,s:s,s:i,s:s,s:I,s:I,s:o,s:b,s:b,s:I,s:o,s:b,s:o,s:I}", "name", t->name,
+                            "role", t->role, "layer", (int)t->layer, "dtype", t->dtype, "rows",
+                            (json_int_t)t->rows, "cols", (json_int_t)t->cols, "rel_rmse", num(t->rel_rmse),
+                            "rmse_absolute", t->rmse_absolute, "bit_identical", t->bit_identical,
+                            "worst_row", (json_int_t)t->worst_file_row, "worst_row_err",
+                            num(t->worst_row_err), "worst_row_absolute", t->worst_row_abs, "limit",
+                            num(t->worst_limit), "rows_over", (json_int_t)t->n_rows_over));
+    }
+    json_t *worst = json_null(), *first = json_null();
+    if (w->worst >= 0) {
+        const apr_weight_tensor *t = &w->t[w->worst];
+        worst = weight_row_ref(t, t->worst_row, (int64_t)t->worst_file_row);
+        json_object_set_new(worst, "rel_err", num(t->worst_row_err));
+        json_object_set_new(worst, "absolute", json_boolean(t->worst_row_abs));
+        json_object_set_new(worst, "dtype", json_string(apr_dtype_name(t->worst_dtype)));
+        json_object_set_new(worst, "limit", num(t->worst_limit));
+    }
+    if (w->first_diff >= 0) {
+        const apr_weight_tensor *t = &w->t[w->first_diff];
+        first = weight_row_ref(t, t->first_diff_row, t->first_diff_file_row);
+    }
+    return json_pack("{s:I,s:b,s:o,s:o,s:I,s:I,s:s,s:o}", "n_tensors", (json_int_t)w->n_tensors,
+                     "bit_identical", w->bit_identical, "worst", worst, "first_diff", first, "rows_over",
+                     (json_int_t)w->n_rows_over, "tensors_over", (json_int_t)w->n_tensors_over,
+                     "unjudged_dtypes", w->unjudged_dtypes, "tensors", list);
 }
 
 char *apr_verify_report_json(const apr_report_info *info, const apr_verify_result *r,
@@ -173,6 +267,11 @@ char *apr_verify_report_json(const apr_report_info *info, const apr_verify_resul
         v->reason);
     if (!root)
         return NULL;
+    json_t *wj = weights_json(&r->w);
+    if (!wj || json_object_set_new(root, "weights", wj)) {
+        json_decref(root);
+        return NULL;
+    }
     char *txt = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return txt;
@@ -186,6 +285,62 @@ static void pnum(FILE *f, const char *fmt, double x)
         fprintf(f, fmt, x);
     else
         fprintf(f, "%s", isnan(x) ? "n/a" : x > 0 ? "inf" : "-inf");
+}
+
+/* The weights section: a summary and the tensors closest to (or over) their limits. */
+static void print_weights(FILE *f, const apr_weights_cmp *w)
+{
+    if (!w->n_tensors)
+        return;
+    char buf[384];
+    fprintf(f, "  weights    : %u tensors, %s", w->n_tensors, w->bit_identical ? "bit-identical" : "differ");
+    if (w->first_diff >= 0) {
+        const apr_weight_tensor *t = &w->t[w->first_diff];
+        apr_weights_describe_row(t, t->first_diff_row, t->first_diff_file_row, buf, sizeof buf);
+        fprintf(f, " (first at %s)", buf);
+    }
+    fprintf(f, "\n");
+    if (w->worst >= 0 && !w->bit_identical) {
+        const apr_weight_tensor *t = &w->t[w->worst];
+        apr_weights_describe_row(t, t->worst_row, (int64_t)t->worst_file_row, buf, sizeof buf);
+        fprintf(f, "               worst row %s: %s error %.4g", buf, t->worst_row_abs ? "absolute" : "relative",
+                t->worst_row_err);
+        if (t->worst_score >= 0)
+            fprintf(f, " (limit %.3g for %s)", t->worst_limit, apr_dtype_name(t->worst_dtype));
+        fprintf(f, "\n               rows over their limit: %llu in %llu tensors\n",
+                (unsigned long long)w->n_rows_over, (unsigned long long)w->n_tensors_over);
+        if (w->unjudged_dtypes[0])
+            fprintf(f, "               no row limit for %s (not judged)\n", w->unjudged_dtypes);
+    }
+    if (w->bit_identical)
+        return;
+    /* the tensors with the largest error / limit, at most 8 */
+    enum { TOP = 8 };
+    int32_t top[TOP];
+    int nt = 0;
+    for (uint32_t i = 0; i < w->n_tensors; i++) {
+        const apr_weight_tensor *t = &w->t[i];
+        if (t->bit_identical)
+            continue;
+        int at = nt < TOP ? nt : TOP;
+        while (at > 0 && w->t[top[at - 1]].worst_score < t->worst_score)
+            at--;
+        if (at >= TOP)
+            continue;
+        if (nt < TOP)
+            nt++;
+        memmove(top + at + 1, top + at, (size_t)(nt - 1 - at) * sizeof *top);
+        top[at] = (int32_t)i;
+    }
+    fprintf(f, "  %-44s %-10s %10s %9s %10s %7s\n", "tensor (closest to its limit first)", "dtype", "rel RMSE",
+            "worst row", "row error", "limit");
+    for (int i = 0; i < nt; i++) {
+        const apr_weight_tensor *t = &w->t[top[i]];
+        fprintf(f, "  %-44s %-10s %10.3g %9llu %10.4g ", t->name, t->dtype, t->rel_rmse,
+                (unsigned long long)t->worst_file_row, t->worst_row_err);
+        pnum(f, "%7.3g", t->worst_limit);
+        fprintf(f, "%s\n", t->n_rows_over ? " *" : "");
+    }
 }
 
 void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_verify_result *r,
@@ -243,6 +398,8 @@ void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_ver
     fprintf(f, "  DST/SRC ");
     pnum(f, "%.6f", s->ppl_ratio);
     fprintf(f, "\n");
+
+    print_weights(f, &r->w);
 
     if (r->tc.ratio) {
         static const char *hdr[APR_TR_COUNT] = {"anorm", "q", "k", "v", "attn", "o_proj", "resid1",

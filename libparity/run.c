@@ -8,6 +8,7 @@
  * perplexity against the token that follows. The two models are evaluated in
  * alternating batches so that only two batches of logits are held at a time,
  * whatever the vocabulary size. The first batch of the first chunk is traced.
+ * Before any of that, every weight is compared row by row (weights.c).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "parity.h"
@@ -54,6 +55,7 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
     if (!src->has_cfg || !dst->has_cfg)
         return apr_err_set(err, APR_E_FORMAT, "%s has no usable model config",
                            !src->has_cfg ? "SRC" : "DST");
+    int rc0;
     const uint32_t vocab = src->cfg.vocab;
     if (vocab == 0 || dst->cfg.vocab != vocab)
         return apr_err_set(err, APR_E_MISMATCH, "vocabulary sizes differ: SRC %u, DST %u",
@@ -87,6 +89,10 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
                            chunks, ctx, (unsigned long long)chunks * ctx, n_tokens);
     r->ctx = ctx;
     r->chunks = chunks;
+
+    /* weights first: cheap, and it names a damaged row without the forward pass */
+    if ((rc0 = apr_weights_compare(src, dst, o->n_threads, &r->w, err)))
+        return rc0;
     r->n_tokens_used = (uint64_t)ctx * chunks;
 
     const double lo = o->band_lo > 0 ? o->band_lo : 0.5, hi = o->band_hi > 0 ? o->band_hi : 2.0;

@@ -1,0 +1,488 @@
+/* weights.c - weight-level parity: every weight of DST against SRC's, row by
+ * row, without the forward pass.
+ *
+ * Both models are bound with libforward's graph (graph.h), so a weight's rows
+ * come in the LOGICAL order whatever the file layout (fused APR QKV, split
+ * GGUF Q/K/V, HF rotate-half Q/K rows, ROWCAT parts of several dtypes). Each
+ * row is dequantized from both files into two cols-float buffers (nothing
+ * larger than a row is ever materialized per thread), and per row we keep
+ * ||DST - SRC||^2 and ||SRC||^2 in double plus whether the floats are
+ * bit-identical. Rows are spread over threads; the per-row numbers are stored
+ * and reduced in row order afterwards, so the results do not depend on the
+ * thread count.
+ *
+ * Verdict inputs: a lossless pair needs every float identical; a quantized
+ * pair needs each row's relative error under the limit of that row's DST dtype
+ * (apr_weights_row_limit, measured: docs/verify.md). A row whose SRC norm is
+ * 0 reports its absolute error and is judged against the limit times the
+ * tensor's RMS row norm (quantizing a zero row gives exactly zero).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "parity.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph.h"
+#include "quant.h"
+
+/* ---------------------------------------------------------------- limits */
+
+/* Worst-row relative error limits per DST dtype. Measured worst rows (F32
+ * source; synthetic llama/qwen2 models incl. hidden 512, and the trained
+ * stories260K fixture) are in docs/verify.md; each limit is about 1.5-2x the
+ * worst measurement and at most half of what a zeroed row gives (1.0). */
+double apr_weights_row_limit(apr_dtype t)
+{
+    switch (t) {
+    case APR_DT_F32: return 1e-6;  /* only exact copies (or exact widenings) write F32 */
+    case APR_DT_F16: return 0.002;
+    case APR_DT_BF16: return 0.01;
+    case APR_DT_Q8_0: return 0.03;
+    case APR_DT_Q6_K: return 0.08;
+    case APR_DT_Q5_K: return 0.15;
+    case APR_DT_Q5_1: return 0.15;
+    case APR_DT_Q5_0: return 0.15;
+    case APR_DT_Q4_K: return 0.3;
+    case APR_DT_Q4_1: return 0.3;
+    case APR_DT_Q4_0: return 0.3;
+    default: return -1.0;
+    }
+}
+
+/* ---------------------------------------------------------------- names of 1-D tensors */
+
+/* The graph keeps norms and biases as f32 copies; their names and dtypes in
+ * the file come from here (GGUF name, HF name, APR fused name). */
+typedef struct vec_names {
+    const char *gguf, *hf, *fused;
+} vec_names;
+
+static const vec_names V_ATTN_NORM = {"blk.%u.attn_norm.weight", "model.layers.%u.input_layernorm.weight", NULL};
+static const vec_names V_FFN_NORM = {"blk.%u.ffn_norm.weight", "model.layers.%u.post_attention_layernorm.weight",
+                                     NULL};
+static const vec_names V_OUT_NORM = {"output_norm.weight", "model.norm.weight", NULL};
+static const vec_names V_BQ = {"blk.%u.attn_q.bias", "model.layers.%u.self_attn.q_proj.bias",
+                               "model.layers.%u.self_attn.qkv_proj.bias"};
+static const vec_names V_BK = {"blk.%u.attn_k.bias", "model.layers.%u.self_attn.k_proj.bias",
+                               "model.layers.%u.self_attn.qkv_proj.bias"};
+static const vec_names V_BV = {"blk.%u.attn_v.bias", "model.layers.%u.self_attn.v_proj.bias",
+                               "model.layers.%u.self_attn.qkv_proj.bias"};
+
+static const apr_tensor *find_vec(const apr_model *m, const vec_names *v, uint32_t layer, char *name,
+                                  size_t cap)
+{
+    const char *c[3] = {v->gguf, v->hf, v->fused};
+    for (int i = 0; i < 3; i++) {
+        if (!c[i])
+            continue;
+        char buf[160];
+        snprintf(buf, sizeof buf, c[i], layer);
+        const apr_tensor *t = apr_model_tensor(m, buf);
+        if (t) {
+            snprintf(name, cap, "%s", t->name);
+            return t;
+        }
+    }
+    snprintf(name, cap, v->gguf, layer);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- one comparison unit */
+
+/* A weight of SRC and DST seen the same way: a matrix (wmat) or a vector of
+ * n floats (one row). */
+typedef struct wunit {
+    const char *role;
+    int32_t layer;
+    const apr_wmat *ms, *md;      /* matrices, or NULL */
+    const float *vs, *vd;         /* vectors, or NULL */
+    uint64_t n;                   /* vector length */
+    apr_dtype vdt;                /* DST dtype of a vector */
+    const char *vname;            /* DST name of a vector */
+    uint64_t file_row0;           /* first row of this role in DST's tensor (fused QKV) */
+} wunit;
+
+typedef struct rowjob {
+    const apr_wmat *s, *d;
+    uint64_t r0, r1;
+    double *err2, *src2;
+    uint8_t *same;
+    int rc;
+} rowjob;
+
+static void *row_worker(void *p)
+{
+    rowjob *j = p;
+    const uint64_t cols = j->s->cols;
+    float *a = malloc((size_t)cols * sizeof *a), *b = malloc((size_t)cols * sizeof *b);
+    if (!a || !b) {
+        j->rc = APR_E_NOMEM;
+        goto out;
+    }
+    for (uint64_t r = j->r0; r < j->r1; r++) {
+        apr_dtype ts, td;
+        const uint8_t *ps = apr_wmat_row(j->s, apr_wmat_phys_row(j->s, r), &ts);
+        const uint8_t *pd = apr_wmat_row(j->d, apr_wmat_phys_row(j->d, r), &td);
+        if (apr_to_f32_row(ts, ps, a, (int64_t)cols) || apr_to_f32_row(td, pd, b, (int64_t)cols)) {
+            j->rc = APR_E_UNSUPPORTED;
+            goto out;
+        }
+        double e2 = 0, s2 = 0;
+        for (uint64_t i = 0; i < cols; i++) {
+            const double d = (double)b[i] - (double)a[i];
+            e2 += d * d;
+            s2 += (double)a[i] * (double)a[i];
+        }
+        j->err2[r] = e2;
+        j->src2[r] = s2;
+        j->same[r] = memcmp(a, b, (size_t)cols * sizeof *a) == 0;
+    }
+out:
+    free(a);
+    free(b);
+    return NULL;
+}
+
+/* Per-row numbers of a matrix pair, threaded over rows when it is large. */
+static int rows_compare(const apr_wmat *s, const apr_wmat *d, int n_threads, double *err2, double *src2,
+                        uint8_t *same)
+{
+    const uint64_t rows = s->rows;
+    int nt = n_threads;
+    /* below ~64k elements a thread costs more than it saves */
+    if ((uint64_t)nt > rows)
+        nt = (int)rows;
+    if (rows * s->cols < (1u << 16) || nt < 1)
+        nt = 1;
+    rowjob *jobs = calloc((size_t)nt, sizeof *jobs);
+    pthread_t *th = calloc((size_t)nt, sizeof *th);
+    bool *started = calloc((size_t)nt, sizeof *started);
+    int rc = 0;
+    if (!jobs || !th || !started) {
+        rc = APR_E_NOMEM;
+        goto out;
+    }
+    for (int i = 0; i < nt; i++) {
+        jobs[i] = (rowjob){s, d, rows * (uint64_t)i / (uint64_t)nt, rows * (uint64_t)(i + 1) / (uint64_t)nt,
+                           err2, src2, same, 0};
+        if (i > 0)
+            started[i] = pthread_create(&th[i], NULL, row_worker, &jobs[i]) == 0;
+        if (i > 0 && !started[i])
+            row_worker(&jobs[i]); /* no thread: do it here */
+    }
+    row_worker(&jobs[0]);
+    for (int i = 1; i < nt; i++)
+        if (started[i])
+            pthread_join(th[i], NULL);
+    for (int i = 0; i < nt && !rc; i++)
+        rc = jobs[i].rc;
+out:
+    free(jobs);
+    free(th);
+    free(started);
+    return rc;
+}
+
+/* The dtype label of a DST matrix: one name, or the parts' names joined by '+'. */
+static void wmat_dtype_label(const apr_wmat *m, char *buf, size_t cap)
+{
+    buf[0] = 0;
+    for (uint32_t s = 0; s < m->n_seg; s++) {
+        const char *n = apr_dtype_name(m->seg[s].dtype);
+        if (strstr(buf, n))
+            continue;
+        const size_t l = strlen(buf);
+        snprintf(buf + l, cap - l, "%s%s", l ? "+" : "", n);
+    }
+}
+
+/* Reduce the per-row numbers of one unit into its tensor entry. */
+static void finish_unit(const wunit *u, const double *err2, const double *src2, const uint8_t *same,
+                        uint64_t rows, apr_weight_tensor *t)
+{
+    double se = 0, ss = 0;
+    for (uint64_t r = 0; r < rows; r++) {
+        se += err2[r];
+        ss += src2[r];
+    }
+    const double rms_row = sqrt(ss / (double)rows); /* RMS of SRC row norms */
+    t->rel_rmse = ss > 0 ? sqrt(se / ss) : sqrt(se / (double)(rows * t->cols));
+    t->rmse_absolute = !(ss > 0);
+    t->bit_identical = true;
+    t->first_diff_row = -1;
+    t->worst_row = -1;
+    t->worst_score = -1;
+    t->worst_limit = NAN;
+    for (uint64_t r = 0; r < rows; r++) {
+        if (!same[r] && t->bit_identical) {
+            t->bit_identical = false;
+            t->first_diff_row = (int64_t)r;
+        }
+        apr_dtype dt = u->vdt;
+        if (u->md)
+            (void)apr_wmat_row(u->md, apr_wmat_phys_row(u->md, r), &dt);
+        const double lim = apr_weights_row_limit(dt);
+        const bool abs_err = !(src2[r] > 0);
+        const double e = abs_err ? sqrt(err2[r]) : sqrt(err2[r] / src2[r]);
+        /* a zero SRC row is judged against the tensor's typical row norm */
+        const double scale = abs_err ? (rms_row > 0 ? rms_row : 1.0) : 1.0;
+        double score;
+        if (lim > 0) {
+            score = e / (lim * scale);
+            if (!(score == score))
+                score = INFINITY; /* NaN in DST or SRC: as bad as it gets */
+            if (score > 1.0)
+                t->n_rows_over++;
+        } else {
+            score = -1; /* no limit for this dtype: reported, not judged */
+            t->unjudged = true;
+        }
+        const bool better = t->worst_row < 0 || score > t->worst_score ||
+                            (score == t->worst_score && lim <= 0 && e > t->worst_row_err);
+        if (better) {
+            t->worst_row = (int64_t)r;
+            t->worst_row_err = e == e ? e : INFINITY;
+            t->worst_row_abs = abs_err;
+            t->worst_score = score;
+            t->worst_dtype = dt;
+            t->worst_limit = lim > 0 ? lim : NAN;
+        }
+    }
+    t->worst_file_row = u->md ? u->file_row0 + apr_wmat_phys_row(u->md, (uint64_t)t->worst_row) : 0;
+    t->first_diff_file_row =
+        t->first_diff_row < 0 ? -1
+        : u->md               ? (int64_t)(u->file_row0 + apr_wmat_phys_row(u->md, (uint64_t)t->first_diff_row))
+                              : 0;
+}
+
+static int compare_unit(const wunit *u, int n_threads, apr_weight_tensor *t)
+{
+    memset(t, 0, sizeof *t);
+    t->layer = u->layer;
+    snprintf(t->role, sizeof t->role, "%s", u->role);
+    uint64_t rows;
+    if (u->md) {
+        snprintf(t->name, sizeof t->name, "%s", u->md->name ? u->md->name : "?");
+        wmat_dtype_label(u->md, t->dtype, sizeof t->dtype);
+        rows = u->md->rows;
+        t->cols = u->md->cols;
+    } else {
+        snprintf(t->name, sizeof t->name, "%s", u->vname);
+        snprintf(t->dtype, sizeof t->dtype, "%s", apr_dtype_name(u->vdt));
+        rows = 1;
+        t->cols = u->n;
+    }
+    t->rows = rows;
+    double *err2 = malloc((size_t)rows * sizeof *err2), *src2 = malloc((size_t)rows * sizeof *src2);
+    uint8_t *same = malloc((size_t)rows);
+    int rc = 0;
+    if (!err2 || !src2 || !same) {
+        rc = APR_E_NOMEM;
+        goto out;
+    }
+    if (u->md) {
+        rc = rows_compare(u->ms, u->md, n_threads, err2, src2, same);
+    } else {
+        double e2 = 0, s2 = 0;
+        for (uint64_t i = 0; i < u->n; i++) {
+            const double d = (double)u->vd[i] - (double)u->vs[i];
+            e2 += d * d;
+            s2 += (double)u->vs[i] * (double)u->vs[i];
+        }
+        err2[0] = e2;
+        src2[0] = s2;
+        same[0] = memcmp(u->vs, u->vd, (size_t)u->n * sizeof(float)) == 0;
+    }
+    if (!rc)
+        finish_unit(u, err2, src2, same, rows, t);
+out:
+    free(err2);
+    free(src2);
+    free(same);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the pair */
+
+static int check_shapes(const apr_graph *a, const apr_graph *b, apr_err *err)
+{
+    const apr_arch_config *x = &a->cfg, *y = &b->cfg;
+    if (strcmp(x->arch, y->arch) || x->n_layers != y->n_layers || x->hidden != y->hidden ||
+        x->n_heads != y->n_heads || x->n_kv_heads != y->n_kv_heads || x->head_dim != y->head_dim ||
+        x->ffn != y->ffn || x->vocab != y->vocab || a->rope != b->rope)
+        return apr_err_set(err, APR_E_MISMATCH,
+                           "the models' shapes differ: SRC %s layers %u hidden %u heads %u/%u head_dim %u "
+                           "ffn %u vocab %u rope %d; DST %s layers %u hidden %u heads %u/%u head_dim %u ffn "
+                           "%u vocab %u rope %d",
+                           x->arch, x->n_layers, x->hidden, x->n_heads, x->n_kv_heads, x->head_dim, x->ffn,
+                           x->vocab, (int)a->rope, y->arch, y->n_layers, y->hidden, y->n_heads,
+                           y->n_kv_heads, y->head_dim, y->ffn, y->vocab, (int)b->rope);
+    for (uint32_t l = 0; l < x->n_layers; l++) {
+        const apr_layer *p = &a->layers[l], *q = &b->layers[l];
+        if (!p->bq != !q->bq || !p->bk != !q->bk || !p->bv != !q->bv)
+            return apr_err_set(err, APR_E_MISMATCH, "layer %u: Q/K/V biases in only one of the models", l);
+    }
+    return 0;
+}
+
+/* Append one unit's entry. */
+static int add_unit(apr_weights_cmp *w, const wunit *u, int n_threads, uint32_t cap, apr_err *err)
+{
+    if (w->n_tensors >= cap)
+        return apr_err_set(err, APR_E_NOMEM, "weights: too many tensors");
+    int rc = compare_unit(u, n_threads, &w->t[w->n_tensors]);
+    if (rc == APR_E_UNSUPPORTED)
+        return apr_err_set(err, rc, "weights: %s: cannot dequantize a row", u->md ? u->md->name : u->vname);
+    if (rc)
+        return apr_err_set(err, rc, "weights: out of memory");
+    w->n_tensors++;
+    return 0;
+}
+
+static void summarize(apr_weights_cmp *w)
+{
+    w->bit_identical = true;
+    w->first_diff = w->worst = -1;
+    for (uint32_t i = 0; i < w->n_tensors; i++) {
+        const apr_weight_tensor *t = &w->t[i];
+        if (!t->bit_identical && w->bit_identical) {
+            w->bit_identical = false;
+            w->first_diff = (int32_t)i;
+        }
+        w->n_rows_over += t->n_rows_over;
+        w->n_tensors_over += t->n_rows_over > 0;
+        if (t->unjudged) {
+            char d[sizeof t->dtype];
+            snprintf(d, sizeof d, "%s", t->dtype);
+            /* collect the dtypes without a limit once each */
+            for (char *tok = strtok(d, "+"); tok; tok = strtok(NULL, "+")) {
+                const int code = apr_dtype_from_name(tok);
+                if (code >= 0 && apr_weights_row_limit((apr_dtype)code) > 0)
+                    continue;
+                if (!strstr(w->unjudged_dtypes, tok)) {
+                    const size_t l = strlen(w->unjudged_dtypes);
+                    snprintf(w->unjudged_dtypes + l, sizeof w->unjudged_dtypes - l, "%s%s", l ? " " : "", tok);
+                }
+            }
+        }
+        if (t->worst_row < 0)
+            continue;
+        if (w->worst < 0) {
+            w->worst = (int32_t)i;
+            continue;
+        }
+        const apr_weight_tensor *b = &w->t[w->worst];
+        /* judged rows rank by error / limit; unjudged ones only among themselves */
+        if (t->worst_score > b->worst_score ||
+            (t->worst_score < 0 && b->worst_score < 0 && t->worst_row_err > b->worst_row_err))
+            w->worst = (int32_t)i;
+    }
+}
+
+int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_threads, apr_weights_cmp *w,
+                        apr_err *err)
+{
+    memset(w, 0, sizeof *w);
+    w->first_diff = w->worst = -1;
+    apr_graph gs, gd;
+    memset(&gs, 0, sizeof gs);
+    memset(&gd, 0, sizeof gd);
+    apr_err e2 = {0};
+    int rc;
+    if ((rc = apr_graph_build(&gs, src, &e2)))
+        return apr_err_set(err, rc, "SRC: %s", e2.msg);
+    if ((rc = apr_graph_build(&gd, dst, &e2))) {
+        apr_graph_free(&gs);
+        return apr_err_set(err, rc, "DST: %s", e2.msg);
+    }
+    if ((rc = check_shapes(&gs, &gd, err)))
+        goto out;
+    if (n_threads <= 0)
+        n_threads = apr_quant_default_threads();
+    const apr_arch_config *c = &gd.cfg;
+    const uint32_t cap = 3 + 12 * c->n_layers;
+    w->t = calloc(cap, sizeof *w->t);
+    if (!w->t) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto out;
+    }
+    const uint64_t qr = (uint64_t)c->n_heads * c->head_dim, kr = (uint64_t)c->n_kv_heads * c->head_dim;
+    char nm[160];
+    const apr_tensor *t;
+#define MAT(ROLE, LAYER, S, D, ROW0)                                                                   \
+    do {                                                                                               \
+        wunit u = {.role = (ROLE), .layer = (LAYER), .ms = (S), .md = (D), .file_row0 = (ROW0)};      \
+        if ((rc = add_unit(w, &u, n_threads, cap, err)))                                               \
+            goto out;                                                                                  \
+    } while (0)
+#define VEC(ROLE, LAYER, NAMES, S, D, N)                                                               \
+    do {                                                                                               \
+        t = find_vec(dst, &(NAMES), (uint32_t)((LAYER) < 0 ? 0 : (LAYER)), nm, sizeof nm);            \
+        wunit u = {.role = (ROLE), .layer = (LAYER), .vs = (S), .vd = (D), .n = (N),                   \
+                   .vdt = t ? t->dtype : APR_DT_F32, .vname = nm};                                     \
+        if ((rc = add_unit(w, &u, n_threads, cap, err)))                                               \
+            goto out;                                                                                  \
+    } while (0)
+
+    MAT("token_embd", -1, &gs.token_embd, &gd.token_embd, 0);
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        const apr_layer *a = &gs.layers[l], *b = &gd.layers[l];
+        const int32_t il = (int32_t)l;
+        VEC("attn_norm", il, V_ATTN_NORM, a->attn_norm, b->attn_norm, c->hidden);
+        MAT("attn_q", il, &a->q, &b->q, 0);
+        MAT("attn_k", il, &a->k, &b->k, b->qkv_fused ? qr : 0);
+        MAT("attn_v", il, &a->v, &b->v, b->qkv_fused ? qr + kr : 0);
+        if (b->bq) {
+            VEC("attn_q_bias", il, V_BQ, a->bq, b->bq, qr);
+            VEC("attn_k_bias", il, V_BK, a->bk, b->bk, kr);
+            VEC("attn_v_bias", il, V_BV, a->bv, b->bv, kr);
+        }
+        MAT("attn_output", il, &a->o, &b->o, 0);
+        VEC("ffn_norm", il, V_FFN_NORM, a->ffn_norm, b->ffn_norm, c->hidden);
+        MAT("ffn_gate", il, &a->gate, &b->gate, 0);
+        MAT("ffn_up", il, &a->up, &b->up, 0);
+        MAT("ffn_down", il, &a->down, &b->down, 0);
+    }
+    VEC("output_norm", -1, V_OUT_NORM, gs.output_norm, gd.output_norm, c->hidden);
+    /* a tied output is the embedding matrix again: compare it only when
+     * either side has its own */
+    if (!gs.output_tied || !gd.output_tied)
+        MAT("output", -1, &gs.output, &gd.output, 0);
+#undef MAT
+#undef VEC
+    summarize(w);
+out:
+    apr_graph_free(&gs);
+    apr_graph_free(&gd);
+    if (rc)
+        apr_weights_cmp_free(w);
+    return rc;
+}
+
+void apr_weights_cmp_free(apr_weights_cmp *w)
+{
+    free(w->t);
+    memset(w, 0, sizeof *w);
+    w->first_diff = w->worst = -1;
+}
+
+/* "blk.3.attn_q.weight row 17 (layer 3 attn_q)"; the logical row is added
+ * when the file row differs (HF rotate-half Q/K, fused QKV). */
+void apr_weights_describe_row(const apr_weight_tensor *t, int64_t logical_row, int64_t file_row, char *buf,
+                              size_t cap)
+{
+    char where[64];
+    if (t->layer >= 0)
+        snprintf(where, sizeof where, "layer %d %s", t->layer, t->role);
+    else
+        snprintf(where, sizeof where, "%s", t->role);
+    if (file_row == logical_row)
+        snprintf(buf, cap, "%s row %lld (%s)", t->name, (long long)file_row, where);
+    else
+        snprintf(buf, cap, "%s row %lld (%s, logical row %lld)", t->name, (long long)file_row, where,
+                 (long long)logical_row);
+}
