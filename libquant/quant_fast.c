@@ -1,15 +1,22 @@
-/* quant_fast.c - the fast row quantizers: Q4_K, Q5_K and Q6_K without an
- * importance matrix run their scale search (ggml's make_qkx2_quants /
- * make_qx_quants, which is almost all of the time) on 8 sub-blocks at once
- * with AVX2, one sub-block per lane. Each lane performs exactly the scalar
- * sequence of operations of quant_ref.c - the same adds in the same order,
- * IEEE division and square root, no FMA (the target attribute does not
- * enable it, and -ffp-contract=off is global) - so the bytes are identical;
- * tests/test_quant_golden.c and bench/bench_quantize.c check that.
+/* quant_fast.c - the fast row quantizers. Their scale searches (ggml's
+ * make_qkx2_quants / make_qkx3_quants / make_qx_quants, which are almost all
+ * of the time) run on 8 blocks at once with AVX2, one block per lane:
+ *  - Q4_K, Q5_K, Q6_K, with and without an importance matrix: the 8 (16)
+ *    sub-blocks of a super-block;
+ *  - with an imatrix, Q4_0, Q5_0, Q4_1, Q5_1: 8 consecutive 32-blocks.
+ * Each lane performs exactly the scalar sequence of operations of
+ * quant_ref.c - the same adds in the same order, IEEE division and square
+ * root, no FMA (the target attribute does not enable it, and
+ * -ffp-contract=off is global) - so the bytes are identical;
+ * tests/test_quant_golden.c, tests/test_quant_kernels.c and
+ * bench/bench_quantize.c check that.
  *
- * Blocks holding a non-finite value go through the scalar code (vector
- * min/max and the scalar comparisons may pick different NaNs). Everything
- * else (imatrix paths, 32-blocks, Q2_K/Q3_K) uses the reference kernels. */
+ * Blocks holding a non-finite value or importance weight go through the
+ * scalar code (vector min/max and the scalar comparisons may pick different
+ * NaNs); for the 32-blocks that is the whole row, whose sigma2 is a row sum.
+ * The small serial steps of a block (the sum of x^2, make_qp_quants over 8
+ * scales) call the reference code itself. Everything else (32-blocks without
+ * an imatrix, Q2_K/Q3_K, Q8_0) uses the reference kernels. */
 #include "quant_internal.h"
 
 #include <math.h>
@@ -19,9 +26,9 @@
 
 #define AVX2 __attribute__((target("avx2")))
 
-static bool all_finite(const float *x, int n)
+static bool all_finite(const float *x, int64_t n)
 {
-    for (int i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &x[i], 4);
         if ((u & 0x7f800000u) == 0x7f800000u)
@@ -52,11 +59,35 @@ AVX2 static inline __m256 v_abs(__m256 x)
     return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
 }
 
-/* make_qkx2_quants (use_mad = false) for 8 sub-blocks of n elements, lane j
- * = sub-block j; x[i], w[i] hold element i of every sub-block. Outputs the
- * levels L[i], the scales and the_min (= -min) per lane. */
-AVX2 static void qkx2_x8(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
-                         __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
+/* Lane j of the 32 vectors L[i] (levels of block j) into out[32 j + i]. */
+AVX2 static void untranspose32(const __m256i *L, uint8_t *out)
+{
+    int32_t lv[32][8];
+    for (int i = 0; i < 32; i++)
+        _mm256_storeu_si256((__m256i *)lv[i], L[i]);
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 32; i++)
+            out[32 * j + i] = (uint8_t)lv[i][j];
+}
+
+/* The level of one weight in the search loop. make_qkx2: clamp(round(v)).
+ * make_qkx3 (k3): v > 0 ? round(QMIN(v, nmax)) : 0 - its min moves to the
+ * best fit so far, so v may be far out of range. QMIN(v, nmax) is "v < nmax
+ * ? v : nmax", which is minps(v, nmax), NaN included. */
+AVX2 static inline __m256i qk_level(__m256 v, int nmax, bool k3)
+{
+    if (!k3)
+        return v_clamp(v_nearest(v), 0, nmax);
+    __m256i l = v_nearest(_mm256_min_ps(v, _mm256_set1_ps((float)nmax)));
+    return _mm256_and_si256(l, _mm256_castps_si256(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ)));
+}
+
+/* make_qkx2_quants (k3 false) or make_qkx3_quants with weights (k3 true),
+ * use_mad = false, nstep >= 1, for 8 blocks of n elements, lane j = block j;
+ * x[i], w[i] hold element i of every block. Outputs the levels L[i], the
+ * scales and the_min (= -min) per lane. */
+AVX2 static void qkx_x8(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
+                        bool k3, __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
 {
     const __m256 zero = _mm256_setzero_ps();
     __m256 min = x[0], max = x[0];
@@ -69,7 +100,8 @@ AVX2 static void qkx2_x8(int n, const __m256 *x, const __m256 *w, int nmax, floa
         sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
     }
     min = v_sel(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
-    const __m256 flat = _mm256_cmp_ps(max, min, _CMP_EQ_OQ); /* scalar: all L = 0, return 0 */
+    /* scalar: all L = 0, return 0 (qkx2 tests max == min, qkx3 max <= min) */
+    const __m256 flat = _mm256_cmp_ps(max, min, k3 ? _CMP_LE_OQ : _CMP_EQ_OQ);
     const __m256 min0 = min;
     const __m256 fnmax = _mm256_set1_ps((float)nmax);
 
@@ -87,7 +119,7 @@ AVX2 static void qkx2_x8(int n, const __m256 *x, const __m256 *w, int nmax, floa
         iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
         __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
         for (int i = 0; i < n; ++i) {
-            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min))), 0, nmax);
+            __m256i l = qk_level(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), nmax, k3);
             Laux[i] = l;
             __m256 lf = _mm256_cvtepi32_ps(l);
             __m256 wl = _mm256_mul_ps(w[i], lf);
@@ -131,42 +163,78 @@ AVX2 static void qkx2_x8(int n, const __m256 *x, const __m256 *w, int nmax, floa
     *the_min_out = _mm256_xor_ps(min, _mm256_set1_ps(-0.0f));
 }
 
-/* Q4_K / Q5_K super-block without an imatrix (quantize_row_q4_K_ref). */
-AVX2 static void k4_block_avx2(const float *x, int nmax, float rmin, int nstep, uint16_t *hd, uint16_t *hdmin,
-                               uint8_t *sc12, uint8_t *Lout)
+/* make_qx_quants(n, nmax, x, L, 1, weights) for 8 blocks of n <= 32
+ * elements; w NULL means the rmse_type 1 weights x^2. Returns the scale per
+ * lane and the levels (+nmax) in L[n]. */
+AVX2 static __m256 qx_x8(int n, int nmax, const __m256 *x, const __m256 *wq, __m256i *L)
 {
-    __m256 xt[32], wt[32];
-    __m256i L[32], Laux[32];
-    const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
-    __m256 sum_x2 = _mm256_setzero_ps();
-    for (int i = 0; i < 32; i++) {
-        xt[i] = _mm256_i32gather_ps(x + i, idx, 4);
-        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[i], xt[i]));
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i off = _mm256_set1_epi32(nmax);
+    __m256 max = zero, amax = zero;
+    for (int i = 0; i < n; ++i) {
+        __m256 ax = v_abs(x[i]);
+        __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = v_sel(amax, ax, gt);
+        max = v_sel(max, x[i], gt);
     }
-    const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
-    for (int i = 0; i < 32; i++)
-        wt[i] = _mm256_add_ps(av_x, v_abs(xt[i]));
-    __m256 vscale, vmin;
-    qkx2_x8(32, xt, wt, nmax, rmin, 0.1f, nstep, L, Laux, &vscale, &vmin);
-    float scales[8], mins[8];
-    _mm256_storeu_ps(scales, vscale);
-    _mm256_storeu_ps(mins, vmin);
-    int32_t lv[32][8];
-    for (int i = 0; i < 32; i++)
-        _mm256_storeu_si256((__m256i *)lv[i], L[i]);
-    for (int j = 0; j < 8; j++)
-        for (int i = 0; i < 32; i++)
-            Lout[32 * j + i] = (uint8_t)lv[i][j];
-    float max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; ++j) {
-        if (scales[j] > max_scale)
-            max_scale = scales[j];
-        if (mins[j] > max_min)
-            max_min = mins[j];
+    const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ); /* GROUP_MAX_EPS: all zero */
+    __m256 wx[32], w[32]; /* w*x and w: the sums are (w*x)*l and (w*l)*l */
+    for (int i = 0; i < n; ++i) {
+        w[i] = wq ? wq[i] : _mm256_mul_ps(x[i], x[i]);
+        wx[i] = _mm256_mul_ps(w[i], x[i]);
     }
-    aprq_encode_k4_scales(scales, mins, max_scale, max_min, hd, hdmin, sc12);
-    /* requantize against the f16 d/dmin: 8 consecutive weights at a time */
-    const float fd = apr_f16_to_f32(*hd), fdm = apr_f16_to_f32(*hdmin);
+    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+    __m256 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+        __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
+        L[i] = _mm256_add_epi32(l, off);
+        __m256 lf = _mm256_cvtepi32_ps(l);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+    }
+    __m256 scale = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
+    __m256 best = _mm256_mul_ps(scale, sumlx);
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0)
+            continue;
+        iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax + 0.1f * is)), max);
+        __m256i lv[32];
+        sumlx = suml2 = zero;
+        for (int i = 0; i < n; ++i) {
+            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
+            lv[i] = l;
+            __m256 lf = _mm256_cvtepi32_ps(l);
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        }
+        __m256 upd = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                                   _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+        if (_mm256_movemask_ps(upd) == 0)
+            continue;
+        __m256i updi = _mm256_castps_si256(upd);
+        for (int i = 0; i < n; ++i)
+            L[i] = _mm256_blendv_epi8(L[i], _mm256_add_epi32(lv[i], off), updi);
+        __m256 ns = _mm256_div_ps(sumlx, suml2);
+        scale = v_sel(scale, ns, upd);
+        best = v_sel(best, _mm256_mul_ps(ns, sumlx), upd);
+    }
+    if (_mm256_movemask_ps(tiny)) {
+        __m256i ti = _mm256_castps_si256(tiny);
+        for (int i = 0; i < n; ++i)
+            L[i] = _mm256_andnot_si256(ti, L[i]);
+        scale = v_sel(scale, zero, tiny);
+    }
+    return scale;
+}
+
+/* ------------------------------------------------------------ Q4_K / Q5_K */
+
+/* requant_k4: every weight against the f16 d/dmin and its sub-block's 6-bit
+ * scale and min, 8 consecutive weights at a time. */
+AVX2 static void k4_requant_avx2(const float *x, int nmax, uint16_t hd, uint16_t hdmin, const uint8_t *sc12,
+                                 uint8_t *Lout)
+{
+    const float fd = apr_f16_to_f32(hd), fdm = apr_f16_to_f32(hdmin);
     for (int j = 0; j < 8; ++j) {
         uint8_t sc, m;
         q_scale_min_k4(j, sc12, &sc, &m);
@@ -184,104 +252,115 @@ AVX2 static void k4_block_avx2(const float *x, int nmax, float rmin, int nstep, 
     }
 }
 
-AVX2 static void rows_q4_k(const float *x, blk_q4_k *y, int64_t nb)
+/* Q4_K / Q5_K super-block without an imatrix (quantize_row_q4_K_ref). */
+AVX2 static void k4_block_avx2(const float *x, int nmax, float rmin, int nstep, uint16_t *hd, uint16_t *hdmin,
+                               uint8_t *sc12, uint8_t *Lout)
+{
+    __m256 xt[32], wt[32];
+    __m256i L[32], Laux[32];
+    const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    __m256 sum_x2 = _mm256_setzero_ps();
+    for (int i = 0; i < 32; i++) {
+        xt[i] = _mm256_i32gather_ps(x + i, idx, 4);
+        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[i], xt[i]));
+    }
+    const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+    for (int i = 0; i < 32; i++)
+        wt[i] = _mm256_add_ps(av_x, v_abs(xt[i]));
+    __m256 vscale, vmin;
+    qkx_x8(32, xt, wt, nmax, rmin, 0.1f, nstep, false, L, Laux, &vscale, &vmin);
+    float scales[8], mins[8];
+    _mm256_storeu_ps(scales, vscale);
+    _mm256_storeu_ps(mins, vmin);
+    untranspose32(L, Lout);
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    aprq_encode_k4_scales(scales, mins, max_scale, max_min, hd, hdmin, sc12);
+    k4_requant_avx2(x, nmax, *hd, *hdmin, sc12, Lout);
+}
+
+/* Q4_K / Q5_K super-block with an imatrix (quantize_row_q4_K_impl /
+ * quantize_row_q5_K_impl): make_qkx3_quants on the 8 sub-blocks. */
+AVX2 static void k4_imat_block_avx2(const float *x, const float *qw, int nmax, bool clamp63, uint16_t *hd,
+                                    uint16_t *hdmin, uint8_t *sc12, uint8_t *Lout)
+{
+    __m256 xt[32], wt[32];
+    __m256i L[32], Laux[32];
+    const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    float sum_x2 = 0; /* one serial sum over the super-block in the reference */
+    for (int l = 0; l < QK_K; ++l)
+        sum_x2 += x[l] * x[l];
+    const __m256 s2 = _mm256_set1_ps(2 * sum_x2 / QK_K);
+    __m256 sumw = _mm256_setzero_ps();
+    for (int i = 0; i < 32; i++) {
+        xt[i] = _mm256_i32gather_ps(x + i, idx, 4);
+        const __m256 q = _mm256_i32gather_ps(qw + i, idx, 4);
+        wt[i] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[i], xt[i]))));
+        sumw = _mm256_add_ps(sumw, wt[i]); /* from 0, as the reference (0 + -0 is +0) */
+    }
+    __m256 vscale, vmin;
+    qkx_x8(32, xt, wt, nmax, -0.9f, 0.05f, 36, true, L, Laux, &vscale, &vmin);
+    float scales[8], mins[8], sw[8];
+    _mm256_storeu_ps(scales, vscale);
+    _mm256_storeu_ps(mins, vmin);
+    _mm256_storeu_ps(sw, sumw);
+    untranspose32(L, Lout);
+    aprq_encode_k4_scales_imat(scales, mins, sw, clamp63, hd, hdmin, sc12);
+    k4_requant_avx2(x, nmax, *hd, *hdmin, sc12, Lout);
+}
+
+/* One row of Q4_K (q5 false) or Q5_K; qw: the row's importance weights or NULL. */
+AVX2 static void rows_k4(const float *x, void *vy, int64_t nb, const float *qw, bool q5)
 {
     uint8_t L[QK_K];
+    const int nmax = q5 ? 31 : 15;
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        if (!all_finite(x, QK_K)) {
-            aprq_ref_q4_k(x, &y[i], QK_K);
+        const float *w = qw ? qw + QK_K * i : NULL;
+        blk_q4_k *y4 = (blk_q4_k *)vy + i;
+        blk_q5_k *y5 = (blk_q5_k *)vy + i;
+        uint16_t *hd = q5 ? &y5->d : &y4->d, *hdmin = q5 ? &y5->dmin : &y4->dmin;
+        uint8_t *sc12 = q5 ? y5->scales : y4->scales;
+        if (!all_finite(x, QK_K) || (w && !all_finite(w, QK_K))) {
+            if (q5)
+                aprq_imat_q5_k(x, y5, QK_K, w);
+            else
+                aprq_imat_q4_k(x, y4, QK_K, w);
             continue;
         }
-        k4_block_avx2(x, 15, -1.f, 20, &y[i].d, &y[i].dmin, y[i].scales, L);
-        aprq_pack_q4k(L, y[i].qs);
+        if (w)
+            k4_imat_block_avx2(x, w, nmax, q5, hd, hdmin, sc12, L);
+        else
+            k4_block_avx2(x, nmax, q5 ? -0.5f : -1.f, q5 ? 15 : 20, hd, hdmin, sc12, L);
+        if (q5)
+            aprq_pack_q5k(L, y5->qh, y5->qs);
+        else
+            aprq_pack_q4k(L, y4->qs);
     }
 }
 
-AVX2 static void rows_q5_k(const float *x, blk_q5_k *y, int64_t nb)
-{
-    uint8_t L[QK_K];
-    for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        if (!all_finite(x, QK_K)) {
-            aprq_ref_q5_k(x, &y[i], QK_K);
-            continue;
-        }
-        k4_block_avx2(x, 31, -0.5f, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
-        aprq_pack_q5k(L, y[i].qh, y[i].qs);
-    }
-}
+/* ------------------------------------------------------------ Q6_K */
 
-/* make_qx_quants(16, 32, x, L, 1, NULL) for 8 sub-blocks of 16: returns the
- * scale per lane and the levels (+nmax) in L[16]. */
-AVX2 static __m256 qx_x8(const __m256 *x, __m256i *L)
-{
-    const int nmax = 32;
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 max = zero, amax = zero;
-    for (int i = 0; i < 16; ++i) {
-        __m256 ax = v_abs(x[i]);
-        __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-        amax = v_sel(amax, ax, gt);
-        max = v_sel(max, x[i], gt);
-    }
-    const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ); /* GROUP_MAX_EPS: all zero */
-    __m256 w[16];
-    for (int i = 0; i < 16; ++i)
-        w[i] = _mm256_mul_ps(x[i], x[i]);
-    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
-    __m256 sumlx = zero, suml2 = zero;
-    for (int i = 0; i < 16; ++i) {
-        __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
-        L[i] = _mm256_add_epi32(l, _mm256_set1_epi32(nmax));
-        __m256 lf = _mm256_cvtepi32_ps(l);
-        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w[i], x[i]), lf));
-        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
-    }
-    __m256 scale = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
-    __m256 best = _mm256_mul_ps(scale, sumlx);
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0)
-            continue;
-        iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax + 0.1f * is)), max);
-        __m256i lv[16];
-        sumlx = suml2 = zero;
-        for (int i = 0; i < 16; ++i) {
-            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
-            lv[i] = l;
-            __m256 lf = _mm256_cvtepi32_ps(l);
-            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w[i], x[i]), lf));
-            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
-        }
-        __m256 upd = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
-                                   _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
-        if (_mm256_movemask_ps(upd) == 0)
-            continue;
-        __m256i updi = _mm256_castps_si256(upd);
-        for (int i = 0; i < 16; ++i)
-            L[i] = _mm256_blendv_epi8(L[i], _mm256_add_epi32(lv[i], _mm256_set1_epi32(nmax)), updi);
-        __m256 ns = _mm256_div_ps(sumlx, suml2);
-        scale = v_sel(scale, ns, upd);
-        best = v_sel(best, _mm256_mul_ps(ns, sumlx), upd);
-    }
-    if (_mm256_movemask_ps(tiny)) {
-        __m256i ti = _mm256_castps_si256(tiny);
-        for (int i = 0; i < 16; ++i)
-            L[i] = _mm256_andnot_si256(ti, L[i]);
-        scale = v_sel(scale, zero, tiny);
-    }
-    return scale;
-}
-
-AVX2 static void q6k_block_avx2(const float *x, blk_q6_k *y)
+/* q6k_block: make_qx_quants(16, 32, .., 1, qw) on the 16 sub-blocks (two
+ * vectors of 8), then the 8-bit scales and the requantization. */
+AVX2 static void q6k_block_avx2(const float *x, const float *qw, blk_q6_k *y)
 {
     int8_t L[QK_K];
     float scales[16];
     const __m256i idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
     for (int g = 0; g < 2; g++) {
-        __m256 xt[16];
+        __m256 xt[16], wt[16];
         __m256i lv[16];
-        for (int i = 0; i < 16; i++)
+        for (int i = 0; i < 16; i++) {
             xt[i] = _mm256_i32gather_ps(x + 128 * g + i, idx, 4);
-        _mm256_storeu_ps(scales + 8 * g, qx_x8(xt, lv));
+            if (qw)
+                wt[i] = _mm256_i32gather_ps(qw + 128 * g + i, idx, 4);
+        }
+        _mm256_storeu_ps(scales + 8 * g, qx_x8(16, 32, xt, qw ? wt : NULL, lv));
         int32_t t[16][8];
         for (int i = 0; i < 16; i++)
             _mm256_storeu_si256((__m256i *)t[i], lv[i]);
@@ -324,28 +403,112 @@ AVX2 static void q6k_block_avx2(const float *x, blk_q6_k *y)
     aprq_pack_q6k(L, y->ql, y->qh);
 }
 
-AVX2 static void rows_q6_k(const float *x, blk_q6_k *y, int64_t nb)
+AVX2 static void rows_q6_k(const float *x, blk_q6_k *y, int64_t nb, const float *qw)
 {
     for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        if (!all_finite(x, QK_K)) {
-            aprq_ref_q6_k(x, &y[i], QK_K);
+        const float *w = qw ? qw + QK_K * i : NULL;
+        if (!all_finite(x, QK_K) || (w && !all_finite(w, QK_K))) {
+            aprq_imat_q6_k(x, &y[i], QK_K, w);
             continue;
         }
-        q6k_block_avx2(x, &y[i]);
+        q6k_block_avx2(x, w, &y[i]);
     }
 }
 
-static bool fast_rows(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1, int64_t ncols)
+/* ------------------------------------------------------------ 32-blocks with an imatrix */
+
+/* One row of Q4_0 / Q5_0 / Q4_1 / Q5_1 with an imatrix (quantize_row_*_impl):
+ * 8 consecutive blocks per vector; a last group of fewer than 8 blocks is
+ * padded with zero blocks whose lanes are computed and dropped. */
+AVX2 static void row32_imat(apr_dtype t, const float *x, uint8_t *y, int64_t n, const float *qw)
+{
+    if (!all_finite(x, n) || !all_finite(qw, n)) {
+        aprq_chunk_rows_ref(t, x, y, 0, 1, n, qw);
+        return;
+    }
+    const bool q5 = t == APR_DT_Q5_0 || t == APR_DT_Q5_1;
+    const bool asym = t == APR_DT_Q4_1 || t == APR_DT_Q5_1;
+    const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+    const __m256 s2 = _mm256_set1_ps(aprq_row_sigma2(x, n));
+    const int64_t nb = n / 32;
+    float xpad[256], wpad[256];
+    for (int64_t g = 0; g < nb; g += 8) {
+        const int m = nb - g < 8 ? (int)(nb - g) : 8;
+        const float *xs = x + 32 * g, *ws = qw + 32 * g;
+        if (m < 8) {
+            memset(xpad, 0, sizeof xpad);
+            memset(wpad, 0, sizeof wpad);
+            memcpy(xpad, xs, (size_t)m * 32 * sizeof(float));
+            memcpy(wpad, ws, (size_t)m * 32 * sizeof(float));
+            xs = xpad;
+            ws = wpad;
+        }
+        __m256 xt[32], wt[32];
+        __m256i L[32], Laux[32];
+        for (int i = 0; i < 32; i++) {
+            xt[i] = _mm256_i32gather_ps(xs + i, idx, 4);
+            const __m256 q = _mm256_i32gather_ps(ws + i, idx, 4);
+            wt[i] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[i], xt[i]))));
+        }
+        float d[8], mn[8];
+        if (asym) {
+            __m256 vs, vm;
+            qkx_x8(32, xt, wt, q5 ? 31 : 15, -0.9f, 0.05f, 36, true, L, Laux, &vs, &vm);
+            _mm256_storeu_ps(d, vs);
+            _mm256_storeu_ps(mn, vm);
+        } else {
+            _mm256_storeu_ps(d, qx_x8(32, q5 ? 16 : 8, xt, wt, L));
+        }
+        uint8_t lv[256];
+        untranspose32(L, lv);
+        for (int j = 0; j < m; j++) {
+            const uint8_t *l = lv + 32 * j;
+            const int64_t b = g + j;
+            uint8_t *qs, *qh = NULL;
+            switch (t) {
+            case APR_DT_Q4_0: ((blk_q4_0 *)y)[b].d = apr_f32_to_f16(d[j]); qs = ((blk_q4_0 *)y)[b].qs; break;
+            case APR_DT_Q5_0:
+                ((blk_q5_0 *)y)[b].d = apr_f32_to_f16(d[j]);
+                qs = ((blk_q5_0 *)y)[b].qs;
+                qh = ((blk_q5_0 *)y)[b].qh;
+                break;
+            case APR_DT_Q4_1:
+                ((blk_q4_1 *)y)[b].d = apr_f32_to_f16(d[j]);
+                ((blk_q4_1 *)y)[b].m = apr_f32_to_f16(-mn[j]);
+                qs = ((blk_q4_1 *)y)[b].qs;
+                break;
+            default: /* Q5_1 */
+                ((blk_q5_1 *)y)[b].d = apr_f32_to_f16(d[j]);
+                ((blk_q5_1 *)y)[b].m = apr_f32_to_f16(-mn[j]);
+                qs = ((blk_q5_1 *)y)[b].qs;
+                qh = ((blk_q5_1 *)y)[b].qh;
+                break;
+            }
+            if (q5) {
+                aprq_pack5(l, qs, qh);
+            } else {
+                for (int i = 0; i < 16; ++i)
+                    qs[i] = (uint8_t)(l[i] | (l[i + 16] << 4));
+            }
+        }
+    }
+}
+
+static bool fast_rows(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1, int64_t ncols,
+                      const float *imatrix)
 {
     const uint64_t rb = apr_dtype_row_bytes(t, (uint64_t)ncols);
     const int64_t nb = ncols / QK_K;
     for (int64_t r = r0; r < r1; r++) {
         const float *x = src + r * ncols;
-        void *y = dst + (uint64_t)r * rb;
+        uint8_t *y = dst + (uint64_t)r * rb;
         switch (t) {
-        case APR_DT_Q4_K: rows_q4_k(x, y, nb); break;
-        case APR_DT_Q5_K: rows_q5_k(x, y, nb); break;
-        case APR_DT_Q6_K: rows_q6_k(x, y, nb); break;
+        case APR_DT_Q4_K: rows_k4(x, y, nb, imatrix, false); break;
+        case APR_DT_Q5_K: rows_k4(x, y, nb, imatrix, true); break;
+        case APR_DT_Q6_K: rows_q6_k(x, (blk_q6_k *)y, nb, imatrix); break;
+        case APR_DT_Q4_0: case APR_DT_Q5_0: case APR_DT_Q4_1: case APR_DT_Q5_1:
+            row32_imat(t, x, y, ncols, imatrix);
+            break;
         default: return false;
         }
     }
@@ -357,8 +520,10 @@ bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r
                           const float *imatrix)
 {
 #if defined(__x86_64__)
-    if (!imatrix && aprq_cpu_avx2() && (t == APR_DT_Q4_K || t == APR_DT_Q5_K || t == APR_DT_Q6_K))
-        return fast_rows(t, src, dst, r0, r1, ncols);
+    const bool kq = t == APR_DT_Q4_K || t == APR_DT_Q5_K || t == APR_DT_Q6_K;
+    const bool b32 = imatrix && (t == APR_DT_Q4_0 || t == APR_DT_Q5_0 || t == APR_DT_Q4_1 || t == APR_DT_Q5_1);
+    if ((kq || b32) && aprq_cpu_avx2())
+        return fast_rows(t, src, dst, r0, r1, ncols, imatrix);
 #endif
     return aprq_chunk_rows_ref(t, src, dst, r0, r1, ncols, imatrix);
 }

@@ -93,6 +93,15 @@ float aprq_make_qkx2_quants(int n, int nmax, const float *x, const float *weight
                             bool use_mad);
 void aprq_encode_k4_scales(const float *scales, const float *mins, float max_scale, float max_min,
                            uint16_t *hd, uint16_t *hdmin, uint8_t *sc12);
+/* imatrix path of Q4_K/Q5_K: the two make_qp_quants over the 8 sub-block
+ * scales and mins (weights sw = per sub-block sums of the weights) and the
+ * packing; clamp63 for Q5_K. */
+void aprq_encode_k4_scales_imat(const float *scales, const float *mins, const float *sw, bool clamp63,
+                                uint16_t *hd, uint16_t *hdmin, uint8_t *sc12);
+/* sum of x^2 over the row / n: the sigma2 of the 32-block imatrix paths */
+float aprq_row_sigma2(const float *x, int64_t n);
+/* 32 5-bit levels of a Q5_0/Q5_1 block: low nibbles in qs, 5th bits in qh */
+void aprq_pack5(const uint8_t *l, uint8_t qs[16], uint8_t qh[4]);
 void aprq_pack_q4k(const uint8_t *L, uint8_t *qs);
 void aprq_pack_q5k(const uint8_t *L, uint8_t *qh, uint8_t *qs);
 void aprq_pack_q6k(const int8_t *L, uint8_t *ql, uint8_t *qh);

@@ -91,7 +91,7 @@ void aprq_ref_q4_1(const float *x, void *vy, int64_t n)
 }
 
 /* Pack 32 5-bit values (low nibbles in qs, 5th bits in the 32-bit qh). */
-static inline void pack5(const uint8_t *l, uint8_t qs[16], uint8_t qh_out[4])
+void aprq_pack5(const uint8_t *l, uint8_t qs[16], uint8_t qh_out[4])
 {
     uint32_t qh = 0;
     for (int j = 0; j < 16; j++) {
@@ -112,7 +112,7 @@ void aprq_ref_q5_0(const float *x, void *vy, int64_t n)
         uint8_t l[32];
         for (int j = 0; j < 32; j++)
             l[j] = (uint8_t)QMIN(31, (int8_t)(x[j] * id + 16.5f));
-        pack5(l, y[b].qs, y[b].qh);
+        aprq_pack5(l, y[b].qs, y[b].qh);
     }
 }
 
@@ -134,7 +134,7 @@ void aprq_ref_q5_1(const float *x, void *vy, int64_t n)
         uint8_t l[32];
         for (int j = 0; j < 32; j++)
             l[j] = (uint8_t)((x[j] - min) * id + 0.5f);
-        pack5(l, y[b].qs, y[b].qh);
+        aprq_pack5(l, y[b].qs, y[b].qh);
     }
 }
 
@@ -506,7 +506,7 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
 /* ------------------------------------------------------------ 32-blocks with an imatrix */
 
 /* sigma2 of a whole row, as ggml's quantize_row_q4_0_impl & co compute it */
-static float row_sigma2(const float *x, int64_t n)
+float aprq_row_sigma2(const float *x, int64_t n)
 {
     float sum_x2 = 0;
     for (int64_t j = 0; j < n; ++j)
@@ -523,7 +523,7 @@ void aprq_imat_q4_0(const float *x, void *vy, int64_t n, const float *qw)
     }
     float weight[32];
     int8_t L[32];
-    const float sigma2 = row_sigma2(x, n);
+    const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
         for (int j = 0; j < 32; ++j)
@@ -544,7 +544,7 @@ void aprq_imat_q4_1(const float *x, void *vy, int64_t n, const float *qw)
     }
     float weight[32];
     uint8_t L[32], Laux[32];
-    const float sigma2 = row_sigma2(x, n);
+    const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
         for (int j = 0; j < 32; ++j)
@@ -567,14 +567,14 @@ void aprq_imat_q5_0(const float *x, void *vy, int64_t n, const float *qw)
     }
     float weight[32];
     int8_t L[32];
-    const float sigma2 = row_sigma2(x, n);
+    const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
         for (int j = 0; j < 32; ++j)
             weight[j] = w[j] * sqrtf(sigma2 + xb[j] * xb[j]);
         float d = make_qx_quants(32, 16, xb, L, 1, weight);
         y[ib].d = h16(d);
-        pack5((const uint8_t *)L, y[ib].qs, y[ib].qh);
+        aprq_pack5((const uint8_t *)L, y[ib].qs, y[ib].qh);
     }
 }
 
@@ -587,7 +587,7 @@ void aprq_imat_q5_1(const float *x, void *vy, int64_t n, const float *qw)
     }
     float weight[32];
     uint8_t L[32], Laux[32];
-    const float sigma2 = row_sigma2(x, n);
+    const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
         for (int j = 0; j < 32; ++j)
@@ -596,7 +596,7 @@ void aprq_imat_q5_1(const float *x, void *vy, int64_t n, const float *qw)
         float d = make_qkx3_quants(32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
         y[ib].d = h16(d);
         y[ib].m = h16(-min);
-        pack5(L, y[ib].qs, y[ib].qh);
+        aprq_pack5(L, y[ib].qs, y[ib].qh);
     }
 }
 
@@ -954,7 +954,7 @@ void aprq_ref_q5_k(const float *x, void *vy, int64_t n)
 static void k4_imat(const float *x, const float *qw, int nmax, uint16_t *hd, uint16_t *hdmin, uint8_t *sc12,
                     uint8_t *L, bool clamp63)
 {
-    uint8_t Laux[32], Ls[8], Lm[8];
+    uint8_t Laux[32];
     float weights[32], sw[8], mins[8], scales[8];
     float sum_x2 = 0;
     for (int l = 0; l < QK_K; ++l)
@@ -976,6 +976,13 @@ static void k4_imat(const float *x, const float *qw, int nmax, uint16_t *hd, uin
         scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f,
                                      36, false);
     }
+    aprq_encode_k4_scales_imat(scales, mins, sw, clamp63, hd, hdmin, sc12);
+}
+
+void aprq_encode_k4_scales_imat(const float *scales, const float *mins, const float *sw, bool clamp63,
+                                uint16_t *hd, uint16_t *hdmin, uint8_t *sc12)
+{
+    uint8_t Ls[8], Lm[8];
     float d_block = make_qp_quants(8, 63, scales, Ls, sw);
     float m_block = make_qp_quants(8, 63, mins, Lm, sw);
     /* ggml clamps to 63 in the Q5_K path only; the two differ only when
