@@ -413,6 +413,92 @@ static void test_fast_equals_reference(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* Importance weights for the imatrix comparison: positive spreads, zeros
+ * (whole row, some sub-blocks, single columns), negative, huge (products
+ * overflow to inf and NaN inside the search), tiny and subnormal, constant,
+ * and non-finite ones (the fast code must hand those to the reference). */
+static void fill_weights(int c, uint64_t seed, float *w, int64_t n)
+{
+    rand_row(seed, w, n, 1.0f);
+    for (int64_t i = 0; i < n; i++) {
+        const float a = fabsf(w[i]);
+        switch (c) {
+        case 0: w[i] = a * 5.0f + 0.01f; break;
+        case 1: w[i] = 0.0f; break;
+        case 2: w[i] = (i / 16) % 3 == 1 ? 0.0f : a; break;
+        case 3: w[i] = w[i] * 2.0f; break;                           /* some negative */
+        case 4: w[i] = -a - 1e-3f; break;                            /* all negative */
+        case 5: w[i] = a * 1e30f; break;
+        case 6: w[i] = (i % 7 == 0) ? 3e38f : a; break;
+        case 7: w[i] = a * 1e-30f; break;
+        case 8: w[i] = (i % 2) ? 1e-41f : a * 1e-38f; break;          /* subnormal */
+        case 9: w[i] = 1.0f; break;
+        case 10: w[i] = (i % 11 == 3) ? 0.0f : (i % 2 ? -0.0f : a); break;
+        case 11: w[i] = (i == n / 2) ? INFINITY : (i == n / 3 ? NAN : a); break;
+        }
+    }
+}
+
+/* apr_quantize_chunk (the imatrix kernels of quant_fast.c) against
+ * apr_quantize_chunk_ref with an importance matrix: every input case of
+ * fill_case, scaled by odd factors, plus all-zero rows, against every weight
+ * case, on row lengths that leave the 32-block kernels a partial group. */
+static void test_fast_equals_reference_imatrix(void **state)
+{
+    (void)state;
+    const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q4_0,
+                               APR_DT_Q5_0, APR_DT_Q4_1, APR_DT_Q5_1, APR_DT_Q8_0};
+    const float scales[] = {1.0f, 3.7e-3f, 1234.5f, 7.1e-9f, 2.5e19f};
+    const int64_t rows = 3, maxcols = 1280;
+    float *x = malloc(rows * maxcols * 4), *w = malloc(maxcols * 4);
+    uint8_t *a = malloc(rows * maxcols * 2), *b = malloc(rows * maxcols * 2), *m = malloc(rows * maxcols * 2);
+    int bad = 0, checked = 0;
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        const bool kq = types[k] == APR_DT_Q4_K || types[k] == APR_DT_Q5_K || types[k] == APR_DT_Q6_K;
+        for (int xc = 0; xc < 13; xc++) {
+            for (int it = 0; it < 4 * 12; it++) {
+                const int wc = it % 12; /* 4 seeds per (input, weight) case */
+                const uint64_t seed = 5000 + 131 * (uint64_t)xc + 17 * (uint64_t)it + 7919 * k;
+                /* K-quants: 3 or 5 super-blocks; 32-blocks: 25 or 21 (a group of 8 + a tail) */
+                const int64_t cols = kq ? ((xc + it) % 2 ? 1280 : 768) : ((xc + it) % 2 ? 800 : 672);
+                const int64_t n = rows * cols;
+                if (xc == 12)
+                    memset(x, 0, (size_t)n * 4); /* all-zero rows */
+                else
+                    fill_case(xc, seed, x, n);
+                const float sc = scales[(xc + 3 * it + (int)k) % 5];
+                for (int64_t i = 0; i < n; i++)
+                    x[i] *= sc;
+                if (xc % 4 == 1) /* one all-zero row among non-zero ones */
+                    memset(x + cols, 0, (size_t)cols * 4);
+                fill_weights(wc, seed + 1, w, cols);
+                size_t sa = apr_quantize_chunk(types[k], x, a, rows, cols, w);
+                size_t sb = apr_quantize_chunk_ref(types[k], x, b, rows, cols, w);
+                size_t sm = apr_quantize_chunk_mt(types[k], x, m, rows, cols, w, 2);
+                assert_true(sa > 0);
+                assert_int_equal(sa, sb);
+                assert_int_equal(sm, sa);
+                checked++;
+                if (memcmp(a, b, sa) || memcmp(m, b, sa)) {
+                    size_t i = 0;
+                    while (a[i] == b[i] && m[i] == b[i])
+                        i++;
+                    print_message("%s x case %d (scale %g) w case %d cols %lld: fast != reference at byte %zu\n",
+                                  apr_dtype_name(types[k]), xc, sc, wc, (long long)cols, i);
+                    bad++;
+                }
+            }
+        }
+    }
+    print_message("imatrix: %d fast/reference comparisons\n", checked);
+    free(x);
+    free(w);
+    free(a);
+    free(b);
+    free(m);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_vec_dot),
         cmocka_unit_test(test_q8k_activation),
         cmocka_unit_test(test_fast_equals_reference),
+        cmocka_unit_test(test_fast_equals_reference_imatrix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
