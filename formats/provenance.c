@@ -267,6 +267,7 @@ static const struct {
     {"tokenizer.json", "tokenizer"},
     {"tokenizer.model", "tokenizer"},
     {"tokenizer_config.json", "tokenizer_config"},
+    {"added_tokens.json", "added_tokens"},
     {"chat_template.jinja", "chat_template"},
 };
 

@@ -19,7 +19,8 @@ fi
 if [ "${1:-}" = "--python" ]; then
   py=$(command -v python3 || true)
   if [ -n "$py" ]; then
-    "$py" -m pip install -q gguf numpy safetensors || echo "deps: pip install of gguf/numpy/safetensors failed; peer tests will skip"
+    "$py" -m pip install -q gguf numpy safetensors sentencepiece ||
+        echo "deps: pip install of gguf/numpy/safetensors/sentencepiece failed; peer tests will skip"
     # llama-cpp-python builds llama.cpp from source (about 5 minutes on 2 cores).
     "$py" -c "import llama_cpp" 2>/dev/null || "$py" -m pip install -q llama-cpp-python ||
       echo "deps: llama-cpp-python could not be installed; llama.cpp peer tests will skip"

@@ -161,6 +161,34 @@ static void assert_llama_equivalent(const apr_model *a, const apr_model *b)
     }
 }
 
+/* m's provenance lists dir/file with this role and the file's sha256. */
+static void assert_provenance_hashes(const apr_model *m, const char *dir, const char *file, const char *role)
+{
+    assert_non_null(m->provenance_json);
+    json_error_t je;
+    json_t *p = json_loads(m->provenance_json, 0, &je);
+    assert_non_null(p);
+    uint8_t sum[32];
+    apr_err err = {0};
+    assert_int_equal(apr_sha256_file(tu_path(dir, file), sum, &err), 0);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", sum[i]);
+    bool found = false;
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(json_object_get(p, "source"), "files"), i, f) {
+        if (strcmp(json_string_value(json_object_get(f, "file")), file) != 0)
+            continue;
+        assert_string_equal(json_string_value(json_object_get(f, "role")), role);
+        assert_string_equal(json_string_value(json_object_get(f, "sha256")), hex);
+        found = true;
+    }
+    json_decref(p);
+    if (!found)
+        fail_msg("provenance does not list %s", file);
+}
+
 static void convert(const char *in, const char *out, uint64_t shard_bytes)
 {
     apr_convert_opts o;
@@ -202,6 +230,8 @@ static void test_gguf_hf_gguf_with_tokenizer_model_only(void **state)
     apr_model *spm = open_model(gguf_spm);
     assert_llama_equivalent(ref, spm);
 
+    assert_provenance_hashes(spm, hf, "tokenizer.model", "tokenizer");
+
     /* safetensors -> APR directly keeps the same vocabulary. */
     convert(hf, apr_spm_out, 0);
     apr_model *ap = open_model(apr_spm_out);
@@ -216,6 +246,19 @@ static void test_gguf_hf_gguf_with_tokenizer_model_only(void **state)
     convert(tu_path(sharded, "model.safetensors.index.json"), gguf_sh, 0);
     apr_model *sh = open_model(gguf_sh);
     assert_llama_equivalent(ref, sh);
+    assert_provenance_hashes(sh, sharded, "tokenizer.model", "tokenizer");
+
+    /* added_tokens.json is read (token 300 becomes user-defined) and hashed. */
+    static const char added[] = "{\"<my token>\": 300}";
+    assert_int_equal(tu_write_file(tu_path(sharded, "added_tokens.json"), added, strlen(added)), 0);
+    assert_int_equal(unlink(gguf_sh), 0);
+    convert(tu_path(sharded, "model.safetensors.index.json"), gguf_sh, 0);
+    apr_model *ad = open_model(gguf_sh);
+    assert_string_equal(((const apr_str *)kv_of(ad, "tokenizer.ggml.tokens")->arr)[300].s, "<my token>");
+    assert_int_equal(((const int32_t *)kv_of(ad, "tokenizer.ggml.token_type")->arr)[300], 4);
+    assert_true(((const float *)kv_of(ad, "tokenizer.ggml.scores")->arr)[300] == -1000.0f);
+    assert_provenance_hashes(ad, sharded, "added_tokens.json", "added_tokens");
+    apr_model_free(ad);
 
     apr_model_free(sh);
     apr_model_free(ap);

@@ -157,6 +157,8 @@ def part_fixture(apr_bin, fixture, work):
         check(lc == want, f"fixture: llama.cpp tokenizes {text!r} as {lc}, sentencepiece as {want}")
     if llama_cpp_ids(fixture, "x") is None:
         print("  SKIP llama-cpp-python comparison: llama_cpp is not importable")
+    else:
+        print(f"  {len(TEXTS)} texts: sentencepiece, apr and llama-cpp-python ids compared")
 
 
 def train_tiny(work):
