@@ -1,8 +1,9 @@
 /* test_verify.c - `apr verify` end to end: the fixture against itself and its
- * APR and safetensors conversions (bit-identical logits), synthetic models
- * quantized to Q8_0 / Q6_K / Q4_K_M (KLD report, pass), deliberate corruption
- * (fails and names the layer), round trips through each format, provenance
- * re-hashing, tokenization agreement and bad arguments.
+ * APR and safetensors conversions (bit-identical logits and weights), synthetic
+ * models quantized to Q8_0 / Q6_K / Q4_K_M (KLD and weight report, pass),
+ * deliberate corruption (a zeroed, moved or bit-flipped weight row fails and is
+ * named by tensor and row; a zeroed norm also by layer), round trips through
+ * each format, provenance re-hashing, tokenization agreement and bad arguments.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -89,11 +90,16 @@ static void assert_lossless_pass(const char *txt)
     assert_true(json_real_value(jget(j, "top1_agreement_pct", NULL)) == 100.0);
     assert_true(json_is_null(jget(j, "layers", "first_out")));
     assert_true(json_is_null(jget(j, "layers", "first_diff")));
+    assert_true(json_is_true(jget(j, "weights", "bit_identical")));
+    assert_true(json_is_null(jget(j, "weights", "first_diff")));
+    assert_true(json_integer_value(jget(j, "weights", "n_tensors")) > 0);
     json_decref(j);
 }
 
-/* Zero row `row` of tensor `name` in the file at path (a copy made by the test). */
-static void zero_row(const char *path, const char *name, uint64_t row)
+/* Where a tensor's row lies in its file: the shard's path and the byte offset
+ * of the row (row_bytes in *rb). */
+static void row_location(const char *path, const char *name, uint64_t row, char *file, size_t cap,
+                         uint64_t *off, uint64_t *rb)
 {
     apr_model *m = NULL;
     apr_err err = {0};
@@ -102,18 +108,75 @@ static void zero_row(const char *path, const char *name, uint64_t row)
     if (!t)
         print_message("no tensor %s in %s\n", name, path);
     assert_non_null(t);
-    const uint64_t cols = t->dims[t->ndim - 1];
-    const uint64_t rb = apr_dtype_row_bytes(t->dtype, cols);
-    assert_true(rb > 0);
-    assert_true((row + 1) * rb <= t->nbytes);
-    const uint64_t off = t->file_offset + row * rb;
+    assert_true(t->dtype != APR_DT_ROWCAT);
+    *rb = apr_dtype_row_bytes(t->dtype, t->dims[t->ndim - 1]);
+    assert_true(*rb > 0);
+    assert_true((row + 1) * *rb <= t->nbytes);
+    *off = t->file_offset + row * *rb;
+    assert_true(t->shard < m->n_maps);
+    snprintf(file, cap, "%s", m->maps[t->shard].path);
     apr_model_free(m);
-    uint8_t *zeros = calloc(1, rb);
-    int fd = open(path, O_WRONLY);
+}
+
+static void patch_file(const char *file, uint64_t off, const void *bytes, size_t n)
+{
+    int fd = open(file, O_WRONLY);
     assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, zeros, rb, (off_t)off), (ssize_t)rb);
+    assert_int_equal(pwrite(fd, bytes, n, (off_t)off), (ssize_t)n);
     close(fd);
+}
+
+/* Zero row `row` of tensor `name` in the file at path (a copy made by the test). */
+static void zero_row(const char *path, const char *name, uint64_t row)
+{
+    char file[4096];
+    uint64_t off, rb;
+    row_location(path, name, row, file, sizeof file, &off, &rb);
+    uint8_t *zeros = calloc(1, rb);
+    patch_file(file, off, zeros, rb);
     free(zeros);
+}
+
+/* Overwrite row `row` of tensor `name` with the bytes of row `from` (a row in
+ * the wrong place: same magnitude, unrelated values). */
+static void move_row(const char *path, const char *name, uint64_t from, uint64_t row)
+{
+    char file[4096];
+    uint64_t off, rb, off_from;
+    row_location(path, name, row, file, sizeof file, &off, &rb);
+    row_location(path, name, from, file, sizeof file, &off_from, &rb);
+    char *all = tu_read_file(file, NULL);
+    assert_non_null(all);
+    patch_file(file, off, all + off_from, rb);
+    free(all);
+}
+
+/* XOR one byte of row `row` of tensor `name` (byte `at` of the row) with x. */
+static void flip_byte(const char *path, const char *name, uint64_t row, uint64_t at, uint8_t x)
+{
+    char file[4096];
+    uint64_t off, rb;
+    row_location(path, name, row, file, sizeof file, &off, &rb);
+    assert_true(at < rb);
+    char *all = tu_read_file(file, NULL);
+    assert_non_null(all);
+    const uint8_t b = (uint8_t)all[off + at] ^ x;
+    patch_file(file, off + at, &b, 1);
+    free(all);
+}
+
+/* The report's weights.worst (or first_diff) names tensor `name`, row `row`. */
+static json_t *assert_weight_ref(json_t *j, const char *which, const char *name, int64_t row)
+{
+    json_t *w = jget(j, "weights", which);
+    assert_true(json_is_object(w));
+    if (strcmp(json_string_value(json_object_get(w, "tensor")), name) ||
+        json_integer_value(json_object_get(w, "row")) != row)
+        print_message("weights.%s: %s row %lld\n", which, json_string_value(json_object_get(w, "tensor")),
+                      (long long)json_integer_value(json_object_get(w, "row")));
+    assert_string_equal(json_string_value(json_object_get(w, "tensor")), name);
+    assert_int_equal(json_integer_value(json_object_get(w, "row")), row);
+    return w;
 }
 
 static void copy_file(const char *from, const char *to)
@@ -295,6 +358,53 @@ static void test_verify_corrupt_lossless_names_layer(void **state)
     assert_int_equal(json_integer_value(json_object_get(fd, "layer")), 3);
     assert_string_equal(json_string_value(json_object_get(fd, "step")), "q");
     assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "layer 3 (q)"));
+    /* the weights say where without the forward pass: tensor and row */
+    assert_true(json_is_false(jget(j, "weights", "bit_identical")));
+    json_t *w = assert_weight_ref(j, "first_diff", "blk.3.attn_q.weight", 5);
+    assert_string_equal(json_string_value(json_object_get(w, "role")), "attn_q");
+    assert_int_equal(json_integer_value(json_object_get(w, "layer")), 3);
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")),
+                           "weights differ: first at blk.3.attn_q.weight row 5 (layer 3 attn_q)"));
+    json_decref(j);
+    free(out);
+}
+
+/* One bit of one weight flipped in the HF safetensors conversion of the
+ * fixture (K stored in rotate-half order): the lossless check names the
+ * tensor, its row in the file and the logical (GGUF) row it maps to. */
+static void test_verify_flip_lossless_localized(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-flip-st");
+    char *out;
+    const char *hf = tu_path(dir, "hf");
+    assert_int_equal(apr_run(dir, "convert", &out, "convert '%s' '%s' --to safetensors", fx, hf), 0);
+    free(out);
+    const char *name = "model.layers.2.self_attn.k_proj.weight";
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, hf, NULL, &err), 0);
+    const uint32_t hd = m->cfg.head_dim ? m->cfg.head_dim : m->cfg.hidden / m->cfg.n_heads;
+    apr_model_free(m);
+    assert_int_equal(hd, 8);
+    /* file row 3 = head 0, first half, i = 3: logical (interleaved) row 2*3 + 0 = 6 */
+    flip_byte(hf, name, 3, 0, 0x01); /* the lowest mantissa bit of the row's first float */
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 32 --chunks 1", fx, hf), 1);
+    json_t *j = parse_report(out);
+    assert_string_equal(json_string_value(jget(j, "conversion", "kind")), "lossless");
+    json_t *w = assert_weight_ref(j, "first_diff", name, 3);
+    assert_int_equal(json_integer_value(json_object_get(w, "logical_row")), 6);
+    assert_string_equal(json_string_value(json_object_get(w, "role")), "attn_k");
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")),
+                           "model.layers.2.self_attn.k_proj.weight row 3 (layer 2 attn_k, logical row 6)"));
+    /* every other tensor is still bit-identical */
+    json_t *ts = jget(j, "weights", "tensors");
+    size_t i, n_diff = 0;
+    json_t *t;
+    json_array_foreach(ts, i, t) n_diff += json_is_false(json_object_get(t, "bit_identical"));
+    assert_int_equal(n_diff, 1);
     json_decref(j);
     free(out);
 }
@@ -596,6 +706,23 @@ static void test_verify_quantized_synth(void **state)
         assert_true(kld > prev);
         prev = kld;
         assert_true(json_is_null(jget(j, "layers", "first_out")));
+        /* weights: lossy, every row within its dtype's limit */
+        assert_true(json_is_false(jget(j, "weights", "bit_identical")));
+        assert_int_equal(json_integer_value(jget(j, "weights", "rows_over")), 0);
+        json_t *wo = jget(j, "weights", "worst");
+        const double wr = json_real_value(json_object_get(wo, "rel_err"));
+        assert_true(wr > 0 && wr <= json_real_value(json_object_get(wo, "limit")));
+        json_t *ts = jget(j, "weights", "tensors");
+        /* 4 layers x 9 weights + token_embd, output_norm, output */
+        assert_int_equal(json_array_size(ts), 4 * 9 + 3);
+        assert_int_equal(json_integer_value(jget(j, "weights", "n_tensors")), 4 * 9 + 3);
+        size_t ti;
+        json_t *t;
+        json_array_foreach(ts, ti, t) {
+            /* the tensor's RMS error is a weighted mean of its rows' */
+            assert_true(json_real_value(json_object_get(t, "rel_rmse")) <=
+                        json_real_value(json_object_get(t, "worst_row_err")) * (1 + 1e-9));
+        }
         json_decref(j);
         free(out);
     }
@@ -635,15 +762,60 @@ static void test_verify_quantized_qwen2_and_apr(void **state)
     const apr_tensor *t = apr_model_tensor(m, "model.layers.3.self_attn.qkv_proj.weight");
     assert_non_null(t);
     assert_int_equal(t->dtype, APR_DT_ROWCAT);
+    /* K row 5 of the fused tensor is file row n_heads*head_dim + 5; find its bytes */
+    const uint64_t qr = (uint64_t)m->cfg.n_heads * m->cfg.head_dim, frow = qr + 5;
+    uint64_t base = 0, off = t->file_offset, rb = 0;
+    for (uint32_t i = 0; i < t->n_parts; i++) {
+        rb = apr_dtype_row_bytes(t->parts[i].dtype, t->dims[1]);
+        if (frow < base + t->parts[i].rows) {
+            off += (frow - base) * rb;
+            break;
+        }
+        base += t->parts[i].rows;
+        off += t->parts[i].nbytes;
+    }
+    char fused_copy[4096];
+    snprintf(fused_copy, sizeof fused_copy, "%s/flipped.apr", dir);
     apr_model_free(m);
     assert_int_equal(apr_run(dir, "l", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", q, qa), 0);
     assert_lossless_pass(out);
     free(out);
+
+    /* one flipped quant byte in that K row (the file CRC would refuse it, so
+     * in process with the footer check skipped): the weight comparison names
+     * the fused tensor, the K role and the row in the fused tensor */
+    copy_file(qa, fused_copy);
+    char *all = tu_read_file(fused_copy, NULL);
+    assert_non_null(all);
+    const uint8_t b = (uint8_t)all[off + rb - 1] ^ 0x10;
+    free(all);
+    patch_file(fused_copy, off + rb - 1, &b, 1);
+    apr_model *gq = NULL, *fa = NULL;
+    apr_open_opts oo = {.skip_footer_crc = true};
+    assert_int_equal(apr_model_open(&gq, q, NULL, &err), 0);
+    assert_int_equal(apr_model_open(&fa, fused_copy, &oo, &err), 0);
+    apr_weights_cmp w;
+    assert_int_equal(apr_weights_compare(gq, fa, 2, &w, &err), 0);
+    assert_false(w.bit_identical);
+    assert_true(w.first_diff >= 0);
+    const apr_weight_tensor *d = &w.t[w.first_diff];
+    assert_string_equal(d->name, "model.layers.3.self_attn.qkv_proj.weight");
+    assert_string_equal(d->role, "attn_k");
+    assert_int_equal(d->layer, 3);
+    assert_int_equal(d->first_diff_row, 5);
+    assert_int_equal(d->first_diff_file_row, (int64_t)frow);
+    for (uint32_t i = 0; i < w.n_tensors; i++)
+        assert_true(w.t[i].bit_identical == ((int32_t)i != w.first_diff));
+    apr_weights_cmp_free(&w);
+    apr_model_free(gq);
+    apr_model_free(fa);
 }
 
-/* One row zeroed in a quantized model: the 1-D ffn_norm weight of layer 2 is a
- * single ggml row; without it the layer's FFN input is zero, and verify must
- * fail naming layer 2. */
+/* One 2-D weight row zeroed in a Q4_K_M model: it moves the layer's std by
+ * well under 1 % and the mean KLD a little (the std band and the KLD limit
+ * both pass it), but the weight check fails naming tensor and row. Then a
+ * zeroed 1-D norm of a Q8_0 model: named by the weight check and by the std
+ * band (layer 2, ffn_norm). The untouched files pass. */
 static void test_verify_corrupt_quantized_names_layer(void **state)
 {
     (void)state;
@@ -651,22 +823,75 @@ static void test_verify_corrupt_quantized_names_layer(void **state)
     const char *dir = tu_tmpdir("verify-corrupt-q");
     const char *ref = synth_gguf(dir);
     char q[4096], bad[4096];
+    quantize(dir, ref, "Q4_K_M", q, sizeof q);
+    snprintf(bad, sizeof bad, "%s/bad-q4km.gguf", dir);
+    copy_file(q, bad);
+    zero_row(bad, "blk.1.attn_q.weight", 17);
+    char *out;
+    assert_int_equal(apr_run(dir, "row", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, bad), 1);
+    json_t *j = parse_report(out);
+    print_message("zeroed Q4_K row: mean KLD %.4g, first_out %s\n", json_real_value(jget(j, "kld", "mean")),
+                  json_is_null(jget(j, "layers", "first_out")) ? "none" : "set");
+    assert_true(json_is_false(jget(j, "verdict", "pass")));
+    json_t *w = assert_weight_ref(j, "worst", "blk.1.attn_q.weight", 17);
+    assert_true(fabs(json_real_value(json_object_get(w, "rel_err")) - 1.0) < 1e-6);
+    assert_string_equal(json_string_value(json_object_get(w, "dtype")), "Q4_K");
+    assert_int_equal(json_integer_value(jget(j, "weights", "rows_over")), 1);
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")),
+                           "blk.1.attn_q.weight row 17 (layer 1 attn_q): relative error 1.000 (limit 0.3 for Q4_K)"));
+    json_decref(j);
+    free(out);
+    /* the table names it too */
+    assert_int_equal(apr_run(dir, "rowt", &out, "verify '%s' '%s' --ctx 128 --chunks 1", ref, bad), 1);
+    assert_non_null(strstr(out, "worst row blk.1.attn_q.weight row 17"));
+    free(out);
+    assert_int_equal(apr_run(dir, "ok4", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, q), 0);
+    free(out);
+
+    /* the 1-D ffn_norm of layer 2 (a single ggml row) zeroed in a Q8_0 model */
     quantize(dir, ref, "Q8_0", q, sizeof q);
-    snprintf(bad, sizeof bad, "%s/bad.gguf", dir);
+    snprintf(bad, sizeof bad, "%s/bad-q8.gguf", dir);
     copy_file(q, bad);
     zero_row(bad, "blk.2.ffn_norm.weight", 0);
-    char *out;
     assert_int_equal(apr_run(dir, "c", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, bad), 1);
-    json_t *j = parse_report(out);
+    j = parse_report(out);
     assert_true(json_is_false(jget(j, "verdict", "pass")));
     json_t *fo = jget(j, "layers", "first_out");
     assert_int_equal(json_integer_value(json_object_get(fo, "layer")), 2);
     assert_string_equal(json_string_value(json_object_get(fo, "step")), "ffn_norm");
+    assert_weight_ref(j, "worst", "blk.2.ffn_norm.weight", 0);
     assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "layer 2"));
     json_decref(j);
     free(out);
     /* the untouched file still passes */
     assert_int_equal(apr_run(dir, "ok", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, q), 0);
+    free(out);
+}
+
+/* A row holding another row's values (a layout bug: same magnitude, wrong
+ * place) in the Q4_K_M model's ffn_down of layer 1: relative error near
+ * sqrt(2), named by tensor and row. */
+static void test_verify_scrambled_row_quantized(void **state)
+{
+    (void)state;
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-scramble-q");
+    const char *ref = synth_gguf(dir);
+    char q[4096], bad[4096];
+    quantize(dir, ref, "Q4_K_M", q, sizeof q);
+    snprintf(bad, sizeof bad, "%s/bad.gguf", dir);
+    copy_file(q, bad);
+    move_row(bad, "blk.1.ffn_down.weight", 40, 17);
+    char *out;
+    assert_int_equal(apr_run(dir, "s", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, bad), 1);
+    json_t *j = parse_report(out);
+    json_t *w = assert_weight_ref(j, "worst", "blk.1.ffn_down.weight", 17);
+    const double e = json_real_value(json_object_get(w, "rel_err"));
+    print_message("moved row: relative error %.4f (%s)\n", e, json_string_value(json_object_get(w, "dtype")));
+    assert_true(e > 1.1 && e < 1.8);
+    assert_int_equal(json_integer_value(jget(j, "weights", "rows_over")), 1);
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "blk.1.ffn_down.weight row 17 (layer 1 ffn_down)"));
+    json_decref(j);
     free(out);
 }
 
@@ -702,6 +927,52 @@ static void test_verify_models_in_process(void **state)
     assert_true(apr_verify_models(m, m, ids, n, &o, &r, &err) < 0);
     free(ids);
     apr_model_free(m);
+}
+
+/* apr_weights_compare directly: a model against itself is bit-identical in
+ * every one of its 48 weights; models of different shapes are a mismatch
+ * error; the row limits grow as bits shrink and stay under half of a zeroed
+ * row's error. */
+static void test_weights_compare_in_process(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    apr_model *m = NULL, *s = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
+    apr_weights_cmp w;
+    assert_int_equal(apr_weights_compare(m, m, 2, &w, &err), 0);
+    assert_int_equal(w.n_tensors, 48);
+    assert_true(w.bit_identical);
+    assert_int_equal(w.first_diff, -1);
+    assert_int_equal(w.n_rows_over, 0);
+    assert_true(w.worst >= 0);
+    assert_true(w.t[w.worst].worst_row_err == 0.0);
+    for (uint32_t i = 0; i < w.n_tensors; i++)
+        assert_true(w.t[i].bit_identical && w.t[i].rel_rmse == 0.0);
+    assert_string_equal(w.t[0].name, "token_embd.weight");
+    assert_int_equal(w.t[0].rows, 512);
+    apr_weights_cmp_free(&w);
+
+    const char *dir = tu_tmpdir("verify-weights-mismatch");
+    const char *other = synth_gguf(dir);
+    assert_int_equal(apr_model_open(&s, other, NULL, &err), 0);
+    assert_int_equal(apr_weights_compare(m, s, 0, &w, &err), APR_E_MISMATCH);
+    assert_non_null(strstr(err.msg, "differ"));
+    assert_int_equal(w.n_tensors, 0);
+    apr_model_free(s);
+    apr_model_free(m);
+
+    const apr_dtype order[] = {APR_DT_F32, APR_DT_F16, APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q6_K,
+                               APR_DT_Q5_K, APR_DT_Q5_0, APR_DT_Q4_K, APR_DT_Q4_1, APR_DT_Q4_0};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const double l = apr_weights_row_limit(order[i]);
+        assert_true(l > 0 && l <= 0.5);
+        if (i)
+            assert_true(l >= apr_weights_row_limit(order[i - 1]));
+    }
+    assert_true(apr_weights_row_limit(APR_DT_Q2_K) < 0);
 }
 
 static void test_tokens_without_tokenizer(void **state)
@@ -744,6 +1015,7 @@ int main(void)
         cmocka_unit_test(test_verify_tokenizer_mismatch),
         cmocka_unit_test(test_verify_bad_args),
         cmocka_unit_test(test_verify_corrupt_lossless_names_layer),
+        cmocka_unit_test(test_verify_flip_lossless_localized),
         cmocka_unit_test(test_verify_fixture_apr),
         cmocka_unit_test(test_verify_fixture_safetensors),
         cmocka_unit_test(test_roundtrip_via_apr),
@@ -754,6 +1026,8 @@ int main(void)
         cmocka_unit_test(test_provenance_chain),
         cmocka_unit_test(test_verify_quantized_synth),
         cmocka_unit_test(test_verify_corrupt_quantized_names_layer),
+        cmocka_unit_test(test_verify_scrambled_row_quantized),
+        cmocka_unit_test(test_weights_compare_in_process),
         cmocka_unit_test(test_verify_quantized_qwen2_and_apr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
