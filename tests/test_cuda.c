@@ -26,6 +26,8 @@
 #include "forward.h"
 #include "quant.h"
 #include "test_util.h"
+
+#include <jansson.h>
 #ifdef APR_HAVE_CUDA
 #include "cuda/apr_cuda.h"
 #include "cuda/cuda_kernels.h"
@@ -768,11 +770,14 @@ static bool verify_run(const char *dir, const char *src, const char *dst, const 
     char *j = tu_read_file(out, NULL);
     if (!j)
         return false;
-    bool ok = strstr(j, "\"verdict\":{") != NULL;
-    *pass = strstr(j, "\"verdict\":{\"pass\":true") != NULL;
-    *bit_identical = strstr(j, "\"bit_identical\":true") != NULL;
+    json_t *root = json_loads(j, 0, NULL);
+    json_t *verdict = json_object_get(root, "verdict"), *logits = json_object_get(root, "logits");
+    bool ok = json_is_object(verdict) && json_is_object(logits);
+    *pass = json_is_true(json_object_get(verdict, "pass"));
+    *bit_identical = json_is_true(json_object_get(logits, "bit_identical"));
     if (!ok)
         print_message("apr verify --device %s printed: %.400s\n", dev, j);
+    json_decref(root);
     free(j);
     return ok;
 }
