@@ -35,6 +35,8 @@ except Exception as e:  # pragma: no cover - depends on the machine
 
 # llama_ftype values (llama.h)
 FTYPES = {"Q4_K_M": 15, "Q6_K": 18, "Q8_0": 7, "Q5_K_M": 17, "Q4_K_S": 14, "Q5_K_S": 16}
+# only with an imatrix: the 32-block weighted quantizers (their own SIMD kernels in apr)
+IMAT_FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9}
 
 
 def f32_to_bf16_bits(a):
@@ -255,10 +257,10 @@ def main():
             imf = os.path.join(args.tmp, "peer.imatrix.dat")
             with open(imf, "wb") as f:
                 f.write(dat)
-            for typ in ("Q4_K_M", "Q6_K", "Q5_K_S", "Q8_0"):
+            for typ in ("Q4_K_M", "Q6_K", "Q5_K_S", "Q8_0", *IMAT_FTYPES):
                 ref = os.path.join(args.tmp, f"llama-f16-{typ}-imat.gguf")
                 out = os.path.join(args.tmp, f"apr-f16-{typ}-imat.gguf")
-                llama_quantize(src, ref, FTYPES[typ], imatrix=loaded)
+                llama_quantize(src, ref, {**FTYPES, **IMAT_FTYPES}[typ], imatrix=loaded)
                 ok &= run_apr(args.apr, src, out, typ, ["--imatrix", imf]) and \
                     compare(ref, out, f"{mname} {typ} --imatrix")
     print("PASS" if ok else "FAIL")
