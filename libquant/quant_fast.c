@@ -83,84 +83,124 @@ AVX2 static inline __m256i qk_level(__m256 v, int nmax, bool k3)
 }
 
 /* make_qkx2_quants (k3 false) or make_qkx3_quants with weights (k3 true),
- * use_mad = false, nstep >= 1, for 8 blocks of n elements, lane j = block j;
- * x[i], w[i] hold element i of every block. Outputs the levels L[i], the
- * scales and the_min (= -min) per lane. */
+ * use_mad = false, nstep >= 1, for G groups (1 or 2) of 8 blocks of n <= 32
+ * elements, lane j of group g = block 8 g + j; x[32 g + i], w[32 g + i] hold
+ * element i of every block of group g. Outputs the levels L[32 g + i], the
+ * scales and the_min (= -min) per lane. Every lane's sums are serial chains
+ * (the reference's order), so one group is bound by add latency; two
+ * independent groups in the same loops fill the pipeline. */
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
+AVX2 static ALWAYS_INLINE void qkx_body(int G, int n, const __m256 *x, const __m256 *w, int nmax, float rmin,
+                                        float rdelta, int nstep, bool k3, __m256i *L, __m256i *Laux,
+                                        __m256 *scale_out, __m256 *the_min_out)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 min[2], max[2], sum_w[2], sum_x[2], flat[2], min0[2], scale[2], best_error[2];
+    for (int g = 0; g < G; g++) {
+        const __m256 *xg = x + 32 * g, *wg = w + 32 * g;
+        min[g] = max[g] = xg[0];
+        sum_w[g] = wg[0];
+        sum_x[g] = _mm256_mul_ps(sum_w[g], xg[0]);
+        for (int i = 1; i < n; ++i) {
+            min[g] = v_sel(min[g], xg[i], _mm256_cmp_ps(xg[i], min[g], _CMP_LT_OQ));
+            max[g] = v_sel(max[g], xg[i], _mm256_cmp_ps(xg[i], max[g], _CMP_GT_OQ));
+            sum_w[g] = _mm256_add_ps(sum_w[g], wg[i]);
+            sum_x[g] = _mm256_add_ps(sum_x[g], _mm256_mul_ps(wg[i], xg[i]));
+        }
+        min[g] = v_sel(min[g], zero, _mm256_cmp_ps(min[g], zero, _CMP_GT_OQ));
+        /* scalar: all L = 0, return 0 (qkx2 tests max == min, qkx3 max <= min) */
+        flat[g] = k3 ? _mm256_cmp_ps(max[g], min[g], _CMP_LE_OQ) : _mm256_cmp_ps(max[g], min[g], _CMP_EQ_OQ);
+        min0[g] = min[g];
+        const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(max[g], min[g]));
+        scale[g] = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
+        best_error[g] = zero;
+        for (int i = 0; i < n; ++i) {
+            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, _mm256_sub_ps(xg[i], min[g]))), 0, nmax);
+            L[32 * g + i] = l;
+            __m256 diff =
+                _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[g], _mm256_cvtepi32_ps(l)), min[g]), xg[i]);
+            best_error[g] = _mm256_add_ps(best_error[g], _mm256_mul_ps(wg[i], _mm256_mul_ps(diff, diff)));
+        }
+    }
+    for (int is = 0; is <= nstep; ++is) {
+        const __m256 num = _mm256_set1_ps(rmin + rdelta * is + nmax);
+        __m256 iscale[2], sum_l[2], sum_l2[2], sum_xl[2];
+        for (int g = 0; g < G; g++) {
+            iscale[g] = _mm256_div_ps(num, _mm256_sub_ps(max[g], min[g]));
+            sum_l[g] = sum_l2[g] = sum_xl[g] = zero;
+        }
+        for (int i = 0; i < n; ++i) {
+            for (int g = 0; g < G; g++) {
+                const int k = 32 * g + i;
+                __m256i l = qk_level(_mm256_mul_ps(iscale[g], _mm256_sub_ps(x[k], min[g])), nmax, k3);
+                Laux[k] = l;
+                __m256 lf = _mm256_cvtepi32_ps(l);
+                __m256 wl = _mm256_mul_ps(w[k], lf);
+                sum_l[g] = _mm256_add_ps(sum_l[g], wl);
+                sum_l2[g] = _mm256_add_ps(sum_l2[g], _mm256_mul_ps(wl, lf));
+                sum_xl[g] = _mm256_add_ps(sum_xl[g], _mm256_mul_ps(wl, x[k]));
+            }
+        }
+        __m256 Dpos[2], this_scale[2], this_min[2], cur_error[2];
+        int any = 0;
+        for (int g = 0; g < G; g++) {
+            __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_l2[g]), _mm256_mul_ps(sum_l[g], sum_l[g]));
+            Dpos[g] = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+            any |= _mm256_movemask_ps(Dpos[g]);
+            this_scale[g] = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_xl[g]), _mm256_mul_ps(sum_x[g], sum_l[g])), D);
+            this_min[g] = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sum_l2[g], sum_x[g]), _mm256_mul_ps(sum_l[g], sum_xl[g])), D);
+            __m256 mpos = _mm256_cmp_ps(this_min[g], zero, _CMP_GT_OQ);
+            this_min[g] = v_sel(this_min[g], zero, mpos);
+            this_scale[g] = v_sel(this_scale[g], _mm256_div_ps(sum_xl[g], sum_l2[g]), mpos);
+            cur_error[g] = zero;
+        }
+        if (!any)
+            continue;
+        for (int i = 0; i < n; ++i) {
+            for (int g = 0; g < G; g++) {
+                const int k = 32 * g + i;
+                __m256 diff = _mm256_sub_ps(
+                    _mm256_add_ps(_mm256_mul_ps(this_scale[g], _mm256_cvtepi32_ps(Laux[k])), this_min[g]), x[k]);
+                cur_error[g] = _mm256_add_ps(cur_error[g], _mm256_mul_ps(w[k], _mm256_mul_ps(diff, diff)));
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            __m256 upd = _mm256_and_ps(Dpos[g], _mm256_cmp_ps(cur_error[g], best_error[g], _CMP_LT_OQ));
+            if (_mm256_movemask_ps(upd) == 0)
+                continue;
+            __m256i updi = _mm256_castps_si256(upd);
+            for (int i = 0; i < n; ++i)
+                L[32 * g + i] = _mm256_blendv_epi8(L[32 * g + i], Laux[32 * g + i], updi);
+            best_error[g] = v_sel(best_error[g], cur_error[g], upd);
+            scale[g] = v_sel(scale[g], this_scale[g], upd);
+            min[g] = v_sel(min[g], this_min[g], upd);
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        if (_mm256_movemask_ps(flat[g])) {
+            __m256i flati = _mm256_castps_si256(flat[g]);
+            for (int i = 0; i < n; ++i)
+                L[32 * g + i] = _mm256_andnot_si256(flati, L[32 * g + i]);
+            scale[g] = v_sel(scale[g], zero, flat[g]);
+            min[g] = v_sel(min[g], min0[g], flat[g]);
+        }
+        scale_out[g] = scale[g];
+        the_min_out[g] = _mm256_xor_ps(min[g], _mm256_set1_ps(-0.0f));
+    }
+}
+
 AVX2 static void qkx_x8(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
                         bool k3, __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
 {
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 min = x[0], max = x[0];
-    __m256 sum_w = w[0];
-    __m256 sum_x = _mm256_mul_ps(sum_w, x[0]);
-    for (int i = 1; i < n; ++i) {
-        min = v_sel(min, x[i], _mm256_cmp_ps(x[i], min, _CMP_LT_OQ));
-        max = v_sel(max, x[i], _mm256_cmp_ps(x[i], max, _CMP_GT_OQ));
-        sum_w = _mm256_add_ps(sum_w, w[i]);
-        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
-    }
-    min = v_sel(min, zero, _mm256_cmp_ps(min, zero, _CMP_GT_OQ));
-    /* scalar: all L = 0, return 0 (qkx2 tests max == min, qkx3 max <= min) */
-    const __m256 flat = _mm256_cmp_ps(max, min, k3 ? _CMP_LE_OQ : _CMP_EQ_OQ);
-    const __m256 min0 = min;
-    const __m256 fnmax = _mm256_set1_ps((float)nmax);
+    qkx_body(1, n, x, w, nmax, rmin, rdelta, nstep, k3, L, Laux, scale_out, the_min_out);
+}
 
-    __m256 iscale = _mm256_div_ps(fnmax, _mm256_sub_ps(max, min));
-    __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.0f), iscale);
-    __m256 best_error = zero;
-    for (int i = 0; i < n; ++i) {
-        __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min))), 0, nmax);
-        L[i] = l;
-        __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), min), x[i]);
-        best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
-    }
-    for (int is = 0; is <= nstep; ++is) {
-        const float num = rmin + rdelta * is + nmax;
-        iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
-        __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
-        for (int i = 0; i < n; ++i) {
-            __m256i l = qk_level(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), nmax, k3);
-            Laux[i] = l;
-            __m256 lf = _mm256_cvtepi32_ps(l);
-            __m256 wl = _mm256_mul_ps(w[i], lf);
-            sum_l = _mm256_add_ps(sum_l, wl);
-            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, lf));
-            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, x[i]));
-        }
-        __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
-        __m256 Dpos = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
-        if (_mm256_movemask_ps(Dpos) == 0)
-            continue;
-        __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
-        __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
-        __m256 mpos = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
-        this_min = v_sel(this_min, zero, mpos);
-        this_scale = v_sel(this_scale, _mm256_div_ps(sum_xl, sum_l2), mpos);
-        __m256 cur_error = zero;
-        for (int i = 0; i < n; ++i) {
-            __m256 diff = _mm256_sub_ps(
-                _mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(Laux[i])), this_min), x[i]);
-            cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], _mm256_mul_ps(diff, diff)));
-        }
-        __m256 upd = _mm256_and_ps(Dpos, _mm256_cmp_ps(cur_error, best_error, _CMP_LT_OQ));
-        if (_mm256_movemask_ps(upd) == 0)
-            continue;
-        __m256i updi = _mm256_castps_si256(upd);
-        for (int i = 0; i < n; ++i)
-            L[i] = _mm256_blendv_epi8(L[i], Laux[i], updi);
-        best_error = v_sel(best_error, cur_error, upd);
-        scale = v_sel(scale, this_scale, upd);
-        min = v_sel(min, this_min, upd);
-    }
-    if (_mm256_movemask_ps(flat)) {
-        __m256i flati = _mm256_castps_si256(flat);
-        for (int i = 0; i < n; ++i)
-            L[i] = _mm256_andnot_si256(flati, L[i]);
-        scale = v_sel(scale, zero, flat);
-        min = v_sel(min, min0, flat);
-    }
-    *scale_out = scale;
-    *the_min_out = _mm256_xor_ps(min, _mm256_set1_ps(-0.0f));
+AVX2 static void qkx_x16(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
+                         bool k3, __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
+{
+    qkx_body(2, n, x, w, nmax, rmin, rdelta, nstep, k3, L, Laux, scale_out, the_min_out);
 }
 
 /* make_qx_quants(n, nmax, x, L, 1, weights) for 8 blocks of n <= 32
@@ -252,94 +292,121 @@ AVX2 static void k4_requant_avx2(const float *x, int nmax, uint16_t hd, uint16_t
     }
 }
 
-/* Q4_K / Q5_K super-block without an imatrix (quantize_row_q4_K_ref). */
-AVX2 static void k4_block_avx2(const float *x, int nmax, float rmin, int nstep, uint16_t *hd, uint16_t *hdmin,
-                               uint8_t *sc12, uint8_t *Lout)
+/* The outputs of one Q4_K / Q5_K block. */
+typedef struct k4_out {
+    uint16_t *hd, *hdmin;
+    uint8_t *sc12, *qh, *qs;
+} k4_out;
+
+static k4_out k4_ptrs(void *vy, int64_t i, bool q5)
 {
-    __m256 xt[32], wt[32];
-    __m256i L[32], Laux[32];
-    const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
-    __m256 sum_x2 = _mm256_setzero_ps();
-    for (int i = 0; i < 32; i++) {
-        xt[i] = _mm256_i32gather_ps(x + i, idx, 4);
-        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xt[i], xt[i]));
+    if (q5) {
+        blk_q5_k *y = (blk_q5_k *)vy + i;
+        return (k4_out){&y->d, &y->dmin, y->scales, y->qh, y->qs};
     }
-    const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
-    for (int i = 0; i < 32; i++)
-        wt[i] = _mm256_add_ps(av_x, v_abs(xt[i]));
-    __m256 vscale, vmin;
-    qkx_x8(32, xt, wt, nmax, rmin, 0.1f, nstep, false, L, Laux, &vscale, &vmin);
-    float scales[8], mins[8];
-    _mm256_storeu_ps(scales, vscale);
-    _mm256_storeu_ps(mins, vmin);
-    untranspose32(L, Lout);
-    float max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; ++j) {
-        if (scales[j] > max_scale)
-            max_scale = scales[j];
-        if (mins[j] > max_min)
-            max_min = mins[j];
-    }
-    aprq_encode_k4_scales(scales, mins, max_scale, max_min, hd, hdmin, sc12);
-    k4_requant_avx2(x, nmax, *hd, *hdmin, sc12, Lout);
+    blk_q4_k *y = (blk_q4_k *)vy + i;
+    return (k4_out){&y->d, &y->dmin, y->scales, NULL, y->qs};
 }
 
-/* Q4_K / Q5_K super-block with an imatrix (quantize_row_q4_K_impl /
- * quantize_row_q5_K_impl): make_qkx3_quants on the 8 sub-blocks. */
-AVX2 static void k4_imat_block_avx2(const float *x, const float *qw, int nmax, bool clamp63, uint16_t *hd,
-                                    uint16_t *hdmin, uint8_t *sc12, uint8_t *Lout)
+/* G (1 or 2) consecutive Q4_K / Q5_K super-blocks, all finite. Without an
+ * imatrix (qw NULL) quantize_row_q4_K_ref: make_qkx2_quants with the weights
+ * av_x + |x| of each sub-block; with one quantize_row_q4_K_impl /
+ * quantize_row_q5_K_impl: make_qkx3_quants with qw * sqrt(sigma2 + x^2). */
+AVX2 static void k4_blocks_avx2(int G, const float *x, const float *qw, bool q5, const k4_out *o)
 {
-    __m256 xt[32], wt[32];
-    __m256i L[32], Laux[32];
+    __m256 xt[64], wt[64], sumw[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, vscale[2], vmin[2];
+    __m256i L[64], Laux[64];
     const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
-    float sum_x2 = 0; /* one serial sum over the super-block in the reference */
-    for (int l = 0; l < QK_K; ++l)
-        sum_x2 += x[l] * x[l];
-    const __m256 s2 = _mm256_set1_ps(2 * sum_x2 / QK_K);
-    __m256 sumw = _mm256_setzero_ps();
-    for (int i = 0; i < 32; i++) {
-        xt[i] = _mm256_i32gather_ps(x + i, idx, 4);
-        const __m256 q = _mm256_i32gather_ps(qw + i, idx, 4);
-        wt[i] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[i], xt[i]))));
-        sumw = _mm256_add_ps(sumw, wt[i]); /* from 0, as the reference (0 + -0 is +0) */
+    const int nmax = q5 ? 31 : 15;
+    for (int g = 0; g < G; g++) {
+        const float *xg = x + QK_K * g;
+        __m256 *xv = xt + 32 * g, *wv = wt + 32 * g;
+        if (qw) {
+            const float *qg = qw + QK_K * g;
+            float sum_x2 = 0; /* one serial sum over the super-block in the reference */
+            for (int l = 0; l < QK_K; ++l)
+                sum_x2 += xg[l] * xg[l];
+            const __m256 s2 = _mm256_set1_ps(2 * sum_x2 / QK_K);
+            for (int i = 0; i < 32; i++) {
+                xv[i] = _mm256_i32gather_ps(xg + i, idx, 4);
+                const __m256 q = _mm256_i32gather_ps(qg + i, idx, 4);
+                wv[i] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xv[i], xv[i]))));
+                sumw[g] = _mm256_add_ps(sumw[g], wv[i]); /* from 0, as the reference (0 + -0 is +0) */
+            }
+        } else {
+            __m256 sum_x2 = _mm256_setzero_ps();
+            for (int i = 0; i < 32; i++) {
+                xv[i] = _mm256_i32gather_ps(xg + i, idx, 4);
+                sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(xv[i], xv[i]));
+            }
+            const __m256 av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0f)));
+            for (int i = 0; i < 32; i++)
+                wv[i] = _mm256_add_ps(av_x, v_abs(xv[i]));
+        }
     }
-    __m256 vscale, vmin;
-    qkx_x8(32, xt, wt, nmax, -0.9f, 0.05f, 36, true, L, Laux, &vscale, &vmin);
-    float scales[8], mins[8], sw[8];
-    _mm256_storeu_ps(scales, vscale);
-    _mm256_storeu_ps(mins, vmin);
-    _mm256_storeu_ps(sw, sumw);
-    untranspose32(L, Lout);
-    aprq_encode_k4_scales_imat(scales, mins, sw, clamp63, hd, hdmin, sc12);
-    k4_requant_avx2(x, nmax, *hd, *hdmin, sc12, Lout);
+    const float rmin = qw ? -0.9f : q5 ? -0.5f : -1.f, rdelta = qw ? 0.05f : 0.1f;
+    const int nstep = qw ? 36 : q5 ? 15 : 20;
+    if (G == 2)
+        qkx_x16(32, xt, wt, nmax, rmin, rdelta, nstep, qw != NULL, L, Laux, vscale, vmin);
+    else
+        qkx_x8(32, xt, wt, nmax, rmin, rdelta, nstep, qw != NULL, L, Laux, vscale, vmin);
+    for (int g = 0; g < G; g++) {
+        float scales[8], mins[8];
+        uint8_t Lout[QK_K];
+        _mm256_storeu_ps(scales, vscale[g]);
+        _mm256_storeu_ps(mins, vmin[g]);
+        untranspose32(L + 32 * g, Lout);
+        if (qw) {
+            float sw[8];
+            _mm256_storeu_ps(sw, sumw[g]);
+            aprq_encode_k4_scales_imat(scales, mins, sw, q5, o[g].hd, o[g].hdmin, o[g].sc12);
+        } else {
+            float max_scale = 0, max_min = 0;
+            for (int j = 0; j < 8; ++j) {
+                if (scales[j] > max_scale)
+                    max_scale = scales[j];
+                if (mins[j] > max_min)
+                    max_min = mins[j];
+            }
+            aprq_encode_k4_scales(scales, mins, max_scale, max_min, o[g].hd, o[g].hdmin, o[g].sc12);
+        }
+        k4_requant_avx2(x + QK_K * g, nmax, *o[g].hd, *o[g].hdmin, o[g].sc12, Lout);
+        if (q5)
+            aprq_pack_q5k(Lout, o[g].qh, o[g].qs);
+        else
+            aprq_pack_q4k(Lout, o[g].qs);
+    }
 }
 
-/* One row of Q4_K (q5 false) or Q5_K; qw: the row's importance weights or NULL. */
+/* One row of Q4_K (q5 false) or Q5_K; qw: the row's importance weights or
+ * NULL. Finite super-blocks go two at a time. */
 AVX2 static void rows_k4(const float *x, void *vy, int64_t nb, const float *qw, bool q5)
 {
-    uint8_t L[QK_K];
-    const int nmax = q5 ? 31 : 15;
-    for (int64_t i = 0; i < nb; i++, x += QK_K) {
-        const float *w = qw ? qw + QK_K * i : NULL;
-        blk_q4_k *y4 = (blk_q4_k *)vy + i;
-        blk_q5_k *y5 = (blk_q5_k *)vy + i;
-        uint16_t *hd = q5 ? &y5->d : &y4->d, *hdmin = q5 ? &y5->dmin : &y4->dmin;
-        uint8_t *sc12 = q5 ? y5->scales : y4->scales;
-        if (!all_finite(x, QK_K) || (w && !all_finite(w, QK_K))) {
+    int64_t pend = -1; /* a finite block waiting for a partner */
+    for (int64_t i = 0; i < nb; i++) {
+        const float *xi = x + QK_K * i, *wi = qw ? qw + QK_K * i : NULL;
+        if (!all_finite(xi, QK_K) || (wi && !all_finite(wi, QK_K))) {
             if (q5)
-                aprq_imat_q5_k(x, y5, QK_K, w);
+                aprq_imat_q5_k(xi, (blk_q5_k *)vy + i, QK_K, wi);
             else
-                aprq_imat_q4_k(x, y4, QK_K, w);
+                aprq_imat_q4_k(xi, (blk_q4_k *)vy + i, QK_K, wi);
             continue;
         }
-        if (w)
-            k4_imat_block_avx2(x, w, nmax, q5, hd, hdmin, sc12, L);
-        else
-            k4_block_avx2(x, nmax, q5 ? -0.5f : -1.f, q5 ? 15 : 20, hd, hdmin, sc12, L);
-        if (q5)
-            aprq_pack_q5k(L, y5->qh, y5->qs);
-        else
-            aprq_pack_q4k(L, y4->qs);
+        if (pend >= 0 && pend + 1 == i) {
+            const k4_out o[2] = {k4_ptrs(vy, pend, q5), k4_ptrs(vy, i, q5)};
+            k4_blocks_avx2(2, x + QK_K * pend, qw ? qw + QK_K * pend : NULL, q5, o);
+            pend = -1;
+            continue;
+        }
+        if (pend >= 0) { /* its neighbour was not finite */
+            const k4_out o = k4_ptrs(vy, pend, q5);
+            k4_blocks_avx2(1, x + QK_K * pend, qw ? qw + QK_K * pend : NULL, q5, &o);
+        }
+        pend = i;
+    }
+    if (pend >= 0) {
+        const k4_out o = k4_ptrs(vy, pend, q5);
+        k4_blocks_avx2(1, x + QK_K * pend, qw ? qw + QK_K * pend : NULL, q5, &o);
     }
 }
 
