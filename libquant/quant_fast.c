@@ -203,68 +203,99 @@ AVX2 static void qkx_x16(int n, const __m256 *x, const __m256 *w, int nmax, floa
     qkx_body(2, n, x, w, nmax, rmin, rdelta, nstep, k3, L, Laux, scale_out, the_min_out);
 }
 
-/* make_qx_quants(n, nmax, x, L, 1, weights) for 8 blocks of n <= 32
- * elements; w NULL means the rmse_type 1 weights x^2. Returns the scale per
- * lane and the levels (+nmax) in L[n]. */
-AVX2 static __m256 qx_x8(int n, int nmax, const __m256 *x, const __m256 *wq, __m256i *L)
+/* make_qx_quants(n, nmax, x, L, 1, weights) for G groups (1 or 2) of 8
+ * blocks of n <= 32 elements, laid out as in qkx_body; wq NULL means the
+ * rmse_type 1 weights x^2. Outputs the scale per lane and the levels
+ * (+nmax) in L[32 g + i]. */
+AVX2 static ALWAYS_INLINE void qx_body(int G, int n, int nmax, const __m256 *x, const __m256 *wq, __m256i *L,
+                                       __m256 *scale_out)
 {
     const __m256 zero = _mm256_setzero_ps();
     const __m256i off = _mm256_set1_epi32(nmax);
-    __m256 max = zero, amax = zero;
-    for (int i = 0; i < n; ++i) {
-        __m256 ax = v_abs(x[i]);
-        __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-        amax = v_sel(amax, ax, gt);
-        max = v_sel(max, x[i], gt);
+    __m256 max[2], tiny[2], scale[2], best[2];
+    __m256 wx[64], w[64]; /* w*x and w: the sums are (w*x)*l and (w*l)*l */
+    for (int g = 0; g < G; g++) {
+        const __m256 *xg = x + 32 * g;
+        __m256 amax = zero;
+        max[g] = zero;
+        for (int i = 0; i < n; ++i) {
+            __m256 ax = v_abs(xg[i]);
+            __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+            amax = v_sel(amax, ax, gt);
+            max[g] = v_sel(max[g], xg[i], gt);
+        }
+        tiny[g] = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ); /* GROUP_MAX_EPS: all zero */
+        for (int i = 0; i < n; ++i) {
+            const int k = 32 * g + i;
+            w[k] = wq ? wq[k] : _mm256_mul_ps(x[k], x[k]);
+            wx[k] = _mm256_mul_ps(w[k], x[k]);
+        }
+        const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max[g]);
+        __m256 sumlx = zero, suml2 = zero;
+        for (int i = 0; i < n; ++i) {
+            const int k = 32 * g + i;
+            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[k])), -nmax, nmax - 1);
+            L[k] = _mm256_add_epi32(l, off);
+            __m256 lf = _mm256_cvtepi32_ps(l);
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[k], lf));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[k], lf), lf));
+        }
+        scale[g] = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
+        best[g] = _mm256_mul_ps(scale[g], sumlx);
     }
-    const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ); /* GROUP_MAX_EPS: all zero */
-    __m256 wx[32], w[32]; /* w*x and w: the sums are (w*x)*l and (w*l)*l */
-    for (int i = 0; i < n; ++i) {
-        w[i] = wq ? wq[i] : _mm256_mul_ps(x[i], x[i]);
-        wx[i] = _mm256_mul_ps(w[i], x[i]);
-    }
-    __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
-    __m256 sumlx = zero, suml2 = zero;
-    for (int i = 0; i < n; ++i) {
-        __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
-        L[i] = _mm256_add_epi32(l, off);
-        __m256 lf = _mm256_cvtepi32_ps(l);
-        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
-        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
-    }
-    __m256 scale = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ));
-    __m256 best = _mm256_mul_ps(scale, sumlx);
     for (int is = -9; is <= 9; ++is) {
         if (is == 0)
             continue;
-        iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax + 0.1f * is)), max);
-        __m256i lv[32];
-        sumlx = suml2 = zero;
-        for (int i = 0; i < n; ++i) {
-            __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale, x[i])), -nmax, nmax - 1);
-            lv[i] = l;
-            __m256 lf = _mm256_cvtepi32_ps(l);
-            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf));
-            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf), lf));
+        const __m256 num = _mm256_set1_ps(-(nmax + 0.1f * is));
+        __m256 iscale[2], sumlx[2], suml2[2];
+        __m256i lv[64];
+        for (int g = 0; g < G; g++) {
+            iscale[g] = _mm256_div_ps(num, max[g]);
+            sumlx[g] = suml2[g] = zero;
         }
-        __m256 upd = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
-                                   _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
-        if (_mm256_movemask_ps(upd) == 0)
-            continue;
-        __m256i updi = _mm256_castps_si256(upd);
-        for (int i = 0; i < n; ++i)
-            L[i] = _mm256_blendv_epi8(L[i], _mm256_add_epi32(lv[i], off), updi);
-        __m256 ns = _mm256_div_ps(sumlx, suml2);
-        scale = v_sel(scale, ns, upd);
-        best = v_sel(best, _mm256_mul_ps(ns, sumlx), upd);
+        for (int i = 0; i < n; ++i) {
+            for (int g = 0; g < G; g++) {
+                const int k = 32 * g + i;
+                __m256i l = v_clamp(v_nearest(_mm256_mul_ps(iscale[g], x[k])), -nmax, nmax - 1);
+                lv[k] = l;
+                __m256 lf = _mm256_cvtepi32_ps(l);
+                sumlx[g] = _mm256_add_ps(sumlx[g], _mm256_mul_ps(wx[k], lf));
+                suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[k], lf), lf));
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            __m256 upd = _mm256_and_ps(
+                _mm256_cmp_ps(suml2[g], zero, _CMP_GT_OQ),
+                _mm256_cmp_ps(_mm256_mul_ps(sumlx[g], sumlx[g]), _mm256_mul_ps(best[g], suml2[g]), _CMP_GT_OQ));
+            if (_mm256_movemask_ps(upd) == 0)
+                continue;
+            __m256i updi = _mm256_castps_si256(upd);
+            for (int i = 0; i < n; ++i)
+                L[32 * g + i] = _mm256_blendv_epi8(L[32 * g + i], _mm256_add_epi32(lv[32 * g + i], off), updi);
+            __m256 ns = _mm256_div_ps(sumlx[g], suml2[g]);
+            scale[g] = v_sel(scale[g], ns, upd);
+            best[g] = v_sel(best[g], _mm256_mul_ps(ns, sumlx[g]), upd);
+        }
     }
-    if (_mm256_movemask_ps(tiny)) {
-        __m256i ti = _mm256_castps_si256(tiny);
-        for (int i = 0; i < n; ++i)
-            L[i] = _mm256_andnot_si256(ti, L[i]);
-        scale = v_sel(scale, zero, tiny);
+    for (int g = 0; g < G; g++) {
+        if (_mm256_movemask_ps(tiny[g])) {
+            __m256i ti = _mm256_castps_si256(tiny[g]);
+            for (int i = 0; i < n; ++i)
+                L[32 * g + i] = _mm256_andnot_si256(ti, L[32 * g + i]);
+            scale[g] = v_sel(scale[g], zero, tiny[g]);
+        }
+        scale_out[g] = scale[g];
     }
-    return scale;
+}
+
+AVX2 static void qx_x8(int n, int nmax, const __m256 *x, const __m256 *wq, __m256i *L, __m256 *scale_out)
+{
+    qx_body(1, n, nmax, x, wq, L, scale_out);
+}
+
+AVX2 static void qx_x16(int n, int nmax, const __m256 *x, const __m256 *wq, __m256i *L, __m256 *scale_out)
+{
+    qx_body(2, n, nmax, x, wq, L, scale_out);
 }
 
 /* ------------------------------------------------------------ Q4_K / Q5_K */
@@ -419,18 +450,21 @@ AVX2 static void q6k_block_avx2(const float *x, const float *qw, blk_q6_k *y)
     int8_t L[QK_K];
     float scales[16];
     const __m256i idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    __m256 xt[64], wt[64], vs[2];
+    __m256i lv[64];
     for (int g = 0; g < 2; g++) {
-        __m256 xt[16], wt[16];
-        __m256i lv[16];
         for (int i = 0; i < 16; i++) {
-            xt[i] = _mm256_i32gather_ps(x + 128 * g + i, idx, 4);
+            xt[32 * g + i] = _mm256_i32gather_ps(x + 128 * g + i, idx, 4);
             if (qw)
-                wt[i] = _mm256_i32gather_ps(qw + 128 * g + i, idx, 4);
+                wt[32 * g + i] = _mm256_i32gather_ps(qw + 128 * g + i, idx, 4);
         }
-        _mm256_storeu_ps(scales + 8 * g, qx_x8(16, 32, xt, qw ? wt : NULL, lv));
+    }
+    qx_x16(16, 32, xt, qw ? wt : NULL, lv, vs);
+    for (int g = 0; g < 2; g++) {
+        _mm256_storeu_ps(scales + 8 * g, vs[g]);
         int32_t t[16][8];
         for (int i = 0; i < 16; i++)
-            _mm256_storeu_si256((__m256i *)t[i], lv[i]);
+            _mm256_storeu_si256((__m256i *)t[i], lv[32 * g + i]);
         for (int j = 0; j < 8; j++)
             for (int i = 0; i < 16; i++)
                 L[16 * (8 * g + j) + i] = (int8_t)t[i][j];
@@ -485,8 +519,8 @@ AVX2 static void rows_q6_k(const float *x, blk_q6_k *y, int64_t nb, const float 
 /* ------------------------------------------------------------ 32-blocks with an imatrix */
 
 /* One row of Q4_0 / Q5_0 / Q4_1 / Q5_1 with an imatrix (quantize_row_*_impl):
- * 8 consecutive blocks per vector; a last group of fewer than 8 blocks is
- * padded with zero blocks whose lanes are computed and dropped. */
+ * 16 consecutive blocks per call (two vectors of 8); the last call, of 8 or
+ * 16, is padded with zero blocks whose lanes are computed and dropped. */
 AVX2 static void row32_imat(apr_dtype t, const float *x, uint8_t *y, int64_t n, const float *qw)
 {
     if (!all_finite(x, n) || !all_finite(qw, n)) {
@@ -498,11 +532,12 @@ AVX2 static void row32_imat(apr_dtype t, const float *x, uint8_t *y, int64_t n, 
     const __m256i idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
     const __m256 s2 = _mm256_set1_ps(aprq_row_sigma2(x, n));
     const int64_t nb = n / 32;
-    float xpad[256], wpad[256];
-    for (int64_t g = 0; g < nb; g += 8) {
-        const int m = nb - g < 8 ? (int)(nb - g) : 8;
-        const float *xs = x + 32 * g, *ws = qw + 32 * g;
-        if (m < 8) {
+    float xpad[512], wpad[512];
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {
+        const int m = nb - b0 < 16 ? (int)(nb - b0) : 16; /* blocks kept */
+        const int G = m > 8 ? 2 : 1;
+        const float *xs = x + 32 * b0, *ws = qw + 32 * b0;
+        if (m < 8 * G) {
             memset(xpad, 0, sizeof xpad);
             memset(wpad, 0, sizeof wpad);
             memcpy(xpad, xs, (size_t)m * 32 * sizeof(float));
@@ -510,27 +545,36 @@ AVX2 static void row32_imat(apr_dtype t, const float *x, uint8_t *y, int64_t n, 
             xs = xpad;
             ws = wpad;
         }
-        __m256 xt[32], wt[32];
-        __m256i L[32], Laux[32];
-        for (int i = 0; i < 32; i++) {
-            xt[i] = _mm256_i32gather_ps(xs + i, idx, 4);
-            const __m256 q = _mm256_i32gather_ps(ws + i, idx, 4);
-            wt[i] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[i], xt[i]))));
+        __m256 xt[64], wt[64], vs[2], vm[2];
+        __m256i L[64], Laux[64];
+        for (int g = 0; g < G; g++) {
+            for (int i = 0; i < 32; i++) {
+                const int k = 32 * g + i;
+                xt[k] = _mm256_i32gather_ps(xs + 256 * g + i, idx, 4);
+                const __m256 q = _mm256_i32gather_ps(ws + 256 * g + i, idx, 4);
+                wt[k] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[k], xt[k]))));
+            }
         }
-        float d[8], mn[8];
-        if (asym) {
-            __m256 vs, vm;
-            qkx_x8(32, xt, wt, q5 ? 31 : 15, -0.9f, 0.05f, 36, true, L, Laux, &vs, &vm);
-            _mm256_storeu_ps(d, vs);
-            _mm256_storeu_ps(mn, vm);
-        } else {
-            _mm256_storeu_ps(d, qx_x8(32, q5 ? 16 : 8, xt, wt, L));
+        const int nmax = asym ? (q5 ? 31 : 15) : (q5 ? 16 : 8);
+        if (asym && G == 2)
+            qkx_x16(32, xt, wt, nmax, -0.9f, 0.05f, 36, true, L, Laux, vs, vm);
+        else if (asym)
+            qkx_x8(32, xt, wt, nmax, -0.9f, 0.05f, 36, true, L, Laux, vs, vm);
+        else if (G == 2)
+            qx_x16(32, nmax, xt, wt, L, vs);
+        else
+            qx_x8(32, nmax, xt, wt, L, vs);
+        float d[16], mn[16];
+        uint8_t lv[512];
+        for (int g = 0; g < G; g++) {
+            _mm256_storeu_ps(d + 8 * g, vs[g]);
+            if (asym)
+                _mm256_storeu_ps(mn + 8 * g, vm[g]);
+            untranspose32(L + 32 * g, lv + 256 * g);
         }
-        uint8_t lv[256];
-        untranspose32(L, lv);
         for (int j = 0; j < m; j++) {
             const uint8_t *l = lv + 32 * j;
-            const int64_t b = g + j;
+            const int64_t b = b0 + j;
             uint8_t *qs, *qh = NULL;
             switch (t) {
             case APR_DT_Q4_0: ((blk_q4_0 *)y)[b].d = apr_f32_to_f16(d[j]); qs = ((blk_q4_0 *)y)[b].qs; break;

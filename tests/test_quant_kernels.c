@@ -459,8 +459,10 @@ static void test_fast_equals_reference_imatrix(void **state)
             for (int it = 0; it < 4 * 12; it++) {
                 const int wc = it % 12; /* 4 seeds per (input, weight) case */
                 const uint64_t seed = 5000 + 131 * (uint64_t)xc + 17 * (uint64_t)it + 7919 * k;
-                /* K-quants: 3 or 5 super-blocks; 32-blocks: 25 or 21 (a group of 8 + a tail) */
-                const int64_t cols = kq ? ((xc + it) % 2 ? 1280 : 768) : ((xc + it) % 2 ? 800 : 672);
+                /* K-quants: 1, 3 or 5 super-blocks (the kernels pair them); 32-blocks: 25, 21, 24 or 3
+                 * (the kernels take 16 at a time, the last 8 or 16 padded) */
+                static const int64_t kcols[3] = {1280, 768, 256}, bcols[4] = {800, 672, 768, 96};
+                const int64_t cols = kq ? kcols[(xc + it) % 3] : bcols[(xc + it) % 4];
                 const int64_t n = rows * cols;
                 if (xc == 12)
                     memset(x, 0, (size_t)n * 4); /* all-zero rows */
