@@ -362,7 +362,8 @@ static void summarize(apr_weights_cmp *w)
             char d[sizeof t->dtype];
             snprintf(d, sizeof d, "%s", t->dtype);
             /* collect the dtypes without a limit once each */
-            for (char *tok = strtok(d, "+"); tok; tok = strtok(NULL, "+")) {
+            char *save = NULL;
+            for (char *tok = strtok_r(d, "+", &save); tok; tok = strtok_r(NULL, "+", &save)) {
                 const int code = apr_dtype_from_name(tok);
                 if (code >= 0 && apr_weights_row_limit((apr_dtype)code) > 0)
                     continue;
