@@ -328,6 +328,33 @@ static int record_tensor(apr_prov *prov, const apr_tensor *t, const apr_model *q
 
 /* ------------------------------------------------------------ the file */
 
+/* What llama-quantize (the tool) records when it used an importance matrix,
+ * as its KV overrides, after general.file_type: the file name and the first
+ * dataset (each cut to 127 bytes, its override buffer), the number of
+ * entries and, when known, of chunks (u32: llama.cpp's integer overrides are
+ * written as UINT32). `apr verify` reads them to judge the weights the way
+ * an imatrix-quantized model needs (docs/verify.md). */
+static int set_imatrix_kvs(apr_model *out, const char *path, const apr_imatrix *im)
+{
+    static const char *const keys[] = {"quantize.imatrix.file", "quantize.imatrix.dataset",
+                                       "quantize.imatrix.entries_count", "quantize.imatrix.chunks_count"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        apr_model_remove_kv(out, keys[i]); /* gguf_set_val_* on an existing key moves it to the end */
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    int rc = apr_model_set_kv_str(out, "quantize.imatrix.file", buf);
+    if (!rc && im->dataset) {
+        snprintf(buf, sizeof buf, "%s", im->dataset);
+        rc = apr_model_set_kv_str(out, "quantize.imatrix.dataset", buf);
+    }
+    if (!rc)
+        rc = apr_model_set_kv_u32(out, "quantize.imatrix.entries_count", (uint32_t)im->n_entries);
+    if (!rc && im->chunks > 0)
+        rc = apr_model_set_kv_u32(out, "quantize.imatrix.chunks_count", (uint32_t)im->chunks);
+    return rc;
+}
+
+
 void apr_quantize_opts_init(apr_quantize_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -417,6 +444,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         rc = apr_model_set_kv_u32(out, "general.quantization_version", 2);
     if (!rc)
         rc = apr_model_set_kv_u32(out, "general.file_type", (uint32_t)mix.ftype);
+    if (!rc && im)
+        rc = set_imatrix_kvs(out, o->imatrix, im);
     if (rc) {
         rc = apr_err_set(err, rc, "copying the metadata failed");
         goto done;
