@@ -3,6 +3,7 @@
  * of the time) run on 8 blocks at once with AVX2, one block per lane:
  *  - Q4_K, Q5_K, Q6_K, with and without an importance matrix: the 8 (16)
  *    sub-blocks of a super-block;
+ *  - with an imatrix, Q2_K and Q3_K: the 16 sub-blocks of a super-block;
  *  - with an imatrix, Q4_0, Q5_0, Q4_1, Q5_1: 8 consecutive 32-blocks.
  * Each lane performs exactly the scalar sequence of operations of
  * quant_ref.c - the same adds in the same order, IEEE division and square
@@ -15,8 +16,8 @@
  * scalar code (vector min/max and the scalar comparisons may pick different
  * NaNs); for the 32-blocks that is the whole row, whose sigma2 is a row sum.
  * The small serial steps of a block (the sum of x^2, make_qp_quants over 8
- * scales) call the reference code itself. Everything else (32-blocks without
- * an imatrix, Q2_K/Q3_K, Q8_0) uses the reference kernels. */
+ * scales) call the reference code itself. Everything else (32-blocks and
+ * Q2_K/Q3_K without an imatrix, Q8_0) uses the reference kernels. */
 #include "quant_internal.h"
 
 #include <math.h>
@@ -526,6 +527,97 @@ AVX2 static void rows_q6_k(const float *x, blk_q6_k *y, int64_t nb, const float 
     }
 }
 
+/* ------------------------------------------------------------ Q2_K / Q3_K with an imatrix */
+
+/* The 16 sub-blocks of 16 of a super-block as two vectors of 8 (xt[32 g + i]
+ * = element i of sub-blocks 8 g .. 8 g + 7), their weights qw * sqrt(sigma2 +
+ * x^2) and the per sub-block sums of those (from 0, as the reference). */
+AVX2 static void k16_imat_prep(const float *x, const float *qw, float sigma2, __m256 *xt, __m256 *wt, float *sw)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    const __m256 s2 = _mm256_set1_ps(sigma2);
+    for (int g = 0; g < 2; g++) {
+        __m256 sum = _mm256_setzero_ps();
+        for (int i = 0; i < 16; i++) {
+            const int k = 32 * g + i;
+            xt[k] = _mm256_i32gather_ps(x + 128 * g + i, idx, 4);
+            const __m256 q = _mm256_i32gather_ps(qw + 128 * g + i, idx, 4);
+            wt[k] = _mm256_mul_ps(q, _mm256_sqrt_ps(_mm256_add_ps(s2, _mm256_mul_ps(xt[k], xt[k]))));
+            sum = _mm256_add_ps(sum, wt[k]);
+        }
+        _mm256_storeu_ps(sw + 8 * g, sum);
+    }
+}
+
+/* Lanes of L[32 g + i] (i < 16) back to out[16 (8 g + j) + i]. */
+AVX2 static void untranspose16x2(const __m256i *L, uint8_t *out)
+{
+    for (int g = 0; g < 2; g++) {
+        int32_t t[16][8];
+        for (int i = 0; i < 16; i++)
+            _mm256_storeu_si256((__m256i *)t[i], L[32 * g + i]);
+        for (int j = 0; j < 8; j++)
+            for (int i = 0; i < 16; i++)
+                out[16 * (8 * g + j) + i] = (uint8_t)t[i][j];
+    }
+}
+
+static float sum_sq_256(const float *x) /* serial, as the reference */
+{
+    float s = 0;
+    for (int j = 0; j < QK_K; ++j)
+        s += x[j] * x[j];
+    return s;
+}
+
+/* quantize_row_q2_K_impl: make_qkx3_quants(16, 3, ...) on the 16 sub-blocks. */
+AVX2 static void q2k_imat_block_avx2(const float *x, const float *qw, blk_q2_k *y)
+{
+    __m256 xt[64], wt[64], vs[2], vm[2];
+    __m256i L[64], Laux[64];
+    float sw[16], scales[16], mins[16];
+    uint8_t Lb[QK_K];
+    k16_imat_prep(x, qw, sum_sq_256(x) / QK_K, xt, wt, sw);
+    qkx_x16(16, xt, wt, 3, -0.9f, 0.05f, 36, true, L, Laux, vs, vm);
+    for (int g = 0; g < 2; g++) {
+        _mm256_storeu_ps(scales + 8 * g, vs[g]);
+        _mm256_storeu_ps(mins + 8 * g, vm[g]);
+    }
+    untranspose16x2(L, Lb);
+    aprq_q2k_imat_finish(x, scales, mins, sw, Lb, y);
+}
+
+/* quantize_row_q3_K_impl: make_qx_quants(16, 4, .., 1, weights) on the 16 sub-blocks. */
+AVX2 static void q3k_imat_block_avx2(const float *x, const float *qw, blk_q3_k *y)
+{
+    __m256 xt[64], wt[64], vs[2];
+    __m256i L[64];
+    float sw[16], scales[16];
+    int8_t Lb[QK_K];
+    k16_imat_prep(x, qw, 2 * sum_sq_256(x) / QK_K, xt, wt, sw);
+    qx_x16(16, 4, xt, wt, L, vs);
+    for (int g = 0; g < 2; g++)
+        _mm256_storeu_ps(scales + 8 * g, vs[g]);
+    untranspose16x2(L, (uint8_t *)Lb);
+    aprq_q3k_imat_finish(x, scales, sw, Lb, y);
+}
+
+AVX2 static void rows_k16_imat(bool q3, const float *x, void *vy, int64_t nb, const float *qw)
+{
+    for (int64_t i = 0; i < nb; i++, x += QK_K, qw += QK_K) {
+        if (!all_finite(x, QK_K) || !all_finite(qw, QK_K)) {
+            if (q3)
+                aprq_imat_q3_k(x, (blk_q3_k *)vy + i, QK_K, qw);
+            else
+                aprq_imat_q2_k(x, (blk_q2_k *)vy + i, QK_K, qw);
+        } else if (q3) {
+            q3k_imat_block_avx2(x, qw, (blk_q3_k *)vy + i);
+        } else {
+            q2k_imat_block_avx2(x, qw, (blk_q2_k *)vy + i);
+        }
+    }
+}
+
 /* ------------------------------------------------------------ 32-blocks with an imatrix */
 
 /* One row of Q4_0 / Q5_0 / Q4_1 / Q5_1 with an imatrix (quantize_row_*_impl):
@@ -627,6 +719,8 @@ static bool fast_rows(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, i
         case APR_DT_Q4_K: rows_k4(x, y, nb, imatrix, false); break;
         case APR_DT_Q5_K: rows_k4(x, y, nb, imatrix, true); break;
         case APR_DT_Q6_K: rows_q6_k(x, (blk_q6_k *)y, nb, imatrix); break;
+        case APR_DT_Q2_K: rows_k16_imat(false, x, y, nb, imatrix); break;
+        case APR_DT_Q3_K: rows_k16_imat(true, x, y, nb, imatrix); break;
         case APR_DT_Q4_0: case APR_DT_Q5_0: case APR_DT_Q4_1: case APR_DT_Q5_1:
             row32_imat(t, x, y, ncols, imatrix);
             break;
@@ -642,8 +736,9 @@ bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r
 {
 #if defined(__x86_64__)
     const bool kq = t == APR_DT_Q4_K || t == APR_DT_Q5_K || t == APR_DT_Q6_K;
-    const bool b32 = imatrix && (t == APR_DT_Q4_0 || t == APR_DT_Q5_0 || t == APR_DT_Q4_1 || t == APR_DT_Q5_1);
-    if ((kq || b32) && aprq_cpu_avx2())
+    const bool imat = imatrix && (t == APR_DT_Q4_0 || t == APR_DT_Q5_0 || t == APR_DT_Q4_1 || t == APR_DT_Q5_1 ||
+                                  t == APR_DT_Q2_K || t == APR_DT_Q3_K);
+    if ((kq || imat) && aprq_cpu_avx2())
         return fast_rows(t, src, dst, r0, r1, ncols, imatrix);
 #endif
     return aprq_chunk_rows_ref(t, src, dst, r0, r1, ncols, imatrix);

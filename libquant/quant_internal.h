@@ -98,6 +98,12 @@ void aprq_encode_k4_scales(const float *scales, const float *mins, float max_sca
  * packing; clamp63 for Q5_K. */
 void aprq_encode_k4_scales_imat(const float *scales, const float *mins, const float *sw, bool clamp63,
                                 uint16_t *hd, uint16_t *hdmin, uint8_t *sc12);
+/* The imatrix Q2_K / Q3_K super-block after its 16 sub-block searches
+ * (make_qkx3_quants / make_qx_quants): scales (and mins), the per sub-block
+ * weight sums sw, the levels L (updated); writes the whole block. */
+void aprq_q2k_imat_finish(const float *x, const float *scales, const float *mins, const float *sw, uint8_t *L,
+                          void *y);
+void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, int8_t *L, void *y);
 /* sum of x^2 over the row / n: the sigma2 of the 32-block imatrix paths */
 float aprq_row_sigma2(const float *x, int64_t n);
 /* 32 5-bit levels of a Q5_0/Q5_1 block: low nibbles in qs, 5th bits in qh */

@@ -669,7 +669,7 @@ void aprq_imat_q2_k(const float *x, void *vy, int64_t n, const float *qw)
         aprq_ref_q2_k(x, vy, n);
         return;
     }
-    uint8_t L[QK_K], Laux[16], Ls[16], Lm[16];
+    uint8_t L[QK_K], Laux[16];
     float mins[16], scales[16], sw[16], weight[16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         memset(sw, 0, sizeof sw);
@@ -686,26 +686,34 @@ void aprq_imat_q2_k(const float *x, void *vy, int64_t n, const float *qw)
             scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f,
                                          0.05f, 36, false);
         }
-        float dm = make_qp_quants(16, 15, scales, Ls, sw);
-        float mm = make_qp_quants(16, 15, mins, Lm, sw);
-        y[i].d = h16(dm);
-        y[i].dmin = h16(mm);
-        dm = f16v(y[i].d);
-        mm = f16v(y[i].dmin);
-        for (int j = 0; j < 16; ++j)
-            y[i].scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
-        for (int j = 0; j < 16; ++j) {
-            const float d = dm * (y[i].scales[j] & 0xF);
-            if (!d)
-                continue;
-            const float m = mm * (y[i].scales[j] >> 4);
-            for (int ii = 0; ii < 16; ++ii) {
-                int l = q_nearest_int((x[16 * j + ii] + m) / d);
-                L[16 * j + ii] = (uint8_t)QMAX(0, QMIN(3, l));
-            }
-        }
-        pack_q2(L, y[i].qs);
+        aprq_q2k_imat_finish(x, scales, mins, sw, L, &y[i]);
     }
+}
+
+void aprq_q2k_imat_finish(const float *x, const float *scales, const float *mins, const float *sw, uint8_t *L,
+                          void *vy)
+{
+    blk_q2_k *y = vy;
+    uint8_t Ls[16], Lm[16];
+    float dm = make_qp_quants(16, 15, scales, Ls, sw);
+    float mm = make_qp_quants(16, 15, mins, Lm, sw);
+    y->d = h16(dm);
+    y->dmin = h16(mm);
+    dm = f16v(y->d);
+    mm = f16v(y->dmin);
+    for (int j = 0; j < 16; ++j)
+        y->scales[j] = (uint8_t)(Ls[j] | (Lm[j] << 4));
+    for (int j = 0; j < 16; ++j) {
+        const float d = dm * (y->scales[j] & 0xF);
+        if (!d)
+            continue;
+        const float m = mm * (y->scales[j] >> 4);
+        for (int ii = 0; ii < 16; ++ii) {
+            int l = q_nearest_int((x[16 * j + ii] + m) / d);
+            L[16 * j + ii] = (uint8_t)QMAX(0, QMIN(3, l));
+        }
+    }
+    pack_q2(L, y->qs);
 }
 
 /* ------------------------------------------------------------ Q3_K */
@@ -792,7 +800,7 @@ void aprq_imat_q3_k(const float *x, void *vy, int64_t n, const float *qw)
         aprq_ref_q3_k(x, vy, n);
         return;
     }
-    int8_t L[QK_K], Ls[16];
+    int8_t L[QK_K];
     float scales[16], weight[16], sw[16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         float sumx2 = 0;
@@ -809,14 +817,21 @@ void aprq_imat_q3_k(const float *x, void *vy, int64_t n, const float *qw)
             sw[j] = sumw;
             scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
         }
-        float d_block = make_qx_quants(16, 32, scales, Ls, 1, sw);
-        int ls[16];
-        for (int j = 0; j < 16; ++j)
-            ls[j] = Ls[j];
-        q3_store_scales(&y[i], ls);
-        y[i].d = h16(d_block);
-        q3_finish(&y[i], x, L);
+        aprq_q3k_imat_finish(x, scales, sw, L, &y[i]);
     }
+}
+
+void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, int8_t *L, void *vy)
+{
+    blk_q3_k *y = vy;
+    int8_t Ls[16];
+    float d_block = make_qx_quants(16, 32, scales, Ls, 1, sw);
+    int ls[16];
+    for (int j = 0; j < 16; ++j)
+        ls[j] = Ls[j];
+    q3_store_scales(y, ls);
+    y->d = h16(d_block);
+    q3_finish(y, x, L);
 }
 
 /* ------------------------------------------------------------ Q4_K / Q5_K */

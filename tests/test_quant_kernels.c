@@ -446,15 +446,16 @@ static void fill_weights(int c, uint64_t seed, float *w, int64_t n)
 static void test_fast_equals_reference_imatrix(void **state)
 {
     (void)state;
-    const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q4_0,
-                               APR_DT_Q5_0, APR_DT_Q4_1, APR_DT_Q5_1, APR_DT_Q8_0};
+    const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q2_K, APR_DT_Q3_K,
+                               APR_DT_Q4_0, APR_DT_Q5_0, APR_DT_Q4_1, APR_DT_Q5_1, APR_DT_Q8_0};
     const float scales[] = {1.0f, 3.7e-3f, 1234.5f, 7.1e-9f, 2.5e19f};
     const int64_t rows = 3, maxcols = 1280;
     float *x = malloc(rows * maxcols * 4), *w = malloc(maxcols * 4);
     uint8_t *a = malloc(rows * maxcols * 2), *b = malloc(rows * maxcols * 2), *m = malloc(rows * maxcols * 2);
     int bad = 0, checked = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-        const bool kq = types[k] == APR_DT_Q4_K || types[k] == APR_DT_Q5_K || types[k] == APR_DT_Q6_K;
+        const bool kq = types[k] == APR_DT_Q4_K || types[k] == APR_DT_Q5_K || types[k] == APR_DT_Q6_K ||
+                        types[k] == APR_DT_Q2_K || types[k] == APR_DT_Q3_K;
         for (int xc = 0; xc < 13; xc++) {
             for (int it = 0; it < 4 * 12; it++) {
                 const int wc = it % 12; /* 4 seeds per (input, weight) case */
