@@ -172,6 +172,7 @@ typedef struct apr_weight_tensor {
     uint64_t worst_file_row;
     double worst_row_err;     /* ||row diff|| / ||SRC row||, or ||row diff|| when the SRC row is 0 */
     bool worst_row_abs;
+    bool worst_zeroed;        /* that DST row is all zeros and SRC's is not (judged so under an imatrix) */
     apr_dtype worst_dtype;    /* DST dtype of that row */
     double worst_limit;       /* apr_weights_row_limit(worst_dtype); NaN when none */
     double worst_score;       /* error / effective limit (> 1: over); -1 when the dtype has no limit */
@@ -188,6 +189,7 @@ typedef struct apr_weights_cmp {
     int32_t worst;            /* index of the tensor with the largest worst_score, -1 none */
     uint64_t n_rows_over, n_tensors_over;
     char unjudged_dtypes[64]; /* DST dtypes without a row limit, space-separated */
+    bool imatrix;             /* DST carries quantize.imatrix.*: quantized rows judged for gross damage only */
 } apr_weights_cmp;
 
 /* Compare every weight of DST with SRC's, row by row (dequantized, streamed;

@@ -51,6 +51,10 @@ static void describe_weight_worst(const apr_weights_cmp *w, char *buf, size_t ca
     const apr_weight_tensor *t = &w->t[w->worst];
     char where[256];
     apr_weights_describe_row(t, t->worst_row, (int64_t)t->worst_file_row, where, sizeof where);
+    if (t->worst_zeroed) {
+        snprintf(buf, cap, "%s: every value is 0 in DST, not in SRC (a zeroed row)", where);
+        return;
+    }
     const int n = snprintf(buf, cap, "%s: %s error %.3f (limit %.3g%s for %s)", where,
                            t->worst_row_abs ? "absolute" : "relative", t->worst_row_err, t->worst_limit,
                            t->worst_row_abs ? " x the tensor's RMS row norm" : "",
@@ -204,14 +208,15 @@ static json_t *weights_json(const apr_weights_cmp *w)
         json_object_set_new(worst, "absolute", json_boolean(t->worst_row_abs));
         json_object_set_new(worst, "dtype", json_string(apr_dtype_name(t->worst_dtype)));
         json_object_set_new(worst, "limit", num(t->worst_limit));
+        json_object_set_new(worst, "zeroed", json_boolean(t->worst_zeroed));
     }
     if (w->first_diff >= 0) {
         const apr_weight_tensor *t = &w->t[w->first_diff];
         first = weight_row_ref(t, t->first_diff_row, t->first_diff_file_row);
     }
-    return json_pack("{s:I,s:b,s:o,s:o,s:I,s:I,s:s,s:o}", "n_tensors", (json_int_t)w->n_tensors,
-                     "bit_identical", w->bit_identical, "worst", worst, "first_diff", first, "rows_over",
-                     (json_int_t)w->n_rows_over, "tensors_over", (json_int_t)w->n_tensors_over,
+    return json_pack("{s:I,s:b,s:b,s:o,s:o,s:I,s:I,s:s,s:o}", "n_tensors", (json_int_t)w->n_tensors,
+                     "bit_identical", w->bit_identical, "imatrix", w->imatrix, "worst", worst, "first_diff", first,
+                     "rows_over", (json_int_t)w->n_rows_over, "tensors_over", (json_int_t)w->n_tensors_over,
                      "unjudged_dtypes", w->unjudged_dtypes, "tensors", list);
 }
 
@@ -293,7 +298,8 @@ static void print_weights(FILE *f, const apr_weights_cmp *w)
     if (!w->n_tensors)
         return;
     char buf[384];
-    fprintf(f, "  weights    : %u tensors, %s", w->n_tensors, w->bit_identical ? "bit-identical" : "differ");
+    fprintf(f, "  weights    : %u tensors, %s%s", w->n_tensors, w->bit_identical ? "bit-identical" : "differ",
+            w->imatrix ? " (imatrix-quantized DST: quantized rows judged for gross damage only)" : "");
     if (w->first_diff >= 0) {
         const apr_weight_tensor *t = &w->t[w->first_diff];
         apr_weights_describe_row(t, t->first_diff_row, t->first_diff_file_row, buf, sizeof buf);

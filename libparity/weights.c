@@ -56,6 +56,25 @@ double apr_weights_row_limit(apr_dtype t)
     }
 }
 
+/* Quantized with an importance matrix, a row is fitted to the columns the
+ * matrix weights most, and the columns it calls unimportant may be rounded
+ * coarsely or clipped: unweighted row errors of 0.5-0.75 were measured on
+ * legitimate Q4_0..Q6_K rows (importance spread over 4-8 orders of
+ * magnitude; docs/verify.md), above the plain limits. Such rows are judged
+ * for gross damage only: a relative error over IMATRIX_ROW_LIMIT (a row
+ * holding another row's values gives ~1.4, a sign flip 2) or a row zeroed
+ * outright. Q8_0 and the float types ignore the matrix and keep their limits. */
+#define IMATRIX_ROW_LIMIT 1.2
+
+static double row_limit(apr_dtype t, bool imatrix)
+{
+    const double lim = apr_weights_row_limit(t);
+    const apr_dtype_info *di = apr_dtype_get(t);
+    if (imatrix && lim > 0 && di && di->quantized && t != APR_DT_Q8_0)
+        return IMATRIX_ROW_LIMIT;
+    return lim;
+}
+
 /* ---------------------------------------------------------------- names of 1-D tensors */
 
 /* The graph keeps norms and biases as f32 copies; their names and dtypes in
@@ -107,6 +126,7 @@ typedef struct wunit {
     apr_dtype vdt;                /* DST dtype of a vector */
     const char *vname;            /* DST name of a vector */
     uint64_t file_row0;           /* first row of this role in DST's tensor (fused QKV) */
+    bool imatrix;                 /* DST was quantized with an importance matrix */
 } wunit;
 
 typedef struct rowjob {
@@ -228,14 +248,16 @@ static void finish_unit(const wunit *u, const double *err2, const double *src2, 
         apr_dtype dt = u->vdt;
         if (u->md)
             (void)apr_wmat_row(u->md, apr_wmat_phys_row(u->md, r), &dt);
-        const double lim = apr_weights_row_limit(dt);
+        const double lim = row_limit(dt, u->imatrix);
         const bool abs_err = !(src2[r] > 0);
         const double e = abs_err ? sqrt(err2[r]) : sqrt(err2[r] / src2[r]);
+        /* DST row all zero: its squared error is SRC's squared norm exactly */
+        const bool zeroed = u->imatrix && lim == IMATRIX_ROW_LIMIT && src2[r] > 0 && err2[r] == src2[r];
         /* a zero SRC row is judged against the tensor's typical row norm */
         const double scale = abs_err ? (rms_row > 0 ? rms_row : 1.0) : 1.0;
         double score;
         if (lim > 0) {
-            score = e / (lim * scale);
+            score = zeroed ? INFINITY : e / (lim * scale);
             if (!(score == score))
                 score = INFINITY; /* NaN in DST or SRC: as bad as it gets */
             if (score > 1.0)
@@ -250,6 +272,7 @@ static void finish_unit(const wunit *u, const double *err2, const double *src2, 
             t->worst_row = (int64_t)r;
             t->worst_row_err = e == e ? e : INFINITY;
             t->worst_row_abs = abs_err;
+            t->worst_zeroed = zeroed;
             t->worst_score = score;
             t->worst_dtype = dt;
             t->worst_limit = lim > 0 ? lim : NAN;
@@ -392,6 +415,8 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
 {
     memset(w, 0, sizeof *w);
     w->first_diff = w->worst = -1;
+    /* what the llama-quantize tool (and apr quantize) record after using one */
+    w->imatrix = apr_model_kv(dst, "quantize.imatrix.file") || apr_model_kv(dst, "quantize.imatrix.entries_count");
     apr_graph gs, gd;
     memset(&gs, 0, sizeof gs);
     memset(&gd, 0, sizeof gd);
@@ -419,7 +444,8 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
     const apr_tensor *t;
 #define MAT(ROLE, LAYER, S, D, ROW0)                                                                   \
     do {                                                                                               \
-        wunit u = {.role = (ROLE), .layer = (LAYER), .ms = (S), .md = (D), .file_row0 = (ROW0)};      \
+        wunit u = {.role = (ROLE), .layer = (LAYER), .ms = (S), .md = (D), .file_row0 = (ROW0),        \
+                   .imatrix = w->imatrix};                                                             \
         if ((rc = add_unit(w, &u, n_threads, cap, err)))                                               \
             goto out;                                                                                  \
     } while (0)
@@ -427,7 +453,7 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
     do {                                                                                               \
         t = find_vec(dst, &(NAMES), (uint32_t)((LAYER) < 0 ? 0 : (LAYER)), nm, sizeof nm);            \
         wunit u = {.role = (ROLE), .layer = (LAYER), .vs = (S), .vd = (D), .n = (N),                   \
-                   .vdt = t ? t->dtype : APR_DT_F32, .vname = nm};                                     \
+                   .vdt = t ? t->dtype : APR_DT_F32, .vname = nm, .imatrix = w->imatrix};              \
         if ((rc = add_unit(w, &u, n_threads, cap, err)))                                               \
             goto out;                                                                                  \
     } while (0)

@@ -895,6 +895,80 @@ static void test_verify_scrambled_row_quantized(void **state)
     free(out);
 }
 
+/* A legacy llama-imatrix .dat for every 2-D weight of the GGUF at src, with
+ * importances spread log-uniformly over eight orders of magnitude (as outlier
+ * channels make them in real models), deterministic. */
+static void write_imatrix(const char *src, const char *path)
+{
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, src, NULL, &err), 0);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    int32_t n = 0;
+    for (uint64_t i = 0; i < m->n_tensors; i++)
+        n += m->tensors[i].ndim == 2;
+    fwrite(&n, 4, 1, f);
+    uint64_t s = 0x1a2b3c4du;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        const apr_tensor *t = &m->tensors[i];
+        if (t->ndim != 2)
+            continue;
+        const int32_t len = (int32_t)strlen(t->name), ncall = 1, nval = (int32_t)t->dims[1];
+        fwrite(&len, 4, 1, f);
+        fwrite(t->name, 1, (size_t)len, f);
+        fwrite(&ncall, 4, 1, f);
+        fwrite(&nval, 4, 1, f);
+        for (int32_t c = 0; c < nval; c++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            const float v = powf(10.0f, -6.0f + 8.0f * (float)((s >> 40) & 0xFFFFFF) / 16777216.0f);
+            fwrite(&v, 4, 1, f);
+        }
+    }
+    fclose(f);
+    apr_model_free(m);
+}
+
+/* Quantized with an importance matrix, rows legitimately carry unweighted
+ * errors above the plain limits (the matrix lets unimportant columns go):
+ * `apr quantize` records quantize.imatrix.*, verify reads it, judges such
+ * rows for gross damage only and passes; a zeroed row still fails, named. */
+static void test_verify_imatrix_quantized(void **state)
+{
+    (void)state;
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-imatrix");
+    const char *ref = synth_gguf(dir);
+    char im[4096], q[4096], bad[4096];
+    snprintf(im, sizeof im, "%s/m.imatrix", dir);
+    write_imatrix(ref, im);
+    snprintf(q, sizeof q, "%s/q-imat.gguf", dir);
+    char *out;
+    assert_int_equal(apr_run(dir, "qi", &out, "quantize '%s' '%s' --type Q4_K_M --imatrix '%s'", ref, q, im), 0);
+    free(out);
+    assert_int_equal(apr_run(dir, "vi", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, q), 0);
+    json_t *j = parse_report(out);
+    assert_true(json_is_true(jget(j, "weights", "imatrix")));
+    json_t *w = jget(j, "weights", "worst");
+    print_message("imatrix Q4_K_M: worst row error %.3f (%s, limit %.3g)\n",
+                  json_real_value(json_object_get(w, "rel_err")), json_string_value(json_object_get(w, "dtype")),
+                  json_real_value(json_object_get(w, "limit")));
+    assert_true(json_is_true(jget(j, "verdict", "pass")));
+    json_decref(j);
+    free(out);
+    snprintf(bad, sizeof bad, "%s/bad-imat.gguf", dir);
+    copy_file(q, bad);
+    zero_row(bad, "blk.2.ffn_up.weight", 9);
+    assert_int_equal(apr_run(dir, "vb", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, bad), 1);
+    j = parse_report(out);
+    w = assert_weight_ref(j, "worst", "blk.2.ffn_up.weight", 9);
+    assert_true(json_is_true(json_object_get(w, "zeroed")));
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")),
+                           "blk.2.ffn_up.weight row 9 (layer 2 ffn_up): every value is 0 in DST"));
+    json_decref(j);
+    free(out);
+}
+
 /* ---------------------------------------------------------------- in process */
 
 static void test_verify_models_in_process(void **state)
@@ -1027,6 +1101,7 @@ int main(void)
         cmocka_unit_test(test_verify_quantized_synth),
         cmocka_unit_test(test_verify_corrupt_quantized_names_layer),
         cmocka_unit_test(test_verify_scrambled_row_quantized),
+        cmocka_unit_test(test_verify_imatrix_quantized),
         cmocka_unit_test(test_weights_compare_in_process),
         cmocka_unit_test(test_verify_quantized_qwen2_and_apr),
     };
