@@ -223,7 +223,9 @@ static int write_imatrix_dat(const char *path, mat *m, int n, const uint64_t *se
 
 /* llama.cpp's side: loads the .dat like llama-quantize (values / ncall in
  * f32), hands them over as llama_model_imatrix_data the way the peer test
- * does, and prints the time of the llama_model_quantize call alone. */
+ * does, with the quantize.imatrix.* KV overrides the llama-quantize tool adds
+ * (apr writes them too), and prints the time of the llama_model_quantize
+ * call alone. */
 static const char llama_py[] =
     "import ctypes, struct, sys, time\n"
     "import numpy as np\n"
@@ -238,9 +240,22 @@ static const char llama_py[] =
     "        ncall, nval = struct.unpack_from('<ii', b, off); off += 8\n"
     "        v = np.frombuffer(b, dtype=np.float32, count=nval, offset=off); off += 4 * nval\n"
     "        im[name] = (v / np.float32(ncall)).astype(np.float32) if ncall > 0 else v.copy()\n"
+    "    chunks, = struct.unpack_from('<i', b, off); off += 4\n"
+    "    ln, = struct.unpack_from('<i', b, off); dataset = b[off + 4:off + 4 + ln].decode()\n"
     "p = L.llama_model_quantize_default_params(); p.ftype = 15; p.nthread = nthr\n"
     "keep = []\n"
     "if im:\n"
+    "    kvs = [('quantize.imatrix.file', dat), ('quantize.imatrix.dataset', dataset),\n"
+    "           ('quantize.imatrix.entries_count', len(im)), ('quantize.imatrix.chunks_count', chunks)]\n"
+    "    ov = (L.llama_model_kv_override * (len(kvs) + 1))(); keep.append(ov)\n"
+    "    for i, (k, v) in enumerate(kvs):\n"
+    "        ov[i].key = k.encode()\n"
+    "        if isinstance(v, str):\n"
+    "            ov[i].tag = L.LLAMA_KV_OVERRIDE_TYPE_STR; ov[i].value.val_str = v.encode()[:127]\n"
+    "        else:\n"
+    "            ov[i].tag = L.LLAMA_KV_OVERRIDE_TYPE_INT; ov[i].value.val_i64 = v\n"
+    "    ov[len(kvs)].key = b''\n"
+    "    p.kv_overrides = ctypes.cast(ov, ctypes.POINTER(L.llama_model_kv_override))\n"
     "    arr = (L.llama_model_imatrix_data * (len(im) + 1))()\n"
     "    for i, (name, vals) in enumerate(im.items()):\n"
     "        buf = (ctypes.c_float * len(vals))(*vals.tolist()); keep.append(buf)\n"
