@@ -187,104 +187,113 @@ static int pb_string(pb *r, int wt, const char *field, apr_str *out)
     return rc;
 }
 
-static int parse_piece(pb r, apr_spm *s, uint32_t i)
+/* One field of a message, the reader positioned at its value (after its key). */
+typedef int (*pb_field_fn)(pb *r, uint32_t field, int wt, void *ctx);
+
+/* Calls fn for every field of message r in order, until an error; fn skips
+ * the fields it does not know (pb_skip). */
+static int pb_each_field(pb r, pb_field_fn fn, void *ctx)
 {
     int rc = 0;
     while (!rc && r.p < r.end) {
         uint32_t f = 0;
         int wt = 0;
-        if ((rc = pb_key(&r, &f, &wt)))
-            break;
-        if (f == 1) {
-            rc = pb_string(&r, wt, "SentencePiece.piece", &s->pieces[i]);
-        } else if (f == 2) {
-            uint32_t bits = 0;
-            if (!(rc = pb_want(&r, wt, WT_I32, "SentencePiece.score")) && !(rc = pb_fixed32(&r, &bits)))
-                memcpy(&s->scores[i], &bits, 4);
-        } else if (f == 3) {
-            rc = pb_enum(&r, wt, "SentencePiece.type", APR_SPM_NORMAL, APR_SPM_BYTE, &s->types[i]);
-        } else {
-            rc = pb_skip(&r, wt);
-        }
+        if (!(rc = pb_key(&r, &f, &wt)))
+            rc = fn(&r, f, wt, ctx);
     }
     return rc;
 }
 
-static int parse_trainer(pb r, apr_spm *s)
+typedef struct piece_ctx {
+    apr_spm *s;
+    uint32_t i;
+} piece_ctx;
+
+static int piece_field(pb *r, uint32_t f, int wt, void *ctx)
 {
-    int rc = 0;
-    while (!rc && r.p < r.end) {
-        uint32_t f = 0;
-        int wt = 0;
-        if ((rc = pb_key(&r, &f, &wt)))
-            break;
-        switch (f) {
-        case 3: rc = pb_enum(&r, wt, "TrainerSpec.model_type", APR_SPM_UNIGRAM, APR_SPM_CHAR, &s->model_type); break;
-        case 4: rc = pb_int32(&r, wt, "TrainerSpec.vocab_size", &s->vocab_size); break;
-        case 35: rc = pb_bool(&r, wt, "TrainerSpec.byte_fallback", &s->byte_fallback); break;
-        case 40: rc = pb_int32(&r, wt, "TrainerSpec.unk_id", &s->unk_id); break;
-        case 41: rc = pb_int32(&r, wt, "TrainerSpec.bos_id", &s->bos_id); break;
-        case 42: rc = pb_int32(&r, wt, "TrainerSpec.eos_id", &s->eos_id); break;
-        case 43: rc = pb_int32(&r, wt, "TrainerSpec.pad_id", &s->pad_id); break;
-        case 45: rc = pb_string(&r, wt, "TrainerSpec.unk_piece", &s->unk_piece); break;
-        case 46: rc = pb_string(&r, wt, "TrainerSpec.bos_piece", &s->bos_piece); break;
-        case 47: rc = pb_string(&r, wt, "TrainerSpec.eos_piece", &s->eos_piece); break;
-        case 48: rc = pb_string(&r, wt, "TrainerSpec.pad_piece", &s->pad_piece); break;
-        default: rc = pb_skip(&r, wt); break;
-        }
+    apr_spm *s = ((piece_ctx *)ctx)->s;
+    const uint32_t i = ((piece_ctx *)ctx)->i;
+    int rc;
+    uint32_t bits = 0;
+    switch (f) {
+    case 1: return pb_string(r, wt, "SentencePiece.piece", &s->pieces[i]);
+    case 2:
+        if (!(rc = pb_want(r, wt, WT_I32, "SentencePiece.score")) && !(rc = pb_fixed32(r, &bits)))
+            memcpy(&s->scores[i], &bits, 4);
+        return rc;
+    case 3: return pb_enum(r, wt, "SentencePiece.type", APR_SPM_NORMAL, APR_SPM_BYTE, &s->types[i]);
+    default: return pb_skip(r, wt);
     }
-    return rc;
 }
 
-static int parse_normalizer(pb r, apr_spm *s)
+static int trainer_field(pb *r, uint32_t f, int wt, void *ctx)
 {
-    int rc = 0;
-    while (!rc && r.p < r.end) {
-        uint32_t f = 0;
-        int wt = 0;
-        if ((rc = pb_key(&r, &f, &wt)))
-            break;
-        switch (f) {
-        case 1: rc = pb_string(&r, wt, "NormalizerSpec.name", &s->norm_name); break;
-        case 3: rc = pb_bool(&r, wt, "NormalizerSpec.add_dummy_prefix", &s->add_dummy_prefix); break;
-        case 4: rc = pb_bool(&r, wt, "NormalizerSpec.remove_extra_whitespaces", &s->remove_extra_whitespaces); break;
-        case 5: rc = pb_bool(&r, wt, "NormalizerSpec.escape_whitespaces", &s->escape_whitespaces); break;
-        default: rc = pb_skip(&r, wt); break;
-        }
+    apr_spm *s = ctx;
+    switch (f) {
+    case 3: return pb_enum(r, wt, "TrainerSpec.model_type", APR_SPM_UNIGRAM, APR_SPM_CHAR, &s->model_type);
+    case 4: return pb_int32(r, wt, "TrainerSpec.vocab_size", &s->vocab_size);
+    case 35: return pb_bool(r, wt, "TrainerSpec.byte_fallback", &s->byte_fallback);
+    case 40: return pb_int32(r, wt, "TrainerSpec.unk_id", &s->unk_id);
+    case 41: return pb_int32(r, wt, "TrainerSpec.bos_id", &s->bos_id);
+    case 42: return pb_int32(r, wt, "TrainerSpec.eos_id", &s->eos_id);
+    case 43: return pb_int32(r, wt, "TrainerSpec.pad_id", &s->pad_id);
+    case 45: return pb_string(r, wt, "TrainerSpec.unk_piece", &s->unk_piece);
+    case 46: return pb_string(r, wt, "TrainerSpec.bos_piece", &s->bos_piece);
+    case 47: return pb_string(r, wt, "TrainerSpec.eos_piece", &s->eos_piece);
+    case 48: return pb_string(r, wt, "TrainerSpec.pad_piece", &s->pad_piece);
+    default: return pb_skip(r, wt);
     }
-    return rc;
+}
+
+static int normalizer_field(pb *r, uint32_t f, int wt, void *ctx)
+{
+    apr_spm *s = ctx;
+    switch (f) {
+    case 1: return pb_string(r, wt, "NormalizerSpec.name", &s->norm_name);
+    case 3: return pb_bool(r, wt, "NormalizerSpec.add_dummy_prefix", &s->add_dummy_prefix);
+    case 4: return pb_bool(r, wt, "NormalizerSpec.remove_extra_whitespaces", &s->remove_extra_whitespaces);
+    case 5: return pb_bool(r, wt, "NormalizerSpec.escape_whitespaces", &s->escape_whitespaces);
+    default: return pb_skip(r, wt);
+    }
+}
+
+typedef struct top_ctx {
+    apr_spm *s;
+    uint64_t n; /* pieces seen */
+} top_ctx;
+
+static int top_field(pb *r, uint32_t f, int wt, void *ctx)
+{
+    top_ctx *t = ctx;
+    apr_spm *s = t->s;
+    if (f < 1 || f > 3)
+        return pb_skip(r, wt);
+    static const char *const names[] = {"", "ModelProto.pieces", "ModelProto.trainer_spec",
+                                        "ModelProto.normalizer_spec"};
+    pb sub = {0};
+    int rc;
+    if ((rc = pb_want(r, wt, WT_LEN, names[f])) || (rc = pb_len(r, &sub)))
+        return rc;
+    if (f == 1) {
+        piece_ctx pc = {s, (uint32_t)t->n};
+        if (s->pieces)
+            rc = pb_each_field(sub, piece_field, &pc);
+        if (!rc && ++t->n > APR_SPM_MAX_PIECES)
+            rc = pb_fail(r, "more than 2^24 pieces");
+        return rc;
+    }
+    if (!s->pieces)
+        return 0;
+    return pb_each_field(sub, f == 2 ? trainer_field : normalizer_field, s);
 }
 
 /* One pass over the top-level message. With s->pieces NULL it only counts
  * the pieces (and checks the framing); otherwise it fills them. */
 static int parse_top(pb r, apr_spm *s, uint64_t *n_pieces)
 {
-    int rc = 0;
-    uint64_t n = 0;
-    while (!rc && r.p < r.end) {
-        uint32_t f = 0;
-        int wt = 0;
-        pb sub = {0};
-        if ((rc = pb_key(&r, &f, &wt)))
-            break;
-        if (f < 1 || f > 3) {
-            rc = pb_skip(&r, wt);
-            continue;
-        }
-        static const char *const names[] = {"", "ModelProto.pieces", "ModelProto.trainer_spec",
-                                            "ModelProto.normalizer_spec"};
-        if ((rc = pb_want(&r, wt, WT_LEN, names[f])) || (rc = pb_len(&r, &sub)))
-            break;
-        if (f == 1) {
-            if (s->pieces)
-                rc = parse_piece(sub, s, (uint32_t)n);
-            if (++n > APR_SPM_MAX_PIECES)
-                rc = pb_fail(&r, "more than 2^24 pieces");
-        } else if (s->pieces) {
-            rc = f == 2 ? parse_trainer(sub, s) : parse_normalizer(sub, s);
-        }
-    }
-    *n_pieces = n;
+    top_ctx t = {s, 0};
+    int rc = pb_each_field(r, top_field, &t);
+    *n_pieces = t.n;
     return rc;
 }
 

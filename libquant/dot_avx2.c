@@ -226,46 +226,37 @@ AVX2 static float dot_q6_k(int64_t nb, const blk_q6_k *x, const blk_q8_k *y)
 
 #define Y4(T, y, ys, k) ((const T *)((const uint8_t *)(y) + (size_t)(k) * (ys)))
 
-AVX2 static void dot4_f32(int64_t n, const float *w, const void *y, size_t ys, float out[4])
+/* Eight weights of a float-type row as f32 (F16 by F16C, BF16 by a shift),
+ * and one weight for the tail. */
+AVX2 static inline __m256 load8_w(apr_dtype t, const void *w, int64_t i)
 {
-    const float *y0 = Y4(float, y, ys, 0), *y1 = Y4(float, y, ys, 1), *y2 = Y4(float, y, ys, 2),
-                *y3 = Y4(float, y, ys, 3);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 wv = _mm256_loadu_ps(w + i);
-        a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, _mm256_loadu_ps(y0 + i)));
-        a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, _mm256_loadu_ps(y1 + i)));
-        a2 = _mm256_add_ps(a2, _mm256_mul_ps(wv, _mm256_loadu_ps(y2 + i)));
-        a3 = _mm256_add_ps(a3, _mm256_mul_ps(wv, _mm256_loadu_ps(y3 + i)));
-    }
-    float r0 = reduce8(a0), r1 = reduce8(a1), r2 = reduce8(a2), r3 = reduce8(a3);
-    for (; i < n; i++) {
-        r0 += w[i] * y0[i];
-        r1 += w[i] * y1[i];
-        r2 += w[i] * y2[i];
-        r3 += w[i] * y3[i];
-    }
-    out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
-}
-
-/* F16 and BF16 rows: widened to f32 once, then as dot4_f32's loop. */
-AVX2 static inline __m256 load8_16(const uint16_t *w, bool bf16)
-{
-    const __m128i h = _mm_loadu_si128((const __m128i *)w);
-    if (bf16)
+    if (t == APR_DT_F32)
+        return _mm256_loadu_ps((const float *)w + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (t == APR_DT_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     return _mm256_cvtph_ps(h);
 }
 
-AVX2 static void dot4_16(int64_t n, const uint16_t *w, const void *y, size_t ys, bool bf16, float out[4])
+static inline float load1_w(apr_dtype t, const void *w, int64_t i)
+{
+    if (t == APR_DT_F32)
+        return ((const float *)w)[i];
+    const uint16_t h = ((const uint16_t *)w)[i];
+    return t == APR_DT_BF16 ? apr_bf16_to_f32(h) : apr_f16_to_f32(h);
+}
+
+/* F32/F16/BF16 rows; always inlined into the three callers below so that t
+ * is a constant there and the loop carries no type test. */
+AVX2 static inline __attribute__((always_inline)) void dot4_float(apr_dtype t, int64_t n, const void *w,
+                                                                   const void *y, size_t ys, float out[4])
 {
     const float *y0 = Y4(float, y, ys, 0), *y1 = Y4(float, y, ys, 1), *y2 = Y4(float, y, ys, 2),
                 *y3 = Y4(float, y, ys, 3);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        const __m256 wv = load8_16(w + i, bf16);
+        const __m256 wv = load8_w(t, w, i);
         a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, _mm256_loadu_ps(y0 + i)));
         a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, _mm256_loadu_ps(y1 + i)));
         a2 = _mm256_add_ps(a2, _mm256_mul_ps(wv, _mm256_loadu_ps(y2 + i)));
@@ -273,13 +264,28 @@ AVX2 static void dot4_16(int64_t n, const uint16_t *w, const void *y, size_t ys,
     }
     float r0 = reduce8(a0), r1 = reduce8(a1), r2 = reduce8(a2), r3 = reduce8(a3);
     for (; i < n; i++) {
-        const float wf = bf16 ? apr_bf16_to_f32(w[i]) : apr_f16_to_f32(w[i]);
+        const float wf = load1_w(t, w, i);
         r0 += wf * y0[i];
         r1 += wf * y1[i];
         r2 += wf * y2[i];
         r3 += wf * y3[i];
     }
     out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
+}
+
+AVX2 static void dot4_f32(int64_t n, const void *w, const void *y, size_t ys, float out[4])
+{
+    dot4_float(APR_DT_F32, n, w, y, ys, out);
+}
+
+AVX2 static void dot4_f16(int64_t n, const void *w, const void *y, size_t ys, float out[4])
+{
+    dot4_float(APR_DT_F16, n, w, y, ys, out);
+}
+
+AVX2 static void dot4_bf16(int64_t n, const void *w, const void *y, size_t ys, float out[4])
+{
+    dot4_float(APR_DT_BF16, n, w, y, ys, out);
 }
 
 AVX2 static void dot4_q8_0(int64_t nb, const blk_q8_0 *x, const void *y, size_t ys, float out[4])
@@ -383,8 +389,8 @@ bool aprq_vec_dot4_avx2(apr_dtype t, int64_t n, const void *w, const void *y, si
 {
     switch (t) {
     case APR_DT_F32: dot4_f32(n, w, y, ys, out); return true;
-    case APR_DT_F16: dot4_16(n, w, y, ys, false, out); return true;
-    case APR_DT_BF16: dot4_16(n, w, y, ys, true, out); return true;
+    case APR_DT_F16: dot4_f16(n, w, y, ys, out); return true;
+    case APR_DT_BF16: dot4_bf16(n, w, y, ys, out); return true;
     case APR_DT_Q8_0: dot4_q8_0(n / 32, w, y, ys, out); return true;
     case APR_DT_Q4_K: dot4_q4_k(n / QK_K, w, y, ys, out); return true;
     case APR_DT_Q6_K: dot4_q6_k(n / QK_K, w, y, ys, out); return true;
