@@ -14,20 +14,10 @@ static void test_llama_cpp_loads_converted(void **state)
     const char *bin = tu_apr_bin();
     if (!bin)
         fail_msg("APR_BIN is not set");
-    if (tu_system("/dev/null", "python3 -c 'import llama_cpp'") != 0) {
-        print_message("SKIP: the llama_cpp Python binding is not importable (pip install llama-cpp-python)\n");
-        skip();
-    }
-    const char *src = getenv("APR_SOURCE_DIR");
-    const char *dir = tu_tmpdir("peer-load");
-    char out[4096], work[4096];
-    snprintf(out, sizeof out, "%s/peer.out", dir);
-    snprintf(work, sizeof work, "%s/work", dir);
-    int rc = tu_system(out, "python3 '%s/tests/peer/llama_load_peer.py' '%s' '%s' '%s'", src ? src : ".", bin, fixture,
-                       work);
-    char *log = tu_read_file(out, NULL);
-    print_message("%s", log ? log : "");
-    free(log);
+    tu_require_python("llama_cpp", "llama-cpp-python");
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s' '%s/work'", bin, fixture, tu_tmpdir("peer-load-work"));
+    int rc = tu_run_peer("peer-load", "llama_load_peer.py", args);
     if (rc == 77)
         skip();
     if (rc != 0)

@@ -676,20 +676,10 @@ static void test_sentencepiece_peer(void **state)
     const char *bin = tu_apr_bin();
     if (!bin)
         fail_msg("APR_BIN is not set");
-    if (tu_system("/dev/null", "python3 -c 'import sentencepiece, gguf'") != 0) {
-        print_message("SKIP: the sentencepiece / gguf Python packages are not importable (pip install "
-                      "sentencepiece gguf)\n");
-        skip();
-    }
-    const char *src = getenv("APR_SOURCE_DIR");
-    const char *dir = tu_tmpdir("spm-peer");
-    char out[4096], work[4096];
-    snprintf(out, sizeof out, "%s/peer.out", dir);
-    snprintf(work, sizeof work, "%s/work", dir);
-    int rc = tu_system(out, "python3 '%s/tests/peer/spm_peer.py' '%s' '%s' '%s'", src ? src : ".", bin, fixture, work);
-    char *log = tu_read_file(out, NULL);
-    print_message("%s", log ? log : "");
-    free(log);
+    tu_require_python("sentencepiece, gguf", "sentencepiece gguf");
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s' '%s/work'", bin, fixture, tu_tmpdir("spm-peer-work"));
+    int rc = tu_run_peer("spm-peer", "spm_peer.py", args);
     if (rc != 0)
         fail_msg("spm_peer.py failed (%d)", rc);
 }

@@ -201,3 +201,26 @@ char *tu_fixture_greedy_text(void)
     free(s);
     return out;
 }
+
+void tu_require_python(const char *modules, const char *pip)
+{
+    if (tu_system("/dev/null", "python3 -c 'import %s'", modules) != 0) {
+        print_message("SKIP: the Python package(s) %s are not importable (pip install %s)\n", modules, pip);
+        skip();
+    }
+}
+
+int tu_run_peer(const char *tag, const char *script, const char *args)
+{
+    const char *src = getenv("APR_SOURCE_DIR");
+    const char *dir = tu_tmpdir(tag);
+    if (!dir)
+        return -1;
+    char out[4096];
+    snprintf(out, sizeof out, "%s/peer.out", dir);
+    int rc = tu_system(out, "python3 '%s/tests/peer/%s' %s", src && *src ? src : ".", script, args);
+    char *log = tu_read_file(out, NULL);
+    print_message("%s", log ? log : "");
+    free(log);
+    return rc;
+}

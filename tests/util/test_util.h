@@ -33,6 +33,12 @@ const char *tu_apr_bin(void);
 /* Run a shell command; returns its exit status (or -1). Output goes to
  * the given file when out_path != NULL. */
 int tu_system(const char *out_path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Skips the running test, visibly, unless `python3 -c 'import MODULES'`
+ * works (modules comma-separated); pip names the packages to install. */
+void tu_require_python(const char *modules, const char *pip);
+/* Runs python3 tests/peer/SCRIPT (from $APR_SOURCE_DIR) with the arguments
+ * `ARGS` (already quoted), prints its output, returns its exit status. */
+int tu_run_peer(const char *tag, const char *script, const char *args);
 /* Read a whole file (malloc'd, NUL-terminated); NULL on failure. */
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
