@@ -422,9 +422,9 @@ static void attn_worker(void *ctx, int ith, int nth)
         float mx = -INFINITY;
         for (uint32_t p = 0; p < npos; p++) {
             const float *k = kl + (uint64_t)p * b->kv_dim + (uint64_t)kh * hd;
-            float s = 0.0f;
-            for (uint32_t d = 0; d < hd; d++)
-                s += q[d] * k[d];
+            /* libquant's F32 dot: eight partial sums in a fixed tree, the
+             * same bits on every CPU, and not one long dependency chain */
+            float s = apr_vec_dot(APR_DT_F32, (int64_t)hd, q, k);
             s *= scale;
             sc[p] = s;
             if (s > mx)
