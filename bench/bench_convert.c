@@ -34,13 +34,6 @@
 
 #include "convert.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static uint64_t file_size(const char *path)
 {
     struct stat st;
@@ -93,7 +86,7 @@ static result run_convert(const char *in, const char *out, int threads)
     int fds[2];
     if (pipe(fds) != 0)
         return r;
-    double t0 = now();
+    double t0 = apr_now_s();
     pid_t pid = fork();
     if (pid == 0) {
         close(fds[0]);
@@ -126,11 +119,11 @@ static result run_convert(const char *in, const char *out, int threads)
     int status = 0;
     struct rusage ru;
     wait4(pid, &status, 0, &ru);
-    r.seconds = now() - t0;
+    r.seconds = apr_now_s() - t0;
     if (read(fds[0], &r, sizeof r) != (ssize_t)sizeof r)
         r.ok = 0;
     close(fds[0]);
-    r.seconds = now() - t0;
+    r.seconds = apr_now_s() - t0;
     r.maxrss_kib = ru.ru_maxrss;
     return r;
 }
@@ -144,9 +137,9 @@ static double sha256_rate(void)
         return 0;
     memset(buf, 0x5a, n);
     apr_sha256(buf, n, sha); /* warm the pages */
-    double t0 = now();
+    double t0 = apr_now_s();
     apr_sha256(buf, n, sha);
-    double t = now() - t0;
+    double t = apr_now_s() - t0;
     free(buf);
     return t > 0 ? n / t : 0;
 }
@@ -155,7 +148,7 @@ static double sha256_rate(void)
  * (the CPU cost of moving the bytes, which a converter pays too). */
 static double run_cp(const char *src, const char *dst, double *cpu)
 {
-    double t0 = now();
+    double t0 = apr_now_s();
     pid_t pid = fork();
     if (pid == 0) {
         execlp("cp", "cp", src, dst, (char *)NULL);
@@ -171,7 +164,7 @@ static double run_cp(const char *src, const char *dst, double *cpu)
         fsync(fd);
         close(fd);
     }
-    return now() - t0;
+    return apr_now_s() - t0;
 }
 
 int main(int argc, char **argv)
@@ -225,7 +218,7 @@ int main(int argc, char **argv)
     snprintf(gguf, sizeof gguf, "%s/m.gguf", dir);
     snprintf(apr, sizeof apr, "%s/m.apr", dir);
     snprintf(copy, sizeof copy, "%s/copy.bin", dir);
-    double t0 = now();
+    double t0 = apr_now_s();
     if (apr_synth_write(&c, st_dir, NULL, &err)) {
         fprintf(stderr, "synth: %s\n", err.msg);
         return 2;
@@ -233,7 +226,7 @@ int main(int argc, char **argv)
     snprintf(st_file, sizeof st_file, "%s/model.safetensors", st_dir);
     uint64_t bytes = file_size(st_file);
     printf("synthetic LLaMA F16: %u layers, %.0f MiB (written in %.1f s), threads %d (0 = all %ld cores)\n",
-           c.n_layers, bytes / 1048576.0, now() - t0, threads, sysconf(_SC_NPROCESSORS_ONLN));
+           c.n_layers, bytes / 1048576.0, apr_now_s() - t0, threads, sysconf(_SC_NPROCESSORS_ONLN));
 
     double cp_best = 1e30, cp_cpu = 1e30;
     result sg = {0}, ga = {0};

@@ -41,13 +41,6 @@ typedef struct shape {
     uint32_t layers, hidden, heads, kv_heads, hd, ffn, vocab;
 } shape;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static uint64_t rng_next(uint64_t *s)
 {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -208,12 +201,12 @@ static int bench_prefill(const apr_model *m, const shape *s, uint32_t T, int rep
     apr_fwd_opts o = {.device = APR_DEV_CUDA, .max_ctx = T};
     apr_fwd *f = NULL;
     apr_err err = {0};
-    double t0 = now();
+    double t0 = apr_now_s();
     if (apr_fwd_load(&f, m, &o, &err)) {
         fprintf(stderr, "bench_gpu: load (%s): %s\n", mode, err.msg);
         return -1;
     }
-    double t_load = now() - t0;
+    double t_load = apr_now_s() - t0;
     int32_t *tok = malloc(T * sizeof *tok);
     float *lg = malloc((size_t)s->vocab * sizeof *lg);
     uint64_t rng = 7;
@@ -223,9 +216,9 @@ static int bench_prefill(const apr_model *m, const shape *s, uint32_t T, int rep
     double best = INFINITY, sum = 0;
     for (int r = 0; r < reps && !rc; r++) {
         apr_fwd_reset(f);
-        t0 = now();
+        t0 = apr_now_s();
         rc = apr_fwd_eval_last(f, tok, T, lg, NULL, &err);
-        double dt = now() - t0;
+        double dt = apr_now_s() - t0;
         sum += dt;
         if (dt < best)
             best = dt;
@@ -260,7 +253,7 @@ static int bench_prefill(const apr_model *m, const shape *s, uint32_t T, int rep
 static int bench_verify(const apr_model *src, const apr_model *dst, const shape *s, uint32_t T, uint32_t K)
 {
     setenv("APR_CUDA_MATH", "f32", 1);
-    double t0 = now();
+    double t0 = apr_now_s();
     apr_fwd_opts o = {.device = APR_DEV_CUDA, .max_ctx = T};
     apr_fwd *fs = NULL, *fd = NULL;
     apr_err err = {0};
@@ -269,7 +262,7 @@ static int bench_verify(const apr_model *src, const apr_model *dst, const shape 
         apr_fwd_free(fs);
         return -1;
     }
-    double t_load = now() - t0;
+    double t_load = apr_now_s() - t0;
     float *ls = malloc((size_t)T * s->vocab * sizeof *ls), *ld = malloc((size_t)T * s->vocab * sizeof *ld);
     int32_t *tok = malloc(T * sizeof *tok);
     apr_trace ts, td;
@@ -283,9 +276,9 @@ static int bench_verify(const apr_model *src, const apr_model *dst, const shape 
             tok[i] = (int32_t)(rng_next(&rng) % s->vocab);
         apr_fwd_reset(fs);
         apr_fwd_reset(fd);
-        double a = now();
+        double a = apr_now_s();
         rc = apr_fwd_eval(fs, tok, T, ls, &ts, &err) || apr_fwd_eval(fd, tok, T, ld, &td, &err);
-        double b = now();
+        double b = apr_now_s();
         t_eval += b - a;
         for (uint32_t t = 0; t < T && !rc; t++) { /* KL(src || dst) per position */
             const float *p = ls + (size_t)t * s->vocab, *q = ld + (size_t)t * s->vocab;
@@ -304,14 +297,14 @@ static int bench_verify(const apr_model *src, const apr_model *dst, const shape 
             }
             kld += kl;
         }
-        t_host += now() - b;
+        t_host += apr_now_s() - b;
     }
     if (rc)
         fprintf(stderr, "bench_gpu: verify eval: %s\n", err.msg);
     else
         printf("  verify-style run, %u chunks x %u tokens: load both %.2f s, GPU evals %.2f s, host KLD %.2f s, "
                "total %.2f s (mean KLD %.4g of random weights: timing only)\n",
-               K, T, t_load, t_eval, t_host, now() - t0, kld / ((double)K * T));
+               K, T, t_load, t_eval, t_host, apr_now_s() - t0, kld / ((double)K * T));
     apr_trace_free(&ts);
     apr_trace_free(&td);
     free(ls);
@@ -336,10 +329,10 @@ static int bench_cli(const apr_model *src, const apr_model *dst, const char *apr
     for (int dev = 0; dev < 2; dev++) {
         snprintf(cmd, sizeof cmd, "'%s' verify '%s' '%s' --device %s --ctx %u --chunks %u --json > /dev/null", apr,
                  ps, pd, dev ? "cpu" : "cuda", T, K);
-        double t0 = now();
+        double t0 = apr_now_s();
         int st = system(cmd);
         printf("  apr verify --device %-4s (%u x %u tokens): %.2f s (exit status %d)\n", dev ? "cpu" : "cuda", K,
-               T, now() - t0, st);
+               T, apr_now_s() - t0, st);
     }
     remove(ps);
     remove(pd);
@@ -402,13 +395,13 @@ int main(int argc, char **argv)
     }
     printf("bench_gpu: %s; LLaMA-7B layer shapes x %u layers, vocab %u\n", desc, s.layers, s.vocab);
     uint64_t wq = 0, wf = 0;
-    double t0 = now();
+    double t0 = apr_now_s();
     apr_model *dst = build(&s, true, 1, &wq);
     if (!dst)
         return 1;
     printf("Q4_K_M model built in %.2f s: %.1f MiB of matmul weights, %.3g params; roofline for %u tokens: "
            "weights %.3f ms @ 4.8 TB/s, %.3g flop %.3f ms @ 990 TFLOP/s\n",
-           now() - t0, (double)wq / (1 << 20), matmul_params(&s), T, wq / H200_BW * 1e3, prefill_flops(&s, T),
+           apr_now_s() - t0, (double)wq / (1 << 20), matmul_params(&s), T, wq / H200_BW * 1e3, prefill_flops(&s, T),
            prefill_flops(&s, T) / H200_F16 * 1e3);
     const char *modes[] = {"f32", "tf32", "bf16", "f16"};
     int rc = 0;

@@ -31,13 +31,6 @@ typedef struct bench_opts {
     apr_synth_config syn;
 } bench_opts;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* GGUF names for the synthetic model's HF names (llama.cpp needs them). */
 static const char *gguf_name(const char *hf, char *buf, size_t cap)
 {
@@ -177,9 +170,9 @@ static int bench_apr(const apr_model *m, const bench_opts *o, double *best, doub
     }
     for (uint32_t r = 0; r <= o->reps && !rc; r++) { /* rep 0 warms up */
         apr_fwd_reset(f);
-        const double t0 = now_s();
+        const double t0 = apr_now_s();
         rc = apr_fwd_eval_last(f, ids, o->tokens, lg, NULL, err);
-        tps[r] = o->tokens / (now_s() - t0);
+        tps[r] = o->tokens / (apr_now_s() - t0);
     }
     if (!rc) {
         double *v = tps + 1;

@@ -35,13 +35,6 @@
 #include "formats.h"
 #include "quant.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 typedef struct mat {
     const char *name;
     int64_t rows, cols;
@@ -93,13 +86,13 @@ static result run_set(mat *m, int n, int threads, int reps)
         b[i] = malloc(sz[i]);
     }
     for (int rep = 0; rep < reps; rep++) {
-        double t0 = now_s();
+        double t0 = apr_now_s();
         for (int i = 0; i < n; i++)
             apr_quantize_chunk_mt_opt(m[i].type, m[i].x, a[i], m[i].rows, m[i].cols, m[i].imat, threads, false);
-        double t1 = now_s();
+        double t1 = apr_now_s();
         for (int i = 0; i < n; i++)
             apr_quantize_chunk_mt_opt(m[i].type, m[i].x, b[i], m[i].rows, m[i].cols, m[i].imat, threads, true);
-        double t2 = now_s();
+        double t2 = apr_now_s();
         if (t1 - t0 < r.t_fast)
             r.t_fast = t1 - t0;
         if (t2 - t1 < r.t_ref)
@@ -170,9 +163,9 @@ static int write_gguf(const char *path, mat *m, int n)
 
 static double time_cmd(const char *cmd)
 {
-    double t0 = now_s();
+    double t0 = apr_now_s();
     int rc = system(cmd);
-    double t = now_s() - t0;
+    double t = apr_now_s() - t0;
     return rc == 0 ? t : -1;
 }
 
@@ -278,7 +271,7 @@ static double run_llama(const char *dir, const char *in, const char *out, const 
     if (!f || fputs(llama_py, f) < 0 || fclose(f))
         return -1;
     snprintf(cmd, sizeof cmd, "python3 '%s' '%s' '%s' '%s' %d 2>/dev/null", py, in, out, dat ? dat : "-", threads);
-    double t0 = now_s();
+    double t0 = apr_now_s();
     FILE *p = popen(cmd, "r");
     double t = -1;
     if (p) {
@@ -293,7 +286,7 @@ static double run_llama(const char *dir, const char *in, const char *out, const 
         if (pclose(p) != 0)
             t = -1;
     }
-    *wall = now_s() - t0;
+    *wall = apr_now_s() - t0;
     unlink(py);
     return t;
 }

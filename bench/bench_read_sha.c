@@ -24,13 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static long rss_kib(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -94,7 +87,7 @@ static double run_sha256sum(const char *path, char hex[65])
 {
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
-    double t0 = now();
+    double t0 = apr_now_s();
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1;
@@ -102,7 +95,7 @@ static double run_sha256sum(const char *path, char hex[65])
     if (!fgets(line, sizeof line, p))
         line[0] = 0;
     int st = pclose(p);
-    double t = now() - t0;
+    double t = apr_now_s() - t0;
     if (st != 0 || strlen(line) < 64)
         return -1;
     memcpy(hex, line, 64);
@@ -132,10 +125,10 @@ int main(int argc, char **argv)
     if (synthetic) {
         const char *dir = getenv("APR_TMPDIR");
         snprintf(path, sizeof path, "%s/bench_read_sha-%d.gguf", dir && *dir ? dir : "/tmp", (int)getpid());
-        double t0 = now();
+        double t0 = apr_now_s();
         if (make_synthetic(path, size_mib))
             return 1;
-        printf("wrote synthetic GGUF %s (%.1f MiB) in %.2f s\n", path, file_size(path) / 1048576.0, now() - t0);
+        printf("wrote synthetic GGUF %s (%.1f MiB) in %.2f s\n", path, file_size(path) / 1048576.0, apr_now_s() - t0);
     } else {
         snprintf(path, sizeof path, "%s", file);
     }
@@ -155,12 +148,12 @@ int main(int argc, char **argv)
     apr_model *m = NULL;
     apr_err err = {0};
     long rss0 = rss_kib();
-    double t0 = now();
+    double t0 = apr_now_s();
     if (apr_model_open(&m, path, NULL, &err)) {
         fprintf(stderr, "open: %s\n", err.msg);
         return 1;
     }
-    double t_open = now() - t0;
+    double t_open = apr_now_s() - t0;
     long rss_open = rss_kib() - rss0;
     uint64_t payload = 0;
     uint8_t d[32];
@@ -168,16 +161,16 @@ int main(int argc, char **argv)
         apr_sha256(m->tensors[i].data, (size_t)m->tensors[i].nbytes, d);
         payload += m->tensors[i].nbytes;
     }
-    double t_tensors = now() - t0;
+    double t_tensors = apr_now_s() - t0;
     uint64_t n_tensors = m->n_tensors;
     apr_model_free(m);
 
-    t0 = now();
+    t0 = apr_now_s();
     if (apr_sha256_file(path, d, &err)) {
         fprintf(stderr, "sha256: %s\n", err.msg);
         return 1;
     }
-    double t_whole = now() - t0;
+    double t_whole = apr_now_s() - t0;
     char hex[65];
     apr_sha256_hex(d, hex);
     bool same = strcmp(hex, ref_hex) == 0;

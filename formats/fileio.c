@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -109,6 +110,13 @@ void apr_map_release(const void *p, size_t n)
     if (live_covers(p, n))
         (void)madvise((void *)a, b - a, MADV_DONTNEED);
     pthread_mutex_unlock(&live_mu);
+}
+
+double apr_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 int apr_map_file(const char *path, apr_mapping *out, apr_err *err)

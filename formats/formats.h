@@ -513,6 +513,8 @@ int apr_map_file(const char *path, apr_mapping *out, apr_err *err);
  * Streaming consumers (hashing, writers) call it behind them so that the
  * RSS of a conversion does not grow with the model. */
 void apr_map_release(const void *p, size_t n);
+/* Seconds on the monotonic clock (for durations in reports and benches). */
+double apr_now_s(void);
 /* A scratch area of size bytes in dir: an unlinked file (space reserved up
  * front, so a full disk is an error here and not a SIGBUS later) mapped
  * shared read-write and registered like apr_map_file's mappings, so its

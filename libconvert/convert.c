@@ -45,13 +45,6 @@ void apr_convert_opts_init(apr_convert_opts *o)
     o->outtype = -1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---------------------------------------------------------------- plan */
 
 typedef struct part {
@@ -1005,7 +998,7 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
     int rc = check_source(src, err);
     if (rc)
         return rc;
-    double t0 = now_s();
+    double t0 = apr_now_s();
     conv cv = {.src = src, .from = src->format, .to = to, .o = o, .c = &src->cfg, .err = err};
     bool want_il = to != APR_FMT_SAFETENSORS;
     if (cv.c->rope_type == APR_ROPE_NORM && source_interleaved(src) != want_il)
@@ -1092,7 +1085,7 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
         }
         *prov = p;
     }
-    st->t_build = now_s() - t0;
+    st->t_build = apr_now_s() - t0;
     conv_free(&cv);
     *out = m;
     return 0;
@@ -1314,7 +1307,7 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
         return apr_err_set(err, APR_E_ARG,
                            "%s: cannot tell the output format (use .gguf, .apr, .safetensors, a directory or --to)",
                            out_path);
-    double t0 = now_s();
+    double t0 = apr_now_s();
     apr_model *src = NULL, *m = NULL;
     apr_prov *prov = NULL;
     char *json = NULL;
@@ -1323,7 +1316,7 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     int rc = apr_model_open(&src, in_path, &oo, err);
     if (rc)
         return rc;
-    st->t_open = now_s() - t0;
+    st->t_open = apr_now_s() - t0;
     if ((rc = check_output_path(src, in_path, out_path, to, err)))
         goto done;
     apr_convert_opts oc = *o;
@@ -1349,13 +1342,13 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)) ||
         (rc = staging_open(&stg, out_path, to, err)))
         goto done;
-    double t2 = now_s();
+    double t2 = apr_now_s();
     apr_write_opts wo = {.alignment = 0, .shard_max_bytes = o->shard_max_bytes, .progress = o->progress};
     rc = apr_model_write(m, stg.tmp_path, to, &wo, err);
-    st->t_write = now_s() - t2;
-    double t3 = now_s();
+    st->t_write = apr_now_s() - t2;
+    double t3 = apr_now_s();
     int wrc = apr_prov_wait(prov, rc ? NULL : err);
-    st->t_hash = now_s() - t3; /* hashing time NOT hidden behind the write */
+    st->t_hash = apr_now_s() - t3; /* hashing time NOT hidden behind the write */
     if (!rc)
         rc = wrc;
     if (!rc)

@@ -27,13 +27,6 @@
 #include "formats.h"
 #include "quant.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ------------------------------------------------------------ the tensor job */
 
 /* One tensor: convert slabs of rows to f32, check them, quantize. Workers
@@ -391,7 +384,7 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     if (apr_same_file(in_path, out_path))
         return apr_err_set(err, APR_E_ARG, "OUT is the same file as IN; apr never overwrites its input");
 
-    const double t0 = now_s();
+    const double t0 = apr_now_s();
     apr_model *in = NULL;
     int rc = apr_model_open(&in, in_path, NULL, err);
     if (rc)
@@ -480,9 +473,9 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
                                  (unsigned long long)nbytes);
                 break;
             }
-            const double ts = now_s();
+            const double ts = apr_now_s();
             rc = run_tensor(t, plan[i].to, plan[i].imatrix, buf, threads, err);
-            tq += now_s() - ts;
+            tq += apr_now_s() - ts;
             if (rc) {
                 free(buf);
                 break;
@@ -544,7 +537,7 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     st->imatrix = im != NULL;
     st->format = fmt;
     st->seconds_quant = tq;
-    st->seconds = now_s() - t0;
+    st->seconds = apr_now_s() - t0;
 done:
     free(json);
     apr_prov_free(prov);

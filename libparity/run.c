@@ -18,13 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Logit buffers of at most ~64 MiB each. */
 static uint32_t batch_len(uint32_t ctx, uint32_t vocab)
 {
@@ -38,9 +31,9 @@ static int eval_timed(apr_fwd *f, const int32_t *tok, uint32_t n, float *logits,
                       double *secs, const char *which, apr_err *err)
 {
     apr_err e2 = {0};
-    const double t0 = now_s();
+    const double t0 = apr_now_s();
     int rc = apr_fwd_eval(f, tok, n, logits, tr, &e2);
-    *secs += now_s() - t0;
+    *secs += apr_now_s() - t0;
     if (rc)
         return apr_err_set(err, rc, "%s forward pass: %s", which, e2.msg);
     return 0;
