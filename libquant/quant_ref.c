@@ -505,6 +505,13 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
 
 /* ------------------------------------------------------------ 32-blocks with an imatrix */
 
+/* ggml's importance weights of n values: qw[l] * sqrt(sigma2 + x[l]^2) */
+static void imatrix_weights(const float *x, const float *qw, float sigma2, int n, float *out)
+{
+    for (int l = 0; l < n; ++l)
+        out[l] = qw[l] * sqrtf(sigma2 + x[l] * x[l]);
+}
+
 /* sigma2 of a whole row, as ggml's quantize_row_q4_0_impl & co compute it */
 float aprq_row_sigma2(const float *x, int64_t n)
 {
@@ -526,8 +533,7 @@ void aprq_imat_q4_0(const float *x, void *vy, int64_t n, const float *qw)
     const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
-        for (int j = 0; j < 32; ++j)
-            weight[j] = w[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        imatrix_weights(xb, w, sigma2, 32, weight);
         float d = make_qx_quants(32, 8, xb, L, 1, weight);
         y[ib].d = h16(d);
         for (int j = 0; j < 16; ++j)
@@ -547,8 +553,7 @@ void aprq_imat_q4_1(const float *x, void *vy, int64_t n, const float *qw)
     const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
-        for (int j = 0; j < 32; ++j)
-            weight[j] = w[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        imatrix_weights(xb, w, sigma2, 32, weight);
         float min;
         float d = make_qkx3_quants(32, 15, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
         y[ib].d = h16(d);
@@ -570,8 +575,7 @@ void aprq_imat_q5_0(const float *x, void *vy, int64_t n, const float *qw)
     const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
-        for (int j = 0; j < 32; ++j)
-            weight[j] = w[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        imatrix_weights(xb, w, sigma2, 32, weight);
         float d = make_qx_quants(32, 16, xb, L, 1, weight);
         y[ib].d = h16(d);
         aprq_pack5((const uint8_t *)L, y[ib].qs, y[ib].qh);
@@ -590,8 +594,7 @@ void aprq_imat_q5_1(const float *x, void *vy, int64_t n, const float *qw)
     const float sigma2 = aprq_row_sigma2(x, n);
     for (int64_t ib = 0; ib < n / 32; ++ib) {
         const float *xb = x + 32 * ib, *w = qw + 32 * ib;
-        for (int j = 0; j < 32; ++j)
-            weight[j] = w[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        imatrix_weights(xb, w, sigma2, 32, weight);
         float min;
         float d = make_qkx3_quants(32, 31, xb, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
         y[ib].d = h16(d);
@@ -673,14 +676,10 @@ void aprq_imat_q2_k(const float *x, void *vy, int64_t n, const float *qw)
     float mins[16], scales[16], sw[16], weight[16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         memset(sw, 0, sizeof sw);
-        float sumx2 = 0;
-        for (int j = 0; j < QK_K; ++j)
-            sumx2 += x[j] * x[j];
-        float sigma2 = sumx2 / QK_K;
+        const float sigma2 = aprq_row_sigma2(x, QK_K);
         for (int j = 0; j < 16; ++j) {
             const float *w = qw + QK_K * i + 16 * j;
-            for (int l = 0; l < 16; ++l)
-                weight[l] = w[l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            imatrix_weights(x + 16 * j, w, sigma2, 16, weight);
             for (int l = 0; l < 16; ++l)
                 sw[j] += weight[l];
             scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f,
@@ -809,8 +808,7 @@ void aprq_imat_q3_k(const float *x, void *vy, int64_t n, const float *qw)
         float sigma2 = 2 * sumx2 / QK_K;
         for (int j = 0; j < 16; ++j) {
             const float *w = qw + QK_K * i + 16 * j;
-            for (int l = 0; l < 16; ++l)
-                weight[l] = w[l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            imatrix_weights(x + 16 * j, w, sigma2, 16, weight);
             float sumw = 0;
             for (int l = 0; l < 16; ++l)
                 sumw += weight[l];
@@ -978,8 +976,7 @@ static void k4_imat(const float *x, const float *qw, int nmax, uint16_t *hd, uin
     float av_x = sqrtf(sigma2);
     for (int j = 0; j < 8; ++j) {
         if (qw) {
-            for (int l = 0; l < 32; ++l)
-                weights[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+            imatrix_weights(x + 32 * j, qw + 32 * j, sigma2, 32, weights);
         } else {
             for (int l = 0; l < 32; ++l)
                 weights[l] = av_x + fabsf(x[32 * j + l]);
