@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "formats.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -24,19 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     apr_model *m = NULL;
     apr_err err = {0};
-    if (apr_apr_parse(&m, buf, size, check_footer, &err) == 0) {
-        uint8_t x = 0;
-        for (uint64_t i = 0; i < m->n_tensors; i++) {
-            const apr_tensor *t = &m->tensors[i];
-            if (t->nbytes)
-                x ^= t->data[0] ^ t->data[t->nbytes - 1];
-        }
-        volatile uint8_t sink = x;
-        (void)sink;
-        apr_model_free(m);
-    } else if (m != NULL || err.msg[0] == 0) {
-        abort();
-    }
+    int rc = apr_apr_parse(&m, buf, size, check_footer, &err); /* before reading m */
+    fuzz_check_parse(rc, m, &err);
     free(buf);
     return 0;
 }
