@@ -1331,31 +1331,5 @@ done:
 
 int apr_apr_open(apr_model **out, const char *path, const apr_open_opts *opts, apr_err *err)
 {
-    *out = NULL;
-    apr_mapping map;
-    int rc = apr_map_file(path, &map, err);
-    if (rc)
-        return rc;
-    apr_model *m = NULL;
-    rc = apr_apr_parse(&m, map.base, map.size, !(opts && opts->skip_footer_crc), err);
-    if (rc) {
-        apr_unmap_file(&map);
-        if (err) {
-            char tmp[sizeof err->msg];
-            memcpy(tmp, err->msg, sizeof tmp);
-            apr_err_set(err, rc, "%s: %.900s", path, tmp);
-        }
-        return rc;
-    }
-    m->maps = calloc(1, sizeof *m->maps);
-    m->path = strdup(path);
-    if (!m->maps || !m->path || !(map.path = strdup(path))) {
-        apr_unmap_file(&map);
-        apr_model_free(m);
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    }
-    m->maps[0] = map;
-    m->n_maps = 1;
-    *out = m;
-    return 0;
+    return apr_open_mapped(out, path, APR_FMT_APR, !(opts && opts->skip_footer_crc), err);
 }

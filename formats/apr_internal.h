@@ -4,6 +4,11 @@
 
 #include "formats.h"
 
+/* What opening a GGUF or APR file shares: map path, parse the bytes (fmt
+ * APR_FMT_GGUF or APR_FMT_APR; check_footer for APR), prefix any parse error
+ * with the path, and give the mapping to the model (freed with it). */
+int apr_open_mapped(apr_model **out, const char *path, apr_format fmt, bool check_footer, apr_err *err);
+
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool apr_utf8_valid(const char *s, size_t n);
 

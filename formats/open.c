@@ -1,7 +1,9 @@
 /* open.c - format sniffing and dispatch to the readers and writers. */
 #include "formats.h"
+#include "apr_internal.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -79,4 +81,36 @@ int apr_model_write(const apr_model *m, const char *path, apr_format fmt, const 
     default:
         return apr_err_set(err, APR_E_ARG, "%s: cannot tell the output format (use .gguf, .apr or .safetensors)", path);
     }
+}
+
+int apr_open_mapped(apr_model **out, const char *path, apr_format fmt, bool check_footer, apr_err *err)
+{
+    *out = NULL;
+    apr_mapping map;
+    int rc = apr_map_file(path, &map, err);
+    if (rc)
+        return rc;
+    apr_model *m = NULL;
+    rc = fmt == APR_FMT_APR ? apr_apr_parse(&m, map.base, map.size, check_footer, err)
+                            : apr_gguf_parse(&m, map.base, map.size, err);
+    if (rc) {
+        apr_unmap_file(&map);
+        if (err) {
+            char tmp[sizeof err->msg];
+            memcpy(tmp, err->msg, sizeof tmp);
+            apr_err_set(err, rc, "%s: %.900s", path, tmp);
+        }
+        return rc;
+    }
+    m->maps = calloc(1, sizeof *m->maps);
+    m->path = strdup(path);
+    if (!m->maps || !m->path || !(map.path = strdup(path))) {
+        apr_unmap_file(&map);
+        apr_model_free(m); /* frees maps and path; n_maps is still 0 */
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    m->maps[0] = map;
+    m->n_maps = 1;
+    *out = m;
+    return 0;
 }
