@@ -72,32 +72,31 @@ static void live_remove(const uint8_t *base)
     pthread_mutex_unlock(&live_mu);
 }
 
+/* The live mapping [p, p+n) lies inside, or NULL; call with live_mu held. */
+static const live_map *live_containing(const void *p, size_t n)
+{
+    const uint8_t *q = p;
+    for (size_t i = 0; i < n_live; i++)
+        if (q >= live[i].base && (uint64_t)(q - live[i].base) <= live[i].size &&
+            n <= live[i].size - (uint64_t)(q - live[i].base))
+            return &live[i];
+    return NULL;
+}
+
 /* The descriptor and offset of [p, p+n) when it lies inside a live mapping:
  * a dup of the descriptor (so an unmap on another thread cannot close it
  * under us), or -1. */
 static int live_find(const void *p, size_t n, off_t *off)
 {
     int fd = -1;
-    const uint8_t *q = p;
     pthread_mutex_lock(&live_mu);
-    for (size_t i = 0; i < n_live && fd < 0; i++)
-        if (q >= live[i].base && (uint64_t)(q - live[i].base) <= live[i].size &&
-            n <= live[i].size - (uint64_t)(q - live[i].base)) {
-            *off = (off_t)(q - live[i].base);
-            fd = fcntl(live[i].fd, F_DUPFD_CLOEXEC, 0);
-        }
+    const live_map *lm = live_containing(p, n);
+    if (lm) {
+        *off = (off_t)((const uint8_t *)p - lm->base);
+        fd = fcntl(lm->fd, F_DUPFD_CLOEXEC, 0);
+    }
     pthread_mutex_unlock(&live_mu);
     return fd;
-}
-
-/* Whether [p, p+n) lies inside one live mapping; call with live_mu held. */
-static bool live_covers(const uint8_t *q, size_t n)
-{
-    for (size_t i = 0; i < n_live; i++)
-        if (q >= live[i].base && (uint64_t)(q - live[i].base) <= live[i].size &&
-            n <= live[i].size - (uint64_t)(q - live[i].base))
-            return true;
-    return false;
 }
 
 void apr_map_release(const void *p, size_t n)
@@ -107,7 +106,7 @@ void apr_map_release(const void *p, size_t n)
     if (b <= a)
         return;
     pthread_mutex_lock(&live_mu); /* held across madvise: an unmap waits for it */
-    if (live_covers(p, n))
+    if (live_containing(p, n))
         (void)madvise((void *)a, b - a, MADV_DONTNEED);
     pthread_mutex_unlock(&live_mu);
 }
