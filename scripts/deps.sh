@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages apr builds with, when they are missing.
 # Usage: scripts/deps.sh [--python]   (--python also installs the peer-test
-# packages from PyPI: gguf, numpy, safetensors, llama-cpp-python)
+# packages from PyPI: gguf, numpy, safetensors, sentencepiece, tokenizers, jinja2,
+# torch, transformers, llama-cpp-python and the llama.cpp source of its sdist)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libssl-dev libzstd-dev libjansson-dev zlib1g-dev
       libyaml-dev libcmocka-dev libisal-dev clang)
@@ -18,11 +19,28 @@ if ((${#missing[@]})); then
 fi
 if [ "${1:-}" = "--python" ]; then
   py=$(command -v python3 || true)
-  if [ -n "$py" ]; then
-    "$py" -m pip install -q gguf numpy safetensors sentencepiece ||
-        echo "deps: pip install of gguf/numpy/safetensors/sentencepiece failed; peer tests will skip"
-    # llama-cpp-python builds llama.cpp from source (about 5 minutes on 2 cores).
-    "$py" -c "import llama_cpp" 2>/dev/null || "$py" -m pip install -q llama-cpp-python ||
+  [ -n "$py" ] || { echo "deps: python3 not found; peer tests will skip"; exit 0; }
+  "$py" -m pip install -q gguf numpy safetensors sentencepiece tokenizers jinja2 ||
+      echo "deps: pip install of the peer packages failed; peer tests will skip"
+  # transformers + torch: the definition of an HF checkpoint, for the family peer
+  # tests. PyPI has no CPU-only torch build, so this is the ordinary wheel.
+  "$py" -c "import torch, transformers" 2>/dev/null || "$py" -m pip install -q torch transformers ||
+      echo "deps: torch/transformers could not be installed; family peer tests will skip"
+  # llama.cpp's own source (convert_hf_to_gguf.py, gguf-py, the ggml-vocab-*
+  # tokenizer vectors, models/templates) from llama-cpp-python's sdist, the same
+  # version as the installed wheel: unpacked once into the cache, and the wheel is
+  # built from that very sdist (it ships only as source; about 5 minutes on 2 cores).
+  cache=${APR_PEER_CACHE:-$HOME/.cache/apr-peer}
+  mkdir -p "$cache"
+  ver=$("$py" -c "import llama_cpp; print(llama_cpp.__version__)" 2>/dev/null || echo "${APR_LLAMA_CPP_PYTHON_VERSION:-0.3.36}")
+  sdist="$cache/llama_cpp_python-$ver.tar.gz"
+  [ -f "$sdist" ] || "$py" -m pip download -q --no-deps --no-binary llama-cpp-python \
+      "llama-cpp-python==$ver" -d "$cache" || echo "deps: llama-cpp-python $ver sdist could not be downloaded"
+  if [ -f "$sdist" ]; then
+    [ -f "$cache/llama_cpp_python-$ver/vendor/llama.cpp/convert_hf_to_gguf.py" ] ||
+        tar -xzf "$sdist" -C "$cache"
+    ln -sfn "llama_cpp_python-$ver/vendor/llama.cpp" "$cache/llama.cpp"
+    "$py" -c "import llama_cpp" 2>/dev/null || "$py" -m pip install -q "$sdist" ||
       echo "deps: llama-cpp-python could not be installed; llama.cpp peer tests will skip"
   fi
 fi

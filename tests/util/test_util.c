@@ -210,6 +210,33 @@ void tu_require_python(const char *modules, const char *pip)
     }
 }
 
+const char *tu_llama_cpp_src(void)
+{
+    static char path[4096];
+    const char *env = getenv("APR_LLAMA_CPP_SRC");
+    const char *home = getenv("HOME");
+    if (env && *env)
+        snprintf(path, sizeof path, "%s", env);
+    else if (home && *home)
+        snprintf(path, sizeof path, "%s/.cache/apr-peer/llama.cpp", home);
+    else
+        return NULL;
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/convert_hf_to_gguf.py", path);
+    return access(probe, R_OK) == 0 ? path : NULL;
+}
+
+const char *tu_require_llama_cpp_src(void)
+{
+    const char *src = tu_llama_cpp_src();
+    if (!src) {
+        print_message("SKIP: llama.cpp's source (llama-cpp-python's sdist) is absent: "
+                      "run scripts/deps.sh --python or set APR_LLAMA_CPP_SRC\n");
+        skip();
+    }
+    return src;
+}
+
 int tu_run_peer(const char *tag, const char *script, const char *args)
 {
     const char *src = getenv("APR_SOURCE_DIR");

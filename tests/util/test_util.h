@@ -36,6 +36,13 @@ int tu_system(const char *out_path, const char *fmt, ...) __attribute__((format(
 /* Skips the running test, visibly, unless `python3 -c 'import MODULES'`
  * works (modules comma-separated); pip names the packages to install. */
 void tu_require_python(const char *modules, const char *pip);
+/* llama.cpp's source tree (convert_hf_to_gguf.py, gguf-py, models/ggml-vocab-*,
+ * models/templates/) from llama-cpp-python's sdist of the installed version, as
+ * `scripts/deps.sh --python` unpacks it: $APR_LLAMA_CPP_SRC, else
+ * $HOME/.cache/apr-peer/llama.cpp. NULL when it is not there. */
+const char *tu_llama_cpp_src(void);
+/* The same, skipping the running test visibly when it is absent. */
+const char *tu_require_llama_cpp_src(void);
 /* Runs python3 tests/peer/SCRIPT (from $APR_SOURCE_DIR) with the arguments
  * `ARGS` (already quoted), prints its output, returns its exit status. */
 int tu_run_peer(const char *tag, const char *script, const char *args);
