@@ -1,5 +1,6 @@
-/* hfmeta.h - PRIVATE to formats/: HF config.json / tokenizer.json <-> GGUF-namespace KVs,
- * and the typed-KV JSON codec shared by safetensors.c and synth.c. */
+/* hfmeta.h - PRIVATE to formats/ (and libtok/hftok.c, for the f32 JSON helpers):
+ * HF config.json <-> GGUF KVs (the tokenizer files are libtok's), and the
+ * typed-KV JSON codec shared by safetensors.c and synth.c. */
 #ifndef APR_HFMETA_H
 #define APR_HFMETA_H
 

@@ -20,7 +20,7 @@
  */
 #define _GNU_SOURCE
 #include "hfmeta.h"
-#include "spm.h"
+#include "tok.h"
 
 #include <errno.h>
 #include <libgen.h>

@@ -1,5 +1,5 @@
 /* fuzz_spm.c - libFuzzer harness for the SentencePiece tokenizer.model
- * reader (formats/spm.c): the protobuf framing, the pieces and specs, the
+ * reader (libtok/spm.c): the protobuf framing, the pieces and specs, the
  * loadability checks; then the llama.cpp mapping to KVs, and the writer on
  * what was read (its bytes must parse again).
  * Run: build-fuzz/fuzz/fuzz_spm -max_total_time=30 WORKDIR fuzz/corpus/spm
@@ -9,7 +9,7 @@
 
 #include "formats.h"
 #include "hfmeta.h"
-#include "spm.h"
+#include "tok.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,7 +1,6 @@
 /* forward.h - the public header of libforward: the model graph (LLaMA and
  * Qwen2 families), the CPU reference forward pass, the CUDA backend behind the
- * same interface, traced per-layer statistics, and tokenizers read from model
- * metadata.
+ * same interface and traced per-layer statistics (tokenizers: libtok/tok.h).
  */
 #ifndef APR_FORWARD_H
 #define APR_FORWARD_H
@@ -62,24 +61,6 @@ int apr_fwd_eval(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, a
 int apr_fwd_eval_last(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, apr_trace *trace,
                       apr_err *err);
 uint32_t apr_fwd_max_ctx(const apr_fwd *f); /* KV cache positions */
-
-/* ---- tokenizer from model metadata (SentencePiece "llama" and byte BPE "gpt2") */
-typedef struct apr_tok apr_tok;
-int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err);
-void apr_tok_free(apr_tok *t);
-/* Encode text; *ids is malloc'd. add_bos: prepend BOS when the model says so
- * (tokenizer.ggml.add_bos_token, default true for llama SPM). */
-int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
-                   apr_err *err);
-/* Decoded text of one token: writes at most cap bytes to buf (no NUL) and
- * returns the piece's full length. prev is the previous token id: -1 (or a
- * control token such as BOS) marks the start of a text, where SentencePiece
- * drops the piece's prefix space; APR_TOK_CONTINUE never drops it (what
- * llama.cpp's token_to_piece prints). Control tokens decode to nothing. */
-#define APR_TOK_CONTINUE (-2)
-size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, size_t cap);
-int32_t apr_tok_bos(const apr_tok *t);
-int32_t apr_tok_eos(const apr_tok *t);
 
 #ifdef __cplusplus
 }

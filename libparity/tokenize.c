@@ -2,6 +2,7 @@
  * agree), or deterministic ids when neither model carries a vocabulary.
  */
 #include "parity.h"
+#include "tok.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "tok.h"
 #include "graph.h" /* the trace accumulator */
 #include "quant.h"
 

@@ -1,5 +1,5 @@
 /* test_spm.c - SentencePiece tokenizer.model: the protobuf reader and writer
- * (formats/spm.c), its mapping to GGUF KVs as llama.cpp's converter does it
+ * (libtok/spm.c), its mapping to GGUF KVs as llama.cpp's converter does it
  * (formats/hfmeta.c), conversions through HF directories that carry only a
  * tokenizer.model, hostile inputs, and the Python sentencepiece peer check. */
 #include "test_util.h"
@@ -12,7 +12,7 @@
 
 #include "convert.h"
 #include "hfmeta.h"
-#include "spm.h"
+#include "tok.h"
 
 #define FIXTURE "fixtures/stories260K-f32.gguf"
 #define VOCAB_FIXTURE "fixtures/ggml-vocab-llama-spm.gguf"

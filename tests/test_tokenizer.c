@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "tok.h"
 
 #define SPM_VOCAB "fixtures/ggml-vocab-llama-spm.gguf"
 

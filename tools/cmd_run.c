@@ -16,6 +16,7 @@
 #include "cli.h"
 #include "formats.h"
 #include "forward.h"
+#include "tok.h"
 
 typedef struct run_opts {
     const char *model, *prompt, *dump_logits;

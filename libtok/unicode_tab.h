@@ -1,5 +1,5 @@
 /* unicode_tab.h - GENERATED: Unicode letter (\p{L}: Lu Ll Lt Lm Lo) and number
- * (\p{N}: Nd Nl No) code point ranges for the BPE pre-tokenizer (tokenizer.c).
+ * (\p{N}: Nd Nl No) code point ranges for the BPE pre-tokenizer (encode.c).
  * Source: Python 3.11's unicodedata (Unicode 14.0.0): maximal runs [first,
  * last] of code points c with unicodedata.category(chr(c))[0] == 'L' (resp.
  * 'N') over range(0x110000), in ascending order (binary searched).

@@ -1,4 +1,4 @@
-/* tokenizer.c - tokenizers read from model metadata (apr_model.tok):
+/* encode.c - the encoder / decoder, read from model metadata (apr_model.tok):
  *
  *   "llama": SentencePiece as llama.cpp's llm_tokenizer_spm does it: spaces
  *            become U+2581, one U+2581 is prepended (tokenizer.ggml.
@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "tok.h"
 #include "unicode_tab.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };

@@ -23,7 +23,7 @@
  * them, and guessing would give a different vocabulary.
  */
 #define _GNU_SOURCE
-#include "spm.h"
+#include "tok.h"
 
 #include <errno.h>
 #include <stdio.h>

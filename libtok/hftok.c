@@ -1,0 +1,1012 @@
+/* hftok.c - HF tokenizer files (tokenizer.json, tokenizer_config.json,
+ * added_tokens.json, chat_template.jinja, tokenizer.model) <-> the GGUF
+ * tokenizer.* KVs.
+ *
+ * Reading follows llama.cpp's convert_hf_to_gguf.py (and gguf-py's vocab.py):
+ *   tokenizer.json:
+ *     Unigram (what we write for SentencePiece vocabs) -> model "llama", tokens
+ *         and scores from the vocab list, byte pieces type 6, unk type 2,
+ *         special added tokens type 3, other added tokens type 4;
+ *     BPE with byte_fallback (llama-2 style) -> model "llama" as LlamaHfVocab:
+ *         score -1000 for every token, bytes type 6, special tokens type 3;
+ *     BPE without byte_fallback (GPT-2 / Qwen2 byte-level) -> model "gpt2" as
+ *         get_vocab_base: vocab padded to config vocab_size with "[PAD<i>]"
+ *         (type 5), added tokens type 3 when special (or looking special:
+ *         <|...|>) else 4, merges, pre-tokenizer named from its regex.
+ *   tokenizer.model: _set_vocab_sentencepiece (see map_spm).
+ *   Special ids (bos, eos, unk, sep, pad, cls, mask) and add_*_token and the
+ *   chat template as gguf-py's SpecialVocab finds them.
+ * Writing builds the standard HF files from the KVs; what they cannot carry
+ * travels in formats/hfmeta.c's apr_gguf records.
+ */
+#define _GNU_SOURCE
+#include "tok.h"
+#include "hfmeta.h" /* apr_json_f32 / apr_json_get_f32: the exact f32 <-> JSON convention */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ================================================================ small helpers */
+
+static int json_to_str(const json_t *j, apr_str *s, const char *what, apr_err *err)
+{
+    if (!json_is_string(j))
+        return apr_err_set(err, APR_E_FORMAT, "%s: expected a string", what);
+    size_t n = json_string_length(j);
+    s->s = malloc(n + 1);
+    if (!s->s)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    memcpy(s->s, json_string_value(j), n);
+    s->s[n] = 0;
+    s->len = n;
+    return 0;
+}
+
+static int set_u32(apr_model *m, const char *key, uint32_t v, apr_err *err)
+{
+    return apr_model_set_kv_u32(m, key, v) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+static int set_str(apr_model *m, const char *key, const char *v, apr_err *err)
+{
+    return apr_model_set_kv_str(m, key, v) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+static int set_bool(apr_model *m, const char *key, bool v, apr_err *err)
+{
+    return apr_model_set_kv_bool(m, key, v) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+/* Set an array KV; arr is borrowed (deep-copied by apr_model_set_kv). */
+static int set_array(apr_model *m, const char *key, apr_kv_type et, void *arr, uint64_t count, apr_err *err)
+{
+    apr_kv kv = {0};
+    kv.key = (char *)key;
+    kv.type = APR_KV_ARRAY;
+    kv.arr_type = et;
+    kv.arr = arr;
+    kv.count = count;
+    return apr_model_set_kv(m, &kv) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
+}
+
+/* config.json field as u32: 1 present, 0 absent (or null), <0 bad. */
+static int cfg_u32(const json_t *cfg, const char *field, uint32_t *out, apr_err *err)
+{
+    const json_t *j = json_object_get(cfg, field);
+    if (!j || json_is_null(j))
+        return 0;
+    if (!json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) > (json_int_t)UINT32_MAX)
+        return apr_err_set(err, APR_E_FORMAT, "config.json: %s must be an integer in [0, 2^32)", field);
+    *out = (uint32_t)json_integer_value(j);
+    return 1;
+}
+
+/* ================================================================ tokenizer.json -> KVs */
+
+static const char *const qwen2_regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *const llama3_regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+typedef struct tok_build {
+    uint32_t n;
+    apr_str *tokens;
+    float *scores;
+    int32_t *types;
+    bool *is_added, *is_special;
+} tok_build;
+
+static void tok_build_free(tok_build *b)
+{
+    if (b->tokens)
+        for (uint32_t i = 0; i < b->n; i++)
+            free(b->tokens[i].s);
+    free(b->tokens);
+    free(b->scores);
+    free(b->types);
+    free(b->is_added);
+    free(b->is_special);
+    memset(b, 0, sizeof *b);
+}
+
+static int tok_build_alloc(tok_build *b, uint32_t n, apr_err *err)
+{
+    b->n = n;
+    b->tokens = calloc(n, sizeof *b->tokens);
+    b->scores = calloc(n, sizeof *b->scores);
+    b->types = calloc(n, sizeof *b->types);
+    b->is_added = calloc(n, sizeof *b->is_added);
+    b->is_special = calloc(n, sizeof *b->is_special);
+    if (!b->tokens || !b->scores || !b->types || !b->is_added || !b->is_special)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    return 0;
+}
+
+static int tok_set(tok_build *b, json_int_t id, const json_t *text, const char *what, apr_err *err)
+{
+    if (id < 0 || (uint64_t)id >= b->n)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: %s id %lld out of range", what, (long long)id);
+    if (!json_is_string(text))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: %s token %lld is not a string", what, (long long)id);
+    if (b->tokens[id].s) {
+        /* The same token listed in model.vocab and added_tokens is normal. */
+        if (b->tokens[id].len == json_string_length(text) &&
+            memcmp(b->tokens[id].s, json_string_value(text), b->tokens[id].len) == 0)
+            return 0;
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: two different tokens have id %lld", (long long)id);
+    }
+    apr_str s;
+    if (json_to_str(text, &s, "tokenizer.json", err))
+        return err ? err->code : APR_E_FORMAT;
+    b->tokens[id] = s;
+    return 0;
+}
+
+static bool is_byte_token(const apr_str *s)
+{
+    static const char hex[] = "0123456789abcdefABCDEF";
+    return s->len == 6 && memcmp(s->s, "<0x", 3) == 0 && s->s[5] == '>' && s->s[3] &&
+           strchr(hex, s->s[3]) && s->s[4] && strchr(hex, s->s[4]);
+}
+
+static bool looks_special(const apr_str *s)
+{
+    const char *t = s->s;
+    size_t n = s->len;
+    if (!strcmp(t, "<pad>") || !strcmp(t, "<mask>") || !strcmp(t, "<2mass>") || !strcmp(t, "[@BOS@]"))
+        return true;
+    if (n >= 4 && memcmp(t, "<|", 2) == 0 && memcmp(t + n - 2, "|>", 2) == 0)
+        return true;
+    /* "<｜" ... "｜>" (fullwidth bar, deepseek-coder) */
+    if (n >= 8 && memcmp(t, "<\xef\xbd\x9c", 4) == 0 && memcmp(t + n - 4, "\xef\xbd\x9c>", 4) == 0)
+        return true;
+    return n >= 8 && memcmp(t, "<unused", 7) == 0 && t[n - 1] == '>';
+}
+
+/* Largest id in model.vocab (object or Unigram list) and added_tokens. */
+static int64_t max_token_id(const json_t *vocab, const json_t *added)
+{
+    int64_t mx = -1;
+    if (json_is_object(vocab)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)vocab, k, v)
+            if (json_is_integer(v) && json_integer_value(v) > mx)
+                mx = json_integer_value(v);
+    } else if (json_is_array(vocab)) {
+        mx = (int64_t)json_array_size(vocab) - 1;
+    }
+    size_t i;
+    json_t *a;
+    json_array_foreach(added, i, a) {
+        json_int_t id = json_integer_value(json_object_get(a, "id"));
+        if (id > mx)
+            mx = id;
+    }
+    return mx;
+}
+
+/* The string of a special-token entry in tokenizer_config.json ("<s>" or {"content": "<s>"}). */
+static const char *special_entry(const json_t *tc, const char *field)
+{
+    const json_t *e = json_object_get(tc, field);
+    if (json_is_object(e))
+        e = json_object_get(e, "content");
+    return json_string_value(e);
+}
+
+static int map_special_ids(apr_model *m, const apr_tok_hf *d, uint32_t n_vocab, apr_err *err)
+{
+    static const char *const types[] = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"};
+    static const char *const keys[] = {
+        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+        "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.cls_token_id",
+        "tokenizer.ggml.mask_token_id"};
+    const json_t *added = json_object_get(d->tokenizer, "added_tokens");
+    const json_t *tc = d->tokenizer_config;
+    int rc;
+    bool set[7] = {false};
+    /* SpecialVocab: the tokenizer_config entry looked up among added_tokens... */
+    for (int t = 0; t < 7 && tc; t++) {
+        char field[32];
+        snprintf(field, sizeof field, "%s_token", types[t]);
+        const char *want = special_entry(tc, field);
+        if (!want && t == 0)
+            want = special_entry(tc, "cls_token"); /* bos falls back to cls */
+        if (!want && t == 1)
+            want = special_entry(tc, "sep_token"); /* eos falls back to sep */
+        if (!want)
+            continue;
+        size_t i;
+        json_t *a;
+        json_array_foreach(added, i, a) {
+            const char *c = json_string_value(json_object_get(a, "content"));
+            const json_t *jid = json_object_get(a, "id");
+            if (c && strcmp(c, want) == 0 && json_is_integer(jid)) {
+                json_int_t id = json_integer_value(jid);
+                if (id >= 0 && id < n_vocab) {
+                    if ((rc = set_u32(m, keys[t], (uint32_t)id, err)))
+                        return rc;
+                    set[t] = true;
+                }
+                break;
+            }
+        }
+    }
+    /* ...then config.json's {typ}_token_id. */
+    for (int t = 0; t < 7 && d->config; t++) {
+        char field[32];
+        snprintf(field, sizeof field, "%s_token_id", types[t]);
+        const json_t *j = json_object_get(d->config, field);
+        if (set[t] || !json_is_integer(j))
+            continue;
+        json_int_t id = json_integer_value(j);
+        if (id < 0)
+            return apr_err_set(err, APR_E_FORMAT, "config.json: %s is negative", field);
+        if (id < n_vocab && (rc = set_u32(m, keys[t], (uint32_t)id, err)))
+            return rc;
+        set[t] = id < n_vocab;
+    }
+    /* Last resort (not in llama.cpp's converter, which would leave them unset):
+     * generation_config.json's bos/eos ids (an int, or a list: the first). */
+    for (int t = 0; t < 2 && d->gen_config; t++) {
+        const json_t *j = json_object_get(d->gen_config, t ? "eos_token_id" : "bos_token_id");
+        if (json_is_array(j))
+            j = json_array_get(j, 0);
+        if (set[t] || !json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) >= n_vocab)
+            continue;
+        if ((rc = set_u32(m, keys[t], (uint32_t)json_integer_value(j), err)))
+            return rc;
+    }
+    return 0;
+}
+
+static int map_add_flags_and_template(apr_model *m, const apr_tok_hf *d, apr_err *err)
+{
+    int rc;
+    const json_t *tc = d->tokenizer_config;
+    /* Crude parse of TemplateProcessing, as SpecialVocab does. */
+    const json_t *pp = json_object_get(d->tokenizer, "post_processor");
+    const json_t *procs = json_object_get(pp, "processors");
+    size_t nproc = json_is_array(procs) ? json_array_size(procs) : (pp ? 1 : 0);
+    const char *bos = special_entry(tc, "bos_token"), *cls = special_entry(tc, "cls_token");
+    const char *eos = special_entry(tc, "eos_token");
+    for (size_t i = 0; i < nproc; i++) {
+        const json_t *p = json_is_array(procs) ? json_array_get(procs, i) : pp;
+        const char *type = json_string_value(json_object_get(p, "type"));
+        if (!type || strcmp(type, "TemplateProcessing") != 0)
+            continue;
+        const json_t *single = json_object_get(p, "single");
+        size_t n = json_array_size(single);
+        if (n <= 1)
+            continue;
+        const char *first = json_string_value(
+            json_object_get(json_object_get(json_array_get(single, 0), "SpecialToken"), "id"));
+        const char *last = json_string_value(
+            json_object_get(json_object_get(json_array_get(single, n - 1), "SpecialToken"), "id"));
+        if (first) {
+            if (!tc)
+                bos = first;
+            bool v = (bos && !strcmp(first, bos)) || (cls && !strcmp(first, cls));
+            if ((rc = set_bool(m, "tokenizer.ggml.add_bos_token", v, err)))
+                return rc;
+        }
+        if (last) {
+            if (!tc)
+                eos = last;
+            if ((rc = set_bool(m, "tokenizer.ggml.add_eos_token", eos && !strcmp(last, eos), err)))
+                return rc;
+        }
+    }
+    static const char *const types[] = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"};
+    for (int t = 0; t < 7 && tc; t++) {
+        char field[32], key[64];
+        snprintf(field, sizeof field, "add_%s_token", types[t]);
+        const json_t *j = json_object_get(tc, field);
+        if (!json_is_boolean(j))
+            continue;
+        snprintf(key, sizeof key, "tokenizer.ggml.add_%s_token", types[t]);
+        if ((rc = set_bool(m, key, json_is_true(j), err)))
+            return rc;
+    }
+    if (!tc)
+        return 0;
+    const json_t *ct = json_object_get(tc, "chat_template");
+    if (json_is_string(ct))
+        return set_str(m, "tokenizer.chat_template", json_string_value(ct), err);
+    if (json_is_array(ct)) {
+        /* [{"name": ..., "template": ...}]: "default" -> tokenizer.chat_template,
+         * the others -> tokenizer.chat_template.NAME (gguf-py's add_chat_template). */
+        size_t i;
+        json_t *e;
+        json_array_foreach(ct, i, e) {
+            const char *name = json_string_value(json_object_get(e, "name"));
+            const char *tmpl = json_string_value(json_object_get(e, "template"));
+            if (!name || !tmpl)
+                continue;
+            char key[256];
+            if (!strcmp(name, "default"))
+                snprintf(key, sizeof key, "tokenizer.chat_template");
+            else
+                snprintf(key, sizeof key, "tokenizer.chat_template.%s", name);
+            if ((rc = set_str(m, key, tmpl, err)))
+                return rc;
+        }
+        return 0;
+    }
+    if (d->chat_template)
+        return set_str(m, "tokenizer.chat_template", d->chat_template, err);
+    return 0;
+}
+
+/* GGUF merges are "a b" strings; the newer HF pair format [a, b] has spaces
+ * inside parts encoded as U+0120 the way gguf-py does. */
+static int map_merges(apr_model *m, const json_t *merges, apr_err *err)
+{
+    size_t n = json_array_size(merges);
+    if (n == 0)
+        return 0;
+    apr_str *arr = calloc(n, sizeof *arr);
+    if (!arr)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const json_t *e = json_array_get(merges, i);
+        if (json_is_string(e)) {
+            rc = json_to_str(e, &arr[i], "tokenizer.json merges", err);
+        } else if (json_is_array(e) && json_array_size(e) == 2 && json_is_string(json_array_get(e, 0)) &&
+                   json_is_string(json_array_get(e, 1))) {
+            const json_t *a = json_array_get(e, 0), *b = json_array_get(e, 1);
+            size_t la = json_string_length(a), lb = json_string_length(b);
+            char *s = malloc(2 * (la + lb) + 2), *o = s;
+            if (!s) {
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+                break;
+            }
+            for (int part = 0; part < 2; part++) {
+                const json_t *p = part ? b : a;
+                const char *c = json_string_value(p);
+                for (size_t k = 0; k < json_string_length(p); k++) {
+                    if (c[k] == ' ') { *o++ = (char)0xc4; *o++ = (char)0xa0; } /* U+0120 */
+                    else *o++ = c[k];
+                }
+                if (!part)
+                    *o++ = ' ';
+            }
+            *o = 0;
+            arr[i].s = s;
+            arr[i].len = (uint64_t)(o - s);
+        } else {
+            rc = apr_err_set(err, APR_E_FORMAT, "tokenizer.json: merge %zu is neither \"a b\" nor [a, b]", i);
+        }
+    }
+    if (!rc)
+        rc = set_array(m, "tokenizer.ggml.merges", APR_KV_STRING, arr, n, err);
+    for (size_t i = 0; i < n; i++)
+        free(arr[i].s);
+    free(arr);
+    return rc;
+}
+
+/* The pre-tokenizer name llama.cpp would pick (it hashes the tokenization of a
+ * test text; we recognise the regexes of the tokenizers we write and read). */
+static const char *detect_pre(const json_t *tok)
+{
+    const json_t *pt = json_object_get(tok, "pre_tokenizer");
+    const json_t *list = json_object_get(pt, "pretokenizers");
+    size_t n = json_is_array(list) ? json_array_size(list) : (pt ? 1 : 0);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *p = json_is_array(list) ? json_array_get(list, i) : pt;
+        const char *type = json_string_value(json_object_get(p, "type"));
+        if (!type)
+            continue;
+        if (!strcmp(type, "Split")) {
+            const char *re = json_string_value(json_object_get(json_object_get(p, "pattern"), "Regex"));
+            if (re && !strcmp(re, qwen2_regex))
+                return "qwen2";
+            if (re && !strcmp(re, llama3_regex))
+                return "llama-bpe";
+        }
+        if (!strcmp(type, "ByteLevel") && n == 1 && !json_is_false(json_object_get(p, "use_regex")))
+            return "gpt-2";
+    }
+    return "default";
+}
+
+static int map_tokenizer(apr_model *m, const apr_tok_hf *d, apr_err *err)
+{
+    const json_t *tok = d->tokenizer;
+    const json_t *model = json_object_get(tok, "model");
+    const char *type = json_string_value(json_object_get(model, "type"));
+    const json_t *vocab = json_object_get(model, "vocab");
+    const json_t *added = json_object_get(tok, "added_tokens");
+    if (added && !json_is_array(added))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: added_tokens is not a list");
+    if (!type)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: no model.type");
+    bool unigram = !strcmp(type, "Unigram");
+    bool bpe = !strcmp(type, "BPE");
+    if (!unigram && !bpe)
+        return apr_err_set(err, APR_E_UNSUPPORTED,
+                           "tokenizer.json: model type '%s' is not supported (Unigram, BPE)", type);
+    if (unigram ? !json_is_array(vocab) : !json_is_object(vocab))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: model.vocab has the wrong JSON type");
+    bool byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+    bool gpt2 = bpe && !byte_fallback;
+
+    int64_t mx = max_token_id(vocab, added);
+    if (mx >= (1 << 24))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: token id %lld is too large", (long long)mx);
+    uint64_t n = (uint64_t)(mx + 1);
+    uint32_t cfg_vocab = 0;
+    if (gpt2 && d->config && cfg_u32(d->config, "vocab_size", &cfg_vocab, err) == 1) {
+        if (cfg_vocab < n)
+            return apr_err_set(err, APR_E_FORMAT, "config.json vocab_size %u < tokenizer's %llu tokens",
+                               cfg_vocab, (unsigned long long)n);
+        n = cfg_vocab; /* get_vocab_base pads to the config's vocab size */
+    }
+    if (n == 0 || n > (1u << 24))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: %llu tokens", (unsigned long long)n);
+
+    tok_build b = {0};
+    int rc = tok_build_alloc(&b, (uint32_t)n, err);
+    if (rc)
+        goto done;
+    if (unigram) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(vocab, i, e) {
+            if (!json_is_array(e) || json_array_size(e) != 2 || !apr_json_get_f32(json_array_get(e, 1), &b.scores[i])) {
+                rc = apr_err_set(err, APR_E_FORMAT, "tokenizer.json: Unigram vocab entry %zu is not [piece, score]", i);
+                goto done;
+            }
+            if ((rc = tok_set(&b, (json_int_t)i, json_array_get(e, 0), "vocab", err)))
+                goto done;
+        }
+    } else {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)vocab, k, v) {
+            if (!json_is_integer(v)) {
+                rc = apr_err_set(err, APR_E_FORMAT, "tokenizer.json: vocab id of '%.40s' is not an integer", k);
+                goto done;
+            }
+            json_t *text = json_stringn(k, strlen(k));
+            rc = text ? tok_set(&b, json_integer_value(v), text, "vocab", err)
+                      : apr_err_set(err, APR_E_NOMEM, "out of memory");
+            json_decref(text);
+            if (rc)
+                goto done;
+        }
+    }
+    size_t i;
+    json_t *a;
+    json_array_foreach(added, i, a) {
+        const json_t *jid = json_object_get(a, "id");
+        if (!json_is_integer(jid)) {
+            rc = apr_err_set(err, APR_E_FORMAT, "tokenizer.json: added token %zu has no integer id", i);
+            goto done;
+        }
+        json_int_t id = json_integer_value(jid);
+        if ((rc = tok_set(&b, id, json_object_get(a, "content"), "added", err)))
+            goto done;
+        b.is_added[id] = true;
+        b.is_special[id] = json_is_true(json_object_get(a, "special"));
+    }
+    int64_t unk_id = -1;
+    if (unigram && json_is_integer(json_object_get(model, "unk_id")))
+        unk_id = json_integer_value(json_object_get(model, "unk_id"));
+    for (uint32_t t = 0; t < b.n; t++) {
+        if (!b.tokens[t].s) {
+            if (!gpt2) {
+                rc = apr_err_set(err, APR_E_FORMAT, "tokenizer.json: no token has id %u", t);
+                goto done;
+            }
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%u]", t);
+            b.tokens[t].s = strdup(pad);
+            b.tokens[t].len = strlen(pad);
+            if (!b.tokens[t].s) {
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+                goto done;
+            }
+            b.types[t] = 5; /* UNUSED */
+            continue;
+        }
+        if (gpt2) {
+            if (b.is_added[t])
+                b.types[t] = (b.is_special[t] || looks_special(&b.tokens[t])) ? 3 : 4;
+            else
+                b.types[t] = 1;
+        } else {
+            if (is_byte_token(&b.tokens[t]))
+                b.types[t] = 6;
+            else if (unigram && t == unk_id)
+                b.types[t] = 2;
+            else if (b.is_added[t] && b.is_special[t])
+                b.types[t] = 3;
+            else if (b.is_added[t])
+                b.types[t] = 4;
+            else
+                b.types[t] = 1;
+            if (!unigram)
+                b.scores[t] = -1000.0f; /* LlamaHfVocab's score for every token */
+        }
+    }
+    if ((rc = set_str(m, "tokenizer.ggml.model", gpt2 ? "gpt2" : "llama", err)) ||
+        (rc = set_str(m, "tokenizer.ggml.pre", gpt2 ? detect_pre(tok) : "default", err)) ||
+        (rc = set_array(m, "tokenizer.ggml.tokens", APR_KV_STRING, b.tokens, b.n, err)))
+        goto done;
+    if (!gpt2 && (rc = set_array(m, "tokenizer.ggml.scores", APR_KV_F32, b.scores, b.n, err)))
+        goto done;
+    if ((rc = set_array(m, "tokenizer.ggml.token_type", APR_KV_I32, b.types, b.n, err)))
+        goto done;
+    if (gpt2 && (rc = map_merges(m, json_object_get(model, "merges"), err)))
+        goto done;
+    if ((rc = map_special_ids(m, d, b.n, err)) || (rc = map_add_flags_and_template(m, d, err)))
+        goto done;
+done:
+    tok_build_free(&b);
+    return rc;
+}
+
+/* ================================================================ tokenizer.model -> KVs */
+
+/* The vocabulary size _create_vocab_sentencepiece uses: the first of
+ * config.json's vocab_size_per_layer_input / vocab_size that is present,
+ * or the piece count when that value is falsy (absent, null, 0). */
+static int spm_vocab_size(const apr_tok_hf *d, uint32_t *out, apr_err *err)
+{
+    static const char *const fields[] = {"vocab_size_per_layer_input", "vocab_size"};
+    *out = d->spm->n_pieces;
+    for (int i = 0; i < 2 && d->config; i++) {
+        const json_t *j = json_object_get(d->config, fields[i]);
+        if (!j)
+            continue;
+        if (json_is_null(j) || json_is_false(j) || (json_is_integer(j) && json_integer_value(j) == 0))
+            return 0;
+        if (!json_is_integer(j) || json_integer_value(j) < 0 || json_integer_value(j) > (json_int_t)APR_SPM_MAX_PIECES)
+            return apr_err_set(err, APR_E_FORMAT, "config.json: %s must be an integer in [0, 2^24]", fields[i]);
+        *out = (uint32_t)json_integer_value(j);
+        return 0;
+    }
+    return 0;
+}
+
+/* Replace token id's text; with spaces = true, U+2581 becomes ' ' (the
+ * converter's "pre-normalize user-defined spaces"). */
+static int spm_put(tok_build *b, uint32_t id, const char *text, size_t n, bool spaces, apr_err *err)
+{
+    char *c = malloc(n + 1);
+    if (!c)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (spaces && i + 3 <= n && memcmp(text + i, "\xe2\x96\x81", 3) == 0) {
+            c[o++] = ' ';
+            i += 2;
+        } else {
+            c[o++] = text[i];
+        }
+    }
+    c[o] = 0;
+    free(b->tokens[id].s);
+    b->tokens[id].s = c;
+    b->tokens[id].len = o;
+    return 0;
+}
+
+/* Python truthiness of a JSON value (token_data.get("special")). */
+static bool py_truthy(const json_t *j)
+{
+    if (!j || json_is_null(j) || json_is_false(j))
+        return false;
+    if (json_is_integer(j))
+        return json_integer_value(j) != 0;
+    if (json_is_real(j))
+        return json_real_value(j) != 0.0;
+    if (json_is_string(j))
+        return json_string_length(j) != 0;
+    if (json_is_array(j))
+        return json_array_size(j) != 0;
+    if (json_is_object(j))
+        return json_object_size(j) != 0;
+    return true;
+}
+
+/* added_tokens.json: {"text": id}, user-defined tokens with score -1000. */
+static int spm_added_tokens_json(tok_build *b, const json_t *added, apr_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)added, k, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return apr_err_set(err, APR_E_FORMAT, "added_tokens.json: the id of '%.40s' is not a non-negative integer", k);
+        if ((uint64_t)json_integer_value(v) >= b->n)
+            continue; /* the converter ignores ids past vocab_size */
+        uint32_t id = (uint32_t)json_integer_value(v);
+        int rc = spm_put(b, id, k, strlen(k), false, err);
+        if (rc)
+            return rc;
+        b->scores[id] = -1000.0f;
+        b->types[id] = 4; /* USER_DEFINED */
+    }
+    return 0;
+}
+
+/* tokenizer_config.json added_tokens_decoder: {"id": {"content": ..., "special": ...}}. */
+static int spm_added_tokens_decoder(tok_build *b, const json_t *dec, apr_err *err)
+{
+    if (!dec)
+        return 0;
+    if (!json_is_object(dec))
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer_config.json: added_tokens_decoder is not an object");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)dec, k, v) {
+        char *end;
+        errno = 0;
+        long long id = strtoll(k, &end, 10);
+        if (!*k || *end || errno || id < 0)
+            return apr_err_set(err, APR_E_FORMAT, "tokenizer_config.json: added_tokens_decoder key '%.40s' is not a "
+                               "non-negative token id", k);
+        const json_t *content = json_object_get(v, "content");
+        if (!json_is_string(content))
+            return apr_err_set(err, APR_E_FORMAT, "tokenizer_config.json: added token %lld has no string content", id);
+        if ((uint64_t)id >= b->n)
+            continue; /* the converter ignores ids past vocab_size */
+        apr_str text = {json_string_length(content), (char *)json_string_value(content)};
+        bool control = py_truthy(json_object_get(v, "special")) || looks_special(&text);
+        int rc = spm_put(b, (uint32_t)id, text.s, (size_t)text.len, !control, err);
+        if (rc)
+            return rc;
+        b->types[id] = control ? 3 : 4;
+        b->scores[id] = -1000.0f;
+    }
+    return 0;
+}
+
+/* llama.cpp's _set_vocab_sentencepiece: [PAD<i>] fillers (score -10000,
+ * UNUSED) up to vocab_size, the pieces (type UNKNOWN / CONTROL / UNUSED /
+ * BYTE, everything else NORMAL), then added_tokens.json and
+ * added_tokens_decoder, then SpecialVocab. */
+static int map_spm(apr_model *m, const apr_tok_hf *d, apr_err *err)
+{
+    const apr_spm *s = d->spm;
+    uint32_t n = 0;
+    int rc = spm_vocab_size(d, &n, err);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return apr_err_set(err, APR_E_FORMAT, "tokenizer.model: an empty vocabulary");
+    tok_build b = {0};
+    if ((rc = tok_build_alloc(&b, n, err)))
+        goto done;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        char pad[32];
+        int len = snprintf(pad, sizeof pad, "[PAD%u]", i);
+        rc = spm_put(&b, i, pad, (size_t)len, false, err);
+        b.scores[i] = -10000.0f;
+        b.types[i] = 5;
+    }
+    for (uint32_t i = 0; i < s->n_pieces && i < n && !rc; i++) {
+        int32_t t = s->types[i];
+        rc = spm_put(&b, i, s->pieces[i].s, (size_t)s->pieces[i].len, false, err);
+        b.scores[i] = s->scores[i];
+        b.types[i] = (t == APR_SPM_UNKNOWN || t == APR_SPM_CONTROL || t == APR_SPM_UNUSED || t == APR_SPM_BYTE)
+                         ? t : APR_SPM_NORMAL; /* USER_DEFINED pieces become NORMAL, as IsUnknown/... say */
+    }
+    if (rc || (d->added_tokens && (rc = spm_added_tokens_json(&b, d->added_tokens, err))) ||
+        (rc = spm_added_tokens_decoder(&b, json_object_get(d->tokenizer_config, "added_tokens_decoder"), err)))
+        goto done;
+    if ((rc = set_str(m, "tokenizer.ggml.model", "llama", err)) ||
+        (rc = set_str(m, "tokenizer.ggml.pre", "default", err)) ||
+        (rc = set_array(m, "tokenizer.ggml.tokens", APR_KV_STRING, b.tokens, b.n, err)) ||
+        (rc = set_array(m, "tokenizer.ggml.scores", APR_KV_F32, b.scores, b.n, err)) ||
+        (rc = set_array(m, "tokenizer.ggml.token_type", APR_KV_I32, b.types, b.n, err)))
+        goto done;
+    rc = map_special_ids(m, d, b.n, err);
+    if (!rc)
+        rc = map_add_flags_and_template(m, d, err);
+done:
+    tok_build_free(&b);
+    return rc;
+}
+
+/* ================================================================ KVs -> tokenizer files */
+
+static const char *tok_str(const apr_model *m, int32_t id)
+{
+    if (id < 0 || (uint32_t)id >= m->tok.n_tokens)
+        return NULL;
+    return m->tok.tokens[id].s;
+}
+
+static json_t *jstr_n(const apr_str *s)
+{
+    return json_stringn(s->s, (size_t)s->len);
+}
+static json_t *added_token_json(const apr_model *m, uint32_t id, bool special)
+{
+    json_t *a = json_object();
+    json_object_set_new(a, "id", json_integer(id));
+    json_object_set_new(a, "content", jstr_n(&m->tok.tokens[id]));
+    json_object_set_new(a, "single_word", json_false());
+    json_object_set_new(a, "lstrip", json_false());
+    json_object_set_new(a, "rstrip", json_false());
+    json_object_set_new(a, "normalized", json_boolean(!special));
+    json_object_set_new(a, "special", json_boolean(special));
+    return a;
+}
+
+static json_t *template_processing(const apr_model *m)
+{
+    const apr_tokenizer *t = &m->tok;
+    bool bos = t->add_bos && tok_str(m, t->bos_id), eos = t->add_eos && tok_str(m, t->eos_id);
+    if (!bos && !eos)
+        return NULL;
+    json_t *single = json_array(), *pair = json_array(), *specials = json_object();
+    for (int seq = 0; seq < 2; seq++) {
+        json_t *list = seq ? pair : single;
+        for (int part = 0; part <= seq; part++) {
+            if (bos)
+                json_array_append_new(list, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id",
+                                                      tok_str(m, t->bos_id), "type_id", part));
+            json_array_append_new(list, json_pack("{s:{s:s,s:i}}", "Sequence", "id", part ? "B" : "A",
+                                                  "type_id", part));
+            if (eos)
+                json_array_append_new(list, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id",
+                                                      tok_str(m, t->eos_id), "type_id", part));
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        int32_t id = k ? t->eos_id : t->bos_id;
+        if (!(k ? eos : bos))
+            continue;
+        json_object_set_new(specials, tok_str(m, id),
+                            json_pack("{s:s,s:[i],s:[s]}", "id", tok_str(m, id), "ids", id, "tokens",
+                                      tok_str(m, id)));
+    }
+    return json_pack("{s:s,s:o,s:o,s:o}", "type", "TemplateProcessing", "single", single, "pair", pair,
+                     "special_tokens", specials);
+}
+
+static json_t *byte_level(bool use_regex)
+{
+    return json_pack("{s:s,s:b,s:b,s:b}", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 0,
+                     "use_regex", use_regex);
+}
+
+/* Whether token i goes into tokenizer_config.json's added_tokens_decoder.
+ * With a tokenizer.model beside it (spm), only the tokens llama.cpp's
+ * converter maps back to the same type and score: it makes every entry
+ * CONTROL or USER_DEFINED with score -1000, so a <unk> or a control token
+ * with its own score must stay a plain tokenizer.model piece. */
+static bool in_added_decoder(const apr_model *m, uint32_t i, bool spm)
+{
+    int32_t ty = m->tok.token_type ? m->tok.token_type[i] : 1;
+    if (!spm)
+        return ty == 2 || ty == 3 || ty == 4;
+    if (!m->tok.scores || m->tok.scores[i] != -1000.0f)
+        return false;
+    const apr_str *t = &m->tok.tokens[i];
+    return ty == 3 || (ty == 4 && !looks_special(t) && !memmem(t->s, (size_t)t->len, "\xe2\x96\x81", 3));
+}
+
+static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_t **out_tc, apr_err *err)
+{
+    const apr_tokenizer *t = &m->tok;
+    bool gpt2 = !strcmp(t->model, "gpt2");
+    if (!gpt2 && strcmp(t->model, "llama") != 0)
+        return apr_err_set(err, APR_E_UNSUPPORTED,
+                           "tokenizer model '%s' has no HF tokenizer.json mapping (llama, gpt2)", t->model);
+    json_t *j = json_object(), *added = json_array(), *model = json_object();
+    int rc = 0;
+    json_object_set_new(j, "version", json_string("1.0"));
+    json_object_set_new(j, "truncation", json_null());
+    json_object_set_new(j, "padding", json_null());
+    for (uint32_t i = 0; i < t->n_tokens; i++) {
+        int32_t ty = t->token_type ? t->token_type[i] : 1;
+        if (ty == 2 || ty == 3 || ty == 4) {
+            json_t *a = added_token_json(m, i, ty != 4);
+            if (!json_object_get(a, "content")) {
+                json_decref(a);
+                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u is not valid UTF-8", i);
+                goto fail;
+            }
+            json_array_append_new(added, a);
+        }
+    }
+    json_object_set_new(j, "added_tokens", added);
+    added = NULL;
+    if (gpt2) {
+        const char *re = !strcmp(t->pre, "qwen2") ? qwen2_regex
+                         : (!strcmp(t->pre, "llama-bpe") || !strcmp(t->pre, "llama3")) ? llama3_regex : NULL;
+        json_object_set_new(j, "normalizer", re == qwen2_regex ? json_pack("{s:s}", "type", "NFC") : json_null());
+        if (re)
+            json_object_set_new(j, "pre_tokenizer",
+                                json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},o]}", "type", "Sequence",
+                                          "pretokenizers", "type", "Split", "pattern", "Regex", re,
+                                          "behavior", "Isolated", "invert", 0, byte_level(false)));
+        else
+            json_object_set_new(j, "pre_tokenizer", byte_level(true));
+        json_t *tp = template_processing(m);
+        json_object_set_new(j, "post_processor", tp ? tp : byte_level(false));
+        json_object_set_new(j, "decoder", byte_level(false));
+        json_object_set_new(model, "type", json_string("BPE"));
+        json_object_set_new(model, "dropout", json_null());
+        json_object_set_new(model, "unk_token", json_null());
+        json_object_set_new(model, "continuing_subword_prefix", json_string(""));
+        json_object_set_new(model, "end_of_word_suffix", json_string(""));
+        json_object_set_new(model, "fuse_unk", json_false());
+        json_object_set_new(model, "byte_fallback", json_false());
+        json_object_set_new(model, "ignore_merges", json_false());
+        json_t *vocab = json_object();
+        for (uint32_t i = 0; i < t->n_tokens; i++) {
+            int32_t ty = t->token_type ? t->token_type[i] : 1;
+            if (ty == 2 || ty == 3 || ty == 4)
+                continue; /* in added_tokens, as HF's Qwen2 files have them */
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%u]", i);
+            if (ty == 5 && !strcmp(t->tokens[i].s, pad))
+                continue; /* recreated by the reader's padding to vocab_size */
+            if (strlen(t->tokens[i].s) != t->tokens[i].len) {
+                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u contains a NUL byte", i);
+                goto fail;
+            }
+            if (json_object_get(vocab, t->tokens[i].s))
+                continue; /* a duplicate string: the exact list goes into apr_gguf */
+            json_t *id = json_integer(i);
+            if (json_object_set_new(vocab, t->tokens[i].s, id)) {
+                json_decref(vocab);
+                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u is not valid UTF-8", i);
+                goto fail;
+            }
+        }
+        json_object_set_new(model, "vocab", vocab);
+        json_t *merges = json_array();
+        for (uint32_t i = 0; i < t->n_merges; i++)
+            json_array_append_new(merges, jstr_n(&t->merges[i]));
+        json_object_set_new(model, "merges", merges);
+    } else {
+        json_object_set_new(j, "normalizer", json_null());
+        json_object_set_new(j, "pre_tokenizer",
+                            json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement", "\xe2\x96\x81",
+                                      "prepend_scheme", "first", "split", 0));
+        json_t *tp = template_processing(m);
+        json_object_set_new(j, "post_processor", tp ? tp : json_null());
+        json_object_set_new(j, "decoder",
+                            json_pack("{s:s,s:[{s:s,s:{s:s},s:s},{s:s},{s:s},{s:s,s:s,s:i,s:i}]}", "type",
+                                      "Sequence", "decoders", "type", "Replace", "pattern", "String",
+                                      "\xe2\x96\x81", "content", " ", "type", "ByteFallback", "type", "Fuse",
+                                      "type", "Strip", "content", " ", "start", 1, "stop", 0));
+        json_object_set_new(model, "type", json_string("Unigram"));
+        json_object_set_new(model, "unk_id", t->unk_id >= 0 ? json_integer(t->unk_id) : json_null());
+        json_t *vocab = json_array();
+        for (uint32_t i = 0; i < t->n_tokens; i++) {
+            float s = t->scores ? t->scores[i] : 0.0f;
+            json_t *piece = jstr_n(&t->tokens[i]), *score = apr_json_f32(s);
+            if (!piece || !score) {
+                json_decref(piece);
+                json_decref(score);
+                json_decref(vocab);
+                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u: %s", i,
+                                 piece ? "score is not finite" : "not valid UTF-8");
+                goto fail;
+            }
+            json_array_append_new(vocab, json_pack("[o,o]", piece, score));
+        }
+        json_object_set_new(model, "vocab", vocab);
+        json_object_set_new(model, "byte_fallback", json_true());
+    }
+    json_object_set_new(j, "model", model);
+    model = NULL;
+
+    /* tokenizer_config.json */
+    json_t *tc = json_object();
+    json_object_set_new(tc, "add_bos_token", json_boolean(t->add_bos));
+    json_object_set_new(tc, "add_eos_token", json_boolean(t->add_eos));
+    json_t *dec = json_object();
+    for (uint32_t i = 0; i < t->n_tokens; i++) {
+        int32_t ty = t->token_type ? t->token_type[i] : 1;
+        if (in_added_decoder(m, i, spm)) {
+            char id[16];
+            snprintf(id, sizeof id, "%u", i);
+            json_t *a = added_token_json(m, i, ty != 4);
+            json_object_del(a, "id");
+            json_object_set_new(dec, id, a);
+        }
+    }
+    json_object_set_new(tc, "added_tokens_decoder", dec);
+    static const char *const fields[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    const int32_t ids[] = {t->bos_id, t->eos_id, t->unk_id, t->pad_id};
+    for (int k = 0; k < 4; k++) {
+        const char *s = tok_str(m, ids[k]);
+        json_object_set_new(tc, fields[k], s ? json_string(s) : json_null());
+    }
+    if (t->chat_template)
+        json_object_set_new(tc, "chat_template", json_string(t->chat_template));
+    json_object_set_new(tc, "clean_up_tokenization_spaces", json_false());
+    if (!gpt2)
+        json_object_set_new(tc, "legacy", json_false());
+    if (m->has_cfg && m->cfg.ctx_len)
+        json_object_set_new(tc, "model_max_length", json_integer(m->cfg.ctx_len));
+    const char *cls = !strcmp(m->cfg.arch, "qwen2") ? "Qwen2Tokenizer"
+                      : gpt2 ? "PreTrainedTokenizerFast" : "LlamaTokenizer";
+    json_object_set_new(tc, "tokenizer_class", json_string(cls));
+    *out_tok = j;
+    *out_tc = tc;
+    return 0;
+fail:
+    json_decref(added);
+    json_decref(model);
+    json_decref(j);
+    return rc;
+}
+
+/* tokenizer.model for a SentencePiece vocabulary, or NULL when sentencepiece
+ * could not load one made of these tokens (tokenizer.json then carries it alone). */
+static int build_spm(const apr_model *m, apr_spm **out, apr_err *err)
+{
+    *out = NULL;
+    apr_spm *s = calloc(1, sizeof *s);
+    if (!s)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    char why[160];
+    int rc = apr_spm_from_model(m, s, why, sizeof why, err);
+    if (rc) {
+        free(s);
+        return rc < 0 ? rc : 0;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ================================================================ API */
+
+int apr_tok_hf_to_kvs(apr_model *m, const apr_tok_hf *d, apr_err *err)
+{
+    /* tokenizer.model wins over tokenizer.json, as in LlamaModel.set_vocab
+     * (the BPE tokenizer.json of LLaMA repos has no scores). */
+    if (d->spm)
+        return map_spm(m, d, err);
+    if (d->tokenizer)
+        return map_tokenizer(m, d, err);
+    return 0;
+}
+
+bool apr_tok_hf_expressible(const apr_model *m)
+{
+    return m->has_tok && (!strcmp(m->tok.model, "llama") || !strcmp(m->tok.model, "gpt2"));
+}
+
+int apr_tok_hf_from_model(const apr_model *m, json_t **tokenizer, json_t **tokenizer_config, apr_spm **spm,
+                          apr_err *err)
+{
+    *tokenizer = *tokenizer_config = NULL;
+    *spm = NULL;
+    if (!apr_tok_hf_expressible(m))
+        return 0;
+    int rc = 0;
+    if (!strcmp(m->tok.model, "llama") && (rc = build_spm(m, spm, err)))
+        return rc;
+    if ((rc = build_tokenizer(m, *spm != NULL, tokenizer, tokenizer_config, err))) {
+        if (*spm)
+            apr_spm_free(*spm);
+        free(*spm);
+        *spm = NULL;
+    }
+    return rc;
+}
+
+void apr_spm_destroy(apr_spm *s)
+{
+    if (!s)
+        return;
+    apr_spm_free(s);
+    free(s);
+}
