@@ -63,8 +63,7 @@ static bool have_gpu(void)
 #define REQUIRE_GPU()                                                                   \
     do {                                                                                \
         if (!have_gpu()) {                                                              \
-            print_message("SKIP: needs a CUDA GPU: %s\n", gpu_why);                     \
-            skip();                                                                     \
+            tu_skip_or_fail(TU_NEED_GPU, "needs a CUDA GPU: %s", gpu_why);               \
         }                                                                               \
     } while (0)
 
@@ -424,8 +423,7 @@ static void test_decoders_match_libquant(void **state)
 {
     (void)state;
 #ifndef APR_HAVE_CUDA
-    print_message("SKIP: this build has no CUDA backend, so no decoders to check\n");
-    skip();
+    tu_skip_or_fail(TU_NEED_GPU, "this build has no CUDA backend, so no decoders to check");
 #else
     /* offsets of the f16 scale fields per dtype (-1: none) */
     static const struct { apr_dtype t; int f16_at[2]; } fields[] = {
@@ -786,8 +784,7 @@ static void test_verify_verdicts_both_devices(void **state)
 {
     (void)state;
     if (!tu_apr_bin()) {
-        print_message("SKIP: APR_BIN is not set\n");
-        skip();
+        tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN is not set");
     }
     const char *dir = tu_tmpdir("cuda_verify");
     assert_non_null(dir);
@@ -829,8 +826,7 @@ static void test_verify_verdicts_both_devices(void **state)
         assert_true(bit_g == bit_c);
     }
     if (!have_gpu()) {
-        print_message("SKIP: the CPU verdicts were checked; the GPU half needs a CUDA GPU: %s\n", gpu_why);
-        skip();
+        tu_skip_or_fail(TU_NEED_GPU, "the CPU verdicts were checked; the GPU half needs a CUDA GPU: %s", gpu_why);
     }
 }
 

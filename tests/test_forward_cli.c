@@ -17,8 +17,7 @@
     const char *var = tu_apr_bin();                                  \
     do {                                                             \
         if (!var) {                                                  \
-            print_message("SKIP: APR_BIN is not set\n");             \
-            skip();                                                  \
+            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN is not set");   \
         }                                                            \
     } while (0)
 
@@ -114,7 +113,7 @@ static void test_run_errors(void **state)
     assert_non_null(strstr(log, "context"));
     free(log);
     /* a vocab-only file has no weights to run */
-    const char *vocab = tu_shared("fixtures/ggml-vocab-llama-spm.gguf");
+    const char *vocab = tu_shared_part("fixtures/ggml-vocab-llama-spm.gguf");
     if (vocab)
         assert_int_equal(tu_system(out, "'%s' run '%s' --prompt x", bin, vocab), 2);
     /* a truncated model file */
@@ -140,21 +139,18 @@ static void test_peer_llama_cpp(void **state)
     (void)state;
     TU_REQUIRE_SHARED(model, FIXTURE);
     REQUIRE_BIN(bin);
-    if (tu_system("/dev/null", "python3 -c 'import llama_cpp, numpy'") != 0) {
-        print_message("SKIP: the llama_cpp Python binding is not importable (pip install llama-cpp-python)\n");
-        skip();
-    }
+    tu_require_python("llama_cpp, numpy", "llama-cpp-python numpy");
     const char *src = getenv("APR_SOURCE_DIR");
     const char *dir = tu_tmpdir("peer-llama");
     const char *out = tu_path(dir, "peer.out");
-    const char *vocab = tu_shared("fixtures/ggml-vocab-llama-spm.gguf");
+    const char *vocab = tu_shared_part("fixtures/ggml-vocab-llama-spm.gguf");
     int rc = tu_system(out, "python3 '%s/tests/peer/llama_logits_peer.py' '%s' '%s' %s%s%s --synth", src ? src : ".",
                        bin, model, vocab ? "'" : "", vocab ? vocab : "", vocab ? "'" : "");
     char *log = tu_read_file(out, NULL);
     print_message("%s", log ? log : "");
     if (rc == 77) {
         free(log);
-        skip();
+        tu_skip_or_fail(TU_NEED_PEER, "llama_logits_peer.py: a peer package is missing (its SKIP line is above)");
     }
     if (rc != 0)
         fail_msg("llama_logits_peer.py failed (%d)", rc);

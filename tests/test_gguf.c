@@ -665,10 +665,7 @@ static void peer_check(const char *gguf_path, const char *dir)
 static void test_peer_gguf_package(void **state)
 {
     (void)state;
-    if (tu_system("/dev/null", "python3 -c 'import gguf'") != 0) {
-        print_message("SKIP: python3 package 'gguf' is not installed\n");
-        skip();
-    }
+    tu_require_python("gguf", "gguf");
     char dir[4096], out[4200];
     snprintf(dir, sizeof dir, "%s", tu_tmpdir("gguf-peer"));
     snprintf(out, sizeof out, "%s/all.gguf", dir);
@@ -678,7 +675,7 @@ static void test_peer_gguf_package(void **state)
     apr_model_free(a);
     peer_check(out, dir);
 
-    const char *fx = tu_shared(FIXTURE);
+    const char *fx = tu_shared_part(FIXTURE);
     if (fx) {
         apr_model *f = NULL;
         assert_int_equal(apr_gguf_open(&f, fx, &err), 0);

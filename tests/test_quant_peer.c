@@ -12,18 +12,10 @@ static void test_llama_quantize_peer(void **state)
     (void)state;
     const char *src = getenv("APR_SOURCE_DIR");
     const char *bin = tu_apr_bin();
-    if (!src || !bin) {
-        print_message("SKIP: APR_SOURCE_DIR / APR_BIN not set (run through ctest)\n");
-        skip();
-    }
-    if (tu_system("/dev/null", "python3 -c 'import gguf, numpy'") != 0) {
-        print_message("SKIP: python3 with gguf and numpy is not available\n");
-        skip();
-    }
-    if (tu_system("/dev/null", "python3 -c 'import llama_cpp'") != 0) {
-        print_message("SKIP: llama_cpp (pip install llama-cpp-python) is not importable\n");
-        skip();
-    }
+    if (!src || !bin)
+        tu_skip_or_fail(TU_NEED_HARNESS, "APR_SOURCE_DIR / APR_BIN not set (run through ctest)");
+    tu_require_python("gguf, numpy", "gguf numpy");
+    tu_require_python("llama_cpp", "llama-cpp-python");
     const char *dir = tu_tmpdir("qpeer");
     assert_non_null(dir);
     const char *log = tu_path(dir, "peer.log");
@@ -38,7 +30,7 @@ static void test_llama_quantize_peer(void **state)
         free(out);
     }
     if (rc == 77)
-        skip();
+        tu_skip_or_fail(TU_NEED_PEER, "llama_quantize_peer.py: a peer package is missing (its SKIP line is above)");
     assert_int_equal(rc, 0);
 }
 

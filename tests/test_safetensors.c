@@ -854,10 +854,7 @@ static char *our_dump(const apr_model *m, const char *meta_json)
 static void test_peer_safetensors_package(void **state)
 {
     (void)state;
-    if (tu_system("/dev/null", "python3 -c 'import safetensors, numpy'") != 0) {
-        print_message("SKIP: python3 packages 'safetensors'/'numpy' are not installed\n");
-        skip();
-    }
+    tu_require_python("safetensors, numpy", "safetensors numpy");
     const char *src = getenv("APR_SOURCE_DIR");
     char script[4200];
     snprintf(script, sizeof script, "%s/tests/peer/safetensors_peer.py", src && *src ? src : ".");

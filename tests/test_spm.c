@@ -541,7 +541,7 @@ static void test_truncated_everywhere(void **state)
 
     /* The same for a real vocabulary's bytes, at a stride (every byte of the
      * first 600 and then every 97th). */
-    const char *fixture = tu_shared(FIXTURE);
+    const char *fixture = tu_shared_part(FIXTURE);
     if (!fixture)
         return;
     apr_model *m = open_model(fixture);

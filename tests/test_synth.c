@@ -426,8 +426,7 @@ static void test_cli(void **state)
     (void)state;
     const char *apr = tu_apr_bin();
     if (!apr) {
-        print_message("SKIP: APR_BIN not set\n");
-        skip();
+        tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set");
     }
     const char *dir = tu_tmpdir("synth-cli");
     const char *log = tu_path(dir, "log.txt");

@@ -23,8 +23,7 @@
     const char *var = tu_apr_bin();                                            \
     do {                                                                       \
         if (!var) {                                                            \
-            print_message("SKIP: APR_BIN is not set (run through ctest)\n");  \
-            skip();                                                            \
+            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN is not set (run through ctest)"); \
         }                                                                      \
     } while (0)
 

@@ -10,6 +10,79 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static const char *const need_names[] = {
+    [TU_NEED_SHARED] = "a file in ../shared",
+    [TU_NEED_PEER] = "a peer package scripts/deps.sh --python installs",
+    [TU_NEED_LLAMA_SRC] = "llama.cpp's source (scripts/deps.sh --python)",
+    [TU_NEED_HARNESS] = "the environment ctest sets",
+    [TU_NEED_GPU] = "a CUDA GPU",
+};
+
+/* Skips taken in this executable (whole tests and parts): tu_exit_status turns
+ * a run with skips and no failures into ctest's "skipped". */
+static int skips_taken;
+
+int tu_strict(void)
+{
+    const char *s = getenv("APR_TEST_STRICT");
+    return s && *s && strcmp(s, "0") != 0;
+}
+
+static int strict_applies(tu_need why)
+{
+    return why != TU_NEED_GPU && tu_strict();
+}
+
+void tu_skip_or_fail(tu_need why, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (strict_applies(why))
+        fail_msg("STRICT: %s (needs %s; APR_TEST_STRICT=1 turns this skip into a failure)", msg, need_names[why]);
+    print_message("SKIP: %s\n", msg);
+    skips_taken++;
+    skip();
+    abort(); /* skip() longjmps out of the test; never reached */
+}
+
+int tu_part_or_fail(int available, tu_need why, const char *fmt, ...)
+{
+    if (available)
+        return 1;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (strict_applies(why))
+        fail_msg("STRICT: %s (needs %s; APR_TEST_STRICT=1 turns this skip into a failure)", msg, need_names[why]);
+    print_message("SKIP (part): %s\n", msg);
+    skips_taken++;
+    return 0;
+}
+
+const char *tu_shared_part(const char *rel)
+{
+    const char *p = tu_shared(rel);
+    tu_part_or_fail(p != NULL, TU_NEED_SHARED, "../shared/%s is absent, that part is left out", rel);
+    return p;
+}
+
+int tu_exit_status(int failures)
+{
+    if (failures) /* 1, not the count: 77 failures must not read as a skip */
+        return 1;
+    if (skips_taken) {
+        fprintf(stderr, "SKIP: %d test(s) or part(s) skipped (exit 77: ctest reports this executable as skipped)\n",
+                skips_taken);
+        return 77;
+    }
+    return 0;
+}
+
 static char *rot_buf(void)
 {
     static char bufs[8][4096];
@@ -204,10 +277,8 @@ char *tu_fixture_greedy_text(void)
 
 void tu_require_python(const char *modules, const char *pip)
 {
-    if (tu_system("/dev/null", "python3 -c 'import %s'", modules) != 0) {
-        print_message("SKIP: the Python package(s) %s are not importable (pip install %s)\n", modules, pip);
-        skip();
-    }
+    if (tu_system("/dev/null", "python3 -c 'import %s'", modules) != 0)
+        tu_skip_or_fail(TU_NEED_PEER, "the Python package(s) %s are not importable (pip install %s)", modules, pip);
 }
 
 const char *tu_llama_cpp_src(void)
@@ -249,5 +320,7 @@ int tu_run_peer(const char *tag, const char *script, const char *args)
     char *log = tu_read_file(out, NULL);
     print_message("%s", log ? log : "");
     free(log);
+    if (rc == 77)
+        tu_skip_or_fail(TU_NEED_PEER, "%s: a peer package is missing (its SKIP line is above)", script);
     return rc;
 }
