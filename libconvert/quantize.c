@@ -63,14 +63,11 @@ static void *tjob_worker(void *arg)
             break;
         }
         for (int64_t r = 0; r < nr; r++) {
-            const float *x = buf + r * j->ncols;
-            for (int64_t c = 0; c < j->ncols; c++) {
-                if (!isfinite(x[c])) {
-                    long long cur = atomic_load(&j->bad_row);
-                    while (r0 + r < cur && !atomic_compare_exchange_weak(&j->bad_row, &cur, r0 + r))
-                        ;
-                    break;
-                }
+            if (!apr_f32_all_finite(buf + r * j->ncols, j->ncols)) {
+                long long cur = atomic_load(&j->bad_row);
+                while (r0 + r < cur && !atomic_compare_exchange_weak(&j->bad_row, &cur, r0 + r))
+                    ;
+                break;
             }
         }
         if (atomic_load(&j->bad_row) != INT64_MAX)

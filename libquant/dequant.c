@@ -198,6 +198,8 @@ int apr_dequantize_row(apr_dtype t, const void *src, float *dst, int64_t n)
     switch (t) {
     case APR_DT_F32: memcpy(dst, src, (size_t)n * 4); return 0;
     case APR_DT_F16: {
+        if (aprq_f16_row_fast(src, dst, n))
+            return 0;
         const uint8_t *p = src;
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
@@ -207,6 +209,8 @@ int apr_dequantize_row(apr_dtype t, const void *src, float *dst, int64_t n)
         return 0;
     }
     case APR_DT_BF16: {
+        if (aprq_bf16_row_fast(src, dst, n))
+            return 0;
         const uint8_t *p = src;
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;

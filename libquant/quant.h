@@ -27,6 +27,9 @@ int apr_dequantize_row(apr_dtype t, const void *src, float *dst, int64_t n);
 /* F32, F16, BF16 and every block type we write. */
 int apr_to_f32_row(apr_dtype t, const void *src, float *dst, int64_t n); /* alias of dequantize, any readable dtype incl. F64/ints */
 
+/* No Inf or NaN among x[0..n) (SIMD where the CPU has it). */
+bool apr_f32_all_finite(const float *x, int64_t n);
+
 /* Quantize nrows rows of ncols floats (row-major) into dst, which must hold
  * nrows * apr_dtype_row_bytes(t, ncols) bytes. imatrix: ncols importance
  * weights or NULL. Byte-identical to ggml's ggml_quantize_chunk.

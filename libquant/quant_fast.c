@@ -15,9 +15,13 @@
  * Blocks holding a non-finite value or importance weight go through the
  * scalar code (vector min/max and the scalar comparisons may pick different
  * NaNs); for the 32-blocks that is the whole row, whose sigma2 is a row sum.
+ *  - without an imatrix, Q2_K (make_qkx2_quants with use_mad) and Q3_K
+ *    (make_q3_quants' coordinate descent): the 16 sub-blocks;
+ *  - Q8_0 and the imatrix-less Q4_0, Q4_1, Q5_0, Q5_1: one 32-block in four
+ *    vectors (roundf reproduced exactly, the first extreme kept as the
+ *    reference's strict comparisons keep it).
  * The small serial steps of a block (the sum of x^2, make_qp_quants over 8
- * scales) call the reference code itself. Everything else (32-blocks and
- * Q2_K/Q3_K without an imatrix, Q8_0) uses the reference kernels. */
+ * scales, the super-block scale encoding) call the reference code itself. */
 #include "quant_internal.h"
 
 #include <math.h>
@@ -101,8 +105,13 @@ AVX2 static inline __m256i qk_level(__m256 v, int nmax, bool k3)
  * (the reference's order), so one group is bound by add latency; two
  * independent groups in the same loops fill the pipeline. */
 #define ALWAYS_INLINE __attribute__((always_inline)) inline
+AVX2 static inline __m256 err_term(__m256 diff, bool mad) /* use_mad ? |diff| : diff^2 */
+{
+    return mad ? v_abs(diff) : _mm256_mul_ps(diff, diff);
+}
+
 AVX2 static ALWAYS_INLINE void qkx_body(int G, int n, const __m256 *x, const __m256 *w, int nmax, float rmin,
-                                        float rdelta, int nstep, bool k3, __m256i *L, __m256i *Laux,
+                                        float rdelta, int nstep, bool k3, bool mad, __m256i *L, __m256i *Laux,
                                         __m256 *scale_out, __m256 *the_min_out)
 {
     const __m256 zero = _mm256_setzero_ps();
@@ -130,7 +139,7 @@ AVX2 static ALWAYS_INLINE void qkx_body(int G, int n, const __m256 *x, const __m
             L[32 * g + i] = l;
             __m256 diff =
                 _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale[g], _mm256_cvtepi32_ps(l)), min[g]), xg[i]);
-            best_error[g] = _mm256_add_ps(best_error[g], _mm256_mul_ps(wg[i], _mm256_mul_ps(diff, diff)));
+            best_error[g] = _mm256_add_ps(best_error[g], _mm256_mul_ps(wg[i], err_term(diff, mad)));
         }
     }
     for (int is = 0; is <= nstep; ++is) {
@@ -174,7 +183,7 @@ AVX2 static ALWAYS_INLINE void qkx_body(int G, int n, const __m256 *x, const __m
                 const int k = 32 * g + i;
                 __m256 diff = _mm256_sub_ps(
                     _mm256_add_ps(_mm256_mul_ps(this_scale[g], _mm256_cvtepi32_ps(Laux[k])), this_min[g]), x[k]);
-                cur_error[g] = _mm256_add_ps(cur_error[g], _mm256_mul_ps(w[k], _mm256_mul_ps(diff, diff)));
+                cur_error[g] = _mm256_add_ps(cur_error[g], _mm256_mul_ps(w[k], err_term(diff, mad)));
             }
         }
         for (int g = 0; g < G; g++) {
@@ -205,13 +214,20 @@ AVX2 static ALWAYS_INLINE void qkx_body(int G, int n, const __m256 *x, const __m
 AVX2 static void qkx_x8(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
                         bool k3, __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
 {
-    qkx_body(1, n, x, w, nmax, rmin, rdelta, nstep, k3, L, Laux, scale_out, the_min_out);
+    qkx_body(1, n, x, w, nmax, rmin, rdelta, nstep, k3, false, L, Laux, scale_out, the_min_out);
 }
 
 AVX2 static void qkx_x16(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
                          bool k3, __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
 {
-    qkx_body(2, n, x, w, nmax, rmin, rdelta, nstep, k3, L, Laux, scale_out, the_min_out);
+    qkx_body(2, n, x, w, nmax, rmin, rdelta, nstep, k3, false, L, Laux, scale_out, the_min_out);
+}
+
+/* make_qkx2_quants with use_mad (Q2_K without an imatrix), 16 blocks */
+AVX2 static void qkx_x16_mad(int n, const __m256 *x, const __m256 *w, int nmax, float rmin, float rdelta, int nstep,
+                             __m256i *L, __m256i *Laux, __m256 *scale_out, __m256 *the_min_out)
+{
+    qkx_body(2, n, x, w, nmax, rmin, rdelta, nstep, false, true, L, Laux, scale_out, the_min_out);
 }
 
 /* make_qx_quants(n, nmax, x, L, 1, weights) for G groups (1 or 2) of 8
@@ -707,6 +723,297 @@ AVX2 static void row32_imat(apr_dtype t, const float *x, uint8_t *y, int64_t n, 
     }
 }
 
+/* ------------------------------------------------------------ Q8_0 and the 32-blocks without an imatrix */
+
+/* The 32 values of a block as 4 vectors; false when one is Inf or NaN (the
+ * block then goes through the reference: its comparisons pick NaNs in an
+ * order vector min/max do not reproduce). */
+AVX2 static inline bool load32_finite(const float *x, __m256 v[4])
+{
+    const __m256i e = _mm256_set1_epi32(0x7f800000);
+    __m256i bad = _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(v[k]), e), e));
+    }
+    return _mm256_testz_si256(bad, bad);
+}
+
+AVX2 static inline float hmax_ps(__m256 v) /* finite lanes: the order does not matter */
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+AVX2 static inline float hmin_ps(__m256 v)
+{
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+/* The first of the 32 values equal to v (v is one of them). The reference's
+ * strict comparisons keep the first extreme, which matters for the sign of
+ * a zero: +0 and -0 compare equal but f16(d) and f16(min) keep the sign. */
+AVX2 static inline float first_equal(const float *x, const __m256 v[4], float val)
+{
+    const __m256 t = _mm256_set1_ps(val);
+    uint32_t m = 0;
+    for (int k = 0; k < 4; k++)
+        m |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v[k], t, _CMP_EQ_OQ)) << (8 * k);
+    return x[__builtin_ctz(m)];
+}
+
+/* roundf on 8 lanes (half away from zero), as int32: t - trunc(t) is exact */
+AVX2 static inline __m256i v_roundf(__m256 t)
+{
+    const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 up = _mm256_cmp_ps(v_abs(_mm256_sub_ps(t, r)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(t, _mm256_set1_ps(-0.0f)));
+    return _mm256_cvttps_epi32(_mm256_add_ps(r, _mm256_and_ps(up, one)));
+}
+
+/* 4 vectors of 8 int32 (values fit int8) to 32 bytes in order */
+AVX2 static inline __m256i pack32_i8(const __m256i l[4])
+{
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(l[0], l[1]), _mm256_packs_epi32(l[2], l[3]));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* 32 levels (bytes, < 32) to the nibbles of qs (element j low, j + 16 high)
+ * and, for the 5-bit types, bit 4 of level j into bit j of qh */
+AVX2 static inline void pack_levels(__m256i L, uint8_t qs[16], uint8_t *qh)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(_mm256_castsi256_si128(L), m4);
+    const __m128i hi = _mm_and_si128(_mm256_extracti128_si256(L, 1), m4);
+    _mm_storeu_si128((__m128i *)qs, _mm_or_si128(lo, _mm_slli_epi16(hi, 4)));
+    if (qh) {
+        const uint32_t bits = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(L, 3));
+        memcpy(qh, &bits, 4);
+    }
+}
+
+AVX2 static void rows_q8_0(const float *x, blk_q8_0 *y, int64_t nb)
+{
+    for (int64_t b = 0; b < nb; b++, x += 32) {
+        __m256 v[4];
+        if (!load32_finite(x, v)) {
+            aprq_ref_q8_0(x, &y[b], 32);
+            continue;
+        }
+        const __m256 a = _mm256_max_ps(_mm256_max_ps(v_abs(v[0]), v_abs(v[1])),
+                                       _mm256_max_ps(v_abs(v[2]), v_abs(v[3])));
+        const float d = hmax_ps(a) / 127;
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
+        y[b].d = apr_f32_to_f16(d);
+        __m256i l[4];
+        for (int k = 0; k < 4; k++)
+            l[k] = v_roundf(_mm256_mul_ps(v[k], id));
+        _mm256_storeu_si256((__m256i *)y[b].qs, pack32_i8(l));
+    }
+}
+
+/* quantize_row_q4_0_ref / q5_0_ref: d = (first value of largest |x|) / -8
+ * (-16), levels MIN(nmax, (int8_t)(x * id + nmax/2 + 0.5)). */
+AVX2 static void rows_sym32(bool q5, const float *x, uint8_t *vy, int64_t nb)
+{
+    const size_t bsz = q5 ? sizeof(blk_q5_0) : sizeof(blk_q4_0);
+    const int nmax = q5 ? 31 : 15;
+    const __m256 off = _mm256_set1_ps(q5 ? 16.5f : 8.5f);
+    for (int64_t b = 0; b < nb; b++, x += 32, vy += bsz) {
+        __m256 v[4];
+        if (!load32_finite(x, v)) {
+            (q5 ? aprq_ref_q5_0 : aprq_ref_q4_0)(x, vy, 32);
+            continue;
+        }
+        const float amax = hmax_ps(_mm256_max_ps(_mm256_max_ps(v_abs(v[0]), v_abs(v[1])),
+                                                 _mm256_max_ps(v_abs(v[2]), v_abs(v[3]))));
+        float max = 0.0f;
+        if (amax > 0) {
+            __m256 t = _mm256_set1_ps(amax);
+            uint32_t m = 0;
+            for (int k = 0; k < 4; k++)
+                m |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v_abs(v[k]), t, _CMP_EQ_OQ)) << (8 * k);
+            max = x[__builtin_ctz(m)];
+        }
+        const float d = max / (q5 ? -16 : -8);
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
+        const uint16_t hd = apr_f32_to_f16(d);
+        memcpy(vy, &hd, 2);
+        __m256i l[4];
+        for (int k = 0; k < 4; k++)
+            l[k] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v[k], id), off)),
+                                    _mm256_set1_epi32(nmax));
+        if (q5)
+            pack_levels(pack32_i8(l), ((blk_q5_0 *)vy)->qs, ((blk_q5_0 *)vy)->qh);
+        else
+            pack_levels(pack32_i8(l), ((blk_q4_0 *)vy)->qs, NULL);
+    }
+}
+
+/* quantize_row_q4_1_ref / q5_1_ref: min and max (the first of each), d =
+ * (max - min) / nmax, levels (x - min) * id + 0.5 truncated (MIN 15 for Q4_1). */
+AVX2 static void rows_asym32(bool q5, const float *x, uint8_t *vy, int64_t nb)
+{
+    const size_t bsz = q5 ? sizeof(blk_q5_1) : sizeof(blk_q4_1);
+    for (int64_t b = 0; b < nb; b++, x += 32, vy += bsz) {
+        __m256 v[4];
+        if (!load32_finite(x, v)) {
+            (q5 ? aprq_ref_q5_1 : aprq_ref_q4_1)(x, vy, 32);
+            continue;
+        }
+        const float min = first_equal(x, v, hmin_ps(_mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]))));
+        const float max = first_equal(x, v, hmax_ps(_mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]))));
+        const float d = (max - min) / (q5 ? 31 : 15);
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f), vmin = _mm256_set1_ps(min);
+        const uint16_t hd = apr_f32_to_f16(d), hm = apr_f32_to_f16(min);
+        memcpy(vy, &hd, 2);
+        memcpy(vy + 2, &hm, 2);
+        __m256i l[4];
+        for (int k = 0; k < 4; k++) {
+            l[k] = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[k], vmin), id), _mm256_set1_ps(0.5f)));
+            if (!q5)
+                l[k] = _mm256_min_epi32(l[k], _mm256_set1_epi32(15));
+        }
+        if (q5)
+            pack_levels(pack32_i8(l), ((blk_q5_1 *)vy)->qs, ((blk_q5_1 *)vy)->qh);
+        else
+            pack_levels(pack32_i8(l), ((blk_q4_1 *)vy)->qs, NULL);
+    }
+}
+
+/* ------------------------------------------------------------ Q2_K / Q3_K without an imatrix */
+
+/* The 16 sub-blocks of a super-block as two vectors of 8 (xt[32 g + i] =
+ * element i of sub-blocks 8 g .. 8 g + 7). */
+AVX2 static void k16_gather(const float *x, __m256 *xt)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; i < 16; i++)
+            xt[32 * g + i] = _mm256_i32gather_ps(x + 128 * g + i, idx, 4);
+}
+
+/* quantize_row_q2_K_ref: make_qkx2_quants(16, 3, x, |x|, .., -0.5, 0.1, 15, use_mad) */
+AVX2 static void q2k_block_avx2(const float *x, blk_q2_k *y)
+{
+    __m256 xt[64], wt[64], vs[2], vm[2];
+    __m256i L[64], Laux[64];
+    float scales[16], mins[16];
+    uint8_t Lb[QK_K];
+    k16_gather(x, xt);
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; i < 16; i++)
+            wt[32 * g + i] = v_abs(xt[32 * g + i]);
+    qkx_x16_mad(16, xt, wt, 3, -0.5f, 0.1f, 15, L, Laux, vs, vm);
+    for (int g = 0; g < 2; g++) {
+        _mm256_storeu_ps(scales + 8 * g, vs[g]);
+        _mm256_storeu_ps(mins + 8 * g, vm[g]);
+    }
+    untranspose16x2(L, Lb);
+    aprq_q2k_ref_finish(x, scales, mins, Lb, y);
+}
+
+/* make_q3_quants(16, 4, x, L, true) on 16 sub-blocks (two vectors of 8 lanes):
+ * the rmse start, then up to 5 coordinate-descent passes. A lane whose pass
+ * changed nothing would change nothing in the next one either (the pass is a
+ * function of L, sumlx and suml2), so running passes until no lane changes
+ * gives every lane its scalar result. */
+AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
+{
+    const int nmax = 4;
+    const __m256 zero = _mm256_setzero_ps();
+    for (int g = 0; g < 2; g++) {
+        const __m256 *xg = x + 32 * g;
+        __m256i *Lg = L + 32 * g;
+        __m256 amax = zero, max = zero;
+        for (int i = 0; i < 16; ++i) {
+            __m256 ax = v_abs(xg[i]);
+            __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+            amax = v_sel(amax, ax, gt);
+            max = v_sel(max, xg[i], gt);
+        }
+        const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+        const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+        __m256 w[16], wx[16], lf[16];
+        __m256 sumlx = zero, suml2 = zero;
+        for (int i = 0; i < 16; ++i) {
+            Lg[i] = v_clamp(v_nearest(_mm256_mul_ps(iscale, xg[i])), -nmax, nmax - 1);
+            lf[i] = _mm256_cvtepi32_ps(Lg[i]);
+            w[i] = _mm256_mul_ps(xg[i], xg[i]);
+            wx[i] = _mm256_mul_ps(w[i], xg[i]);
+            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
+            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+        }
+        for (int itry = 0; itry < 5; ++itry) {
+            __m256 changed = zero;
+            for (int i = 0; i < 16; ++i) {
+                __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
+                const __m256 pos = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+                if (!_mm256_movemask_ps(pos))
+                    continue;
+                __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+                const __m256i nl =
+                    v_clamp(v_nearest(_mm256_div_ps(_mm256_mul_ps(xg[i], sl2), slx)), -nmax, nmax - 1);
+                const __m256 nlf = _mm256_cvtepi32_ps(nl);
+                const __m256 ne = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(nl, Lg[i])), pos);
+                slx = _mm256_add_ps(slx, _mm256_mul_ps(wx[i], nlf));
+                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i], nlf), nlf));
+                const __m256 better = _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
+                                                    _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
+                const __m256 upd = _mm256_and_ps(_mm256_and_ps(ne, _mm256_cmp_ps(sl2, zero, _CMP_GT_OQ)), better);
+                Lg[i] = _mm256_blendv_epi8(Lg[i], nl, _mm256_castps_si256(upd));
+                lf[i] = v_sel(lf[i], nlf, upd);
+                sumlx = v_sel(sumlx, slx, upd);
+                suml2 = v_sel(suml2, sl2, upd);
+                changed = _mm256_or_ps(changed, upd);
+            }
+            if (!_mm256_movemask_ps(changed))
+                break;
+        }
+        const __m256i ti = _mm256_castps_si256(tiny);
+        for (int i = 0; i < 16; ++i)
+            Lg[i] = _mm256_andnot_si256(ti, _mm256_add_epi32(Lg[i], _mm256_set1_epi32(nmax)));
+        __m256 sc = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
+        scale_out[g] = v_sel(sc, zero, tiny);
+    }
+}
+
+/* quantize_row_q3_K_ref */
+AVX2 static void q3k_block_avx2(const float *x, blk_q3_k *y)
+{
+    __m256 xt[64], vs[2];
+    __m256i L[64];
+    float scales[16];
+    int8_t Lb[QK_K];
+    k16_gather(x, xt);
+    q3_quants_x16(xt, L, vs);
+    _mm256_storeu_ps(scales, vs[0]);
+    _mm256_storeu_ps(scales + 8, vs[1]);
+    untranspose16x2(L, (uint8_t *)Lb);
+    aprq_q3k_ref_finish(x, scales, Lb, y);
+}
+
+AVX2 static void rows_k16_plain(bool q3, const float *x, void *vy, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += QK_K) {
+        if (!all_finite(x, QK_K)) {
+            if (q3)
+                aprq_ref_q3_k(x, (blk_q3_k *)vy + i, QK_K);
+            else
+                aprq_ref_q2_k(x, (blk_q2_k *)vy + i, QK_K);
+        } else if (q3) {
+            q3k_block_avx2(x, (blk_q3_k *)vy + i);
+        } else {
+            q2k_block_avx2(x, (blk_q2_k *)vy + i);
+        }
+    }
+}
+
 static bool fast_rows(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1, int64_t ncols,
                       const float *imatrix)
 {
@@ -719,10 +1026,20 @@ static bool fast_rows(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, i
         case APR_DT_Q4_K: rows_k4(x, y, nb, imatrix, false); break;
         case APR_DT_Q5_K: rows_k4(x, y, nb, imatrix, true); break;
         case APR_DT_Q6_K: rows_q6_k(x, (blk_q6_k *)y, nb, imatrix); break;
-        case APR_DT_Q2_K: rows_k16_imat(false, x, y, nb, imatrix); break;
-        case APR_DT_Q3_K: rows_k16_imat(true, x, y, nb, imatrix); break;
+        case APR_DT_Q2_K: case APR_DT_Q3_K:
+            if (imatrix)
+                rows_k16_imat(t == APR_DT_Q3_K, x, y, nb, imatrix);
+            else
+                rows_k16_plain(t == APR_DT_Q3_K, x, y, nb);
+            break;
+        case APR_DT_Q8_0: rows_q8_0(x, (blk_q8_0 *)y, ncols / 32); break; /* no imatrix path, as ggml */
         case APR_DT_Q4_0: case APR_DT_Q5_0: case APR_DT_Q4_1: case APR_DT_Q5_1:
-            row32_imat(t, x, y, ncols, imatrix);
+            if (imatrix)
+                row32_imat(t, x, y, ncols, imatrix);
+            else if (t == APR_DT_Q4_0 || t == APR_DT_Q5_0)
+                rows_sym32(t == APR_DT_Q5_0, x, y, ncols / 32);
+            else
+                rows_asym32(t == APR_DT_Q5_1, x, y, ncols / 32);
             break;
         default: return false;
         }
@@ -735,10 +1052,10 @@ bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r
                           const float *imatrix)
 {
 #if defined(__x86_64__)
-    const bool kq = t == APR_DT_Q4_K || t == APR_DT_Q5_K || t == APR_DT_Q6_K;
-    const bool imat = imatrix && (t == APR_DT_Q4_0 || t == APR_DT_Q5_0 || t == APR_DT_Q4_1 || t == APR_DT_Q5_1 ||
-                                  t == APR_DT_Q2_K || t == APR_DT_Q3_K);
-    if ((kq || imat) && aprq_cpu_avx2())
+    const bool fast = t == APR_DT_Q4_K || t == APR_DT_Q5_K || t == APR_DT_Q6_K || t == APR_DT_Q2_K ||
+                      t == APR_DT_Q3_K || t == APR_DT_Q8_0 || t == APR_DT_Q4_0 || t == APR_DT_Q5_0 ||
+                      t == APR_DT_Q4_1 || t == APR_DT_Q5_1;
+    if (fast && aprq_cpu_avx2())
         return fast_rows(t, src, dst, r0, r1, ncols, imatrix);
 #endif
     return aprq_chunk_rows_ref(t, src, dst, r0, r1, ncols, imatrix);

@@ -103,6 +103,10 @@ void aprq_encode_k4_scales_imat(const float *scales, const float *mins, const fl
  * weight sums sw, the levels L (updated); writes the whole block. */
 void aprq_q2k_imat_finish(const float *x, const float *scales, const float *mins, const float *sw, uint8_t *L,
                           void *y);
+/* The same for the imatrix-less Q2_K / Q3_K (after make_qkx2_quants with
+ * use_mad / make_q3_quants on the 16 sub-blocks). */
+void aprq_q2k_ref_finish(const float *x, const float *scales, const float *mins, uint8_t *L, void *y);
+void aprq_q3k_ref_finish(const float *x, const float *scales, int8_t *L, void *y);
 void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, int8_t *L, void *y);
 /* sum of x^2 over the row / n: the sigma2 of the 32-block imatrix paths */
 float aprq_row_sigma2(const float *x, int64_t n);
@@ -121,6 +125,11 @@ bool aprq_chunk_rows_ref(apr_dtype t, const float *src, uint8_t *dst, int64_t r0
 /* Same through the fastest kernels this CPU has (quant_fast.c); identical bytes. */
 bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1,
                           int64_t ncols, const float *imatrix);
+
+/* F16 / BF16 rows to f32 with the SIMD kernels of f16_avx2.c: false (and
+ * nothing written) when this CPU has none; identical bits to the scalar loops. */
+bool aprq_f16_row_fast(const void *src, float *dst, int64_t n);
+bool aprq_bf16_row_fast(const void *src, float *dst, int64_t n);
 
 /* Run-time CPU feature checks (cached). */
 bool aprq_cpu_avx2(void);

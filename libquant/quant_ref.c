@@ -618,51 +618,59 @@ void aprq_ref_q2_k(const float *x, void *vy, int64_t n)
     blk_q2_k *y = vy;
     uint8_t L[QK_K], Laux[16];
     float weights[16], mins[16], scales[16];
-    const float q4scale = 15.f;
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        float max_scale = 0, max_min = 0;
         for (int j = 0; j < 16; ++j) {
             for (int l = 0; l < 16; ++l)
                 weights[l] = fabsf(x[16 * j + l]);
             scales[j] = aprq_make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux,
                                               -0.5f, 0.1f, 15, true);
-            if (scales[j] > max_scale)
-                max_scale = scales[j];
-            if (mins[j] > max_min)
-                max_min = mins[j];
         }
-        if (max_scale > 0) {
-            float iscale = q4scale / max_scale;
-            for (int j = 0; j < 16; ++j)
-                y[i].scales[j] = (uint8_t)q_nearest_int(iscale * scales[j]);
-            y[i].d = h16(max_scale / q4scale);
-        } else {
-            for (int j = 0; j < 16; ++j)
-                y[i].scales[j] = 0;
-            y[i].d = h16(0.f);
-        }
-        if (max_min > 0) {
-            float iscale = q4scale / max_min;
-            for (int j = 0; j < 16; ++j) {
-                int l = q_nearest_int(iscale * mins[j]);
-                y[i].scales[j] |= (uint8_t)(l << 4);
-            }
-            y[i].dmin = h16(max_min / q4scale);
-        } else {
-            y[i].dmin = h16(0.f);
-        }
-        for (int j = 0; j < 16; ++j) {
-            const float d = f16v(y[i].d) * (y[i].scales[j] & 0xF);
-            if (!d)
-                continue;
-            const float dm = f16v(y[i].dmin) * (y[i].scales[j] >> 4);
-            for (int ii = 0; ii < 16; ++ii) {
-                int l = q_nearest_int((x[16 * j + ii] + dm) / d);
-                L[16 * j + ii] = (uint8_t)QMAX(0, QMIN(3, l));
-            }
-        }
-        pack_q2(L, y[i].qs);
+        aprq_q2k_ref_finish(x, scales, mins, L, &y[i]);
     }
+}
+
+void aprq_q2k_ref_finish(const float *x, const float *scales, const float *mins, uint8_t *L, void *vy)
+{
+    blk_q2_k *y = vy;
+    const float q4scale = 15.f;
+    float max_scale = 0, max_min = 0;
+    for (int j = 0; j < 16; ++j) {
+        if (scales[j] > max_scale)
+            max_scale = scales[j];
+        if (mins[j] > max_min)
+            max_min = mins[j];
+    }
+    if (max_scale > 0) {
+        float iscale = q4scale / max_scale;
+        for (int j = 0; j < 16; ++j)
+            y->scales[j] = (uint8_t)q_nearest_int(iscale * scales[j]);
+        y->d = h16(max_scale / q4scale);
+    } else {
+        for (int j = 0; j < 16; ++j)
+            y->scales[j] = 0;
+        y->d = h16(0.f);
+    }
+    if (max_min > 0) {
+        float iscale = q4scale / max_min;
+        for (int j = 0; j < 16; ++j) {
+            int l = q_nearest_int(iscale * mins[j]);
+            y->scales[j] |= (uint8_t)(l << 4);
+        }
+        y->dmin = h16(max_min / q4scale);
+    } else {
+        y->dmin = h16(0.f);
+    }
+    for (int j = 0; j < 16; ++j) {
+        const float d = f16v(y->d) * (y->scales[j] & 0xF);
+        if (!d)
+            continue;
+        const float dm = f16v(y->dmin) * (y->scales[j] >> 4);
+        for (int ii = 0; ii < 16; ++ii) {
+            int l = q_nearest_int((x[16 * j + ii] + dm) / d);
+            L[16 * j + ii] = (uint8_t)QMAX(0, QMIN(3, l));
+        }
+    }
+    pack_q2(L, y->qs);
 }
 
 void aprq_imat_q2_k(const float *x, void *vy, int64_t n, const float *qw)
@@ -766,30 +774,37 @@ void aprq_ref_q3_k(const float *x, void *vy, int64_t n)
     int8_t L[QK_K];
     float scales[16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < 16; ++j)
             scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
-            float scale = fabsf(scales[j]);
-            if (scale > amax) {
-                amax = scale;
-                max_scale = scales[j];
-            }
-        }
-        if (max_scale) {
-            float iscale = -32.f / max_scale;
-            int ls[16];
-            for (int j = 0; j < 16; ++j) {
-                int8_t l = (int8_t)q_nearest_int(iscale * scales[j]);
-                ls[j] = QMAX(-32, QMIN(31, l)) + 32;
-            }
-            q3_store_scales(&y[i], ls);
-            y[i].d = h16(1 / iscale);
-        } else {
-            memset(y[i].scales, 0, 12);
-            y[i].d = h16(0.f);
-        }
-        q3_finish(&y[i], x, L);
+        aprq_q3k_ref_finish(x, scales, L, &y[i]);
     }
+}
+
+void aprq_q3k_ref_finish(const float *x, const float *scales, int8_t *L, void *vy)
+{
+    blk_q3_k *y = vy;
+    float max_scale = 0, amax = 0;
+    for (int j = 0; j < 16; ++j) {
+        float scale = fabsf(scales[j]);
+        if (scale > amax) {
+            amax = scale;
+            max_scale = scales[j];
+        }
+    }
+    if (max_scale) {
+        float iscale = -32.f / max_scale;
+        int ls[16];
+        for (int j = 0; j < 16; ++j) {
+            int8_t l = (int8_t)q_nearest_int(iscale * scales[j]);
+            ls[j] = QMAX(-32, QMIN(31, l)) + 32;
+        }
+        q3_store_scales(y, ls);
+        y->d = h16(1 / iscale);
+    } else {
+        memset(y->scales, 0, 12);
+        y->d = h16(0.f);
+    }
+    q3_finish(y, x, L);
 }
 
 void aprq_imat_q3_k(const float *x, void *vy, int64_t n, const float *qw)

@@ -256,6 +256,44 @@ static void test_dequant_roundtrip(void **state)
     free(q);
 }
 
+/* apr_to_f32_row on F16 / BF16 rows (the SIMD kernels where the CPU has
+ * them) equals the scalar conversion for every 16-bit pattern, NaNs
+ * included, at every alignment of the row's tail. */
+static void test_f16_bf16_rows(void **state)
+{
+    (void)state;
+    uint16_t *h = malloc(65536 * 2 + 16);
+    float *o = malloc(65536 * 4 + 64);
+    for (uint32_t i = 0; i < 65536; i++)
+        h[i] = (uint16_t)i;
+    for (int bf = 0; bf < 2; bf++) {
+        for (int64_t start = 0; start < 3; start++) {
+            const int64_t n = 65536 - start - (start ? 5 : 0);
+            assert_int_equal(apr_to_f32_row(bf ? APR_DT_BF16 : APR_DT_F16, h + start, o, n), 0);
+            for (int64_t i = 0; i < n; i++) {
+                const uint16_t v = h[start + i];
+                const float r = bf ? apr_bf16_to_f32(v) : apr_f16_to_f32(v);
+                if (fbits(o[i]) != fbits(r)) {
+                    print_message("%s 0x%04x: row %08x, scalar %08x\n", bf ? "BF16" : "F16", v, fbits(o[i]), fbits(r));
+                    fail();
+                }
+            }
+        }
+    }
+    /* the finiteness scan */
+    float x[67];
+    for (int i = 0; i < 67; i++)
+        x[i] = (float)i;
+    assert_true(apr_f32_all_finite(x, 67));
+    for (int p = 0; p < 67; p++) {
+        x[p] = p % 2 ? INFINITY : -NAN;
+        assert_false(apr_f32_all_finite(x, 67));
+        x[p] = (float)p;
+    }
+    free(h);
+    free(o);
+}
+
 static void test_to_f32_plain(void **state)
 {
     (void)state;
@@ -377,6 +415,9 @@ static void fill_case(int c, uint64_t seed, float *x, int64_t n)
         case 9: if (i % 1000 == 7) x[i] = (i % 2) ? NAN : INFINITY; break;
         case 10: x[i] = (float)((int)(x[i] * 8)) / 8; break;              /* few distinct values */
         case 11: if (sb % 2) x[i] = -0.0f; break;
+        case 12: x[i] = (i % 3 == 0) ? -0.0f : (i % 3 == 1 ? 0.0f : (sb % 2 ? fabsf(x[i]) : -fabsf(x[i]))); break;
+        case 13: x[i] = (i * 7 % 5 < 2) ? -1.5f : 1.5f; break;          /* ties of |x| with both signs */
+        case 14: x[i] = (sb % 2) ? 0.0f : x[i] * 2.5e19f; break;          /* huge next to zero */
         }
     }
 }
@@ -388,11 +429,15 @@ static void test_fast_equals_reference(void **state)
     const int64_t rows = 3, cols = 4096, n = rows * cols;
     float *x = malloc(n * 4);
     uint8_t *a = malloc(n * 2), *b = malloc(n * 2);
-    const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q5_1};
+    const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q8_0, APR_DT_Q4_0,
+                               APR_DT_Q5_1, APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q2_K, APR_DT_Q3_K};
+    const float scales[] = {1.0f, 3.7e-3f, 1234.5f, 7.1e-9f};
     int bad = 0;
-    for (int c = 0; c < 12; c++) {
+    for (int c = 0; c < 15 * 4; c++) {
         for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-            fill_case(c, 1000 + c, x, n);
+            fill_case(c % 15, 1000 + c, x, n);
+            for (int64_t i = 0; i < n; i++)
+                x[i] *= scales[c / 15];
             size_t sa = apr_quantize_chunk(types[k], x, a, rows, cols, NULL);
             size_t sb = apr_quantize_chunk_ref(types[k], x, b, rows, cols, NULL);
             size_t sm = apr_quantize_chunk_mt(types[k], x, a + sa, 1, cols, NULL, 2);
@@ -509,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_f16_rounding),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_dequant_roundtrip),
+        cmocka_unit_test(test_f16_bf16_rows),
         cmocka_unit_test(test_to_f32_plain),
         cmocka_unit_test(test_vec_dot),
         cmocka_unit_test(test_q8k_activation),
