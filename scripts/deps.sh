@@ -23,9 +23,16 @@ if [ "${1:-}" = "--python" ]; then
   "$py" -m pip install -q gguf numpy safetensors sentencepiece tokenizers jinja2 ||
       echo "deps: pip install of the peer packages failed; peer tests will skip"
   # transformers + torch: the definition of an HF checkpoint, for the family peer
-  # tests. PyPI has no CPU-only torch build, so this is the ordinary wheel.
-  "$py" -c "import torch, transformers" 2>/dev/null || "$py" -m pip install -q torch transformers ||
-      echo "deps: torch/transformers could not be installed; family peer tests will skip"
+  # tests. PyPI has no CPU-only torch build; its wheel runs on the CPU without the
+  # 3 GB of nvidia-*/cuda-*/triton packages it lists, so those are left out
+  # (checked: import, matmul and transformers' models work without them).
+  if ! "$py" -c "import torch" 2>/dev/null; then
+    "$py" -m pip install -q --no-deps torch &&
+      "$py" -m pip install -q filelock fsspec networkx sympy typing-extensions setuptools ||
+      echo "deps: torch could not be installed; family peer tests will skip"
+  fi
+  "$py" -c "import transformers" 2>/dev/null || "$py" -m pip install -q transformers ||
+      echo "deps: transformers could not be installed; family peer tests will skip"
   # llama.cpp's own source (convert_hf_to_gguf.py, gguf-py, the ggml-vocab-*
   # tokenizer vectors, models/templates) from llama-cpp-python's sdist, the same
   # version as the installed wheel: unpacked once into the cache, and the wheel is
