@@ -13,6 +13,7 @@
  */
 #include "formats.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -158,6 +159,70 @@ static int opt_f32(const apr_model *m, const char *arch, const char *name, float
     return 1;
 }
 
+/* The {arch}.* KVs the forward pass implements (or that do not change the
+ * computation). Any other one is recorded in cfg.unsupported, so that run and
+ * verify refuse the model instead of ignoring what it says. */
+static const char *const implemented_kvs[] = {
+    "block_count", "context_length", "embedding_length", "feed_forward_length",
+    "attention.head_count", "attention.head_count_kv", "attention.key_length",
+    "attention.value_length", "attention.layer_norm_rms_epsilon", "rope.freq_base",
+    "rope.dimension_count", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
+    "rope.scaling.original_context_length",
+};
+
+/* Keep the first one (messages are truncated to the field). */
+static void note_unsupported(apr_arch_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_unsupported(apr_arch_config *c, const char *fmt, ...)
+{
+    if (c->unsupported[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->unsupported, sizeof c->unsupported, fmt, ap);
+    va_end(ap);
+}
+
+static void audit_kvs(const apr_model *m, apr_arch_config *c)
+{
+    const size_t al = strlen(c->arch);
+    for (uint64_t i = 0; i < m->n_kvs; i++) {
+        const char *k = m->kvs[i].key;
+        if (strncmp(k, c->arch, al) || k[al] != '.')
+            continue;
+        bool ok = false;
+        for (size_t j = 0; j < sizeof implemented_kvs / sizeof *implemented_kvs && !ok; j++)
+            ok = !strcmp(k + al + 1, implemented_kvs[j]);
+        if (!ok)
+            note_unsupported(c, "%s (not implemented by the forward pass)", k);
+    }
+}
+
+/* rope.scaling.type: none and linear are implemented; yarn is recorded (a
+ * conversion keeps it) but the forward pass refuses it. */
+static int derive_rope_scaling(const apr_model *m, apr_arch_config *c, apr_err *err)
+{
+    char key[128];
+    c->rope_freq_scale = 1.0f;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    const char *t = apr_kv_get_str(m, key);
+    if (apr_model_kv(m, key) && !t)
+        return apr_err_set(err, APR_E_FORMAT, "%s is not a string", key);
+    if (!t || !strcmp(t, "none"))
+        return 0;
+    if (strcmp(t, "linear")) {
+        note_unsupported(c, "%s = %s (not implemented by the forward pass)", key, t);
+        return 0;
+    }
+    float factor = 0.0f;
+    int rc = opt_f32(m, c->arch, "rope.scaling.factor", &factor, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 || !(factor > 0.0f))
+        return apr_err_set(err, APR_E_FORMAT, "%s: linear rope scaling without a factor > 0", c->arch);
+    c->rope_freq_scale = 1.0f / factor;
+    return 0;
+}
+
 static int derive_config(apr_model *m, apr_err *err)
 {
     apr_arch_config *c = &m->cfg;
@@ -221,6 +286,16 @@ static int derive_config(apr_model *m, apr_err *err)
     if (!(c->rope_theta > 0.0f) || !(c->rms_eps > 0.0f))
         return apr_err_set(err, APR_E_FORMAT, "%s: rope base %g and rms epsilon %g must be > 0", arch,
                            (double)c->rope_theta, (double)c->rms_eps);
+    if ((rc = derive_rope_scaling(m, c, err)))
+        return rc;
+    uint32_t rope_dim = c->head_dim;
+    if ((rc = opt_u32(m, arch, "rope.dimension_count", &rope_dim, err)) < 0)
+        return rc;
+    if (rope_dim != c->head_dim) {
+        note_unsupported(c, "rope.dimension_count %u differs from the head dim %u (partial rope is not implemented)",
+                         rope_dim, c->head_dim);
+    }
+    audit_kvs(m, c);
 
     /* Vocab size: the explicit KV, else the embedding rows, else the tokenizer. */
     rc = opt_u32(m, arch, "vocab_size", &c->vocab, err);

@@ -168,6 +168,13 @@ typedef struct apr_arch_config {
     apr_rope_type rope_type;  /* NORM (interleaved, GGUF llama) or NEOX */
     bool tied_embeddings;     /* no separate output weight */
     bool qkv_bias;            /* Qwen2 */
+    /* rope scaling: linear scaling multiplies every angle by rope_freq_scale
+     * (1 / rope.scaling.factor; 1 when unscaled); llama3 scaling comes as the
+     * rope_freqs.weight tensor (graph.c). */
+    float rope_freq_scale;
+    /* The first KV that changes the computation and that the forward pass does
+     * not implement ("" = none): apr_graph_build refuses the model naming it. */
+    char unsupported[128];
 } apr_arch_config;
 
 typedef struct apr_tokenizer {

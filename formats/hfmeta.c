@@ -533,6 +533,317 @@ static const arch_name arch_names[] = {
     {"Qwen2ForCausalLM", "qwen2", "qwen2"},
 };
 
+/* ---------------------------------------------------------------- config.json key policy
+ *
+ * Every key of config.json is read below, listed here as not changing the
+ * logits, or refused: a config that says something the forward pass does not
+ * implement must not be converted as if it had not said it (docs/families.md
+ * has the table per family). */
+
+/* Keys that do not change the computation: training-time settings, generation
+ * defaults that transformers 4.x kept in config.json, bookkeeping. */
+static const char *const cfg_harmless[] = {
+    "attention_dropout", "initializer_range", "use_cache", "transformers_version", "torch_dtype",
+    "dtype", "output_attentions", "output_hidden_states", "return_dict", "torchscript",
+    "use_bfloat16", "tf_legacy_loss", "pruned_heads", "chunk_size_feed_forward",
+    "is_encoder_decoder", "is_decoder", "add_cross_attention", "cross_attention_hidden_size",
+    "tie_encoder_decoder", "id2label", "label2id", "finetuning_task", "problem_type",
+    "task_specific_params", "tokenizer_class", "prefix", "decoder_start_token_id",
+    "_attn_implementation", "_attn_implementation_autoset", "_commit_hash",
+    /* pretraining_tp > 1 splits the projections into slices summed back: the
+     * same function, only the float summation order differs */
+    "pretraining_tp",
+    /* generation defaults (transformers 4.x wrote them into config.json) */
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
+    "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+    "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+    "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
+    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
+    "suppress_tokens", "begin_suppress_tokens",
+};
+
+/* Keys map_config and the tokenizer mapping read (value checks are where they
+ * are read). */
+static const char *const cfg_used[] = {
+    "architectures", "model_type", "_name_or_path", "num_hidden_layers", "hidden_size",
+    "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+    "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
+    "vocab_size", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id",
+    "unk_token_id", "sep_token_id", "cls_token_id", "mask_token_id", "hidden_act", "layer_types",
+    "apr_gguf",
+};
+
+static bool in_list(const char *k, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(k, list[i]))
+            return true;
+    return false;
+}
+
+/* A short rendering of a JSON value for messages. */
+static void json_brief(const json_t *v, char *buf, size_t cap)
+{
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    snprintf(buf, cap, "%.60s%s", s ? s : "?", s && strlen(s) > 60 ? "..." : "");
+    free(s);
+}
+
+static int refuse_key(const char *key, const json_t *v, const char *why, apr_err *err)
+{
+    char b[80];
+    json_brief(v, b, sizeof b);
+    return apr_err_set(err, APR_E_UNSUPPORTED, "config.json: %s = %s: %s", key, b, why);
+}
+
+/* Per-family keys whose value must be the one the forward pass implements. */
+static int check_family_key(const char *arch, const char *k, const json_t *v, apr_err *err)
+{
+    const bool llama = !strcmp(arch, "llama"), qwen2 = !strcmp(arch, "qwen2");
+    if (!strcmp(k, "attention_bias") && llama)
+        return 0; /* the bias tensors themselves decide (graph checks them) */
+    if (!strcmp(k, "mlp_bias") && llama)
+        return json_is_false(v) ? 0 : refuse_key(k, v, "feed-forward biases are not implemented", err);
+    if (!strcmp(k, "use_sliding_window") && qwen2)
+        return json_is_false(v) ? 0 : refuse_key(k, v, "sliding-window attention is not implemented for qwen2", err);
+    /* only read by transformers when use_sliding_window is true (refused above) */
+    if ((!strcmp(k, "sliding_window") || !strcmp(k, "max_window_layers")) && qwen2)
+        return 0;
+    return 1;
+}
+
+static int check_config_keys(const json_t *cfg, const char *arch, apr_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)cfg, k, v) {
+        if (in_list(k, cfg_used, sizeof cfg_used / sizeof *cfg_used) ||
+            in_list(k, cfg_harmless, sizeof cfg_harmless / sizeof *cfg_harmless))
+            continue;
+        int rc = check_family_key(arch, k, v, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
+            continue;
+        return refuse_key(k, v, "unknown key for this architecture (it may change the computation; "
+                                "see docs/families.md)", err);
+    }
+    const json_t *act = json_object_get(cfg, "hidden_act");
+    if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu")))
+        return refuse_key("hidden_act", act, "only silu (SwiGLU) is implemented for this architecture", err);
+    return 0;
+}
+
+/* layer_types (transformers 5): one attention kind per layer; these families
+ * implement full attention only. */
+static int check_layer_types(const json_t *cfg, uint32_t layers, apr_err *err)
+{
+    const json_t *lt = json_object_get(cfg, "layer_types");
+    if (!lt || json_is_null(lt))
+        return 0;
+    if (!json_is_array(lt) || json_array_size(lt) != layers)
+        return refuse_key("layer_types", lt, "must list one type per layer", err);
+    size_t i;
+    json_t *e;
+    json_array_foreach(lt, i, e)
+        if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention"))
+            return refuse_key("layer_types", e, "only full_attention layers are implemented for this "
+                                                "architecture", err);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- rope
+ *
+ * Two dialects: transformers 4.x writes rope_theta at the top level and the
+ * scaling in rope_scaling {"type" or "rope_type", "factor", ...}; transformers
+ * 5 writes rope_parameters {"rope_theta", "rope_type", ...}. We read what
+ * llama.cpp's TextModel reads (rope_parameters, else rope_scaling, with the
+ * top-level rope_theta mirrored in) and refuse a config in which the two
+ * disagree. */
+
+typedef struct rope_cfg {
+    const json_t *p;       /* the parameter object, or NULL */
+    const char *type;      /* NULL = default */
+    float theta;
+    bool has_theta;
+} rope_cfg;
+
+/* A number field of the rope parameters: 1 present, 0 absent, <0 bad. */
+static int rope_num(const rope_cfg *r, const char *field, double *out, apr_err *err)
+{
+    const json_t *j = json_object_get(r->p, field);
+    if (!j || json_is_null(j))
+        return 0;
+    if (!json_is_number(j) || !isfinite(json_number_value(j)))
+        return apr_err_set(err, APR_E_FORMAT, "config.json: rope %s must be a finite number", field);
+    *out = json_number_value(j);
+    return 1;
+}
+
+static int rope_read(rope_cfg *r, const json_t *cfg, apr_err *err)
+{
+    memset(r, 0, sizeof *r);
+    const json_t *rp = json_object_get(cfg, "rope_parameters"), *rs = json_object_get(cfg, "rope_scaling");
+    if (json_is_null(rp))
+        rp = NULL;
+    if (json_is_null(rs))
+        rs = NULL;
+    if ((rp && !json_is_object(rp)) || (rs && !json_is_object(rs)))
+        return refuse_key(rp && !json_is_object(rp) ? "rope_parameters" : "rope_scaling", rp ? rp : rs,
+                          "must be an object", err);
+    if (rp && rs && !json_equal(rp, rs))
+        return refuse_key("rope_scaling", rs, "disagrees with rope_parameters", err);
+    r->p = rp ? rp : rs;
+    if (json_object_get(r->p, "full_attention") || json_object_get(r->p, "sliding_attention"))
+        return refuse_key("rope_parameters", r->p, "per-layer-type rope parameters are not implemented "
+                                                   "for this architecture", err);
+    float top = 0.0f, inner = 0.0f;
+    int rt = cfg_f32(cfg, "rope_theta", &top, err), ri = 0;
+    if (rt < 0)
+        return rt;
+    if (r->p) {
+        const json_t *j = json_object_get(r->p, "rope_theta");
+        if (j && !json_is_null(j)) {
+            if (!apr_json_get_f32(j, &inner) || !isfinite(inner))
+                return apr_err_set(err, APR_E_FORMAT, "config.json: rope_parameters.rope_theta must be a "
+                                                      "finite number");
+            ri = 1;
+        }
+    }
+    if (rt == 1 && ri == 1 && memcmp(&top, &inner, sizeof top))
+        return refuse_key("rope_theta", json_object_get(cfg, "rope_theta"),
+                          "disagrees with rope_parameters.rope_theta", err);
+    r->has_theta = rt == 1 || ri == 1;
+    r->theta = ri == 1 ? inner : top;
+
+    const json_t *t1 = json_object_get(r->p, "rope_type"), *t2 = json_object_get(r->p, "type");
+    if ((t1 && !json_is_string(t1)) || (t2 && !json_is_string(t2)))
+        return refuse_key("rope_type", t1 ? t1 : t2, "must be a string", err);
+    if (t1 && t2 && strcmp(json_string_value(t1), json_string_value(t2)))
+        return refuse_key("rope_scaling.type", t2, "disagrees with rope_type", err);
+    r->type = t1 ? json_string_value(t1) : t2 ? json_string_value(t2) : NULL;
+    if (r->type && !strcmp(r->type, "default"))
+        r->type = NULL;
+    return 0;
+}
+
+/* Every key of the rope parameters must belong to its type. */
+static int rope_check_fields(const rope_cfg *r, const char *const *allowed, size_t n, apr_err *err)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)r->p, k, v) {
+        if (!strcmp(k, "rope_theta") || !strcmp(k, "rope_type") || !strcmp(k, "type") ||
+            in_list(k, allowed, n))
+            continue;
+        if (!strcmp(k, "partial_rotary_factor") && json_is_number(v) && json_number_value(v) == 1.0)
+            continue;
+        char what[96];
+        snprintf(what, sizeof what, "not implemented for rope type %s", r->type ? r->type : "default");
+        return refuse_key(k, v, what, err);
+    }
+    return 0;
+}
+
+/* rope_freqs.weight for rope_type llama3, exactly as LlamaModel.
+ * generate_extra_tensors computes it: torch float32 arithmetic throughout
+ * (a Python scalar meeting a float32 tensor is rounded to float32 first). */
+static int add_llama3_rope_freqs(apr_model *m, const rope_cfg *r, uint32_t dim, apr_err *err)
+{
+    double factor = 8.0, low = 1.0, high = 4.0, old = 8192.0;
+    int rc;
+    if ((rc = rope_num(r, "factor", &factor, err)) < 0 || (rc = rope_num(r, "low_freq_factor", &low, err)) < 0 ||
+        (rc = rope_num(r, "high_freq_factor", &high, err)) < 0 ||
+        (rc = rope_num(r, "original_max_position_embeddings", &old, err)) < 0)
+        return rc;
+    if (!(factor > 0.0) || !(low > 0.0) || !(high > low) || !(old > 0.0) || dim < 2 || dim % 2)
+        return apr_err_set(err, APR_E_FORMAT, "config.json: llama3 rope parameters (factor %g, low %g, high %g, "
+                                              "original context %g) are not usable", factor, low, high, old);
+    const double base = r->has_theta ? (double)r->theta : 10000.0;
+    const double low_wl = old / low, high_wl = old / high;
+    const uint32_t n = dim / 2;
+    float *ff = malloc((size_t)n * sizeof *ff);
+    if (!ff)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        const float freq = 1.0f / powf((float)base, (float)(2 * i) / (float)dim);
+        const float wavelen = (float)(2.0 * M_PI) / freq;
+        if (wavelen < (float)high_wl) {
+            ff[i] = 1.0f;
+        } else if (wavelen > (float)low_wl) {
+            ff[i] = (float)factor;
+        } else {
+            const float smooth = ((float)old / wavelen - (float)low) / (float)(high - low);
+            ff[i] = 1.0f / ((1.0f - smooth) / (float)factor + smooth);
+        }
+    }
+    const uint64_t dims[1] = {n};
+    return apr_model_add_tensor(m, "rope_freqs.weight", APR_DT_F32, 1, dims, ff, (uint64_t)n * sizeof *ff, true,
+                                err);
+}
+
+static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t rope_dim, apr_err *err)
+{
+    rope_cfg r;
+    char key[128];
+    int rc;
+#define RK(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
+    if ((rc = rope_read(&r, cfg, err)))
+        return rc;
+    if (r.has_theta && (rc = set_f32(m, RK("rope.freq_base"), r.theta, err)))
+        return rc;
+    if (!r.type)
+        return rope_check_fields(&r, NULL, 0, err);
+    double factor = 0.0, v = 0.0;
+    if (!strcmp(r.type, "linear")) {
+        static const char *const f[] = {"factor"};
+        if ((rc = rope_check_fields(&r, f, 1, err)) || (rc = rope_num(&r, "factor", &factor, err)) < 0)
+            return rc;
+        if (rc == 0 || !(factor > 0.0))
+            return refuse_key("rope_scaling", r.p, "linear scaling needs a factor > 0", err);
+        if ((rc = set_str(m, RK("rope.scaling.type"), "linear", err)) ||
+            (rc = set_f32(m, RK("rope.scaling.factor"), (float)factor, err)))
+            return rc;
+        return 0;
+    }
+    if (!strcmp(r.type, "llama3") && !strcmp(arch, "llama")) {
+        static const char *const f[] = {"factor", "low_freq_factor", "high_freq_factor",
+                                        "original_max_position_embeddings"};
+        if ((rc = rope_check_fields(&r, f, 4, err)))
+            return rc;
+        return add_llama3_rope_freqs(m, &r, rope_dim, err);
+    }
+    if (!strcmp(r.type, "yarn")) {
+        static const char *const f[] = {"factor", "original_max_position_embeddings", "attention_factor",
+                                        "beta_fast", "beta_slow"};
+        if ((rc = rope_check_fields(&r, f, 5, err)) || (rc = rope_num(&r, "factor", &factor, err)) < 0)
+            return rc;
+        if (rc == 0 || !(factor > 0.0))
+            return refuse_key("rope_scaling", r.p, "yarn scaling needs a factor > 0", err);
+        if ((rc = rope_num(&r, "original_max_position_embeddings", &v, err)) <= 0 || !(v >= 1.0 && v < 4294967296.0))
+            return rc < 0 ? rc : refuse_key("rope_scaling", r.p, "yarn needs original_max_position_embeddings", err);
+        if ((rc = set_str(m, RK("rope.scaling.type"), "yarn", err)) ||
+            (rc = set_f32(m, RK("rope.scaling.factor"), (float)factor, err)) ||
+            (rc = set_u32(m, RK("rope.scaling.original_context_length"), (uint32_t)v, err)))
+            return rc;
+        static const char *const opt[][2] = {{"attention_factor", "rope.scaling.yarn_attn_factor"},
+                                             {"beta_fast", "rope.scaling.yarn_beta_fast"},
+                                             {"beta_slow", "rope.scaling.yarn_beta_slow"}};
+        for (int i = 0; i < 3; i++) {
+            if ((rc = rope_num(&r, opt[i][0], &v, err)) < 0)
+                return rc;
+            if (rc == 1 && (rc = set_f32(m, RK(opt[i][1]), (float)v, err)))
+                return rc;
+        }
+        return 0;
+    }
+#undef RK
+    return refuse_key("rope_type", json_object_get(r.p, "rope_type") ? json_object_get(r.p, "rope_type")
+                                                                      : json_object_get(r.p, "type"),
+                      "rope scaling type not supported for this architecture (supported: default, linear, "
+                      "yarn, and llama3 for llama)", err);
+}
+
 static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr_err *err)
 {
     const json_t *archs = json_object_get(cfg, "architectures");
@@ -549,6 +860,8 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     const char *arch = a->gguf;
     char key[128];
     int rc;
+    if ((rc = check_config_keys(cfg, arch, err)))
+        return rc;
 #define K(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
     if ((rc = set_str(m, "general.architecture", arch, err)))
         return rc;
@@ -571,6 +884,8 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         return rc ? rc : apr_err_set(err, APR_E_FORMAT, "config.json: num_hidden_layers is missing");
     if ((rc = set_u32(m, K("block_count"), layers, err)))
         return rc;
+    if ((rc = check_layer_types(cfg, layers, err)))
+        return rc;
     if ((rc = cfg_u32(cfg, "max_position_embeddings", &v, err)) < 0 ||
         (rc == 1 && (rc = set_u32(m, K("context_length"), v, err))))
         return rc;
@@ -590,9 +905,6 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if ((rc = cfg_u32(cfg, "num_key_value_heads", &v, err)) < 0 ||
         (rc == 1 && (rc = set_u32(m, K("attention.head_count_kv"), v, err))))
         return rc;
-    if ((rc = cfg_f32(cfg, "rope_theta", &f, err)) < 0 ||
-        (rc == 1 && (rc = set_f32(m, K("rope.freq_base"), f, err))))
-        return rc;
     if ((rc = cfg_f32(cfg, "rms_norm_eps", &f, err)) < 0 ||
         (rc == 1 && (rc = set_f32(m, K("attention.layer_norm_rms_epsilon"), f, err))))
         return rc;
@@ -602,6 +914,8 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         return has_hd;
     if (has_hd == 1 && ((rc = set_u32(m, K("attention.key_length"), head_dim, err)) ||
                         (rc = set_u32(m, K("attention.value_length"), head_dim, err))))
+        return rc;
+    if ((rc = map_rope(m, cfg, arch, has_hd == 1 ? head_dim : hidden / heads, err)))
         return rc;
     if (strcmp(arch, "llama") == 0) {
         if ((rc = cfg_u32(cfg, "vocab_size", &v, err)) < 0 ||

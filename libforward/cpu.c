@@ -367,14 +367,19 @@ static void rmsnorm(float *o, const float *x, const float *w, uint64_t n, float 
 }
 
 /* cos/sin of pair i at position pos: angle pos * theta^(-2i/hd), built by
- * repeated multiplication as ggml's rope cache does. */
-static void rope_table(float *cs, uint32_t pos, uint32_t hd, float theta_base)
+ * repeated multiplication as ggml's rope cache does; then, as ggml_rope_ext
+ * (ext_factor 0, attn_factor 1), divided by the pair's frequency factor and
+ * multiplied by freq_scale (both exact no-ops when absent / 1). */
+static void rope_table(float *cs, uint32_t pos, uint32_t hd, float theta_base, float freq_scale,
+                       const float *freq_factors)
 {
     const float theta_scale = powf(theta_base, -2.0f / (float)hd);
     float theta = (float)pos;
     for (uint32_t i = 0; i < hd / 2; i++) {
-        cs[2 * i] = cosf(theta);
-        cs[2 * i + 1] = sinf(theta);
+        const float ff = freq_factors ? freq_factors[i] : 1.0f;
+        const float angle = freq_scale * (theta / ff);
+        cs[2 * i] = cosf(angle);
+        cs[2 * i + 1] = sinf(angle);
         theta *= theta_scale;
     }
 }
@@ -485,7 +490,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         const uint8_t *row = apr_wmat_row(&g->token_embd, apr_wmat_phys_row(&g->token_embd, (uint64_t)tok[t]), &dt);
         if (apr_to_f32_row(dt, row, b->x + t * H, (int64_t)H) != 0)
             return apr_err_set(err, APR_E_UNSUPPORTED, "cannot read embedding rows of dtype %s", apr_dtype_name(dt));
-        rope_table(b->rope_cs + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta);
+        rope_table(b->rope_cs + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta, c->rope_freq_scale, g->rope_freqs);
     }
 
     for (uint32_t il = 0; il < c->n_layers; il++) {

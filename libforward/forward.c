@@ -36,7 +36,13 @@ int apr_fwd_load(apr_fwd **out, const apr_model *m, const apr_fwd_opts *o, apr_e
     f->max_ctx = ctx;
 
     rc = APR_E_UNSUPPORTED;
-    if (o->device == APR_DEV_CUDA || o->device == APR_DEV_AUTO) {
+    if (o->device == APR_DEV_CUDA && f->g.cpu_only) {
+        rc = apr_err_set(err, APR_E_UNSUPPORTED, "the CUDA backend does not implement %s (use --device cpu)",
+                         f->g.cpu_only);
+        apr_fwd_free(f);
+        return rc;
+    }
+    if ((o->device == APR_DEV_CUDA || o->device == APR_DEV_AUTO) && !f->g.cpu_only) {
 #ifdef APR_HAVE_CUDA
         rc = apr_cuda_backend_create(&f->be, &f->g, ctx, err);
         if (rc == 0)

@@ -34,6 +34,8 @@ static const role_names R_UP = {"blk.%u.ffn_up.weight", "model.layers.%u.mlp.up_
 static const role_names R_DOWN = {"blk.%u.ffn_down.weight", "model.layers.%u.mlp.down_proj.weight"};
 static const role_names R_QKV = {NULL, "model.layers.%u.self_attn.qkv_proj.weight"};
 static const role_names R_BQKV = {NULL, "model.layers.%u.self_attn.qkv_proj.bias"};
+/* llama3 rope scaling; the HF reader derives it from config.json under the GGUF name */
+static const role_names R_ROPE_FREQS = {"rope_freqs.weight", NULL};
 
 static const apr_tensor *find_role(const apr_model *m, const role_names *r, uint32_t layer,
                                    char *name_out, size_t cap)
@@ -305,6 +307,14 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
         rc = apr_err_set(err, APR_E_UNSUPPORTED, "architecture '%s' is not supported (llama, qwen2)", c->arch);
         goto fail;
     }
+    if (c->unsupported[0]) {
+        rc = apr_err_set(err, APR_E_UNSUPPORTED, "%s: %s", c->arch, c->unsupported);
+        goto fail;
+    }
+    if (!(c->rope_freq_scale > 0.0f))
+        c->rope_freq_scale = 1.0f; /* a config not made by apr_model_derive */
+    if (c->rope_freq_scale != 1.0f)
+        g->cpu_only = "linear rope scaling";
     /* Bound every dimension so that products below cannot overflow and a
      * lying header cannot make us allocate absurd buffers. */
     if (!c->n_layers || c->n_layers > 4096 || !c->hidden || c->hidden > (1u << 20) || !c->n_heads ||
@@ -341,6 +351,19 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     }
     g->rope = c->rope_type == APR_ROPE_NEOX ? APR_ROPE_NEOX : APR_ROPE_NORM;
     g->qk_rotate_half_rows = g->rope == APR_ROPE_NORM && source_rotate_half(m);
+
+    t = find_role(m, &R_ROPE_FREQS, 0, nm, sizeof nm);
+    if (t) {
+        if ((rc = load_vec(&g->rope_freqs, t, c->head_dim / 2, err)))
+            goto fail;
+        for (uint32_t i = 0; i < c->head_dim / 2; i++)
+            if (!(g->rope_freqs[i] > 0.0f) || g->rope_freqs[i] > 1e30f) {
+                rc = apr_err_set(err, APR_E_FORMAT, "tensor %s: entry %u is %g (must be > 0)", nm, i,
+                                 (double)g->rope_freqs[i]);
+                goto fail;
+            }
+        g->cpu_only = "rope frequency factors (rope_freqs.weight)";
+    }
 
     NEED(t, R_EMBD, 0);
     if (!c->vocab && t->ndim == 2 && t->dims[0] <= (1u << 24))
@@ -387,5 +410,6 @@ void apr_graph_free(apr_graph *g)
         free(g->layers);
     }
     free(g->output_norm);
+    free(g->rope_freqs);
     memset(g, 0, sizeof *g);
 }

@@ -111,6 +111,12 @@ typedef struct apr_graph {
     bool output_tied;
     float *output_norm;   /* hidden */
     apr_layer *layers;    /* cfg.n_layers */
+    /* rope_freqs.weight (head_dim / 2, owned f32) or NULL: pair i's angle is
+     * divided by rope_freqs[i] (llama3 rope scaling), as ggml_rope_ext does. */
+    float *rope_freqs;
+    /* A feature the graph uses that only the CPU backend implements (NULL:
+     * none); the CUDA backend is not tried for such a graph. */
+    const char *cpu_only;
     const apr_model *model;
 } apr_graph;
 

@@ -1,0 +1,336 @@
+/* test_families.c - model families read as their config says, checked
+ * against references nobody here wrote:
+ *   - ../shared/fixtures/tinycoder (Qwen2 saved by transformers 5, rope theta
+ *     in rope_parameters): apr's logits on the HF directory, on apr's GGUF and
+ *     on apr's APR match transformers' float32 reference logits; apr's GGUF
+ *     equals llama.cpp's conversion (tinycoder-bf16.gguf) tensor for tensor
+ *     and KV for KV, apart from the differences listed (and justified) below;
+ *   - config.json keys the forward pass does not implement are refused by
+ *     `apr convert` with exit 2, naming the key, writing nothing;
+ *   - linear rope scaling goes into the GGUF as llama.cpp's keys and changes
+ *     the forward pass. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "convert.h"
+#include "forward.h"
+#include "test_util.h"
+
+#define TC "fixtures/tinycoder"
+#define TC_POS 256u
+#define TC_VOCAB 2048u
+
+/* KVs llama.cpp's converter writes and apr does not (or writes differently),
+ * each for a reason that does not touch the computation:
+ *   general.file_type, general.quantization_version: llama.cpp's file-level
+ *     bookkeeping (apr's tensors carry their own types);
+ *   general.size_label, general.type, general.name: the converter's metadata
+ *     heuristics (a parameter-count label, "model", the directory name
+ *     title-cased: "Tinycoder"; apr keeps the name as written);
+ *   tokenizer.ggml.add_bos_token / add_eos_token: both false, which is what
+ *     apr's reader assumes for a gpt2 vocab without them (derive.c). */
+static const char *const llama_only_kvs[] = {
+    "general.file_type", "general.quantization_version", "general.size_label", "general.type",
+    "general.name", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+};
+
+static bool listed(const char *k)
+{
+    for (size_t i = 0; i < sizeof llama_only_kvs / sizeof *llama_only_kvs; i++)
+        if (!strcmp(k, llama_only_kvs[i]))
+            return true;
+    return !strncmp(k, "apr.provenance.", 15); /* apr's own record of where the file came from */
+}
+
+static int32_t *read_ref_tokens(const char *path, uint32_t *n)
+{
+    size_t len;
+    char *txt = tu_read_file(path, &len);
+    assert_non_null(txt);
+    int32_t *ids = malloc(TC_POS * sizeof *ids);
+    uint32_t k = 0;
+    char *p = txt, *end;
+    for (long v; k < TC_POS && (v = strtol(p, &end, 10), end != p); p = end)
+        ids[k++] = (int32_t)v;
+    free(txt);
+    *n = k;
+    return ids;
+}
+
+/* max |a - ref| / max |ref| over all n values. */
+static double rel_max_diff(const float *a, const float *ref, size_t n)
+{
+    double md = 0.0, mr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double d = fabs((double)a[i] - (double)ref[i]);
+        md = d > md || isnan(d) ? (isnan(d) ? INFINITY : d) : md;
+        mr = fabs((double)ref[i]) > mr ? fabs((double)ref[i]) : mr;
+    }
+    return md / mr;
+}
+
+/* The model at path against the reference logits; returns rel max diff. */
+static double tinycoder_diff(const char *path)
+{
+    const char *tok = tu_shared(TC "/ref_tokens.txt"), *lg = tu_shared(TC "/ref_logits.f32");
+    uint32_t n;
+    int32_t *ids = read_ref_tokens(tok, &n);
+    assert_int_equal(n, TC_POS);
+    size_t len;
+    float *ref = (float *)tu_read_file(lg, &len);
+    assert_non_null(ref);
+    assert_int_equal(len, (size_t)TC_POS * TC_VOCAB * sizeof(float));
+
+    apr_err err = {0};
+    apr_model *m = NULL;
+    if (apr_model_open(&m, path, NULL, &err))
+        fail_msg("open %s: %s", path, err.msg);
+    apr_fwd *f = NULL;
+    apr_fwd_opts o = {.device = APR_DEV_CPU, .max_ctx = TC_POS};
+    if (apr_fwd_load(&f, m, &o, &err))
+        fail_msg("load %s: %s", path, err.msg);
+    float *out = malloc((size_t)TC_POS * TC_VOCAB * sizeof *out);
+    if (apr_fwd_eval(f, ids, TC_POS, out, NULL, &err))
+        fail_msg("eval %s: %s", path, err.msg);
+    const double d = rel_max_diff(out, ref, (size_t)TC_POS * TC_VOCAB);
+    print_message("%s: rel max diff %.3g vs transformers' f32 logits (%u positions)\n", path, d, TC_POS);
+    free(out);
+    apr_fwd_free(f);
+    apr_model_free(m);
+    free(ref);
+    free(ids);
+    return d;
+}
+
+static const char *convert_to(const char *src, const char *dir, const char *name)
+{
+    static char out[3][1024];
+    static int k;
+    char *p = out[k++ % 3];
+    snprintf(p, 1024, "%s/%s", dir, name);
+    apr_convert_opts o;
+    apr_convert_opts_init(&o);
+    o.time_utc = "2026-01-01T00:00:00Z";
+    apr_err err = {0};
+    if (apr_convert_file(src, p, &o, NULL, &err))
+        fail_msg("convert %s -> %s: %s", src, p, err.msg);
+    return p;
+}
+
+static void test_tinycoder_logits_hf_gguf_apr(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(dir, TC "/config.json");
+    char hf[1024];
+    snprintf(hf, sizeof hf, "%s", dir);
+    *strrchr(hf, '/') = 0;
+    const char *tmp = tu_tmpdir("families-tc");
+    assert_true(tinycoder_diff(hf) <= 1e-4);
+    const char *gguf = convert_to(hf, tmp, "tc.gguf");
+    assert_true(tinycoder_diff(gguf) <= 1e-4);
+    const char *apr = convert_to(hf, tmp, "tc.apr");
+    assert_true(tinycoder_diff(apr) <= 1e-4);
+    /* and back: APR -> GGUF is the same model */
+    assert_true(tinycoder_diff(convert_to(apr, tmp, "tc2.gguf")) <= 1e-4);
+}
+
+static void test_tinycoder_gguf_equals_llama_cpp(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(ref, TC "/tinycoder-bf16.gguf");
+    char hf[1024];
+    snprintf(hf, sizeof hf, "%s", ref);
+    *strrchr(hf, '/') = 0;
+    const char *gguf = convert_to(hf, tu_tmpdir("families-tc-eq"), "tc.gguf");
+    apr_err err = {0};
+    apr_model *a = NULL, *b = NULL;
+    if (apr_model_open(&a, gguf, NULL, &err) || apr_model_open(&b, ref, NULL, &err))
+        fail_msg("open: %s", err.msg);
+    /* tensors: same set, each with the same dtype, dims and bytes (the order
+     * differs: llama.cpp keeps the safetensors' alphabetical order, apr writes
+     * each layer's tensors together) */
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    for (uint64_t i = 0; i < b->n_tensors; i++) {
+        const apr_tensor *y = &b->tensors[i], *x = apr_model_tensor(a, y->name);
+        if (!x)
+            fail_msg("apr's GGUF lacks %s", y->name);
+        assert_int_equal(x->dtype, y->dtype);
+        assert_int_equal(x->ndim, y->ndim);
+        for (uint32_t d = 0; d < y->ndim; d++)
+            assert_int_equal(x->dims[d], y->dims[d]);
+        assert_int_equal(x->nbytes, y->nbytes);
+        if (memcmp(x->data, y->data, y->nbytes))
+            fail_msg("tensor %s: bytes differ from llama.cpp's", y->name);
+    }
+    /* KVs: every one of llama.cpp's is in apr's file with the same type and
+     * value, except those listed; apr adds only its provenance. */
+    for (uint64_t i = 0; i < b->n_kvs; i++) {
+        const apr_kv *y = &b->kvs[i], *x = apr_model_kv(a, y->key);
+        if (listed(y->key))
+            continue;
+        if (!x)
+            fail_msg("apr's GGUF lacks KV %s", y->key);
+        tu_assert_kv_equal(x, y);
+    }
+    for (uint64_t i = 0; i < a->n_kvs; i++)
+        if (!apr_model_kv(b, a->kvs[i].key) && !listed(a->kvs[i].key))
+            fail_msg("apr's GGUF has KV %s that llama.cpp's has not", a->kvs[i].key);
+    apr_model_free(a);
+    apr_model_free(b);
+}
+
+/* ---------------------------------------------------------------- refusals */
+
+/* A copy of tinycoder whose config.json is edited by `python3 -c EDIT` (the
+ * dict is `c`); the weights and tokenizer are symlinks. */
+static const char *edited_tinycoder(const char *tag, const char *edit)
+{
+    TU_REQUIRE_SHARED(cfg, TC "/config.json");
+    char src[1024];
+    snprintf(src, sizeof src, "%s", cfg);
+    *strrchr(src, '/') = 0;
+    const char *dir = tu_tmpdir(tag);
+    static char model[1024];
+    snprintf(model, sizeof model, "%s/model", dir);
+    assert_int_equal(mkdir(model, 0755), 0);
+    const char *files[] = {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"};
+    for (size_t i = 0; i < 4; i++) {
+        char a[1100], b[1100];
+        snprintf(a, sizeof a, "%s/%s", src, files[i]);
+        snprintf(b, sizeof b, "%s/%s", model, files[i]);
+        assert_int_equal(symlink(a, b), 0);
+    }
+    int rc = tu_system(NULL,
+                       "python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); %s; "
+                       "json.dump(c, open(sys.argv[2], \"w\"), indent=2)' '%s' '%s/config.json'",
+                       edit, cfg, model);
+    if (rc != 0)
+        fail_msg("python3 could not write the edited config (%d)", rc);
+    return model;
+}
+
+/* apr convert of the edited model: exit 2, the message names `needle`, no output. */
+static void expect_refused(const char *tag, const char *edit, const char *needle)
+{
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *model = edited_tinycoder(tag, edit);
+    char out[1100], log[1100];
+    snprintf(out, sizeof out, "%s/../out.gguf", model);
+    snprintf(log, sizeof log, "%s/../log.txt", model);
+    int rc = tu_system(log, "'%s' convert '%s' '%s' 2>&1", bin, model, out);
+    size_t len;
+    char *msg = tu_read_file(log, &len);
+    print_message("[%s] exit %d: %s", tag, rc, msg ? msg : "");
+    assert_int_equal(rc, 2);
+    assert_non_null(msg);
+    if (!strstr(msg, needle))
+        fail_msg("the message does not name '%s'", needle);
+    free(msg);
+    assert_int_equal(access(out, F_OK), -1);
+    /* apr run refuses it too (the HF reader is shared) */
+    rc = tu_system(NULL, "'%s' run '%s' --prompt x -n 1 >/dev/null 2>&1", bin, model);
+    assert_int_equal(rc, 2);
+}
+
+static void test_refuses_unknown_rope_type(void **state)
+{
+    (void)state;
+    expect_refused("fam-rope-type", "c[\"rope_parameters\"][\"rope_type\"]=\"dynamic\"; "
+                                    "c[\"rope_parameters\"][\"factor\"]=2.0", "rope_type");
+}
+
+static void test_refuses_unknown_key(void **state)
+{
+    (void)state;
+    expect_refused("fam-key", "c[\"attn_logit_softcapping\"]=50.0", "attn_logit_softcapping");
+}
+
+static void test_refuses_sliding_layers(void **state)
+{
+    (void)state;
+    expect_refused("fam-layers", "c[\"layer_types\"][1]=\"sliding_attention\"", "layer_types");
+}
+
+static void test_refuses_disagreeing_theta(void **state)
+{
+    (void)state;
+    expect_refused("fam-theta", "c[\"rope_theta\"]=10000.0", "rope_theta");
+}
+
+static void test_refuses_activation(void **state)
+{
+    (void)state;
+    expect_refused("fam-act", "c[\"hidden_act\"]=\"gelu\"", "hidden_act");
+}
+
+static void test_refuses_partial_rotary(void **state)
+{
+    (void)state;
+    expect_refused("fam-partial", "c[\"rope_parameters\"][\"partial_rotary_factor\"]=0.5", "partial_rotary_factor");
+}
+
+/* The 4.x dialect (top-level rope_theta, rope_scaling) gives the same file. */
+static void test_4x_dialect_same_gguf(void **state)
+{
+    (void)state;
+    const char *m4 = edited_tinycoder("fam-4x", "c.pop(\"rope_parameters\"); c.pop(\"layer_types\"); "
+                                                "c[\"rope_theta\"]=1000000.0; c[\"rope_scaling\"]=None");
+    const char *ref = tu_shared(TC "/tinycoder-bf16.gguf");
+    const char *gguf = convert_to(m4, tu_tmpdir("fam-4x-out"), "tc.gguf");
+    apr_err err = {0};
+    apr_model *a = NULL;
+    if (apr_model_open(&a, gguf, NULL, &err))
+        fail_msg("open: %s", err.msg);
+    apr_model *b = NULL;
+    if (apr_model_open(&b, ref, NULL, &err))
+        fail_msg("open: %s", err.msg);
+    tu_assert_kv_equal(apr_model_kv(a, "qwen2.rope.freq_base"), apr_model_kv(b, "qwen2.rope.freq_base"));
+    apr_model_free(a);
+    apr_model_free(b);
+}
+
+/* Linear scaling: llama.cpp's keys in the GGUF, and a different forward pass
+ * (every angle divided by the factor) that the HF directory and the GGUF agree on. */
+static void test_linear_rope_scaling(void **state)
+{
+    (void)state;
+    const char *m = edited_tinycoder("fam-linear", "c[\"rope_parameters\"]={\"rope_theta\":1000000.0,"
+                                                   "\"rope_type\":\"linear\",\"factor\":4.0}");
+    const char *gguf = convert_to(m, tu_tmpdir("fam-linear-out"), "tc.gguf");
+    apr_err err = {0};
+    apr_model *g = NULL;
+    if (apr_model_open(&g, gguf, NULL, &err))
+        fail_msg("open: %s", err.msg);
+    assert_string_equal(apr_kv_get_str(g, "qwen2.rope.scaling.type"), "linear");
+    float f = 0.0f;
+    assert_true(apr_kv_get_f32(g, "qwen2.rope.scaling.factor", &f));
+    assert_true(f == 4.0f);
+    assert_true(g->cfg.rope_freq_scale == 0.25f);
+    apr_model_free(g);
+    const double d = tinycoder_diff(gguf);
+    assert_true(d > 1e-3); /* the reference is unscaled: scaling must show */
+    assert_true(fabs(tinycoder_diff(m) - d) < 1e-6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tinycoder_logits_hf_gguf_apr),
+        cmocka_unit_test(test_tinycoder_gguf_equals_llama_cpp),
+        cmocka_unit_test(test_refuses_unknown_rope_type),
+        cmocka_unit_test(test_refuses_unknown_key),
+        cmocka_unit_test(test_refuses_sliding_layers),
+        cmocka_unit_test(test_refuses_disagreeing_theta),
+        cmocka_unit_test(test_refuses_activation),
+        cmocka_unit_test(test_refuses_partial_rotary),
+        cmocka_unit_test(test_4x_dialect_same_gguf),
+        cmocka_unit_test(test_linear_rope_scaling),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
