@@ -782,16 +782,13 @@ static int add_llama3_rope_freqs(apr_model *m, const rope_cfg *r, uint32_t dim, 
                                 err);
 }
 
-static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t rope_dim, apr_err *err)
+/* The scaling part of the rope parameters, as llama.cpp's TextModel writes it. */
+static int map_rope_scaling(apr_model *m, const rope_cfg *rp, const char *arch, uint32_t rope_dim, apr_err *err)
 {
-    rope_cfg r;
+    const rope_cfg r = *rp;
     char key[128];
     int rc;
 #define RK(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
-    if ((rc = rope_read(&r, cfg, err)))
-        return rc;
-    if (r.has_theta && (rc = set_f32(m, RK("rope.freq_base"), r.theta, err)))
-        return rc;
     if (!r.type)
         return rope_check_fields(&r, NULL, 0, err);
     double factor = 0.0, v = 0.0;
@@ -842,6 +839,20 @@ static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t 
                                                                       : json_object_get(r.p, "type"),
                       "rope scaling type not supported for this architecture (supported: default, linear, "
                       "yarn, and llama3 for llama)", err);
+}
+
+static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t rope_dim, apr_err *err)
+{
+    rope_cfg r;
+    char key[128];
+    int rc;
+#define RK(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
+    if ((rc = rope_read(&r, cfg, err)) || (rc = map_rope_scaling(m, &r, arch, rope_dim, err)))
+        return rc;
+    if (r.has_theta && (rc = set_f32(m, RK("rope.freq_base"), r.theta, err)))
+        return rc;
+#undef RK
+    return 0;
 }
 
 static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr_err *err)
@@ -905,6 +916,11 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if ((rc = cfg_u32(cfg, "num_key_value_heads", &v, err)) < 0 ||
         (rc == 1 && (rc = set_u32(m, K("attention.head_count_kv"), v, err))))
         return rc;
+    /* rope before the norm epsilon: the order llama.cpp's converter writes */
+    uint32_t rope_dim = hidden / heads;
+    if ((rc = cfg_u32(cfg, "head_dim", &rope_dim, err)) < 0 ||
+        (rc = map_rope(m, cfg, arch, rope_dim, err)))
+        return rc;
     if ((rc = cfg_f32(cfg, "rms_norm_eps", &f, err)) < 0 ||
         (rc == 1 && (rc = set_f32(m, K("attention.layer_norm_rms_epsilon"), f, err))))
         return rc;
@@ -914,8 +930,6 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         return has_hd;
     if (has_hd == 1 && ((rc = set_u32(m, K("attention.key_length"), head_dim, err)) ||
                         (rc = set_u32(m, K("attention.value_length"), head_dim, err))))
-        return rc;
-    if ((rc = map_rope(m, cfg, arch, has_hd == 1 ? head_dim : hidden / heads, err)))
         return rc;
     if (strcmp(arch, "llama") == 0) {
         if ((rc = cfg_u32(cfg, "vocab_size", &v, err)) < 0 ||
@@ -1022,6 +1036,41 @@ int apr_hf_docs_to_kvs(apr_model *m, const apr_hf_docs *d, const char *dir_name,
 
 /* ================================================================ KVs -> docs */
 
+/* rope_scaling (the 4.x dialect, which transformers 5 still reads) from
+ * llama.cpp's rope.scaling.* keys. llama3 scaling survives in a GGUF only as
+ * rope_freqs.weight, from which HF's parameters cannot be recovered: refused
+ * rather than written as an unscaled model. */
+static int build_rope_scaling(const apr_model *m, json_t *j, apr_err *err)
+{
+    const apr_arch_config *c = &m->cfg;
+    if (apr_model_tensor(m, "rope_freqs.weight"))
+        return apr_err_set(err, APR_E_UNSUPPORTED, "rope_freqs.weight (llama3 rope scaling) has no HF config.json "
+                                                   "form that transformers reads: not written as HF");
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    const char *t = apr_kv_get_str(m, key);
+    if (!t || !strcmp(t, "none"))
+        return 0;
+    json_t *rs = json_object();
+    json_object_set_new(rs, "rope_type", json_string(t));
+    static const char *const fields[][2] = {{"rope.scaling.factor", "factor"},
+                                            {"rope.scaling.yarn_attn_factor", "attention_factor"},
+                                            {"rope.scaling.yarn_beta_fast", "beta_fast"},
+                                            {"rope.scaling.yarn_beta_slow", "beta_slow"}};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        float f;
+        snprintf(key, sizeof key, "%s.%s", c->arch, fields[i][0]);
+        if (apr_kv_get_f32(m, key, &f))
+            json_object_set_new(rs, fields[i][1], apr_json_f32(f));
+    }
+    uint32_t n;
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", c->arch);
+    if (!strcmp(t, "yarn") && apr_kv_get_u32(m, key, &n))
+        json_object_set_new(rs, "original_max_position_embeddings", json_integer(n));
+    json_object_set_new(j, "rope_scaling", rs);
+    return 0;
+}
+
 static int build_config(const apr_model *m, json_t **out, apr_err *err)
 {
     const apr_arch_config *c = &m->cfg;
@@ -1058,6 +1107,11 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
         json_object_set_new(j, "max_position_embeddings", json_integer(c->ctx_len));
     json_object_set_new(j, "rms_norm_eps", apr_json_f32(c->rms_eps));
     json_object_set_new(j, "rope_theta", apr_json_f32(c->rope_theta));
+    int rc = build_rope_scaling(m, j, err);
+    if (rc) {
+        json_decref(j);
+        return rc;
+    }
     json_object_set_new(j, "vocab_size", json_integer(c->vocab));
     json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
     if (!strcmp(c->arch, "llama"))

@@ -115,6 +115,8 @@ static const char *convert_to(const char *src, const char *dir, const char *name
     apr_convert_opts o;
     apr_convert_opts_init(&o);
     o.time_utc = "2026-01-01T00:00:00Z";
+    if (!strchr(name, '.'))
+        o.to = APR_FMT_SAFETENSORS; /* an HF directory */
     apr_err err = {0};
     if (apr_convert_file(src, p, &o, NULL, &err))
         fail_msg("convert %s -> %s: %s", src, p, err.msg);
@@ -316,6 +318,49 @@ static void test_linear_rope_scaling(void **state)
     const double d = tinycoder_diff(gguf);
     assert_true(d > 1e-3); /* the reference is unscaled: scaling must show */
     assert_true(fabs(tinycoder_diff(m) - d) < 1e-6);
+    /* GGUF -> HF keeps the scaling in rope_scaling, which transformers reads */
+    const char *back = convert_to(gguf, tu_tmpdir("fam-linear-back"), "hf");
+    char cfg[1200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", back);
+    size_t len;
+    char *txt = tu_read_file(cfg, &len);
+    assert_non_null(txt);
+    assert_non_null(strstr(txt, "\"rope_type\": \"linear\""));
+    free(txt);
+    assert_true(fabs(tinycoder_diff(back) - d) < 1e-6);
+}
+
+/* The other way: a GGUF KV that changes the computation and that the forward
+ * pass does not implement is refused by run (and verify), naming it. */
+static void test_gguf_unimplemented_kv_refused(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(ref, TC "/tinycoder-bf16.gguf");
+    const char *cases[][2] = {{"qwen2.attention.sliding_window", NULL}, {"qwen2.rope.scaling.type", "yarn"}};
+    for (int i = 0; i < 2; i++) {
+        apr_err err = {0};
+        apr_model *m = NULL;
+        if (apr_model_open(&m, ref, NULL, &err))
+            fail_msg("open: %s", err.msg);
+        assert_int_equal(cases[i][1] ? apr_model_set_kv_str(m, cases[i][0], cases[i][1])
+                                     : apr_model_set_kv_u32(m, cases[i][0], 64), 0);
+        const char *out = tu_path(tu_tmpdir("fam-kv"), "m.gguf");
+        char path[1024];
+        snprintf(path, sizeof path, "%s", out);
+        if (apr_model_write(m, path, APR_FMT_GGUF, NULL, &err))
+            fail_msg("write: %s", err.msg);
+        apr_model_free(m);
+        if (apr_model_open(&m, path, NULL, &err))
+            fail_msg("reopen: %s", err.msg);
+        apr_fwd *f = NULL;
+        apr_fwd_opts o = {.device = APR_DEV_CPU};
+        assert_int_equal(apr_fwd_load(&f, m, &o, &err), APR_E_UNSUPPORTED);
+        print_message("%s: %s\n", cases[i][0], err.msg);
+        assert_non_null(strstr(err.msg, cases[i][0]));
+        apr_model_free(m);
+        const char *bin = tu_apr_bin();
+        assert_int_equal(tu_system(NULL, "'%s' run '%s' --prompt x -n 1 >/dev/null 2>&1", bin, path), 2);
+    }
 }
 
 int main(void)
@@ -331,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_refuses_partial_rotary),
         cmocka_unit_test(test_4x_dialect_same_gguf),
         cmocka_unit_test(test_linear_rope_scaling),
+        cmocka_unit_test(test_gguf_unimplemented_kv_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
