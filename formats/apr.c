@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #define APR_HDR 64
 #define APR_ALIGN 64
@@ -704,34 +705,6 @@ static char *build_metadata(const apr_model *m, apr_err *err)
 
 /* ---------------------------------------------------------------- writer */
 
-typedef struct crc_out {
-    apr_outfile f;
-    uint32_t crc;
-} crc_out;
-
-/* In chunks: each is CRC'd and written while its pages are resident (a
- * mapped source's pages are released by the write). */
-static int cw_write(crc_out *o, const void *p, size_t n, apr_err *err)
-{
-    const size_t chunk = 8u << 20;
-    const uint8_t *q = p;
-    for (size_t off = 0; off < n; off += chunk) {
-        size_t k = n - off < chunk ? n - off : chunk;
-        o->crc = apr_crc32(o->crc, q + off, k);
-        int rc = apr_outfile_write(&o->f, q + off, k, err);
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
-static int cw_pad(crc_out *o, apr_err *err)
-{
-    static const uint8_t zeros[APR_ALIGN];
-    uint64_t pad = (APR_ALIGN - o->f.written % APR_ALIGN) % APR_ALIGN;
-    return pad ? cw_write(o, zeros, (size_t)pad, err) : 0;
-}
-
 static int check_tensor_for_apr(const apr_tensor *t, apr_err *err)
 {
     size_t nl = strlen(t->name);
@@ -749,8 +722,6 @@ static int check_tensor_for_apr(const apr_tensor *t, apr_err *err)
     if (nb != t->nbytes)
         return apr_err_set(err, APR_E_ARG, "tensor '%s': %llu bytes, its shape needs %llu", t->name,
                            (unsigned long long)t->nbytes, (unsigned long long)nb);
-    if (nb && !t->data)
-        return apr_err_set(err, APR_E_ARG, "tensor '%s': no data", t->name);
     return 0;
 }
 
@@ -773,7 +744,7 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
         return apr_err_set(err, APR_E_ARG, "APR holds at most 2^32-1 tensors");
     bool quantized = false;
     for (uint64_t i = 0; i < m->n_tensors; i++) {
-        if ((rc = check_tensor_for_apr(&m->tensors[i], err)))
+        if ((rc = check_tensor_for_apr(&m->tensors[i], err)) || (rc = apr_stream_check(&m->tensors[i], o, err)))
             return rc;
         quantized |= tensor_quantized(&m->tensors[i]);
     }
@@ -860,39 +831,58 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
     for (int i = 0; i < 4; i++)
         h[40 + i] = (uint8_t)(hcrc >> (8 * i));
 
-    crc_out out = {.crc = 0};
-    if ((rc = apr_outfile_open(&out.f, path, err))) {
+    /* Header, metadata (with the record's placeholders) and index first,
+     * then the payloads in one pass, CRC'd as they go (body_crc); sealing
+     * rewrites the metadata in place, so the footer is the CRC of the final
+     * prefix combined with the payloads' CRC. */
+    static const uint8_t zeros[APR_ALIGN];
+    const size_t meta_pad = (size_t)(index_off - APR_HDR - meta_len), idx_pad = (size_t)(data_off - index_off - idx.len);
+    apr_outfile f;
+    apr_stream st = {0};
+    uint32_t body_crc = 0;
+    uint64_t done = 0;
+    if ((rc = apr_outfile_open(&f, path, err))) {
         free(meta);
         apr_buf_free(&idx);
         return rc;
     }
-    rc = cw_write(&out, h, sizeof h, err);
-    if (!rc) rc = cw_write(&out, meta, meta_len, err);
-    if (!rc) rc = cw_pad(&out, err);
-    if (!rc) rc = cw_write(&out, idx.p, idx.len, err);
-    if (!rc) rc = cw_pad(&out, err);
-    free(meta);
-    apr_buf_free(&idx);
-    uint64_t done = 0;
+    rc = apr_outfile_write(&f, h, sizeof h, err);
+    if (!rc) rc = apr_outfile_write(&f, meta, meta_len, err);
+    if (!rc) rc = apr_outfile_write(&f, zeros, meta_pad, err);
+    if (!rc) rc = apr_outfile_write(&f, idx.p, idx.len, err);
+    if (!rc) rc = apr_outfile_write(&f, zeros, idx_pad, err);
     for (uint64_t i = 0; i < m->n_tensors && !rc; i++) {
-        const apr_tensor *t = &m->tensors[i];
-        rc = cw_write(&out, t->data, (size_t)t->nbytes, err);
-        if (!rc)
-            rc = cw_pad(&out, err); /* after every tensor, the last one too */
-        done += t->nbytes;
+        rc = apr_stream_payload(&st, &f, m, i, o, &body_crc, err);
+        size_t pad = (size_t)((APR_ALIGN - f.written % APR_ALIGN) % APR_ALIGN); /* after every tensor, the last too */
+        if (!rc && pad) {
+            body_crc = apr_crc32(body_crc, zeros, pad);
+            rc = apr_outfile_write(&f, zeros, pad, err);
+        }
+        done += m->tensors[i].nbytes;
         apr_progress(o && o->progress, "writing APR", done, total);
     }
+    apr_stream_free(&st);
+    if (!rc)
+        rc = apr_stream_seal(&f, o, (uint8_t *)meta, meta_len, APR_HDR, err);
     if (!rc) {
+        uint32_t crc = apr_crc32(0, h, sizeof h);
+        crc = apr_crc32(crc, meta, meta_len);
+        crc = apr_crc32(crc, zeros, meta_pad);
+        crc = apr_crc32(crc, idx.p, idx.len);
+        crc = apr_crc32(crc, zeros, idx_pad);
+        crc = (uint32_t)crc32_combine(crc, body_crc, (z_off_t)(f.written - data_off));
         uint8_t foot[4];
         for (int i = 0; i < 4; i++)
-            foot[i] = (uint8_t)(out.crc >> (8 * i));
-        rc = apr_outfile_write(&out.f, foot, 4, err);
+            foot[i] = (uint8_t)(crc >> (8 * i));
+        rc = apr_outfile_write(&f, foot, 4, err);
     }
+    free(meta);
+    apr_buf_free(&idx);
     if (rc) {
-        apr_outfile_abort(&out.f);
+        apr_outfile_abort(&f);
         return rc;
     }
-    return apr_outfile_commit(&out.f, err);
+    return apr_outfile_commit(&f, err);
 }
 
 /* ---------------------------------------------------------------- reader */

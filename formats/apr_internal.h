@@ -38,6 +38,27 @@ static inline uint64_t apr_ld64(const uint8_t *p) { return apr_ld32(p) | ((uint6
 /* Sort helper: indices of m->tensors ordered by name (bytewise); NULL on OOM. */
 uint64_t *apr_tensor_order_by_name(const apr_model *m);
 
+/* ---- one-pass writing (stream.c) */
+typedef struct apr_stream {
+    uint8_t *buf; /* the producer's buffer, reused: the largest produced tensor */
+    uint64_t cap;
+} apr_stream;
+
+/* A tensor the writer can write: it has data, or o has a producer. */
+int apr_stream_check(const apr_tensor *t, const apr_write_opts *o, apr_err *err);
+/* Appends tensor i's payload to f (from its data, or produced and, when the
+ * record expects it, hashed); crc (may be NULL) accumulates its CRC32. */
+int apr_stream_payload(apr_stream *s, apr_outfile *f, const apr_model *m, uint64_t i, const apr_write_opts *o,
+                       uint32_t *crc, apr_err *err);
+void apr_stream_free(apr_stream *s);
+/* With o->prov: fills the digests into meta (the len bytes written at
+ * offset off of f) and writes them over it in place. No-op without. */
+int apr_stream_seal(apr_outfile *f, const apr_write_opts *o, uint8_t *meta, size_t len, uint64_t off, apr_err *err);
+
+/* Renames every temporary into place, or (one failed) none: the ones
+ * already renamed are removed and the rest aborted. */
+int apr_outfiles_commit(apr_outfile *f, size_t n, apr_err *err);
+
 /* Progress line on stderr, only when enabled and stderr is a TTY. */
 void apr_progress(bool enabled, const char *what, uint64_t done, uint64_t total);
 

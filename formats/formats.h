@@ -321,16 +321,43 @@ int apr_gguf_parse(apr_model **out, const uint8_t *buf, uint64_t size, apr_err *
 int apr_safetensors_parse(apr_model **out, const uint8_t *buf, uint64_t size, apr_err *err);
 int apr_apr_parse(apr_model **out, const uint8_t *buf, uint64_t size, bool check_footer, apr_err *err);
 
+typedef struct apr_prov apr_prov; /* provenance builder, below */
+
+/* Streaming: a tensor of the table whose data is NULL (and nbytes > 0) is
+ * made by the producer, called once per such tensor, in file order, with a
+ * buffer of exactly t->nbytes to fill; the writer writes it, hashes it for
+ * the provenance record when that tensor was recorded without data, and
+ * reuses the buffer for the next one. So a model of any size is written
+ * with one tensor's output in memory. */
+typedef int (*apr_produce_fn)(void *user, const apr_model *m, uint64_t index, uint8_t *dst, apr_err *err);
+
 typedef struct apr_write_opts {
     uint32_t alignment;       /* GGUF: 0 = 32 (or general.alignment KV) */
     uint64_t shard_max_bytes; /* safetensors: 0 = one file */
     bool progress;            /* progress bar on stderr (only if a TTY) */
+    apr_produce_fn produce;   /* for tensors without data (NULL: every tensor must have data) */
+    void *produce_user;
+    /* A record started with apr_prov_start and attached to the model (its
+     * digests are placeholders): the writer seals it, i.e. fills the digests
+     * into the metadata it wrote, in place, in the still-open temporary file
+     * (fixing APR's footer CRC32) before the rename. NULL: the model's
+     * provenance_json is written as it is. */
+    apr_prov *prov;
+    /* GGUF: llama.cpp's split files (gguf-split's layout, see
+     * docs/sharding.md); 0 = no limit. Either one set: PATH names the first
+     * split, PREFIX-00001-of-0000N.gguf. */
+    uint64_t split_max_bytes;
+    uint64_t split_max_tensors;
 } apr_write_opts;
 
 /* All writers write PATH.tmp.XXXXXX in the destination directory and rename it
  * to path only when complete; on failure nothing is left at path. Tensors are
  * written in the model's tensor order (GGUF) or sorted by name (APR index). */
 int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
+/* Path of split no (0-based) of count for the output path (a .gguf path or
+ * a prefix; a "-0000K-of-0000N.gguf" suffix is replaced): llama.cpp's
+ * llama_split_path, PREFIX-%05d-of-%05d.gguf. -1 if it does not fit. */
+int apr_gguf_split_path(const char *path, uint32_t no, uint32_t count, char *buf, size_t n);
 int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
 /* path: a .safetensors file, or a directory (writes model*.safetensors,
  * config.json, tokenizer.json and, when sharded, model.safetensors.index.json). */
@@ -425,8 +452,6 @@ int apr_sha256_file(const char *path, uint8_t out[32], apr_err *err);
  * "unpermute", "fuse" (Q,K,V rows -> one tensor), "split", "dequantize:F32",
  * "convert:F16", "quantize:Q4_K", ...; several steps joined with '+' in the
  * order they were applied. */
-typedef struct apr_prov apr_prov;
-
 /* operation: "convert", "quantize", ...; command_line may be NULL. NULL on OOM. */
 apr_prov *apr_prov_new(const char *operation, const char *command_line);
 void apr_prov_free(apr_prov *p);
@@ -450,21 +475,28 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
  *   apr_prov_start   returns the record with a unique 64-hex placeholder in
  *                    place of every sha256 and starts hashing on n_threads
  *                    background threads;
- *   (attach it, write the output to a temporary path)
- *   apr_prov_wait    joins the hashing;
- *   apr_prov_patch   replaces the placeholders in the written file (or in
- *                    every file of a written directory) with the digests, in
- *                    the metadata region only, fixing APR's footer CRC32;
- *                    errors if a file that should carry the record has none;
+ *   (attach it, hand it to the writer in apr_write_opts.prov: the writer
+ *                    streams the tensors, supplies the digest of each tensor
+ *                    recorded without data (apr_prov_set_digest), and seals
+ *                    the record with apr_prov_seal before its rename)
+ *   apr_prov_wait    joins the hashing (apr_prov_seal does it);
  *   apr_prov_json    the final record (malloc'd), e.g. for the caller's view.
- * Then fsync and rename the temporary output into place. */
+ * An output tensor added with data NULL is one the writer produces while
+ * streaming (apr_write_opts.produce); its digest comes from the writer. */
 int apr_prov_start(apr_prov *p, apr_format out_format, int n_threads, char **json, apr_err *err);
 /* The sha256 work recorded so far: total bytes of every distinct region and
  * source file, and the largest single job (one stream, so one core's work:
  * the floor of the hashing time however many cores there are). */
 void apr_prov_hash_work(const apr_prov *p, uint64_t *total_bytes, uint64_t *largest_job);
 int apr_prov_wait(apr_prov *p, apr_err *err);
-int apr_prov_patch(apr_prov *p, const char *path, apr_err *err);
+/* The writer's side. set_digest: the sha256 of a streamed tensor's payload.
+ * streamed: whether the record expects that digest from the writer. seal:
+ * waits for the hashing, then replaces every placeholder in meta[0..len)
+ * (the metadata the writer wrote, same length before and after) with its
+ * digest; an error when meta holds none. */
+int apr_prov_set_digest(apr_prov *p, const char *tensor, const uint8_t sha[32], apr_err *err);
+bool apr_prov_streamed(const apr_prov *p, const char *tensor);
+int apr_prov_seal(apr_prov *p, uint8_t *meta, size_t len, apr_err *err);
 int apr_prov_json(apr_prov *p, char **json, apr_err *err);
 /* Make json the provenance of m: replaces m->provenance_json, removes every
  * KV under "apr.provenance." and, for GGUF outputs, adds the flattened keys

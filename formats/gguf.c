@@ -28,6 +28,9 @@
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_KEY_ALIGNMENT "general.alignment"
 #define GGUF_KEY_PROVENANCE "apr.provenance.json"
+#define GGUF_KEY_SPLIT_NO "split.no"
+#define GGUF_KEY_SPLIT_COUNT "split.count"
+#define GGUF_KEY_SPLIT_TENSORS "split.tensors.count"
 
 /* ---------------------------------------------------------------- shared helpers */
 
@@ -613,24 +616,44 @@ static int check_tensor_for_gguf(const apr_tensor *t, apr_err *err)
     if (!apr_dtype_tensor_bytes(t->dtype, t->ndim, t->dims, &nb) || nb != t->nbytes)
         return apr_err_set(err, APR_E_ARG, "tensor '%s': %llu bytes do not match its %s shape", t->name,
                            (unsigned long long)t->nbytes, apr_dtype_name(t->dtype));
-    if (nb && !t->data)
-        return apr_err_set(err, APR_E_ARG, "tensor '%s': no data", t->name);
     return 0;
 }
 
-/* Builds the header + KVs + tensor infos + padding into b. */
-static int build_gguf_meta(const apr_model *m, uint32_t align, bool set_align, apr_buf *b, apr_err *err)
+/* One output file of a (possibly split) GGUF: tensors [first, first+count). */
+typedef struct gguf_part {
+    uint64_t first, count;
+} gguf_part;
+
+static bool is_split_key(const char *k)
+{
+    return !strcmp(k, GGUF_KEY_SPLIT_NO) || !strcmp(k, GGUF_KEY_SPLIT_COUNT) || !strcmp(k, GGUF_KEY_SPLIT_TENSORS);
+}
+
+/* Builds the header + KVs + tensor infos + padding of one file into b. A
+ * split file (n_parts > 0) holds the model's KVs only when it is the first,
+ * then split.no, split.count, split.tensors.count last (what gguf-split's
+ * gguf_set_val_* calls append), as gguf-split writes them. */
+static int build_gguf_meta(const apr_model *m, uint32_t align, bool set_align, const gguf_part *parts, size_t n_parts,
+                           size_t part, apr_buf *b, apr_err *err)
 {
     int rc;
+    const gguf_part whole = {0, m->n_tensors};
+    const gguf_part *pt = n_parts ? &parts[part] : &whole;
+    bool all_kvs = part == 0;
     bool have_align_kv = apr_model_kv(m, GGUF_KEY_ALIGNMENT) != NULL;
-    bool add_align = set_align && !have_align_kv;
-    bool add_prov = m->provenance_json && !apr_model_kv(m, GGUF_KEY_PROVENANCE);
+    bool add_align = all_kvs ? set_align && !have_align_kv : align != GGUF_DEFAULT_ALIGNMENT;
+    bool add_prov = all_kvs && m->provenance_json && !apr_model_kv(m, GGUF_KEY_PROVENANCE);
+    uint64_t n_kvs = add_align + add_prov + (n_parts ? 3 : 0);
+    for (uint64_t i = 0; all_kvs && i < m->n_kvs; i++)
+        n_kvs += !(n_parts && is_split_key(m->kvs[i].key));
     apr_buf_put(b, "GGUF", 4);
     apr_buf_u32(b, 3);
-    apr_buf_u64(b, m->n_tensors);
-    apr_buf_u64(b, m->n_kvs + add_align + add_prov);
-    for (uint64_t i = 0; i < m->n_kvs; i++) {
+    apr_buf_u64(b, pt->count);
+    apr_buf_u64(b, n_kvs);
+    for (uint64_t i = 0; all_kvs && i < m->n_kvs; i++) {
         const apr_kv *kv = &m->kvs[i];
+        if (n_parts && is_split_key(kv->key))
+            continue; /* a split source's keys: replaced by this file's */
         if (set_align && strcmp(kv->key, GGUF_KEY_ALIGNMENT) == 0) {
             apr_kv a = {.key = kv->key, .type = APR_KV_U32, .v.u32 = align};
             rc = put_kv(b, &a, err);
@@ -651,8 +674,16 @@ static int build_gguf_meta(const apr_model *m, uint32_t align, bool set_align, a
                     .str = {strlen(m->provenance_json), m->provenance_json}};
         put_kv(b, &p, err);
     }
+    if (n_parts) {
+        apr_kv k1 = {.key = GGUF_KEY_SPLIT_NO, .type = APR_KV_U16, .v.u16 = (uint16_t)part};
+        apr_kv k2 = {.key = GGUF_KEY_SPLIT_COUNT, .type = APR_KV_U16, .v.u16 = (uint16_t)n_parts};
+        apr_kv k3 = {.key = GGUF_KEY_SPLIT_TENSORS, .type = APR_KV_I32, .v.i32 = (int32_t)m->n_tensors};
+        put_kv(b, &k1, err);
+        put_kv(b, &k2, err);
+        put_kv(b, &k3, err);
+    }
     uint64_t off = 0;
-    for (uint64_t i = 0; i < m->n_tensors; i++) {
+    for (uint64_t i = pt->first; i < pt->first + pt->count; i++) {
         const apr_tensor *t = &m->tensors[i];
         put_str(b, t->name, strlen(t->name));
         apr_buf_u32(b, t->ndim);
@@ -667,6 +698,90 @@ static int build_gguf_meta(const apr_model *m, uint32_t align, bool set_align, a
     if (b->oom)
         return apr_err_set(err, APR_E_NOMEM, "out of memory building GGUF metadata");
     return 0;
+}
+
+/* gguf-split's plan: a new file when the running sum of the tensors' sizes
+ * padded to 32 (metadata not counted) would pass split_max_bytes, or every
+ * split_max_tensors tensors. *n = 0 when o asks for no split. */
+static int plan_split(const apr_model *m, const apr_write_opts *o, gguf_part **out, size_t *n, apr_err *err)
+{
+    *out = NULL;
+    *n = 0;
+    if (!o || (!o->split_max_bytes && !o->split_max_tensors))
+        return 0;
+    if (m->n_tensors == 0)
+        return apr_err_set(err, APR_E_ARG, "a split GGUF needs at least one tensor");
+    gguf_part *p = calloc(m->n_tensors, sizeof *p);
+    if (!p)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    size_t np = 1;
+    uint64_t cur = 0;
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        uint64_t nb = m->tensors[i].nbytes;
+        uint64_t padded = nb + (GGUF_DEFAULT_ALIGNMENT - nb % GGUF_DEFAULT_ALIGNMENT) % GGUF_DEFAULT_ALIGNMENT;
+        bool cut = o->split_max_bytes ? cur + padded > o->split_max_bytes
+                                      : i > 0 && i % o->split_max_tensors == 0;
+        if (cut && p[np - 1].count == 0) {
+            free(p);
+            return apr_err_set(err, APR_E_ARG, "tensor '%s' (%llu bytes) alone exceeds --split-max-size",
+                               m->tensors[i].name, (unsigned long long)nb);
+        }
+        if (cut) {
+            p[np++].first = i;
+            cur = 0;
+        }
+        cur += padded;
+        p[np - 1].count++;
+    }
+    if (np > UINT16_MAX) {
+        free(p);
+        return apr_err_set(err, APR_E_ARG, "%zu splits: GGUF's split.count is a u16", np);
+    }
+    *out = p;
+    *n = np;
+    return 0;
+}
+
+/* "-DDDDD-of-DDDDD", llama_split_path's suffix before ".gguf" */
+static bool is_split_suffix(const char *s)
+{
+    for (int k = 0; k < 15; k++) {
+        bool digit = (k >= 1 && k <= 5) || k >= 10;
+        if (digit ? (s[k] < '0' || s[k] > '9') : s[k] != "-DDDDD-of-DDDDD"[k])
+            return false;
+    }
+    return true;
+}
+
+int apr_gguf_split_path(const char *path, uint32_t no, uint32_t count, char *buf, size_t n)
+{
+    size_t l = strlen(path);
+    if (l > 5 && !strcmp(path + l - 5, ".gguf"))
+        l -= 5;
+    /* "x-00001-of-00003.gguf" given as the output: its prefix is "x" */
+    if (l >= 15 && is_split_suffix(path + l - 15))
+        l -= 15;
+    int w = snprintf(buf, n, "%.*s-%05u-of-%05u.gguf", (int)l, path, no + 1, count);
+    return w < 0 || (size_t)w >= n ? -1 : 0;
+}
+
+static int write_gguf_file(const apr_model *m, const char *path, uint32_t align, bool set_align, const gguf_part *parts,
+                           size_t n_parts, size_t part, const apr_write_opts *o, apr_stream *st, apr_outfile *f,
+                           apr_buf *meta, uint64_t *done, uint64_t total, apr_err *err)
+{
+    int rc = build_gguf_meta(m, align, set_align, parts, n_parts, part, meta, err);
+    if (rc || (rc = apr_outfile_open(f, path, err)))
+        return rc;
+    rc = apr_outfile_write(f, meta->p, meta->len, err);
+    uint64_t first = n_parts ? parts[part].first : 0, count = n_parts ? parts[part].count : m->n_tensors;
+    for (uint64_t i = first; i < first + count && !rc; i++) {
+        rc = apr_stream_payload(st, f, m, i, o, NULL, err);
+        if (!rc)
+            rc = apr_outfile_pad(f, align, err); /* after every tensor, the last one too */
+        *done += m->tensors[i].nbytes;
+        apr_progress(o && o->progress, "writing GGUF", *done, total);
+    }
+    return rc;
 }
 
 int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err)
@@ -686,7 +801,7 @@ int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o
     if (align == 0 || (align & (align - 1)))
         return apr_err_set(err, APR_E_ARG, "GGUF alignment %u is not a power of two", align);
     for (uint64_t i = 0; i < m->n_tensors; i++)
-        if ((rc = check_tensor_for_gguf(&m->tensors[i], err)))
+        if ((rc = check_tensor_for_gguf(&m->tensors[i], err)) || (rc = apr_stream_check(&m->tensors[i], o, err)))
             return rc;
     for (uint64_t i = 0; i < m->n_kvs; i++)
         if (!m->kvs[i].key || !m->kvs[i].key[0])
@@ -697,33 +812,48 @@ int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o
         return apr_err_set(err, APR_E_ARG, "duplicate tensor name '%s'", dup);
     if (oom)
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    gguf_part *parts = NULL;
+    size_t n_parts = 0;
+    if ((rc = plan_split(m, o, &parts, &n_parts, err)))
+        return rc;
 
-    apr_buf b = {0};
-    if ((rc = build_gguf_meta(m, align, set_align, &b, err))) {
-        apr_buf_free(&b);
-        return rc;
-    }
-    apr_outfile f;
-    if ((rc = apr_outfile_open(&f, path, err))) {
-        apr_buf_free(&b);
-        return rc;
-    }
-    rc = apr_outfile_write(&f, b.p, b.len, err);
-    apr_buf_free(&b);
+    /* Every file stays open (a temporary) until all are written and the
+     * first one's provenance record is sealed; then they are renamed. */
+    size_t n_files = n_parts ? n_parts : 1;
+    apr_outfile *files = calloc(n_files, sizeof *files);
+    apr_buf meta0 = {0};
+    apr_stream st = {0};
+    size_t opened = 0;
     uint64_t total = 0, done = 0;
+    if (!files) {
+        free(parts);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
     for (uint64_t i = 0; i < m->n_tensors; i++)
         total += m->tensors[i].nbytes;
-    for (uint64_t i = 0; i < m->n_tensors && !rc; i++) {
-        const apr_tensor *t = &m->tensors[i];
-        rc = apr_outfile_write(&f, t->data, (size_t)t->nbytes, err);
-        if (!rc)
-            rc = apr_outfile_pad(&f, align, err); /* after every tensor, the last one too */
-        done += t->nbytes;
-        apr_progress(o && o->progress, "writing GGUF", done, total);
+    for (size_t k = 0; k < n_files && !rc; k++) {
+        char fpath[4096];
+        if (n_parts && apr_gguf_split_path(path, (uint32_t)k, (uint32_t)n_parts, fpath, sizeof fpath)) {
+            rc = apr_err_set(err, APR_E_ARG, "%s: path too long", path);
+            break;
+        }
+        apr_buf meta = {0};
+        rc = write_gguf_file(m, n_parts ? fpath : path, align, set_align, parts, n_parts, k, o, &st, &files[k],
+                             k == 0 ? &meta0 : &meta, &done, total, err);
+        if (files[k].final_path)
+            opened = k + 1; /* (a failed open leaves nothing to abort) */
+        apr_buf_free(&meta);
     }
-    if (rc) {
-        apr_outfile_abort(&f);
-        return rc;
-    }
-    return apr_outfile_commit(&f, err);
+    apr_stream_free(&st);
+    if (!rc)
+        rc = apr_stream_seal(&files[0], o, meta0.p, meta0.len, 0, err);
+    apr_buf_free(&meta0);
+    free(parts);
+    if (!rc)
+        rc = apr_outfiles_commit(files, opened, err);
+    else
+        for (size_t k = 0; k < opened; k++)
+            apr_outfile_abort(&files[k]);
+    free(files);
+    return rc;
 }

@@ -34,6 +34,8 @@ typedef struct hash_job {
     const uint8_t *p;
     uint64_t n;
     const char *path; /* file job when non-NULL */
+    bool deferred;    /* a payload the writer produces and hashes itself (apr_prov_set_digest) */
+    bool supplied;    /* deferred: its digest has been set */
     uint8_t sha[32];
     int rc;
     apr_err err;
@@ -53,6 +55,8 @@ static void *hash_worker(void *arg)
         if (i >= pool->n)
             break;
         hash_job *j = pool->jobs[i];
+        if (j->deferred)
+            continue;
         if (j->path)
             j->rc = apr_sha256_file(j->path, j->sha, &j->err);
         else
@@ -324,6 +328,8 @@ static int grow_slots(apr_prov *p)
     if (!s)
         return APR_E_NOMEM;
     for (size_t i = 0; i < p->n_regions; i++) {
+        if (p->regions[i]->deferred)
+            continue;
         size_t k = slot_of(p->regions[i]->p, p->regions[i]->n, ns);
         while (s[k])
             k = (k + 1) & (ns - 1);
@@ -333,6 +339,34 @@ static int grow_slots(apr_prov *p)
     p->slots = s;
     p->n_slots = ns;
     return 0;
+}
+
+static hash_job *push_region(apr_prov *p)
+{
+    if (p->n_regions == p->cap_regions) {
+        size_t nc = p->cap_regions ? p->cap_regions * 2 : 256;
+        hash_job **nr = realloc(p->regions, nc * sizeof *nr);
+        if (!nr)
+            return NULL;
+        p->regions = nr;
+        p->cap_regions = nc;
+    }
+    hash_job *j = calloc(1, sizeof *j);
+    if (j)
+        p->regions[p->n_regions++] = j;
+    return j;
+}
+
+/* A payload that exists only while the writer streams it: never shared,
+ * never in the lookup table; (size_t)-1 on OOM. */
+static size_t deferred_region(apr_prov *p, uint64_t n)
+{
+    hash_job *j = push_region(p);
+    if (!j)
+        return (size_t)-1;
+    j->n = n;
+    j->deferred = true;
+    return p->n_regions - 1;
 }
 
 /* Index of the region (ptr, n), created when new; (size_t)-1 on OOM. */
@@ -347,21 +381,12 @@ static size_t region_of(apr_prov *p, const uint8_t *ptr, uint64_t n)
             return p->slots[k] - 1;
         k = (k + 1) & (p->n_slots - 1);
     }
-    if (p->n_regions == p->cap_regions) {
-        size_t nc = p->cap_regions ? p->cap_regions * 2 : 256;
-        hash_job **nr = realloc(p->regions, nc * sizeof *nr);
-        if (!nr)
-            return (size_t)-1;
-        p->regions = nr;
-        p->cap_regions = nc;
-    }
-    hash_job *j = calloc(1, sizeof *j);
+    hash_job *j = push_region(p);
     if (!j)
         return (size_t)-1;
     j->p = ptr;
     j->n = n;
-    p->regions[p->n_regions] = j;
-    p->slots[k] = ++p->n_regions;
+    p->slots[k] = p->n_regions;
     return p->n_regions - 1;
 }
 
@@ -371,8 +396,6 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
     if (n_srcs > PROV_MAX_SRCS)
         return apr_err_set(err, APR_E_ARG, "provenance: tensor '%s' has %u sources (max %d)", out->name, n_srcs,
                            PROV_MAX_SRCS);
-    if (out->nbytes && !out->data)
-        return apr_err_set(err, APR_E_ARG, "provenance: tensor '%s' has no data", out->name);
     if (p->n_tensors == p->cap_tensors) {
         size_t nc = p->cap_tensors ? p->cap_tensors * 2 : 256;
         prov_tensor *nt = realloc(p->tensors, nc * sizeof *nt);
@@ -382,6 +405,7 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
         p->cap_tensors = nc;
     }
     prov_tensor *t = &p->tensors[p->n_tensors];
+    int rc;
     memset(t, 0, sizeof *t);
     t->name = strdup(out->name);
     t->transform = strdup(transform ? transform : "copy");
@@ -395,7 +419,8 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
         t->n_parts = out->n_parts <= APR_MAX_PARTS ? out->n_parts : APR_MAX_PARTS;
         memcpy(t->parts, out->parts, t->n_parts * sizeof *t->parts);
     }
-    if ((t->region = region_of(p, out->data, out->nbytes)) == (size_t)-1)
+    t->region = out->nbytes && !out->data ? deferred_region(p, out->nbytes) : region_of(p, out->data, out->nbytes);
+    if (t->region == (size_t)-1)
         goto oom;
     for (uint32_t i = 0; i < n_srcs; i++) {
         prov_src *s = &t->srcs[i];
@@ -406,17 +431,25 @@ int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transfor
         s->index = -1;
         if (p->src_tensors && srcs[i] >= p->src_tensors && srcs[i] < p->src_tensors + p->src_n_tensors)
             s->index = (int64_t)(srcs[i] - p->src_tensors);
+        if (srcs[i]->nbytes && !srcs[i]->data) {
+            free(s->name);
+            t->n_srcs = i;
+            rc = apr_err_set(err, APR_E_ARG, "provenance: source tensor '%s' has no data", srcs[i]->name);
+            goto fail;
+        }
         if ((s->region = region_of(p, srcs[i]->data, srcs[i]->nbytes)) == (size_t)-1)
             goto oom;
     }
     p->n_tensors++;
     return 0;
 oom:
+    rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+fail:
     free(t->name);
     free(t->transform);
     for (uint32_t s = 0; s < t->n_srcs; s++)
         free(t->srcs[s].name);
-    return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    return rc;
 }
 
 static json_t *parts_json(const apr_tensor_part *parts, uint32_t n)
@@ -600,6 +633,10 @@ int apr_prov_wait(apr_prov *p, apr_err *err)
         p->n_th = 0;
         p->hashed = true;
     }
+    for (size_t i = 0; i < p->n_tensors; i++)
+        if (p->all[p->tensors[i].region]->deferred && !p->all[p->tensors[i].region]->supplied)
+            return apr_err_set(err, APR_E_ARG, "provenance: no digest was given for tensor '%s' (the writer did not stream it)",
+                               p->tensors[i].name);
     for (size_t i = 0; i < p->n_all; i++)
         if (p->all[i]->rc) {
             if (err)
@@ -628,176 +665,58 @@ int apr_prov_finish(apr_prov *p, apr_format out_format, int n_threads, char **js
     return build_json(p, true, json, err);
 }
 
-/* ---------------------------------------------------------------- patching a written file */
+/* ---------------------------------------------------------------- sealing */
 
-static uint64_t ld64(const uint8_t *b)
+int apr_prov_set_digest(apr_prov *p, const char *tensor, const uint8_t sha[32], apr_err *err)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | b[i];
-    return v;
-}
-
-/* End of the region of path that can hold the record: GGUF up to the first
- * tensor's data, APR up to data_offset, safetensors up to the end of its JSON
- * header, a JSON file whole. 0 for files that never carry it. */
-static int metadata_end(const char *path, int fd, uint64_t size, uint64_t *end, bool *is_apr, apr_err *err)
-{
-    uint8_t b[40] = {0};
-    *end = 0;
-    *is_apr = false;
-    ssize_t n = pread(fd, b, sizeof b, 0);
-    size_t pl = strlen(path);
-    if (n >= 4 && memcmp(b, "GGUF", 4) == 0) {
-        apr_model *m = NULL;
-        int rc = apr_gguf_open(&m, path, err);
-        if (rc)
-            return rc;
-        *end = size;
-        for (uint64_t i = 0; i < m->n_tensors; i++)
-            if (m->tensors[i].file_offset < *end)
-                *end = m->tensors[i].file_offset;
-        apr_model_free(m);
-    } else if (n >= 40 && memcmp(b, "APR\0", 4) == 0) {
-        *end = ld64(b + 32);
-        *is_apr = true;
-    } else if (n >= 9 && b[8] == '{') {
-        *end = 8 + ld64(b);
-    } else if (pl > 5 && strcmp(path + pl - 5, ".json") == 0) {
-        *end = size;
-    }
-    if (*end > size)
-        return apr_err_set(err, APR_E_FORMAT, "%s: metadata extends past the end of the file", path);
+    size_t hit = (size_t)-1;
+    /* from the end: writers stream in the order the record was built, and a
+     * name can only be recorded once */
+    for (size_t i = p->n_tensors; i-- > 0;)
+        if (!strcmp(p->tensors[i].name, tensor)) {
+            hit = p->tensors[i].region;
+            break;
+        }
+    if (hit == (size_t)-1 || !p->regions[hit]->deferred)
+        return apr_err_set(err, APR_E_ARG, "provenance: tensor '%s' is not recorded as streamed by the writer", tensor);
+    memcpy(p->regions[hit]->sha, sha, 32);
+    p->regions[hit]->supplied = true;
     return 0;
 }
 
-/* Fills the placeholders of one file; *count gets how many. */
-static int patch_file(apr_prov *p, const char *path, uint64_t *count, apr_err *err)
+bool apr_prov_streamed(const apr_prov *p, const char *tensor)
 {
-    *count = 0;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    uint64_t end = 0;
-    bool is_apr = false;
-    int rc = fstat(fd, &st) != 0 ? apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno))
-                                 : metadata_end(path, fd, (uint64_t)st.st_size, &end, &is_apr, err);
-    uint8_t *old = NULL, *neu = NULL;
-    if (rc || end == 0)
-        goto done;
-    old = malloc((size_t)end);
-    neu = malloc((size_t)end);
-    if (!old || !neu) {
-        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
-        goto done;
-    }
-    if (pread(fd, old, (size_t)end, 0) != (ssize_t)end) {
-        rc = apr_err_set(err, APR_E_IO, "%s: short read", path);
-        goto done;
-    }
-    memcpy(neu, old, (size_t)end);
-    for (uint8_t *q = neu; (q = memmem(q, (size_t)(neu + end - q), p->nonce, 48)) != NULL; q += 64) {
-        if (q + 64 > neu + end) {
-            rc = apr_err_set(err, APR_E_FORMAT, "%s: truncated provenance placeholder", path);
-            goto done;
-        }
-        char num[17];
+    for (size_t i = p->n_tensors; i-- > 0;)
+        if (!strcmp(p->tensors[i].name, tensor))
+            return p->regions[p->tensors[i].region]->deferred;
+    return false;
+}
+
+int apr_prov_seal(apr_prov *p, uint8_t *meta, size_t len, apr_err *err)
+{
+    if (!p->started)
+        return apr_err_set(err, APR_E_ARG, "provenance: hashing was not started");
+    int rc = apr_prov_wait(p, err);
+    if (rc)
+        return rc;
+    uint64_t count = 0;
+    for (uint8_t *q = meta; (q = memmem(q, (size_t)(meta + len - q), p->nonce, 48)) != NULL; q += 64) {
+        char num[17], *e;
+        if (q + 64 > meta + len)
+            return apr_err_set(err, APR_E_FORMAT, "provenance: truncated placeholder in the metadata");
         memcpy(num, q + 48, 16);
         num[16] = 0;
-        char *e;
         unsigned long long idx = strtoull(num, &e, 16);
-        if (*e || idx >= p->n_all) {
-            rc = apr_err_set(err, APR_E_FORMAT, "%s: malformed provenance placeholder", path);
-            goto done;
-        }
+        if (*e || idx >= p->n_all)
+            return apr_err_set(err, APR_E_FORMAT, "provenance: malformed placeholder in the metadata");
         char hex[65];
         apr_sha256_hex(p->all[idx]->sha, hex);
         memcpy(q, hex, 64);
-        (*count)++;
+        count++;
     }
-    if (!*count)
-        goto done;
-    if (pwrite(fd, neu, (size_t)end, 0) != (ssize_t)end) {
-        rc = apr_err_set(err, APR_E_IO, "%s: write: %s", path, strerror(errno));
-        goto done;
-    }
-    if (is_apr) {
-        /* The footer CRC32 covers every byte before it. CRC is affine, so the
-         * change of the metadata bytes changes it by the CRC of the xor
-         * difference (its linear part) shifted over the bytes that follow. */
-        uint64_t covered = (uint64_t)st.st_size - 4;
-        uint8_t foot[4];
-        if (covered < end || pread(fd, foot, 4, (off_t)covered) != 4) {
-            rc = apr_err_set(err, APR_E_FORMAT, "%s: no APR footer", path);
-            goto done;
-        }
-        for (uint64_t i = 0; i < end; i++)
-            old[i] ^= neu[i];
-        uint32_t lin = apr_crc32(0, old, (size_t)end);
-        memset(old, 0, (size_t)end);
-        lin ^= apr_crc32(0, old, (size_t)end);
-        uint32_t crc = (uint32_t)foot[0] | (uint32_t)foot[1] << 8 | (uint32_t)foot[2] << 16 | (uint32_t)foot[3] << 24;
-        crc ^= (uint32_t)crc32_combine(lin, 0, (z_off_t)(covered - end));
-        for (int i = 0; i < 4; i++)
-            foot[i] = (uint8_t)(crc >> (8 * i));
-        if (pwrite(fd, foot, 4, (off_t)covered) != 4)
-            rc = apr_err_set(err, APR_E_IO, "%s: write: %s", path, strerror(errno));
-    }
-done:
-    free(old);
-    free(neu);
-    if (close(fd) != 0 && !rc)
-        rc = apr_err_set(err, APR_E_IO, "%s: close: %s", path, strerror(errno));
-    return rc;
-}
-
-static bool carries_record(const char *name)
-{
-    size_t n = strlen(name);
-    return (n > 12 && !strcmp(name + n - 12, ".safetensors")) || (n > 5 && !strcmp(name + n - 5, ".gguf")) ||
-           (n > 4 && !strcmp(name + n - 4, ".apr"));
-}
-
-int apr_prov_patch(apr_prov *p, const char *path, apr_err *err)
-{
-    if (!p->hashed)
-        return apr_err_set(err, APR_E_ARG, "provenance: hashes are not ready (apr_prov_wait first)");
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
-    uint64_t count = 0;
-    int rc;
-    if (!S_ISDIR(st.st_mode)) {
-        if ((rc = patch_file(p, path, &count, err)))
-            return rc;
-        if (!count)
-            return apr_err_set(err, APR_E_FORMAT, "%s: the provenance record is missing from the written file", path);
-        return 0;
-    }
-    DIR *d = opendir(path);
-    if (!d)
-        return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
-    struct dirent *e;
-    rc = 0;
-    uint64_t total = 0;
-    while (!rc && (e = readdir(d)) != NULL) {
-        char fp[4096];
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(fp, sizeof fp, "%s/%s", path, e->d_name);
-        if (stat(fp, &st) != 0 || !S_ISREG(st.st_mode))
-            continue;
-        if ((rc = patch_file(p, fp, &count, err)))
-            break;
-        if (!count && carries_record(e->d_name))
-            rc = apr_err_set(err, APR_E_FORMAT, "%s: the provenance record is missing from the written file", fp);
-        total += count;
-    }
-    closedir(d);
-    if (!rc && !total)
-        rc = apr_err_set(err, APR_E_FORMAT, "%s: no written file carries the provenance record", path);
-    return rc;
+    if (!count)
+        return apr_err_set(err, APR_E_FORMAT, "provenance: the record is missing from the written metadata");
+    return 0;
 }
 
 /* ---------------------------------------------------------------- attach */

@@ -19,6 +19,7 @@
  * tokenizer files, mapped to KVs by hfmeta.c.
  */
 #define _GNU_SOURCE
+#include "apr_internal.h"
 #include "hfmeta.h"
 #include "tok.h"
 
@@ -621,11 +622,14 @@ static int build_header(const apr_model *m, const st_shard *s, const json_t *met
     return 0;
 }
 
-static int check_tensors(const apr_model *m, uint64_t *total, apr_err *err)
+static int check_tensors(const apr_model *m, const apr_write_opts *o, bool fill, uint64_t *total, apr_err *err)
 {
     *total = 0;
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         const apr_tensor *t = &m->tensors[i];
+        int rc = fill ? 0 : apr_stream_check(t, o, err);
+        if (rc)
+            return rc;
         if (!st_dtype_name(t->dtype)) {
             const apr_dtype_info *di = apr_dtype_get(t->dtype);
             return apr_err_set(err, APR_E_UNSUPPORTED,
@@ -670,37 +674,9 @@ static void out_abort_all(out_set *s)
     s->n = 0;
 }
 
-/* All files were written completely as temporaries; rename them all. If one
- * rename fails, the ones already renamed are removed again so that no half
- * set is left behind. */
 static int out_commit_all(out_set *s, apr_err *err)
 {
-    size_t i;
-    int rc = 0;
-    char **done = calloc(s->n ? s->n : 1, sizeof *done);
-    if (!done) {
-        out_abort_all(s);
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    }
-    for (i = 0; i < s->n; i++) {
-        char *final = strdup(s->f[i].final_path);
-        if (!final || (rc = apr_outfile_commit(&s->f[i], err))) {
-            free(final);
-            if (!rc)
-                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
-            break;
-        }
-        done[i] = final;
-    }
-    if (rc) {
-        for (size_t k = i + 1; k < s->n; k++)
-            apr_outfile_abort(&s->f[k]);
-        for (size_t k = 0; k < i; k++)
-            unlink(done[k]);
-    }
-    for (size_t k = 0; k < s->n; k++)
-        free(done[k]);
-    free(done);
+    int rc = apr_outfiles_commit(s->f, s->n, err);
     free(s->f);
     s->f = NULL;
     s->n = 0;
@@ -759,7 +735,7 @@ static int mkdir_p(const char *dir, apr_err *err)
 }
 
 static int write_shard(const apr_model *m, apr_outfile *f, const st_shard *s, const char *header, uint64_t hlen,
-                       apr_st_fill_fn fill, void *ctx, const apr_write_opts *o, uint64_t *done_bytes,
+                       apr_st_fill_fn fill, void *ctx, const apr_write_opts *o, apr_stream *st, uint64_t *done_bytes,
                        uint64_t total, apr_err *err)
 {
     uint8_t len[8];
@@ -774,10 +750,8 @@ static int write_shard(const apr_model *m, apr_outfile *f, const st_shard *s, co
         uint64_t before = f->written;
         if (fill)
             rc = fill(ctx, m, i, f, err);
-        else if (t->nbytes && !t->data)
-            rc = apr_err_set(err, APR_E_ARG, "tensor '%s' has no data", t->name);
         else
-            rc = apr_outfile_write(f, t->data, (size_t)t->nbytes, err);
+            rc = apr_stream_payload(st, f, m, i, o, NULL, err);
         if (!rc && f->written - before != t->nbytes)
             rc = apr_err_set(err, APR_E_ARG, "tensor '%s': producer wrote %llu bytes, expected %llu", t->name,
                              (unsigned long long)(f->written - before), (unsigned long long)t->nbytes);
@@ -790,11 +764,18 @@ static int write_shard(const apr_model *m, apr_outfile *f, const st_shard *s, co
     return rc;
 }
 
+static void free_headers(char **h, size_t n)
+{
+    for (size_t i = 0; h && i < n; i++)
+        free(h[i]);
+    free(h);
+}
+
 int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_write_opts *o, apr_st_fill_fn fill,
                              void *ctx, apr_err *err)
 {
     uint64_t total;
-    int rc = check_tensors(m, &total, err);
+    int rc = check_tensors(m, o, fill != NULL, &total, err);
     if (rc)
         return rc;
     bool single = ends_with(path, ".safetensors");
@@ -804,6 +785,9 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
     size_t nshards = 0;
     out_set set = {0};
     char *header = NULL;
+    char **headers = NULL; /* each shard's, kept to seal the provenance in place */
+    uint64_t *hlens = NULL;
+    apr_stream st = {0};
     const char *dir = path;
 
     if (!single) {
@@ -842,6 +826,12 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
             snprintf(shards[s].name, sizeof shards[s].name, "model.safetensors");
     }
 
+    headers = calloc(nshards, sizeof *headers);
+    hlens = calloc(nshards, sizeof *hlens);
+    if (!headers || !hlens) {
+        rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        goto fail;
+    }
     uint64_t done_bytes = 0;
     for (size_t s = 0; s < nshards; s++) {
         char fpath[PATH_MAX];
@@ -857,11 +847,17 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
             rc = err ? err->code : APR_E_IO;
             goto fail;
         }
-        if ((rc = write_shard(m, f, &shards[s], header, hlen, fill, ctx, o, &done_bytes, total, err)))
-            goto fail;
-        free(header);
+        headers[s] = header;
+        hlens[s] = hlen;
         header = NULL;
+        if ((rc = write_shard(m, f, &shards[s], headers[s], hlen, fill, ctx, o, &st, &done_bytes, total, err)))
+            goto fail;
     }
+    apr_stream_free(&st);
+    /* the shards are set[0 .. nshards): each carries the record */
+    for (size_t s = 0; s < nshards; s++)
+        if ((rc = apr_stream_seal(&set.f[s], o, (uint8_t *)headers[s], (size_t)hlens[s], 8, err)))
+            goto fail;
     if (sharded) {
         json_t *idx = json_object(), *wm = json_object();
         json_object_set_new(idx, "metadata", json_pack("{s:I}", "total_size", (json_int_t)total));
@@ -897,13 +893,18 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
             unlink(stale);
         }
     }
+    free_headers(headers, nshards);
+    free(hlens);
     free(shards);
     json_decref(meta);
     apr_hf_docs_free(&docs);
     return 0;
 fail:
     out_abort_all(&set);
+    apr_stream_free(&st);
     free(header);
+    free_headers(headers, nshards);
+    free(hlens);
     free(shards);
     json_decref(meta);
     apr_hf_docs_free(&docs);

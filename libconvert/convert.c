@@ -55,6 +55,7 @@ typedef struct part {
     int perm;               /* 0 none, +1 rotate-half -> interleaved, -1 the inverse */
     uint64_t hd;            /* head dim when perm != 0 */
     bool sliced;            /* a row range of a bigger (fused) source tensor */
+    uint64_t off;           /* byte offset of data in src's payload */
 } part;
 
 typedef struct plan {
@@ -66,9 +67,7 @@ typedef struct plan {
     bool rowcat;            /* parts keep different output dtypes (APR_DT_ROWCAT) */
     apr_dtype dtype;        /* output dtype when !rowcat */
     /* result */
-    const uint8_t *data;
-    uint8_t *owned;         /* heap buffer, or NULL */
-    uint8_t *buf;           /* where produce() writes: owned or the scratch mapping */
+    const uint8_t *data;    /* a zero-copy view's bytes; NULL: made by produce() while writing */
     uint64_t nbytes;
     char transform[96];
 } plan;
@@ -86,8 +85,6 @@ typedef struct conv {
     int perm;                         /* direction for Q/K, 0 none */
     plan *plans;
     size_t n_plans, cap_plans;
-    uint8_t *scratch;                 /* file-backed mapping for big transformed sets */
-    uint64_t scratch_size;
     apr_err *err;
 } conv;
 
@@ -312,7 +309,7 @@ static int whole_part(conv *cv, const apr_tensor *t, part *p)
     if (t->dtype == APR_DT_ROWCAT)
         return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s' is ROWCAT but is not a fused QKV tensor", t->name);
     p->src = t;
-    p->data = t->data;
+    p->data = t->data; /* NULL: an upstream producer makes src (apr_convert_opts.src_produce) */
     p->in_dt = t->dtype;
     p->out_dt = out_dtype_for(cv, t->dtype, t->ndim == 1);
     if (!part_in_row_bytes(p) && p->rows)
@@ -339,7 +336,7 @@ static int slice_part(conv *cv, const apr_tensor *t, uint64_t row0, uint64_t row
             return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': dtype %s cannot be split", t->name,
                                apr_dtype_name(t->dtype));
         p->in_dt = t->dtype;
-        p->data = t->data + row0 * rb;
+        p->off = row0 * rb;
     } else {
         /* The slice must lie inside one part: a ROWCAT part boundary never
          * falls inside Q, K or V when our writer made it. */
@@ -360,8 +357,9 @@ static int slice_part(conv *cv, const apr_tensor *t, uint64_t row0, uint64_t row
         if (!rb)
             return apr_err_set(cv->err, APR_E_FORMAT, "ROWCAT tensor '%s': part %u has dtype %s", t->name, i,
                                apr_dtype_name(p->in_dt));
-        p->data = t->data + off + (row0 - r) * rb;
+        p->off = off + (row0 - r) * rb;
     }
+    p->data = t->data ? t->data + p->off : NULL;
     p->out_dt = out_dtype_for(cv, p->in_dt, t->ndim == 1);
     return 0;
 }
@@ -580,6 +578,8 @@ static bool plan_is_view(const plan *p)
         const part *q = &p->parts[i];
         if (q->perm || q->in_dt != q->out_dt)
             return false;
+        if (i && (!q->data || !p->parts[i - 1].data))
+            return false;
         if (i && q->data != p->parts[i - 1].data + p->parts[i - 1].rows * part_in_row_bytes(&p->parts[i - 1]))
             return false;
     }
@@ -603,160 +603,114 @@ static void store_row(apr_dtype dt, const float *x, uint8_t *dst, uint64_t n)
     }
 }
 
-/* Fills p->owned. tmp holds at least max cols floats. */
-static int produce(plan *p, float *tmp, apr_err *err)
+/* ---------------------------------------------------------------- producing while the writer writes */
+
+struct apr_conv_stream {
+    plan *plans;            /* one per output tensor, in output order */
+    size_t n_plans;
+    const apr_model *src;
+    apr_produce_fn src_produce; /* makes the source tensors that have no data */
+    void *src_user;
+    float *tmp;             /* one row as f32 */
+    uint64_t tmp_cap;
+    uint8_t *in;            /* a produced source tensor */
+    uint64_t in_cap;
+};
+
+static int grow_buf(void **p, uint64_t *cap, uint64_t n, apr_err *err)
 {
-    uint8_t *dst = p->buf;
+    if (n <= *cap)
+        return 0;
+    free(*p);
+    *p = n <= SIZE_MAX ? malloc((size_t)n) : NULL;
+    *cap = *p ? n : 0;
+    return *p ? 0 : apr_err_set(err, APR_E_NOMEM, "out of memory (%llu bytes)", (unsigned long long)n);
+}
+
+/* The source bytes of part q: its mapping, or the source tensor made by the
+ * upstream producer into s->in (or straight into dst when the part is the
+ * whole source unchanged: *done). */
+static int part_source(apr_conv_stream *s, const part *q, uint8_t *dst, const uint8_t **out, bool *done, apr_err *err)
+{
+    *done = false;
+    if (q->data) {
+        *out = q->data;
+        return 0;
+    }
+    const apr_tensor *t = q->src;
+    if (!s->src_produce || t < s->src->tensors || t >= s->src->tensors + s->src->n_tensors)
+        return apr_err_set(err, APR_E_ARG, "source tensor '%s' has no data", t->name);
+    uint64_t idx = (uint64_t)(t - s->src->tensors);
+    if (!q->sliced && !q->perm && q->in_dt == q->out_dt) {
+        *done = true;
+        return s->src_produce(s->src_user, s->src, idx, dst, err);
+    }
+    int rc = grow_buf((void **)&s->in, &s->in_cap, t->nbytes, err);
+    if (rc || (rc = s->src_produce(s->src_user, s->src, idx, s->in, err)))
+        return rc;
+    *out = s->in + q->off;
+    return 0;
+}
+
+/* Makes output tensor i (an apr_produce_fn; user is the stream). */
+int apr_conv_produce(void *user, const apr_model *m, uint64_t i, uint8_t *dst, apr_err *err)
+{
+    apr_conv_stream *s = user;
+    (void)m;
+    if (i >= s->n_plans)
+        return apr_err_set(err, APR_E_ARG, "convert: no tensor %llu", (unsigned long long)i);
+    const plan *p = &s->plans[i];
     for (uint32_t k = 0; k < p->n_parts; k++) {
         const part *q = &p->parts[k];
         uint64_t irb = part_in_row_bytes(q), orb = part_out_row_bytes(q);
+        const uint8_t *base = NULL;
+        bool done = false;
+        int rc = part_source(s, q, dst, &base, &done, err);
+        if (rc)
+            return rc;
+        if (done) {
+            dst += q->rows * orb;
+            continue;
+        }
+        if (q->in_dt != q->out_dt && (rc = grow_buf((void **)&s->tmp, &s->tmp_cap, q->cols * sizeof(float), err)))
+            return rc;
         for (uint64_t r = 0; r < q->rows; r++) {
             uint64_t sr = q->perm ? apr_qk_perm_src_row(r, q->hd, q->perm < 0) : r;
-            const uint8_t *s = q->data + sr * irb;
+            const uint8_t *src = base + sr * irb;
             if (q->in_dt == q->out_dt) {
-                memcpy(dst, s, (size_t)irb);
+                memcpy(dst, src, (size_t)irb);
             } else {
-                if (apr_to_f32_row(q->in_dt, s, tmp, (int64_t)q->cols) != 0)
+                if (apr_to_f32_row(q->in_dt, src, s->tmp, (int64_t)q->cols) != 0)
                     return apr_err_set(err, APR_E_UNSUPPORTED, "tensor '%s': cannot read %s data", p->name,
                                        apr_dtype_name(q->in_dt));
-                store_row(q->out_dt, tmp, dst, q->cols);
+                store_row(q->out_dt, s->tmp, dst, q->cols);
             }
             dst += orb;
         }
-        apr_map_release(q->data, (size_t)(q->rows * irb)); /* read once: drop the source pages */
+        if (q->data)
+            apr_map_release(q->data, (size_t)(q->rows * irb)); /* read once: drop the source pages */
     }
-    apr_map_release(p->buf, (size_t)p->nbytes); /* scratch pages: the writer and hasher re-read them */
     return 0;
 }
 
-typedef struct prod_pool {
-    plan **todo;
-    size_t n;
-    atomic_size_t next;
-    uint64_t max_cols;
-    atomic_int failed;
-    apr_err err;
-    pthread_mutex_t mu;
-} prod_pool;
-
-static void *prod_worker(void *arg)
+void apr_conv_stream_free(apr_conv_stream *s)
 {
-    prod_pool *pp = arg;
-    float *tmp = malloc((size_t)pp->max_cols * sizeof *tmp);
-    if (!tmp) {
-        pthread_mutex_lock(&pp->mu);
-        if (!atomic_exchange(&pp->failed, 1))
-            apr_err_set(&pp->err, APR_E_NOMEM, "out of memory");
-        pthread_mutex_unlock(&pp->mu);
-        return NULL;
-    }
-    for (;;) {
-        size_t i = atomic_fetch_add(&pp->next, 1);
-        if (i >= pp->n || atomic_load(&pp->failed))
-            break;
-        apr_err e = {0};
-        if (produce(pp->todo[i], tmp, &e)) {
-            pthread_mutex_lock(&pp->mu);
-            if (!atomic_exchange(&pp->failed, 1))
-                pp->err = e;
-            pthread_mutex_unlock(&pp->mu);
-        }
-    }
-    free(tmp);
-    return NULL;
+    if (!s)
+        return;
+    free(s->plans);
+    free(s->tmp);
+    free(s->in);
+    free(s);
 }
 
-/* The transformed tensors that do not fit the heap budget go to a
- * file-backed scratch mapping beside the output (formats' apr_map_scratch). */
-static int open_scratch(conv *cv, uint64_t size)
+static void settle_views(conv *cv, apr_convert_stats *st)
 {
-    const char *dir = cv->o->scratch_dir;
-    if (!dir || !*dir)
-        dir = getenv("TMPDIR");
-    if (!dir || !*dir)
-        dir = "/tmp";
-    apr_mapping m;
-    int rc = apr_map_scratch(dir, size, &m, cv->err);
-    if (rc)
-        return rc;
-    cv->scratch = (uint8_t *)m.base;
-    cv->scratch_size = size;
-    return 0;
-}
-
-#define SCRATCH_ALIGN 64
-#define DEFAULT_MAX_OWNED (256ull << 20)
-
-static int produce_all(conv *cv, apr_convert_stats *st)
-{
-    size_t n_todo = 0;
-    uint64_t max_cols = 1, need = 0;
-    plan **todo = malloc((cv->n_plans ? cv->n_plans : 1) * sizeof *todo);
-    if (!todo)
-        return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
     for (size_t i = 0; i < cv->n_plans; i++) {
         plan *p = &cv->plans[i];
-        if (plan_is_view(p)) {
-            p->data = p->parts[0].data;
-            continue;
-        }
-        need += (p->nbytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
-        todo[n_todo++] = p;
+        p->data = plan_is_view(p) ? p->parts[0].data : NULL;
+        if (!plan_is_view(p))
+            st->n_transformed++;
     }
-    uint64_t limit = cv->o->max_owned_bytes ? cv->o->max_owned_bytes : DEFAULT_MAX_OWNED;
-    int rc = need > limit ? open_scratch(cv, need) : 0;
-    if (rc) {
-        free(todo);
-        return rc;
-    }
-    uint64_t off = 0;
-    for (size_t i = 0; i < n_todo; i++) {
-        plan *p = todo[i];
-        if (cv->scratch) {
-            p->buf = cv->scratch + off;
-            off += (p->nbytes + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
-            st->spilled_bytes += p->nbytes;
-        } else {
-            p->owned = malloc(p->nbytes ? (size_t)p->nbytes : 1);
-            if (!p->owned) {
-                free(todo);
-                return apr_err_set(cv->err, APR_E_NOMEM, "out of memory for tensor '%s' (%llu bytes)", p->name,
-                                   (unsigned long long)p->nbytes);
-            }
-            p->buf = p->owned;
-            st->owned_bytes += p->nbytes;
-        }
-        p->data = p->buf;
-        st->n_transformed++;
-        for (uint32_t k = 0; k < p->n_parts; k++)
-            if (p->parts[k].cols > max_cols)
-                max_cols = p->parts[k].cols;
-    }
-    prod_pool pp = {.todo = todo, .n = n_todo, .max_cols = max_cols};
-    pthread_mutex_init(&pp.mu, NULL);
-    int n_threads = cv->o->threads > 0 ? cv->o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (n_threads < 1)
-        n_threads = 1;
-    if (n_threads > 64)
-        n_threads = 64;
-    if ((size_t)n_threads > n_todo)
-        n_threads = n_todo ? (int)n_todo : 1;
-    pthread_t th[64];
-    int started = 0;
-    for (int i = 1; i < n_threads; i++)
-        if (pthread_create(&th[started], NULL, prod_worker, &pp) == 0)
-            started++;
-    prod_worker(&pp);
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    pthread_mutex_destroy(&pp.mu);
-    free(todo);
-    if (atomic_load(&pp.failed)) {
-        if (cv->err)
-            *cv->err = pp.err;
-        return pp.err.code ? pp.err.code : APR_E_ARG;
-    }
-    return 0;
 }
 
 /* ---------------------------------------------------------------- KVs */
@@ -963,21 +917,64 @@ static bool source_interleaved(const apr_model *m)
 
 static void conv_free(conv *cv)
 {
-    if (cv->plans)
-        for (size_t i = 0; i < cv->n_plans; i++)
-            free(cv->plans[i].owned);
     free(cv->plans);
     free(cv->layer);
     free(cv->extra);
-    if (cv->scratch) {
-        apr_mapping m = {.base = cv->scratch, .size = cv->scratch_size};
-        apr_unmap_file(&m);
-    }
-    cv->scratch = NULL;
 }
 
-int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out, apr_prov **prov,
-                      apr_convert_stats *st, apr_err *err)
+/* Records every output tensor of m (tensors still without data are the
+ * writer's to hash: apr_prov_set_digest). */
+static int record_provenance(const conv *cv, const apr_model *src, const apr_model *m, const apr_convert_opts *o,
+                             apr_prov **prov, apr_err *err)
+{
+    apr_prov *p = apr_prov_new("convert", o->command_line);
+    if (!p)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    if (o->time_utc)
+        apr_prov_set_time(p, o->time_utc);
+    int rc = apr_prov_set_source(p, src, err);
+    for (size_t i = 0; i < cv->n_plans && !rc; i++) {
+        const plan *pl = &cv->plans[i];
+        const apr_tensor *srcs[MAX_OUT_PARTS];
+        uint32_t ns = 0;
+        for (uint32_t k = 0; k < pl->n_parts; k++) {
+            bool seen = false;
+            for (uint32_t j = 0; j < ns; j++)
+                seen |= srcs[j] == pl->parts[k].src;
+            if (!seen)
+                srcs[ns++] = pl->parts[k].src;
+        }
+        rc = apr_prov_add_tensor(p, &m->tensors[i], pl->transform, srcs, ns, err);
+    }
+    if (rc) {
+        apr_prov_free(p);
+        return rc;
+    }
+    *prov = p;
+    return 0;
+}
+
+/* Gives every produced tensor of m an owned buffer (the in-memory view). */
+static int materialize(apr_model *m, apr_conv_stream *cs, apr_convert_stats *st, apr_err *err)
+{
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        apr_tensor *t = &m->tensors[i];
+        if (t->data || !t->nbytes)
+            continue;
+        if (t->nbytes > SIZE_MAX || !(t->owned = malloc((size_t)t->nbytes)))
+            return apr_err_set(err, APR_E_NOMEM, "out of memory for tensor '%s' (%llu bytes)", t->name,
+                               (unsigned long long)t->nbytes);
+        t->data = t->owned;
+        st->owned_bytes += t->nbytes;
+        int rc = apr_conv_produce(cs, m, i, t->owned, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int convert_build(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out, apr_prov **prov,
+                         apr_conv_stream **stream, apr_convert_stats *st, apr_err *err)
 {
     apr_convert_opts dflt;
     apr_convert_stats st_local;
@@ -991,6 +988,8 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
     *out = NULL;
     if (prov)
         *prov = NULL;
+    if (stream)
+        *stream = NULL;
     if (to != APR_FMT_GGUF && to != APR_FMT_APR && to != APR_FMT_SAFETENSORS)
         return apr_err_set(err, APR_E_ARG, "unknown output format");
     if (o->outtype >= 0 && o->outtype != APR_DT_F32 && o->outtype != APR_DT_F16 && o->outtype != APR_DT_BF16)
@@ -1004,14 +1003,14 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
     if (cv.c->rope_type == APR_ROPE_NORM && source_interleaved(src) != want_il)
         cv.perm = want_il ? 1 : -1;
     apr_model *m = NULL;
-    apr_prov *p = NULL;
+    apr_conv_stream *cs = NULL;
     if ((rc = classify_sources(&cv)) || (rc = validate_sources(&cv)) || (rc = build_plans(&cv)))
         goto fail;
     restore_order(&cv);
-    if ((rc = produce_all(&cv, st)))
-        goto fail;
+    settle_views(&cv, st);
     m = apr_model_new(to);
-    if (!m) {
+    cs = calloc(1, sizeof *cs);
+    if (!m || !cs) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -1024,27 +1023,13 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
                 parts[k].rows = pl->parts[k].rows;
                 parts[k].nbytes = pl->parts[k].rows * part_out_row_bytes(&pl->parts[k]);
             }
-            rc = apr_model_add_rowcat_tensor(m, pl->name, pl->dims[1], parts, pl->n_parts, pl->data, pl->owned != NULL,
-                                             err);
+            rc = apr_model_add_rowcat_tensor(m, pl->name, pl->dims[1], parts, pl->n_parts, pl->data, false, err);
         } else {
-            rc = apr_model_add_tensor(m, pl->name, pl->dtype, pl->ndim, pl->dims, pl->data, pl->nbytes,
-                                      pl->owned != NULL, err);
+            rc = apr_model_add_tensor(m, pl->name, pl->dtype, pl->ndim, pl->dims, pl->data, pl->nbytes, false, err);
         }
         if (rc)
             goto fail;
-        pl->owned = NULL; /* the model owns it now */
         st->bytes_out += pl->nbytes;
-    }
-    if (cv.scratch) {
-        /* the model releases the scratch mapping (a maps[] entry without a path) */
-        apr_mapping *nm = realloc(m->maps, (m->n_maps + 1) * sizeof *nm);
-        if (!nm) {
-            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
-            goto fail;
-        }
-        m->maps = nm;
-        m->maps[m->n_maps++] = (apr_mapping){.path = NULL, .base = cv.scratch, .size = cv.scratch_size};
-        cv.scratch = NULL;
     }
     for (uint64_t i = 0; i < src->n_tensors; i++)
         st->bytes_in += src->tensors[i].nbytes;
@@ -1059,41 +1044,46 @@ int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, 
             goto fail;
         }
     }
-    if (prov) {
-        p = apr_prov_new("convert", o->command_line);
-        if (!p) {
-            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
-            goto fail;
-        }
-        if (o->time_utc)
-            apr_prov_set_time(p, o->time_utc);
-        if ((rc = apr_prov_set_source(p, src, err)))
-            goto fail;
-        for (size_t i = 0; i < cv.n_plans; i++) {
-            const plan *pl = &cv.plans[i];
-            const apr_tensor *srcs[MAX_OUT_PARTS];
-            uint32_t ns = 0;
-            for (uint32_t k = 0; k < pl->n_parts; k++) {
-                bool seen = false;
-                for (uint32_t j = 0; j < ns; j++)
-                    seen |= srcs[j] == pl->parts[k].src;
-                if (!seen)
-                    srcs[ns++] = pl->parts[k].src;
-            }
-            if ((rc = apr_prov_add_tensor(p, &m->tensors[i], pl->transform, srcs, ns, err)))
-                goto fail;
-        }
-        *prov = p;
-    }
+    cs->plans = cv.plans;
+    cs->n_plans = cv.n_plans;
+    cs->src = src;
+    cs->src_produce = o->src_produce;
+    cs->src_user = o->src_produce_user;
+    cv.plans = NULL;
+    if (!stream && (rc = materialize(m, cs, st, err)))
+        goto fail;
+    /* (cv.plans moved to cs: recording reads them there) */
+    cv.plans = cs->plans;
+    if (prov)
+        rc = record_provenance(&cv, src, m, o, prov, err);
+    cv.plans = NULL;
+    if (rc)
+        goto fail;
     st->t_build = apr_now_s() - t0;
     conv_free(&cv);
+    if (stream)
+        *stream = cs;
+    else
+        apr_conv_stream_free(cs);
     *out = m;
     return 0;
 fail:
-    apr_prov_free(p);
+    apr_conv_stream_free(cs);
     apr_model_free(m);
     conv_free(&cv);
     return rc ? rc : APR_E_ARG;
+}
+
+int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out, apr_prov **prov,
+                      apr_convert_stats *st, apr_err *err)
+{
+    return convert_build(src, to, o, out, prov, NULL, st, err);
+}
+
+int apr_convert_model_stream(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out,
+                             apr_prov **prov, apr_conv_stream **stream, apr_convert_stats *st, apr_err *err)
+{
+    return convert_build(src, to, o, out, prov, stream, st, err);
 }
 
 /* ---------------------------------------------------------------- files */
@@ -1148,146 +1138,6 @@ static int check_output_path(const apr_model *src, const char *in_path, const ch
     return 0;
 }
 
-/* ---------------------------------------------------------------- staging
-
- * The output is written under a temporary name beside its destination, its
- * provenance placeholders are filled in once hashing (which ran while the
- * writer wrote) is done, and only then is it renamed into place: an
- * interrupted conversion leaves nothing at the destination. */
-
-typedef struct staging {
-    char *final_path;   /* without trailing slashes */
-    char *tmp_path;     /* the file or directory the writer writes */
-    bool dir;
-} staging;
-
-static void strip_slashes(char *p)
-{
-    size_t n = strlen(p);
-    while (n > 1 && p[n - 1] == '/')
-        p[--n] = 0;
-}
-
-static int staging_open(staging *s, const char *out_path, apr_format to, apr_err *err)
-{
-    memset(s, 0, sizeof *s);
-    s->final_path = strdup(out_path);
-    if (!s->final_path)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    strip_slashes(s->final_path);
-    s->dir = to == APR_FMT_SAFETENSORS && !ends_with(s->final_path, ".safetensors");
-    char *d = dir_of(s->final_path);
-    if (!d)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    const char *base = strrchr(s->final_path, '/') ? strrchr(s->final_path, '/') + 1 : s->final_path;
-    const char *ext = to == APR_FMT_GGUF ? ".gguf" : to == APR_FMT_APR ? ".apr" : ".safetensors";
-    if (asprintf(&s->tmp_path, "%s/.%s.partial-XXXXXX%s", d, base, s->dir ? "" : ext) < 0) {
-        s->tmp_path = NULL;
-        free(d);
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    }
-    free(d);
-    if (s->dir) {
-        if (!mkdtemp(s->tmp_path))
-            return apr_err_set(err, APR_E_IO, "%s: cannot create a temporary directory beside it: %s", s->final_path,
-                               strerror(errno));
-    } else {
-        int fd = mkstemps(s->tmp_path, (int)strlen(ext));
-        if (fd < 0)
-            return apr_err_set(err, APR_E_IO, "%s: cannot create a temporary file beside it: %s", s->final_path,
-                               strerror(errno));
-        close(fd);
-    }
-    return 0;
-}
-
-static void staging_abort(staging *s)
-{
-    if (s->tmp_path) {
-        if (s->dir) {
-            DIR *d = opendir(s->tmp_path);
-            struct dirent *e;
-            while (d && (e = readdir(d)) != NULL) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                    continue;
-                char fp[PATH_MAX];
-                snprintf(fp, sizeof fp, "%s/%s", s->tmp_path, e->d_name);
-                unlink(fp);
-            }
-            if (d)
-                closedir(d);
-            rmdir(s->tmp_path);
-        } else {
-            unlink(s->tmp_path);
-        }
-    }
-    free(s->tmp_path);
-    free(s->final_path);
-    memset(s, 0, sizeof *s);
-}
-
-static int fsync_path(const char *path, apr_err *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return apr_err_set(err, APR_E_IO, "%s: fsync: %s", path, strerror(e));
-    }
-    close(fd);
-    return 0;
-}
-
-/* Moves the staged output into place. A directory destination that already
- * exists receives the files one by one (and loses the file of the other
- * safetensors layout, as the writer does). */
-static int staging_commit(staging *s, apr_err *err)
-{
-    int rc = 0;
-    if (!s->dir) {
-        if ((rc = fsync_path(s->tmp_path, err)))
-            return rc;
-        if (rename(s->tmp_path, s->final_path) != 0)
-            return apr_err_set(err, APR_E_IO, "%s: rename: %s", s->final_path, strerror(errno));
-        free(s->tmp_path);
-        s->tmp_path = NULL;
-        return 0;
-    }
-    if (!is_dir(s->final_path)) {
-        if (rename(s->tmp_path, s->final_path) != 0)
-            return apr_err_set(err, APR_E_IO, "%s: rename: %s", s->final_path, strerror(errno));
-        free(s->tmp_path);
-        s->tmp_path = NULL;
-        return 0;
-    }
-    DIR *d = opendir(s->tmp_path);
-    if (!d)
-        return apr_err_set(err, APR_E_IO, "%s: %s", s->tmp_path, strerror(errno));
-    struct dirent *e;
-    bool sharded = false;
-    while (!rc && (e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        char from[PATH_MAX], to[PATH_MAX];
-        snprintf(from, sizeof from, "%s/%s", s->tmp_path, e->d_name);
-        snprintf(to, sizeof to, "%s/%s", s->final_path, e->d_name);
-        sharded |= !strcmp(e->d_name, "model.safetensors.index.json");
-        if (rename(from, to) != 0)
-            rc = apr_err_set(err, APR_E_IO, "%s: rename: %s", to, strerror(errno));
-    }
-    closedir(d);
-    if (rc)
-        return rc;
-    char stale[PATH_MAX];
-    snprintf(stale, sizeof stale, "%s/%s", s->final_path, sharded ? "model.safetensors" : "model.safetensors.index.json");
-    unlink(stale);
-    rmdir(s->tmp_path);
-    free(s->tmp_path);
-    s->tmp_path = NULL;
-    return 0;
-}
-
 int apr_convert_file(const char *in_path, const char *out_path, const apr_convert_opts *o, apr_convert_stats *st,
                      apr_err *err)
 {
@@ -1310,8 +1160,8 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     double t0 = apr_now_s();
     apr_model *src = NULL, *m = NULL;
     apr_prov *prov = NULL;
+    apr_conv_stream *cs = NULL;
     char *json = NULL;
-    staging stg = {0};
     apr_open_opts oo = {.skip_footer_crc = false};
     int rc = apr_model_open(&src, in_path, &oo, err);
     if (rc)
@@ -1319,46 +1169,27 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     st->t_open = apr_now_s() - t0;
     if ((rc = check_output_path(src, in_path, out_path, to, err)))
         goto done;
-    apr_convert_opts oc = *o;
-    char *scratch_dir = NULL;
-    if (!oc.scratch_dir) { /* beside the output: the filesystem that must hold it anyway */
-        char *tmpo = strdup(out_path);
-        if (tmpo) {
-            strip_slashes(tmpo);
-            scratch_dir = dir_of(tmpo);
-            free(tmpo);
-        }
-        oc.scratch_dir = scratch_dir;
-    }
     double t_open = st->t_open;
-    rc = apr_convert_model(src, to, &oc, &m, &prov, st, err);
+    rc = apr_convert_model_stream(src, to, o, &m, &prov, &cs, st, err);
     st->t_open = t_open;
-    free(scratch_dir);
     if (rc)
         goto done;
-    /* Hashing runs on background threads while the writer streams the
-     * tensors; the record is written with placeholders and patched after. */
+    /* One pass: hashing runs on background threads while the writer
+     * streams the tensors (producing the transformed ones as it goes); the
+     * writer seals the record into its metadata in place before renaming. */
     apr_prov_hash_work(prov, &st->hashed_bytes, &st->largest_hash);
-    if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)) ||
-        (rc = staging_open(&stg, out_path, to, err)))
+    if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)))
         goto done;
     double t2 = apr_now_s();
-    apr_write_opts wo = {.alignment = 0, .shard_max_bytes = o->shard_max_bytes, .progress = o->progress};
-    rc = apr_model_write(m, stg.tmp_path, to, &wo, err);
+    apr_write_opts wo = {.shard_max_bytes = o->shard_max_bytes, .progress = o->progress,
+                         .produce = apr_conv_produce, .produce_user = cs, .prov = prov,
+                         .split_max_bytes = o->split_max_bytes, .split_max_tensors = o->split_max_tensors};
+    rc = apr_model_write(m, out_path, to, &wo, err);
     st->t_write = apr_now_s() - t2;
-    double t3 = apr_now_s();
-    int wrc = apr_prov_wait(prov, rc ? NULL : err);
-    st->t_hash = apr_now_s() - t3; /* hashing time NOT hidden behind the write */
-    if (!rc)
-        rc = wrc;
-    if (!rc)
-        rc = apr_prov_patch(prov, stg.tmp_path, err);
-    if (!rc)
-        rc = staging_commit(&stg, err);
 done:
-    staging_abort(&stg);
     free(json);
     apr_prov_free(prov);
+    apr_conv_stream_free(cs);
     apr_model_free(m);
     apr_model_free(src);
     return rc;

@@ -90,14 +90,13 @@ typedef struct apr_convert_opts {
     bool progress;            /* progress on stderr when it is a TTY */
     const char *command_line; /* recorded in the provenance (NULL: none) */
     const char *time_utc;     /* recorded time override (tests); NULL = now */
-    /* Transformed tensors (permuted, fused, converted) need new bytes. Up to
-     * max_owned_bytes in total (0: 256 MiB) they are heap buffers; beyond
-     * that they are produced into one scratch file (created unlinked in
-     * scratch_dir, NULL: $TMPDIR or /tmp; apr_convert_file uses the output's
-     * directory) mapped shared, so the kernel can write them back and evict
-     * them instead of holding the whole set in anonymous memory. */
-    uint64_t max_owned_bytes;
-    const char *scratch_dir;
+    uint64_t split_max_bytes;  /* GGUF output: llama.cpp split files (apr_write_opts) */
+    uint64_t split_max_tensors;
+    /* Source tensors without data (a streamed view, e.g. apr quantize's
+     * quantized GGUF view on its way to APR) are made by this producer,
+     * called with the source model and the tensor's index. */
+    apr_produce_fn src_produce;
+    void *src_produce_user;
 } apr_convert_opts;
 
 void apr_convert_opts_init(apr_convert_opts *o);
@@ -107,8 +106,7 @@ typedef struct apr_convert_stats {
     uint64_t n_transformed;   /* tensors with an owned buffer (not a zero-copy view) */
     uint64_t bytes_in;        /* source tensor payload bytes */
     uint64_t bytes_out;       /* output tensor payload bytes */
-    uint64_t owned_bytes;     /* transformed bytes in heap buffers (the converter's heap peak) */
-    uint64_t spilled_bytes;   /* transformed bytes in the file-backed scratch mapping */
+    uint64_t owned_bytes;     /* apr_convert_model: transformed bytes in owned buffers */
     uint64_t hashed_bytes;    /* sha256 work for provenance: distinct regions + source files */
     uint64_t largest_hash;    /* its largest single stream (usually the source file) */
     double t_open, t_build, t_hash, t_write; /* seconds */
@@ -116,13 +114,23 @@ typedef struct apr_convert_stats {
 
 /* The output view of src in format `to` (tensors renamed, permuted, fused or
  * split, dtypes per o->outtype; KVs carried with llama.cpp's strict types),
- * WITHOUT provenance. src must stay open while *out lives. A scratch mapping
- * (see max_owned_bytes) is owned by *out: it is its maps[] entry with a NULL
- * path, released by apr_model_free. On success also
- * returns, when prov is not NULL, a provenance builder with the source and
- * every output tensor recorded (caller finishes and frees it). */
+ * WITHOUT provenance. src must stay open while *out lives. Every tensor is
+ * either a zero-copy view of src's mapping or an owned buffer. On success
+ * also returns, when prov is not NULL, a provenance builder with the source
+ * and every output tensor recorded (caller finishes and frees it). */
 int apr_convert_model(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out,
                       apr_prov **prov, apr_convert_stats *st, apr_err *err);
+
+/* The same view for a one-pass write: transformed tensors have data NULL
+ * and are made by apr_conv_produce (an apr_produce_fn whose user is
+ * *stream) when the writer reaches them, so only one of them is in memory
+ * at a time; prov records them as the writer's to hash. *stream lives until
+ * the write is done (apr_conv_stream_free). */
+typedef struct apr_conv_stream apr_conv_stream;
+int apr_convert_model_stream(apr_model *src, apr_format to, const apr_convert_opts *o, apr_model **out,
+                             apr_prov **prov, apr_conv_stream **stream, apr_convert_stats *st, apr_err *err);
+int apr_conv_produce(void *stream, const apr_model *m, uint64_t index, uint8_t *dst, apr_err *err);
+void apr_conv_stream_free(apr_conv_stream *s);
 
 /* Open in_path, convert, attach provenance, write out_path atomically. Every
  * bad input is an error before anything is written; nothing is left at

@@ -8,12 +8,16 @@
  * Q/K/V got different types). Provenance records the input file's tensors
  * as the sources of every output tensor, with the steps in between.
  *
- * Memory: the input is mapped; tensors that keep their type are written
- * straight from the mapping; every quantized tensor gets an owned buffer of
- * its output size (so peak RAM is about the output file size, which is much
- * smaller than the input), f32 rows are converted in small per-thread slabs,
- * never a whole tensor at once, and the input pages a tensor was read from
- * are released once it is quantized. */
+ * Memory: one pass. The input is mapped; tensors that keep their type are
+ * written straight from the mapping; each quantized tensor is made when the
+ * writer reaches it, into the writer's one buffer (the largest tensor's
+ * output), from the mapping or, when the GGUF view had to transform it
+ * (permuted Q/K), from one input-sized buffer; f32 rows are converted in
+ * small per-thread slabs, and the input pages a tensor was read from are
+ * released once it is quantized. The writer hashes what it streamed and
+ * seals the provenance record in place (formats.h, apr_write_opts.prov), so
+ * peak RAM is about the largest tensor's input + output, whatever the model
+ * size. */
 #define _GNU_SOURCE
 #include <math.h>
 #include <pthread.h>
@@ -364,6 +368,68 @@ static void progress(bool on, uint64_t i, uint64_t n, const char *name, apr_dtyp
     fflush(stderr);
 }
 
+/* ------------------------------------------------------------ streaming */
+
+/* What the writer's producer needs: output tensor i is plan[i]'s. */
+typedef struct qstream {
+    const tplan *plan;
+    uint64_t n;
+    const apr_model *view;     /* the GGUF view the plan reads */
+    apr_conv_stream *vstream;  /* makes the view's transformed tensors (NULL: the input is the view) */
+    uint8_t *in;               /* one such tensor, when it is then quantized */
+    uint64_t in_cap;
+    int threads;
+    bool show;
+    uint64_t done_w, total_w;
+    double tq;
+} qstream;
+
+/* The view tensor's bytes: its mapping, or made by the converter into q->in. */
+static int view_bytes(qstream *q, const apr_tensor *t, const uint8_t **out, apr_err *err)
+{
+    if (t->data || !t->nbytes) {
+        *out = t->data;
+        return 0;
+    }
+    if (!q->vstream)
+        return apr_err_set(err, APR_E_ARG, "tensor %s has no data", t->name);
+    if (t->nbytes > q->in_cap) {
+        free(q->in);
+        q->in = t->nbytes <= SIZE_MAX ? malloc((size_t)t->nbytes) : NULL;
+        q->in_cap = q->in ? t->nbytes : 0;
+        if (!q->in)
+            return apr_err_set(err, APR_E_NOMEM, "%s: out of memory (%llu bytes)", t->name,
+                               (unsigned long long)t->nbytes);
+    }
+    *out = q->in;
+    return apr_conv_produce(q->vstream, q->view, (uint64_t)(t - q->view->tensors), q->in, err);
+}
+
+/* An apr_produce_fn: output tensor i, copied or quantized. */
+static int quantize_produce(void *user, const apr_model *m, uint64_t i, uint8_t *dst, apr_err *err)
+{
+    qstream *q = user;
+    (void)m;
+    if (i >= q->n)
+        return apr_err_set(err, APR_E_ARG, "quantize: no tensor %llu", (unsigned long long)i);
+    const tplan *p = &q->plan[i];
+    const apr_tensor *t = p->src;
+    progress(q->show, i + 1, q->n, t->name, p->to, q->done_w, q->total_w);
+    if (p->to == t->dtype) /* only reached for a view tensor without data */
+        return apr_conv_produce(q->vstream, q->view, (uint64_t)(t - q->view->tensors), dst, err);
+    apr_tensor src = *t;
+    int rc = view_bytes(q, t, &src.data, err);
+    if (rc)
+        return rc;
+    const double ts = apr_now_s();
+    rc = run_tensor(&src, p->to, p->imatrix, dst, q->threads, err);
+    q->tq += apr_now_s() - ts;
+    uint64_t ne = 0;
+    apr_dims_count(t->ndim, t->dims, &ne);
+    q->done_w += ne;
+    return rc;
+}
+
 int apr_quantize_file(const char *in_path, const char *out_path, const apr_quantize_opts *o,
                       apr_quantize_stats *st, apr_err *err)
 {
@@ -387,18 +453,21 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     if (rc)
         return rc;
     apr_model *out = NULL, *gview = NULL, *aout = NULL;
+    apr_conv_stream *vstream = NULL, *astream = NULL;
     apr_imatrix *im = NULL;
     tplan *plan = NULL;
     apr_prov *prov = NULL;
     char *json = NULL;
+    qstream qs = {0};
 
-    /* the tensors llama-quantize would see: the GGUF view of the input */
+    /* the tensors llama-quantize would see: the GGUF view of the input
+     * (its permuted tensors made one at a time while writing) */
     apr_model *view = in;
     if (in->format != APR_FMT_GGUF && !has_gguf_names(in)) {
         apr_convert_opts co;
         apr_convert_opts_init(&co);
         co.threads = o->threads;
-        if ((rc = apr_convert_model(in, APR_FMT_GGUF, &co, &gview, NULL, NULL, err)))
+        if ((rc = apr_convert_model_stream(in, APR_FMT_GGUF, &co, &gview, NULL, &vstream, NULL, err)))
             goto done;
         view = gview;
     }
@@ -441,67 +510,50 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         goto done;
     }
 
+    /* The output table: kept tensors borrow the view's bytes, quantized ones
+     * (and kept ones the view makes on the fly) have no data: the writer
+     * asks quantize_produce for them, one at a time. */
     const int threads = o->threads > 0 ? o->threads : apr_quant_default_threads();
-    const bool show = o->progress;
-    uint64_t total_w = 0, done_w = 0, qweights = 0, bytes_in = 0, bytes_out = 0, n_conv = 0;
-    for (uint64_t i = 0; i < view->n_tensors; i++) {
-        uint64_t ne = 0;
-        apr_dims_count(plan[i].src->ndim, plan[i].src->dims, &ne);
-        total_w += plan[i].to != plan[i].src->dtype ? ne : 0;
-    }
-    double tq = 0;
-    for (uint64_t i = 0; i < view->n_tensors; i++) {
+    uint64_t qweights = 0, bytes_in = 0, bytes_out = 0, n_conv = 0;
+    for (uint64_t i = 0; i < view->n_tensors && !rc; i++) {
         const apr_tensor *t = plan[i].src;
         uint64_t ne = 0, nbytes = 0;
         apr_dims_count(t->ndim, t->dims, &ne);
         bytes_in += t->nbytes;
-        progress(show, i + 1, view->n_tensors, t->name, plan[i].to, done_w, total_w);
         if (plan[i].to == t->dtype) {
             rc = apr_model_add_tensor(out, t->name, t->dtype, t->ndim, t->dims, t->data, t->nbytes, false, err);
             bytes_out += t->nbytes;
-        } else {
-            if (!apr_dtype_tensor_bytes(plan[i].to, t->ndim, t->dims, &nbytes) || nbytes > SIZE_MAX) {
-                rc = apr_err_set(err, APR_E_FORMAT, "%s: bad shape for %s", t->name, apr_dtype_name(plan[i].to));
-                break;
-            }
-            uint8_t *buf = malloc(nbytes ? nbytes : 1);
-            if (!buf) {
-                rc = apr_err_set(err, APR_E_NOMEM, "%s: out of memory (%llu bytes)", t->name,
-                                 (unsigned long long)nbytes);
-                break;
-            }
-            const double ts = apr_now_s();
-            rc = run_tensor(t, plan[i].to, plan[i].imatrix, buf, threads, err);
-            tq += apr_now_s() - ts;
-            if (rc) {
-                free(buf);
-                break;
-            }
-            rc = apr_model_add_tensor(out, t->name, plan[i].to, t->ndim, t->dims, buf, nbytes, true, err);
-            if (rc)
-                free(buf);
-            done_w += ne;
-            qweights += ne;
-            n_conv++;
-            bytes_out += nbytes;
+            continue;
         }
-        if (rc)
+        if (!apr_dtype_tensor_bytes(plan[i].to, t->ndim, t->dims, &nbytes) || nbytes > SIZE_MAX) {
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: bad shape for %s", t->name, apr_dtype_name(plan[i].to));
             break;
+        }
+        rc = apr_model_add_tensor(out, t->name, plan[i].to, t->ndim, t->dims, NULL, nbytes, false, err);
+        qweights += ne;
+        n_conv++;
+        bytes_out += nbytes;
     }
-    if (show)
-        fprintf(stderr, "\n");
     if (rc)
         goto done;
+    qs = (qstream){.plan = plan, .n = view->n_tensors, .view = view, .vstream = vstream, .threads = threads,
+                   .show = o->progress, .total_w = qweights};
 
-    /* APR output: APR's own layout of the quantized GGUF view */
+    /* APR output: APR's own layout of the quantized GGUF view, its fused
+     * tensors assembled from quantize_produce's output while writing */
     apr_model *final = out;
+    apr_write_opts wo = {.produce = quantize_produce, .produce_user = &qs};
     if (fmt == APR_FMT_APR) {
         apr_convert_opts co;
         apr_convert_opts_init(&co);
         co.threads = threads;
-        if ((rc = apr_convert_model(out, APR_FMT_APR, &co, &aout, NULL, NULL, err)))
+        co.src_produce = quantize_produce;
+        co.src_produce_user = &qs;
+        if ((rc = apr_convert_model_stream(out, APR_FMT_APR, &co, &aout, NULL, &astream, NULL, err)))
             goto done;
         final = aout;
+        wo.produce = apr_conv_produce;
+        wo.produce_user = astream;
     }
     if (o->provenance) {
         prov = apr_prov_new("quantize", o->command_line);
@@ -513,16 +565,20 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
             goto done;
         for (uint64_t i = 0; i < final->n_tensors && !rc; i++)
             rc = record_tensor(prov, &final->tensors[i], out, plan, view->n_tensors, err);
+        /* hashing of the sources runs while the writer quantizes and writes */
         if (!rc)
-            rc = apr_prov_finish(prov, fmt, threads, &json, err);
+            rc = apr_prov_start(prov, fmt, threads, &json, err);
         if (!rc)
             rc = apr_prov_attach(final, json, fmt, err);
         if (rc)
             goto done;
+        wo.prov = prov;
     }
-
-    apr_write_opts wo = {.progress = show};
-    if ((rc = apr_model_write(final, out_path, fmt, &wo, err)))
+    wo.progress = false; /* quantize_produce draws the bar */
+    rc = apr_model_write(final, out_path, fmt, &wo, err);
+    if (qs.show)
+        fprintf(stderr, "\n");
+    if (rc)
         goto done;
     st->n_tensors = view->n_tensors;
     st->n_converted = n_conv;
@@ -533,17 +589,19 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     st->threads = threads;
     st->imatrix = im != NULL;
     st->format = fmt;
-    st->seconds_quant = tq;
+    st->seconds_quant = qs.tq;
     st->seconds = apr_now_s() - t0;
 done:
     free(json);
     apr_prov_free(prov);
+    free(qs.in);
+    apr_conv_stream_free(astream);
     apr_model_free(aout);
     apr_model_free(out);
     free(plan);
     apr_imatrix_free(im);
+    apr_conv_stream_free(vstream);
     apr_model_free(gview);
     apr_model_free(in);
     return rc;
 }
-
