@@ -130,9 +130,18 @@ typedef struct apr_conversion_kind {
  * general.file_type, else the tensor dtypes of both files. */
 int apr_parity_classify(const apr_model *src, const apr_model *dst, apr_conversion_kind *out,
                         apr_err *err);
-/* Default mean-KLD threshold for a quantization type (docs/verify.md); a
- * negative value when the type is unknown. */
+/* Which column of the default mean-KLD limits applies (docs/verify.md). */
+typedef enum apr_kld_limits {
+    APR_LIMITS_TRAINED = 0,   /* measured on the trained tinycoder model (the default) */
+    APR_LIMITS_SYNTHETIC = 1, /* measured on apr synth's random-weight models (30-100x more sensitive) */
+} apr_kld_limits;
+
+/* Default mean-KLD threshold for a quantization type from the trained-model
+ * column (docs/verify.md); a negative value when the type is unknown. */
 double apr_parity_default_max_kld(const char *qtype);
+/* The same from the chosen column. */
+double apr_parity_default_max_kld_for(const char *qtype, apr_kld_limits limits);
+const char *apr_kld_limits_name(apr_kld_limits limits);
 /* Name of the model-level quantization type of a GGUF general.file_type value
  * ("Q4_K_M" for 15, ...), NULL if unknown. */
 const char *apr_parity_file_type_name(uint32_t ftype);
@@ -149,6 +158,15 @@ const char *apr_parity_builtin_text(void);
 int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *text,
                       size_t n_fallback, int32_t **ids, size_t *n, char *note, size_t note_cap,
                       apr_err *err);
+/* Tokens of a text file of any size, read block bytes at a time (0: 1 MiB)
+ * and encoded piece by piece at places where cutting cannot change the
+ * tokens (a newline followed by a non-space; byte-level BPE tokenizers).
+ * SentencePiece tokenizers merge across the whole text, so they get it in
+ * one piece. DST's tokenizer, when it has one, must agree on every piece.
+ * max_tokens > 0 stops reading once that many ids are there. Missing,
+ * unreadable, empty or NUL-containing files are errors. */
+int apr_parity_tokens_text_file(const apr_model *src, const apr_model *dst, const char *path, size_t max_tokens,
+                                size_t block, int32_t **ids, size_t *n, char *note, size_t note_cap, apr_err *err);
 /* Whitespace-separated decimal ids from a file, each in [0, vocab). */
 int apr_parity_tokens_file(const char *path, uint32_t vocab, int32_t **ids, size_t *n,
                            apr_err *err);
@@ -162,6 +180,7 @@ typedef struct apr_weight_tensor {
     char role[16];            /* token_embd, attn_norm, attn_q, ..., ffn_down, output_norm, output */
     int32_t layer;            /* -1 for model-level tensors */
     char dtype[48];           /* DST dtype; parts of a ROWCAT joined by '+' ("Q4_K+Q6_K") */
+    char src_dtype[48];       /* SRC's, the same way */
     uint64_t rows, cols;
     double rel_rmse;          /* ||DST - SRC|| / ||SRC|| over the tensor (absolute RMSE when SRC is 0) */
     bool rmse_absolute;
@@ -190,6 +209,8 @@ typedef struct apr_weights_cmp {
     uint64_t n_rows_over, n_tensors_over;
     char unjudged_dtypes[64]; /* DST dtypes without a row limit, space-separated */
     bool imatrix;             /* DST carries quantize.imatrix.*: quantized rows judged for gross damage only */
+    bool same_dtypes;         /* every matrix is stored in the same dtype(s) in both (so the
+                                 forward pass runs the same kernels on them) */
 } apr_weights_cmp;
 
 /* Compare every weight of DST with SRC's, row by row (dequantized, streamed;
@@ -205,6 +226,53 @@ double apr_weights_row_limit(apr_dtype t);
 void apr_weights_describe_row(const apr_weight_tensor *t, int64_t logical_row, int64_t file_row, char *buf,
                               size_t cap);
 
+/* ---------------------------------------------------------------- reproduction (reproduce.c) */
+
+typedef enum apr_repro_status {
+    APR_REPRO_NOT_RUN = 0,     /* not attempted (lossless pair, or an error) */
+    APR_REPRO_REPRODUCED = 1,  /* every DST tensor is what the quantizer makes of SRC's */
+    APR_REPRO_DIFFERS = 2,     /* some tensor differs (named) */
+    APR_REPRO_UNAVAILABLE = 3, /* cannot be attempted (why): an imatrix DST records is missing, ... */
+} apr_repro_status;
+
+typedef struct apr_repro_opts {
+    const char *src_path;     /* SRC's path: its directory is searched for the imatrix DST records */
+    const char *imatrix_path; /* --imatrix: the importance matrix to quantize with (NULL: look) */
+    int n_threads;            /* <= 0: all cores */
+} apr_repro_opts;
+
+typedef struct apr_repro {
+    apr_repro_status status;
+    uint64_t n_tensors;       /* DST tensors checked (GGUF view: Q/K/V split) */
+    uint64_t n_rebuilt;       /* re-made from SRC with DST's dtype */
+    uint64_t n_copied;        /* same dtype in both: compared as copies */
+    uint64_t n_differ;        /* tensors that differ, are missing or have another shape */
+    char first_tensor[128];   /* the first of them (GGUF view name) */
+    int64_t first_row;        /* its first differing row, -1 when not a row matter */
+    char first_what[96];      /* "F32 -> Q4_K differs", "not in SRC", ... */
+    char imatrix[512];        /* the importance matrix used ("" none) */
+    char why[384];            /* UNAVAILABLE: why */
+} apr_repro;
+
+/* Re-make every tensor of DST's GGUF view from SRC's with the dtype DST
+ * stores (and the imatrix, see apr_repro_opts) and compare the bytes. A
+ * result that cannot be reached (DST type without a quantizer, missing
+ * imatrix) is status UNAVAILABLE, not an error; errors are unreadable
+ * inputs and out of memory. */
+int apr_reproduce(const apr_model *src, const apr_model *dst, const apr_repro_opts *o, apr_repro *r,
+                  apr_err *err);
+/* One line for reports: "reproduced: ...", "not reproduced: ... first T row R (...)". */
+void apr_repro_describe(const apr_repro *r, char *buf, size_t cap);
+
+/* ---------------------------------------------------------------- forward-pass configuration */
+
+/* Whether the forward pass of SRC and DST is configured identically: every
+ * field of the model config that shapes the computation (architecture,
+ * sizes, rope type and theta, norm epsilon, tied output, QKV bias). The
+ * context length only bounds the run. false with the first difference in
+ * why. */
+bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *why, size_t cap);
+
 /* ---------------------------------------------------------------- the verify driver */
 
 typedef struct apr_verify_opts {
@@ -215,8 +283,26 @@ typedef struct apr_verify_opts {
     int n_threads;
     apr_device device;
     double band_lo, band_hi;  /* std-ratio band; 0,0 = [0.5, 2.0] */
-    bool progress;            /* chunk progress on stderr */
+    /* progress: called after every evaluated batch with the tokens done and
+     * the total (both models count once); NULL: none */
+    void (*on_progress)(void *ctx, uint64_t done, uint64_t total);
+    void *progress_ctx;
+    /* The rule that may decide without the forward pass. AUTO (0): none, the
+     * forward pass always runs. LOSSLESS: bit-identical weights of the same
+     * dtypes and the same forward-pass configuration give identical logits
+     * by construction. QUANTIZED: DST is reproduced (apr_reproduce with
+     * repro) under the same configuration. */
+    apr_expect fast_path;
+    bool force_logits;        /* --logits: run the forward pass even when a fast path decides */
+    apr_repro_opts repro;     /* for QUANTIZED */
 } apr_verify_opts;
+
+/* Which rule decided (or would decide) the verdict. */
+typedef enum apr_verify_rule {
+    APR_RULE_LOGITS = 0,       /* the forward pass (statistics, bit identity) */
+    APR_RULE_CONSTRUCTION = 1, /* lossless: same weights, dtypes and config: same logits */
+    APR_RULE_REPRODUCED = 2,   /* quantized: DST is the quantizer's output for SRC */
+} apr_verify_rule;
 
 typedef struct apr_verify_result {
     uint32_t ctx, chunks;
@@ -227,6 +313,12 @@ typedef struct apr_verify_result {
     apr_trace_cmp tc;         /* traced over all tokens of the first chunk */
     apr_trace tr_src, tr_dst;
     apr_weights_cmp w;        /* weight-level comparison (n_tensors 0: not run) */
+    apr_repro rp;             /* reproduction (status NOT_RUN: not attempted) */
+    bool same_config;         /* apr_parity_same_config */
+    char config_diff[160];    /* its first difference */
+    bool same_dtypes;         /* every weight stored in the same dtype(s) in both */
+    bool forward_run;         /* false: a fast path decided and the logits were not computed */
+    apr_verify_rule rule;     /* what decides the verdict */
 } apr_verify_result;
 
 /* Compare every weight (apr_weights_compare), then run SRC and DST over the
@@ -244,7 +336,9 @@ typedef struct apr_verdict {
     bool error;               /* no verdict possible (e.g. no threshold for the type) */
     apr_conversion_kind kind;
     double max_kld;           /* threshold applied (quantized); NaN for lossless */
-    char reason[768];
+    apr_verify_rule rule;     /* which rule decided */
+    char limits[16];          /* where max_kld came from: "trained", "synthetic", "--max-kld" ("" none) */
+    char reason[1024];
 } apr_verdict;
 
 /* Lossless: every weight and every logit bit-identical. Quantized: every
@@ -254,6 +348,13 @@ typedef struct apr_verdict {
  * were not compared (w.n_tensors 0) is judged on the logits alone. */
 void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
                        double max_kld_override, apr_verdict *v);
+/* The same with a choice of default limits (apr_parity_default_max_kld_for).
+ * Rules, strongest first: a lossless pair decided by construction passes
+ * without logits (with --logits the logits must then be bit-identical); a
+ * reproduced quantized DST passes (its KLD, when computed, is reported
+ * against the limit for information); otherwise the statistics above. */
+void apr_parity_decide_limits(const apr_verify_result *r, const apr_conversion_kind *k,
+                              double max_kld_override, apr_kld_limits limits, apr_verdict *v);
 
 typedef struct apr_report_info {
     const char *src_path, *dst_path;

@@ -3,6 +3,8 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 void apr_verify_result_free(apr_verify_result *r)
@@ -64,16 +66,118 @@ static void describe_weight_worst(const apr_weights_cmp *w, char *buf, size_t ca
                  (unsigned long long)w->n_rows_over, (unsigned long long)w->n_tensors_over);
 }
 
+static void decide_logits(const apr_verify_result *r, const apr_conversion_kind *k, double max_kld_override,
+                          apr_kld_limits limits, apr_verdict *v);
+
 void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
                        double max_kld_override, apr_verdict *v)
+{
+    apr_parity_decide_limits(r, k, max_kld_override, APR_LIMITS_TRAINED, v);
+}
+
+/* Appends printf-style text to v->reason. */
+static void reason_add(apr_verdict *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reason_add(apr_verdict *v, const char *fmt, ...)
+{
+    const size_t l = strlen(v->reason);
+    if (l + 1 >= sizeof v->reason)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->reason + l, sizeof v->reason - l, fmt, ap);
+    va_end(ap);
+}
+
+/* The limit for k: --max-kld, else the chosen column's default (NaN: none). */
+static double kld_limit(const apr_conversion_kind *k, double max_kld_override, apr_kld_limits limits,
+                        apr_verdict *v)
+{
+    if (max_kld_override > 0) {
+        snprintf(v->limits, sizeof v->limits, "--max-kld");
+        return max_kld_override;
+    }
+    const double t = apr_parity_default_max_kld_for(k->qtype, limits);
+    if (!(t > 0))
+        return NAN;
+    snprintf(v->limits, sizeof v->limits, "%s", apr_kld_limits_name(limits));
+    return t;
+}
+
+/* A DST that is byte for byte the quantizer's output for SRC passes; the
+ * statistics, when the forward pass ran, are reported, not judged. */
+static void decide_reproduced(const apr_verify_result *r, const apr_conversion_kind *k, double max_kld_override,
+                              apr_kld_limits limits, apr_verdict *v)
+{
+    char rp[512];
+    apr_repro_describe(&r->rp, rp, sizeof rp);
+    v->pass = true;
+    v->rule = APR_RULE_REPRODUCED;
+    v->max_kld = kld_limit(k, max_kld_override, limits, v);
+    snprintf(v->reason, sizeof v->reason, "%s; same forward-pass configuration", rp);
+    if (!r->forward_run) {
+        reason_add(v, " (forward pass not run; --logits runs it)");
+        return;
+    }
+    const double kld = r->s.kld_mean;
+    if (isfinite(v->max_kld))
+        reason_add(v, "; mean KLD %.6g %s the %s limit %.6g for %s (reported, not judged: the quantizer's own "
+                      "output)",
+                   kld, kld <= v->max_kld ? "within" : "OVER", v->limits, v->max_kld, k->qtype);
+    else
+        reason_add(v, "; mean KLD %.6g (no limit for %s)", kld, k->qtype);
+}
+
+/* Bit-identical weights in the same dtypes under the same configuration: the
+ * forward pass computes the same logits by construction. With --logits it
+ * ran, and the logits must then really be identical. */
+static bool decide_construction(const apr_verify_result *r, apr_verdict *v)
+{
+    if (r->forward_run)
+        return false; /* judged on the logits below */
+    v->pass = true;
+    v->rule = APR_RULE_CONSTRUCTION;
+    snprintf(v->reason, sizeof v->reason,
+             "every weight bit-identical (%u tensors, same dtypes) and the same forward-pass configuration: "
+             "the logits are identical by construction (forward pass not run; --logits runs it)",
+             r->w.n_tensors);
+    return true;
+}
+
+void apr_parity_decide_limits(const apr_verify_result *r, const apr_conversion_kind *k,
+                              double max_kld_override, apr_kld_limits limits, apr_verdict *v)
 {
     memset(v, 0, sizeof *v);
     v->kind = *k;
     v->max_kld = NAN;
+    v->rule = APR_RULE_LOGITS;
+
+    if (r->rule == APR_RULE_CONSTRUCTION && k->kind == APR_EXPECT_LOSSLESS && decide_construction(r, v))
+        return;
+    if (r->rule == APR_RULE_REPRODUCED && k->kind == APR_EXPECT_QUANTIZED) {
+        decide_reproduced(r, k, max_kld_override, limits, v);
+        return;
+    }
+    decide_logits(r, k, max_kld_override, limits, v);
+    if (r->rule == APR_RULE_CONSTRUCTION)
+        reason_add(v, "; --logits: weights, dtypes and configuration are identical, so identical logits were "
+                      "predicted by construction");
+    if (r->rp.status == APR_REPRO_DIFFERS || r->rp.status == APR_REPRO_UNAVAILABLE) {
+        char rp[512];
+        apr_repro_describe(&r->rp, rp, sizeof rp);
+        reason_add(v, "; %s", rp);
+    } else if (r->rp.status == APR_REPRO_REPRODUCED && !r->same_config) {
+        reason_add(v, "; tensors reproduced but the forward-pass configuration differs (%s)", r->config_diff);
+    }
+}
+
+/* The statistics decide: bit identity for lossless pairs; weight rows, std
+ * band, non-finite logits and the mean-KLD limit for quantized ones. */
+static void decide_logits(const apr_verify_result *r, const apr_conversion_kind *k, double max_kld_override,
+                          apr_kld_limits limits, apr_verdict *v)
+{
     const apr_parity_summary *s = &r->s;
     char layers[256];
     describe_layers(&r->tc, layers, sizeof layers);
-
     if (s->n_positions == 0) {
         v->error = true;
         snprintf(v->reason, sizeof v->reason, "no positions were compared");
@@ -103,7 +207,8 @@ void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
         return;
     }
 
-    double thr = max_kld_override > 0 ? max_kld_override : apr_parity_default_max_kld(k->qtype);
+    v->rule = APR_RULE_LOGITS;
+    double thr = kld_limit(k, max_kld_override, limits, v);
     if (!(thr > 0)) {
         v->error = true;
         snprintf(v->reason, sizeof v->reason,
@@ -139,8 +244,8 @@ void apr_parity_decide(const apr_verify_result *r, const apr_conversion_kind *k,
         return;
     }
     v->pass = true;
-    int n = snprintf(v->reason, sizeof v->reason, "mean KLD %.6g <= %.6g for %s%s", s->kld_mean, thr,
-                     k->qtype, max_kld_override > 0 ? " (--max-kld)" : "");
+    int n = snprintf(v->reason, sizeof v->reason, "mean KLD %.6g <= %.6g for %s (%s limit)", s->kld_mean, thr,
+                     k->qtype, v->limits);
     if (w->n_tensors && w->worst >= 0 && w->t[w->worst].worst_score >= 0 && n > 0 &&
         (size_t)n < sizeof v->reason) {
         const apr_weight_tensor *t = &w->t[w->worst];
@@ -220,6 +325,37 @@ static json_t *weights_json(const apr_weights_cmp *w)
                      "unjudged_dtypes", w->unjudged_dtypes, "tensors", list);
 }
 
+static const char *rule_name(apr_verify_rule r)
+{
+    return r == APR_RULE_CONSTRUCTION ? "construction" : r == APR_RULE_REPRODUCED ? "reproduced" : "logits";
+}
+
+static const char *repro_status_name(apr_repro_status s)
+{
+    switch (s) {
+    case APR_REPRO_REPRODUCED: return "reproduced";
+    case APR_REPRO_DIFFERS: return "differs";
+    case APR_REPRO_UNAVAILABLE: return "unavailable";
+    default: return "not_run";
+    }
+}
+
+/* "reproduction": null when not attempted */
+static json_t *repro_json(const apr_repro *p)
+{
+    if (p->status == APR_REPRO_NOT_RUN)
+        return json_null();
+    json_t *first = json_null();
+    if (p->n_differ)
+        first = json_pack("{s:s,s:I,s:s}", "tensor", p->first_tensor, "row", (json_int_t)p->first_row, "what",
+                          p->first_what);
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:o,s:o,s:o}", "status", repro_status_name(p->status), "n_tensors",
+                     (json_int_t)p->n_tensors, "rebuilt", (json_int_t)p->n_rebuilt, "copied",
+                     (json_int_t)p->n_copied, "n_differ", (json_int_t)p->n_differ, "first_diff", first, "imatrix",
+                     p->imatrix[0] ? json_string(p->imatrix) : json_null(), "why",
+                     p->why[0] ? json_string(p->why) : json_null());
+}
+
 char *apr_verify_report_json(const apr_report_info *info, const apr_verify_result *r,
                              const apr_verdict *v)
 {
@@ -273,9 +409,22 @@ char *apr_verify_report_json(const apr_report_info *info, const apr_verify_resul
     if (!root)
         return NULL;
     json_t *wj = weights_json(&r->w);
-    if (!wj || json_object_set_new(root, "weights", wj)) {
+    if (!wj || json_object_set_new(root, "weights", wj) ||
+        json_object_set_new(root, "reproduction", repro_json(&r->rp)) ||
+        json_object_set_new(root, "forward_pass", json_boolean(r->forward_run)) ||
+        json_object_set_new(root, "config", json_pack("{s:b,s:s}", "same", r->same_config, "difference",
+                                                      r->config_diff))) {
         json_decref(root);
         return NULL;
+    }
+    json_t *vj = json_object_get(root, "verdict");
+    json_object_set_new(vj, "rule", json_string(rule_name(v->rule)));
+    json_object_set_new(vj, "limits", v->limits[0] ? json_string(v->limits) : json_null());
+    if (!r->forward_run) {
+        /* nothing was computed: null, never a zero that reads as a measurement */
+        static const char *const unmeasured[] = {"logits", "kld", "top1_agreement_pct", "delta_p", "ppl", "layers"};
+        for (size_t i = 0; i < sizeof unmeasured / sizeof *unmeasured; i++)
+            json_object_set_new(root, unmeasured[i], json_null());
     }
     char *txt = json_dumps(root, JSON_COMPACT);
     json_decref(root);
@@ -361,6 +510,20 @@ void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_ver
             info->tokens_note ? info->tokens_note : "?", r->chunks, r->chunks == 1 ? "" : "s", r->ctx,
             (unsigned long long)s->n_positions, (unsigned long long)s->n_scored,
             info->all_positions ? "all positions" : "second half of each chunk");
+    if (r->rp.status != APR_REPRO_NOT_RUN) {
+        char rp[512];
+        apr_repro_describe(&r->rp, rp, sizeof rp);
+        fprintf(f, "  reproduce  : %s\n", rp);
+    }
+    if (!r->same_config)
+        fprintf(f, "  config     : forward-pass configurations differ (%s)\n", r->config_diff);
+    if (!r->forward_run) {
+        print_weights(f, &r->w);
+        fprintf(f, "  forward    : not run (decided by %s; --logits runs it)\n", rule_name(v->rule));
+        fprintf(f, "\n  verdict    : %s - %s\n  decided by : %s\n", v->error ? "ERROR" : v->pass ? "PASS" : "FAIL",
+                v->reason, rule_name(v->rule));
+        return;
+    }
     fprintf(f, "  run        : SRC %s %.2f s, DST %s %.2f s\n\n", dev_name(r->dev_src), r->secs_src,
             dev_name(r->dev_dst), r->secs_dst);
 
@@ -432,5 +595,6 @@ void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_ver
         describe_layers(&r->tc, layers, sizeof layers);
         fprintf(f, "  %s\n", layers);
     }
-    fprintf(f, "\n  verdict    : %s - %s\n", v->error ? "ERROR" : v->pass ? "PASS" : "FAIL", v->reason);
+    fprintf(f, "\n  verdict    : %s - %s\n  decided by : %s\n", v->error ? "ERROR" : v->pass ? "PASS" : "FAIL",
+            v->reason, rule_name(v->rule));
 }

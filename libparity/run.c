@@ -39,6 +39,60 @@ static int eval_timed(apr_fwd *f, const int32_t *tok, uint32_t n, float *logits,
     return 0;
 }
 
+bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *why, size_t cap)
+{
+    const apr_arch_config *a = &src->cfg, *b = &dst->cfg;
+#define DIFF(cond, ...)                                                                            \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            snprintf(why, cap, __VA_ARGS__);                                                       \
+            return false;                                                                          \
+        }                                                                                          \
+    } while (0)
+    DIFF(!src->has_cfg || !dst->has_cfg, "a model has no usable config");
+    DIFF(strcmp(a->arch, b->arch), "architecture %s vs %s", a->arch, b->arch);
+    DIFF(a->n_layers != b->n_layers || a->hidden != b->hidden || a->n_heads != b->n_heads ||
+             a->n_kv_heads != b->n_kv_heads || a->head_dim != b->head_dim || a->ffn != b->ffn ||
+             a->vocab != b->vocab,
+         "model sizes differ");
+    /* bit patterns: a recomputed theta that rounds differently is a different model */
+    DIFF(memcmp(&a->rope_theta, &b->rope_theta, sizeof a->rope_theta), "rope theta %.9g vs %.9g",
+         (double)a->rope_theta, (double)b->rope_theta);
+    DIFF(memcmp(&a->rms_eps, &b->rms_eps, sizeof a->rms_eps), "RMS norm epsilon %.9g vs %.9g", (double)a->rms_eps,
+         (double)b->rms_eps);
+    DIFF(a->rope_type != b->rope_type, "rope type %d vs %d", (int)a->rope_type, (int)b->rope_type);
+    DIFF(a->tied_embeddings != b->tied_embeddings, "tied output in only one model");
+    DIFF(a->qkv_bias != b->qkv_bias, "QKV biases in only one model");
+#undef DIFF
+    if (cap)
+        why[0] = 0;
+    return true;
+}
+
+/* Whether a fast path decides (r->rule), from the weights, the configuration
+ * and, for a quantized pair, the reproduction. */
+static int choose_rule(const apr_model *src, const apr_model *dst, const apr_verify_opts *o, apr_verify_result *r,
+                       apr_err *err)
+{
+    r->rule = APR_RULE_LOGITS;
+    r->same_config = apr_parity_same_config(src, dst, r->config_diff, sizeof r->config_diff);
+    r->same_dtypes = r->w.same_dtypes;
+    if (o->fast_path == APR_EXPECT_LOSSLESS) {
+        if (r->w.bit_identical && r->same_dtypes && r->same_config)
+            r->rule = APR_RULE_CONSTRUCTION;
+    } else if (o->fast_path == APR_EXPECT_QUANTIZED) {
+        apr_repro_opts ro = o->repro;
+        if (ro.n_threads <= 0)
+            ro.n_threads = o->n_threads;
+        int rc = apr_reproduce(src, dst, &ro, &r->rp, err);
+        if (rc)
+            return rc;
+        if (r->rp.status == APR_REPRO_REPRODUCED && r->same_config)
+            r->rule = APR_RULE_REPRODUCED;
+    }
+    return 0;
+}
+
 int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t *tokens,
                       size_t n_tokens, const apr_verify_opts *o, apr_verify_result *r, apr_err *err)
 {
@@ -86,6 +140,13 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
     /* weights first: cheap, and it names a damaged row without the forward pass */
     if ((rc0 = apr_weights_compare(src, dst, o->n_threads, &r->w, err)))
         return rc0;
+    if ((rc0 = choose_rule(src, dst, o, r, err))) {
+        apr_verify_result_free(r);
+        return rc0;
+    }
+    if (r->rule != APR_RULE_LOGITS && !o->force_logits)
+        return 0; /* decided without the forward pass */
+    r->forward_run = true;
     r->n_tokens_used = (uint64_t)ctx * chunks;
 
     const double lo = o->band_lo > 0 ? o->band_lo : 0.5, hi = o->band_hi > 0 ? o->band_hi : 2.0;
@@ -122,8 +183,6 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
     }
 
     for (uint32_t c = 0; c < chunks; c++) {
-        if (o->progress)
-            fprintf(stderr, "\rverify: chunk %u/%u", c + 1, chunks);
         memcpy(chunk, tokens + (size_t)c * ctx, (size_t)ctx * sizeof *chunk);
         if (o->bos_id >= 0 && (uint32_t)o->bos_id < vocab)
             chunk[0] = o->bos_id;
@@ -148,10 +207,10 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
                     goto out;
                 }
             }
+            if (o->on_progress)
+                o->on_progress(o->progress_ctx, (uint64_t)c * ctx + b0 + n, r->n_tokens_used);
         }
     }
-    if (o->progress)
-        fprintf(stderr, "\n");
     if ((rc = apr_parity_summarize(&acc, &r->s))) {
         apr_err_set(err, rc, "out of memory");
         goto out;

@@ -294,11 +294,14 @@ static int compare_unit(const wunit *u, int n_threads, apr_weight_tensor *t)
     if (u->md) {
         snprintf(t->name, sizeof t->name, "%s", u->md->name ? u->md->name : "?");
         wmat_dtype_label(u->md, t->dtype, sizeof t->dtype);
+        wmat_dtype_label(u->ms, t->src_dtype, sizeof t->src_dtype);
         rows = u->md->rows;
         t->cols = u->md->cols;
     } else {
         snprintf(t->name, sizeof t->name, "%s", u->vname);
         snprintf(t->dtype, sizeof t->dtype, "%s", apr_dtype_name(u->vdt));
+        /* the graph holds vectors as f32 copies: their file dtype never reaches a kernel */
+        snprintf(t->src_dtype, sizeof t->src_dtype, "%s", t->dtype);
         rows = 1;
         t->cols = u->n;
     }
@@ -372,9 +375,11 @@ static int add_unit(apr_weights_cmp *w, const wunit *u, int n_threads, uint32_t 
 static void summarize(apr_weights_cmp *w)
 {
     w->bit_identical = true;
+    w->same_dtypes = true;
     w->first_diff = w->worst = -1;
     for (uint32_t i = 0; i < w->n_tensors; i++) {
         const apr_weight_tensor *t = &w->t[i];
+        w->same_dtypes &= !strcmp(t->dtype, t->src_dtype);
         if (!t->bit_identical && w->bit_identical) {
             w->bit_identical = false;
             w->first_diff = (int32_t)i;

@@ -334,6 +334,7 @@ static void make_result(apr_verify_result *r, double kld_noise, bool zero_layer2
 {
     enum { V = 32 };
     memset(r, 0, sizeof *r);
+    r->forward_run = true; /* a result with logit statistics: the forward pass ran */
     apr_parity_acc a;
     assert_int_equal(apr_parity_acc_init(&a, V), 0);
     float src[V], dst[V];

@@ -192,12 +192,15 @@ static void test_verify_fixture_self(void **state)
     REQUIRE_APR(apr);
     const char *dir = tu_tmpdir("verify-self");
     char *out;
-    assert_int_equal(apr_run(dir, "self", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", fx, fx), 0);
+    assert_int_equal(apr_run(dir, "self", &out, "verify '%s' '%s' --logits --json --ctx 128 --chunks 2", fx, fx), 0);
     assert_lossless_pass(out);
     json_t *j = parse_report(out);
     assert_int_equal(json_integer_value(jget(j, "tokens", "ctx")), 128);
     assert_int_equal(json_integer_value(jget(j, "tokens", "chunks")), 2);
     assert_int_equal(json_integer_value(jget(j, "tokens", "positions")), 256);
+    /* --logits: the logits decided (and confirmed the construction argument) */
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "logits");
+    assert_true(json_is_true(jget(j, "forward_pass", NULL)));
     assert_int_equal(json_integer_value(jget(j, "tokens", "scored")), 2 * 63); /* 64..126 of each chunk */
     /* a trained model predicts its kind of text far better than chance (vocab 512) */
     const double ppl = json_real_value(jget(j, "ppl", "src"));
@@ -207,8 +210,28 @@ static void test_verify_fixture_self(void **state)
     json_decref(j);
     free(out);
 
+    /* without --logits the weights decide: bit-identical, same dtypes, same
+     * configuration, so the logits are identical by construction; nothing
+     * of the forward pass is reported as measured */
+    assert_int_equal(apr_run(dir, "fast", &out, "verify '%s' '%s' --json", fx, fx), 0);
+    j = parse_report(out);
+    assert_true(json_is_true(jget(j, "verdict", "pass")));
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "construction");
+    assert_true(json_is_false(jget(j, "forward_pass", NULL)));
+    assert_true(json_is_null(jget(j, "logits", NULL)));
+    assert_true(json_is_null(jget(j, "kld", NULL)));
+    assert_true(json_is_true(jget(j, "config", "same")));
+    assert_true(json_is_true(jget(j, "weights", "bit_identical")));
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "identical by construction"));
+    json_decref(j);
+    free(out);
+    assert_int_equal(apr_run(dir, "fastt", &out, "verify '%s' '%s'", fx, fx), 0);
+    assert_non_null(strstr(out, "decided by : construction"));
+    assert_non_null(strstr(out, "forward    : not run"));
+    free(out);
+
     /* the readable table */
-    assert_int_equal(apr_run(dir, "table", &out, "verify '%s' '%s' --ctx 64 --chunks 1", fx, fx), 0);
+    assert_int_equal(apr_run(dir, "table", &out, "verify '%s' '%s' --logits --ctx 64 --chunks 1", fx, fx), 0);
     assert_non_null(strstr(out, "bit-identical"));
     assert_non_null(strstr(out, "PASS"));
     assert_non_null(strstr(out, "resid2"));
@@ -222,7 +245,7 @@ static void test_verify_fixture_prompt(void **state)
     REQUIRE_APR(apr);
     const char *dir = tu_tmpdir("verify-prompt");
     char *out;
-    assert_int_equal(apr_run(dir, "p", &out, "verify '%s' '%s' --json --prompt 'Once upon a time, there was a "
+    assert_int_equal(apr_run(dir, "p", &out, "verify '%s' '%s' --logits --json --prompt 'Once upon a time, there was a "
                                              "little girl named Lily.' --all-positions", fx, fx), 0);
     json_t *j = parse_report(out);
     const json_int_t n = json_integer_value(jget(j, "tokens", "positions"));
@@ -236,7 +259,7 @@ static void test_verify_fixture_prompt(void **state)
     const char *tok = tu_path(dir, "ids.txt");
     const char *ids = "1 403 407 261 378 10 384 284 260 191 142 370 378\n";
     assert_int_equal(tu_write_file(tok, ids, strlen(ids)), 0);
-    assert_int_equal(apr_run(dir, "f", &out, "verify '%s' '%s' --json --tokens '%s'", fx, fx, tok), 0);
+    assert_int_equal(apr_run(dir, "f", &out, "verify '%s' '%s' --logits --json --tokens '%s'", fx, fx, tok), 0);
     j = parse_report(out);
     assert_int_equal(json_integer_value(jget(j, "tokens", "positions")), 13);
     json_decref(j);
@@ -306,6 +329,11 @@ static void test_verify_bad_args(void **state)
         "verify '%s' '%s' --ctx 64 --chunks 1000",
         "verify '%s' '%s' --prompt x --tokens y",
         "verify '%s' '%s' --tokens /nonexistent/ids.txt",
+        "verify '%s' '%s' --text /nonexistent/corpus.txt",
+        "verify '%s' '%s' -f /nonexistent/corpus.txt",
+        "verify '%s' '%s' --text",
+        "verify '%s' '%s' --prompt x --text y",
+        "verify '%s' '%s' --limits loose",
         "verify --roundtrip '%s'",
         "verify --roundtrip '%s' --via zip",
         "verify --via apr '%s' '%s'",
@@ -430,11 +458,11 @@ static void test_verify_fixture_apr(void **state)
     char dst[4096];
     convert_fixture(dir, fx, "model.apr", dst, sizeof dst);
     char *out;
-    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", fx, dst), 0);
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --logits --json --ctx 128 --chunks 2", fx, dst), 0);
     assert_lossless_pass(out);
     free(out);
     /* and back: APR as the source */
-    assert_int_equal(apr_run(dir, "r", &out, "verify '%s' '%s' --json --ctx 64 --chunks 1", dst, fx), 0);
+    assert_int_equal(apr_run(dir, "r", &out, "verify '%s' '%s' --logits --json --ctx 64 --chunks 1", dst, fx), 0);
     assert_lossless_pass(out);
     free(out);
 }
@@ -448,7 +476,7 @@ static void test_verify_fixture_safetensors(void **state)
     char dst[4096];
     convert_fixture(dir, fx, "hf", dst, sizeof dst);
     char *out;
-    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", fx, dst), 0);
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --logits --json --ctx 128 --chunks 2", fx, dst), 0);
     assert_lossless_pass(out);
     free(out);
 }
@@ -634,7 +662,7 @@ static void test_provenance_chain(void **state)
     json_decref(j);
     free(out);
     /* three lossless hops: still the fixture's logits */
-    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --json --ctx 64 --chunks 1", fx, c), 0);
+    assert_int_equal(apr_run(dir, "v", &out, "verify '%s' '%s' --logits --json --ctx 64 --chunks 1", fx, c), 0);
     assert_lossless_pass(out);
     free(out);
 }
@@ -684,7 +712,7 @@ static void test_verify_quantized_synth(void **state)
         char q[4096];
         quantize(dir, ref, types[i], q, sizeof q);
         char *out;
-        const int rc = apr_run(dir, types[i], &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", ref, q);
+        const int rc = apr_run(dir, types[i], &out, "verify '%s' '%s' --logits --limits synthetic --json --ctx 128 --chunks 2", ref, q);
         json_t *j = parse_report(out);
         print_message("%s: mean KLD %.6g, p99 %.6g, top-1 %.2f %%, RMS dp %.4f %%, PPL ratio %.5f (limit %g)\n",
                       types[i], json_real_value(jget(j, "kld", "mean")),
@@ -698,8 +726,14 @@ static void test_verify_quantized_synth(void **state)
         assert_string_equal(json_string_value(jget(j, "conversion", "kind")), "quantized");
         assert_string_equal(json_string_value(jget(j, "conversion", "type")), types[i]);
         assert_true(json_is_false(jget(j, "logits", "bit_identical")));
+        /* apr quantize's output is reproduced byte for byte: that decides */
+        assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "reproduced");
+        assert_string_equal(json_string_value(jget(j, "reproduction", "status")), "reproduced");
+        assert_string_equal(json_string_value(jget(j, "verdict", "limits")), "synthetic");
         const double kld = json_real_value(jget(j, "kld", "mean"));
         assert_true(kld > 0 && kld <= json_real_value(jget(j, "verdict", "max_kld")));
+        /* the trained-model limit is far below a random-weight model's KLD */
+        assert_true(apr_parity_default_max_kld(types[i]) < kld);
         assert_true(json_real_value(jget(j, "kld", "median")) <= json_real_value(jget(j, "kld", "p99")));
         /* fewer bits, more divergence */
         assert_true(kld > prev);
@@ -740,7 +774,7 @@ static void test_verify_quantized_qwen2_and_apr(void **state)
     char q[4096], qa[4096];
     quantize(dir, ref, "Q4_K_M", q, sizeof q);
     char *out;
-    int rc = apr_run(dir, "q", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", ref, q);
+    int rc = apr_run(dir, "q", &out, "verify '%s' '%s' --logits --json --ctx 128 --chunks 2", ref, q);
     json_t *j = parse_report(out);
     print_message("qwen2 Q4_K_M: mean KLD %.6g, top-1 %.2f %%\n", json_real_value(jget(j, "kld", "mean")),
                   json_real_value(jget(j, "top1_agreement_pct", NULL)));
@@ -776,7 +810,7 @@ static void test_verify_quantized_qwen2_and_apr(void **state)
     char fused_copy[4096];
     snprintf(fused_copy, sizeof fused_copy, "%s/flipped.apr", dir);
     apr_model_free(m);
-    assert_int_equal(apr_run(dir, "l", &out, "verify '%s' '%s' --json --ctx 128 --chunks 2", q, qa), 0);
+    assert_int_equal(apr_run(dir, "l", &out, "verify '%s' '%s' --logits --json --ctx 128 --chunks 2", q, qa), 0);
     assert_lossless_pass(out);
     free(out);
 
@@ -838,13 +872,41 @@ static void test_verify_corrupt_quantized_names_layer(void **state)
     assert_int_equal(json_integer_value(jget(j, "weights", "rows_over")), 1);
     assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")),
                            "blk.1.attn_q.weight row 17 (layer 1 attn_q): relative error 1.000 (limit 0.3 for Q4_K)"));
+    /* the reproduction names the tensor and row too, and the statistics decided */
+    assert_string_equal(json_string_value(jget(j, "reproduction", "status")), "differs");
+    json_t *rf = jget(jget(j, "reproduction", NULL), "first_diff", NULL);
+    assert_string_equal(json_string_value(json_object_get(rf, "tensor")), "blk.1.attn_q.weight");
+    assert_int_equal(json_integer_value(json_object_get(rf, "row")), 17);
+    assert_int_equal(json_integer_value(jget(j, "reproduction", "n_differ")), 1);
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "logits");
+    assert_true(json_is_true(jget(j, "forward_pass", NULL)));
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")),
+                           "not reproduced: 1 of 39 tensors differ; first blk.1.attn_q.weight row 17"));
     json_decref(j);
     free(out);
     /* the table names it too */
     assert_int_equal(apr_run(dir, "rowt", &out, "verify '%s' '%s' --ctx 128 --chunks 1", ref, bad), 1);
     assert_non_null(strstr(out, "worst row blk.1.attn_q.weight row 17"));
     free(out);
+    /* the untouched file is reproduced: decided in seconds, no forward pass */
     assert_int_equal(apr_run(dir, "ok4", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, q), 0);
+    j = parse_report(out);
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "reproduced");
+    assert_true(json_is_false(jget(j, "forward_pass", NULL)));
+    assert_true(json_is_null(jget(j, "kld", NULL)));
+    assert_int_equal(json_integer_value(jget(j, "reproduction", "n_differ")), 0);
+    assert_true(json_integer_value(jget(j, "reproduction", "rebuilt")) > 0);
+    json_decref(j);
+    free(out);
+    /* the same DST with the trained-model limit and the forward pass forced:
+     * still reproduced (the KLD of a random-weight model is reported, not judged) */
+    assert_int_equal(apr_run(dir, "ok4l", &out, "verify '%s' '%s' --json --logits --ctx 128 --chunks 1", ref, q), 0);
+    j = parse_report(out);
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "reproduced");
+    assert_string_equal(json_string_value(jget(j, "verdict", "limits")), "trained");
+    assert_true(json_real_value(jget(j, "kld", "mean")) > json_real_value(jget(j, "verdict", "max_kld")));
+    assert_non_null(strstr(json_string_value(jget(j, "verdict", "reason")), "reported, not judged"));
+    json_decref(j);
     free(out);
 
     /* the 1-D ffn_norm of layer 2 (a single ggml row) zeroed in a Q8_0 model */
@@ -945,8 +1007,35 @@ static void test_verify_imatrix_quantized(void **state)
     char *out;
     assert_int_equal(apr_run(dir, "qi", &out, "quantize '%s' '%s' --type Q4_K_M --imatrix '%s'", ref, q, im), 0);
     free(out);
-    assert_int_equal(apr_run(dir, "vi", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1", ref, q), 0);
+    /* the imatrix DST records is in SRC's directory: reproduced with it */
+    assert_int_equal(apr_run(dir, "vr", &out, "verify '%s' '%s' --json", ref, q), 0);
     json_t *j = parse_report(out);
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "reproduced");
+    assert_string_equal(json_string_value(jget(j, "reproduction", "imatrix")), im);
+    json_decref(j);
+    free(out);
+    /* moved away: reproduction is unavailable (and says why), the statistics decide */
+    char im2[4096];
+    snprintf(im2, sizeof im2, "%s/moved.dat", dir);
+    assert_int_equal(rename(im, im2), 0);
+    assert_int_equal(apr_run(dir, "vi", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1 --limits synthetic", ref, q), 0);
+    j = parse_report(out);
+    assert_string_equal(json_string_value(jget(j, "reproduction", "status")), "unavailable");
+    assert_non_null(strstr(json_string_value(jget(j, "reproduction", "why")), "--imatrix"));
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "logits");
+    json_decref(j);
+    free(out);
+    /* --imatrix names it: reproduced again */
+    assert_int_equal(apr_run(dir, "vg", &out, "verify '%s' '%s' --json --imatrix '%s'", ref, q, im2), 0);
+    j = parse_report(out);
+    assert_string_equal(json_string_value(jget(j, "verdict", "rule")), "reproduced");
+    json_decref(j);
+    free(out);
+    assert_int_equal(apr_run(dir, "vn", &out, "verify '%s' '%s' --json --imatrix /nonexistent.dat", ref, q), 2);
+    free(out);
+    assert_int_equal(rename(im2, im), 0);
+    assert_int_equal(apr_run(dir, "vi2", &out, "verify '%s' '%s' --json --ctx 128 --chunks 1 --logits --limits synthetic", ref, q), 0);
+    j = parse_report(out);
     assert_true(json_is_true(jget(j, "weights", "imatrix")));
     json_t *w = jget(j, "weights", "worst");
     print_message("imatrix Q4_K_M: worst row error %.3f (%s, limit %.3g)\n",
@@ -966,6 +1055,92 @@ static void test_verify_imatrix_quantized(void **state)
                            "blk.2.ffn_up.weight row 9 (layer 2 ffn_up): every value is 0 in DST"));
     json_decref(j);
     free(out);
+}
+
+/* ---------------------------------------------------------------- corpus text */
+
+/* --text / -f: a text file gives the same tokens as the same text passed as
+ * --prompt; an empty file, a missing one or one holding a NUL byte is an
+ * error (exit 2) that says so. */
+static void test_verify_text_file(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    const char *dir = tu_tmpdir("verify-text");
+    const char *text = "Once upon a time, there was a little girl named Lily. She liked to play in the park.\n"
+                       "One day she saw a big dog.\n";
+    const char *tf = tu_path(dir, "corpus.txt");
+    assert_int_equal(tu_write_file(tf, text, strlen(text)), 0);
+    char *out;
+    assert_int_equal(apr_run(dir, "t", &out, "verify '%s' '%s' --json --logits --all-positions -f '%s'", fx, fx, tf), 0);
+    json_t *j = parse_report(out);
+    const json_int_t n = json_integer_value(jget(j, "tokens", "positions"));
+    assert_non_null(strstr(json_string_value(jget(j, "tokens", "source")), "corpus.txt"));
+    assert_true(json_is_true(jget(j, "verdict", "pass")));
+    json_decref(j);
+    free(out);
+    assert_int_equal(apr_run(dir, "p", &out, "verify '%s' '%s' --json --logits --all-positions --prompt '%s'", fx, fx,
+                             text),
+                     0);
+    j = parse_report(out);
+    assert_int_equal(json_integer_value(jget(j, "tokens", "positions")), n);
+    json_decref(j);
+    free(out);
+
+    const char *empty = tu_path(dir, "empty.txt");
+    assert_int_equal(tu_write_file(empty, "", 0), 0);
+    assert_int_equal(apr_run(dir, "e", &out, "verify '%s' '%s' --text '%s'", fx, fx, empty), 2);
+    free(out);
+    char *err = read_err(dir, "e");
+    assert_non_null(strstr(err, "is empty"));
+    free(err);
+    const char *nul = tu_path(dir, "nul.txt");
+    assert_int_equal(tu_write_file(nul, "abc\0def", 7), 0);
+    assert_int_equal(apr_run(dir, "z", &out, "verify '%s' '%s' --text '%s'", fx, fx, nul), 2);
+    free(out);
+    err = read_err(dir, "z");
+    assert_non_null(strstr(err, "NUL byte at offset 3"));
+    free(err);
+    assert_int_equal(apr_run(dir, "m", &out, "verify '%s' '%s' --text '%s/none.txt'", fx, fx, dir), 2);
+    free(out);
+    err = read_err(dir, "m");
+    assert_non_null(strstr(err, "No such file"));
+    free(err);
+}
+
+/* Streaming: the trained tinycoder's byte-level BPE tokenizer over heldout.py
+ * read in 4 KiB blocks (cut only after a newline that a non-space follows)
+ * gives exactly the ids of the whole text encoded at once; max_tokens stops
+ * early with a prefix of them. */
+static void test_text_file_streamed_equals_whole(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(gg, "fixtures/tinycoder/tinycoder-bf16.gguf");
+    TU_REQUIRE_SHARED(held, "fixtures/tinycoder/heldout.py");
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, gg, NULL, &err), 0);
+    char *text = tu_read_file(held, NULL);
+    assert_non_null(text);
+    int32_t *a = NULL, *b = NULL, *c = NULL;
+    size_t na = 0, nb = 0, nc = 0;
+    char note[512];
+    assert_int_equal(apr_parity_tokens(m, m, text, 0, &a, &na, note, sizeof note, &err), 0);
+    assert_int_equal(apr_parity_tokens_text_file(m, m, held, 0, 4096, &b, &nb, note, sizeof note, &err), 0);
+    print_message("heldout.py: %zu tokens whole, %zu streamed in 4 KiB blocks\n", na, nb);
+    assert_true(na > 10000);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    assert_int_equal(apr_parity_tokens_text_file(m, m, held, 300, 4096, &c, &nc, note, sizeof note, &err), 0);
+    assert_true(nc >= 300 && nc < na);
+    assert_memory_equal(a, c, 300 * sizeof *a);
+    assert_non_null(strstr(note, "enough for the chunks"));
+    free(a);
+    free(b);
+    free(c);
+    free(text);
+    apr_model_free(m);
 }
 
 /* ---------------------------------------------------------------- in process */
@@ -1103,6 +1278,8 @@ int main(void)
         cmocka_unit_test(test_verify_imatrix_quantized),
         cmocka_unit_test(test_weights_compare_in_process),
         cmocka_unit_test(test_verify_quantized_qwen2_and_apr),
+        cmocka_unit_test(test_verify_text_file),
+        cmocka_unit_test(test_text_file_streamed_equals_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "parity.h"
+#include "progress.h"
 #include "verify_cmds.h"
 
 static void usage(FILE *f)
@@ -23,6 +24,8 @@ static void usage(FILE *f)
             "\n"
             "Parity (both models run on the same tokens; exit 0 pass, 1 fail, 2 error):\n"
             "  --prompt TEXT        evaluate TEXT (tokenized by SRC; DST must tokenize it the same)\n"
+            "  --text FILE, -f FILE evaluate a text file of any size (read and tokenized in 1 MiB\n"
+            "                       pieces; llama-perplexity's -f)\n"
             "  --tokens FILE        evaluate whitespace-separated token ids\n"
             "                       (default: a built-in text of about 1000 words)\n"
             "  --ctx N              tokens per chunk (default min(512, model context))\n"
@@ -34,6 +37,12 @@ static void usage(FILE *f)
             "  --band LO,HI         per-layer std-ratio band (default 0.5,2.0)\n"
             "  --expect KIND        lossless or quantized (default: from DST's provenance/dtypes)\n"
             "  --max-kld X          mean-KLD limit for quantized DST (default: per type, docs/verify.md)\n"
+            "  --limits KIND        trained (default) or synthetic: which column of default limits\n"
+            "                       (synthetic: apr synth's random-weight models, 30-100x more sensitive)\n"
+            "  --imatrix FILE       the importance matrix DST was quantized with, for reproduction\n"
+            "                       (default: the file DST records, looked up in SRC's directory)\n"
+            "  --logits             run the forward pass even when the weights decide (bit-identical\n"
+            "                       lossless pair, or a DST reproduced byte for byte)\n"
             "  --json               print the report as JSON instead of a table\n");
 }
 
@@ -65,13 +74,14 @@ static int parse_double(const char *opt, const char *v, double *out)
 
 typedef struct args {
     const char *src, *dst;
-    const char *prompt, *tokens_file;
+    const char *prompt, *tokens_file, *text_file, *imatrix;
     const char *roundtrip, *via;
     const char *provenance, *prov_source;
     apr_verify_opts vo;
     apr_expect expect;
     double max_kld;
-    bool json;
+    apr_kld_limits limits;
+    bool json, logits;
 } args;
 
 static int parse_args(int argc, char **argv, args *a)
@@ -100,6 +110,24 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--tokens")) {
             NEED();
             a->tokens_file = v;
+        } else if (!strcmp(o, "--text") || !strcmp(o, "-f")) {
+            NEED();
+            a->text_file = v;
+        } else if (!strcmp(o, "--imatrix")) {
+            NEED();
+            a->imatrix = v;
+        } else if (!strcmp(o, "--logits")) {
+            a->logits = true;
+        } else if (!strcmp(o, "--limits")) {
+            NEED();
+            if (!strcmp(v, "trained"))
+                a->limits = APR_LIMITS_TRAINED;
+            else if (!strcmp(v, "synthetic"))
+                a->limits = APR_LIMITS_SYNTHETIC;
+            else {
+                fprintf(stderr, "apr verify: --limits is trained or synthetic, not '%s'\n", v);
+                return -1;
+            }
         } else if (!strcmp(o, "--ctx")) {
             NEED();
             if (parse_u32(o, v, &a->vo.ctx))
@@ -209,8 +237,8 @@ static int parse_args(int argc, char **argv, args *a)
         usage(stderr);
         return -1;
     }
-    if (a->prompt && a->tokens_file) {
-        fprintf(stderr, "apr verify: --prompt and --tokens are alternatives\n");
+    if (!!a->prompt + !!a->tokens_file + !!a->text_file > 1) {
+        fprintf(stderr, "apr verify: --prompt, --text and --tokens are alternatives\n");
         return -1;
     }
     a->src = pos[0];
@@ -268,8 +296,17 @@ static int parity(const args *a)
     apr_verify_opts vo = a->vo;
     if (src->has_tok && src->tok.add_bos && src->tok.bos_id >= 0)
         vo.bos_id = src->tok.bos_id;
-    vo.progress = !a->json && isatty(STDERR_FILENO);
-    if (a->tokens_file) {
+    vo.fast_path = kind.kind;
+    vo.force_logits = a->logits;
+    vo.repro = (apr_repro_opts){.src_path = a->src, .imatrix_path = a->imatrix, .n_threads = a->vo.n_threads};
+    if (a->text_file) {
+        /* with --ctx and --chunks both given, only that many tokens are read */
+        const size_t want = a->vo.ctx && a->vo.chunks ? (size_t)a->vo.ctx * a->vo.chunks : 0;
+        if (apr_parity_tokens_text_file(src, dst, a->text_file, want, 0, &ids, &n, note, sizeof note, &err)) {
+            fprintf(stderr, "apr verify: --text: %s\n", err.msg);
+            goto out;
+        }
+    } else if (a->tokens_file) {
         if (apr_parity_tokens_file(a->tokens_file, src->cfg.vocab, &ids, &n, &err)) {
             fprintf(stderr, "apr verify: --tokens: %s\n", err.msg);
             goto out;
@@ -283,13 +320,19 @@ static int parity(const args *a)
             goto out;
         }
     }
-    if (apr_verify_models(src, dst, ids, n, &vo, &r, &err)) {
+    apr_progress prog;
+    apr_progress_start(&prog, "verify", "tokens", 0, !a->json);
+    vo.on_progress = apr_progress_cb;
+    vo.progress_ctx = &prog;
+    const int vrc = apr_verify_models(src, dst, ids, n, &vo, &r, &err);
+    apr_progress_end(&prog);
+    if (vrc) {
         fprintf(stderr, "apr verify: %s\n", err.msg);
         goto out;
     }
     have_r = true;
     apr_verdict v;
-    apr_parity_decide(&r, &kind, a->max_kld, &v);
+    apr_parity_decide_limits(&r, &kind, a->max_kld, a->limits, &v);
     apr_report_info info = {.src_path = a->src, .dst_path = a->dst, .tokens_note = note,
                             .all_positions = vo.all_positions};
     if (a->json) {
