@@ -327,7 +327,7 @@ static int bench_cli(const apr_model *src, const apr_model *dst, const char *apr
         return -1;
     }
     for (int dev = 0; dev < 2; dev++) {
-        snprintf(cmd, sizeof cmd, "'%s' verify '%s' '%s' --device %s --ctx %u --chunks %u --json > /dev/null", apr,
+        snprintf(cmd, sizeof cmd, "'%s' verify '%s' '%s' --device %s --ctx %u --chunks %u --json --logits > /dev/null", apr,
                  ps, pd, dev ? "cpu" : "cuda", T, K);
         double t0 = apr_now_s();
         int st = system(cmd);

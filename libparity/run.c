@@ -13,6 +13,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "parity.h"
 
+#include "graph.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,28 @@ static int eval_timed(apr_fwd *f, const int32_t *tok, uint32_t n, float *logits,
     return 0;
 }
 
+/* The rope frequency factors the graph applies (rope_freqs.weight), compared as the f32 values it uses. */
+static bool same_rope_freqs(const apr_model *src, const apr_model *dst, char *why, size_t cap)
+{
+    apr_graph gs, gd;
+    memset(&gs, 0, sizeof gs);
+    memset(&gd, 0, sizeof gd);
+    apr_err e2 = {0};
+    bool same = false;
+    if (apr_graph_build(&gs, src, &e2) || apr_graph_build(&gd, dst, &e2)) {
+        snprintf(why, cap, "a model cannot be bound to the forward pass: %s", e2.msg);
+    } else if (!gs.rope_freqs != !gd.rope_freqs) {
+        snprintf(why, cap, "rope frequency factors (rope_freqs.weight) in only one model");
+    } else if (gs.rope_freqs && memcmp(gs.rope_freqs, gd.rope_freqs, (size_t)(gs.cfg.head_dim / 2) * sizeof(float))) {
+        snprintf(why, cap, "rope frequency factors (rope_freqs.weight) differ");
+    } else {
+        same = true;
+    }
+    apr_graph_free(&gs);
+    apr_graph_free(&gd);
+    return same;
+}
+
 bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *why, size_t cap)
 {
     const apr_arch_config *a = &src->cfg, *b = &dst->cfg;
@@ -63,7 +87,14 @@ bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *wh
     DIFF(a->rope_type != b->rope_type, "rope type %d vs %d", (int)a->rope_type, (int)b->rope_type);
     DIFF(a->tied_embeddings != b->tied_embeddings, "tied output in only one model");
     DIFF(a->qkv_bias != b->qkv_bias, "QKV biases in only one model");
+    DIFF(memcmp(&a->rope_freq_scale, &b->rope_freq_scale, sizeof a->rope_freq_scale),
+         "rope frequency scale %.9g vs %.9g", (double)a->rope_freq_scale, (double)b->rope_freq_scale);
+    DIFF(strcmp(a->unsupported, b->unsupported), "unimplemented KVs differ ('%s' vs '%s')", a->unsupported,
+         b->unsupported);
 #undef DIFF
+    /* llama3 rope scaling arrives as a tensor the weight comparison does not cover */
+    if (!same_rope_freqs(src, dst, why, cap))
+        return false;
     if (cap)
         why[0] = 0;
     return true;

@@ -763,7 +763,7 @@ static bool verify_run(const char *dir, const char *src, const char *dst, const 
                        bool *pass, bool *bit_identical)
 {
     const char *out = tu_path(dir, "verify.json");
-    *status = tu_system(out, "'%s' verify '%s' '%s' --device %s --ctx 64 --chunks 2 --json", tu_apr_bin(), src,
+    *status = tu_system(out, "'%s' verify '%s' '%s' --device %s --ctx 64 --chunks 2 --json --logits", tu_apr_bin(), src,
                         dst, dev);
     char *j = tu_read_file(out, NULL);
     if (!j)
