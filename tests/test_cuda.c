@@ -758,12 +758,13 @@ static void test_gpu_errors(void **state)
 /* `apr verify` gives the same verdict on both devices: a lossless pair (the
  * same F16 weights as GGUF and as APR) and a quantized one (F16 vs Q8_0).
  * The CPU half runs everywhere (it checks this harness); the GPU half needs
- * a device and is reported as skipped without one. */
+ * a device and is reported as skipped without one. The models are random
+ * (synthetic): --limits synthetic; --logits, since the devices are compared. */
 static bool verify_run(const char *dir, const char *src, const char *dst, const char *dev, int *status,
                        bool *pass, bool *bit_identical)
 {
     const char *out = tu_path(dir, "verify.json");
-    *status = tu_system(out, "'%s' verify '%s' '%s' --device %s --ctx 64 --chunks 2 --json --logits", tu_apr_bin(), src,
+    *status = tu_system(out, "'%s' verify '%s' '%s' --device %s --ctx 64 --chunks 2 --json --logits --limits synthetic", tu_apr_bin(), src,
                         dst, dev);
     char *j = tu_read_file(out, NULL);
     if (!j)
