@@ -554,9 +554,100 @@ fail:
     return r.rc ? r.rc : APR_E_FORMAT;
 }
 
+/* ---------------------------------------------------------------- split files (gguf-split) */
+
+static int split_keys(const apr_model *m, uint32_t *no, uint32_t *count, uint32_t *total)
+{
+    bool a = apr_kv_get_u32(m, GGUF_KEY_SPLIT_NO, no), b = apr_kv_get_u32(m, GGUF_KEY_SPLIT_COUNT, count),
+         c = apr_kv_get_u32(m, GGUF_KEY_SPLIT_TENSORS, total);
+    return a && b && c ? 1 : (a || b || c) ? -1 : 0;
+}
+
+/* Moves the tensors and the mapping of split k (opened as part) into m. */
+static int adopt_split(apr_model *m, apr_model *part, uint32_t k, apr_err *err)
+{
+    apr_mapping *nm = realloc(m->maps, (m->n_maps + 1) * sizeof *nm);
+    if (!nm)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    m->maps = nm;
+    for (uint64_t i = 0; i < part->n_tensors; i++) {
+        const apr_tensor *s = &part->tensors[i];
+        apr_tensor *t = apr_model_append_tensor(m, s->name, err);
+        if (!t)
+            return apr_err_set(err, APR_E_FORMAT, "%s: tensor '%s' is in two splits", part->path, s->name);
+        char *name = t->name;
+        *t = *s;
+        t->name = name;
+        t->shard = k;
+        m->n_tensors++;
+    }
+    m->maps[m->n_maps++] = part->maps[0];
+    part->n_maps = 0; /* the mapping is m's now */
+    return 0;
+}
+
+/* A split GGUF (split.count > 1 in the file opened): opens splits 2..N by
+ * llama.cpp's names (PREFIX-%05d-of-%05d.gguf), checks that each is the
+ * split it should be of this model (split.no, split.count and
+ * split.tensors.count agree, the tensor total matches) and makes one model
+ * of them; the split.* keys, which describe files and not the model, are
+ * dropped from the view. */
+static int open_splits(apr_model *m, const char *path, apr_err *err)
+{
+    uint32_t no = 0, count = 0, total = 0;
+    int have = split_keys(m, &no, &count, &total);
+    if (have == 0)
+        return 0;
+    if (have < 0)
+        return apr_err_set(err, APR_E_FORMAT, "%s: has some of split.no, split.count, split.tensors.count but not all",
+                           path);
+    if (count == 0 || no >= count)
+        return apr_err_set(err, APR_E_FORMAT, "%s: split.no %u of split.count %u", path, no, count);
+    if (no != 0)
+        return apr_err_set(err, APR_E_ARG, "%s is split %u of %u: open the first split (-00001-of-%05u.gguf)", path,
+                           no + 1, count, count);
+    for (uint32_t k = 1; k < count; k++) {
+        char sp[4096];
+        if (apr_gguf_split_path(path, k, count, sp, sizeof sp))
+            return apr_err_set(err, APR_E_ARG, "%s: path too long", path);
+        if (access(sp, F_OK) != 0)
+            return apr_err_set(err, APR_E_IO, "%s: split %u of %u is missing (%s)", path, k + 1, count, sp);
+        apr_model *part = NULL;
+        int rc = apr_open_mapped(&part, sp, APR_FMT_GGUF, false, err);
+        if (rc)
+            return rc;
+        uint32_t pno = 0, pcount = 0, ptotal = 0;
+        if (split_keys(part, &pno, &pcount, &ptotal) != 1 || pno != k || pcount != count || ptotal != total)
+            rc = apr_err_set(err, APR_E_FORMAT,
+                             "%s is not split %u of %u of %s's model (its split.no %u, split.count %u, "
+                             "split.tensors.count %u; expected %u, %u, %u)",
+                             sp, k + 1, count, path, pno, pcount, ptotal, k, count, total);
+        if (!rc)
+            rc = adopt_split(m, part, k, err);
+        apr_model_free(part);
+        if (rc)
+            return rc;
+    }
+    if (m->n_tensors != total)
+        return apr_err_set(err, APR_E_FORMAT, "%s: split.tensors.count is %u but the %u splits hold %llu tensors", path,
+                           total, count, (unsigned long long)m->n_tensors);
+    apr_model_remove_kv(m, GGUF_KEY_SPLIT_NO);
+    apr_model_remove_kv(m, GGUF_KEY_SPLIT_COUNT);
+    apr_model_remove_kv(m, GGUF_KEY_SPLIT_TENSORS);
+    apr_model_derive(m, NULL); /* the KV table moved */
+    return 0;
+}
+
 int apr_gguf_open(apr_model **out, const char *path, apr_err *err)
 {
-    return apr_open_mapped(out, path, APR_FMT_GGUF, false, err);
+    int rc = apr_open_mapped(out, path, APR_FMT_GGUF, false, err);
+    if (rc)
+        return rc;
+    if ((rc = open_splits(*out, path, err))) {
+        apr_model_free(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------- writer */
@@ -645,15 +736,15 @@ static int build_gguf_meta(const apr_model *m, uint32_t align, bool set_align, c
     bool add_prov = all_kvs && m->provenance_json && !apr_model_kv(m, GGUF_KEY_PROVENANCE);
     uint64_t n_kvs = add_align + add_prov + (n_parts ? 3 : 0);
     for (uint64_t i = 0; all_kvs && i < m->n_kvs; i++)
-        n_kvs += !(n_parts && is_split_key(m->kvs[i].key));
+        n_kvs += !is_split_key(m->kvs[i].key);
     apr_buf_put(b, "GGUF", 4);
     apr_buf_u32(b, 3);
     apr_buf_u64(b, pt->count);
     apr_buf_u64(b, n_kvs);
     for (uint64_t i = 0; all_kvs && i < m->n_kvs; i++) {
         const apr_kv *kv = &m->kvs[i];
-        if (n_parts && is_split_key(kv->key))
-            continue; /* a split source's keys: replaced by this file's */
+        if (is_split_key(kv->key))
+            continue; /* a split source's: they describe its files, not the model */
         if (set_align && strcmp(kv->key, GGUF_KEY_ALIGNMENT) == 0) {
             apr_kv a = {.key = kv->key, .type = APR_KV_U32, .v.u32 = align};
             rc = put_kv(b, &a, err);

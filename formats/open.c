@@ -1,8 +1,11 @@
 /* open.c - format sniffing and dispatch to the readers and writers. */
+#define _GNU_SOURCE
 #include "formats.h"
 #include "apr_internal.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -55,12 +58,51 @@ apr_format apr_format_sniff(const char *path)
     return APR_FMT_UNKNOWN;
 }
 
+/* The first split of a split GGUF in dir ("*-00001-of-*.gguf"), malloc'd;
+ * NULL when there is none. Two different sets in one directory: *ambiguous. */
+static char *first_gguf_split(const char *dir, bool *ambiguous)
+{
+    *ambiguous = false;
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    char *found = NULL;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name, *p = strstr(n, "-00001-of-");
+        if (n[0] == '.' || !p || strcmp(p + 15, ".gguf") != 0)
+            continue;
+        if (found) {
+            *ambiguous = true;
+            break;
+        }
+        if (asprintf(&found, "%s/%s", dir, n) < 0)
+            found = NULL;
+    }
+    closedir(d);
+    return found;
+}
+
 int apr_model_open(apr_model **out, const char *path, const apr_open_opts *opts, apr_err *err)
 {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0)
         return apr_err_set(err, APR_E_IO, "%s: no such file or directory", path);
+    if (S_ISDIR(st.st_mode)) {
+        /* a directory: a split GGUF in it (llama.cpp's names), else HF safetensors */
+        bool ambiguous;
+        char *first = first_gguf_split(path, &ambiguous);
+        if (ambiguous) {
+            free(first);
+            return apr_err_set(err, APR_E_ARG, "%s holds more than one split GGUF; name the first split", path);
+        }
+        if (first) {
+            int rc = apr_gguf_open(out, first, err);
+            free(first);
+            return rc;
+        }
+    }
     switch (apr_format_sniff(path)) {
     case APR_FMT_GGUF: return apr_gguf_open(out, path, err);
     case APR_FMT_APR: return apr_apr_open(out, path, opts, err);

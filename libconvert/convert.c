@@ -1157,6 +1157,9 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
         return apr_err_set(err, APR_E_ARG,
                            "%s: cannot tell the output format (use .gguf, .apr, .safetensors, a directory or --to)",
                            out_path);
+    if ((o->split_max_bytes || o->split_max_tensors) && to != APR_FMT_GGUF)
+        return apr_err_set(err, APR_E_ARG, "--split-max-size / --split-max-tensors make GGUF splits; %s is not GGUF",
+                           out_path);
     double t0 = apr_now_s();
     apr_model *src = NULL, *m = NULL;
     apr_prov *prov = NULL;

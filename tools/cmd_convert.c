@@ -25,7 +25,27 @@ static void usage(FILE *f)
             "                    default: keep the source dtype (quantized -> f32 for safetensors)\n"
             "  --threads N       threads for transforms and hashing (default: all cores)\n"
             "  --shard-mb N      safetensors output: shards of at most N MiB (default: one file)\n"
+            "  --split-max-size N[M|G]  GGUF output: llama.cpp split files (OUT-00001-of-0000K.gguf,\n"
+            "                    as gguf-split writes them) of at most N MB / GB of tensor data\n"
+            "  --split-max-tensors N    GGUF output: split files of at most N tensors\n"
             "  -q, --quiet       no summary line\n");
+}
+
+int cli_parse_split_size(const char *cmd, const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = s && *s >= '0' && *s <= '9' ? strtoull(s, &end, 10) : 0;
+    uint64_t unit = v && !errno && (end[0] == 'M' || end[0] == 'G') && !end[1] ? (end[0] == 'M' ? 1000000ull
+                                                                                                 : 1000000000ull)
+                                                                              : 0;
+    if (!unit || v > UINT64_MAX / unit) {
+        fprintf(stderr, "apr %s: --split-max-size needs a positive size with M or G (e.g. 500M, 2G), got '%s'\n", cmd,
+                s ? s : "");
+        return -1;
+    }
+    *out = v * unit;
+    return 0;
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t max, uint64_t *out)
@@ -118,6 +138,19 @@ int cmd_convert(int argc, char **argv)
                 return 2;
             o.shard_max_bytes = x << 20;
             i++;
+        } else if (!strcmp(a, "--split-max-size")) {
+            if (cli_parse_split_size("convert", v, &o.split_max_bytes))
+                return 2;
+            i++;
+        } else if (!strcmp(a, "--split-max-tensors")) {
+            if (parse_u64(a, v, UINT32_MAX, &x))
+                return 2;
+            if (!x) {
+                fprintf(stderr, "apr convert: --split-max-tensors needs at least 1\n");
+                return 2;
+            }
+            o.split_max_tensors = x;
+            i++;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
             quiet = true;
         } else if (a[0] == '-' && a[1]) {
@@ -135,6 +168,10 @@ int cmd_convert(int argc, char **argv)
     }
     if (!in || !out) {
         usage(stderr);
+        return 2;
+    }
+    if (o.split_max_bytes && o.split_max_tensors) {
+        fprintf(stderr, "apr convert: --split-max-size and --split-max-tensors are exclusive (as in gguf-split)\n");
         return 2;
     }
     char *cmdline = join_argv(argc, argv);

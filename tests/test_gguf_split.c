@@ -1,0 +1,205 @@
+/* test_gguf_split.c - llama.cpp's split GGUF (gguf-split's layout): apr
+ * convert --split-max-tensors / --split-max-size writes it, every reader
+ * takes the first split or the directory as one model (same tensors and
+ * bytes as the unsplit file), provenance records every split; bad input is
+ * refused: a later split named instead of the first, a missing split, a
+ * split of another model, inconsistent counts, bad options. The peer half
+ * (tests/peer/gguf_split_peer.py): the gguf package's splitter makes the same
+ * files tensor for tensor, and llama.cpp loads ours. */
+#define _GNU_SOURCE
+#include "test_util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char g_dir[4096];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!tu_apr_bin())
+        return 0;
+    const char *d = tu_tmpdir("gsplit");
+    if (!d)
+        return -1;
+    snprintf(g_dir, sizeof g_dir, "%s", d);
+    return tu_system(NULL, "'%s' synth '%s/llama' --preset tiny-llama --quiet && '%s' synth '%s/qwen' --preset tiny-qwen2 --quiet"
+                           " && '%s' convert '%s/llama' '%s/whole.gguf' --quiet",
+                     tu_apr_bin(), g_dir, tu_apr_bin(), g_dir, tu_apr_bin(), g_dir, g_dir);
+}
+
+#define NEED_BIN()                                                            \
+    do {                                                                      \
+        if (!tu_apr_bin()) {                                                  \
+            print_message("SKIP: APR_BIN not set (run through ctest)\n");   \
+            skip();                                                           \
+        }                                                                     \
+    } while (0)
+
+/* convert SRC into DIR/m.gguf split by OPT */
+static void split_into(const char *src, const char *dir, const char *opt)
+{
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/%s' && mkdir -p '%s/%s' && '%s' convert '%s/%s' '%s/%s/m.gguf' %s --quiet",
+                               g_dir, dir, g_dir, dir, tu_apr_bin(), g_dir, src, g_dir, dir, opt),
+                     0);
+}
+
+static const char *split_file(const char *dir, int no, int count)
+{
+    static char p[4][4200];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s/m-%05d-of-%05d.gguf", g_dir, dir, no, count);
+    return p[k];
+}
+
+static void test_split_reads_as_one_model(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    split_into("llama", "t7", "--split-max-tensors 7");
+    apr_model *whole = NULL, *first = NULL, *dir = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&whole, tu_path(g_dir, "whole.gguf"), NULL, &err), 0);
+    assert_int_equal(apr_model_open(&first, split_file("t7", 1, 3), NULL, &err), 0);
+    assert_int_equal(apr_model_open(&dir, tu_path(g_dir, "t7"), NULL, &err), 0);
+    assert_int_equal(first->n_maps, 3);
+    assert_int_equal(dir->n_tensors, first->n_tensors);
+    assert_int_equal(first->n_tensors, whole->n_tensors);
+    for (uint64_t i = 0; i < whole->n_tensors; i++) {
+        const apr_tensor *a = &whole->tensors[i], *b = &first->tensors[i];
+        assert_string_equal(a->name, b->name);
+        assert_int_equal(b->shard, i / 7);
+        assert_int_equal(a->nbytes, b->nbytes);
+        assert_memory_equal(a->data, b->data, a->nbytes);
+    }
+    assert_null(apr_model_kv(first, "split.count")); /* file layout, not model metadata */
+    assert_true(first->has_cfg && first->has_tok);
+    /* every command takes it: verify bit-identity against the unsplit file, provenance */
+    assert_int_equal(tu_system(NULL, "'%s' verify '%s' '%s/t7'", tu_apr_bin(), tu_path(g_dir, "whole.gguf"), g_dir), 0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s'", tu_apr_bin(), split_file("t7", 1, 3)), 0);
+    /* a split source is recorded file by file */
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s/t7' '%s/from-split.apr' --quiet", tu_apr_bin(), g_dir, g_dir), 0);
+    apr_model *ap = NULL;
+    assert_int_equal(apr_model_open(&ap, tu_path(g_dir, "from-split.apr"), NULL, &err), 0);
+    for (int k = 1; k <= 3; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "\"m-%05d-of-00003.gguf\"", k);
+        assert_non_null(strstr(ap->provenance_json, name));
+    }
+    apr_model_free(ap);
+    apr_model_free(dir);
+    apr_model_free(first);
+    apr_model_free(whole);
+}
+
+/* --split-max-size: gguf-split's rule (running sum of 32-padded tensor sizes) */
+static void test_split_by_size(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    split_into("llama", "s2", "--split-max-size 2M");
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, tu_path(g_dir, "s2"), NULL, &err), 0);
+    uint64_t sum[16] = {0};
+    for (uint64_t i = 0; i < m->n_tensors; i++) {
+        assert_true(m->tensors[i].shard < 16);
+        sum[m->tensors[i].shard] += (m->tensors[i].nbytes + 31) / 32 * 32;
+    }
+    assert_true(m->n_maps >= 2);
+    for (uint32_t k = 0; k < m->n_maps; k++) {
+        assert_true(sum[k] > 0);
+        assert_true(sum[k] <= 2000000 || m->tensors[0].nbytes > 2000000);
+        if (k + 1 < m->n_maps) /* the next split's first tensor did not fit */
+            for (uint64_t i = 0; i < m->n_tensors; i++)
+                if (m->tensors[i].shard == k + 1) {
+                    assert_true(sum[k] + (m->tensors[i].nbytes + 31) / 32 * 32 > 2000000);
+                    break;
+                }
+    }
+    apr_model_free(m);
+}
+
+static void expect_open_error(const char *path, const char *what)
+{
+    apr_model *m = NULL;
+    apr_err err = {0};
+    int rc = apr_model_open(&m, path, NULL, &err);
+    if (rc == 0 || !strstr(err.msg, what))
+        print_message("open %s: rc %d, '%s' (expected '%s')\n", path, rc, err.msg, what);
+    assert_int_not_equal(rc, 0);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, what));
+    assert_int_equal(tu_system(NULL, "'%s' inspect '%s' > /dev/null 2>&1", tu_apr_bin(), path), 2);
+}
+
+/* overwrites the i32 value of split.tensors.count in a split file */
+static void patch_tensor_count(const char *path, int32_t v)
+{
+    size_t n = 0;
+    char *b = tu_read_file(path, &n);
+    assert_non_null(b);
+    char *k = memmem(b, n, "split.tensors.count", 19);
+    assert_non_null(k);
+    memcpy(k + 19 + 4, &v, 4); /* key, u32 type, value */
+    assert_int_equal(tu_write_file(path, b, n), 0);
+    free(b);
+}
+
+static void test_bad_splits(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    split_into("llama", "bad", "--split-max-tensors 7");
+    expect_open_error(split_file("bad", 2, 3), "open the first split");
+    /* a split of another model: qwen's split 2 of 3 holds another tensor count */
+    split_into("qwen", "other", "--split-max-tensors 9");
+    assert_int_equal(tu_system(NULL, "cp '%s' '%s'", split_file("other", 2, 3), split_file("bad", 2, 3)), 0);
+    expect_open_error(split_file("bad", 1, 3), "is not split 2 of 3");
+    /* missing */
+    unlink(split_file("bad", 2, 3));
+    expect_open_error(split_file("bad", 1, 3), "is missing");
+    expect_open_error(tu_path(g_dir, "bad"), "is missing");
+    /* counts that agree with each other but not with the tensors */
+    split_into("llama", "cnt", "--split-max-tensors 7");
+    for (int k = 1; k <= 3; k++)
+        patch_tensor_count(split_file("cnt", k, 3), 22);
+    expect_open_error(split_file("cnt", 1, 3), "split.tensors.count is 22 but the 3 splits hold 21");
+    /* options */
+    const char *bad_opts[] = {"--split-max-size 12", "--split-max-size 0M", "--split-max-size 2K",
+                              "--split-max-tensors 0", "--split-max-tensors 3 --split-max-size 1M"};
+    for (size_t i = 0; i < sizeof bad_opts / sizeof *bad_opts; i++)
+        assert_int_equal(tu_system(NULL, "'%s' convert '%s/llama' '%s/o.gguf' %s 2>/dev/null", tu_apr_bin(), g_dir,
+                                   g_dir, bad_opts[i]),
+                         2);
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s/llama' '%s/o.apr' --split-max-tensors 3 2>/dev/null",
+                               tu_apr_bin(), g_dir, g_dir),
+                     2);
+    assert_int_not_equal(access(tu_path(g_dir, "o.apr"), F_OK), 0);
+}
+
+static void test_peer_gguf_split(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    tu_require_python("gguf,llama_cpp", "gguf llama-cpp-python");
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s'", tu_apr_bin(), tu_tmpdir("gsplit-peer"));
+    int rc = tu_run_peer("peer-gsplit", "gguf_split_peer.py", args);
+    if (rc != 0)
+        fail_msg("gguf_split_peer.py failed (%d)", rc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_split_reads_as_one_model),
+        cmocka_unit_test(test_split_by_size),
+        cmocka_unit_test(test_bad_splits),
+        cmocka_unit_test(test_peer_gguf_split),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
