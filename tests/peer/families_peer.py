@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""families_peer.py APR_BIN LLAMA_CPP_SRC TOKENIZER_DIR WORK [FAMILY...]
+
+Per model family, against implementations nobody here wrote:
+1. transformers builds a tiny random model (norm weights and biases perturbed
+   so they matter) and saves it (safetensors) with the byte-level BPE
+   tokenizer of TOKENIZER_DIR; cases cover both config dialects (as saved by
+   transformers 5: rope_parameters, layer_types; and rewritten the 4.x way:
+   top-level rope_theta / rope_scaling) and F32 and BF16 checkpoints.
+2. llama.cpp's convert_hf_to_gguf.py (LLAMA_CPP_SRC) converts it, and
+   `apr convert` converts it: the two GGUFs must have the same tensors (names,
+   types, shapes, bytes) and the same KVs, except ALLOWED_KV below.
+3. apr's logits on the HF directory and on its GGUF match transformers'
+   float32 logits, relative max diff (max |d| / max |ref|) <= 1e-4, over
+   >= 512 positions (so llama3 rope scaling shows).
+4. F32: apr's GGUF -> safetensors loads in transformers with bit-identical
+   logits (llama3 rope scaling: apr refuses to write HF, see hfmeta.c).
+5. llama.cpp (llama-cpp-python) on apr's GGUF matches transformers: <= 1e-4
+   for F32; <= 1e-2 for BF16, where ggml's matmul rounds the activations to
+   BF16 (apr and transformers compute in f32).
+
+The tokenizer's pre-tokenizer hash is unknown to the converter (as for the
+tinycoder fixture), so get_vocab_base_pre is patched to name it "qwen2" (its
+regex is Qwen2's), which is what apr names it from the regex.
+
+Exit 0 pass, 1 mismatch, 77 when a package is missing (skip).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+try:
+    import numpy as np
+    import torch
+    import transformers
+    import gguf
+except ImportError as e:
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+TOL = 1e-4
+TOL_LLAMA_CPP = {"f32": 1e-4, "bf16": 1e-2}  # ggml rounds activations to BF16 for BF16 weights
+N_POS = 520
+
+# KVs that llama.cpp's converter writes and apr does not, none touching the
+# computation: file-level bookkeeping (file_type, quantization_version), the
+# metadata heuristics (size_label, type, the title-cased directory name), and
+# add_bos/add_eos false, which apr's reader assumes for a gpt2 vocab.
+ALLOWED_KV = {"general.file_type", "general.quantization_version", "general.size_label", "general.type",
+              "general.name", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token"}
+
+COMMON = dict(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+              rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=2045, eos_token_id=2045)
+
+FAMILIES = {
+    # Llama 3.x: llama3 rope scaling, original context 64 so that the three
+    # frequency bands (kept, scaled, smoothed) all occur at head_dim 16
+    "llama3": ("LlamaConfig", "LlamaForCausalLM",
+               dict(rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 64})),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM",
+              dict(rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=True)),
+}
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def perturb(model):
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:  # norms and biases: away from 1 / 0 so that they matter
+                base = 1.0 if "norm" in name else 0.0
+                p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
+
+
+def to_4x_dialect(d):
+    """Rewrite a transformers 5 config.json the way transformers 4.x wrote it."""
+    p = os.path.join(d, "config.json")
+    c = json.load(open(p))
+    rp = c.pop("rope_parameters", None) or {}
+    c.pop("layer_types", None)
+    c["rope_theta"] = rp.pop("rope_theta", 10000.0)
+    if rp.get("rope_type", "default") != "default":
+        c["rope_scaling"] = rp
+    else:
+        c["rope_scaling"] = None
+    c["torch_dtype"] = c.pop("dtype", "float32")
+    c["transformers_version"] = "4.46.0"
+    json.dump(c, open(p, "w"), indent=2)
+
+
+def build(fam, dialect, dtype, tok_dir, out):
+    cfg_cls, model_cls, extra = FAMILIES[fam]
+    torch.manual_seed(1234)
+    kw = dict(COMMON)
+    kw.update(extra)
+    cfg = getattr(transformers, cfg_cls)(**kw)
+    model = getattr(transformers, model_cls)(cfg).to(torch.float32).eval()
+    perturb(model)
+    save = model if dtype == "f32" else model.to(torch.bfloat16)
+    save.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(tok_dir, f), out)
+    if dialect == "4x":
+        to_4x_dialect(out)
+
+
+def hf_logits(d, ids):
+    m = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return m(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def run(*cmd):
+    r = subprocess.run(list(cmd), capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout + r.stderr)
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed with {r.returncode}")
+    return r.stdout
+
+
+def llama_cpp_convert(src, d, out, outtype):
+    # the script itself as __main__, with the patched module already imported
+    code = (
+        "import sys, runpy; src = sys.argv[1]; sys.path.insert(0, src); sys.path.insert(1, src + '/gguf-py');"
+        "import conversion.base as b; b.TextModel.get_vocab_base_pre = lambda self, tok: 'qwen2';"
+        "sys.argv = [src + '/convert_hf_to_gguf.py'] + sys.argv[2:];"
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    run(sys.executable, "-c", code, src, d, "--outfile", out, "--outtype", outtype)
+
+
+def compare_gguf(ours, theirs):
+    a, b = gguf.GGUFReader(ours), gguf.GGUFReader(theirs)
+    bad = []
+    fa = {k: f for k, f in a.fields.items() if not k.startswith("GGUF.")}
+    fb = {k: f for k, f in b.fields.items() if not k.startswith("GGUF.")}
+    for k in sorted(set(fa) | set(fb)):
+        if k in ALLOWED_KV or k.startswith("apr.provenance."):
+            continue
+        if k not in fa or k not in fb:
+            bad.append(f"KV {k} only in {'llama.cpp' if k in fb else 'apr'}")
+            continue
+        x, y = fa[k], fb[k]
+        if x.types != y.types or [bytes(x.parts[i]) for i in x.data] != [bytes(y.parts[i]) for i in y.data]:
+            bad.append(f"KV {k}: {str(x.contents())[:60]} vs llama.cpp {str(y.contents())[:60]}")
+    ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    for n in sorted(set(ta) | set(tb)):
+        if n not in ta or n not in tb:
+            bad.append(f"tensor {n} only in {'llama.cpp' if n in tb else 'apr'}")
+            continue
+        x, y = ta[n], tb[n]
+        if x.tensor_type != y.tensor_type or list(x.shape) != list(y.shape):
+            bad.append(f"tensor {n}: {x.tensor_type.name}{list(x.shape)} vs {y.tensor_type.name}{list(y.shape)}")
+        elif bytes(x.data) != bytes(y.data):
+            bad.append(f"tensor {n}: bytes differ")
+    return bad
+
+
+def rel(a, ref):
+    return float(np.max(np.abs(a.astype(np.float64) - ref)) / np.max(np.abs(ref)))
+
+
+def apr_logits(apr_bin, model, prompt, out):
+    run(apr_bin, "run", model, "--prompt", prompt, "--dump-logits", out, "-n", "0", "--ctx", "1024",
+        "--device", "cpu")
+    return np.fromfile(out, dtype="<f4")
+
+
+def apr_ids(apr_bin, model, prompt):
+    return [int(x) for x in run(apr_bin, "run", model, "--prompt", prompt, "--tokenize-only").split()]
+
+
+def check_case(apr_bin, src, tok_dir, work, fam, dialect, dtype, prompt):
+    tag = f"{fam}-{dialect}-{dtype}"
+    d = os.path.join(work, tag)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    hf = os.path.join(d, "hf")
+    build(fam, dialect, dtype, tok_dir, hf)
+    problems = []
+    ours, theirs = os.path.join(d, "apr.gguf"), os.path.join(d, "llama.gguf")
+    llama_cpp_convert(src, hf, theirs, dtype)
+    run(apr_bin, "convert", hf, ours)
+    problems += compare_gguf(ours, theirs)
+    log(f"  {tag}: apr's GGUF vs llama.cpp's: {'identical (allowed KVs aside)' if not problems else problems}")
+
+    ids = apr_ids(apr_bin, hf, prompt)[:N_POS]
+    prompt_ids = ids
+    if len(ids) < 512:
+        problems.append(f"only {len(ids)} prompt tokens")
+    ref = hf_logits(hf, prompt_ids)
+    n = len(prompt_ids)
+    for name, m in (("HF dir", hf), ("apr GGUF", ours)):
+        got = apr_logits(apr_bin, m, prompt, os.path.join(d, "logits.f32"))
+        got = got.reshape(-1, ref.shape[1])[:n]
+        r = rel(got, ref)
+        log(f"  {tag}: apr on {name}: rel max diff {r:.3g} over {n} positions")
+        if not r <= TOL:
+            problems.append(f"apr on {name}: rel max diff {r:.3g} > {TOL}")
+    if fam == "llama3":
+        # llama3 scaling lives in a GGUF only as rope_freqs.weight, from which
+        # HF's rope parameters cannot be recovered: apr refuses to write HF
+        r = subprocess.run([apr_bin, "convert", ours, os.path.join(d, "back"), "--to", "safetensors"],
+                           capture_output=True, text=True)
+        if r.returncode != 2 or "rope_freqs" not in r.stderr:
+            problems.append(f"GGUF -> safetensors of a llama3-rope model: exit {r.returncode}, want 2 naming rope_freqs")
+    elif dtype == "f32":
+        back = os.path.join(d, "back")
+        run(apr_bin, "convert", ours, back, "--to", "safetensors")
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            if not os.path.exists(os.path.join(back, f)):
+                shutil.copy(os.path.join(tok_dir, f), back)
+        again = hf_logits(back, prompt_ids)
+        if not np.array_equal(again, ref):
+            problems.append(f"GGUF -> safetensors in transformers: rel max diff {rel(again, ref):.3g} (want bit-identical)")
+        else:
+            log(f"  {tag}: GGUF -> safetensors loads in transformers, logits bit-identical")
+    try:
+        import llama_cpp
+        llm = llama_cpp.Llama(ours, n_ctx=1024, n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+        llm.eval(prompt_ids)
+        lc = np.array(llm.scores[:n], dtype=np.float32)
+        r = rel(lc, ref)
+        log(f"  {tag}: llama.cpp on apr's GGUF: rel max diff {r:.3g}")
+        if not r <= TOL_LLAMA_CPP[dtype]:
+            problems.append(f"llama.cpp on apr's GGUF: rel max diff {r:.3g} > {TOL_LLAMA_CPP[dtype]}")
+    except ImportError:
+        print("SKIP: llama_cpp not importable (llama.cpp check)")
+        problems.append("SKIPPED-llama_cpp")
+    return tag, problems
+
+
+def main():
+    apr_bin, src, tok_dir, work = sys.argv[1:5]
+    fams = sys.argv[5:] or list(FAMILIES)
+    prompt = open(os.path.join(tok_dir, "heldout.py"), encoding="utf-8").read()[:4000]
+    os.makedirs(work, exist_ok=True)
+    failed, skipped = False, False
+    # both dialects per family; F32 with the 5.x dialect, BF16 with the 4.x one
+    for fam in fams:
+        for dialect, dtype in (("5x", "f32"), ("4x", "bf16")):
+            tag, problems = check_case(apr_bin, src, tok_dir, work, fam, dialect, dtype, prompt)
+            if "SKIPPED-llama_cpp" in problems:
+                skipped = True
+                problems.remove("SKIPPED-llama_cpp")
+            for p in problems:
+                log(f"FAIL {tag}: {p}")
+            log(f"{'FAIL' if problems else 'PASS'} {tag}")
+            failed |= bool(problems)
+    return 1 if failed else (77 if skipped else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
