@@ -21,6 +21,7 @@
  * does with parse_special = false); Unicode categories come from
  * unicode_tab.h (Unicode 14); decode does not render control tokens.
  */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,14 @@ static bool is_number(uint32_t cp)
 {
     return in_ranges(apr_uni_number, sizeof apr_uni_number / sizeof *apr_uni_number, cp);
 }
+static bool is_mark(uint32_t cp)
+{
+    return in_ranges(apr_uni_mark, sizeof apr_uni_mark / sizeof *apr_uni_mark, cp);
+}
+static bool is_punct(uint32_t cp)
+{
+    return in_ranges(apr_uni_punct, sizeof apr_uni_punct / sizeof *apr_uni_punct, cp);
+}
 /* llama.cpp's whitespace set (unicode.cpp). */
 static bool is_space(uint32_t cp)
 {
@@ -191,11 +200,67 @@ static bool is_space(uint32_t cp)
 /* ---------------------------------------------------------------- tokenizer */
 
 typedef enum tok_kind { TOK_SPM, TOK_BPE } tok_kind;
-typedef enum pre_kind { PRE_GPT2, PRE_LLAMA3, PRE_QWEN2 } pre_kind;
+/* One regex of a pre-tokenizer: llama.cpp applies a list of them in turn,
+ * each splitting every fragment the previous ones left into its matches and
+ * the unmatched text between them (unicode_regex_split). */
+typedef enum pre_stage {
+    ST_END = 0,
+    ST_GPT2,        /* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S) (custom) */
+    ST_LLAMA3,      /* the llama3 pattern, \p{N}{1,3} (custom) */
+    ST_QWEN2,       /* the same with \p{N} (custom) */
+    ST_QWEN35,      /* qwen2 with [\p{L}\p{M}] for letters (custom) */
+    ST_NUM1,        /* \p{N} */
+    ST_NUMS,        /* \p{N}+ */
+    ST_DIGIT3,      /* [0-9][0-9][0-9] */
+    ST_PUNCT_SYM,   /* [\p{P}\$\+<=>\^~\|]+ (llama.cpp's default) */
+    ST_PUNCT_SYM_BT,/* [\p{P}\$\+<=>\^~\|`]+ (falcon) */
+    ST_NEWLINE,     /* [\r\n] */
+    ST_SP_LETTERS,  /* \s?\p{L}+ */
+    ST_SP_PUNCT,    /* \s?\p{P}+ */
+    ST_CJK,         /* [一-龥ࠀ-一가-퟿]+ */
+} pre_stage;
+#define MAX_STAGES 6
+
+/* tokenizer.ggml.pre -> llama.cpp's regex list (llm_tokenizer_bpe; the names as
+ * llama_vocab::load maps them). */
+typedef struct pre_def {
+    const char *names; /* space-separated tokenizer.ggml.pre values */
+    bool ignore_merges; /* a pre-token that is a whole token is taken as is */
+    pre_stage stages[MAX_STAGES];
+} pre_def;
+
+static const pre_def PRE_DEFS[] = {
+    {"default", false, {ST_PUNCT_SYM, ST_GPT2, ST_NUMS, ST_DIGIT3}},
+    {"gpt-2 phi-2 jina-es jina-de gigachat jina-v2-es jina-v2-de a.x-4.0 mellum modern-bert jina-v1-en "
+     "jina-v2-code roberta-bpe mpt olmo jais", false, {ST_GPT2}},
+    {"llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2 jina-v5-nano", true, {ST_LLAMA3}},
+    {"smaug-bpe dbrx chatglm-bpe glm4", false, {ST_LLAMA3}},
+    {"qwen2 deepseek-r1-qwen kormo f2llmv2 stablelm2", false, {ST_QWEN2}},
+    {"qwen35", false, {ST_QWEN35}},
+    {"starcoder refact command-r", false, {ST_NUM1, ST_GPT2}},
+    {"falcon", false, {ST_PUNCT_SYM_BT, ST_GPT2, ST_DIGIT3}},
+    {"deepseek-coder", false, {ST_NEWLINE, ST_SP_LETTERS, ST_SP_PUNCT, ST_CJK, ST_NUM1}},
+};
+
+static bool name_in(const char *names, const char *name)
+{
+    const size_t n = strlen(name);
+    for (const char *p = names; *p;) {
+        const char *e = strchr(p, ' ');
+        const size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && !memcmp(p, name, n))
+            return true;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return false;
+}
 
 struct apr_tok {
     tok_kind kind;
-    pre_kind pre;
+    const pre_stage *pre;   /* BPE: ST_END-terminated */
+    bool ignore_merges;
     const apr_tokenizer *v;
     smap vocab;             /* token text -> id */
     smap merges;            /* "left right" -> rank (BPE) */
@@ -203,6 +268,8 @@ struct apr_tok {
     uint32_t byte_cp[256];  /* BPE: GPT-2 bytes_to_unicode */
     int16_t cp_byte[324];   /* inverse of byte_cp (code points < 324), -1 */
     bool add_space_prefix;
+    int32_t *special;       /* control, user-defined and unknown tokens, longest text first */
+    uint32_t n_special;
 };
 
 static int32_t tok_type(const apr_tok *t, int32_t id)
@@ -225,6 +292,45 @@ static void init_byte_map(apr_tok *t)
         t->cp_byte[t->byte_cp[b]] = (int16_t)b;
 }
 
+typedef struct len_id {
+    uint64_t len;
+    int32_t id;
+} len_id;
+
+static int by_length_desc(const void *a, const void *b)
+{
+    const len_id *x = a, *y = b;
+    return x->len != y->len ? (x->len < y->len ? 1 : -1) : (x->id > y->id) - (x->id < y->id);
+}
+
+/* llama.cpp's cache_special_tokens (ties: lower id first). */
+static int collect_special(apr_tok *t)
+{
+    const apr_tokenizer *v = t->v;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < v->n_tokens; i++) {
+        const int32_t ty = tok_type(t, (int32_t)i);
+        n += (ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) && v->tokens[i].len > 0;
+    }
+    len_id *l = malloc((n ? n : 1) * sizeof *l);
+    t->special = malloc((n ? n : 1) * sizeof *t->special);
+    if (!l || !t->special) {
+        free(l);
+        return -1;
+    }
+    for (uint32_t i = 0, k = 0; i < v->n_tokens; i++) {
+        const int32_t ty = tok_type(t, (int32_t)i);
+        if ((ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) && v->tokens[i].len > 0)
+            l[k++] = (len_id){v->tokens[i].len, (int32_t)i};
+    }
+    qsort(l, n, sizeof *l, by_length_desc);
+    for (uint32_t k = 0; k < n; k++)
+        t->special[k] = l[k].id;
+    t->n_special = n;
+    free(l);
+    return 0;
+}
+
 int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
 {
     *out = NULL;
@@ -243,12 +349,21 @@ int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
         free(t);
         return apr_err_set(err, APR_E_UNSUPPORTED, "tokenizer model '%s' is not supported (llama, gpt2)", v->model);
     }
-    if (!strcmp(v->pre, "qwen2") || !strcmp(v->pre, "deepseek-llm"))
-        t->pre = PRE_QWEN2;
-    else if (!strcmp(v->pre, "llama3") || !strcmp(v->pre, "llama-bpe") || !strcmp(v->pre, "smaug-bpe"))
-        t->pre = PRE_LLAMA3;
-    else
-        t->pre = PRE_GPT2;
+    if (t->kind == TOK_BPE) {
+        /* deepseek-llm's own regex list tokenizes llama.cpp's vectors as qwen2's does */
+        const char *pre = !strcmp(v->pre, "deepseek-llm") ? "qwen2" : v->pre[0] ? v->pre : "default";
+        for (size_t i = 0; i < sizeof PRE_DEFS / sizeof *PRE_DEFS && !t->pre; i++)
+            if (name_in(PRE_DEFS[i].names, pre)) {
+                t->pre = PRE_DEFS[i].stages;
+                t->ignore_merges = PRE_DEFS[i].ignore_merges;
+            }
+        if (!t->pre) {
+            free(t);
+            return apr_err_set(err, APR_E_UNSUPPORTED,
+                               "pre-tokenizer '%s' (tokenizer.ggml.pre) is not supported; llama.cpp's regexes "
+                               "for it are not implemented", v->pre);
+        }
+    }
     t->add_space_prefix = t->kind == TOK_SPM;
     apr_kv_get_bool(m, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
     if (v->token_type)
@@ -305,6 +420,10 @@ int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
             smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
         }
     }
+    if (collect_special(t)) {
+        apr_tok_free(t);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
     *out = t;
     return 0;
 }
@@ -315,6 +434,7 @@ void apr_tok_free(apr_tok *t)
         return;
     smap_free(&t->vocab);
     smap_free(&t->merges);
+    free(t->special);
     free(t);
 }
 
@@ -521,20 +641,21 @@ static void spm_bytes(const apr_tok *t, const char *p, size_t n, ids_vec *o)
 /* llama.cpp's resegment: a merged symbol is always a vocab entry (merges
  * only happen when the pair's text is a token), so only unmerged single
  * characters can miss the vocab and need bytes. */
-static void spm_encode(const apr_tok *t, const char *raw, size_t rawn, ids_vec *o, int *rc)
+static void spm_encode(const apr_tok *t, const char *raw, size_t rawn, bool prefix, ids_vec *o, int *rc)
 {
     /* escape: optional leading U+2581, every ' ' -> U+2581 */
     size_t spaces = 0;
     for (size_t i = 0; i < rawn; i++)
         spaces += raw[i] == ' ';
-    const size_t n = rawn + 2 * spaces + (t->add_space_prefix ? 3 : 0);
+    prefix = prefix && t->add_space_prefix;
+    const size_t n = rawn + 2 * spaces + (prefix ? 3 : 0);
     char *text = malloc(n ? n : 1);
     if (!text) {
         *rc = -1;
         return;
     }
     size_t k = 0;
-    if (t->add_space_prefix) {
+    if (prefix) {
         memcpy(text, "\xE2\x96\x81", 3);
         k = 3;
     }
@@ -572,12 +693,12 @@ typedef struct cpts {
 
 /* Piece ends (code point indices) of the llama3/qwen2 pattern (max_digits 3
  * or 1) over cp[0, n). Returns the number of pieces written to ends. */
-static size_t split_llama3(const uint32_t *cp, size_t n, size_t max_digits, size_t *ends)
+static size_t split_llama3(const uint32_t *cp, size_t n, size_t max_digits, bool marks, size_t *ends)
 {
     size_t ne = 0, prev_end = 0;
 #define CPT(p) ((p) < n ? cp[p] : 0xFFFFFFFFu)
 #define IN(p) ((p) < n)
-#define LET(p) (IN(p) && is_letter(cp[p]))
+#define LET(p) (IN(p) && (is_letter(cp[p]) || (marks && is_mark(cp[p]))))
 #define NUM(p) (IN(p) && is_number(cp[p]))
 #define WS(p) (IN(p) && is_space(cp[p]))
 #define ADD(e) do { if ((e) > prev_end) ends[ne++] = (e); prev_end = (e); } while (0)
@@ -605,7 +726,7 @@ static size_t split_llama3(const uint32_t *cp, size_t n, size_t max_digits, size
             }
         }
         /* [^\r\n\p{L}\p{N}]?\p{L}+ */
-        if (!(c == '\r' || c == '\n' || is_number(c)) && (is_letter(c) || LET(pos + 1))) {
+        if (!(c == '\r' || c == '\n' || is_number(c)) && (LET(pos) || LET(pos + 1))) {
             pos++;
             while (LET(pos))
                 pos++;
@@ -668,6 +789,7 @@ static size_t split_llama3(const uint32_t *cp, size_t n, size_t max_digits, size
 /* GPT-2's pattern: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
 static size_t split_gpt2(const uint32_t *cp, size_t n, size_t *ends)
 {
+    const bool marks = false; /* LET() is \p{L} alone here */
     size_t ne = 0, prev_end = 0;
     for (size_t pos = 0; pos < n;) {
         const uint32_t c = cp[pos];
@@ -726,6 +848,120 @@ static size_t split_gpt2(const uint32_t *cp, size_t n, size_t *ends)
 #undef ADD
 }
 
+/* The classes llama.cpp's std::regex fallback sees: code points below 128 as
+ * themselves, the others collapsed to their category (whitespace first). */
+static bool rx_space(uint32_t c)
+{
+    return c < 128 ? (c == ' ' || (c >= 9 && c <= 13)) : is_space(c);
+}
+static bool rx_letter(uint32_t c)
+{
+    return c < 128 ? ((c | 32) >= 'a' && (c | 32) <= 'z') : !is_space(c) && is_letter(c);
+}
+static bool rx_number(uint32_t c)
+{
+    return c < 128 ? (c >= '0' && c <= '9') : !is_space(c) && is_number(c);
+}
+/* \p{P}: llama.cpp's ASCII punctuation set !-#%-*,-/:-;?-@[-]_{} (not $+<=>^`|~). */
+static bool rx_punct(uint32_t c)
+{
+    if (c < 128)
+        return c > 32 && c < 127 && !rx_letter(c) && !rx_number(c) && !strchr("$+<=>^`|~", (int)c);
+    return !is_space(c) && is_punct(c);
+}
+
+/* Length of the match of stage st at cp[pos] (fragment ends at n); 0: none. */
+static size_t rx_match(pre_stage st, const uint32_t *cp, size_t pos, size_t n)
+{
+    size_t e = pos;
+    switch (st) {
+    case ST_NUM1:
+        return rx_number(cp[pos]);
+    case ST_NUMS:
+        while (e < n && rx_number(cp[e]))
+            e++;
+        return e - pos;
+    case ST_DIGIT3:
+        for (; e < n && e < pos + 3 && cp[e] >= '0' && cp[e] <= '9'; e++)
+            ;
+        return e - pos == 3 ? 3 : 0;
+    case ST_PUNCT_SYM:
+    case ST_PUNCT_SYM_BT:
+        while (e < n && (rx_punct(cp[e]) || (cp[e] < 128 && strchr(st == ST_PUNCT_SYM ? "$+<=>^~|" : "$+<=>^~|`",
+                                                                      (int)cp[e]) && cp[e])))
+            e++;
+        return e - pos;
+    case ST_NEWLINE:
+        return cp[pos] == '\r' || cp[pos] == '\n';
+    case ST_SP_LETTERS:
+    case ST_SP_PUNCT: {
+        bool (*cls)(uint32_t) = st == ST_SP_LETTERS ? rx_letter : rx_punct;
+        if (rx_space(cp[e]) && e + 1 < n && cls(cp[e + 1]))
+            e++;
+        while (e < n && cls(cp[e]))
+            e++;
+        return e - pos;
+    }
+    case ST_CJK:
+        while (e < n && ((cp[e] >= 0x4E00 && cp[e] <= 0x9FA5) || (cp[e] >= 0x0800 && cp[e] <= 0x4E00) ||
+                         (cp[e] >= 0xAC00 && cp[e] <= 0xD7FF)))
+            e++;
+        return e - pos;
+    default:
+        return 0;
+    }
+}
+
+/* Split cp[0, n) by stage st: piece ends relative to cp, written to ends. */
+static size_t stage_split(pre_stage st, const uint32_t *cp, size_t n, size_t *ends)
+{
+    switch (st) {
+    case ST_GPT2: return split_gpt2(cp, n, ends);
+    case ST_LLAMA3: return split_llama3(cp, n, 3, false, ends);
+    case ST_QWEN2: return split_llama3(cp, n, 1, false, ends);
+    case ST_QWEN35: return split_llama3(cp, n, 1, true, ends);
+    default: break;
+    }
+    size_t ne = 0, gap = 0;
+    for (size_t pos = 0; pos < n;) {
+        const size_t m = rx_match(st, cp, pos, n);
+        if (!m) {
+            pos++;
+            continue;
+        }
+        if (pos > gap)
+            ends[ne++] = pos; /* the unmatched text before the match stays a fragment */
+        pos += m;
+        ends[ne++] = pos;
+        gap = pos;
+    }
+    if (n > gap)
+        ends[ne++] = n;
+    return ne;
+}
+
+/* Apply the stages in turn, each to every fragment the previous ones left.
+ * ends and tmp hold n + 1 entries; returns the fragment count in ends. */
+static size_t pre_split(const pre_stage *stages, const uint32_t *cp, size_t n, size_t *ends, size_t *tmp)
+{
+    size_t ne = 0;
+    if (n)
+        ends[ne++] = n;
+    for (const pre_stage *st = stages; *st != ST_END; st++) {
+        size_t nt = 0, start = 0;
+        for (size_t i = 0; i < ne; i++) {
+            const size_t k = stage_split(*st, cp + start, ends[i] - start, tmp + nt);
+            for (size_t j = 0; j < k; j++)
+                tmp[nt + j] += start;
+            nt += k;
+            start = ends[i];
+        }
+        memcpy(ends, tmp, nt * sizeof *ends);
+        ne = nt;
+    }
+    return ne;
+}
+
 /* One pre-token's bytes -> byte-level text -> merges -> ids. */
 static int bpe_word(const apr_tok *t, const char *w, size_t wn, bool ignore_merges, merge_ctx *c,
                     ids_vec *o)
@@ -772,9 +1008,9 @@ static void bpe_encode(const apr_tok *t, const char *text, size_t n, ids_vec *o,
 {
     uint32_t *cp = malloc((n + 1) * sizeof *cp);
     size_t *off = malloc((n + 1) * sizeof *off);
-    size_t *ends = malloc((n + 1) * sizeof *ends);
+    size_t *ends = malloc((n + 1) * sizeof *ends), *tmp = malloc((n + 1) * sizeof *tmp);
     merge_ctx c = {.t = t};
-    if (!cp || !off || !ends) {
+    if (!cp || !off || !ends || !tmp) {
         *rc = -1;
         goto done;
     }
@@ -786,13 +1022,12 @@ static void bpe_encode(const apr_tok *t, const char *text, size_t n, ids_vec *o,
         i += adv;
     }
     off[ncp] = n;
-    const size_t ne = t->pre == PRE_GPT2 ? split_gpt2(cp, ncp, ends)
-                                         : split_llama3(cp, ncp, t->pre == PRE_QWEN2 ? 1 : 3, ends);
+    const size_t ne = pre_split(t->pre, cp, ncp, ends, tmp);
     size_t start = 0;
     for (size_t i = 0; i < ne && !*rc; i++) {
         const char *w = text + off[start];
         const size_t wn = off[ends[i]] - off[start];
-        if (bpe_word(t, w, wn, t->pre == PRE_LLAMA3, &c, o))
+        if (bpe_word(t, w, wn, t->ignore_merges, &c, o))
             *rc = -1;
         start = ends[i];
     }
@@ -801,12 +1036,67 @@ done:
     free(cp);
     free(off);
     free(ends);
+    free(tmp);
 }
 
 /* ---------------------------------------------------------------- API */
 
-int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
-                   apr_err *err)
+/* A piece of the text: raw text [off, off + len) or a special token (id >= 0). */
+typedef struct frag {
+    size_t off, len;
+    int32_t id;
+} frag;
+
+/* llama.cpp's tokenizer_st_partition: split the text at every occurrence of
+ * a special token, longest tokens first; user-defined tokens always, control
+ * and unknown ones only with parse_special. *out is malloc'd. */
+static int partition(const apr_tok *t, const char *text, size_t len, bool parse_special, frag **out, size_t *nout)
+{
+    size_t cap = 16, n = 0;
+    frag *f = malloc(cap * sizeof *f);
+    if (!f)
+        return -1;
+    f[n++] = (frag){0, len, -1};
+    for (uint32_t k = 0; k < t->n_special; k++) {
+        const int32_t id = t->special[k];
+        if (!parse_special && tok_type(t, id) != TT_USER)
+            continue;
+        const apr_str *s = &t->v->tokens[id];
+        for (size_t i = 0; i < n; i++) {
+            if (f[i].id >= 0 || f[i].len < s->len)
+                continue;
+            const char *hit = memmem(text + f[i].off, f[i].len, s->s, s->len);
+            if (!hit)
+                continue;
+            if (n + 2 > cap) {
+                frag *nf = realloc(f, (cap *= 2) * sizeof *nf);
+                if (!nf) {
+                    free(f);
+                    return -1;
+                }
+                f = nf;
+            }
+            /* f[i] -> [left] token [right]; the right part is searched next */
+            const size_t at = (size_t)(hit - text), end = f[i].off + f[i].len;
+            const bool left = at > f[i].off, right = at + s->len < end;
+            memmove(&f[i + 1 + left + right], &f[i + 1], (n - i - 1) * sizeof *f);
+            n += left + right;
+            size_t j = i;
+            if (left)
+                f[j++] = (frag){f[i].off, at - f[i].off, -1};
+            f[j++] = (frag){at, s->len, id};
+            if (right)
+                f[j] = (frag){at + s->len, end - at - s->len, -1};
+            i = j - 1; /* continue with the right remainder (the loop's i++) */
+        }
+    }
+    *out = f;
+    *nout = n;
+    return 0;
+}
+
+int apr_tok_encode_ex(const apr_tok *t, const char *text, bool add_special, bool parse_special, int32_t **ids,
+                      size_t *n, apr_err *err)
 {
     *ids = NULL;
     *n = 0;
@@ -818,12 +1108,24 @@ int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t
         ids_push(&o, t->v->bos_id);
     }
     const size_t len = text ? strlen(text) : 0;
-    if (len) {
+    frag *f = NULL;
+    size_t nf = 0;
+    if (len && partition(t, text, len, parse_special, &f, &nf))
+        rc = -1;
+    bool prev_special = true; /* SentencePiece: a space prefix at the start and after each special token */
+    for (size_t i = 0; i < nf && !rc; i++) {
+        if (f[i].id >= 0) {
+            ids_push(&o, f[i].id);
+            prev_special = true;
+            continue;
+        }
         if (t->kind == TOK_SPM)
-            spm_encode(t, text, len, &o, &rc);
+            spm_encode(t, text + f[i].off, f[i].len, prev_special, &o, &rc);
         else
-            bpe_encode(t, text, len, &o, &rc);
+            bpe_encode(t, text + f[i].off, f[i].len, &o, &rc);
+        prev_special = false;
     }
+    free(f);
     if (!rc && add_special && t->v->add_eos && t->v->eos_id >= 0)
         ids_push(&o, t->v->eos_id);
     if (rc || o.oom) {
@@ -833,6 +1135,12 @@ int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t
     *ids = o.v;
     *n = o.n;
     return 0;
+}
+
+int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
+                   apr_err *err)
+{
+    return apr_tok_encode_ex(t, text, add_special, false, ids, n, err);
 }
 
 static size_t put(char *buf, size_t cap, size_t at, const char *s, size_t n)

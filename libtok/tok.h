@@ -115,6 +115,11 @@ void apr_tok_free(apr_tok *t);
  * (tokenizer.ggml.add_bos_token, default true for llama SPM). */
 int apr_tok_encode(const apr_tok *t, const char *text, bool add_special, int32_t **ids, size_t *n,
                    apr_err *err);
+/* The same with llama.cpp's parse_special: control and unknown tokens written
+ * in the text (e.g. "<|im_start|>") become those tokens instead of plain
+ * text. User-defined tokens are matched either way, as llama.cpp does. */
+int apr_tok_encode_ex(const apr_tok *t, const char *text, bool add_special, bool parse_special, int32_t **ids,
+                      size_t *n, apr_err *err);
 /* Decoded text of one token: writes at most cap bytes to buf (no NUL) and
  * returns the piece's full length. prev is the previous token id: -1 (or a
  * control token such as BOS) marks the start of a text, where SentencePiece

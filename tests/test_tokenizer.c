@@ -402,9 +402,9 @@ static void test_bpe_pretokenizer_splits(void **state)
     static const split_case cases[] = {
         {"qwen2", "Hello, y'all! How are you 1314 ok", {"Hello", ",", " y", "'all", "!", " How", " are", " you", " ", "1", "3", "1", "4", " ok"}},
         {"llama3", "Hello, y'all! How are you 1314 ok", {"Hello", ",", " y", "'all", "!", " How", " are", " you", " ", "131", "4", " ok"}},
-        {"gpt2", "Hello, y'all! How are you 1314 ok", {"Hello", ",", " y", "'", "all", "!", " How", " are", " you", " 1314", " ok"}},
+        {"gpt-2", "Hello, y'all! How are you 1314 ok", {"Hello", ",", " y", "'", "all", "!", " How", " are", " you", " 1314", " ok"}},
         {"qwen2", "I'VE  been\n\n  there   now", {"I", "'VE", " ", " been", "\n\n", " ", " there", "  ", " now"}},
-        {"gpt2", "I'VE  been\n\n  there   now", {"I", "'", "VE", " ", " been", "\n\n ", " there", "  ", " now"}},
+        {"gpt-2", "I'VE  been\n\n  there   now", {"I", "'", "VE", " ", " been", "\n\n ", " there", "  ", " now"}},
         {"qwen2", "x = (a+b);\r\n\tend  ", {"x", " =", " (", "a", "+b", ");\r\n", "\tend", "  "}},
         {"qwen2", "na\xC3\xAFve \xD0\xBD\xD0\xB5\xD1\x89\xD0\xBE 3\xC2\xBD", {"na\xC3\xAFve", " \xD0\xBD\xD0\xB5\xD1\x89\xD0\xBE", " ", "3", "\xC2\xBD"}},
     };
@@ -448,6 +448,14 @@ static void test_bpe_pretokenizer_splits(void **state)
         for (size_t q = 0; q < nm; q++)
             free((void *)merges[q]);
     }
+    /* a pre-tokenizer name llama.cpp does not know is refused, not guessed */
+    const char *mrg[] = {"a b"};
+    apr_model *m = bpe_model("no-such-pre", mrg, 1);
+    apr_err err = {0};
+    apr_tok *t = NULL;
+    assert_int_equal(apr_tok_load(&t, m, &err), APR_E_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "no-such-pre"));
+    apr_model_free(m);
 }
 
 static void test_bad_tokenizers(void **state)
