@@ -71,6 +71,42 @@ float apr_vec_dot_scalar(apr_dtype t, int64_t n, const void *w_row, const void *
 void apr_vec_dot_n(apr_dtype t, int64_t n, const void *w_row, const void *y_converted, size_t y_stride, int nt,
                    float *out);
 
+/* ---- packed weight matrices for the CPU matmul (gemm.c, gemm_avx2.c).
+ * apr_wpack_init repacks a matrix once, at load: eight rows' blocks side by
+ * side (APR_WPACK_ROWS rows per group, as ggml's repack does for Q4_0/Q4_K
+ * 8x8) with the scales pre-expanded, so that one SIMD register holds the
+ * same position of eight rows and a block's integer sum comes out per row
+ * with no horizontal add. Float types (F32/F16/BF16) keep their rows in
+ * place (row pointers). apr_wpack_gemm then computes, for rows [r0, r1) and
+ * tokens [0, nt),
+ *     out[t * ldo + r] = apr_vec_dot_scalar(dtype, cols, row r, act + t * act_stride)
+ * bit for bit: the integer block sums are exact and every float operation of
+ * an output is the scalar kernel's, in its order (one SIMD lane per row or
+ * per scalar partial sum), so the result depends neither on the thread that
+ * computes a row nor on how the tokens are batched. act is converted with
+ * apr_quantize_activation(apr_vec_dot_type(dtype), ...). */
+#define APR_WPACK_ROWS 8
+typedef struct apr_wpack {
+    apr_dtype dtype;
+    uint64_t rows, cols;
+    uint64_t n_groups;          /* ceil(rows / APR_WPACK_ROWS) */
+    size_t group_bytes;         /* bytes of one interleaved group (block types) */
+    uint8_t *data;              /* n_groups interleaved groups, NULL for float types */
+    const uint8_t **row;        /* the source rows in logical order (float kernels, scalar fallback) */
+} apr_wpack;
+/* True when dtype has a packed kernel on this CPU (else keep apr_vec_dot_n). */
+bool apr_wpack_supported(apr_dtype t);
+/* rows: pointers to the `rows` source rows (each apr_dtype_row_bytes(t, cols)),
+ * in the order the outputs want them; they must outlive the pack. 0 or an
+ * APR_E_* code (unsupported type or shape, out of memory). */
+int apr_wpack_init(apr_wpack *p, apr_dtype t, uint64_t rows, uint64_t cols, const uint8_t *const *src_rows);
+void apr_wpack_free(apr_wpack *p);
+/* r0 a multiple of APR_WPACK_ROWS, r1 <= rows; act_stride in bytes. */
+void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t act_stride, uint32_t nt,
+                    float *out, size_t ldo);
+/* Which kernel apr_wpack_gemm runs now: "avx2" or "scalar". */
+const char *apr_wpack_kernel_name(void);
+
 /* ---- llama-quantize's type mixes (mix.c).
  * Usage, as llama-quantize: sort the tensors with apr_quant_tensor_cmp,
  * call apr_quant_mix_scan for every name, then apr_quant_mix_type for every

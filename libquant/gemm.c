@@ -1,0 +1,178 @@
+/* gemm.c - packed weight matrices (see quant.h, apr_wpack) and the matmul
+ * dispatcher. Packing only moves bytes and widens scales (f16 -> f32, 6-bit
+ * -> 8-bit): no value changes, so the packed kernels can reproduce the
+ * scalar dot products of the source rows exactly. */
+#include <stdlib.h>
+
+#include "gemm_internal.h"
+#include "dot_internal.h"
+
+static bool is_float_type(apr_dtype t)
+{
+    return t == APR_DT_F32 || t == APR_DT_F16 || t == APR_DT_BF16;
+}
+
+static int64_t block_elems(apr_dtype t)
+{
+    return t == APR_DT_Q8_0 ? 32 : QK_K;
+}
+
+static size_t group_block_bytes(apr_dtype t)
+{
+    switch (t) {
+    case APR_DT_Q8_0: return sizeof(grp_q8_0);
+    case APR_DT_Q4_K: return sizeof(grp_q4_k);
+    case APR_DT_Q6_K: return sizeof(grp_q6_k);
+    default: return 0;
+    }
+}
+
+bool apr_wpack_supported(apr_dtype t)
+{
+#if defined(__x86_64__)
+    if (!aprq_cpu_avx2())
+        return false;
+    return is_float_type(t) || group_block_bytes(t) != 0;
+#else
+    (void)t;
+    return false;
+#endif
+}
+
+const char *apr_wpack_kernel_name(void)
+{
+    return aprq_cpu_avx2() ? "avx2" : "scalar";
+}
+
+/* ---------------------------------------------------------------- packers */
+
+static void pack_q8_0(grp_q8_0 *g, const blk_q8_0 *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        for (int c = 0; c < 8; c++)
+            for (int e = 0; e < 4; e++)
+                g->qs[c][4 * r + e] = x[r] ? x[r]->qs[4 * c + e] : 0;
+    }
+}
+
+static void pack_q4_k(grp_q4_k *g, const blk_q4_k *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        uint8_t sc[8] = {0}, mn[8] = {0};
+        if (x[r])
+            aprq_k4_scales(x[r]->scales, sc, mn);
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        g->dmin[r] = x[r] ? apr_f16_to_f32(x[r]->dmin) : 0.0f;
+        for (int j = 0; j < 8; j++) {
+            g->sc[j][r] = sc[j];
+            g->mn[j][r] = mn[j];
+        }
+        for (int jj = 0; jj < 4; jj++)
+            for (int c = 0; c < 8; c++)
+                for (int e = 0; e < 4; e++)
+                    g->qs[jj][c][4 * r + e] = x[r] ? x[r]->qs[32 * jj + 4 * c + e] : 0;
+    }
+}
+
+/* The 6-bit level of element e (0..255) of a Q6_K block (dot.c's decode). */
+static uint8_t q6_level(const blk_q6_k *x, int e)
+{
+    const int h = e / 128, quarter = (e % 128) / 32, l = e % 32;
+    const uint8_t ql = x->ql[64 * h + l + (quarter & 1) * 32];
+    const uint8_t lo = quarter < 2 ? ql & 0xF : ql >> 4;
+    const uint8_t hi = (x->qh[32 * h + l] >> (2 * quarter)) & 3;
+    return (uint8_t)(lo | (hi << 4));
+}
+
+static void pack_q6_k(grp_q6_k *g, const blk_q6_k *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        for (int k = 0; k < 16; k++)
+            g->sc[k][r] = x[r] ? x[r]->scales[k] : 0;
+        for (int c = 0; c < 64; c++)
+            for (int e = 0; e < 4; e++)
+                g->q[c][4 * r + e] = x[r] ? q6_level(x[r], 4 * c + e) : 32;
+    }
+}
+
+/* Block i of the group's 8 rows (NULL past the last row) into dst. */
+static void pack_block(apr_dtype t, uint8_t *dst, const uint8_t *const rows[8], int64_t i)
+{
+    const void *x[8];
+    const size_t bb = apr_dtype_row_bytes(t, block_elems(t));
+    for (int r = 0; r < 8; r++)
+        x[r] = rows[r] ? rows[r] + (size_t)i * bb : NULL;
+    switch (t) {
+    case APR_DT_Q8_0: pack_q8_0((grp_q8_0 *)dst, (const blk_q8_0 *const *)x); break;
+    case APR_DT_Q4_K: pack_q4_k((grp_q4_k *)dst, (const blk_q4_k *const *)x); break;
+    case APR_DT_Q6_K: pack_q6_k((grp_q6_k *)dst, (const blk_q6_k *const *)x); break;
+    default: break;
+    }
+}
+
+int apr_wpack_init(apr_wpack *p, apr_dtype t, uint64_t rows, uint64_t cols, const uint8_t *const *src_rows)
+{
+    memset(p, 0, sizeof *p);
+    if (!apr_wpack_supported(t) || !rows || !cols || !apr_dtype_row_bytes(t, cols))
+        return APR_E_UNSUPPORTED;
+    if (!is_float_type(t) && cols % (uint64_t)block_elems(t))
+        return APR_E_UNSUPPORTED;
+    p->dtype = t;
+    p->rows = rows;
+    p->cols = cols;
+    p->n_groups = (rows + APR_WPACK_ROWS - 1) / APR_WPACK_ROWS;
+    p->row = malloc((size_t)rows * sizeof *p->row);
+    if (!p->row)
+        return APR_E_NOMEM;
+    memcpy(p->row, src_rows, (size_t)rows * sizeof *p->row);
+    if (is_float_type(t))
+        return 0;
+    const int64_t nb = (int64_t)cols / block_elems(t);
+    const size_t bb = group_block_bytes(t);
+    p->group_bytes = bb * (size_t)nb;
+    p->data = aligned_alloc(64, ((p->group_bytes * p->n_groups) + 63) / 64 * 64);
+    if (!p->data) {
+        apr_wpack_free(p);
+        return APR_E_NOMEM;
+    }
+    for (uint64_t g = 0; g < p->n_groups; g++) {
+        const uint8_t *r8[8];
+        for (int r = 0; r < 8; r++)
+            r8[r] = g * 8 + r < rows ? src_rows[g * 8 + r] : NULL;
+        uint8_t *dst = p->data + g * p->group_bytes;
+        for (int64_t i = 0; i < nb; i++)
+            pack_block(t, dst + (size_t)i * bb, r8, i);
+    }
+    return 0;
+}
+
+void apr_wpack_free(apr_wpack *p)
+{
+    free(p->data);
+    free(p->row);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t act_stride, uint32_t nt,
+                    float *out, size_t ldo)
+{
+    const uint8_t *a = act;
+#if defined(__x86_64__)
+    if (aprq_cpu_avx2() && r0 % APR_WPACK_ROWS == 0) {
+        for (uint64_t r = r0; r < r1; r += APR_WPACK_ROWS) {
+            const int nr = r1 - r < APR_WPACK_ROWS ? (int)(r1 - r) : APR_WPACK_ROWS;
+            aprq_wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, a, act_stride, nt, out + r, ldo);
+        }
+        return;
+    }
+#endif
+    /* scalar: the kernel the packed ones reproduce, on the source rows */
+    for (uint64_t r = r0; r < r1; r++)
+        for (uint32_t t = 0; t < nt; t++)
+            out[(size_t)t * ldo + r] =
+                apr_vec_dot_scalar(p->dtype, (int64_t)p->cols, p->row[r], a + (size_t)t * act_stride);
+}

@@ -1,0 +1,360 @@
+/* gemm_avx2.c - AVX2 micro-kernels over apr_wpack's interleaved groups.
+ *
+ * A tile is one group of 8 rows x up to 4 tokens. For the block types an
+ * int32 lane holds one row: a block's integer sum is exact (int16 partial
+ * sums are bounded below, so no maddubs pair saturates and no int16 sum
+ * wraps), then each lane repeats the scalar kernel's float operations for
+ * its row (dot.c), in the same order, never fused (no FMA). For the float
+ * types a tile is 2 rows x 4 tokens and a register holds the 8 partial sums
+ * of one output, exactly the scalar kernel's s[0..7], reduced in its tree.
+ * So every output equals apr_vec_dot_scalar bit for bit, whatever the tile
+ * it falls in. Compiled for baseline x86-64; functions carry target
+ * attributes and run only after aprq_cpu_avx2(). */
+#include "gemm_internal.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2,f16c")))
+#define INLINE inline __attribute__((always_inline))
+#define TILE_T 4
+
+#define ACT(T, act, as, t) ((const T *)((const uint8_t *)(act) + (size_t)(t) * (as)))
+
+AVX2 static INLINE __m256i bcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* int32 lanes holding v (0 <= |v| < 2^15) -> int16 pairs (v, v), for madd. */
+AVX2 static INLINE __m256i pair16(__m256i v32)
+{
+    return _mm256_or_si256(_mm256_and_si256(v32, _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(v32, 16));
+}
+
+/* lanes (2r, 2r+1) = (a[r], b[r]) for 8 signed/unsigned bytes a and b */
+AVX2 static INLINE __m256i interleave16(__m128i a16, __m128i b16)
+{
+    return _mm256_set_m128i(_mm_unpackhi_epi16(a16, b16), _mm_unpacklo_epi16(a16, b16));
+}
+
+AVX2 static INLINE __m128i load8(const void *p)
+{
+    return _mm_loadl_epi64((const __m128i *)p);
+}
+
+/* Store the 8 row lanes of token t's sums (only the first nr rows). */
+AVX2 static INLINE void store_rows(float *out, __m256 v, int nr)
+{
+    if (nr == 8) {
+        _mm256_storeu_ps(out, v);
+        return;
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, v);
+    memcpy(out, tmp, (size_t)nr * sizeof(float));
+}
+
+/* ---------------------------------------------------------------- Q8_0 x Q8_0
+ * Scalar: sumf += sumi * (dx * dy) per 32-block. maddubs(|w|, sign(a, w))
+ * = w * a pairwise; |w| <= 128 and |a| <= 127 (Q8_0 activations), so a pair
+ * stays within int16, as in dot_avx2.c. */
+AVX2 static INLINE void tile_q8_0(const grp_q8_0 *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i acc[TILE_T];
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 8; c++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)g[i].qs[c]);
+            const __m256i aw = _mm256_sign_epi8(w, w);
+            for (int t = 0; t < T; t++) {
+                const __m256i a = bcast4(ACT(blk_q8_0, act, as, t)[i].qs + 4 * c);
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), ones));
+            }
+        }
+        const __m256 dx = _mm256_loadu_ps(g[i].d);
+        for (int t = 0; t < T; t++) {
+            const __m256 dy = _mm256_set1_ps(apr_f16_to_f32(ACT(blk_q8_0, act, as, t)[i].d));
+            sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t]), _mm256_mul_ps(dx, dy)));
+        }
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
+/* ---------------------------------------------------------------- Q4_K x Q8_K
+ * Scalar: sumi = sum_j sc[j] * (sum of q * a over sub-block j),
+ * summ = sum_j mn[j] * (bsums[2j] + bsums[2j+1]),
+ * sumf += (d * yd) * sumi - (dmin * yd) * summ.
+ * int16 sums of one sub-block: 8 maddubs pairs of q <= 15, |a| <= 128:
+ * |sum| <= 8 * 2 * 15 * 128 = 30720. */
+AVX2 static INLINE void tile_q4_k(const grp_q4_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const grp_q4_k *b = &g[i];
+        __m256i sumi[TILE_T];
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) { /* sub-block j: nibble half j & 1 of qs[j / 2] */
+            const int jj = j / 2, shift = 4 * (j & 1);
+            __m256i p16[TILE_T];
+            for (int t = 0; t < T; t++)
+                p16[t] = _mm256_setzero_si256();
+            for (int c = 0; c < 8; c++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[jj][c]);
+                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(w, shift), m4);
+                for (int t = 0; t < T; t++) {
+                    const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 32 * j + 4 * c);
+                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(q, a));
+                }
+            }
+            const __m256i sc = pair16(_mm256_cvtepu8_epi32(load8(b->sc[j])));
+            for (int t = 0; t < T; t++)
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
+        }
+        __m256i mnp[4]; /* lanes (2r, 2r+1) = (mn[2k][r], mn[2k+1][r]) */
+        for (int k = 0; k < 4; k++)
+            mnp[k] = interleave16(_mm_cvtepu8_epi16(load8(b->mn[2 * k])), _mm_cvtepu8_epi16(load8(b->mn[2 * k + 1])));
+        const __m256 d = _mm256_loadu_ps(b->d), dmin = _mm256_loadu_ps(b->dmin);
+        for (int t = 0; t < T; t++) {
+            const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
+            /* (bsums[2j] + bsums[2j+1]) for j = 0..7; |.| <= 32 * 128 */
+            const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
+                                              _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
+            int32_t bp[4];
+            _mm_storeu_si128((__m128i *)bp, bs);
+            __m256i summ = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++)
+                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mnp[k], _mm256_set1_epi32(bp[k])));
+            const __m256 yd = _mm256_set1_ps(y->d);
+            const __m256 f1 = _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[t]));
+            const __m256 f2 = _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ));
+            sumf[t] = _mm256_add_ps(sumf[t], _mm256_sub_ps(f1, f2));
+        }
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
+/* ---------------------------------------------------------------- Q6_K x Q8_K
+ * Scalar: sumi = sum_k sc[k] * sum over sub-block k of (q - 32) * a,
+ * sumf += (d * yd) * sumi. Here sum q * a (q = level 0..63) minus
+ * 32 * sum_k sc[k] * bsums[k], the same integer. Two maddubs pairs of
+ * q <= 63, |a| <= 128: |sum| <= 2 * 2 * 63 * 128 = 32256. */
+AVX2 static INLINE void tile_q6_k(const grp_q6_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const grp_q6_k *b = &g[i];
+        __m256i sumi[TILE_T];
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int k = 0; k < 16; k++) {
+            const __m256i sc = pair16(_mm256_cvtepi8_epi32(load8(b->sc[k])));
+            for (int h = 0; h < 2; h++) {
+                const int c = 4 * k + 2 * h;
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)b->q[c]);
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)b->q[c + 1]);
+                for (int t = 0; t < T; t++) {
+                    const int8_t *a = ACT(blk_q8_k, act, as, t)[i].qs + 4 * c;
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast4(a)),
+                                                       _mm256_maddubs_epi16(w1, bcast4(a + 4)));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
+                }
+            }
+        }
+        __m256i corr[TILE_T];
+        for (int t = 0; t < T; t++)
+            corr[t] = _mm256_setzero_si256();
+        for (int m = 0; m < 8; m++) {
+            const __m256i scp = interleave16(_mm_cvtepi8_epi16(load8(b->sc[2 * m])), _mm_cvtepi8_epi16(load8(b->sc[2 * m + 1])));
+            for (int t = 0; t < T; t++) {
+                int32_t bp;
+                memcpy(&bp, ACT(blk_q8_k, act, as, t)[i].bsums + 2 * m, 4);
+                corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(scp, _mm256_set1_epi32(bp)));
+            }
+        }
+        const __m256 d = _mm256_loadu_ps(b->d);
+        for (int t = 0; t < T; t++) {
+            const __m256i s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr[t], 5));
+            const __m256 yd = _mm256_set1_ps(ACT(blk_q8_k, act, as, t)[i].d);
+            sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(s)));
+        }
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
+/* ---------------------------------------------------------------- float rows
+ * Scalar (dot.c): s[k] += w[i + k] * y[i + k] over 8-element steps, reduce8,
+ * then the tail one by one. Here the register of output (row, token) is its
+ * s[0..7]. */
+AVX2 static INLINE __m256 load8_w(apr_dtype t, const uint8_t *w, int64_t i)
+{
+    if (t == APR_DT_F32)
+        return _mm256_loadu_ps((const float *)w + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (t == APR_DT_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+static INLINE float load1_w(apr_dtype t, const uint8_t *w, int64_t i)
+{
+    if (t == APR_DT_F32)
+        return ((const float *)w)[i];
+    uint16_t h;
+    memcpy(&h, w + 2 * i, 2);
+    return t == APR_DT_BF16 ? apr_bf16_to_f32(h) : apr_f16_to_f32(h);
+}
+
+/* Same tree as dot.c's reduce8. */
+AVX2 static INLINE float reduce8(__m256 v)
+{
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
+}
+
+/* R (1 or 2) rows x T tokens. */
+AVX2 static INLINE void tile_float(apr_dtype dt, const uint8_t *const *w, int R, int64_t n, const void *act,
+                                   size_t as, int T, float *out, size_t ldo)
+{
+    __m256 acc[2][TILE_T];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 wv[2];
+        for (int r = 0; r < R; r++)
+            wv[r] = load8_w(dt, w[r], i);
+        for (int t = 0; t < T; t++) {
+            const __m256 yv = _mm256_loadu_ps(ACT(float, act, as, t) + i);
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm256_add_ps(acc[r][t], _mm256_mul_ps(wv[r], yv));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            const float *y = ACT(float, act, as, t);
+            float s = reduce8(acc[r][t]);
+            for (int64_t k = i; k < n; k++)
+                s += load1_w(dt, w[r], k) * y[k];
+            out[(size_t)t * ldo + r] = s;
+        }
+}
+
+/* The tile functions take T as a constant (always inlined into these). */
+#define TOKENS_LOOP(CALL)                                                    \
+    for (uint32_t t0 = 0; t0 < nt; t0 += TILE_T) {                           \
+        const void *a = (const uint8_t *)act + (size_t)t0 * as;             \
+        float *o = out + (size_t)t0 * ldo;                                   \
+        switch (nt - t0 >= TILE_T ? TILE_T : (int)(nt - t0)) {               \
+        case 4: CALL(4); break;                                              \
+        case 3: CALL(3); break;                                              \
+        case 2: CALL(2); break;                                              \
+        default: CALL(1); break;                                             \
+        }                                                                    \
+    }
+
+AVX2 static void group_q8_0(const grp_q8_0 *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q80(T) tile_q8_0(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q80)
+#undef Q80
+}
+
+AVX2 static void group_q4_k(const grp_q4_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q4K(T) tile_q4_k(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q4K)
+#undef Q4K
+}
+
+AVX2 static void group_q6_k(const grp_q6_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q6K(T) tile_q6_k(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q6K)
+#undef Q6K
+}
+
+AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, int nr, int64_t n, const void *act,
+                                    size_t as, uint32_t nt, float *out, size_t ldo)
+{
+    for (int r = 0; r < nr; r += 2) {
+        const uint8_t *const *w = rows + r;
+        float *orow = out + r;
+        if (nr - r >= 2) {
+#define F2(T) tile_float(dt, w, 2, n, a, as, T, o + r, ldo)
+            TOKENS_LOOP(F2)
+#undef F2
+        } else {
+#define F1(T) tile_float(dt, w, 1, n, a, as, T, o + r, ldo)
+            TOKENS_LOOP(F1)
+#undef F1
+        }
+        (void)orow;
+    }
+}
+
+AVX2 static void group_f32(const uint8_t *const *rows, int nr, int64_t n, const void *act, size_t as, uint32_t nt,
+                           float *out, size_t ldo)
+{
+    group_float(APR_DT_F32, rows, nr, n, act, as, nt, out, ldo);
+}
+
+AVX2 static void group_f16(const uint8_t *const *rows, int nr, int64_t n, const void *act, size_t as, uint32_t nt,
+                           float *out, size_t ldo)
+{
+    group_float(APR_DT_F16, rows, nr, n, act, as, nt, out, ldo);
+}
+
+AVX2 static void group_bf16(const uint8_t *const *rows, int nr, int64_t n, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+    group_float(APR_DT_BF16, rows, nr, n, act, as, nt, out, ldo);
+}
+
+void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
+                           float *out, size_t ldo)
+{
+    const uint8_t *gd = p->data ? p->data + g * p->group_bytes : NULL;
+    const uint8_t *const *rows = p->row + g * APR_WPACK_ROWS;
+    const int64_t n = (int64_t)p->cols;
+    switch (p->dtype) {
+    case APR_DT_Q8_0: group_q8_0((const grp_q8_0 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q4_K: group_q4_k((const grp_q4_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q6_K: group_q6_k((const grp_q6_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
+    case APR_DT_F32: group_f32(rows, nr, n, act, as, nt, out, ldo); break;
+    case APR_DT_F16: group_f16(rows, nr, n, act, as, nt, out, ldo); break;
+    case APR_DT_BF16: group_bf16(rows, nr, n, act, as, nt, out, ldo); break;
+    default: break;
+    }
+}
+#else
+void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
+                           float *out, size_t ldo)
+{
+    (void)p; (void)g; (void)nr; (void)act; (void)as; (void)nt; (void)out; (void)ldo;
+}
+#endif

@@ -1,0 +1,41 @@
+/* gemm_internal.h - the interleaved group layouts of apr_wpack (gemm.c packs
+ * them, gemm_avx2.c reads them). A group is APR_WPACK_ROWS = 8 rows; for each
+ * source block index i the group holds one struct below, and within it a
+ * 32-byte "chunk" c holds four consecutive quants of each of the 8 rows (row
+ * r at bytes 4r..4r+3), so that one maddubs against four broadcast
+ * activation bytes gives every row's partial sum in its own int32 lane. */
+#ifndef APR_GEMM_INTERNAL_H
+#define APR_GEMM_INTERNAL_H
+
+#include "quant_internal.h"
+
+/* Q8_0: qs[c][4r + e] = row r's qs[4c + e]. */
+typedef struct {
+    float d[8];
+    int8_t qs[8][32];
+} grp_q8_0;
+
+/* Q4_K: the 6-bit scales and mins unpacked (sc[j][r]: sub-block j of row r);
+ * qs[jj][c][4r + e] = row r's qs[32 jj + 4c + e], whose low nibble is element
+ * 64 jj + 4c + e (sub-block 2 jj) and high nibble element 64 jj + 32 + 4c + e
+ * (sub-block 2 jj + 1), as in the source block. */
+typedef struct {
+    float d[8], dmin[8];
+    uint8_t sc[8][8], mn[8][8];
+    uint8_t qs[4][8][32];
+} grp_q4_k;
+
+/* Q6_K: the 6-bit levels (0..63, i.e. q + 32) of element 4c + e of row r in
+ * q[c][4r + e]; sc[k][r] the scale of 16-element sub-block k. */
+typedef struct {
+    float d[8];
+    int8_t sc[16][8];
+    uint8_t q[64][32];
+} grp_q6_k;
+
+/* One group (rows g*8 .. g*8+nr-1 of the pack) against nt activation rows:
+ * out[t * ldo + r] for r < nr. Only called when aprq_cpu_avx2(). */
+void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t act_stride,
+                           uint32_t nt, float *out, size_t ldo);
+
+#endif
