@@ -25,7 +25,7 @@
 #include "quant.h"
 
 #define CPU_CHUNK 64     /* tokens per batch: weights are streamed once per batch */
-#define ROW_BLOCK 8      /* rows kept hot while looping over the batch's tokens */
+#define ROW_BLOCK APR_WPACK_ROWS /* rows kept hot while looping over the batch's tokens */
 #define MAX_ACT_SLOTS 6  /* distinct vec-dot types a batch may need */
 
 /* ---------------------------------------------------------------- thread pool */
@@ -177,7 +177,80 @@ typedef struct cpu_be {
     act_slot act[MAX_ACT_SLOTS];
     int n_act;
     int conv_err;            /* set by a worker when an activation conversion failed */
+    /* weights repacked for libquant's interleaved GEMM kernels, made on a
+     * matrix's first use and kept for the backend's life (wpack_for) */
+    struct cpu_pack *packs;
+    size_t n_packs, cap_packs, pack_hint;
 } cpu_be;
+
+/* ---------------------------------------------------------------- packed weights */
+
+/* One matrix's packed copy; ok false when its dtype has no packed kernel here
+ * (or its segments mix dtypes), and then the per-row apr_vec_dot path runs. */
+typedef struct cpu_pack {
+    const apr_wmat *w;
+    bool ok;
+    apr_wpack p;
+} cpu_pack;
+
+static bool wmat_packable(const apr_wmat *w)
+{
+    for (uint32_t s = 1; s < w->n_seg; s++)
+        if (w->seg[s].dtype != w->seg[0].dtype)
+            return false;
+    return apr_wpack_supported(w->seg[0].dtype);
+}
+
+/* Pack w: its rows in logical order (perm_hd applied), all segments. */
+static int pack_wmat(apr_wpack *p, const apr_wmat *w)
+{
+    const uint8_t **rows = malloc((size_t)w->rows * sizeof *rows);
+    if (!rows)
+        return APR_E_NOMEM;
+    for (uint64_t r = 0; r < w->rows; r++) {
+        apr_dtype dt;
+        rows[r] = apr_wmat_row(w, apr_wmat_phys_row(w, r), &dt);
+    }
+    const int rc = apr_wpack_init(p, w->seg[0].dtype, w->rows, w->cols, rows);
+    free(rows);
+    return rc;
+}
+
+/* The pack of w, made on first use (called from the main thread only). The
+ * matmuls come in the same order every batch, so the entry after the last
+ * hit is tried first. NULL when w is not packed (a dtype without a packed
+ * kernel, or out of memory: the unpacked path gives the same values). */
+static const apr_wpack *wpack_for(cpu_be *b, const apr_wmat *w)
+{
+    for (size_t k = 0; k < b->n_packs; k++) {
+        const size_t i = (b->pack_hint + k) % b->n_packs;
+        if (b->packs[i].w == w) {
+            b->pack_hint = i + 1;
+            return b->packs[i].ok ? &b->packs[i].p : NULL;
+        }
+    }
+    if (b->n_packs == b->cap_packs) {
+        const size_t cap = b->cap_packs ? 2 * b->cap_packs : 64;
+        cpu_pack *np = realloc(b->packs, cap * sizeof *np);
+        if (!np)
+            return NULL;
+        b->packs = np;
+        b->cap_packs = cap;
+    }
+    cpu_pack *e = &b->packs[b->n_packs++];
+    e->w = w;
+    e->ok = wmat_packable(w) && pack_wmat(&e->p, w) == 0;
+    b->pack_hint = b->n_packs;
+    return e->ok ? &e->p : NULL;
+}
+
+static void packs_free(cpu_be *b)
+{
+    for (size_t i = 0; i < b->n_packs; i++)
+        if (b->packs[i].ok)
+            apr_wpack_free(&b->packs[i].p);
+    free(b->packs);
+}
 
 /* ---------------------------------------------------------------- matmul */
 
@@ -252,14 +325,22 @@ typedef struct mm_task {
     uint64_t out_stride;
     const float *bias;        /* rows floats or NULL */
     act_slot *seg_act[APR_MAX_PARTS]; /* converted activation for each segment's dtype */
+    const apr_wpack *pack;    /* packed weights (one dtype, seg_act[0]) or NULL */
     uint32_t nt;
 } mm_task;
 
 typedef struct mm_job {
     mm_task task[3];
     int n_task;
-    uint64_t total_rows;
+    uint64_t total_blocks;    /* ROW_BLOCK-row blocks of all tasks */
 } mm_job;
+
+/* Blocks of ROW_BLOCK rows (= APR_WPACK_ROWS, a packed group): the unit that
+ * threads share out, so a thread never splits a packed group. */
+static uint64_t row_blocks(const apr_wmat *w)
+{
+    return (w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+}
 
 /* Rows of all tasks are one index space split evenly between threads; each
  * row is computed by one thread, tokens in order. */
@@ -267,15 +348,25 @@ static void mm_worker(void *ctx, int ith, int nth)
 {
     mm_job *j = ctx;
     uint64_t lo, hi;
-    split(j->total_rows, ith, nth, &lo, &hi);
+    split(j->total_blocks, ith, nth, &lo, &hi);
     uint64_t base = 0;
-    for (int ti = 0; ti < j->n_task; base += j->task[ti].w->rows, ti++) {
+    for (int ti = 0; ti < j->n_task; base += row_blocks(j->task[ti].w), ti++) {
         const mm_task *T = &j->task[ti];
         const apr_wmat *w = T->w;
-        const uint64_t a = lo > base ? lo : base, z = hi < base + w->rows ? hi : base + w->rows;
+        const uint64_t nblk = row_blocks(w);
+        const uint64_t a = lo > base ? lo : base, z = hi < base + nblk ? hi : base + nblk;
         if (a >= z)
             continue;
-        const uint64_t t_lo = a - base, t_hi = z - base;
+        const uint64_t t_lo = (a - base) * ROW_BLOCK, t_hi = (z - base) * ROW_BLOCK < w->rows ? (z - base) * ROW_BLOCK : w->rows;
+        if (T->pack) {
+            const act_slot *as = T->seg_act[0];
+            apr_wpack_gemm(T->pack, t_lo, t_hi, as->buf, (size_t)as->stride, T->nt, T->out, T->out_stride);
+            if (T->bias)
+                for (uint32_t t = 0; t < T->nt; t++)
+                    for (uint64_t r = t_lo; r < t_hi; r++)
+                        T->out[(uint64_t)t * T->out_stride + r] += T->bias[r];
+            continue;
+        }
         for (uint64_t r0 = t_lo; r0 < t_hi; r0 += ROW_BLOCK) {
             const uint64_t r1 = r0 + ROW_BLOCK < t_hi ? r0 + ROW_BLOCK : t_hi;
             const uint8_t *rowp[ROW_BLOCK];
@@ -332,7 +423,8 @@ static int matmul(cpu_be *b, const float *x, uint32_t nt, int n, const apr_wmat 
                 return apr_err_set(err, APR_E_NOMEM, "tensor %s: cannot prepare %s activations",
                                    w[i]->name, apr_dtype_name(vdt));
         }
-        j.total_rows += w[i]->rows;
+        j.total_blocks += row_blocks(w[i]);
+        T->pack = wpack_for(b, w[i]);
     }
     if (cj.n_slots) {
         b->conv_err = 0;
@@ -604,6 +696,7 @@ static void cpu_free(apr_backend *be)
 {
     cpu_be *b = (cpu_be *)be;
     pool_free(b->pool);
+    packs_free(b);
     free(b->kc);
     free(b->vc);
     free(b->x);
