@@ -31,6 +31,12 @@
  *   11    Q3_K    ggml              47    BOOL    apr
  *   12    Q4_K    aprender/ggml     64    ROWCAT  apr: parts in metadata "tensor_parts"
  *
+ *   48-62: the rest of ggml's block types, in ggml's order (ggml's own
+ *   numbers 16-23, 29, 34-42 would clash with aprender's range):
+ *   48 IQ2_XXS  49 IQ2_XS  50 IQ3_XXS  51 IQ1_S  52 IQ4_NL  53 IQ3_S
+ *   54 IQ2_S    55 IQ4_XS  56 IQ1_M    57 TQ1_0 58 TQ2_0   59 MXFP4
+ *   60 NVFP4    61 Q1_0    62 Q2_0
+ *
  * Any other code (e.g. aprender's APR-native 128 "AprQ4" / 129 "AprQ8") is
  * rejected as unknown: a reader that does not know a code fails cleanly
  * instead of misreading the payload.
@@ -77,6 +83,9 @@ static const struct { uint8_t code; apr_dtype dt; } dtype_codes[] = {
     {10, APR_DT_Q2_K}, {11, APR_DT_Q3_K}, {12, APR_DT_Q4_K}, {13, APR_DT_Q5_K}, {14, APR_DT_Q6_K},
     {15, APR_DT_Q8_K}, {30, APR_DT_BF16}, {40, APR_DT_Q5_0}, {41, APR_DT_Q5_1}, {42, APR_DT_Q4_1},
     {43, APR_DT_I16},  {44, APR_DT_U16},  {45, APR_DT_U32},  {46, APR_DT_U64},  {47, APR_DT_BOOL},
+    {48, APR_DT_IQ2_XXS}, {49, APR_DT_IQ2_XS}, {50, APR_DT_IQ3_XXS}, {51, APR_DT_IQ1_S}, {52, APR_DT_IQ4_NL},
+    {53, APR_DT_IQ3_S},   {54, APR_DT_IQ2_S},  {55, APR_DT_IQ4_XS},  {56, APR_DT_IQ1_M}, {57, APR_DT_TQ1_0},
+    {58, APR_DT_TQ2_0},   {59, APR_DT_MXFP4},  {60, APR_DT_NVFP4},   {61, APR_DT_Q1_0},  {62, APR_DT_Q2_0},
     {APR_CODE_ROWCAT, APR_DT_ROWCAT},
 };
 #define N_CODES (sizeof dtype_codes / sizeof *dtype_codes)

@@ -206,6 +206,11 @@ static int make_plan(const apr_model *in, const char *in_path, const apr_quantiz
                 return apr_err_set(err, APR_E_FORMAT, "imatrix has %llu values for %s, the tensor has %llu columns",
                                    (unsigned long long)e->n, t->name, (unsigned long long)ne0);
         }
+        if (!plan[i].imatrix && apr_quant_mix_needs_imatrix(mix, t->name, plan[i].to))
+            return apr_err_set(err, APR_E_ARG,
+                               "%s: %s makes %s tensors that llama.cpp refuses to quantize without an importance "
+                               "matrix (the result would be garbage); pass --imatrix FILE%s", t->name, o->type,
+                               apr_dtype_name(plan[i].to), im ? " with an entry for this tensor" : "");
     }
     return 0;
 }

@@ -230,7 +230,7 @@ int apr_dequantize_row(apr_dtype t, const void *src, float *dst, int64_t n)
     case APR_DT_Q5_K: dq_q5_k(src, dst, nb); return 0;
     case APR_DT_Q6_K: dq_q6_k(src, dst, nb); return 0;
     case APR_DT_Q8_K: dq_q8_k(src, dst, nb); return 0;
-    default: return -1;
+    default: return aprq_dequant_more(t, src, dst, nb);
     }
 }
 

@@ -1,6 +1,6 @@
 /* mix.c - llama-quantize's per-tensor type selection (llama.cpp
  * src/llama-quant.cpp: tensor_allows_quantization, llama_tensor_get_type_impl,
- * tensor_type_fallback) for the file types apr supports, and its tensor
+ * tensor_type_fallback, tensor_requires_imatrix) for the file types apr supports, and its tensor
  * order (llama_model_loader's weight_name_comparer).
  *
  * The rules depend on the order tensors are visited (attn_v and ffn_down are
@@ -26,13 +26,28 @@ static const mix_name k_mixes[] = {
     {"Q5_1", 9, APR_DT_Q5_1},     {"Q8_0", 7, APR_DT_Q8_0},     {"Q4_K_S", 14, APR_DT_Q4_K},
     {"Q4_K_M", 15, APR_DT_Q4_K},  {"Q4_K", 15, APR_DT_Q4_K},    {"Q5_K_S", 16, APR_DT_Q5_K},
     {"Q5_K_M", 17, APR_DT_Q5_K},  {"Q5_K", 17, APR_DT_Q5_K},    {"Q6_K", 18, APR_DT_Q6_K},
+    {"Q2_K", 10, APR_DT_Q2_K},    {"Q2_K_S", 21, APR_DT_Q2_K},  {"Q3_K_S", 11, APR_DT_Q3_K},
+    {"Q3_K_M", 12, APR_DT_Q3_K},  {"Q3_K", 12, APR_DT_Q3_K},    {"Q3_K_L", 13, APR_DT_Q3_K},
+    {"IQ4_NL", 25, APR_DT_IQ4_NL}, {"IQ4_XS", 30, APR_DT_IQ4_XS},
 };
 
-enum { FT_Q4_0 = 2, FT_Q5_0 = 8, FT_Q4_K_S = 14, FT_Q4_K_M = 15, FT_Q5_K_M = 17 };
+/* The rest of llama-quantize's list (tools/quantize/quantize.cpp's
+ * QUANT_OPTIONS): refused by name. Their quantizers search ggml's lattice
+ * grids (IQ1/IQ2/IQ3), or are ternary / FP4 / 1-2 bit formats apr does not
+ * write. */
+static const char *const k_refused[] = {"Q1_0", "Q2_0", "MXFP4_MOE", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M",
+                                        "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S", "IQ3_M",
+                                        "IQ3_XS", "COPY"};
+
+enum {
+    FT_Q4_0 = 2, FT_Q5_0 = 8, FT_Q2_K = 10, FT_Q3_K_S = 11, FT_Q3_K_M = 12, FT_Q3_K_L = 13, FT_Q4_K_S = 14,
+    FT_Q4_K_M = 15, FT_Q5_K_M = 17, FT_Q2_K_S = 21, FT_IQ4_NL = 25, FT_IQ4_XS = 30
+};
 
 const char *apr_quant_mix_names(void)
 {
-    return "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K_S Q4_K_M (=Q4_K) Q5_K_S Q5_K_M (=Q5_K) Q6_K";
+    return "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S (needs --imatrix) Q3_K_S Q3_K_M (=Q3_K) Q3_K_L "
+           "Q4_K_S Q4_K_M (=Q4_K) Q5_K_S Q5_K_M (=Q5_K) Q6_K IQ4_NL IQ4_XS";
 }
 
 int apr_quant_mix_init(apr_quant_mix *m, const char *mix, bool pure, const apr_quant_mix_model *model,
@@ -43,8 +58,15 @@ int apr_quant_mix_init(apr_quant_mix *m, const char *mix, bool pure, const apr_q
     for (size_t i = 0; i < sizeof k_mixes / sizeof k_mixes[0]; i++)
         if (!strcasecmp(mix, k_mixes[i].name))
             found = &k_mixes[i];
-    if (!found)
+    if (!found) {
+        for (size_t i = 0; i < sizeof k_refused / sizeof k_refused[0]; i++)
+            if (!strcasecmp(mix, k_refused[i]))
+                return apr_err_set(err, APR_E_UNSUPPORTED,
+                                   "quantization type '%s' is llama-quantize's, but apr does not implement it (the "
+                                   "IQ1/IQ2/IQ3 lattice-grid, ternary, FP4, Q1_0/Q2_0 and COPY modes are not "
+                                   "supported; supported: %s)", mix, apr_quant_mix_names());
         return apr_err_set(err, APR_E_ARG, "unknown quantization type '%s' (known: %s)", mix, apr_quant_mix_names());
+    }
     m->ftype = found->ftype;
     m->default_type = found->def;
     m->pure = pure;
@@ -55,6 +77,7 @@ int apr_quant_mix_init(apr_quant_mix *m, const char *mix, bool pure, const apr_q
     /* llama.cpp's LLM_TYPE_70B: 80 layers with grouped-query attention */
     m->is_70b = model->n_layer == 80 && (!strcmp(model->arch, "llama") ? model->n_head != model->n_head_kv
                                                                           : !strcmp(model->arch, "qwen2"));
+    m->n_gqa = model->n_head_kv ? (int)(model->n_head / model->n_head_kv) : 0; /* llama_hparams::n_gqa */
     m->tied_embeddings = true; /* until output.weight is seen */
     return 0;
 }
@@ -135,10 +158,11 @@ static bool use_more_bits(int i_layer, int n_layers)
 }
 
 /* llama_tensor_get_type_impl, reduced to the file types in k_mixes (the
- * IQ/Q2_K/Q3_K branches cannot be reached from them). */
+ * IQ1/IQ2/IQ3 and TQ/MXFP4 branches cannot be reached from them). */
 static apr_dtype mix_rules(apr_quant_mix *m, apr_dtype t, const char *name, uint64_t ne0, cat c)
 {
     const int ft = m->ftype;
+    const int n_gqa = m->n_gqa;
     if (c == CAT_OUTPUT || (m->tied_embeddings && c == CAT_TOKEN_EMBD)) {
         const uint64_t qk = apr_dtype_get(t)->block_elems;
         if (m->falcon || ne0 % qk != 0)
@@ -148,7 +172,17 @@ static apr_dtype mix_rules(apr_quant_mix *m, apr_dtype t, const char *name, uint
     } else if (c == CAT_TOKEN_EMBD) {
         /* only the IQ/TQ file types change token_embd */
     } else if (is_attn_v_like(c)) {
-        if ((ft == FT_Q4_K_M || ft == FT_Q5_K_M) && use_more_bits(m->i_attention_wv, m->n_attention_wv))
+        if (ft == FT_Q2_K)
+            t = n_gqa >= 4 ? APR_DT_Q4_K : APR_DT_Q3_K;
+        else if (ft == FT_Q2_K_S && n_gqa >= 4)
+            t = APR_DT_Q4_K;
+        else if (ft == FT_Q3_K_M)
+            t = m->i_attention_wv < 2 ? APR_DT_Q5_K : APR_DT_Q4_K;
+        else if (ft == FT_Q3_K_L)
+            t = APR_DT_Q5_K;
+        else if ((ft == FT_IQ4_NL || ft == FT_IQ4_XS) && n_gqa >= 4)
+            t = APR_DT_Q5_K;
+        else if ((ft == FT_Q4_K_M || ft == FT_Q5_K_M) && use_more_bits(m->i_attention_wv, m->n_attention_wv))
             t = APR_DT_Q6_K;
         else if (ft == FT_Q4_K_S && m->i_attention_wv < 4)
             t = APR_DT_Q5_K;
@@ -166,11 +200,24 @@ static apr_dtype mix_rules(apr_quant_mix *m, apr_dtype t, const char *name, uint
             if (sscanf(name, "blk.%d.", &i_layer) != 1)
                 i_layer = m->i_ffn_down;
         }
-        if (ft == FT_Q4_K_M) {
+        if (ft == FT_Q2_K) {
+            t = APR_DT_Q3_K;
+        } else if (ft == FT_Q2_K_S) {
+            if (i_layer < n_layer / 8)
+                t = APR_DT_Q4_K;
+        } else if (ft == FT_Q3_K_M) {
+            t = i_layer < n_layer / 16 ? APR_DT_Q5_K
+                : !m->falcon || use_more_bits(i_layer, n_layer) ? APR_DT_Q4_K
+                                                                 : APR_DT_Q3_K;
+        } else if (ft == FT_Q3_K_L) {
+            t = m->falcon ? APR_DT_Q4_K : APR_DT_Q5_K;
+        } else if (ft == FT_Q4_K_M) {
             if (m->falcon)
                 t = i_layer < n_layer / 16 ? APR_DT_Q6_K : use_more_bits(i_layer, n_layer) ? APR_DT_Q5_K : APR_DT_Q4_K;
             else if (use_more_bits(i_layer, n_layer))
                 t = APR_DT_Q6_K;
+        } else if (i_layer < n_layer / 8 && (ft == FT_IQ4_NL || ft == FT_IQ4_XS) && !m->has_imatrix) {
+            t = APR_DT_Q5_K;
         } else if (ft == FT_Q5_K_M && use_more_bits(i_layer, n_layer)) {
             t = APR_DT_Q6_K;
         } else if (ft == FT_Q4_K_S && !m->falcon && i_layer < n_layer / 8) {
@@ -180,11 +227,20 @@ static apr_dtype mix_rules(apr_quant_mix *m, apr_dtype t, const char *name, uint
         }
         m->i_ffn_down++;
     } else if (c == CAT_ATTN_OUTPUT) {
-        /* only Q2_K/Q3_K/IQ file types (and 8-expert models) change it */
-        if (!m->falcon && m->n_expert == 8 && ft == FT_Q4_K_S)
-            t = APR_DT_Q5_K;
-        else if (!m->falcon && m->n_expert == 8 && ft == FT_Q4_K_M)
-            t = APR_DT_Q5_K;
+        if (!m->falcon && m->n_expert == 8) {
+            if (ft == FT_Q2_K || ft == FT_Q3_K_S || ft == FT_Q3_K_M || ft == FT_IQ4_NL || ft == FT_Q4_K_S ||
+                ft == FT_Q4_K_M || ft == FT_IQ4_XS)
+                t = APR_DT_Q5_K;
+        } else if (!m->falcon) {
+            if (ft == FT_Q2_K)
+                t = APR_DT_Q3_K;
+            else if (ft == FT_Q3_K_M)
+                t = APR_DT_Q4_K;
+            else if (ft == FT_Q3_K_L)
+                t = APR_DT_Q5_K;
+        } else if (ft == FT_Q3_K_L) {
+            t = APR_DT_Q4_K;
+        }
     } else if (c == CAT_FFN_GATE) {
         m->i_ffn_gate++;
     } else if (c == CAT_FFN_UP) {
@@ -212,10 +268,15 @@ int apr_quant_mix_type(apr_quant_mix *m, const char *name, uint32_t ndim, const 
     if (ne0 % apr_dtype_get(t)->block_elems != 0) {
         apr_dtype f;
         switch (t) {
+        case APR_DT_IQ4_XS: f = APR_DT_IQ4_NL; break;
         case APR_DT_Q2_K: case APR_DT_Q3_K: f = APR_DT_Q4_0; break;
         case APR_DT_Q4_K: f = APR_DT_Q5_0; break;
         case APR_DT_Q5_K: f = APR_DT_Q5_1; break;
         case APR_DT_Q6_K: f = APR_DT_Q8_0; break;
+        case APR_DT_Q4_0: case APR_DT_Q4_1: case APR_DT_Q5_0: case APR_DT_Q5_1: case APR_DT_Q8_0:
+        case APR_DT_IQ4_NL:
+            f = t; /* already a 32-block type: F16 below, as llama.cpp does */
+            break;
         default:
             return apr_err_set(err, APR_E_UNSUPPORTED,
                                "%s: %llu columns is not a multiple of %s's block of %u and llama.cpp defines no "
@@ -243,4 +304,14 @@ int apr_quant_tensor_cmp(const char *a, const char *b)
     if (la != lb)
         return la < lb ? -1 : 1;
     return strcmp(a, b);
+}
+
+/* tensor_requires_imatrix for the supported file types: the Q2_K tensors of
+ * a Q2_K_S file (token_embd and output excepted). */
+bool apr_quant_mix_needs_imatrix(const apr_quant_mix *m, const char *name, apr_dtype target)
+{
+    if (!strcmp(name, "token_embd.weight") || !strcmp(name, "per_layer_token_embd.weight") ||
+        !strcmp(name, "output.weight"))
+        return false;
+    return target == APR_DT_Q2_K && m->ftype == FT_Q2_K_S;
 }

@@ -14,6 +14,7 @@ bool apr_quantize_supported(apr_dtype t)
     case APR_DT_F32: case APR_DT_F16: case APR_DT_BF16:
     case APR_DT_Q8_0: case APR_DT_Q4_0: case APR_DT_Q4_1: case APR_DT_Q5_0: case APR_DT_Q5_1:
     case APR_DT_Q2_K: case APR_DT_Q3_K: case APR_DT_Q4_K: case APR_DT_Q5_K: case APR_DT_Q6_K:
+    case APR_DT_IQ4_NL: case APR_DT_IQ4_XS:
         return true;
     default:
         return false;

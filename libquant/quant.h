@@ -123,13 +123,15 @@ typedef struct apr_quant_mix {
     int ftype;               /* llama_ftype: general.file_type of the output */
     apr_dtype default_type;  /* the mix's base type */
     bool pure, has_imatrix, falcon, is_70b, tied_embeddings;
-    int n_layer, n_expert;
+    int n_layer, n_expert, n_gqa;
     int n_attention_wv, i_attention_wv, i_ffn_down, i_ffn_gate, i_ffn_up;
     int n_fallback;          /* tensors that needed a fallback type */
 } apr_quant_mix;
 
-/* mix: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K_S Q4_K_M Q4_K(=Q4_K_M)
- * Q5_K_S Q5_K_M Q5_K(=Q5_K_M) Q6_K (case-insensitive). pure: the base type
+/* mix: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M
+ * Q3_K(=Q3_K_M) Q3_K_L Q4_K_S Q4_K_M Q4_K(=Q4_K_M) Q5_K_S Q5_K_M
+ * Q5_K(=Q5_K_M) Q6_K IQ4_NL IQ4_XS (case-insensitive); the rest of
+ * llama-quantize's list fails with APR_E_UNSUPPORTED naming the type. pure: the base type
  * for every quantizable tensor (fallbacks still apply). */
 int apr_quant_mix_init(apr_quant_mix *m, const char *mix, bool pure, const apr_quant_mix_model *model,
                        apr_err *err);
@@ -140,6 +142,9 @@ void apr_quant_mix_scan(apr_quant_mix *m, const char *name);
  * Fails only when no fallback exists for the row length. */
 int apr_quant_mix_type(apr_quant_mix *m, const char *name, uint32_t ndim, const uint64_t *dims, apr_dtype cur,
                        apr_dtype *out, apr_err *err);
+/* llama.cpp refuses to make these tensors without an importance matrix
+ * (tensor_requires_imatrix: Q2_K in a Q2_K_S file). */
+bool apr_quant_mix_needs_imatrix(const apr_quant_mix *m, const char *name, apr_dtype target);
 /* llama-quantize's rule for "is this tensor quantized at all". */
 bool apr_quant_tensor_allowed(const char *name, uint32_t ndim, const uint64_t *dims);
 /* llama-quantize's output order: by layer number (blk.N., others first),

@@ -27,6 +27,14 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } blk_q4
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } blk_q5_k; /* 176 */
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } blk_q6_k; /* 210 */
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } blk_q8_k;  /* 292 */
+typedef struct { uint16_t d; uint8_t qs[16]; } blk_iq4_nl;                /* 18 */
+typedef struct { uint16_t d, scales_h; uint8_t scales_l[4]; uint8_t qs[128]; } blk_iq4_xs; /* 136 */
+typedef struct { uint8_t qs[48]; uint8_t qh[4]; uint16_t d; } blk_tq1_0;  /* 54 */
+typedef struct { uint8_t qs[64]; uint16_t d; } blk_tq2_0;                 /* 66 */
+typedef struct { uint8_t e; uint8_t qs[16]; } blk_mxfp4;                  /* 17 */
+typedef struct { uint8_t d[4]; uint8_t qs[32]; } blk_nvfp4;               /* 36 */
+typedef struct { uint16_t d; uint8_t qs[16]; } blk_q1_0;                  /* 18, 128 values */
+typedef struct { uint16_t d; uint8_t qs[16]; } blk_q2_0;                  /* 18, 64 values */
 
 _Static_assert(sizeof(blk_q8_0) == 34, "q8_0");
 _Static_assert(sizeof(blk_q4_0) == 18, "q4_0");
@@ -39,6 +47,15 @@ _Static_assert(sizeof(blk_q4_k) == 144, "q4_k");
 _Static_assert(sizeof(blk_q5_k) == 176, "q5_k");
 _Static_assert(sizeof(blk_q6_k) == 210, "q6_k");
 _Static_assert(sizeof(blk_q8_k) == 292, "q8_k");
+_Static_assert(sizeof(blk_iq4_nl) == 18, "iq4_nl");
+_Static_assert(sizeof(blk_iq4_xs) == 136, "iq4_xs");
+_Static_assert(sizeof(blk_tq1_0) == 54, "tq1_0");
+_Static_assert(sizeof(blk_tq2_0) == 66, "tq2_0");
+_Static_assert(sizeof(blk_mxfp4) == 17, "mxfp4");
+_Static_assert(sizeof(blk_nvfp4) == 36, "nvfp4");
+
+/* ggml's kvalues_iq4nl (quant_iq4.c) */
+extern const int8_t aprq_kvalues_iq4nl[16];
 
 /* ggml's nearest_int: round half to even through the 1.5*2^23 trick. Only
  * meaningful for |f| <= 2^22; outside that it gives the same garbage ggml
@@ -86,6 +103,13 @@ void aprq_imat_q3_k(const float *x, void *y, int64_t n, const float *qw);
 void aprq_imat_q4_k(const float *x, void *y, int64_t n, const float *qw);
 void aprq_imat_q5_k(const float *x, void *y, int64_t n, const float *qw);
 void aprq_imat_q6_k(const float *x, void *y, int64_t n, const float *qw);
+/* IQ4_NL / IQ4_XS (quant_iq4.c): ggml's quantize_iq4_nl / quantize_iq4_xs,
+ * qw NULL or the importance weights (the same code either way, as ggml) */
+void aprq_imat_iq4_nl(const float *x, void *y, int64_t n, const float *qw);
+void aprq_imat_iq4_xs(const float *x, void *y, int64_t n, const float *qw);
+/* Dequantizers of the block types beyond Q8_K (dequant_more.c): 0, or -1
+ * when apr does not implement the type's layout. */
+int aprq_dequant_more(apr_dtype t, const void *src, float *dst, int64_t nb);
 
 /* Pieces of the reference shared with the SIMD kernels (quant_fast.c). */
 float aprq_make_qkx2_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,

@@ -1182,13 +1182,17 @@ bool aprq_chunk_rows_ref(apr_dtype t, const float *src, uint8_t *dst, int64_t r0
     case APR_DT_Q4_K: rf = aprq_ref_q4_k; imf = aprq_imat_q4_k; break;
     case APR_DT_Q5_K: rf = aprq_ref_q5_k; imf = aprq_imat_q5_k; break;
     case APR_DT_Q6_K: rf = aprq_ref_q6_k; imf = aprq_imat_q6_k; break;
+    case APR_DT_IQ4_NL: imf = aprq_imat_iq4_nl; break;
+    case APR_DT_IQ4_XS: imf = aprq_imat_iq4_xs; break;
     default: return false;
     }
     const uint64_t rb = apr_dtype_row_bytes(t, (uint64_t)ncols);
     for (int64_t r = r0; r < r1; r++) {
         const float *x = src + r * ncols;
         uint8_t *y = dst + (uint64_t)r * rb;
-        if (imatrix && imf)
+        if (!rf) /* one kernel with or without weights */
+            imf(x, y, ncols, imatrix);
+        else if (imatrix && imf)
             imf(x, y, ncols, imatrix);
         else
             rf(x, y, ncols);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef size_t (*ggml_quantize_chunk_fn)(int type, const float *src, void *dst, int64_t start, int64_t nrows,
                                          int64_t n_per_row, const float *imatrix);
@@ -72,8 +73,8 @@ static void test_against_ggml(void **state)
     assert_non_null(qc);
     print_message("ggml: %s\n", path);
     /* apr dtype numbers are ggml's */
-    const apr_dtype types[] = {APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q5_1,
-                               APR_DT_Q2_K, APR_DT_Q3_K, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K};
+    const apr_dtype types[] = {APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q5_1,  APR_DT_Q2_K,
+                               APR_DT_Q3_K, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_IQ4_NL, APR_DT_IQ4_XS};
     const int64_t rows = 4, cols = 1280; /* 5 super-blocks, 40 32-blocks (16 + 16 + 8) */
     float *x = malloc(rows * cols * 4), *w = malloc(cols * 4);
     uint8_t *g = malloc(rows * cols * 2), *a = malloc(rows * cols * 2), *r = malloc(rows * cols * 2);
@@ -115,10 +116,100 @@ static void test_against_ggml(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* ggml.h's struct ggml_type_traits */
+typedef struct ggml_traits {
+    const char *type_name;
+    int64_t blck_size, blck_size_interleave;
+    size_t type_size;
+    bool is_quantized;
+    void (*to_float)(const void *x, float *y, int64_t k);
+    void (*from_float_ref)(const float *x, void *y, int64_t k);
+} ggml_traits;
+typedef const ggml_traits *(*ggml_get_type_traits_fn)(int type);
+
+static uint64_t splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The dtype table against ggml's type traits (name, block elements, block
+ * bytes) for every ggml type apr knows, and apr_dequantize_row against ggml's
+ * to_float on random blocks (both NaN counts as equal: random scale bytes
+ * make some); the types apr does not dequantize must say so (-1). */
+static void test_types_and_dequant_against_ggml(void **state)
+{
+    (void)state;
+    char path[4096];
+    void *h = open_ggml(path, sizeof path);
+    if (!h) {
+        print_message("SKIP: libggml-base.so not found (set APR_GGML_LIB or install llama-cpp-python)\n");
+        skip();
+    }
+    ggml_get_type_traits_fn tt = (ggml_get_type_traits_fn)dlsym(h, "ggml_get_type_traits");
+    assert_non_null(tt);
+    const int64_t n = 4 * 256;
+    uint8_t *q = malloc((size_t)n * 4);
+    float *a = malloc((size_t)n * 4), *g = malloc((size_t)n * 4);
+    int checked = 0, refused = 0, bad = 0;
+    for (int t = 0; t < 43; t++) {
+        const apr_dtype_info *di = apr_dtype_get(t);
+        const ggml_traits *gt = tt(t);
+        if (!di) {
+            /* ggml's removed numbers (4, 5, 31-33, 36-38) have no name there either */
+            assert_true(!gt || !gt->type_name || gt->blck_size == 0);
+            continue;
+        }
+        assert_non_null(gt);
+        if (strcasecmp(di->name, gt->type_name) != 0) {
+            print_message("type %d: apr %s, ggml %s\n", t, di->name, gt->type_name);
+            bad++;
+        }
+        if ((int64_t)di->block_elems != gt->blck_size || di->block_bytes != gt->type_size || di->quantized != gt->is_quantized) {
+            print_message("%s: apr %u elems / %u bytes, ggml %lld / %zu\n", di->name, di->block_elems, di->block_bytes,
+                          (long long)gt->blck_size, gt->type_size);
+            bad++;
+        }
+        if (!di->quantized || t == APR_DT_Q8_1 || t == APR_DT_Q8_K || !gt->to_float)
+            continue;
+        uint64_t seed = 77 + (uint64_t)t;
+        const size_t bytes = (size_t)apr_dtype_row_bytes(t, (uint64_t)n);
+        for (size_t i = 0; i < bytes; i++)
+            q[i] = (uint8_t)splitmix(&seed);
+        if (apr_dequantize_row(t, q, a, n) != 0) {
+            refused++;
+            print_message("%s: not dequantized by apr (refused by name)\n", di->name);
+            continue;
+        }
+        gt->to_float(q, g, n);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t ua, ug;
+            memcpy(&ua, &a[i], 4);
+            memcpy(&ug, &g[i], 4);
+            if (ua != ug && !(isnan(a[i]) && isnan(g[i]))) {
+                print_message("%s element %lld: apr %g, ggml %g\n", di->name, (long long)i, a[i], g[i]);
+                bad++;
+                break;
+            }
+        }
+        checked++;
+    }
+    print_message("dequantized %d block types like ggml; %d refused\n", checked, refused);
+    assert_true(checked >= 18);
+    free(q);
+    free(a);
+    free(g);
+    dlclose(h);
+    assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_ggml),
+        cmocka_unit_test(test_types_and_dequant_against_ggml),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -187,9 +187,30 @@ static void test_pure_tied_fallback(void **state)
     assert_int_equal(apr_quant_mix_type(&m, "blk.0.attn_q.weight", 2, d100, APR_DT_F32, &o, &err), 0);
     assert_int_equal(o, APR_DT_F16);
     assert_int_equal(m.n_fallback, 1);
-    /* Q8_0 has no fallback */
+    /* a 32-block type has no smaller block to demote to: F16 (tensor_type_fallback) */
     assert_int_equal(apr_quant_mix_init(&m, "Q8_0", false, &mm, &err), 0);
-    assert_true(apr_quant_mix_type(&m, "blk.0.attn_q.weight", 2, d100, APR_DT_F32, &o, &err) < 0);
+    assert_int_equal(apr_quant_mix_type(&m, "blk.0.attn_q.weight", 2, d100, APR_DT_F32, &o, &err), 0);
+    assert_int_equal(o, APR_DT_F16);
+    /* IQ4_XS falls back to IQ4_NL (rows of 32 k) */
+    uint64_t d96[2] = {64, 96};
+    assert_int_equal(apr_quant_mix_init(&m, "IQ4_XS", false, &mm, &err), 0);
+    assert_int_equal(apr_quant_mix_type(&m, "blk.0.attn_q.weight", 2, d96, APR_DT_F32, &o, &err), 0);
+    assert_int_equal(o, APR_DT_IQ4_NL);
+    /* the rest of llama-quantize's list is refused by name, as unsupported */
+    static const char *const refused[] = {"IQ2_XXS", "IQ3_M", "TQ1_0", "MXFP4_MOE", "IQ1_S", "COPY"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        assert_int_equal(apr_quant_mix_init(&m, refused[i], false, &mm, &err), APR_E_UNSUPPORTED);
+        assert_non_null(strstr(err.msg, refused[i]));
+        assert_non_null(strstr(err.msg, "does not implement"));
+    }
+    /* Q2_K_S needs an imatrix for its Q2_K tensors, not for token_embd / output */
+    assert_int_equal(apr_quant_mix_init(&m, "Q2_K_S", false, &mm, &err), 0);
+    assert_int_equal(m.ftype, 21);
+    assert_true(apr_quant_mix_needs_imatrix(&m, "blk.0.attn_q.weight", APR_DT_Q2_K));
+    assert_false(apr_quant_mix_needs_imatrix(&m, "blk.0.attn_v.weight", APR_DT_Q4_K));
+    assert_false(apr_quant_mix_needs_imatrix(&m, "token_embd.weight", APR_DT_Q2_K));
+    assert_int_equal(apr_quant_mix_init(&m, "Q3_K", false, &mm, &err), 0);
+    assert_int_equal(m.ftype, 12); /* alias of Q3_K_M */
     /* unknown mix */
     assert_true(apr_quant_mix_init(&m, "Q3_X", false, &mm, &err) < 0);
     assert_non_null(strstr(err.msg, "Q3_X"));

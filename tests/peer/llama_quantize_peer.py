@@ -34,7 +34,12 @@ except Exception as e:  # pragma: no cover - depends on the machine
     sys.exit(SKIP)
 
 # llama_ftype values (llama.h)
-FTYPES = {"Q4_K_M": 15, "Q6_K": 18, "Q8_0": 7, "Q5_K_M": 17, "Q4_K_S": 14, "Q5_K_S": 16}
+FTYPES = {"Q4_K_M": 15, "Q6_K": 18, "Q8_0": 7, "Q5_K_M": 17, "Q4_K_S": 14, "Q5_K_S": 16,
+          "Q2_K": 10, "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "IQ4_NL": 25, "IQ4_XS": 30}
+# llama.cpp refuses Q2_K_S without an imatrix (tensor_requires_imatrix)
+IMAT_ONLY = {"Q2_K_S": 21}
+# the other models: the mixes whose rules depend on n_gqa (4 on bf16) or on fallbacks (ffn 800 on f32)
+OTHER_TYPES = ("Q4_K_M", "Q5_K_M", "Q8_0", "Q2_K", "Q3_K_M", "IQ4_NL", "IQ4_XS")
 # only with an imatrix: the 32-block weighted quantizers (their own SIMD kernels in apr)
 IMAT_FTYPES = {"Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9}
 
@@ -258,7 +263,7 @@ def main():
     for mname, cfg in models.items():
         src = os.path.join(args.tmp, f"peer-{mname}.gguf")
         make_model(src, **cfg)
-        types = FTYPES if mname == "f16" else {k: FTYPES[k] for k in ("Q4_K_M", "Q5_K_M", "Q8_0")}
+        types = FTYPES if mname == "f16" else {k: FTYPES[k] for k in OTHER_TYPES}
         for typ, ft in types.items():
             ref = os.path.join(args.tmp, f"llama-{mname}-{typ}.gguf")
             out = os.path.join(args.tmp, f"apr-{mname}-{typ}.gguf")
@@ -277,13 +282,20 @@ def main():
             imf = os.path.join(args.tmp, "peer.imatrix.dat")
             with open(imf, "wb") as f:
                 f.write(dat)
-            for typ in ("Q4_K_M", "Q6_K", "Q5_K_S", "Q8_0", *IMAT_FTYPES):
+            # Q2_K_S without one: refused, as llama.cpp refuses it
+            r = subprocess.run([args.apr, "quantize", src, os.path.join(args.tmp, "x.gguf"), "--type", "Q2_K_S",
+                                "--quiet"], capture_output=True, text=True)
+            refused = r.returncode == 2 and "importance matrix" in r.stderr
+            print(f"{'OK  ' if refused else 'FAIL'} f16 Q2_K_S without an imatrix refused (exit {r.returncode})")
+            ok &= refused
+            for typ in ("Q4_K_M", "Q6_K", "Q5_K_S", "Q8_0", *IMAT_FTYPES, *IMAT_ONLY, "Q3_K_M", "IQ4_XS"):
                 ref = os.path.join(args.tmp, f"llama-f16-{typ}-imat.gguf")
                 out = os.path.join(args.tmp, f"apr-f16-{typ}-imat.gguf")
                 # what the llama-quantize tool adds when it loads this file
                 tool_kvs = [("quantize.imatrix.file", imf), ("quantize.imatrix.dataset", "peer"),
                             ("quantize.imatrix.entries_count", len(loaded)), ("quantize.imatrix.chunks_count", 10)]
-                llama_quantize(src, ref, {**FTYPES, **IMAT_FTYPES}[typ], imatrix=loaded, overrides=tool_kvs)
+                llama_quantize(src, ref, {**FTYPES, **IMAT_FTYPES, **IMAT_ONLY}[typ], imatrix=loaded,
+                               overrides=tool_kvs)
                 ok &= run_apr(args.apr, src, out, typ, ["--imatrix", imf, "--no-provenance"]) and \
                     compare(ref, out, f"{mname} {typ} --imatrix", whole_file=True)
     print("PASS" if ok else "FAIL")
