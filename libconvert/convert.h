@@ -150,6 +150,8 @@ typedef struct apr_quantize_opts {
     apr_format to;            /* GGUF or APR; APR_FMT_UNKNOWN: from out_path (.apr, else GGUF) */
     int threads;              /* 0: all cores */
     const char *command_line; /* recorded in the provenance */
+    uint64_t split_max_bytes;  /* GGUF output: llama.cpp split files (apr_write_opts); 0 = none */
+    uint64_t split_max_tensors;
 } apr_quantize_opts;
 
 void apr_quantize_opts_init(apr_quantize_opts *o);

@@ -449,6 +449,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
                                                                       : APR_FMT_GGUF;
     if (fmt != APR_FMT_GGUF && fmt != APR_FMT_APR)
         return apr_err_set(err, APR_E_ARG, "quantized output is GGUF or APR");
+    if ((o->split_max_bytes || o->split_max_tensors) && fmt != APR_FMT_GGUF)
+        return apr_err_set(err, APR_E_ARG, "--split-max-size / --split-max-tensors make GGUF splits; the output is APR");
     if (apr_same_file(in_path, out_path))
         return apr_err_set(err, APR_E_ARG, "OUT is the same file as IN; apr never overwrites its input");
 
@@ -580,6 +582,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         wo.prov = prov;
     }
     wo.progress = false; /* quantize_produce draws the bar */
+    wo.split_max_bytes = o->split_max_bytes;
+    wo.split_max_tensors = o->split_max_tensors;
     rc = apr_model_write(final, out_path, fmt, &wo, err);
     if (qs.show)
         fprintf(stderr, "\n");

@@ -181,6 +181,38 @@ static void test_bad_splits(void **state)
     assert_int_not_equal(access(tu_path(g_dir, "o.apr"), F_OK), 0);
 }
 
+/* apr quantize writes splits too, and reads a split input */
+static void test_quantize_split(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    split_into("llama", "qin", "--split-max-tensors 7");
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/qout' && mkdir '%s/qout' && '%s' quantize '%s/qin' '%s/qout/q.gguf' "
+                                     "--type Q8_0 --split-max-tensors 10 --threads 2 --quiet",
+                               g_dir, g_dir, tu_apr_bin(), g_dir, g_dir),
+                     0);
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s' '%s/q-whole.gguf' --type Q8_0 --threads 2 --quiet", tu_apr_bin(),
+                               tu_path(g_dir, "whole.gguf"), g_dir),
+                     0);
+    apr_model *a = NULL, *b = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&a, tu_path(g_dir, "qout"), NULL, &err), 0);
+    assert_int_equal(apr_model_open(&b, tu_path(g_dir, "q-whole.gguf"), NULL, &err), 0);
+    assert_int_equal(a->n_maps, 3);
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    for (uint64_t i = 0; i < a->n_tensors; i++) {
+        assert_string_equal(a->tensors[i].name, b->tensors[i].name);
+        assert_int_equal(a->tensors[i].nbytes, b->tensors[i].nbytes);
+        assert_memory_equal(a->tensors[i].data, b->tensors[i].data, a->tensors[i].nbytes);
+    }
+    apr_model_free(a);
+    apr_model_free(b);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/qout/q-00001-of-00003.gguf'", tu_apr_bin(), g_dir), 0);
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/qin' '%s/q.apr' --type Q8_0 --split-max-tensors 3 2>/dev/null",
+                               tu_apr_bin(), g_dir, g_dir),
+                     2);
+}
+
 static void test_peer_gguf_split(void **state)
 {
     (void)state;
@@ -199,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_split_reads_as_one_model),
         cmocka_unit_test(test_split_by_size),
         cmocka_unit_test(test_bad_splits),
+        cmocka_unit_test(test_quantize_split),
         cmocka_unit_test(test_peer_gguf_split),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -16,6 +16,7 @@ typedef struct q_opts {
     const char *in, *out, *type, *imatrix, *to;
     bool pure, allow_requantize, quiet, no_provenance;
     int threads;
+    uint64_t split_max_bytes, split_max_tensors;
 } q_opts;
 
 static void usage(FILE *f)
@@ -32,6 +33,9 @@ static void usage(FILE *f)
             "  --to gguf|apr      output format regardless of OUT's extension\n"
             "  --allow-requantize accept already-quantized input (dequantize, then quantize)\n"
             "  --no-provenance    do not record the provenance (source and tensor sha256)\n"
+            "  --split-max-size N[M|G]  GGUF output: llama.cpp split files (OUT-00001-of-0000K.gguf)\n"
+            "                     of at most N MB / GB of tensor data, as gguf-split writes them\n"
+            "  --split-max-tensors N    GGUF output: split files of at most N tensors\n"
             "  -q, --quiet        no progress and no summary\n",
             apr_quant_mix_names());
 }
@@ -59,6 +63,19 @@ static int parse_args(int argc, char **argv, q_opts *o)
             val = &o->imatrix;
         } else if (!strcmp(a, "--to")) {
             val = &o->to;
+        } else if (!strcmp(a, "--split-max-size")) {
+            if (cli_parse_split_size("quantize", i + 1 < argc ? argv[i + 1] : NULL, &o->split_max_bytes))
+                return -1;
+            i++;
+        } else if (!strcmp(a, "--split-max-tensors")) {
+            char *end;
+            unsigned long long n = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
+            if (!n || *end || n > UINT32_MAX) {
+                fprintf(stderr, "apr quantize: --split-max-tensors needs a count >= 1\n");
+                return -1;
+            }
+            o->split_max_tensors = n;
+            i++;
         } else if (!strcmp(a, "--threads")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "apr quantize: --threads needs a value\n");
@@ -92,6 +109,10 @@ static int parse_args(int argc, char **argv, q_opts *o)
     }
     if (!o->in || !o->out || !o->type) {
         usage(stderr);
+        return -1;
+    }
+    if (o->split_max_bytes && o->split_max_tensors) {
+        fprintf(stderr, "apr quantize: --split-max-size and --split-max-tensors are exclusive (as in gguf-split)\n");
         return -1;
     }
     return 0;
@@ -144,6 +165,8 @@ int cmd_quantize(int argc, char **argv)
     qo.provenance = !o.no_provenance;
     qo.progress = !o.quiet && isatty(2);
     qo.threads = o.threads;
+    qo.split_max_bytes = o.split_max_bytes;
+    qo.split_max_tensors = o.split_max_tensors;
     apr_err err = {0};
     if (o.to) {
         if (!strcasecmp(o.to, "gguf"))
