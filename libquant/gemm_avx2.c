@@ -232,33 +232,31 @@ AVX2 static INLINE float reduce8(__m256 v)
     return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
 }
 
-/* R (1 or 2) rows x T tokens. */
-AVX2 static INLINE void tile_float(apr_dtype dt, const uint8_t *const *w, int R, int64_t n, const void *act,
-                                   size_t as, int T, float *out, size_t ldo)
+/* R (1 or 2) rows x T tokens over columns [k0, k1) (multiples of 8 below
+ * the 8-lane tail): acc holds each output's partial sums s[0..7] between
+ * column chunks, acc[r * ACC_T + t], so chunking the columns changes no
+ * operation and no order. */
+#define ACC_T 64
+AVX2 static INLINE void tile_float(apr_dtype dt, const uint8_t *const *w, int R, int64_t k0, int64_t k1,
+                                   const void *act, size_t as, int T, __m256 *acc)
 {
-    __m256 acc[2][TILE_T];
+    __m256 a[2][TILE_T];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++)
-            acc[r][t] = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+            a[r][t] = _mm256_loadu_ps((const float *)&acc[r * ACC_T + t]);
+    for (int64_t i = k0; i < k1; i += 8) {
         __m256 wv[2];
         for (int r = 0; r < R; r++)
             wv[r] = load8_w(dt, w[r], i);
         for (int t = 0; t < T; t++) {
             const __m256 yv = _mm256_loadu_ps(ACT(float, act, as, t) + i);
             for (int r = 0; r < R; r++)
-                acc[r][t] = _mm256_add_ps(acc[r][t], _mm256_mul_ps(wv[r], yv));
+                a[r][t] = _mm256_add_ps(a[r][t], _mm256_mul_ps(wv[r], yv));
         }
     }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) {
-            const float *y = ACT(float, act, as, t);
-            float s = reduce8(acc[r][t]);
-            for (int64_t k = i; k < n; k++)
-                s += load1_w(dt, w[r], k) * y[k];
-            out[(size_t)t * ldo + r] = s;
-        }
+        for (int t = 0; t < T; t++)
+            _mm256_storeu_ps((float *)&acc[r * ACC_T + t], a[r][t]);
 }
 
 /* The tile functions take T as a constant (always inlined into these). */
@@ -298,22 +296,58 @@ AVX2 static void group_q6_k(const grp_q6_k *g, int64_t nb, int nr, const void *a
 #undef Q6K
 }
 
+/* Columns per chunk: the chunk of 64 tokens' f32 activations (64 KiB)
+ * stays in L2 while the group's 8 rows pass over it. */
+#define FLOAT_KC 256
+
 AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, int nr, int64_t n, const void *act,
                                     size_t as, uint32_t nt, float *out, size_t ldo)
 {
-    for (int r = 0; r < nr; r += 2) {
-        const uint8_t *const *w = rows + r;
-        float *orow = out + r;
-        if (nr - r >= 2) {
-#define F2(T) tile_float(dt, w, 2, n, a, as, T, o + r, ldo)
-            TOKENS_LOOP(F2)
-#undef F2
-        } else {
-#define F1(T) tile_float(dt, w, 1, n, a, as, T, o + r, ldo)
-            TOKENS_LOOP(F1)
-#undef F1
+    __m256 acc[APR_WPACK_ROWS * ACC_T];
+    const int64_t n8 = n / 8 * 8;
+    for (uint32_t tb = 0; tb < nt; tb += ACC_T) {
+        const uint32_t ntb = nt - tb < ACC_T ? nt - tb : ACC_T;
+        const void *actb = (const uint8_t *)act + (size_t)tb * as;
+        for (int r = 0; r < nr; r++)
+            for (uint32_t t = 0; t < ntb; t++)
+                acc[r * ACC_T + t] = _mm256_setzero_ps();
+        for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_KC) {
+            const int64_t k1 = k0 + FLOAT_KC < n8 ? k0 + FLOAT_KC : n8;
+            for (uint32_t t0 = 0; t0 < ntb; t0 += TILE_T) {
+                const void *a = (const uint8_t *)actb + (size_t)t0 * as;
+                const int T = ntb - t0 >= TILE_T ? TILE_T : (int)(ntb - t0);
+                for (int r = 0; r < nr; r += 2) {
+                    __m256 *ac = &acc[r * ACC_T + t0];
+                    const int R = nr - r >= 2 ? 2 : 1;
+#define FT(RR, TT) tile_float(dt, rows + r, RR, k0, k1, a, as, TT, ac)
+                    if (R == 2) {
+                        switch (T) {
+                        case 4: FT(2, 4); break;
+                        case 3: FT(2, 3); break;
+                        case 2: FT(2, 2); break;
+                        default: FT(2, 1); break;
+                        }
+                    } else {
+                        switch (T) {
+                        case 4: FT(1, 4); break;
+                        case 3: FT(1, 3); break;
+                        case 2: FT(1, 2); break;
+                        default: FT(1, 1); break;
+                        }
+                    }
+#undef FT
+                }
+            }
         }
-        (void)orow;
+        /* dot.c's reduce8, then the tail one by one */
+        for (int r = 0; r < nr; r++)
+            for (uint32_t t = 0; t < ntb; t++) {
+                const float *y = ACT(float, actb, as, t);
+                float s = reduce8(acc[r * ACC_T + t]);
+                for (int64_t k = n8; k < n; k++)
+                    s += load1_w(dt, rows[r], k) * y[k];
+                out[(size_t)(tb + t) * ldo + r] = s;
+            }
     }
 }
 
