@@ -1,15 +1,20 @@
-/* bench_prefill.c - CPU prefill throughput of libforward (tokens/s), F32 and
- * Q4_K_M, and the ratio to llama.cpp on the same GGUF and thread count when
- * the llama_cpp Python binding is importable (measured in the same run).
+/* bench_prefill.c - CPU prefill and decode throughput of libforward
+ * (tokens/s) for several weight types, and the ratio to llama.cpp on the
+ * same GGUF and thread count when the llama_cpp Python binding is importable
+ * (measured in the same run).
  *
- * usage: bench_prefill [MODEL] [--threads N] [--tokens N] [--reps N] [--no-llama]
+ * usage: bench_prefill [MODEL] [--threads N] [--tokens N] [--reps N] [--decode N] [--no-llama]
+ *                      [--types F16,BF16,Q8_0,Q6_K,Q4_K_M]
  *                      [--layers N --hidden N --ffn N --heads N --kv-heads N --vocab N]
+ *   --types  llama-quantize type names (default F16,BF16,Q8_0,Q6_K,Q4_K_M);
+ *            "as-is" keeps MODEL's types.
+ *   --decode tokens generated one at a time after the prefill (default 16):
+ *            decode tokens/s, the rate of `apr run` once the prompt is in.
  *   MODEL  a llama/qwen2 GGUF / APR / safetensors file. Without it, a synthetic
  *          LLaMA model (apr_synth_model; default 4 layers, hidden 1024, ffn 2816,
  *          16 heads, vocab 8192: every row a multiple of 256 so Q4_K applies).
- * The F32 model (or MODEL as it is, when it is not F32) is quantized in process
- * to Q4_K_M with libquant's llama-quantize mix; both are written as GGUF files
- * in a temporary directory for llama.cpp. Prefill = one eval of N tokens from
+ * Each type is made in process with libquant's llama-quantize mix and
+ * written as a GGUF file in a temporary directory for llama.cpp. Prefill = one eval of N tokens from
  * an empty cache, logits of the last token only (what llama-bench's pp does).
  */
 #define _GNU_SOURCE
@@ -26,8 +31,9 @@
 typedef struct bench_opts {
     const char *model;
     int threads;
-    uint32_t tokens, reps;
+    uint32_t tokens, reps, decode;
     bool llama;
+    const char *types;
     apr_synth_config syn;
 } bench_opts;
 
@@ -148,10 +154,11 @@ static int make_variant(const apr_model *m, const char *mix, int threads, apr_mo
 }
 
 /* Best and median tokens/s of `reps` prefills. */
-static int bench_apr(const apr_model *m, const bench_opts *o, double *best, double *median, apr_err *err)
+static int bench_apr(const apr_model *m, const bench_opts *o, double *best, double *median, double *decode,
+                     apr_err *err)
 {
     apr_fwd *f = NULL;
-    apr_fwd_opts fo = {.n_threads = o->threads, .device = APR_DEV_CPU, .max_ctx = o->tokens};
+    apr_fwd_opts fo = {.n_threads = o->threads, .device = APR_DEV_CPU, .max_ctx = o->tokens + o->decode};
     int rc = apr_fwd_load(&f, m, &fo, err);
     if (rc)
         return rc;
@@ -186,6 +193,13 @@ static int bench_apr(const apr_model *m, const bench_opts *o, double *best, doub
         *best = v[0];
         *median = v[o->reps / 2];
     }
+    /* decode: one token per eval after the last prefill */
+    *decode = 0;
+    const double t0 = apr_now_s();
+    for (uint32_t i = 0; i < o->decode && !rc; i++)
+        rc = apr_fwd_eval_last(f, &ids[i % o->tokens], 1, lg, NULL, err);
+    if (!rc && o->decode)
+        *decode = o->decode / (apr_now_s() - t0);
     free(ids);
     free(lg);
     free(tps);
@@ -193,16 +207,17 @@ static int bench_apr(const apr_model *m, const bench_opts *o, double *best, doub
     return rc;
 }
 
-/* llama.cpp's prefill tokens/s on a GGUF through llama-cpp-python; <= 0 if unavailable. */
-static double bench_llama(const char *gguf, const bench_opts *o)
+/* llama.cpp's prefill (and decode) tokens/s on a GGUF through
+ * llama-cpp-python; <= 0 if unavailable. */
+static double bench_llama(const char *gguf, const bench_opts *o, double *decode)
 {
     char cmd[8192];
     snprintf(cmd, sizeof cmd,
-             "python3 - '%s' %d %u %u 2>/dev/null <<'EOF'\n"
+             "python3 - '%s' %d %u %u %u 2>/dev/null <<'EOF'\n"
              "import sys, time\n"
              "import llama_cpp\n"
-             "path, th, n, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n"
-             "m = llama_cpp.Llama(path, n_ctx=n + 8, n_batch=n, n_ubatch=n, n_threads=th, n_threads_batch=th,\n"
+             "path, th, n, reps, nd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])\n"
+             "m = llama_cpp.Llama(path, n_ctx=n + nd + 8, n_batch=n, n_ubatch=n, n_threads=th, n_threads_batch=th,\n"
              "                    verbose=False)\n"
              "V = m.n_vocab(); s = 12345; ids = []\n"
              "for i in range(n):\n"
@@ -211,26 +226,22 @@ static double bench_llama(const char *gguf, const bench_opts *o)
              "for r in range(reps + 1):\n"
              "    m.reset(); t0 = time.perf_counter(); m.eval(ids); dt = time.perf_counter() - t0\n"
              "    if r: best = max(best, n / dt)\n"
-             "print(best)\n"
+             "t0 = time.perf_counter()\n"
+             "for i in range(nd): m.eval([ids[i %% n]])\n"
+             "dec = nd / (time.perf_counter() - t0) if nd else 0.0\n"
+             "print(best, dec)\n"
              "EOF",
-             gguf, o->threads, o->tokens, o->reps);
+             gguf, o->threads, o->tokens, o->reps, o->decode);
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1.0;
     double v = -1.0;
-    if (fscanf(p, "%lf", &v) != 1)
+    *decode = 0;
+    if (fscanf(p, "%lf %lf", &v, decode) != 2)
         v = -1.0;
     if (pclose(p) != 0)
         return -1.0;
     return v;
-}
-
-static bool all_f32(const apr_model *m)
-{
-    for (uint64_t i = 0; i < m->n_tensors; i++)
-        if (m->tensors[i].dtype != APR_DT_F32)
-            return false;
-    return true;
 }
 
 static int parse_u32(const char *s, uint32_t *out)
@@ -246,7 +257,8 @@ static int parse_u32(const char *s, uint32_t *out)
 
 int main(int argc, char **argv)
 {
-    bench_opts o = {.threads = 0, .tokens = 128, .reps = 3, .llama = true};
+    bench_opts o = {.threads = 0, .tokens = 128, .reps = 3, .decode = 16, .llama = true,
+                    .types = "F16,BF16,Q8_0,Q6_K,Q4_K_M"};
     apr_err err = {0};
     if (apr_synth_preset(&o.syn, "tiny-llama", &err)) {
         fprintf(stderr, "bench_prefill: %s\n", err.msg);
@@ -278,6 +290,19 @@ int main(int argc, char **argv)
             i++;
             continue;
         }
+        if (!strcmp(a, "--types") && v) {
+            o.types = v;
+            i++;
+            continue;
+        }
+        if (!strcmp(a, "--decode")) {
+            if (!v || (strcmp(v, "0") && parse_u32(v, &o.decode)))
+                goto bad;
+            if (!strcmp(v, "0"))
+                o.decode = 0;
+            i++;
+            continue;
+        }
         if (!strcmp(a, "--tokens"))
             dst = &o.tokens;
         else if (!strcmp(a, "--reps"))
@@ -299,7 +324,8 @@ int main(int argc, char **argv)
         i++;
         continue;
     bad:
-        fprintf(stderr, "usage: bench_prefill [MODEL] [--threads N] [--tokens N] [--reps N] [--no-llama] "
+        fprintf(stderr, "usage: bench_prefill [MODEL] [--threads N] [--tokens N] [--reps N] [--decode N] [--no-llama] "
+                        "[--types T1,T2,..] "
                         "[--layers N --hidden N --ffn N --heads N --kv-heads N --vocab N]\n");
         return 2;
     }
@@ -326,7 +352,8 @@ int main(int argc, char **argv)
     const apr_arch_config *c = &src->cfg;
     printf("model: %s  (%s, %u layers, hidden %u, ffn %u, heads %u/%u, vocab %u)\n", o.model ? o.model : "synthetic",
            c->arch, c->n_layers, c->hidden, c->ffn, c->n_heads, c->n_kv_heads, c->vocab);
-    printf("prefill: %u tokens, %d threads, best of %u (after a warm-up run)\n", o.tokens, o.threads, o.reps);
+    printf("prefill: %u tokens, %d threads, best of %u (after a warm-up run); decode: %u tokens after it\n",
+           o.tokens, o.threads, o.reps, o.decode);
 
     char dir[] = "/tmp/apr-bench-prefill-XXXXXX";
     const bool have_dir = mkdtemp(dir) != NULL;
@@ -334,36 +361,46 @@ int main(int argc, char **argv)
     if (o.llama && !have_llama)
         printf("llama.cpp: the llama_cpp Python binding is not importable: no ratio\n");
 
-    const char *variants[2] = {all_f32(src) ? "F32" : "as-is", "Q4_K_M"};
     int ret = 0;
-    for (int k = 0; k < 2; k++) {
+    char types[256];
+    snprintf(types, sizeof types, "%s", o.types);
+    for (char *save = NULL, *ty = strtok_r(types, ",", &save); ty; ty = strtok_r(NULL, ",", &save)) {
+        const bool as_is = !strcmp(ty, "as-is");
         apr_model *vm = NULL;
-        if (make_variant(src, k == 0 ? NULL : "Q4_K_M", o.threads, &vm, &err)) {
-            printf("%-7s  skipped: %s\n", variants[k], err.msg);
+        if (make_variant(src, as_is ? NULL : ty, o.threads, &vm, &err)) {
+            printf("%-7s  skipped: %s\n", ty, err.msg);
             continue;
         }
-        double best = 0, med = 0;
-        if (bench_apr(vm, &o, &best, &med, &err)) {
-            printf("%-7s  apr failed: %s\n", variants[k], err.msg);
+        double best = 0, med = 0, dec = 0;
+        if (bench_apr(vm, &o, &best, &med, &dec, &err)) {
+            printf("%-7s  apr failed: %s\n", ty, err.msg);
             apr_model_free(vm);
             ret = 1;
             continue;
         }
-        printf("%-7s  apr %10.1f tok/s (median %.1f)", variants[k], best, med);
+        printf("%-7s  prefill apr %8.1f tok/s (median %.1f)", ty, best, med);
+        double ll = 0, ll_dec = 0;
+        bool have_ll = false;
         if (have_llama && have_dir) {
             char path[512];
-            snprintf(path, sizeof path, "%s/%s.gguf", dir, variants[k]);
+            snprintf(path, sizeof path, "%s/%s.gguf", dir, ty);
             apr_write_opts wo = {0};
             if (apr_gguf_write(vm, path, &wo, &err) == 0) {
-                const double ll = bench_llama(path, &o);
-                if (ll > 0)
-                    printf("  llama.cpp %10.1f tok/s  ratio apr/llama.cpp %.3f", ll, best / ll);
+                ll = bench_llama(path, &o, &ll_dec);
+                have_ll = ll > 0;
+                if (have_ll)
+                    printf("  llama.cpp %8.1f tok/s  ratio %.3f", ll, best / ll);
                 else
                     printf("  llama.cpp: failed to run on the GGUF");
                 unlink(path);
             } else {
                 printf("  (GGUF write failed: %s)", err.msg);
             }
+        }
+        if (o.decode) {
+            printf("\n%-7s  decode  apr %8.2f tok/s", ty, dec);
+            if (have_ll && ll_dec > 0)
+                printf("                   llama.cpp %8.2f tok/s  ratio %.3f", ll_dec, dec / ll_dec);
         }
         printf("\n");
         fflush(stdout);
