@@ -192,6 +192,8 @@ static void audit_kvs(const apr_model *m, apr_arch_config *c)
         bool ok = false;
         for (size_t j = 0; j < sizeof implemented_kvs / sizeof *implemented_kvs && !ok; j++)
             ok = !strcmp(k + al + 1, implemented_kvs[j]);
+        /* Mistral's window (arch llama); no other family's is implemented */
+        ok = ok || (!strcmp(c->arch, "llama") && !strcmp(k + al + 1, "attention.sliding_window"));
         if (!ok)
             note_unsupported(c, "%s (not implemented by the forward pass)", k);
     }
@@ -295,6 +297,8 @@ static int derive_config(apr_model *m, apr_err *err)
         note_unsupported(c, "rope.dimension_count %u differs from the head dim %u (partial rope is not implemented)",
                          rope_dim, c->head_dim);
     }
+    if (!strcmp(arch, "llama") && (rc = opt_u32(m, arch, "attention.sliding_window", &c->sliding_window, err)) < 0)
+        return rc;
     audit_kvs(m, c);
 
     /* Vocab size: the explicit KV, else the embedding rows, else the tokenizer. */

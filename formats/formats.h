@@ -187,6 +187,9 @@ typedef struct apr_arch_config {
      * (1 / rope.scaling.factor; 1 when unscaled); llama3 scaling comes as the
      * rope_freqs.weight tensor (graph.c). */
     float rope_freq_scale;
+    /* attention.sliding_window (Mistral): each position attends to the last
+     * sliding_window positions, itself included; 0 = unlimited */
+    uint32_t sliding_window;
     /* The first KV that changes the computation and that the forward pass does
      * not implement ("" = none): apr_graph_build refuses the model naming it. */
     char unsupported[128];

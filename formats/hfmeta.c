@@ -531,6 +531,9 @@ typedef struct arch_name {
 static const arch_name arch_names[] = {
     {"LlamaForCausalLM", "llama", "llama"},
     {"Qwen2ForCausalLM", "qwen2", "qwen2"},
+    /* llama.cpp converts Mistral as llama; its sliding window is kept as
+     * llama.attention.sliding_window (llama.cpp's converter drops it) */
+    {"MistralForCausalLM", "mistral", "llama"},
 };
 
 /* ---------------------------------------------------------------- config.json key policy
@@ -597,9 +600,14 @@ static int refuse_key(const char *key, const json_t *v, const char *why, apr_err
 }
 
 /* Per-family keys whose value must be the one the forward pass implements. */
-static int check_family_key(const char *arch, const char *k, const json_t *v, apr_err *err)
+static int check_family_key(const arch_name *a, const char *k, const json_t *v, apr_err *err)
 {
-    const bool llama = !strcmp(arch, "llama"), qwen2 = !strcmp(arch, "qwen2");
+    const bool llama = !strcmp(a->model_type, "llama"), qwen2 = !strcmp(a->model_type, "qwen2");
+    if (!strcmp(k, "sliding_window") && !strcmp(a->model_type, "mistral"))
+        return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) > 0 &&
+                                   json_integer_value(v) <= (json_int_t)UINT32_MAX)
+                   ? 0
+                   : refuse_key(k, v, "must be null or a positive integer", err);
     if (!strcmp(k, "attention_bias") && llama)
         return 0; /* the bias tensors themselves decide (graph checks them) */
     if (!strcmp(k, "mlp_bias") && llama)
@@ -612,7 +620,7 @@ static int check_family_key(const char *arch, const char *k, const json_t *v, ap
     return 1;
 }
 
-static int check_config_keys(const json_t *cfg, const char *arch, apr_err *err)
+static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err)
 {
     const char *k;
     json_t *v;
@@ -620,7 +628,7 @@ static int check_config_keys(const json_t *cfg, const char *arch, apr_err *err)
         if (in_list(k, cfg_used, sizeof cfg_used / sizeof *cfg_used) ||
             in_list(k, cfg_harmless, sizeof cfg_harmless / sizeof *cfg_harmless))
             continue;
-        int rc = check_family_key(arch, k, v, err);
+        int rc = check_family_key(a, k, v, err);
         if (rc < 0)
             return rc;
         if (rc == 0)
@@ -867,11 +875,11 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if (!a)
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "config.json: unsupported architecture '%s' (supported: LlamaForCausalLM, "
-                           "Qwen2ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
+                           "MistralForCausalLM, Qwen2ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
     const char *arch = a->gguf;
     char key[128];
     int rc;
-    if ((rc = check_config_keys(cfg, arch, err)))
+    if ((rc = check_config_keys(cfg, a, err)))
         return rc;
 #define K(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
     if ((rc = set_str(m, "general.architecture", arch, err)))
@@ -896,6 +904,9 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if ((rc = set_u32(m, K("block_count"), layers, err)))
         return rc;
     if ((rc = check_layer_types(cfg, layers, err)))
+        return rc;
+    if (!strcmp(a->model_type, "mistral") && (rc = cfg_u32(cfg, "sliding_window", &v, err)) != 0 &&
+        (rc < 0 || (rc = set_u32(m, K("attention.sliding_window"), v, err))))
         return rc;
     if ((rc = cfg_u32(cfg, "max_position_embeddings", &v, err)) < 0 ||
         (rc == 1 && (rc = set_u32(m, K("context_length"), v, err))))
@@ -1075,9 +1086,12 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
 {
     const apr_arch_config *c = &m->cfg;
     const arch_name *a = NULL;
+    /* the first entry of the GGUF arch, unless a sliding window says Mistral */
     for (size_t i = 0; i < sizeof arch_names / sizeof *arch_names; i++)
-        if (!strcmp(c->arch, arch_names[i].gguf))
+        if (!strcmp(c->arch, arch_names[i].gguf) && !a)
             a = &arch_names[i];
+    if (c->sliding_window && !strcmp(c->arch, "llama"))
+        a = &arch_names[2];
     if (!a)
         return apr_err_set(err, APR_E_UNSUPPORTED, "no HF config for architecture '%s'", c->arch);
     json_t *j = json_object();
@@ -1114,7 +1128,9 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     }
     json_object_set_new(j, "vocab_size", json_integer(c->vocab));
     json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
-    if (!strcmp(c->arch, "llama"))
+    if (c->sliding_window)
+        json_object_set_new(j, "sliding_window", json_integer(c->sliding_window));
+    if (!strcmp(a->model_type, "llama"))
         json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
     /* torch_dtype: the dtype of the weight matrices (2-D tensors). */
     for (uint64_t i = 0; i < m->n_tensors; i++)

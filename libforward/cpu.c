@@ -515,9 +515,11 @@ static void attn_worker(void *ctx, int ith, int nth)
     for (uint64_t item = lo; item < hi; item++) {
         const uint32_t t = (uint32_t)(item / nh), h = (uint32_t)(item % nh), kh = h / group;
         const uint32_t npos = j->pos0 + t + 1; /* causal: positions 0..pos0+t */
+        /* sliding window: only the last W of them (transformers' mask) */
+        const uint32_t p0 = c->sliding_window && npos > c->sliding_window ? npos - c->sliding_window : 0;
         const float *q = b->q + (uint64_t)t * b->q_dim + (uint64_t)h * hd;
         float mx = -INFINITY;
-        for (uint32_t p = 0; p < npos; p++) {
+        for (uint32_t p = p0; p < npos; p++) {
             const float *k = kl + (uint64_t)p * b->kv_dim + (uint64_t)kh * hd;
             /* libquant's F32 dot: eight partial sums in a fixed tree, the
              * same bits on every CPU, and not one long dependency chain */
@@ -528,7 +530,7 @@ static void attn_worker(void *ctx, int ith, int nth)
                 mx = s;
         }
         double sum = 0.0;
-        for (uint32_t p = 0; p < npos; p++) {
+        for (uint32_t p = p0; p < npos; p++) {
             const float e = expf(sc[p] - mx);
             sc[p] = e;
             sum += (double)e;
@@ -537,7 +539,7 @@ static void attn_worker(void *ctx, int ith, int nth)
         float *o = b->att + (uint64_t)t * b->q_dim + (uint64_t)h * hd;
         for (uint32_t d = 0; d < hd; d++)
             o[d] = 0.0f;
-        for (uint32_t p = 0; p < npos; p++) {
+        for (uint32_t p = p0; p < npos; p++) {
             const float a = sc[p] * inv;
             const float *v = vl + (uint64_t)p * b->kv_dim + (uint64_t)kh * hd;
             for (uint32_t d = 0; d < hd; d++)

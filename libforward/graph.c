@@ -315,6 +315,8 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
         c->rope_freq_scale = 1.0f; /* a config not made by apr_model_derive */
     if (c->rope_freq_scale != 1.0f)
         g->cpu_only = "linear rope scaling";
+    if (c->sliding_window)
+        g->cpu_only = "sliding-window attention";
     /* Bound every dimension so that products below cannot overflow and a
      * lying header cannot make us allocate absurd buffers. */
     if (!c->n_layers || c->n_layers > 4096 || !c->hidden || c->hidden > (1u << 20) || !c->n_heads ||
