@@ -158,6 +158,11 @@ const char *apr_parity_builtin_text(void);
 int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *text,
                       size_t n_fallback, int32_t **ids, size_t *n, char *note, size_t note_cap,
                       apr_err *err);
+/* The same; parse_special: control tokens written in the text are those
+ * tokens (llama.cpp's parse_special, `apr verify --special`). */
+int apr_parity_tokens_ex(const apr_model *src, const apr_model *dst, const char *text, bool parse_special,
+                         size_t n_fallback, int32_t **ids, size_t *n, char *note, size_t note_cap,
+                         apr_err *err);
 /* Tokens of a text file of any size, read block bytes at a time (0: 1 MiB)
  * and encoded piece by piece at places where cutting cannot change the
  * tokens (a newline followed by a non-space; byte-level BPE tokenizers).

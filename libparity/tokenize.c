@@ -19,13 +19,14 @@ static uint64_t splitmix64(uint64_t *s)
     return z ^ (z >> 31);
 }
 
-static int encode_with(const apr_model *m, const char *text, int32_t **ids, size_t *n, apr_err *err)
+static int encode_with(const apr_model *m, const char *text, bool parse_special, int32_t **ids, size_t *n,
+                       apr_err *err)
 {
     apr_tok *t = NULL;
     int rc = apr_tok_load(&t, m, err);
     if (rc)
         return rc;
-    rc = apr_tok_encode(t, text, true, ids, n, err);
+    rc = apr_tok_encode_ex(t, text, true, parse_special, ids, n, err);
     apr_tok_free(t);
     return rc;
 }
@@ -33,6 +34,13 @@ static int encode_with(const apr_model *m, const char *text, int32_t **ids, size
 int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *text,
                       size_t n_fallback, int32_t **ids, size_t *n, char *note, size_t note_cap,
                       apr_err *err)
+{
+    return apr_parity_tokens_ex(src, dst, text, false, n_fallback, ids, n, note, note_cap, err);
+}
+
+int apr_parity_tokens_ex(const apr_model *src, const apr_model *dst, const char *text, bool parse_special,
+                         size_t n_fallback, int32_t **ids, size_t *n, char *note, size_t note_cap,
+                         apr_err *err)
 {
     *ids = NULL;
     *n = 0;
@@ -68,7 +76,7 @@ int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *te
     int32_t *a = NULL;
     size_t na = 0;
     apr_err e2 = {0};
-    int rc = encode_with(src, text, &a, &na, &e2);
+    int rc = encode_with(src, text, parse_special, &a, &na, &e2);
     if (rc)
         return apr_err_set(err, rc, "SRC tokenizer: %s", e2.msg);
     if (na == 0) {
@@ -86,7 +94,7 @@ int apr_parity_tokens(const apr_model *src, const apr_model *dst, const char *te
     if (dst_tok) {
         int32_t *b = NULL;
         size_t nb = 0;
-        rc = encode_with(dst, text, &b, &nb, &e2);
+        rc = encode_with(dst, text, parse_special, &b, &nb, &e2);
         if (rc) {
             free(a);
             return apr_err_set(err, rc, "DST tokenizer: %s", e2.msg);

@@ -22,6 +22,7 @@
  * unicode_tab.h (Unicode 14); decode does not render control tokens.
  */
 #define _GNU_SOURCE /* memmem */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,7 +226,8 @@ typedef enum pre_stage {
  * llama_vocab::load maps them). */
 typedef struct pre_def {
     const char *names; /* space-separated tokenizer.ggml.pre values */
-    bool ignore_merges; /* a pre-token that is a whole token is taken as is */
+    bool ignore_merges; /* a pre-token that is a whole token is taken as is; */
+                        /* llama.cpp also defaults add_bos to true for exactly these */
     pre_stage stages[MAX_STAGES];
 } pre_def;
 
@@ -261,6 +263,8 @@ struct apr_tok {
     tok_kind kind;
     const pre_stage *pre;   /* BPE: ST_END-terminated */
     bool ignore_merges;
+    bool add_bos;           /* llama.cpp's default for the vocab type / pre, then the KV */
+    uint8_t *strip;         /* per token: STRIP_LEFT / STRIP_RIGHT (llama.cpp's LSTRIP / RSTRIP) */
     const apr_tokenizer *v;
     smap vocab;             /* token text -> id */
     smap merges;            /* "left right" -> rank (BPE) */
@@ -328,6 +332,33 @@ static int collect_special(apr_tok *t)
         t->special[k] = l[k].id;
     t->n_special = n;
     free(l);
+    return 0;
+}
+
+enum { STRIP_LEFT = 1, STRIP_RIGHT = 2 };
+
+/* llama.cpp sets strip attributes by model name (llama_vocab::load): for
+ * Phi-3 every special token but <unk>, <s>, <|endoftext|> eats the
+ * whitespace after it. */
+static int set_strip_attrs(apr_tok *t, const char *general_name)
+{
+    t->strip = calloc(t->v->n_tokens, 1);
+    if (!t->strip)
+        return -1;
+    char name[256] = "";
+    for (size_t i = 0; general_name && general_name[i] && i + 1 < sizeof name; i++)
+        name[i] = (char)((general_name[i] >= 'A' && general_name[i] <= 'Z') ? general_name[i] + 32 : general_name[i]);
+    if (!strstr(name, "phi-3") && !strstr(name, "phi3"))
+        return 0;
+    for (uint32_t k = 0; k < t->n_special; k++)
+        t->strip[t->special[k]] |= STRIP_RIGHT;
+    int32_t id = smap_get(&t->vocab, "</s>", 4);
+    if (id >= 0)
+        t->strip[id] |= STRIP_RIGHT;
+    static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
+    for (int i = 0; i < 3; i++)
+        if ((id = smap_get(&t->vocab, keep[i], strlen(keep[i]))) >= 0)
+            t->strip[id] &= (uint8_t)~STRIP_RIGHT;
     return 0;
 }
 
@@ -420,7 +451,9 @@ int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
             smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
         }
     }
-    if (collect_special(t)) {
+    t->add_bos = t->kind == TOK_SPM || t->ignore_merges;
+    apr_kv_get_bool(m, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    if (collect_special(t) || set_strip_attrs(t, apr_kv_get_str(m, "general.name"))) {
         apr_tok_free(t);
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
     }
@@ -435,6 +468,7 @@ void apr_tok_free(apr_tok *t)
     smap_free(&t->vocab);
     smap_free(&t->merges);
     free(t->special);
+    free(t->strip);
     free(t);
 }
 
@@ -1078,15 +1112,22 @@ static int partition(const apr_tok *t, const char *text, size_t len, bool parse_
             }
             /* f[i] -> [left] token [right]; the right part is searched next */
             const size_t at = (size_t)(hit - text), end = f[i].off + f[i].len;
-            const bool left = at > f[i].off, right = at + s->len < end;
+            size_t lend = at, rbeg = at + s->len;
+            if (t->strip[id] & STRIP_LEFT)
+                while (lend > f[i].off && isspace((unsigned char)text[lend - 1]))
+                    lend--;
+            if (t->strip[id] & STRIP_RIGHT)
+                while (rbeg < end && isspace((unsigned char)text[rbeg]))
+                    rbeg++;
+            const bool left = lend > f[i].off, right = rbeg < end;
             memmove(&f[i + 1 + left + right], &f[i + 1], (n - i - 1) * sizeof *f);
             n += left + right;
             size_t j = i;
             if (left)
-                f[j++] = (frag){f[i].off, at - f[i].off, -1};
+                f[j++] = (frag){f[i].off, lend - f[i].off, -1};
             f[j++] = (frag){at, s->len, id};
             if (right)
-                f[j] = (frag){at + s->len, end - at - s->len, -1};
+                f[j] = (frag){rbeg, end - rbeg, -1};
             i = j - 1; /* continue with the right remainder (the loop's i++) */
         }
     }
@@ -1102,7 +1143,7 @@ int apr_tok_encode_ex(const apr_tok *t, const char *text, bool add_special, bool
     *n = 0;
     ids_vec o = {0};
     int rc = 0;
-    if (add_special && t->v->add_bos) {
+    if (add_special && t->add_bos) {
         if (t->v->bos_id < 0)
             return apr_err_set(err, APR_E_FORMAT, "the tokenizer adds BOS but has no BOS id");
         ids_push(&o, t->v->bos_id);

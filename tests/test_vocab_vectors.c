@@ -7,7 +7,7 @@
  * Vocabularies apr refuses (docs/tokenizers.md, "Refused vocabularies") must
  * be refused by apr_tok_load with a clear error, never tokenized wrongly; every
  * other one must pass 100%. A vocabulary that newly appears in llama.cpp's set
- * is held to the same rule. */
+ * is held to the same rule. Also: `--special` against llama-cpp-python. */
 #include "test_util.h"
 
 #include <dirent.h>
@@ -149,10 +149,29 @@ static void test_llama_cpp_vocab_vectors(void **state)
     assert_int_equal(failing_vocabs, 0);
 }
 
+/* --special (parse_special) per family against llama-cpp-python: ChatML
+ * <|im_start|> (qwen2, qwen35), Llama 3 <|begin_of_text|>, Phi-3 <|user|>,
+ * LLaMA 2 <s>, Command-R (tests/peer/special_peer.py). */
+static void test_special_tokens_against_llama_cpp(void **state)
+{
+    (void)state;
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *src = tu_require_llama_cpp_src();
+    tu_require_python("llama_cpp", "llama-cpp-python");
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s'", bin, src);
+    int rc = tu_run_peer("special-peer", "special_peer.py", args);
+    if (rc != 0)
+        fail_msg("special_peer.py failed (%d)", rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_cpp_vocab_vectors),
+        cmocka_unit_test(test_special_tokens_against_llama_cpp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,7 +23,7 @@ typedef struct run_opts {
     long n_predict;
     int threads;
     apr_device device;
-    bool trace, print_ids, echo, tokenize_only;
+    bool trace, print_ids, echo, tokenize_only, special;
     double temp;
     uint64_t seed;
     uint32_t ctx;
@@ -40,6 +40,8 @@ static void usage(FILE *f)
             "  --seed S             sampling seed (default 42)\n"
             "  --ctx N              KV cache positions (default min(model context, 2048))\n"
             "  --no-echo            print only the continuation, not the prompt first\n"
+            "  --special            control tokens written in the prompt (<|im_start|>, ...) are\n"
+            "                       those tokens, not text (llama.cpp's parse_special)\n"
             "  --trace              print per-layer activation statistics of the prompt (stderr)\n");
 }
 
@@ -125,6 +127,8 @@ static int parse(int argc, char **argv, run_opts *o)
                 fprintf(stderr, "apr run: bad --seed '%s'\n", v);
                 return 2;
             }
+        } else if (!strcmp(a, "--special")) {
+            o->special = true;
         } else if (!strcmp(a, "--no-echo")) {
             o->echo = false;
         } else if (!strcmp(a, "--trace")) {
@@ -251,7 +255,7 @@ int cmd_run(int argc, char **argv)
     if (apr_tok_load(&tok, m, &err))
         goto fail;
     size_t n_ids = 0;
-    if (apr_tok_encode(tok, o.prompt, true, &ids, &n_ids, &err))
+    if (apr_tok_encode_ex(tok, o.prompt, true, o.special, &ids, &n_ids, &err))
         goto fail;
     if (o.tokenize_only) {
         for (size_t i = 0; i < n_ids; i++)

@@ -24,6 +24,8 @@ static void usage(FILE *f)
             "\n"
             "Parity (both models run on the same tokens; exit 0 pass, 1 fail, 2 error):\n"
             "  --prompt TEXT        evaluate TEXT (tokenized by SRC; DST must tokenize it the same)\n"
+            "  --special            control tokens written in the prompt (<|im_start|>, ...) are\n"
+            "                       those tokens, not text (llama.cpp's parse_special)\n"
             "  --text FILE, -f FILE evaluate a text file of any size (read and tokenized in 1 MiB\n"
             "                       pieces; llama-perplexity's -f)\n"
             "  --tokens FILE        evaluate whitespace-separated token ids\n"
@@ -81,7 +83,7 @@ typedef struct args {
     apr_expect expect;
     double max_kld;
     apr_kld_limits limits;
-    bool json, logits;
+    bool json, logits, special;
 } args;
 
 static int parse_args(int argc, char **argv, args *a)
@@ -107,6 +109,8 @@ static int parse_args(int argc, char **argv, args *a)
         } else if (!strcmp(o, "--prompt")) {
             NEED();
             a->prompt = v;
+        } else if (!strcmp(o, "--special")) {
+            a->special = true;
         } else if (!strcmp(o, "--tokens")) {
             NEED();
             a->tokens_file = v;
@@ -315,7 +319,7 @@ static int parity(const args *a)
     } else {
         /* models without a tokenizer: enough ids for the requested chunks, else 4 x 512 */
         const size_t want = (size_t)(a->vo.ctx ? a->vo.ctx : 512) * (a->vo.chunks ? a->vo.chunks : 4);
-        if (apr_parity_tokens(src, dst, a->prompt, want, &ids, &n, note, sizeof note, &err)) {
+        if (apr_parity_tokens_ex(src, dst, a->prompt, a->special, want, &ids, &n, note, sizeof note, &err)) {
             fprintf(stderr, "apr verify: %s\n", err.msg);
             goto out;
         }
