@@ -48,6 +48,36 @@ static void test_run_gguf(void **state)
     expect_greedy(bin, model, dir, "--threads 1 --trace");
 }
 
+/* A prompt longer than one prefill batch (64 tokens) is evaluated batch by
+ * batch (with a progress line on a terminal); the continuation must be the
+ * one the whole prompt in one batch gives (--trace evaluates it at once). */
+static void test_run_long_prompt_batched(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(model, FIXTURE);
+    REQUIRE_BIN(bin);
+    const char *dir = tu_tmpdir("run-long");
+    const char *p = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park "
+                    "with her friends. One day, she saw a big red ball under a tree. She ran to the ball and "
+                    "picked it up. Then her mom called her home for lunch, and Lily said goodbye to her friends "
+                    "and walked home with the ball in her hands. After lunch she went";
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s/batched.out", dir);
+    snprintf(b, sizeof b, "%s/whole.out", dir);
+    assert_int_equal(tu_system(a, "{ '%s' run '%s' --prompt '%s' -n 16 --no-echo 2>/dev/null; }", bin, model, p), 0);
+    assert_int_equal(tu_system(b, "{ '%s' run '%s' --prompt '%s' -n 16 --no-echo --trace 2>/dev/null; }", bin, model,
+                               p),
+                     0);
+    char *x = tu_read_file(a, NULL), *y = tu_read_file(b, NULL);
+    assert_non_null(x);
+    assert_non_null(y);
+    print_message("batched prefill continues: %s\n", x);
+    assert_true(strlen(x) > 10);
+    assert_string_equal(x, y);
+    free(x);
+    free(y);
+}
+
 /* Convert the fixture with `apr convert`, then run the converted file. */
 static void run_converted(const char *ext)
 {
@@ -161,6 +191,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_run_gguf),
+        cmocka_unit_test(test_run_long_prompt_batched),
         cmocka_unit_test(test_run_apr),
         cmocka_unit_test(test_run_safetensors),
         cmocka_unit_test(test_run_errors),

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "progress.h"
 #include "formats.h"
 #include "forward.h"
 #include "tok.h"
@@ -234,6 +235,25 @@ static int write_logits(const char *path, const float *x, size_t n, apr_err *err
     return 0;
 }
 
+/* The prompt in batches of PREFILL_BATCH tokens with a progress line on a
+ * terminal (the logits do not depend on the batching: the forward pass fixes
+ * every sum's order by the layout); only the last token's logits are kept. */
+#define PREFILL_BATCH 64u
+
+static int prefill(apr_fwd *f, const int32_t *ids, size_t n, float *logits, apr_err *err)
+{
+    apr_progress p;
+    apr_progress_start(&p, "prefill", "tokens", n, n > PREFILL_BATCH);
+    int rc = 0;
+    for (size_t b = 0; b < n && !rc; b += PREFILL_BATCH) {
+        const uint32_t nb = (uint32_t)(n - b < PREFILL_BATCH ? n - b : PREFILL_BATCH);
+        rc = apr_fwd_eval_last(f, ids + b, nb, b + nb == n ? logits : NULL, NULL, err);
+        apr_progress_update(&p, b + nb);
+    }
+    apr_progress_end(&p);
+    return rc;
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_opts o;
@@ -301,7 +321,10 @@ int cmd_run(int argc, char **argv)
             write_logits(o.dump_logits, logits, n_logits, &err))
             goto fail;
         memmove(logits, logits + (n_ids - 1) * (size_t)vocab, vocab * sizeof *logits);
-    } else if (apr_fwd_eval_last(f, ids, (uint32_t)n_ids, logits, o.trace ? &tr : NULL, &err)) {
+    } else if (o.trace) {
+        if (apr_fwd_eval_last(f, ids, (uint32_t)n_ids, logits, &tr, &err))
+            goto fail;
+    } else if (prefill(f, ids, n_ids, logits, &err)) {
         goto fail;
     }
     if (o.trace)
