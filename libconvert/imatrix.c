@@ -11,11 +11,12 @@
  *
  * Every length is checked against the bytes that remain; values must be
  * finite (llama-quantize refuses non-finite ones too). */
-#include "quant_internal.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 void apr_imatrix_free(apr_imatrix *im)
 {

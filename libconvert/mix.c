@@ -7,10 +7,11 @@
  * counted), so callers visit tensors sorted with apr_quant_tensor_cmp and
  * call apr_quant_mix_scan for every tensor before the first
  * apr_quant_mix_type, exactly as llama-quantize does. */
-#include "quant_internal.h"
+#include "quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <strings.h>
 
 typedef struct mix_name {
