@@ -392,29 +392,52 @@ static int map_merges(apr_model *m, const json_t *merges, apr_err *err)
     return rc;
 }
 
-/* The pre-tokenizer name llama.cpp would pick (it hashes the tokenization of a
- * test text; we recognise the regexes of the tokenizers we write and read). */
+static const char *const qwen35_regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|"
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* The pre-tokenizer name llama.cpp's converter would pick. It hashes the
+ * tokenization of a fixed text with the `tokenizers` package (chkhsh), which
+ * only works on the released vocabularies it lists; we match the structure of
+ * the pre_tokenizer instead: a Split on the tokenizer.json regex that
+ * llama.cpp's name for it was written from, followed by a ByteLevel without
+ * its own regex, or a lone ByteLevel with GPT-2's regex. NULL: not
+ * recognised (the caller refuses it; writing "default" would make llama.cpp
+ * tokenize differently from the model). */
 static const char *detect_pre(const json_t *tok)
 {
+    static const struct { const char *const *regex; const char *name; } splits[] = {
+        {&llama3_regex, "llama-bpe"}, {&qwen2_regex, "qwen2"}, {&qwen35_regex, "qwen35"},
+    };
     const json_t *pt = json_object_get(tok, "pre_tokenizer");
+    const char *type = json_string_value(json_object_get(pt, "type"));
+    if (!type)
+        return NULL;
+    if (!strcmp(type, "ByteLevel"))
+        return json_is_false(json_object_get(pt, "use_regex")) ? NULL : "gpt-2";
     const json_t *list = json_object_get(pt, "pretokenizers");
-    size_t n = json_is_array(list) ? json_array_size(list) : (pt ? 1 : 0);
-    for (size_t i = 0; i < n; i++) {
-        const json_t *p = json_is_array(list) ? json_array_get(list, i) : pt;
-        const char *type = json_string_value(json_object_get(p, "type"));
-        if (!type)
-            continue;
-        if (!strcmp(type, "Split")) {
-            const char *re = json_string_value(json_object_get(json_object_get(p, "pattern"), "Regex"));
-            if (re && !strcmp(re, qwen2_regex))
-                return "qwen2";
-            if (re && !strcmp(re, llama3_regex))
-                return "llama-bpe";
-        }
-        if (!strcmp(type, "ByteLevel") && n == 1 && !json_is_false(json_object_get(p, "use_regex")))
-            return "gpt-2";
-    }
-    return "default";
+    if (strcmp(type, "Sequence") || json_array_size(list) != 2)
+        return NULL;
+    const json_t *split = json_array_get(list, 0), *bl = json_array_get(list, 1);
+    const char *t0 = json_string_value(json_object_get(split, "type"));
+    const char *t1 = json_string_value(json_object_get(bl, "type"));
+    const char *re = json_string_value(json_object_get(json_object_get(split, "pattern"), "Regex"));
+    const char *behavior = json_string_value(json_object_get(split, "behavior"));
+    if (!t0 || !t1 || strcmp(t0, "Split") || strcmp(t1, "ByteLevel") || !re || !json_is_false(json_object_get(bl, "use_regex")) ||
+        (behavior && strcmp(behavior, "Isolated")) || json_is_true(json_object_get(split, "invert")))
+        return NULL;
+    for (size_t i = 0; i < sizeof splits / sizeof *splits; i++)
+        if (!strcmp(re, *splits[i].regex))
+            return splits[i].name;
+    return NULL;
+}
+
+/* A short description of the pre_tokenizer for the refusal message. */
+static void describe_pre(const json_t *tok, char *buf, size_t cap)
+{
+    char *c = json_dumps(json_object_get(tok, "pre_tokenizer"), JSON_COMPACT | JSON_ENCODE_ANY);
+    snprintf(buf, cap, "%.160s%s", c ? c : "null", c && strlen(c) > 160 ? "..." : "");
+    free(c);
 }
 
 static int map_tokenizer(apr_model *m, const apr_tok_hf *d, apr_err *err)
@@ -537,8 +560,17 @@ static int map_tokenizer(apr_model *m, const apr_tok_hf *d, apr_err *err)
                 b.scores[t] = -1000.0f; /* LlamaHfVocab's score for every token */
         }
     }
+    const char *pre = gpt2 ? detect_pre(tok) : "default";
+    if (!pre) {
+        char what[200];
+        describe_pre(tok, what, sizeof what);
+        rc = apr_err_set(err, APR_E_UNSUPPORTED,
+                         "tokenizer.json: BPE pre-tokenizer not recognized (%s); llama.cpp's converter would "
+                         "refuse it too, and writing 'default' would tokenize differently from the model", what);
+        goto done;
+    }
     if ((rc = set_str(m, "tokenizer.ggml.model", gpt2 ? "gpt2" : "llama", err)) ||
-        (rc = set_str(m, "tokenizer.ggml.pre", gpt2 ? detect_pre(tok) : "default", err)) ||
+        (rc = set_str(m, "tokenizer.ggml.pre", pre, err)) ||
         (rc = set_array(m, "tokenizer.ggml.tokens", APR_KV_STRING, b.tokens, b.n, err)))
         goto done;
     if (!gpt2 && (rc = set_array(m, "tokenizer.ggml.scores", APR_KV_F32, b.scores, b.n, err)))

@@ -491,6 +491,49 @@ static void test_bad_tokenizers(void **state)
     (void)bad;
 }
 
+/* tokenizer.json's pre_tokenizer -> tokenizer.ggml.pre by structure; an
+ * unrecognized one is refused rather than written as "default". */
+static void test_hf_pre_tokenizer_detection(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pre_tokenizer, *want; /* want NULL: refused */
+    } cases[] = {
+        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}", "gpt-2"},
+        {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+         "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?[\\\\p{L}\\\\p{M}]+|\\\\p{N}| "
+         "?[^\\\\s\\\\p{L}\\\\p{M}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
+         "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"use_regex\":false}]}",
+         "qwen35"},
+        {"{\"type\":\"Whitespace\"}", NULL},
+        {"null", NULL},
+        {"{\"type\":\"ByteLevel\",\"use_regex\":false}", NULL},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char text[4096];
+        snprintf(text, sizeof text,
+                 "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]},"
+                 "\"pre_tokenizer\":%s}", cases[c].pre_tokenizer);
+        json_error_t je;
+        json_t *tok = json_loads(text, 0, &je);
+        if (!tok)
+            fail_msg("case %zu: %s", c, je.text);
+        apr_model *m = apr_model_new(APR_FMT_SAFETENSORS);
+        apr_err err = {0};
+        int rc = apr_tok_hf_to_kvs(m, &(apr_tok_hf){.tokenizer = tok}, &err);
+        if (cases[c].want) {
+            if (rc)
+                fail_msg("case %zu: %s", c, err.msg);
+            assert_string_equal(apr_kv_get_str(m, "tokenizer.ggml.pre"), cases[c].want);
+        } else {
+            assert_int_equal(rc, APR_E_UNSUPPORTED);
+            assert_non_null(strstr(err.msg, "pre-tokenizer not recognized"));
+        }
+        apr_model_free(m);
+        json_decref(tok);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -500,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_bpe_merges_and_bytes),
         cmocka_unit_test(test_bpe_pretokenizer_splits),
         cmocka_unit_test(test_bad_tokenizers),
+        cmocka_unit_test(test_hf_pre_tokenizer_detection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
