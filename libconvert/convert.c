@@ -271,6 +271,13 @@ static int validate_sources(conv *cv)
                 r != APR_ROLE_ATTN_QKV)
                 return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': this bias is not supported",
                                    t[r][1]->name);
+        const bool qk_norm = !strcmp(cv->c->arch, "qwen3");
+        if (qk_norm != (t[APR_ROLE_ATTN_Q_NORM][0] != NULL) || qk_norm != (t[APR_ROLE_ATTN_K_NORM][0] != NULL))
+            return apr_err_set(cv->err, APR_E_FORMAT, "layer %u: Q/K norm tensors are %s for architecture %s", l,
+                               qk_norm ? "missing" : "not expected", cv->c->arch);
+        if (qk_norm && ((rc = expect_shape(cv, t[APR_ROLE_ATTN_Q_NORM][0], cv->c->head_dim, 0)) ||
+                        (rc = expect_shape(cv, t[APR_ROLE_ATTN_K_NORM][0], cv->c->head_dim, 0))))
+            return rc;
         if ((rc = expect_shape(cv, t[APR_ROLE_ATTN_NORM][0], H, 0)) ||
             (rc = expect_shape(cv, t[APR_ROLE_FFN_NORM][0], H, 0)) ||
             (rc = expect_shape(cv, t[APR_ROLE_ATTN_OUT][0], H, qr)) ||
@@ -528,8 +535,9 @@ static int build_plans(conv *cv)
     if (cv->glob[APR_ROLE_OUTPUT][0] && (rc = plan_simple(cv, cv->glob[APR_ROLE_OUTPUT][0], APR_ROLE_OUTPUT, 0, false)))
         return rc;
     /* llama.cpp's (convert-llama2c / the fixture's) per-layer order */
-    static const apr_role after[] = {APR_ROLE_ATTN_OUT, APR_ROLE_ATTN_NORM, APR_ROLE_FFN_GATE,
-                                     APR_ROLE_FFN_DOWN, APR_ROLE_FFN_UP, APR_ROLE_FFN_NORM};
+    static const apr_role after[] = {APR_ROLE_ATTN_Q_NORM, APR_ROLE_ATTN_K_NORM, APR_ROLE_ATTN_OUT,
+                                     APR_ROLE_ATTN_NORM,   APR_ROLE_FFN_GATE,    APR_ROLE_FFN_DOWN,
+                                     APR_ROLE_FFN_UP,      APR_ROLE_FFN_NORM};
     for (uint32_t l = 0; l < cv->c->n_layers; l++) {
         if ((rc = plan_attention(cv, l)))
             return rc;
@@ -892,11 +900,11 @@ static int check_source(apr_model *src, apr_err *err)
             return apr_err_set(err, APR_E_FORMAT,
                                "%s: missing config.json (no architecture; a HF model needs config.json beside "
                                "its .safetensors)", src->path ? src->path : "source");
-        return apr_err_set(err, APR_E_FORMAT, "%s: no general.architecture in the metadata (supported: llama, qwen2)",
+        return apr_err_set(err, APR_E_FORMAT, "%s: no general.architecture in the metadata (supported: llama, qwen2, qwen3)",
                            src->path ? src->path : "source");
     }
-    if (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0)
-        return apr_err_set(err, APR_E_UNSUPPORTED, "unknown architecture '%s' (supported: llama, qwen2)", arch);
+    if (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0 && strcmp(arch, "qwen3") != 0)
+        return apr_err_set(err, APR_E_UNSUPPORTED, "unknown architecture '%s' (supported: llama, qwen2, qwen3)", arch);
     if (drc || !src->has_cfg)
         return apr_err_set(err, APR_E_FORMAT, "%s: %s", src->path ? src->path : "source",
                            drc ? derr.msg : "no usable architecture config");

@@ -46,6 +46,8 @@ typedef enum apr_role {
     APR_ROLE_FFN_GATE,
     APR_ROLE_FFN_DOWN,
     APR_ROLE_FFN_UP,
+    APR_ROLE_ATTN_Q_NORM, /* Qwen3: per-head RMSNorm of Q and K before rope */
+    APR_ROLE_ATTN_K_NORM,
     APR_ROLE_COUNT
 } apr_role;
 

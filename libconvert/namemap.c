@@ -23,6 +23,8 @@ static const struct {
     [APR_ROLE_FFN_GATE] = {"ffn_gate", "mlp.gate_proj"},
     [APR_ROLE_FFN_DOWN] = {"ffn_down", "mlp.down_proj"},
     [APR_ROLE_FFN_UP] = {"ffn_up", "mlp.up_proj"},
+    [APR_ROLE_ATTN_Q_NORM] = {"attn_q_norm", "self_attn.q_norm"},
+    [APR_ROLE_ATTN_K_NORM] = {"attn_k_norm", "self_attn.k_norm"},
 };
 
 #define GGUF_LAYER_PREFIX "blk."

@@ -605,6 +605,12 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         trace_add(tc, il, APR_TR_K, b->k, KD, KD, nt);
         trace_add(tc, il, APR_TR_V, b->v, KD, KD, nt);
         float *kl = b->kc + (uint64_t)il * b->max_ctx * KD, *vl = b->vc + (uint64_t)il * b->max_ctx * KD;
+        if (L->q_norm) /* Qwen3: RMSNorm over each head, after the bias, before rope */
+            for (uint64_t h = 0; h < (uint64_t)nt * c->n_heads; h++)
+                rmsnorm(b->q + h * hd, b->q + h * hd, L->q_norm, hd, c->rms_eps);
+        if (L->k_norm)
+            for (uint64_t h = 0; h < (uint64_t)nt * c->n_kv_heads; h++)
+                rmsnorm(b->k + h * hd, b->k + h * hd, L->k_norm, hd, c->rms_eps);
         for (uint32_t t = 0; t < nt; t++) {
             const float *cs = b->rope_cs + (uint64_t)t * hd;
             rope_apply(b->q + t * QD, c->n_heads, hd, cs, g->rope);

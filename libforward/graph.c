@@ -34,6 +34,8 @@ static const role_names R_UP = {"blk.%u.ffn_up.weight", "model.layers.%u.mlp.up_
 static const role_names R_DOWN = {"blk.%u.ffn_down.weight", "model.layers.%u.mlp.down_proj.weight"};
 static const role_names R_QKV = {NULL, "model.layers.%u.self_attn.qkv_proj.weight"};
 static const role_names R_BQKV = {NULL, "model.layers.%u.self_attn.qkv_proj.bias"};
+static const role_names R_Q_NORM = {"blk.%u.attn_q_norm.weight", "model.layers.%u.self_attn.q_norm.weight"};
+static const role_names R_K_NORM = {"blk.%u.attn_k_norm.weight", "model.layers.%u.self_attn.k_norm.weight"};
 /* llama3 rope scaling; the HF reader derives it from config.json under the GGUF name */
 static const role_names R_ROPE_FREQS = {"rope_freqs.weight", NULL};
 
@@ -274,6 +276,15 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
             goto fail;
         }
     }
+    if (!strcmp(c->arch, "qwen3")) {
+        NEED(t, R_Q_NORM, il);
+        if ((rc = load_vec(&L->q_norm, t, hd, err)))
+            goto fail;
+        NEED(t, R_K_NORM, il);
+        if ((rc = load_vec(&L->k_norm, t, hd, err)))
+            goto fail;
+        g->cpu_only = "per-head Q/K norms (qwen3)";
+    }
     NEED(t, R_O, il);
     if ((rc = view_matrix(&L->o, t, c->hidden, qr, err)))
         goto fail;
@@ -303,8 +314,8 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     const apr_tensor *t;
     int rc;
 
-    if (strcmp(c->arch, "llama") && strcmp(c->arch, "qwen2")) {
-        rc = apr_err_set(err, APR_E_UNSUPPORTED, "architecture '%s' is not supported (llama, qwen2)", c->arch);
+    if (strcmp(c->arch, "llama") && strcmp(c->arch, "qwen2") && strcmp(c->arch, "qwen3")) {
+        rc = apr_err_set(err, APR_E_UNSUPPORTED, "architecture '%s' is not supported (llama, qwen2, qwen3)", c->arch);
         goto fail;
     }
     if (c->unsupported[0]) {
@@ -408,6 +419,8 @@ void apr_graph_free(apr_graph *g)
             free(L->bq);
             free(L->bk);
             free(L->bv);
+            free(L->q_norm);
+            free(L->k_norm);
         }
         free(g->layers);
     }

@@ -93,6 +93,7 @@ typedef struct apr_layer {
     float *ffn_norm;      /* hidden */
     apr_wmat q, k, v;     /* q: n_heads*head_dim rows; k, v: n_kv_heads*head_dim rows */
     float *bq, *bk, *bv;  /* NULL when absent; logical order (permuted like q/k) */
+    float *q_norm, *k_norm; /* head_dim each (Qwen3: RMSNorm of every Q/K head before rope), or NULL */
     apr_wmat o;           /* hidden x n_heads*head_dim */
     apr_wmat gate, up;    /* ffn x hidden */
     apr_wmat down;        /* hidden x ffn */

@@ -231,7 +231,7 @@ static int derive_config(apr_model *m, apr_err *err)
     memset(c, 0, sizeof *c);
     m->has_cfg = false;
     const char *arch = apr_kv_get_str(m, "general.architecture");
-    if (!arch || (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0))
+    if (!arch || (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0 && strcmp(arch, "qwen3") != 0))
         return 0;
     snprintf(c->arch, sizeof c->arch, "%s", arch);
 
@@ -315,7 +315,7 @@ static int derive_config(apr_model *m, apr_err *err)
             c->vocab = m->tok.n_tokens;
     }
 
-    c->rope_type = strcmp(arch, "qwen2") == 0 ? APR_ROPE_NEOX : APR_ROPE_NORM;
+    c->rope_type = strcmp(arch, "llama") != 0 ? APR_ROPE_NEOX : APR_ROPE_NORM; /* qwen2, qwen3 */
     c->tied_embeddings = !has_any_tensor(m, output_names, sizeof output_names / sizeof *output_names);
     c->qkv_bias = strcmp(arch, "qwen2") == 0 ||
                   has_any_tensor(m, q_bias_names, sizeof q_bias_names / sizeof *q_bias_names);

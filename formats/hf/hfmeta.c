@@ -534,6 +534,8 @@ static const arch_name arch_names[] = {
     /* llama.cpp converts Mistral as llama; its sliding window is kept as
      * llama.attention.sliding_window (llama.cpp's converter drops it) */
     {"MistralForCausalLM", "mistral", "llama"},
+    /* per-head q_norm / k_norm, head_dim independent of hidden / heads */
+    {"Qwen3ForCausalLM", "qwen3", "qwen3"},
 };
 
 /* ---------------------------------------------------------------- config.json key policy
@@ -602,13 +604,14 @@ static int refuse_key(const char *key, const json_t *v, const char *why, apr_err
 /* Per-family keys whose value must be the one the forward pass implements. */
 static int check_family_key(const arch_name *a, const char *k, const json_t *v, apr_err *err)
 {
-    const bool llama = !strcmp(a->model_type, "llama"), qwen2 = !strcmp(a->model_type, "qwen2");
+    const bool llama = !strcmp(a->model_type, "llama"),
+               qwen2 = !strcmp(a->model_type, "qwen2") || !strcmp(a->model_type, "qwen3");
     if (!strcmp(k, "sliding_window") && !strcmp(a->model_type, "mistral"))
         return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) > 0 &&
                                    json_integer_value(v) <= (json_int_t)UINT32_MAX)
                    ? 0
                    : refuse_key(k, v, "must be null or a positive integer", err);
-    if (!strcmp(k, "attention_bias") && llama)
+    if (!strcmp(k, "attention_bias") && (llama || !strcmp(a->model_type, "qwen3")))
         return 0; /* the bias tensors themselves decide (graph checks them) */
     if (!strcmp(k, "mlp_bias") && llama)
         return json_is_false(v) ? 0 : refuse_key(k, v, "feed-forward biases are not implemented", err);
@@ -875,7 +878,7 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if (!a)
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "config.json: unsupported architecture '%s' (supported: LlamaForCausalLM, "
-                           "MistralForCausalLM, Qwen2ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
+                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
     const char *arch = a->gguf;
     char key[128];
     int rc;
@@ -1130,7 +1133,7 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
     if (c->sliding_window)
         json_object_set_new(j, "sliding_window", json_integer(c->sliding_window));
-    if (!strcmp(a->model_type, "llama"))
+    if (!strcmp(a->model_type, "llama") || !strcmp(a->model_type, "qwen3"))
         json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
     /* torch_dtype: the dtype of the weight matrices (2-D tensors). */
     for (uint64_t i = 0; i < m->n_tensors; i++)

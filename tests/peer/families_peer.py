@@ -66,6 +66,9 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM",
                 dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, sliding_window=128,
                      head_dim=16)),
+    # Qwen3: q_norm / k_norm, head_dim 32 != hidden / heads
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM",
+              dict(rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, head_dim=32)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM",
               dict(rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, tie_word_embeddings=True)),
 }
