@@ -542,7 +542,8 @@ static int build_plans(conv *cv)
         if ((rc = plan_attention(cv, l)))
             return rc;
         for (size_t i = 0; i < sizeof after / sizeof *after; i++)
-            if ((rc = plan_simple(cv, cv->layer[l][after[i]][0], after[i], l, false)))
+            if (cv->layer[l][after[i]][0] && /* Q/K norms are optional (validate_sources) */
+                (rc = plan_simple(cv, cv->layer[l][after[i]][0], after[i], l, false)))
                 return rc;
     }
     for (size_t i = 0; i < cv->n_extra; i++) {
