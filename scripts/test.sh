@@ -2,7 +2,8 @@
 # Build apr and run every test: the normal build (CUDA compiled when the
 # toolkit is present) under ctest, then the whole suite again under
 # AddressSanitizer + UBSan, then each fuzz harness for a bounded time.
-# Usage: scripts/test.sh [--quick]   (--quick: normal build and ctest only)
+# Usage: scripts/test.sh [--quick]   (--quick: normal build and the ctest
+# label "unit" only: no peers, GPU or slow tests; see tests/CMakeLists.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -11,9 +12,13 @@ jobs=$(nproc)
 echo "== build (release)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
+if [ "${1:-}" = "--quick" ]; then
+  echo "== tests (release, label unit)"
+  (cd build && ctest --output-on-failure -j"$jobs" -L unit)
+  exit 0
+fi
 echo "== tests (release)"
 (cd build && ctest --output-on-failure -j"$jobs")
-[ "${1:-}" = "--quick" ] && exit 0
 
 echo "== build (AddressSanitizer + UBSan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAPR_SANITIZE=ON -DAPR_CUDA=OFF -DAPR_BENCH=OFF >/dev/null

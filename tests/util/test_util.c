@@ -71,6 +71,16 @@ const char *tu_shared_part(const char *rel)
     return p;
 }
 
+int tu_apply_filters(void)
+{
+    const char *run = getenv("TU_TEST_FILTER"), *skip = getenv("TU_SKIP_FILTER");
+    if (run && *run)
+        cmocka_set_test_filter(run);
+    if (skip && *skip)
+        cmocka_set_skip_filter(skip);
+    return 0;
+}
+
 int tu_exit_status(int failures)
 {
     if (failures) /* 1, not the count: 77 failures must not read as a skip */
@@ -300,11 +310,9 @@ const char *tu_llama_cpp_src(void)
 const char *tu_require_llama_cpp_src(void)
 {
     const char *src = tu_llama_cpp_src();
-    if (!src) {
-        print_message("SKIP: llama.cpp's source (llama-cpp-python's sdist) is absent: "
-                      "run scripts/deps.sh --python or set APR_LLAMA_CPP_SRC\n");
-        skip();
-    }
+    if (!src)
+        tu_skip_or_fail(TU_NEED_LLAMA_SRC, "llama.cpp's source (llama-cpp-python's sdist) is absent: "
+                                           "run scripts/deps.sh --python or set APR_LLAMA_CPP_SRC");
     return src;
 }
 

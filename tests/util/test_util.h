@@ -52,11 +52,16 @@ const char *tu_shared_part(const char *rel);
 /* A test executable's exit status: cmocka's count of failures, or 77 (ctest's
  * SKIP_RETURN_CODE) when none failed but some test or part was skipped. */
 int tu_exit_status(int failures);
+/* cmocka's test and skip filters from TU_TEST_FILTER / TU_SKIP_FILTER (glob
+ * patterns on test names): tests/CMakeLists.txt runs the "peer" cases of a
+ * mixed executable as a ctest entry of their own. Returns 0. */
+int tu_apply_filters(void);
 #undef cmocka_run_group_tests
-#define cmocka_run_group_tests(group_tests, group_setup, group_teardown)                          \
-    tu_exit_status(_cmocka_run_group_tests(#group_tests, group_tests,                               \
-                                           sizeof(group_tests) / sizeof((group_tests)[0]), group_setup, \
-                                           group_teardown))
+#define cmocka_run_group_tests(group_tests, group_setup, group_teardown)                            \
+    (tu_apply_filters(),                                                                              \
+     tu_exit_status(_cmocka_run_group_tests(#group_tests, group_tests,                                \
+                                            sizeof(group_tests) / sizeof((group_tests)[0]), group_setup, \
+                                            group_teardown)))
 
 /* A fresh empty directory for this test's outputs (under APR_TMPDIR or /tmp). */
 const char *tu_tmpdir(const char *tag);
@@ -76,7 +81,8 @@ void tu_require_python(const char *modules, const char *pip);
  * `scripts/deps.sh --python` unpacks it: $APR_LLAMA_CPP_SRC, else
  * $HOME/.cache/apr-peer/llama.cpp. NULL when it is not there. */
 const char *tu_llama_cpp_src(void);
-/* The same, skipping the running test visibly when it is absent. */
+/* The same, skipping the running test visibly when it is absent (failing it
+ * under APR_TEST_STRICT=1). */
 const char *tu_require_llama_cpp_src(void);
 /* Runs python3 tests/peer/SCRIPT (from $APR_SOURCE_DIR) with the arguments
  * `ARGS` (already quoted), prints its output, returns its exit status. Exit 77
