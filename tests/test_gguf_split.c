@@ -33,8 +33,7 @@ static int setup(void **state)
 #define NEED_BIN()                                                            \
     do {                                                                      \
         if (!tu_apr_bin()) {                                                  \
-            print_message("SKIP: APR_BIN not set (run through ctest)\n");   \
-            skip();                                                           \
+            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set (run through ctest)"); \
         }                                                                     \
     } while (0)
 

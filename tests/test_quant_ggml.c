@@ -145,8 +145,7 @@ static void test_types_and_dequant_against_ggml(void **state)
     char path[4096];
     void *h = open_ggml(path, sizeof path);
     if (!h) {
-        print_message("SKIP: libggml-base.so not found (set APR_GGML_LIB or install llama-cpp-python)\n");
-        skip();
+        tu_skip_or_fail(TU_NEED_PEER, "libggml-base.so not found (set APR_GGML_LIB or install llama-cpp-python)");
     }
     ggml_get_type_traits_fn tt = (ggml_get_type_traits_fn)dlsym(h, "ggml_get_type_traits");
     assert_non_null(tt);
