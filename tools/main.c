@@ -44,8 +44,10 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name))
+        if (!strcmp(argv[1], commands[i].name)) {
+            apr_outfile_set_command(commands[i].name); /* names its temporaries */
             return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "apr: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -546,11 +546,17 @@ uint32_t apr_crc32(uint32_t crc, const void *data, size_t n); /* zlib's IEEE CRC
 
 /* ---------------------------------------------------------------- file helpers */
 
-/* Atomic output: open a temporary file beside path; commit renames it over
- * path (fsyncs first); abort unlinks it. */
+/* Atomic output, nothing left behind. open creates an unnamed file
+ * (O_TMPFILE) in path's directory where the filesystem supports it: a crash,
+ * kill -9 included, then leaves nothing; commit fsyncs it and links it into
+ * place (over an existing path through a rename). Elsewhere the temporary is
+ * named .NAME.apr-COMMAND.PID.tmp beside path and flock'ed while it lives;
+ * commit renames it over path, abort unlinks it, and the next open in that
+ * directory removes such temporaries whose process is gone and that no
+ * process holds (saying so on stderr). */
 typedef struct apr_outfile {
     char *final_path;
-    char *tmp_path;
+    char *tmp_path; /* the named temporary; NULL for an O_TMPFILE one */
     int fd;
     uint64_t written;
     uint64_t kicked; /* bytes [0, kicked) already handed to writeback */
@@ -561,6 +567,12 @@ int apr_outfile_write(apr_outfile *f, const void *data, size_t n, apr_err *err);
 int apr_outfile_pad(apr_outfile *f, uint64_t align, apr_err *err); /* zero bytes to a multiple */
 int apr_outfile_commit(apr_outfile *f, apr_err *err);
 void apr_outfile_abort(apr_outfile *f);
+/* The command named in temporaries' names ("convert", "quantize"...); the CLI
+ * sets it once before any output is opened. Default "apr". */
+void apr_outfile_set_command(const char *cmd);
+/* Removes dir's stale temporaries (see apr_outfile), each reported on stderr;
+ * returns how many. apr_outfile_open runs it on the destination directory. */
+int apr_outfile_clean_stale(const char *dir);
 
 /* Map a whole file read-only. */
 int apr_map_file(const char *path, apr_mapping *out, apr_err *err);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* sync_file_range */
 #include "formats.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -198,32 +201,153 @@ bool apr_same_file(const char *a, const char *b)
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* ---------------------------------------------------------------- atomic output */
+/* ---------------------------------------------------------------- atomic output
+ *
+ * Nothing left behind: the output is an unnamed O_TMPFILE inode in the
+ * destination directory (same filesystem, so linking it into place is atomic)
+ * until commit gives it the final name; a kill -9 before that leaves nothing.
+ * Where the filesystem has no O_TMPFILE (EOPNOTSUPP, EISDIR, EINVAL on old
+ * kernels and some network filesystems) the temporary has a name that says
+ * whose it is, .NAME.apr-COMMAND.PID.tmp, and is flock'ed while this process
+ * writes it, so a later run can tell a stale one (process gone, no lock) from
+ * one in use and remove it. */
+
+static char out_command[32] = "apr";
+
+void apr_outfile_set_command(const char *cmd)
+{
+    snprintf(out_command, sizeof out_command, "%s", cmd && *cmd ? cmd : "apr");
+}
+
+/* The directory part of path ("." when it has none); malloc'd. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* A temporary's name: ".<base>.apr-<command>.<pid>.tmp". Returns the pid, or
+ * 0 when name is not one of ours. */
+static long stale_pid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 10 || name[0] != '.' || strcmp(name + n - 4, ".tmp") != 0)
+        return 0;
+    const char *apr = strstr(name, ".apr-");
+    if (!apr || apr == name)
+        return 0;
+    const char *dot = name + n - 4; /* ".tmp" */
+    const char *p = dot;
+    while (p > apr && p[-1] >= '0' && p[-1] <= '9')
+        p--;
+    if (p == dot || p[-1] != '.' || p - 1 <= apr + 5)
+        return 0;
+    return strtol(p, NULL, 10);
+}
+
+static bool process_gone(long pid)
+{
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+int apr_outfile_clean_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int removed = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        long pid = stale_pid(e->d_name);
+        if (pid <= 0 || pid == (long)getpid() || !process_gone(pid))
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        /* a regular file of ours that no process holds: its writer is gone */
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+            flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd(d), e->d_name, 0) == 0) {
+            fprintf(stderr, "apr: removed %s/%s, a temporary left by process %ld (gone) - %llu bytes\n", dir,
+                    e->d_name, pid, (unsigned long long)st.st_size);
+            removed++;
+        }
+        close(fd);
+    }
+    closedir(d);
+    return removed;
+}
+
+/* The temporary's name beside final_path (see apr_outfile); malloc'd. */
+static char *temporary_name(const char *final_path)
+{
+    char *dir = dir_of(final_path);
+    const char *slash = strrchr(final_path, '/');
+    const char *base = slash ? slash + 1 : final_path;
+    size_t n = (dir ? strlen(dir) : 0) + strlen(base) + strlen(out_command) + 48;
+    char *name = dir ? malloc(n) : NULL;
+    if (name)
+        snprintf(name, n, "%s/.%s.apr-%s.%ld.tmp", dir, base, out_command, (long)getpid());
+    free(dir);
+    return name;
+}
+
+/* The named fallback, created exclusively and locked while it lives. */
+static int open_named_temporary(apr_outfile *f, apr_err *err)
+{
+    f->tmp_path = temporary_name(f->final_path);
+    if (!f->tmp_path)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    f->fd = open(f->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+        int e = errno;
+        free(f->tmp_path);
+        f->tmp_path = NULL;
+        return apr_err_set(err, APR_E_IO, "%s: cannot create temporary file: %s", f->final_path, strerror(e));
+    }
+    (void)flock(f->fd, LOCK_EX); /* "in use", for apr_outfile_clean_stale */
+    return 0;
+}
+
+/* O_TMPFILE needs the kernel and filesystem to support it, and linking it into
+ * place needs /proc (linkat with AT_EMPTY_PATH would need a capability).
+ * APR_OUTFILE_NAMED=1 takes the named path anyway: how tests/no_leftovers.sh
+ * checks it on a filesystem that has O_TMPFILE. */
+static bool unnamed_usable(void)
+{
+    const char *named = getenv("APR_OUTFILE_NAMED");
+    if (named && *named && strcmp(named, "0") != 0)
+        return false;
+    return access("/proc/self/fd", X_OK) == 0;
+}
 
 int apr_outfile_open(apr_outfile *f, const char *path, apr_err *err)
 {
     memset(f, 0, sizeof *f);
     f->fd = -1;
-    size_t n = strlen(path);
     f->final_path = strdup(path);
-    f->tmp_path = malloc(n + 16);
-    if (!f->final_path || !f->tmp_path) {
+    char *dir = dir_of(path);
+    if (!f->final_path || !dir) {
+        free(dir);
         apr_outfile_abort(f);
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
     }
-    /* The temporary file lives in the destination directory so that the final
-     * rename is atomic (same filesystem). */
-    snprintf(f->tmp_path, n + 16, "%s.tmp.XXXXXX", path);
-    f->fd = mkstemp(f->tmp_path);
-    if (f->fd < 0) {
-        int e = errno;
-        free(f->tmp_path);
-        f->tmp_path = NULL;
+    apr_outfile_clean_stale(dir);
+    int rc = 0;
+    f->fd = unnamed_usable() ? open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644) : -1;
+    if (f->fd >= 0)
+        (void)flock(f->fd, LOCK_EX); /* holds the name link_unnamed may give it */
+    else if (!unnamed_usable() || errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)
+        rc = open_named_temporary(f, err);
+    else
+        rc = apr_err_set(err, APR_E_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
+    free(dir);
+    if (rc)
         apr_outfile_abort(f);
-        return apr_err_set(err, APR_E_IO, "%s: cannot create temporary file: %s", path, strerror(e));
-    }
-    fchmod(f->fd, 0644);
-    return 0;
+    return rc;
 }
 
 /* Dirty page-cache pages are handed to writeback every OUT_KICK bytes instead
@@ -313,17 +437,47 @@ int apr_outfile_pad(apr_outfile *f, uint64_t align, apr_err *err)
     return 0;
 }
 
+/* Gives the unnamed file its final name: a link where nothing is in the way
+ * (*direct set); else a link under the temporary's name, which commit then
+ * renames over the old file (that stays whole until the rename replaces it). */
+static int link_unnamed(apr_outfile *f, bool *direct, apr_err *err)
+{
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", f->fd);
+    *direct = linkat(AT_FDCWD, proc, AT_FDCWD, f->final_path, AT_SYMLINK_FOLLOW) == 0;
+    if (*direct)
+        return 0;
+    if (errno != EEXIST)
+        return apr_err_set(err, APR_E_IO, "%s: link: %s", f->final_path, strerror(errno));
+    f->tmp_path = temporary_name(f->final_path);
+    if (!f->tmp_path)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    unlink(f->tmp_path); /* our own pid's name: a leftover of an earlier process */
+    if (linkat(AT_FDCWD, proc, AT_FDCWD, f->tmp_path, AT_SYMLINK_FOLLOW) != 0) {
+        int e = errno;
+        free(f->tmp_path);
+        f->tmp_path = NULL;
+        return apr_err_set(err, APR_E_IO, "%s: link: %s", f->final_path, strerror(e));
+    }
+    return 0;
+}
+
 int apr_outfile_commit(apr_outfile *f, apr_err *err)
 {
     int rc = 0;
+    bool direct = false;
     if (fsync(f->fd) != 0 && errno != EINVAL)
         rc = apr_err_set(err, APR_E_IO, "%s: fsync: %s", f->final_path, strerror(errno));
+    if (!rc && !f->tmp_path)
+        rc = link_unnamed(f, &direct, err);
     if (close(f->fd) != 0 && !rc)
         rc = apr_err_set(err, APR_E_IO, "%s: close: %s", f->final_path, strerror(errno));
     f->fd = -1;
-    if (!rc && rename(f->tmp_path, f->final_path) != 0)
+    if (!rc && !direct && rename(f->tmp_path, f->final_path) != 0)
         rc = apr_err_set(err, APR_E_IO, "%s: rename: %s", f->final_path, strerror(errno));
-    if (rc)
+    if (rc && direct) /* nothing was there before: leave nothing */
+        unlink(f->final_path);
+    if (rc && f->tmp_path)
         unlink(f->tmp_path);
     free(f->tmp_path);
     free(f->final_path);
