@@ -105,9 +105,10 @@ int apr_tok_hf_from_model(const apr_model *m, json_t **tokenizer, json_t **token
 
 /* ================================================================ encoder / decoder */
 
-/* A tokenizer built from a model's tokenizer.* metadata; it holds its own
- * copy of everything it needs, so the model (and its KVs) may change or go
- * away while it lives. */
+/* A tokenizer built from a model's tokenizer.* metadata. NOT YET an owner of
+ * its data: it still reads the token texts, scores, types and merges through
+ * m->tok, which borrows the model's KV arrays, so the model must outlive it
+ * and its tokenizer.* KVs must not change while it lives. */
 typedef struct apr_tok apr_tok;
 int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err);
 void apr_tok_free(apr_tok *t);
