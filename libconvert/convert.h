@@ -154,6 +154,16 @@ typedef struct apr_quantize_opts {
     const char *command_line; /* recorded in the provenance */
     uint64_t split_max_bytes;  /* GGUF output: llama.cpp split files (apr_write_opts); 0 = none */
     uint64_t split_max_tensors;
+    /* llama-quantize's options */
+    const char *output_tensor_type;   /* --output-tensor-type T, or NULL */
+    const char *token_embedding_type; /* --token-embedding-type T, or NULL */
+    bool leave_output_tensor;         /* --leave-output-tensor */
+    const char *const *tensor_types;  /* --tensor-type PATTERN=TYPE, in order (first match wins) */
+    size_t n_tensor_types;
+    const char *const *kv_overrides;  /* --override-kv KEY=TYPE:VALUE (int, float, bool, str) */
+    size_t n_kv_overrides;
+    const char *const *include_weights, *const *exclude_weights; /* imatrix entry filters */
+    size_t n_include_weights, n_exclude_weights;
 } apr_quantize_opts;
 
 void apr_quantize_opts_init(apr_quantize_opts *o);

@@ -255,3 +255,30 @@ int apr_imatrix_load(apr_imatrix **out, const char *path, apr_err *err)
     }
     return rc;
 }
+
+/* prepare_imatrix: entries whose name contains an excluded string are
+ * dropped; with include strings, only entries containing one are kept. The
+ * two lists cannot be combined (llama-quantize refuses that too). */
+int apr_imatrix_filter(apr_imatrix *im, const char *const *include, size_t n_include, const char *const *exclude,
+                       size_t n_exclude, apr_err *err)
+{
+    if (n_include && n_exclude)
+        return apr_err_set(err, APR_E_ARG, "--include-weights and --exclude-weights cannot be used together");
+    uint64_t kept = 0;
+    for (uint64_t i = 0; i < im->n_entries; i++) {
+        apr_imatrix_entry *e = &im->entries[i];
+        bool keep = n_include == 0;
+        for (size_t k = 0; k < n_include && !keep; k++)
+            keep = strstr(e->name, include[k]) != NULL;
+        for (size_t k = 0; k < n_exclude && keep; k++)
+            keep = strstr(e->name, exclude[k]) == NULL;
+        if (keep) {
+            im->entries[kept++] = *e;
+        } else {
+            free(e->name);
+            free(e->values);
+        }
+    }
+    im->n_entries = kept;
+    return 0;
+}

@@ -7,8 +7,11 @@
  * counted), so callers visit tensors sorted with apr_quant_tensor_cmp and
  * call apr_quant_mix_scan for every tensor before the first
  * apr_quant_mix_type, exactly as llama-quantize does. */
+#define _GNU_SOURCE
 #include "quant.h"
 
+#include <ctype.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +83,7 @@ int apr_quant_mix_init(apr_quant_mix *m, const char *mix, bool pure, const apr_q
                                                                           : !strcmp(model->arch, "qwen2"));
     m->n_gqa = model->n_head_kv ? (int)(model->n_head / model->n_head_kv) : 0; /* llama_hparams::n_gqa */
     m->tied_embeddings = true; /* until output.weight is seen */
+    m->output_type = m->embd_type = -1;
     return 0;
 }
 
@@ -166,12 +170,16 @@ static apr_dtype mix_rules(apr_quant_mix *m, apr_dtype t, const char *name, uint
     const int n_gqa = m->n_gqa;
     if (c == CAT_OUTPUT || (m->tied_embeddings && c == CAT_TOKEN_EMBD)) {
         const uint64_t qk = apr_dtype_get(t)->block_elems;
-        if (m->falcon || ne0 % qk != 0)
+        if (m->output_type >= 0)
+            t = (apr_dtype)m->output_type;
+        else if (m->falcon || ne0 % qk != 0)
             t = APR_DT_Q8_0;
         else if (t != APR_DT_Q8_0)
             t = APR_DT_Q6_K;
     } else if (c == CAT_TOKEN_EMBD) {
-        /* only the IQ/TQ file types change token_embd */
+        /* otherwise only the IQ/TQ file types change token_embd */
+        if (m->embd_type >= 0)
+            t = (apr_dtype)m->embd_type;
     } else if (is_attn_v_like(c)) {
         if (ft == FT_Q2_K)
             t = n_gqa >= 4 ? APR_DT_Q4_K : APR_DT_Q3_K;
@@ -250,11 +258,34 @@ static apr_dtype mix_rules(apr_quant_mix *m, apr_dtype t, const char *name, uint
     return t;
 }
 
+/* The first --tensor-type pattern found in name (regex_search), or NULL. */
+static apr_quant_tensor_type *pattern_for(const apr_quant_mix *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_patterns; i++) {
+        apr_quant_tensor_type *p = (apr_quant_tensor_type *)&m->patterns[i];
+        if (regexec((const regex_t *)p->re, name, 0, NULL, 0) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* llama_tensor_get_type: the options first, then the mix rules, then the
+ * fallback for rows that are not a whole number of blocks. */
 int apr_quant_mix_type(apr_quant_mix *m, const char *name, uint32_t ndim, const uint64_t *dims, apr_dtype cur,
                        apr_dtype *out, apr_err *err)
 {
-    if (!apr_quant_tensor_allowed(name, ndim, dims)) {
+    if (!apr_quant_tensor_allowed(name, ndim, dims) || (m->leave_output && !strcmp(name, "output.weight"))) {
         *out = cur;
+        return 0;
+    }
+    const cat c = category(name);
+    if (m->embd_type >= 0 && c == CAT_TOKEN_EMBD &&
+        !(!strcmp(name, "per_layer_token_embd.weight") && pattern_for(m, name))) {
+        *out = (apr_dtype)m->embd_type;
+        return 0;
+    }
+    if (m->output_type >= 0 && c == CAT_OUTPUT) {
+        *out = (apr_dtype)m->output_type;
         return 0;
     }
     const uint64_t ne0 = ndim ? dims[ndim - 1] : 1;
@@ -263,8 +294,13 @@ int apr_quant_mix_type(apr_quant_mix *m, const char *name, uint32_t ndim, const 
         *out = t;
         return 0;
     }
-    if (!m->pure)
-        t = mix_rules(m, t, name, ne0, category(name));
+    apr_quant_tensor_type *manual = pattern_for(m, name);
+    if (manual) {
+        t = manual->type;
+        manual->n_matched++;
+    } else if (!m->pure) {
+        t = mix_rules(m, t, name, ne0, c);
+    }
     /* tensor_type_fallback: rows that are not a whole number of blocks */
     if (ne0 % apr_dtype_get(t)->block_elems != 0) {
         apr_dtype f;
@@ -315,4 +351,65 @@ bool apr_quant_mix_needs_imatrix(const apr_quant_mix *m, const char *name, apr_d
         !strcmp(name, "output.weight"))
         return false;
     return target == APR_DT_Q2_K && m->ftype == FT_Q2_K_S;
+}
+
+int apr_quant_parse_type_option(const char *opt, const char *name, apr_dtype *out, apr_err *err)
+{
+    const int t = apr_dtype_from_name(name);
+    if (t < 0 || !apr_dtype_get(t) || (t != APR_DT_F32 && t != APR_DT_F16 && t != APR_DT_BF16 &&
+                                        !(apr_dtype_get(t)->quantized && apr_quantize_supported((apr_dtype)t))))
+        return apr_err_set(err, APR_E_ARG,
+                           "%s %s: not a type apr can write (F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K "
+                           "Q5_K Q6_K IQ4_NL IQ4_XS)", opt, name);
+    *out = (apr_dtype)t;
+    return 0;
+}
+
+int apr_quant_tensor_type_parse(const char *arg, apr_quant_tensor_type *out, apr_err *err)
+{
+    memset(out, 0, sizeof *out);
+    const char *eq = strchr(arg, '=');
+    if (!eq)
+        return apr_err_set(err, APR_E_ARG, "--tensor-type %s: expected PATTERN=TYPE", arg);
+    if (eq == arg)
+        return apr_err_set(err, APR_E_ARG, "--tensor-type %s: missing tensor name pattern", arg);
+    if (!eq[1])
+        return apr_err_set(err, APR_E_ARG, "--tensor-type %s: missing quantization type", arg);
+    apr_dtype t = APR_DT_F32;
+    int rc = apr_quant_parse_type_option("--tensor-type", eq + 1, &t, err);
+    if (rc)
+        return rc;
+    char *pat = strndup(arg, (size_t)(eq - arg));
+    regex_t *re = malloc(sizeof *re);
+    if (!pat || !re) {
+        free(pat);
+        free(re);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    for (char *c = pat; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    int e = regcomp(re, pat, REG_EXTENDED | REG_NOSUB);
+    if (e) {
+        char why[128];
+        regerror(e, re, why, sizeof why);
+        rc = apr_err_set(err, APR_E_ARG, "--tensor-type %s: bad regular expression '%s': %s", arg, pat, why);
+        free(pat);
+        free(re);
+        return rc;
+    }
+    out->pattern = pat;
+    out->type = t;
+    out->re = re;
+    return 0;
+}
+
+void apr_quant_tensor_type_free(apr_quant_tensor_type *t)
+{
+    if (!t)
+        return;
+    if (t->re)
+        regfree((regex_t *)t->re);
+    free(t->re);
+    free(t->pattern);
+    memset(t, 0, sizeof *t);
 }

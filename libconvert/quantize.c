@@ -159,7 +159,7 @@ static void kv_u32_arch(const apr_model *m, const char *arch, const char *suffix
 
 /* Fills plan[] (sorted in llama-quantize's order) with each tensor's target. */
 static int make_plan(const apr_model *in, const char *in_path, const apr_quantize_opts *o, const apr_imatrix *im,
-                     tplan *plan, apr_quant_mix *mix, apr_err *err)
+                     apr_quant_tensor_type *pats, tplan *plan, apr_quant_mix *mix, apr_err *err)
 {
     const char *arch = apr_kv_get_str(in, "general.architecture");
     apr_quant_mix_model mm = {.arch = arch ? arch : "", .has_imatrix = im != NULL};
@@ -172,6 +172,20 @@ static int make_plan(const apr_model *in, const char *in_path, const apr_quantiz
     int rc = apr_quant_mix_init(mix, o->type, o->pure, &mm, err);
     if (rc)
         return rc;
+    mix->leave_output = o->leave_output_tensor;
+    mix->patterns = pats;
+    mix->n_patterns = o->n_tensor_types;
+    apr_dtype ot;
+    if (o->output_tensor_type) {
+        if ((rc = apr_quant_parse_type_option("--output-tensor-type", o->output_tensor_type, &ot, err)))
+            return rc;
+        mix->output_type = (int)ot;
+    }
+    if (o->token_embedding_type) {
+        if ((rc = apr_quant_parse_type_option("--token-embedding-type", o->token_embedding_type, &ot, err)))
+            return rc;
+        mix->embd_type = (int)ot;
+    }
     for (uint64_t i = 0; i < in->n_tensors; i++)
         plan[i].src = &in->tensors[i];
     qsort(plan, (size_t)in->n_tensors, sizeof *plan, cmp_plan);
@@ -185,6 +199,12 @@ static int make_plan(const apr_model *in, const char *in_path, const apr_quantiz
         rc = apr_quant_mix_type(mix, t->name, t->ndim, t->dims, t->dtype, &plan[i].to, err);
         if (rc)
             return rc;
+        const uint64_t cols = t->dims[t->ndim - 1];
+        if (plan[i].to != t->dtype && cols % apr_dtype_get(plan[i].to)->block_elems != 0)
+            return apr_err_set(err, APR_E_ARG, "%s: %llu columns is not a multiple of %s's block of %u (chosen by an "
+                               "option: --output-tensor-type, --token-embedding-type or --tensor-type)", t->name,
+                               (unsigned long long)cols, apr_dtype_name(plan[i].to),
+                               apr_dtype_get(plan[i].to)->block_elems);
         if (plan[i].to == t->dtype)
             continue;
         const apr_dtype_info *di = apr_dtype_get(t->dtype);
@@ -211,6 +231,14 @@ static int make_plan(const apr_model *in, const char *in_path, const apr_quantiz
                                "%s: %s makes %s tensors that llama.cpp refuses to quantize without an importance "
                                "matrix (the result would be garbage); pass --imatrix FILE%s", t->name, o->type,
                                apr_dtype_name(plan[i].to), im ? " with an entry for this tensor" : "");
+    }
+    /* a pattern that decides nothing is a typo, not a no-op */
+    for (size_t k = 0; k < o->n_tensor_types; k++) {
+        if (!pats[k].n_matched)
+            return apr_err_set(err, APR_E_ARG,
+                               "--tensor-type %s: the pattern '%s' matches no quantizable tensor of %s (or an earlier "
+                               "pattern or option decided every tensor it matches)", o->tensor_types[k],
+                               pats[k].pattern, in_path);
     }
     return 0;
 }
@@ -354,6 +382,50 @@ static int set_imatrix_kvs(apr_model *out, const char *path, const apr_imatrix *
 }
 
 
+/* --override-kv KEY=TYPE:VALUE (common.cpp's string_parse_kv_override): int
+ * is written as UINT32 of |value| and float as F32, as llama-quantize writes
+ * its overrides; str is at most 127 bytes, bool "true" or "false". With out
+ * NULL it only checks the syntax. */
+static int apply_kv_override(apr_model *out, const char *arg, apr_err *err)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || eq - arg >= 128)
+        return apr_err_set(err, APR_E_ARG, "--override-kv %s: expected KEY=TYPE:VALUE (KEY under 128 bytes)", arg);
+    char key[128];
+    memcpy(key, arg, (size_t)(eq - arg));
+    key[eq - arg] = 0;
+    const char *v = eq + 1;
+    int rc = 0;
+    if (!strncmp(v, "int:", 4)) {
+        char *end;
+        long long x = strtoll(v + 4, &end, 10);
+        if (end == v + 4 || *end)
+            return apr_err_set(err, APR_E_ARG, "--override-kv %s: '%s' is not an integer", arg, v + 4);
+        if (out)
+            rc = apr_model_set_kv_u32(out, key, (uint32_t)llabs(x));
+    } else if (!strncmp(v, "float:", 6)) {
+        char *end;
+        double x = strtod(v + 6, &end);
+        if (end == v + 6 || *end)
+            return apr_err_set(err, APR_E_ARG, "--override-kv %s: '%s' is not a number", arg, v + 6);
+        if (out)
+            rc = apr_model_set_kv_f32(out, key, (float)x);
+    } else if (!strncmp(v, "bool:", 5)) {
+        if (strcmp(v + 5, "true") && strcmp(v + 5, "false"))
+            return apr_err_set(err, APR_E_ARG, "--override-kv %s: a bool is true or false", arg);
+        if (out)
+            rc = apr_model_set_kv_bool(out, key, !strcmp(v + 5, "true"));
+    } else if (!strncmp(v, "str:", 4)) {
+        if (strlen(v + 4) > 127)
+            return apr_err_set(err, APR_E_ARG, "--override-kv %s: the value cannot exceed 127 bytes", arg);
+        if (out)
+            rc = apr_model_set_kv_str(out, key, v + 4);
+    } else {
+        return apr_err_set(err, APR_E_ARG, "--override-kv %s: TYPE is int, float, bool or str", arg);
+    }
+    return rc ? apr_err_set(err, rc, "--override-kv %s: cannot set it", arg) : 0;
+}
+
 void apr_quantize_opts_init(apr_quantize_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -454,11 +526,35 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     if (apr_same_file(in_path, out_path))
         return apr_err_set(err, APR_E_ARG, "OUT is the same file as IN; apr never overwrites its input");
 
+    if (o->n_include_weights && o->n_exclude_weights)
+        return apr_err_set(err, APR_E_ARG, "--include-weights and --exclude-weights cannot be used together");
+    if ((o->n_include_weights || o->n_exclude_weights) && !o->imatrix)
+        return apr_err_set(err, APR_E_ARG, "--include-weights / --exclude-weights filter an imatrix: give --imatrix");
+    int rc = 0;
+    for (size_t k = 0; k < o->n_kv_overrides; k++)
+        if ((rc = apply_kv_override(NULL, o->kv_overrides[k], err)))
+            return rc;
+    apr_quant_tensor_type *pats = calloc(o->n_tensor_types ? o->n_tensor_types : 1, sizeof *pats);
+    if (!pats)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    for (size_t k = 0; k < o->n_tensor_types && !rc; k++)
+        rc = apr_quant_tensor_type_parse(o->tensor_types[k], &pats[k], err);
+    if (rc) {
+        for (size_t k = 0; k < o->n_tensor_types; k++)
+            apr_quant_tensor_type_free(&pats[k]);
+        free(pats);
+        return rc;
+    }
+
     const double t0 = apr_now_s();
     apr_model *in = NULL;
-    int rc = apr_model_open(&in, in_path, NULL, err);
-    if (rc)
+    rc = apr_model_open(&in, in_path, NULL, err);
+    if (rc) {
+        for (size_t k = 0; k < o->n_tensor_types; k++)
+            apr_quant_tensor_type_free(&pats[k]);
+        free(pats);
         return rc;
+    }
     apr_model *out = NULL, *gview = NULL, *aout = NULL;
     apr_conv_stream *vstream = NULL, *astream = NULL;
     apr_imatrix *im = NULL;
@@ -480,13 +576,16 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     }
     if (o->imatrix && (rc = apr_imatrix_load(&im, o->imatrix, err)))
         goto done;
+    if (im && (rc = apr_imatrix_filter(im, o->include_weights, o->n_include_weights, o->exclude_weights,
+                                       o->n_exclude_weights, err)))
+        goto done;
     plan = calloc(view->n_tensors ? view->n_tensors : 1, sizeof *plan);
     if (!plan) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
         goto done;
     }
     apr_quant_mix mix;
-    if ((rc = make_plan(view, in_path, o, im, plan, &mix, err)))
+    if ((rc = make_plan(view, in_path, o, im, pats, plan, &mix, err)))
         goto done;
     for (uint64_t i = 0; i < view->n_tensors; i++)
         find_orig(in, view, &plan[i]);
@@ -510,6 +609,14 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         rc = apr_model_set_kv_u32(out, "general.quantization_version", 2);
     if (!rc)
         rc = apr_model_set_kv_u32(out, "general.file_type", (uint32_t)mix.ftype);
+    /* the user's overrides, then the tool's imatrix records (llama-quantize's order) */
+    for (size_t k = 0; k < o->n_kv_overrides && !rc; k++) {
+        const char *eq = strchr(o->kv_overrides[k], '=');
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", (int)(eq - o->kv_overrides[k]), o->kv_overrides[k]);
+        apr_model_remove_kv(out, key); /* gguf_set_val_* on an existing key moves it to the end */
+        rc = apply_kv_override(out, o->kv_overrides[k], err);
+    }
     if (!rc && im)
         rc = set_imatrix_kvs(out, o->imatrix, im);
     if (rc) {
@@ -601,6 +708,9 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     st->seconds_quant = qs.tq;
     st->seconds = apr_now_s() - t0;
 done:
+    for (size_t k = 0; k < o->n_tensor_types; k++)
+        apr_quant_tensor_type_free(&pats[k]);
+    free(pats);
     free(json);
     apr_prov_free(prov);
     free(qs.in);

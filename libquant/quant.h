@@ -126,7 +126,31 @@ typedef struct apr_quant_mix {
     int n_layer, n_expert, n_gqa;
     int n_attention_wv, i_attention_wv, i_ffn_down, i_ffn_gate, i_ffn_up;
     int n_fallback;          /* tensors that needed a fallback type */
+    /* llama-quantize's options (apr_quant_mix_set_options): -1 = not given */
+    int output_type;         /* --output-tensor-type: output.weight (and tied token_embd) */
+    int embd_type;           /* --token-embedding-type: token_embd.weight, per_layer_token_embd.weight */
+    bool leave_output;       /* --leave-output-tensor: output.weight keeps its type */
+    const struct apr_quant_tensor_type *patterns; /* --tensor-type, first match wins */
+    size_t n_patterns;
 } apr_quant_mix;
+
+/* --tensor-type PATTERN=TYPE: a regular expression (POSIX extended, searched
+ * anywhere in the GGUF name, as llama.cpp's std::regex_search; the pattern is
+ * lower-cased by the parser, as llama-quantize does) and the dtype. */
+typedef struct apr_quant_tensor_type {
+    char *pattern;
+    apr_dtype type;
+    void *re;                /* compiled by apr_quant_tensor_types_compile */
+    uint64_t n_matched;      /* tensors it decided (for "matches nothing" errors) */
+} apr_quant_tensor_type;
+
+/* Parses "PATTERN=TYPE" into *out (pattern lower-cased, compiled); TYPE is
+ * any ggml type name apr can write. Bad input: APR_E_ARG with the reason. */
+int apr_quant_tensor_type_parse(const char *arg, apr_quant_tensor_type *out, apr_err *err);
+void apr_quant_tensor_type_free(apr_quant_tensor_type *t);
+/* The dtype an option like --output-tensor-type names: any ggml type name
+ * (case-insensitive) that apr can write (apr_quantize_supported). */
+int apr_quant_parse_type_option(const char *opt, const char *name, apr_dtype *out, apr_err *err);
 
 /* mix: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q2_K_S Q3_K_S Q3_K_M
  * Q3_K(=Q3_K_M) Q3_K_L Q4_K_S Q4_K_M Q4_K(=Q4_K_M) Q5_K_S Q5_K_M
@@ -172,6 +196,10 @@ int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t siz
 /* Entries from an opened GGUF imatrix (tensors NAME.in_sum2 / NAME.counts). */
 int apr_imatrix_from_model(apr_imatrix **out, const apr_model *m, apr_err *err);
 const apr_imatrix_entry *apr_imatrix_find(const apr_imatrix *im, const char *name);
+/* --include-weights / --exclude-weights (substring matches, as
+ * llama-quantize's prepare_imatrix); both lists at once: APR_E_ARG. */
+int apr_imatrix_filter(apr_imatrix *im, const char *const *include, size_t n_include, const char *const *exclude,
+                       size_t n_exclude, apr_err *err);
 void apr_imatrix_free(apr_imatrix *im);
 
 #ifdef __cplusplus

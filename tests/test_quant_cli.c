@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define H 256
 #define FF 512
@@ -268,6 +269,79 @@ static void test_refusals(void **state)
     assert_null(tu_read_file(tu_path(g_dir, "x.gguf"), NULL));
 }
 
+/* llama-quantize's options: their effect on the types (the byte-for-byte
+ * comparison with llama.cpp is in tests/peer/llama_quantize_peer.py) and
+ * every kind of bad value: exit 2, a message naming the problem, no output. */
+static void test_llama_quantize_options(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    char args[12000];
+    char *log = NULL;
+    char in[4200], out[4200]; /* tu_path's buffer rotates */
+    snprintf(in, sizeof in, "%s", tu_path(g_dir, "f16.gguf"));
+    snprintf(out, sizeof out, "%s", tu_path(g_dir, "opt.gguf"));
+    snprintf(args, sizeof args,
+             "'%s' '%s' --type Q4_K_M --output-tensor-type q8_0 --token-embedding-type Q5_K "
+             "--tensor-type 'attn_k=q5_0' --tensor-type 'blk\\.1\\.ffn_(up|gate)=iq4_nl' "
+             "--override-kv general.name=str:opt-test --override-kv test.n=int:-7 --override-kv test.b=bool:true",
+             in, out);
+    assert_int_equal(run(g_dir, args, NULL), 0);
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, out, NULL, &err), 0);
+    assert_int_equal(apr_model_tensor(m, "output.weight")->dtype, APR_DT_Q8_0);
+    assert_int_equal(apr_model_tensor(m, "token_embd.weight")->dtype, APR_DT_Q5_K);
+    assert_int_equal(apr_model_tensor(m, "blk.0.attn_k.weight")->dtype, APR_DT_Q5_0);
+    assert_int_equal(apr_model_tensor(m, "blk.1.ffn_up.weight")->dtype, APR_DT_IQ4_NL);
+    assert_int_equal(apr_model_tensor(m, "blk.1.ffn_gate.weight")->dtype, APR_DT_IQ4_NL);
+    assert_int_equal(apr_model_tensor(m, "blk.0.ffn_up.weight")->dtype, APR_DT_Q4_K);
+    assert_string_equal(apr_kv_get_str(m, "general.name"), "opt-test");
+    uint32_t u = 0;
+    assert_true(apr_kv_get_u32(m, "test.n", &u));
+    assert_int_equal(u, 7); /* llama-quantize writes int overrides as UINT32 of |value| */
+    apr_model_free(m);
+    /* --leave-output-tensor */
+    snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M --leave-output-tensor", in, out);
+    assert_int_equal(run(g_dir, args, NULL), 0);
+    assert_int_equal(apr_model_open(&m, out, NULL, &err), 0);
+    assert_int_equal(apr_model_tensor(m, "output.weight")->dtype, APR_DT_F16);
+    apr_model_free(m);
+    unlink(out);
+
+    static const struct {
+        const char *opts, *says;
+    } bad[] = {
+        {"--tensor-type 'nothing_here=q8_0'", "matches no quantizable tensor"},
+        {"--tensor-type 'attn_q.weight=q8_0' --tensor-type 'attn_q=q4_0'", "matches no quantizable tensor"},
+        {"--tensor-type attn_q", "PATTERN=TYPE"},
+        {"--tensor-type =q8_0", "missing tensor name"},
+        {"--tensor-type attn_q=", "missing quantization type"},
+        {"--tensor-type 'attn_q=q7_k'", "not a type apr can write"},
+        {"--tensor-type 'attn_q=iq2_xxs'", "not a type apr can write"},
+        {"--tensor-type '(attn=q8_0'", "bad regular expression"},
+        {"--output-tensor-type q9_0", "--output-tensor-type q9_0"},
+        {"--token-embedding-type tq1_0", "--token-embedding-type tq1_0"},
+        {"--override-kv general.name", "KEY=TYPE:VALUE"},
+        {"--override-kv general.name=text:x", "TYPE is int, float, bool or str"},
+        {"--override-kv a.b=int:seven", "not an integer"},
+        {"--override-kv a.b=bool:yes", "true or false"},
+        {"--include-weights attn", "give --imatrix"},
+        {"--include-weights attn --exclude-weights ffn", "cannot be used together"},
+        {"--tensor-type", "needs a value"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M %s", in, out, bad[i].opts);
+        int rc = run(g_dir, args, &log);
+        if (rc != 2 || !log || !strstr(log, bad[i].says))
+            print_message("%s: exit %d, %s\n", bad[i].opts, rc, log ? log : "(no output)");
+        assert_int_equal(rc, 2);
+        assert_non_null(strstr(log, bad[i].says));
+        free(log);
+        assert_null(tu_read_file(out, NULL));
+    }
+}
+
 /* Non-GGUF input goes through libconvert's GGUF view: an HF directory and
  * an APR file quantize to the same tensors as their GGUF conversion; APR
  * output is APR's layout with provenance that verifies against the source. */
@@ -315,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_q4_k_m_output),
         cmocka_unit_test(test_threads_and_apr_output),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_llama_quantize_options),
         cmocka_unit_test(test_other_formats),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -13,10 +13,13 @@
 #include "quant.h"
 
 typedef struct q_opts {
-    const char *in, *out, *type, *imatrix, *to;
-    bool pure, allow_requantize, quiet, no_provenance;
+    const char *in, *out, *type, *imatrix, *to, *output_type, *embd_type;
+    bool pure, allow_requantize, quiet, no_provenance, leave_output;
     int threads;
     uint64_t split_max_bytes, split_max_tensors;
+    /* repeatable options, in command-line order (argc bounds their count) */
+    const char **tensor_types, **kv_overrides, **include, **exclude;
+    size_t n_tensor_types, n_kv_overrides, n_include, n_exclude;
 } q_opts;
 
 static void usage(FILE *f)
@@ -32,6 +35,14 @@ static void usage(FILE *f)
             "  --threads N        worker threads (default: all cores)\n"
             "  --to gguf|apr      output format regardless of OUT's extension\n"
             "  --allow-requantize accept already-quantized input (dequantize, then quantize)\n"
+            "  --output-tensor-type T     type of output.weight (and of a tied token_embd)\n"
+            "  --token-embedding-type T   type of token_embd.weight\n"
+            "  --tensor-type PATTERN=T    tensors whose GGUF name matches the regular expression get T\n"
+            "                             (repeatable, first match wins; a pattern matching nothing is an error)\n"
+            "  --leave-output-tensor      output.weight keeps its type\n"
+            "  --override-kv KEY=TYPE:V   set a metadata key in the output (TYPE int, float, bool or str; repeatable)\n"
+            "  --include-weights NAME     use only the imatrix entries whose name contains NAME (repeatable)\n"
+            "  --exclude-weights NAME     drop the imatrix entries whose name contains NAME (repeatable)\n"
             "  --no-provenance    do not record the provenance (source and tensor sha256)\n"
             "  --split-max-size N[M|G]  GGUF output: llama.cpp split files (OUT-00001-of-0000K.gguf)\n"
             "                     of at most N MB / GB of tensor data, as gguf-split writes them\n"
@@ -40,12 +51,48 @@ static void usage(FILE *f)
             apr_quant_mix_names());
 }
 
+/* The value of option a (argv[i + 1]), appended to list; -1 when missing. */
+static int push_value(int argc, char **argv, int *i, const char ***list, size_t *n)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "apr quantize: %s needs a value\n", argv[*i]);
+        return -1;
+    }
+    (*list)[(*n)++] = argv[++*i];
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, q_opts *o)
 {
     memset(o, 0, sizeof *o);
+    o->tensor_types = calloc((size_t)argc, sizeof *o->tensor_types);
+    o->kv_overrides = calloc((size_t)argc, sizeof *o->kv_overrides);
+    o->include = calloc((size_t)argc, sizeof *o->include);
+    o->exclude = calloc((size_t)argc, sizeof *o->exclude);
+    if (!o->tensor_types || !o->kv_overrides || !o->include || !o->exclude) {
+        fprintf(stderr, "apr quantize: out of memory\n");
+        return -1;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **val = NULL;
+        if (!strcmp(a, "--tensor-type")) {
+            if (push_value(argc, argv, &i, &o->tensor_types, &o->n_tensor_types))
+                return -1;
+            continue;
+        } else if (!strcmp(a, "--override-kv")) {
+            if (push_value(argc, argv, &i, &o->kv_overrides, &o->n_kv_overrides))
+                return -1;
+            continue;
+        } else if (!strcmp(a, "--include-weights")) {
+            if (push_value(argc, argv, &i, &o->include, &o->n_include))
+                return -1;
+            continue;
+        } else if (!strcmp(a, "--exclude-weights")) {
+            if (push_value(argc, argv, &i, &o->exclude, &o->n_exclude))
+                return -1;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             exit(0);
@@ -57,6 +104,12 @@ static int parse_args(int argc, char **argv, q_opts *o)
             o->quiet = true;
         } else if (!strcmp(a, "--no-provenance")) {
             o->no_provenance = true;
+        } else if (!strcmp(a, "--leave-output-tensor")) {
+            o->leave_output = true;
+        } else if (!strcmp(a, "--output-tensor-type")) {
+            val = &o->output_type;
+        } else if (!strcmp(a, "--token-embedding-type")) {
+            val = &o->embd_type;
         } else if (!strcmp(a, "--type")) {
             val = &o->type;
         } else if (!strcmp(a, "--imatrix")) {
@@ -167,6 +220,17 @@ int cmd_quantize(int argc, char **argv)
     qo.threads = o.threads;
     qo.split_max_bytes = o.split_max_bytes;
     qo.split_max_tensors = o.split_max_tensors;
+    qo.output_tensor_type = o.output_type;
+    qo.token_embedding_type = o.embd_type;
+    qo.leave_output_tensor = o.leave_output;
+    qo.tensor_types = o.tensor_types;
+    qo.n_tensor_types = o.n_tensor_types;
+    qo.kv_overrides = o.kv_overrides;
+    qo.n_kv_overrides = o.n_kv_overrides;
+    qo.include_weights = o.include;
+    qo.n_include_weights = o.n_include;
+    qo.exclude_weights = o.exclude;
+    qo.n_exclude_weights = o.n_exclude;
     apr_err err = {0};
     if (o.to) {
         if (!strcasecmp(o.to, "gguf"))
@@ -183,6 +247,10 @@ int cmd_quantize(int argc, char **argv)
     apr_quantize_stats st;
     int rc = apr_quantize_file(o.in, o.out, &qo, &st, &err);
     free(cmdline);
+    free(o.tensor_types);
+    free(o.kv_overrides);
+    free(o.include);
+    free(o.exclude);
     if (rc) {
         fprintf(stderr, "apr quantize: %s\n", err.msg[0] ? err.msg : "failed");
         return 2;

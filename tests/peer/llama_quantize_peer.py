@@ -151,12 +151,28 @@ def kv_overrides(items):
     return arr
 
 
-def llama_quantize(src, dst, ftype, *, pure=False, imatrix=None, overrides=None, threads=2):
+def llama_quantize(src, dst, ftype, *, pure=False, imatrix=None, overrides=None, threads=2, output_type=None,
+                   embd_type=None, tensor_types=None, leave_output=False):
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = ftype
     p.nthread = threads
     p.pure = pure
     keep = []
+    if output_type is not None:
+        p.output_tensor_type = output_type
+    if embd_type is not None:
+        p.token_embedding_type = embd_type
+    p.quantize_output_tensor = not leave_output
+    if tensor_types:
+        tt = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+        for i, (pat, typ) in enumerate(tensor_types):
+            pb = pat.encode()
+            keep.append(pb)
+            tt[i].pattern = pb
+            tt[i].type = typ
+        tt[len(tensor_types)].pattern = None
+        keep.append(tt)
+        p.tt_overrides = ctypes.cast(tt, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     if overrides:
         ov = kv_overrides(overrides)
         keep.append(ov)
@@ -243,6 +259,42 @@ def run_apr(apr, src, dst, typ, extra=()):
     return True
 
 
+def options_peer(args, src):
+    """llama-quantize's options, given to llama_model_quantize as the tool
+    passes them (ggml type numbers, tensor-type patterns, KV overrides, a
+    filtered imatrix with its entries_count) and to `apr quantize` as flags."""
+    ok = True
+    cases = [
+        ("options", ["--output-tensor-type", "q8_0", "--token-embedding-type", "q5_k", "--tensor-type", "attn_k=q5_0",
+                     "--tensor-type", r"blk\.1\.ffn_(up|gate)=iq4_nl", "--override-kv", "general.name=str:opt",
+                     "--override-kv", "test.n=int:7"],
+         dict(output_type=8, embd_type=13, tensor_types=[("attn_k", 6), (r"blk\.1\.ffn_(up|gate)", 20)],
+              overrides=[("general.name", "opt"), ("test.n", 7)])),
+        ("leave-output", ["--leave-output-tensor"], dict(leave_output=True)),
+    ]
+    for label, flags, kw in cases:
+        ref = os.path.join(args.tmp, f"llama-f16-{label}.gguf")
+        out = os.path.join(args.tmp, f"apr-f16-{label}.gguf")
+        llama_quantize(src, ref, 15, **kw)
+        ok &= run_apr(args.apr, src, out, "Q4_K_M", [*flags, "--no-provenance"]) and \
+            compare(ref, out, f"f16 Q4_K_M {' '.join(flags)}", whole_file=True)
+    # --include-weights: only the attn entries reach the quantizer (and entries_count says so)
+    dat, loaded = imatrix_for(src, 11)
+    imf = os.path.join(args.tmp, "peer-opt.imatrix.dat")
+    with open(imf, "wb") as f:
+        f.write(dat)
+    for flag, keep in (("--include-weights", lambda n: "attn" in n), ("--exclude-weights", lambda n: "attn" not in n)):
+        sub = {k: v for k, v in loaded.items() if keep(k)}
+        tool_kvs = [("quantize.imatrix.file", imf), ("quantize.imatrix.dataset", "peer"),
+                    ("quantize.imatrix.entries_count", len(sub)), ("quantize.imatrix.chunks_count", 10)]
+        ref = os.path.join(args.tmp, "llama-f16-imat-filter.gguf")
+        out = os.path.join(args.tmp, "apr-f16-imat-filter.gguf")
+        llama_quantize(src, ref, 15, imatrix=sub, overrides=tool_kvs)
+        ok &= run_apr(args.apr, src, out, "Q4_K_M", ["--imatrix", imf, flag, "attn", "--no-provenance"]) and \
+            compare(ref, out, f"f16 Q4_K_M --imatrix {flag} attn", whole_file=True)
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--apr", default=os.environ.get("APR_BIN"))
@@ -298,6 +350,7 @@ def main():
                                overrides=tool_kvs)
                 ok &= run_apr(args.apr, src, out, typ, ["--imatrix", imf, "--no-provenance"]) and \
                     compare(ref, out, f"{mname} {typ} --imatrix", whole_file=True)
+    ok &= options_peer(args, os.path.join(args.tmp, "peer-f16.gguf"))
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
