@@ -8,9 +8,12 @@
  * Q6_K there, the rest Q4_K, output Q6_K). Then per-type throughput on one
  * 4096x4096 matrix (Q8_0, Q4_K, Q5_K, Q6_K), per thread and with all threads.
  *
- * --llama: also write the layer as an F16 GGUF and time llama.cpp's quantizer
- * (llama-cpp-python's llama_model_quantize, Q4_K_M) and `apr quantize` on it
- * with the same thread count (needs python3 + llama_cpp; APR_BIN or --apr).
+ * --llama: also write the layer as an F16 GGUF (--bf16: BF16) and time
+ * llama.cpp's quantizer (llama-cpp-python's llama_model_quantize) and
+ * `apr quantize` on it with the same thread count for every file type apr
+ * makes (--mixes limits the list), printing each wall-time ratio apr /
+ * llama.cpp (the target is <= 0.5) and whether the files are identical
+ * (needs python3 + llama_cpp; APR_BIN or --apr).
  *
  * --imatrix: everything above once more with a deterministic importance
  * matrix (per tensor, one positive value per input column): the fast-vs-
@@ -119,7 +122,7 @@ static void gguf_name(char *nm, size_t sz, const char *name)
 }
 
 /* Writes the layer as an F16 GGUF llama.cpp can load. */
-static int write_gguf(const char *path, mat *m, int n)
+static int write_gguf(const char *path, mat *m, int n, bool bf16)
 {
     apr_model *g = apr_model_new(APR_FMT_GGUF);
     apr_err err = {0};
@@ -132,16 +135,16 @@ static int write_gguf(const char *path, mat *m, int n)
     apr_model_set_kv_u32(g, "llama.attention.head_count_kv", 32);
     apr_model_set_kv_u32(g, "llama.rope.dimension_count", 128);
     apr_model_set_kv_f32(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    apr_model_set_kv_u32(g, "general.file_type", 1);
+    apr_model_set_kv_u32(g, "general.file_type", bf16 ? 32 : 1);
     for (int i = 0; i < n; i++) {
         uint64_t cnt = (uint64_t)(m[i].rows * m[i].cols);
         uint16_t *h = malloc(cnt * 2);
         for (uint64_t k = 0; k < cnt; k++)
-            h[k] = apr_f32_to_f16(m[i].x[k]);
+            h[k] = bf16 ? apr_f32_to_bf16(m[i].x[k]) : apr_f32_to_f16(m[i].x[k]);
         uint64_t dims[2] = {(uint64_t)m[i].rows, (uint64_t)m[i].cols};
         char nm[64];
         gguf_name(nm, sizeof nm, m[i].name);
-        if (apr_model_add_tensor(g, nm, APR_DT_F16, 2, dims, h, cnt * 2, true, &err)) {
+        if (apr_model_add_tensor(g, nm, bf16 ? APR_DT_BF16 : APR_DT_F16, 2, dims, h, cnt * 2, true, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return -1;
         }
@@ -223,7 +226,7 @@ static const char llama_py[] =
     "import ctypes, struct, sys, time\n"
     "import numpy as np\n"
     "import llama_cpp as L\n"
-    "src, dst, dat, nthr = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n"
+    "src, dst, dat, nthr, ftype = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])\n"
     "im = {}\n"
     "if dat != '-':\n"
     "    b = open(dat, 'rb').read(); off = 4\n"
@@ -235,7 +238,7 @@ static const char llama_py[] =
     "        im[name] = (v / np.float32(ncall)).astype(np.float32) if ncall > 0 else v.copy()\n"
     "    chunks, = struct.unpack_from('<i', b, off); off += 4\n"
     "    ln, = struct.unpack_from('<i', b, off); dataset = b[off + 4:off + 4 + ln].decode()\n"
-    "p = L.llama_model_quantize_default_params(); p.ftype = 15; p.nthread = nthr\n"
+    "p = L.llama_model_quantize_default_params(); p.ftype = ftype; p.nthread = nthr\n"
     "keep = []\n"
     "if im:\n"
     "    kvs = [('quantize.imatrix.file', dat), ('quantize.imatrix.dataset', dataset),\n"
@@ -263,14 +266,16 @@ static const char llama_py[] =
 
 /* Runs the script; returns the in-call seconds (-1 on failure), *wall the
  * whole process (interpreter start-up and imatrix loading included). */
-static double run_llama(const char *dir, const char *in, const char *out, const char *dat, int threads, double *wall)
+static double run_llama(const char *dir, const char *in, const char *out, const char *dat, int threads, int ftype,
+                        double *wall)
 {
     char py[256], cmd[2048];
     snprintf(py, sizeof py, "%s/llama_quantize.py", dir);
     FILE *f = fopen(py, "w");
     if (!f || fputs(llama_py, f) < 0 || fclose(f))
         return -1;
-    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' '%s' '%s' %d 2>/dev/null", py, in, out, dat ? dat : "-", threads);
+    snprintf(cmd, sizeof cmd, "python3 '%s' '%s' '%s' '%s' %d %d 2>/dev/null", py, in, out, dat ? dat : "-", threads,
+             ftype);
     double t0 = apr_now_s();
     FILE *p = popen(cmd, "r");
     double t = -1;
@@ -291,54 +296,95 @@ static double run_llama(const char *dir, const char *in, const char *out, const 
     return t;
 }
 
+/* llama-quantize's file types apr makes (llama.h's llama_ftype numbers);
+ * Q2_K_S only with an imatrix, as llama.cpp requires. */
+typedef struct e2e_mix {
+    const char *name;
+    int ftype;
+    bool imatrix_only;
+} e2e_mix;
+
+static const e2e_mix k_e2e_mixes[] = {
+    {"Q8_0", 7, false},    {"Q4_0", 2, false},    {"Q4_1", 3, false},    {"Q5_0", 8, false},
+    {"Q5_1", 9, false},    {"Q2_K", 10, false},   {"Q2_K_S", 21, true},  {"Q3_K_S", 11, false},
+    {"Q3_K_M", 12, false}, {"Q3_K_L", 13, false}, {"Q4_K_S", 14, false}, {"Q4_K_M", 15, false},
+    {"Q5_K_S", 16, false}, {"Q5_K_M", 17, false}, {"Q6_K", 18, false},   {"IQ4_NL", 25, false},
+    {"IQ4_XS", 30, false},
+};
+
+/* One mix end to end: llama.cpp's call and apr's whole process, best of
+ * reps; returns the ratio (or -1) and prints one row. */
+static double e2e_one(const char *dir, const char *in, const char *dat, const e2e_mix *mx, uint64_t nw, int threads,
+                      const char *apr_bin, int reps)
+{
+    char out1[160], out2[160], cmd[2048];
+    snprintf(out1, sizeof out1, "%s/llama-%s.gguf", dir, mx->name);
+    snprintf(out2, sizeof out2, "%s/apr-%s.gguf", dir, mx->name);
+    double tl = -1, ta = -1;
+    for (int rep = 0; rep < reps; rep++) {
+        double w = -1, t = run_llama(dir, in, out1, dat, threads, mx->ftype, &w);
+        if (t >= 0 && (tl < 0 || t < tl))
+            tl = t;
+        if (!apr_bin)
+            continue;
+        snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' --type %s --threads %d --quiet --no-provenance%s%s", apr_bin,
+                 in, out2, mx->name, threads, dat ? " --imatrix " : "", dat ? dat : "");
+        t = time_cmd(cmd);
+        if (t >= 0 && (ta < 0 || t < ta))
+            ta = t;
+    }
+    double ratio = tl > 0 && ta >= 0 ? ta / tl : -1;
+    const char *same = "-";
+    if (ratio >= 0) {
+        snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out1, out2);
+        same = system(cmd) == 0 ? "identical" : "DIFFER";
+    }
+    if (ratio >= 0)
+        printf("  %-7s %9.3f s %9.3f s %8.1f M/s %7.2f   %s\n", mx->name, tl, ta, nw / ta / 1e6, ratio, same);
+    else
+        printf("  %-7s %9s   %9s   (llama.cpp %s, apr %s)\n", mx->name, "-", "-", tl >= 0 ? "ran" : "failed",
+               ta >= 0 ? "ran" : apr_bin ? "failed" : "not given");
+    unlink(out1);
+    unlink(out2);
+    return ratio;
+}
+
+/* Every mix end to end on an F16 (or BF16) GGUF of the layer: llama.cpp's
+ * llama_model_quantize call alone against apr's whole process (start-up,
+ * reading, writing included), same thread count, output bytes compared. */
 static void end_to_end(mat *layer, int nl, uint64_t nw, int threads, const char *apr_bin, bool imatrix,
-                       const uint64_t *seeds, int reps)
+                       const uint64_t *seeds, int reps, bool bf16, const char *only)
 {
     char dir[] = "/tmp/apr-bench-XXXXXX";
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
         return;
     }
-    char in[128], out1[128], out2[128], dat[128], cmd[2048];
-    snprintf(in, sizeof in, "%s/layer-f16.gguf", dir);
-    snprintf(out1, sizeof out1, "%s/llama-q4km.gguf", dir);
-    snprintf(out2, sizeof out2, "%s/apr-q4km.gguf", dir);
+    char in[128], dat[128];
+    snprintf(in, sizeof in, "%s/layer-%s.gguf", dir, bf16 ? "bf16" : "f16");
     snprintf(dat, sizeof dat, "%s/layer.imatrix.dat", dir);
-    if (write_gguf(in, layer, nl) == 0 && (!imatrix || write_imatrix_dat(dat, layer, nl, seeds) == 0)) {
-        double tl = -1, tl_wall = -1, ta = -1;
-        for (int rep = 0; rep < reps; rep++) {
-            double w = -1, t = run_llama(dir, in, out1, imatrix ? dat : NULL, threads, &w);
-            if (t >= 0 && (tl < 0 || t < tl)) {
-                tl = t;
-                tl_wall = w;
-            }
-            if (!apr_bin)
+    if (write_gguf(in, layer, nl, bf16) == 0 && (!imatrix || write_imatrix_dat(dat, layer, nl, seeds) == 0)) {
+        printf("\nend to end on a %s GGUF of the layer%s, %d threads, best of %d\n"
+               "(llama.cpp: the llama_model_quantize call; apr: the whole `apr quantize` process):\n",
+               bf16 ? "BF16" : "F16", imatrix ? ", with an imatrix" : "", threads, reps);
+        printf("  %-7s %11s %11s %12s %7s   %s\n", "mix", "llama.cpp", "apr", "apr", "ratio", "output");
+        double worst = 0;
+        int n = 0, over = 0;
+        for (size_t k = 0; k < sizeof k_e2e_mixes / sizeof *k_e2e_mixes; k++) {
+            const e2e_mix *mx = &k_e2e_mixes[k];
+            if (mx->imatrix_only && !imatrix)
                 continue;
-            snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' --type Q4_K_M --threads %d --quiet --no-provenance%s%s",
-                     apr_bin, in, out2, threads, imatrix ? " --imatrix " : "", imatrix ? dat : "");
-            t = time_cmd(cmd);
-            if (t >= 0 && (ta < 0 || t < ta))
-                ta = t;
+            if (only && !strstr(only, mx->name))
+                continue;
+            double r = e2e_one(dir, in, imatrix ? dat : NULL, mx, nw, threads, apr_bin, reps);
+            if (r >= 0) {
+                n++;
+                over += r > 0.5;
+                worst = r > worst ? r : worst;
+            }
         }
-        printf("\nend to end on an F16 GGUF of the layer, Q4_K_M%s, %d threads, best of %d:\n",
-               imatrix ? " with an imatrix" : "", threads, reps);
-        if (tl >= 0)
-            printf("  llama.cpp (llama_model_quantize)  %8.3f s  %8.1f M weights/s  (python process: %.3f s)\n", tl,
-                   nw / tl / 1e6, tl_wall);
-        else
-            printf("  llama.cpp: not available (python3 with llama_cpp + numpy failed)\n");
-        if (ta >= 0)
-            printf("  apr quantize (whole process)      %8.3f s  %8.1f M weights/s\n", ta, nw / ta / 1e6);
-        else
-            printf("  apr quantize: not run (give --apr PATH or APR_BIN)\n");
-        if (tl >= 0 && ta >= 0) {
-            printf("  apr / llama.cpp wall time: %.2f (against llama.cpp's call alone)\n", ta / tl);
-            snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", out1, out2);
-            /* with --no-provenance apr's file must be llama.cpp's, byte for byte */
-            printf("  output files %s\n", system(cmd) == 0 ? "identical" : "DIFFER");
-        }
-        unlink(out1);
-        unlink(out2);
+        if (n)
+            printf("  worst ratio %.2f; %d of %d mixes above the 0.5 target\n", worst, over, n);
     }
     unlink(dat);
     unlink(in);
@@ -363,7 +409,8 @@ static bool kernel_figures(mat *layer, int nl, uint64_t nw, int threads, bool wi
     const int64_t H = 4096;
     printf("\nper type%s, one %lldx%lld matrix (M weights/s):\n", tag, (long long)H, (long long)(quick ? 1024 : H));
     printf("  %-5s %12s %12s %12s %12s %8s\n", "type", "fast 1 thr", "ref 1 thr", "fast all", "ref all", "ratio");
-    const apr_dtype plain[] = {APR_DT_Q8_0, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K};
+    const apr_dtype plain[] = {APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q5_1, APR_DT_Q2_K,
+                               APR_DT_Q3_K, APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_IQ4_NL, APR_DT_IQ4_XS};
     const apr_dtype imat[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q4_0, APR_DT_Q5_0, APR_DT_Q8_0};
     const apr_dtype *types = imatrix ? imat : plain;
     const size_t nt = imatrix ? sizeof imat / sizeof imat[0] : sizeof plain / sizeof plain[0];
@@ -383,13 +430,14 @@ static bool kernel_figures(mat *layer, int nl, uint64_t nw, int threads, bool wi
 
 static const char usage[] =
     "usage: bench_quantize [--threads N] [--output] [--llama] [--imatrix] [--apr PATH] [--quick]\n"
-    "                      [--e2e-only] [--reps N]\n";
+    "                      [--e2e-only] [--reps N] [--bf16] [--mixes Q8_0,Q4_K_M,...]\n";
 
 int main(int argc, char **argv)
 {
     int threads = apr_quant_default_threads();
-    bool with_output = false, llama = false, quick = false, imatrix = false, kernels = true;
+    bool with_output = false, llama = false, quick = false, imatrix = false, kernels = true, bf16 = false;
     int reps = 1;
+    const char *only = NULL;
     const char *apr_bin = getenv("APR_BIN");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
@@ -404,6 +452,10 @@ int main(int argc, char **argv)
             quick = true;
         else if (!strcmp(argv[i], "--e2e-only"))
             kernels = false;
+        else if (!strcmp(argv[i], "--bf16"))
+            bf16 = true;
+        else if (!strcmp(argv[i], "--mixes") && i + 1 < argc)
+            only = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--apr") && i + 1 < argc)
@@ -443,14 +495,14 @@ int main(int argc, char **argv)
     }
     bool ok = !kernels || kernel_figures(layer, nl, nw, threads, with_output, quick, false);
     if (llama)
-        end_to_end(layer, nl, nw, threads, apr_bin, false, seeds, reps);
+        end_to_end(layer, nl, nw, threads, apr_bin, false, seeds, reps, bf16, only);
     if (imatrix) {
         for (int i = 0; i < nl; i++)
             layer[i].imat = imats[i];
         if (kernels)
             ok &= kernel_figures(layer, nl, nw, threads, with_output, quick, true);
         if (llama)
-            end_to_end(layer, nl, nw, threads, apr_bin, true, seeds, reps);
+            end_to_end(layer, nl, nw, threads, apr_bin, true, seeds, reps, bf16, only);
     }
     for (int i = 0; i < nl; i++) {
         free(layer[i].x);
