@@ -4,7 +4,7 @@
 # packages from PyPI: gguf, numpy, safetensors, sentencepiece, tokenizers, jinja2,
 # torch, transformers, llama-cpp-python and the llama.cpp source of its sdist)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libssl-dev libzstd-dev libjansson-dev zlib1g-dev
+pkgs=(build-essential cmake pkg-config libssl-dev libjansson-dev zlib1g-dev
       libyaml-dev libcmocka-dev libisal-dev clang)
 missing=()
 for p in "${pkgs[@]}"; do
