@@ -62,6 +62,15 @@ static int push_value(int argc, char **argv, int *i, const char ***list, size_t 
     return 0;
 }
 
+/* The lists parse_args allocates (every exit of cmd_quantize frees them). */
+static void q_opts_free(q_opts *o)
+{
+    free(o->tensor_types);
+    free(o->kv_overrides);
+    free(o->include);
+    free(o->exclude);
+}
+
 static int parse_args(int argc, char **argv, q_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -207,8 +216,10 @@ static void print_summary(const q_opts *o, const apr_quantize_stats *st)
 int cmd_quantize(int argc, char **argv)
 {
     q_opts o;
-    if (parse_args(argc, argv, &o))
+    if (parse_args(argc, argv, &o)) {
+        q_opts_free(&o);
         return 2;
+    }
     apr_quantize_opts qo;
     apr_quantize_opts_init(&qo);
     qo.type = o.type;
@@ -239,6 +250,7 @@ int cmd_quantize(int argc, char **argv)
             qo.to = APR_FMT_APR;
         else {
             fprintf(stderr, "apr quantize: --to %s: expected gguf or apr\n", o.to);
+            q_opts_free(&o);
             return 2;
         }
     }
@@ -247,10 +259,7 @@ int cmd_quantize(int argc, char **argv)
     apr_quantize_stats st;
     int rc = apr_quantize_file(o.in, o.out, &qo, &st, &err);
     free(cmdline);
-    free(o.tensor_types);
-    free(o.kv_overrides);
-    free(o.include);
-    free(o.exclude);
+    q_opts_free(&o);
     if (rc) {
         fprintf(stderr, "apr quantize: %s\n", err.msg[0] ? err.msg : "failed");
         return 2;
