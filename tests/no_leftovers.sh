@@ -57,13 +57,21 @@ for round in $(seq 1 10); do
     else d=$quant_ms; cmd=("$bin" quantize "$work/model.gguf" "$dest/out.gguf" --type Q8_0); fi
     at=$(( d * (5 + RANDOM % 90) / 100 ))
     if kill_at "$dest" "$at" "${cmd[@]}"; then
-      killed=$((killed + 1))
       left=$(ls -A "$dest")
-      [ -z "$left" ] || fail "$job killed at ${at} ms (round $round) left: $left"
+      if [ -z "$left" ]; then
+        killed=$((killed + 1))
+      elif [ "$left" = out.gguf ] && "$bin" inspect "$dest/out.gguf" >/dev/null 2>&1; then
+        # Killed after the commit (the output was already linked into place,
+        # the process was still freeing and exiting; ASan makes that tail
+        # long): a whole, valid output and nothing else is the right outcome.
+        echo "$job killed at ${at} ms (round $round) after its commit: the complete output, nothing else"
+      else
+        fail "$job killed at ${at} ms (round $round) left: $left"
+      fi
     fi
   done
 done
-echo "killed $killed of 20 runs mid-way; nothing left behind"
+echo "killed $killed of 20 runs before their commit; nothing left behind"
 [ "$killed" -ge 10 ] || fail "only $killed runs were still going when killed"
 
 # The named fallback: the killed run leaves .out.gguf.apr-convert.PID.tmp; the
