@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attn.h"
 #include "graph.h"
 #include "quant.h"
 
@@ -173,7 +174,8 @@ typedef struct cpu_be {
     /* batch scratch, CPU_CHUNK tokens each */
     float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
     float *rope_cs;          /* [token][head_dim/2][cos, sin] */
-    float *scores;           /* [thread][max_ctx] */
+    float *scores;           /* attention scratch: [thread][scratch_per_thread] */
+    size_t scratch_per_thread;
     act_slot act[MAX_ACT_SLOTS];
     int n_act;
     int conv_err;            /* set by a worker when an activation conversion failed */
@@ -499,53 +501,28 @@ typedef struct attn_job {
     uint32_t il, nt, pos0;
 } attn_job;
 
-/* One (token, head) per work item: scores over the cache, softmax, weighted V. */
+/* Items (KV head, query block) dealt round-robin: each is computed by one
+ * thread, and which thread does not change a bit (attn.h). */
 static void attn_worker(void *ctx, int ith, int nth)
 {
     const attn_job *j = ctx;
     cpu_be *b = j->b;
     const apr_arch_config *c = &b->g->cfg;
-    const uint32_t hd = c->head_dim, nh = c->n_heads, group = c->n_heads / c->n_kv_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
-    float *sc = b->scores + (uint64_t)ith * b->max_ctx;
+    const apr_attn_shape s = {
+        .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads,
+        .head_dim = c->head_dim,
+        .q_stride = b->q_dim,
+        .kv_stride = b->kv_dim,
+        .scale = 1.0f / sqrtf((float)c->head_dim),
+        .window = c->sliding_window, /* transformers' mask: the last W positions */
+    };
+    float *scratch = b->scores + (uint64_t)ith * b->scratch_per_thread;
     const float *kl = b->kc + (uint64_t)j->il * b->max_ctx * b->kv_dim;
     const float *vl = b->vc + (uint64_t)j->il * b->max_ctx * b->kv_dim;
-    uint64_t lo, hi;
-    split((uint64_t)j->nt * nh, ith, nth, &lo, &hi);
-    for (uint64_t item = lo; item < hi; item++) {
-        const uint32_t t = (uint32_t)(item / nh), h = (uint32_t)(item % nh), kh = h / group;
-        const uint32_t npos = j->pos0 + t + 1; /* causal: positions 0..pos0+t */
-        /* sliding window: only the last W of them (transformers' mask) */
-        const uint32_t p0 = c->sliding_window && npos > c->sliding_window ? npos - c->sliding_window : 0;
-        const float *q = b->q + (uint64_t)t * b->q_dim + (uint64_t)h * hd;
-        float mx = -INFINITY;
-        for (uint32_t p = p0; p < npos; p++) {
-            const float *k = kl + (uint64_t)p * b->kv_dim + (uint64_t)kh * hd;
-            /* libquant's F32 dot: eight partial sums in a fixed tree, the
-             * same bits on every CPU, and not one long dependency chain */
-            float s = apr_vec_dot(APR_DT_F32, (int64_t)hd, q, k);
-            s *= scale;
-            sc[p] = s;
-            if (s > mx)
-                mx = s;
-        }
-        double sum = 0.0;
-        for (uint32_t p = p0; p < npos; p++) {
-            const float e = expf(sc[p] - mx);
-            sc[p] = e;
-            sum += (double)e;
-        }
-        const float inv = (float)(1.0 / sum);
-        float *o = b->att + (uint64_t)t * b->q_dim + (uint64_t)h * hd;
-        for (uint32_t d = 0; d < hd; d++)
-            o[d] = 0.0f;
-        for (uint32_t p = p0; p < npos; p++) {
-            const float a = sc[p] * inv;
-            const float *v = vl + (uint64_t)p * b->kv_dim + (uint64_t)kh * hd;
-            for (uint32_t d = 0; d < hd; d++)
-                o[d] += a * v[d];
-        }
-    }
+    const uint64_t n_items = apr_attn_items(&s, j->nt);
+    for (uint64_t item = (uint64_t)ith; item < n_items; item += (uint64_t)nth)
+        apr_attn_item(&s, b->q, kl, vl, b->att, j->nt, j->pos0, item, scratch);
 }
 
 /* ---------------------------------------------------------------- trace */
@@ -760,7 +737,11 @@ int apr_cpu_backend_create(apr_backend **out, const apr_graph *g, uint32_t max_c
     b->hb = malloc(N * c->ffn * sizeof(float));
     b->hb2 = malloc(N * c->ffn * sizeof(float));
     b->rope_cs = malloc(N * c->head_dim * sizeof(float));
-    b->scores = malloc((size_t)n_threads * max_ctx * sizeof(float));
+    {
+        const apr_attn_shape as = {.n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim};
+        b->scratch_per_thread = apr_attn_scratch_floats(&as);
+    }
+    b->scores = malloc((size_t)n_threads * b->scratch_per_thread * sizeof(float));
     b->pool = pool_new(n_threads);
     if (!b->kc || !b->vc || !b->x || !b->xb || !b->xb2 || !b->q || !b->k || !b->v || !b->att || !b->hb ||
         !b->hb2 || !b->rope_cs || !b->scores || !b->pool) {

@@ -1,0 +1,161 @@
+/* attn.c - tiled attention with an online softmax (see attn.h). */
+#include "attn.h"
+
+#include <math.h>
+
+#include "quant.h"
+
+/* The element-wise loops are compiled twice (AVX2 and baseline) and chosen
+ * at load time; lane-wise multiplies and adds (never fused:
+ * -ffp-contract=off) give the same bits at any vector width. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
+uint64_t apr_attn_items(const apr_attn_shape *s, uint32_t nt)
+{
+    return (uint64_t)s->n_kv_heads * ((nt + APR_ATTN_QB - 1) / APR_ATTN_QB);
+}
+
+static uint32_t group_of(const apr_attn_shape *s)
+{
+    return s->n_heads / s->n_kv_heads;
+}
+
+size_t apr_attn_scratch_floats(const apr_attn_shape *s)
+{
+    const size_t rows = (size_t)APR_ATTN_QB * group_of(s);
+    return rows * (2 + s->head_dim + APR_ATTN_KT); /* max, sum, accumulator, tile scores */
+}
+
+/* Score of query q against key k: libquant's F32 dot (a fixed tree of
+ * eight partial sums, the same bits on every CPU), scaled, then capped. */
+static float score(const apr_attn_shape *s, const float *q, const float *k)
+{
+    float x = apr_vec_dot(APR_DT_F32, (int64_t)s->head_dim, q, k) * s->scale;
+    if (s->softcap > 0.0f)
+        x = s->softcap * tanhf(x / s->softcap);
+    return x;
+}
+
+/* First position query position qp may see. */
+static uint32_t first_visible(const apr_attn_shape *s, uint32_t qp)
+{
+    return s->window && qp + 1 > s->window ? qp + 1 - s->window : 0;
+}
+
+VEC_CLONES static void scale_vec(float *a, float f, uint32_t n)
+{
+    for (uint32_t d = 0; d < n; d++)
+        a[d] *= f;
+}
+
+/* acc += p[j] * v_j for the tile's keys, key by key. */
+VEC_CLONES static void add_weighted(float *acc, const float *p, const float *v, uint64_t vstride, uint32_t nk,
+                                    uint32_t n)
+{
+    for (uint32_t j = 0; j < nk; j++) {
+        const float w = p[j], *vj = v + (uint64_t)j * vstride;
+        for (uint32_t d = 0; d < n; d++)
+            acc[d] += w * vj[d];
+    }
+}
+
+/* One query row through keys [lo, hi) of a tile: scores, the online
+ * softmax update of (max m, sum l), rescale and accumulate. */
+static void row_tile(const apr_attn_shape *s, const float *q, const float *k, const float *v, uint32_t lo,
+                     uint32_t hi, float *m, float *l, float *acc, float *p)
+{
+    const uint32_t hd = s->head_dim, nk = hi - lo;
+    float tmax = -INFINITY;
+    for (uint32_t j = 0; j < nk; j++) {
+        p[j] = score(s, q, k + (uint64_t)(lo + j) * s->kv_stride);
+        if (p[j] > tmax)
+            tmax = p[j];
+    }
+    const float mnew = tmax > *m ? tmax : *m;
+    float sum = 0.0f;
+    for (uint32_t j = 0; j < nk; j++) {
+        p[j] = expf(p[j] - mnew);
+        sum += p[j];
+    }
+    if (*m != -INFINITY) { /* rows start at l = 0, acc = 0: nothing to rescale */
+        const float alpha = expf(*m - mnew);
+        *l *= alpha;
+        scale_vec(acc, alpha, hd);
+    }
+    *l += sum;
+    *m = mnew;
+    add_weighted(acc, p, v + (uint64_t)lo * s->kv_stride, s->kv_stride, nk, hd);
+}
+
+void apr_attn_item(const apr_attn_shape *s, const float *q, const float *k, const float *v, float *out, uint32_t nt,
+                   uint32_t pos0, uint64_t item, float *scratch)
+{
+    const uint32_t G = group_of(s), hd = s->head_dim;
+    const uint32_t kh = (uint32_t)(item % s->n_kv_heads), qb = (uint32_t)(item / s->n_kv_heads);
+    const uint32_t t0 = qb * APR_ATTN_QB, t1 = t0 + APR_ATTN_QB < nt ? t0 + APR_ATTN_QB : nt;
+    const uint32_t rows = (t1 - t0) * G;
+    float *m = scratch, *l = m + rows, *acc = l + rows, *p = acc + (size_t)rows * hd;
+    for (uint32_t r = 0; r < rows; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+        for (uint32_t d = 0; d < hd; d++)
+            acc[(size_t)r * hd + d] = 0.0f;
+    }
+    const float *kk = k + (uint64_t)kh * hd, *vv = v + (uint64_t)kh * hd;
+    const uint32_t last = pos0 + t1 - 1;
+    const uint32_t first = first_visible(s, pos0 + t0) / APR_ATTN_KT * APR_ATTN_KT;
+    /* row r: query t0 + r / G, head kh * G + r % G (the heads of one token
+     * next to each other, so a key is reused while in L1) */
+    for (uint32_t p0 = first; p0 <= last; p0 += APR_ATTN_KT) {
+        for (uint32_t r = 0; r < rows; r++) {
+            const uint32_t t = t0 + r / G, h = kh * G + r % G, qp = pos0 + t;
+            const uint32_t vis = first_visible(s, qp);
+            const uint32_t lo = vis > p0 ? vis : p0;
+            const uint32_t hi = p0 + APR_ATTN_KT < qp + 1 ? p0 + APR_ATTN_KT : qp + 1;
+            if (lo >= hi)
+                continue;
+            row_tile(s, q + (uint64_t)t * s->q_stride + (uint64_t)h * hd, kk, vv, lo, hi, &m[r], &l[r],
+                     acc + (size_t)r * hd, p + (size_t)r * APR_ATTN_KT);
+        }
+    }
+    for (uint32_t r = 0; r < rows; r++) {
+        const uint32_t t = t0 + r / G, h = kh * G + r % G;
+        const float inv = 1.0f / l[r];
+        float *o = out + (uint64_t)t * s->q_stride + (uint64_t)h * hd;
+        for (uint32_t d = 0; d < hd; d++)
+            o[d] = acc[(size_t)r * hd + d] * inv;
+    }
+}
+
+void apr_attn_reference(const apr_attn_shape *s, const float *q, const float *k, const float *v, float *out,
+                        uint32_t pos0, uint32_t t, uint32_t h, float *sc)
+{
+    const uint32_t hd = s->head_dim, kh = h / group_of(s), qp = pos0 + t;
+    const uint32_t p0 = first_visible(s, qp);
+    const float *qr = q + (uint64_t)t * s->q_stride + (uint64_t)h * hd;
+    float mx = -INFINITY;
+    for (uint32_t p = p0; p <= qp; p++) {
+        sc[p] = score(s, qr, k + (uint64_t)p * s->kv_stride + (uint64_t)kh * hd);
+        if (sc[p] > mx)
+            mx = sc[p];
+    }
+    double sum = 0.0;
+    for (uint32_t p = p0; p <= qp; p++) {
+        sc[p] = expf(sc[p] - mx);
+        sum += (double)sc[p];
+    }
+    const float inv = (float)(1.0 / sum);
+    float *o = out + (uint64_t)t * s->q_stride + (uint64_t)h * hd;
+    for (uint32_t d = 0; d < hd; d++)
+        o[d] = 0.0f;
+    for (uint32_t p = p0; p <= qp; p++) {
+        const float a = sc[p] * inv;
+        const float *vr = v + (uint64_t)p * s->kv_stride + (uint64_t)kh * hd;
+        for (uint32_t d = 0; d < hd; d++)
+            o[d] += a * vr[d];
+    }
+}
