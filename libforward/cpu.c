@@ -499,6 +499,7 @@ static void rope_apply(float *vec, uint32_t n_heads, uint32_t hd, const float *c
 typedef struct attn_job {
     cpu_be *b;
     uint32_t il, nt, pos0;
+    uint32_t q0; /* batch row of the first query (b->q) */
 } attn_job;
 
 /* Items (KV head, query block) dealt round-robin: each is computed by one
@@ -522,7 +523,7 @@ static void attn_worker(void *ctx, int ith, int nth)
     const float *vl = b->vc + (uint64_t)j->il * b->max_ctx * b->kv_dim;
     const uint64_t n_items = apr_attn_items(&s, j->nt);
     for (uint64_t item = (uint64_t)ith; item < n_items; item += (uint64_t)nth)
-        apr_attn_item(&s, b->q, kl, vl, b->att, j->nt, j->pos0, item, scratch);
+        apr_attn_item(&s, b->q + (uint64_t)j->q0 * b->q_dim, kl, vl, b->att, j->nt, j->pos0, item, scratch);
 }
 
 /* ---------------------------------------------------------------- trace */
@@ -595,8 +596,23 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
             memcpy(kl + (uint64_t)(pos0 + t) * KD, b->k + t * KD, KD * sizeof(float));
             memcpy(vl + (uint64_t)(pos0 + t) * KD, b->v + t * KD, KD * sizeof(float));
         }
-        attn_job aj = {b, il, nt, pos0};
+        /* Last layer, only the final token's logits wanted (a prompt's
+         * prefill), or none (an earlier batch of it): past the K/V cache
+         * nothing reads the other tokens, so they stop here, as llama.cpp
+         * prunes its last layer to the output rows. Every row is computed
+         * alone, so the kept token's bits do not change. Traces want every
+         * token's statistics and keep them all. */
+        const bool prune = il + 1 == c->n_layers && !tc->tr && (!logits || last_only);
+        if (prune && !logits)
+            break;
+        uint32_t q0 = 0;
+        if (prune && nt > 1) {
+            q0 = nt - 1;
+            memmove(b->x, b->x + (uint64_t)q0 * H, H * sizeof(float));
+        }
+        attn_job aj = {b, il, nt - q0, pos0 + q0, q0};
         pool_run(b->pool, attn_worker, &aj);
+        nt -= q0;
         trace_add(tc, il, APR_TR_ATTN_OUT, b->att, QD, QD, nt);
         if ((rc = matmul1(b, b->att, nt, &L->o, b->xb2, H, NULL, err)))
             return rc;

@@ -254,6 +254,42 @@ static void test_threads_and_batching_bit_identical(void **state)
     apr_model_free(m);
 }
 
+/* apr_fwd_eval_last prunes the last layer to the final token (and skips it
+ * for all but the last 64-token batch): the logits it gives must be the
+ * all-positions run's last row, bit for bit, in one call or several. */
+static void test_last_logits_pruned_bit_identical(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(path, FIXTURE);
+    apr_model *m = open_fixture(path);
+    enum { N = 3 * NPROMPT }; /* over one CPU batch */
+    int32_t ids[N];
+    for (uint32_t i = 0; i < N; i++)
+        ids[i] = PROMPT[i % NPROMPT];
+    const size_t V = m->cfg.vocab;
+    float *all = eval_all(m, ids, N, 2, 0, NULL);
+    float *last = malloc(V * sizeof *last);
+    assert_non_null(last);
+    const uint32_t steps[] = {N, 7, 1};
+    for (size_t si = 0; si < sizeof steps / sizeof *steps; si++) {
+        apr_err err = {0};
+        apr_fwd *f = NULL;
+        apr_fwd_opts o = {.n_threads = 2, .device = APR_DEV_CPU};
+        if (apr_fwd_load(&f, m, &o, &err))
+            fail_msg("apr_fwd_load: %s", err.msg);
+        for (uint32_t i = 0; i < N; i += steps[si]) {
+            const uint32_t k = N - i < steps[si] ? N - i : steps[si];
+            if (apr_fwd_eval_last(f, ids + i, k, last, NULL, &err))
+                fail_msg("apr_fwd_eval_last: %s", err.msg);
+        }
+        apr_fwd_free(f);
+        assert_memory_equal(last, all + (size_t)(N - 1) * V, V * sizeof *last);
+    }
+    free(last);
+    free(all);
+    apr_model_free(m);
+}
+
 static void test_fused_qkv_bit_identical(void **state)
 {
     (void)state;
@@ -763,6 +799,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_text),
         cmocka_unit_test(test_threads_and_batching_bit_identical),
+        cmocka_unit_test(test_last_logits_pruned_bit_identical),
         cmocka_unit_test(test_fused_qkv_bit_identical),
         cmocka_unit_test(test_rowcat_qkv_bit_identical),
         cmocka_unit_test(test_hf_rotate_half_bit_identical),
