@@ -14,13 +14,17 @@ static bool is_float_type(apr_dtype t)
 
 static int64_t block_elems(apr_dtype t)
 {
-    return t == APR_DT_Q8_0 ? 32 : QK_K;
+    return t == APR_DT_Q4_K || t == APR_DT_Q6_K ? QK_K : 32;
 }
 
 static size_t group_block_bytes(apr_dtype t)
 {
     switch (t) {
-    case APR_DT_Q8_0: return sizeof(grp_q8_0);
+    case APR_DT_Q8_0:
+    case APR_DT_Q4_0:
+    case APR_DT_Q5_0: return sizeof(grp_q8_0);
+    case APR_DT_Q4_1:
+    case APR_DT_Q5_1: return sizeof(grp_q4_1);
     case APR_DT_Q4_K: return sizeof(grp_q4_k);
     case APR_DT_Q6_K: return sizeof(grp_q6_k);
     default: return 0;
@@ -53,6 +57,57 @@ static void pack_q8_0(grp_q8_0 *g, const blk_q8_0 *const x[8])
         for (int c = 0; c < 8; c++)
             for (int e = 0; e < 4; e++)
                 g->qs[c][4 * r + e] = x[r] ? x[r]->qs[4 * c + e] : 0;
+    }
+}
+
+/* Level j (0..31) of a 32-block with 4-bit quants: low nibbles are 0..15,
+ * high nibbles 16..31; with qh the fifth bit of each (Q5_0/Q5_1). */
+static int level32(const uint8_t *qs, const uint8_t *qh, int j)
+{
+    const int lo = j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4;
+    if (!qh)
+        return lo;
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return lo | (int)(((h >> j) & 1) << 4);
+}
+
+/* Q4_0 / Q5_0 into grp_q8_0: levels minus offset as signed bytes. */
+static void pack_q4_0(grp_q8_0 *g, const blk_q4_0 *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        for (int j = 0; j < 32; j++)
+            g->qs[j / 4][4 * r + j % 4] = x[r] ? (int8_t)(level32(x[r]->qs, NULL, j) - 8) : 0;
+    }
+}
+
+static void pack_q5_0(grp_q8_0 *g, const blk_q5_0 *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        for (int j = 0; j < 32; j++)
+            g->qs[j / 4][4 * r + j % 4] = x[r] ? (int8_t)(level32(x[r]->qs, x[r]->qh, j) - 16) : 0;
+    }
+}
+
+static void pack_q4_1(grp_q4_1 *g, const blk_q4_1 *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        g->m[r] = x[r] ? apr_f16_to_f32(x[r]->m) : 0.0f;
+        for (int j = 0; j < 32; j++)
+            g->qs[j / 4][4 * r + j % 4] = x[r] ? (uint8_t)level32(x[r]->qs, NULL, j) : 0;
+    }
+}
+
+static void pack_q5_1(grp_q4_1 *g, const blk_q5_1 *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        g->m[r] = x[r] ? apr_f16_to_f32(x[r]->m) : 0.0f;
+        for (int j = 0; j < 32; j++)
+            g->qs[j / 4][4 * r + j % 4] = x[r] ? (uint8_t)level32(x[r]->qs, x[r]->qh, j) : 0;
     }
 }
 
@@ -106,6 +161,10 @@ static void pack_block(apr_dtype t, uint8_t *dst, const uint8_t *const rows[8], 
         x[r] = rows[r] ? rows[r] + (size_t)i * bb : NULL;
     switch (t) {
     case APR_DT_Q8_0: pack_q8_0((grp_q8_0 *)dst, (const blk_q8_0 *const *)x); break;
+    case APR_DT_Q4_0: pack_q4_0((grp_q8_0 *)dst, (const blk_q4_0 *const *)x); break;
+    case APR_DT_Q5_0: pack_q5_0((grp_q8_0 *)dst, (const blk_q5_0 *const *)x); break;
+    case APR_DT_Q4_1: pack_q4_1((grp_q4_1 *)dst, (const blk_q4_1 *const *)x); break;
+    case APR_DT_Q5_1: pack_q5_1((grp_q4_1 *)dst, (const blk_q5_1 *const *)x); break;
     case APR_DT_Q4_K: pack_q4_k((grp_q4_k *)dst, (const blk_q4_k *const *)x); break;
     case APR_DT_Q6_K: pack_q6_k((grp_q6_k *)dst, (const blk_q6_k *const *)x); break;
     default: break;

@@ -90,6 +90,44 @@ AVX2 static INLINE void tile_q8_0(const grp_q8_0 *g, int64_t nb, const void *act
         store_rows(out + (size_t)t * ldo, sumf[t], nr);
 }
 
+/* ---------------------------------------------------------------- Q4_1 / Q5_1 x Q8_0
+ * Scalar: sumf += sumi * (d * dy) + sumy * (m * dy), sumy the block's sum
+ * of activation quants. Levels q <= 31 unsigned, |a| <= 127: a maddubs
+ * pair is at most 2 * 31 * 127, within int16. */
+AVX2 static INLINE void tile_q4_1(const grp_q4_1 *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i acc[TILE_T];
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 8; c++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)g[i].qs[c]);
+            for (int t = 0; t < T; t++) {
+                const __m256i a = bcast4(ACT(blk_q8_0, act, as, t)[i].qs + 4 * c);
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones));
+            }
+        }
+        const __m256 d = _mm256_loadu_ps(g[i].d), m = _mm256_loadu_ps(g[i].m);
+        for (int t = 0; t < T; t++) {
+            const blk_q8_0 *y = &ACT(blk_q8_0, act, as, t)[i];
+            int sumy = 0;
+            for (int j = 0; j < 32; j++)
+                sumy += y->qs[j];
+            const __m256 dy = _mm256_set1_ps(apr_f16_to_f32(y->d));
+            const __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t]), _mm256_mul_ps(d, dy));
+            const __m256 f2 = _mm256_mul_ps(_mm256_set1_ps((float)sumy), _mm256_mul_ps(m, dy));
+            sumf[t] = _mm256_add_ps(sumf[t], _mm256_add_ps(f1, f2));
+        }
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
 /* ---------------------------------------------------------------- Q4_K x Q8_K
  * Scalar: sumi = sum_j sc[j] * (sum of q * a over sub-block j),
  * summ = sum_j mn[j] * (bsums[2j] + bsums[2j+1]),
@@ -280,6 +318,14 @@ AVX2 static void group_q8_0(const grp_q8_0 *g, int64_t nb, int nr, const void *a
 #undef Q80
 }
 
+AVX2 static void group_q4_1(const grp_q4_1 *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q41(T) tile_q4_1(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q41)
+#undef Q41
+}
+
 AVX2 static void group_q4_k(const grp_q4_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
                             float *out, size_t ldo)
 {
@@ -376,7 +422,11 @@ void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *a
     const uint8_t *const *rows = p->row + g * APR_WPACK_ROWS;
     const int64_t n = (int64_t)p->cols;
     switch (p->dtype) {
-    case APR_DT_Q8_0: group_q8_0((const grp_q8_0 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q8_0:
+    case APR_DT_Q4_0:
+    case APR_DT_Q5_0: group_q8_0((const grp_q8_0 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q4_1:
+    case APR_DT_Q5_1: group_q4_1((const grp_q4_1 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
     case APR_DT_Q4_K: group_q4_k((const grp_q4_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
     case APR_DT_Q6_K: group_q6_k((const grp_q6_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
     case APR_DT_F32: group_f32(rows, nr, n, act, as, nt, out, ldo); break;

@@ -15,6 +15,17 @@ typedef struct {
     int8_t qs[8][32];
 } grp_q8_0;
 
+/* Q4_0 and Q5_0 are packed as grp_q8_0 too: their levels minus the
+ * offset (q - 8, q - 16) are signed bytes, and their scalar dot has Q8_0's
+ * form (sumf += sumi * (dx * dy)), so the Q8_0 kernel gives their bits. */
+
+/* Q4_1 / Q5_1: d, m and the unsigned levels (0..15 / 0..31), qs laid out
+ * as grp_q8_0's. Scalar: sumf += sumi * (d dy) + sumy * (m dy). */
+typedef struct {
+    float d[8], m[8];
+    uint8_t qs[8][32];
+} grp_q4_1;
+
 /* Q4_K: the 6-bit scales and mins unpacked (sc[j][r]: sub-block j of row r);
  * qs[jj][c][4r + e] = row r's qs[32 jj + 4c + e], whose low nibble is element
  * 64 jj + 4c + e (sub-block 2 jj) and high nibble element 64 jj + 32 + 4c + e

@@ -104,7 +104,8 @@ static void check_pack(apr_dtype t, int64_t n, bool scalar)
 static void test_wpack_matches_scalar_dot(void **state)
 {
     (void)state;
-    const apr_dtype types[] = {APR_DT_F32, APR_DT_F16, APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q4_K, APR_DT_Q6_K};
+    const apr_dtype types[] = {APR_DT_F32,  APR_DT_F16,  APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q4_0,
+                               APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q5_1, APR_DT_Q4_K, APR_DT_Q6_K};
     print_message("packed kernels: %s\n", apr_wpack_kernel_name());
     int ran = 0;
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
