@@ -24,7 +24,7 @@ static void usage(FILE *f)
             "  --outtype T       f32 | f16 | bf16 for every 2-D tensor (1-D tensors: f32);\n"
             "                    default: keep the source dtype (quantized -> f32 for safetensors)\n"
             "  --threads N       threads for transforms and hashing (default: all cores)\n"
-            "  --shard-mb N      safetensors output: shards of at most N MiB (default: one file)\n"
+            "  --shard-mb N      safetensors or APR output: shards of at most N MiB (default: one file)\n"
             "  --split-max-size N[M|G]  GGUF output: llama.cpp split files (OUT-00001-of-0000K.gguf,\n"
             "                    as gguf-split writes them) of at most N MB / GB of tensor data\n"
             "  --split-max-tensors N    GGUF output: split files of at most N tensors\n"
@@ -168,6 +168,11 @@ int cmd_convert(int argc, char **argv)
     }
     if (!in || !out) {
         usage(stderr);
+        return 2;
+    }
+    if (o.shard_max_bytes && (o.to ? o.to : apr_format_from_path(out)) == APR_FMT_GGUF) {
+        fprintf(stderr, "apr convert: --shard-mb is for safetensors and APR outputs (a GGUF splits with "
+                        "--split-max-size / --split-max-tensors)\n");
         return 2;
     }
     if (o.split_max_bytes && o.split_max_tensors) {

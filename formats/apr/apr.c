@@ -47,6 +47,7 @@
  * gives back identical KVs. See docs/apr-format.md for the encoding.
  */
 #include "apr_internal.h"
+#include "apr_shard.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -65,7 +66,6 @@
 #define APR_FLAG_ZSTD 0x0002
 #define APR_FLAG_ENCRYPTED 0x0004
 #define APR_FLAG_SIGNED 0x0008
-#define APR_FLAG_SHARDED 0x0010
 #define APR_FLAG_QUANTIZED 0x0020
 #define APR_FLAG_HAS_VOCAB 0x0200
 #define APR_FLAG_ROW_MAJOR 0x0400
@@ -748,6 +748,17 @@ static bool tensor_quantized(const apr_tensor *t)
 
 int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err)
 {
+    if (o && o->shard_max_bytes)
+        return apr_apr_write_sharded(m, path, o, err);
+    apr_outfile f;
+    int rc = apr_apr_write_file(m, path, o, NULL, &f, err);
+    return rc ? rc : apr_outfile_commit(&f, err);
+}
+
+int apr_apr_write_file(const apr_model *m, const char *path, const apr_write_opts *o, apr_sha256_ctx *shard_sha,
+                       apr_outfile *out, apr_err *err)
+{
+    const bool shard = shard_sha != NULL;
     int rc;
     if (m->n_tensors > UINT32_MAX)
         return apr_err_set(err, APR_E_ARG, "APR holds at most 2^32-1 tensors");
@@ -821,7 +832,8 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
     h[4] = APR_MAJOR;
     h[5] = APR_MINOR;
     uint16_t flags = APR_FLAG_ROW_MAJOR | (quantized ? APR_FLAG_QUANTIZED : 0) |
-                     (apr_model_kv(m, "tokenizer.ggml.tokens") ? APR_FLAG_HAS_VOCAB : 0);
+                     (apr_model_kv(m, "tokenizer.ggml.tokens") ? APR_FLAG_HAS_VOCAB : 0) |
+                     (shard ? APR_FLAG_SHARDED : 0);
     apr_buf hb = {0};
     apr_buf_u16(&hb, flags);
     apr_buf_u32(&hb, (uint32_t)m->n_tensors);
@@ -855,6 +867,7 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
         apr_buf_free(&idx);
         return rc;
     }
+    f.sha = shard_sha;
     rc = apr_outfile_write(&f, h, sizeof h, err);
     if (!rc) rc = apr_outfile_write(&f, meta, meta_len, err);
     if (!rc) rc = apr_outfile_write(&f, zeros, meta_pad, err);
@@ -871,7 +884,7 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
         apr_progress(o && o->progress, "writing APR", done, total);
     }
     apr_stream_free(&st);
-    if (!rc)
+    if (!rc && !shard) /* a shard carries no record: the manifest does */
         rc = apr_stream_seal(&f, o, (uint8_t *)meta, meta_len, APR_HDR, err);
     if (!rc) {
         uint32_t crc = apr_crc32(0, h, sizeof h);
@@ -891,7 +904,8 @@ int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o,
         apr_outfile_abort(&f);
         return rc;
     }
-    return apr_outfile_commit(&f, err);
+    *out = f;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- reader */
@@ -946,7 +960,7 @@ static int parse_header(const uint8_t *buf, uint64_t size, bool check_footer, ap
         return fmt_err(err, APR_E_UNSUPPORTED, "column-major layout flag (0x800) set: only row-major APR is read");
     static const struct { uint16_t bit; const char *what; } unsupported[] = {
         {APR_FLAG_LZ4, "LZ4-compressed"}, {APR_FLAG_ZSTD, "zstd-compressed"}, {APR_FLAG_ENCRYPTED, "encrypted"},
-        {APR_FLAG_SIGNED, "signed"},      {APR_FLAG_SHARDED, "sharded"}};
+        {APR_FLAG_SIGNED, "signed"}};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++)
         if (h->flags & unsupported[i].bit)
             return fmt_err(err, APR_E_UNSUPPORTED, "%s APR files (flag 0x%x) are not supported", unsupported[i].what,
@@ -1330,5 +1344,14 @@ done:
 
 int apr_apr_open(apr_model **out, const char *path, const apr_open_opts *opts, apr_err *err)
 {
-    return apr_open_mapped(out, path, APR_FMT_APR, !(opts && opts->skip_footer_crc), err);
+    bool check_footer = !(opts && opts->skip_footer_crc);
+    if (apr_apr_is_manifest_path(path))
+        return apr_apr_open_manifest(out, path, check_footer, err);
+    int rc = apr_open_mapped(out, path, APR_FMT_APR, check_footer, err);
+    if (rc || !apr_apr_is_shard(*out))
+        return rc;
+    /* one shard of a set: the whole model comes from its manifest */
+    apr_model_free(*out);
+    *out = NULL;
+    return apr_apr_open_shard(out, path, check_footer, err);
 }

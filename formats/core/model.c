@@ -440,6 +440,28 @@ apr_tensor *apr_model_append_tensor(apr_model *m, const char *name, apr_err *err
     return t;
 }
 
+int apr_model_adopt_part(apr_model *m, apr_model *part, uint32_t k, const char *what, apr_err *err)
+{
+    apr_mapping *nm = realloc(m->maps, (m->n_maps + 1) * sizeof *nm);
+    if (!nm)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    m->maps = nm;
+    for (uint64_t i = 0; i < part->n_tensors; i++) {
+        const apr_tensor *s = &part->tensors[i];
+        apr_tensor *t = apr_model_append_tensor(m, s->name, err);
+        if (!t)
+            return apr_err_set(err, APR_E_FORMAT, "%s: tensor '%s' is in two %s", part->path, s->name, what);
+        char *name = t->name;
+        *t = *s;
+        t->name = name;
+        t->shard = k;
+        m->n_tensors++;
+    }
+    m->maps[m->n_maps++] = part->maps[0];
+    part->n_maps = 0; /* the mapping is m's now */
+    return 0;
+}
+
 int apr_model_add_tensor(apr_model *m, const char *name, apr_dtype dt, uint32_t ndim,
                          const uint64_t *dims, const void *data, uint64_t nbytes,
                          bool take_ownership, apr_err *err)

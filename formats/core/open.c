@@ -22,7 +22,7 @@ apr_format apr_format_from_path(const char *path)
     struct stat st;
     if (ends_with(path, ".gguf"))
         return APR_FMT_GGUF;
-    if (ends_with(path, ".apr"))
+    if (ends_with(path, ".apr") || apr_apr_is_manifest_path(path))
         return APR_FMT_APR;
     if (ends_with(path, ".safetensors") || ends_with(path, ".safetensors.index.json"))
         return APR_FMT_SAFETENSORS;
@@ -40,6 +40,8 @@ apr_format apr_format_sniff(const char *path)
         return APR_FMT_UNKNOWN;
     if (S_ISDIR(st.st_mode))
         return APR_FMT_SAFETENSORS;
+    if (apr_apr_is_manifest_path(path))
+        return APR_FMT_APR;
     if (ends_with(path, ".json"))
         return APR_FMT_SAFETENSORS;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -58,9 +60,16 @@ apr_format apr_format_sniff(const char *path)
     return APR_FMT_UNKNOWN;
 }
 
-/* The first split of a split GGUF in dir ("*-00001-of-*.gguf"), malloc'd;
- * NULL when there is none. Two different sets in one directory: *ambiguous. */
-static char *first_gguf_split(const char *dir, bool *ambiguous)
+/* "*-00001-of-*.gguf": the first split of a split GGUF */
+static bool is_first_gguf_split(const char *name)
+{
+    const char *p = strstr(name, "-00001-of-");
+    return p && strcmp(p + 15, ".gguf") == 0;
+}
+
+/* The one file of dir whose name matches (malloc'd path); NULL when there is
+ * none. Two matches: *ambiguous. */
+static char *one_file_in_dir(const char *dir, bool (*match)(const char *name), bool *ambiguous)
 {
     *ambiguous = false;
     DIR *d = opendir(dir);
@@ -69,14 +78,13 @@ static char *first_gguf_split(const char *dir, bool *ambiguous)
     char *found = NULL;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        const char *n = e->d_name, *p = strstr(n, "-00001-of-");
-        if (n[0] == '.' || !p || strcmp(p + 15, ".gguf") != 0)
+        if (e->d_name[0] == '.' || !match(e->d_name))
             continue;
         if (found) {
             *ambiguous = true;
             break;
         }
-        if (asprintf(&found, "%s/%s", dir, n) < 0)
+        if (asprintf(&found, "%s/%s", dir, e->d_name) < 0)
             found = NULL;
     }
     closedir(d);
@@ -92,7 +100,7 @@ int apr_model_open(apr_model **out, const char *path, const apr_open_opts *opts,
     if (S_ISDIR(st.st_mode)) {
         /* a directory: a split GGUF in it (llama.cpp's names), else HF safetensors */
         bool ambiguous;
-        char *first = first_gguf_split(path, &ambiguous);
+        char *first = one_file_in_dir(path, is_first_gguf_split, &ambiguous);
         if (ambiguous) {
             free(first);
             return apr_err_set(err, APR_E_ARG, "%s holds more than one split GGUF; name the first split", path);
@@ -100,6 +108,17 @@ int apr_model_open(apr_model **out, const char *path, const apr_open_opts *opts,
         if (first) {
             int rc = apr_gguf_open(out, first, err);
             free(first);
+            return rc;
+        }
+        /* or a sharded APR set (its manifest) */
+        char *manifest = one_file_in_dir(path, apr_apr_is_manifest_path, &ambiguous);
+        if (ambiguous) {
+            free(manifest);
+            return apr_err_set(err, APR_E_ARG, "%s holds more than one APR shard manifest; name one", path);
+        }
+        if (manifest) {
+            int rc = apr_apr_open(out, manifest, opts, err);
+            free(manifest);
             return rc;
         }
     }

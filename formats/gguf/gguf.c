@@ -563,29 +563,6 @@ static int split_keys(const apr_model *m, uint32_t *no, uint32_t *count, uint32_
     return a && b && c ? 1 : (a || b || c) ? -1 : 0;
 }
 
-/* Moves the tensors and the mapping of split k (opened as part) into m. */
-static int adopt_split(apr_model *m, apr_model *part, uint32_t k, apr_err *err)
-{
-    apr_mapping *nm = realloc(m->maps, (m->n_maps + 1) * sizeof *nm);
-    if (!nm)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    m->maps = nm;
-    for (uint64_t i = 0; i < part->n_tensors; i++) {
-        const apr_tensor *s = &part->tensors[i];
-        apr_tensor *t = apr_model_append_tensor(m, s->name, err);
-        if (!t)
-            return apr_err_set(err, APR_E_FORMAT, "%s: tensor '%s' is in two splits", part->path, s->name);
-        char *name = t->name;
-        *t = *s;
-        t->name = name;
-        t->shard = k;
-        m->n_tensors++;
-    }
-    m->maps[m->n_maps++] = part->maps[0];
-    part->n_maps = 0; /* the mapping is m's now */
-    return 0;
-}
-
 /* A split GGUF (split.count > 1 in the file opened): opens splits 2..N by
  * llama.cpp's names (PREFIX-%05d-of-%05d.gguf), checks that each is the
  * split it should be of this model (split.no, split.count and
@@ -623,7 +600,7 @@ static int open_splits(apr_model *m, const char *path, apr_err *err)
                              "split.tensors.count %u; expected %u, %u, %u)",
                              sp, k + 1, count, path, pno, pcount, ptotal, k, count, total);
         if (!rc)
-            rc = adopt_split(m, part, k, err);
+            rc = apr_model_adopt_part(m, part, k, "splits", err);
         apr_model_free(part);
         if (rc)
             return rc;

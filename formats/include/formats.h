@@ -331,7 +331,11 @@ int apr_kv_copy(apr_kv *dst, const apr_kv *src);
 
 int apr_gguf_open(apr_model **out, const char *path, apr_err *err);
 int apr_safetensors_open(apr_model **out, const char *path, apr_err *err);
+/* path: an APR file, or a sharded set by its first shard or its manifest
+ * (docs/sharding.md). */
 int apr_apr_open(apr_model **out, const char *path, const apr_open_opts *opts, apr_err *err);
+/* PATH names a sharded APR set's manifest (*.apr.manifest.json). */
+bool apr_apr_is_manifest_path(const char *path);
 
 /* Parse from a buffer already in memory (used by fuzz harnesses and tests).
  * The buffer must outlive the model. */
@@ -351,7 +355,7 @@ typedef int (*apr_produce_fn)(void *user, const apr_model *m, uint64_t index, ui
 
 typedef struct apr_write_opts {
     uint32_t alignment;       /* GGUF: 0 = 32 (or general.alignment KV) */
-    uint64_t shard_max_bytes; /* safetensors: 0 = one file */
+    uint64_t shard_max_bytes; /* safetensors and APR: 0 = one file */
     bool progress;            /* progress bar on stderr (only if a TTY) */
     apr_produce_fn produce;   /* for tensors without data (NULL: every tensor must have data) */
     void *produce_user;
@@ -560,6 +564,7 @@ typedef struct apr_outfile {
     int fd;
     uint64_t written;
     uint64_t kicked; /* bytes [0, kicked) already handed to writeback */
+    struct apr_sha256_ctx *sha; /* when set (after open): every byte written is hashed into it */
 } apr_outfile;
 
 int apr_outfile_open(apr_outfile *f, const char *path, apr_err *err);

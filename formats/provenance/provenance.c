@@ -288,6 +288,9 @@ int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
     for (uint32_t i = 0; i < src->n_maps; i++)
         if (src->maps[i].path && (rc = add_file(p, src->maps[i].path, "weights", &src->maps[i], err)))
             return rc; /* (a mapping without a path is a converter's scratch space, not a source file) */
+    if (src->format == APR_FMT_APR && src->path && apr_apr_is_manifest_path(src->path) &&
+        (rc = add_file(p, src->path, "index", NULL, err)))
+        return rc; /* a sharded APR set: its manifest beside the shards */
     if (src->format == APR_FMT_SAFETENSORS && src->path) {
         struct stat st;
         char *tmp = strdup(src->path);

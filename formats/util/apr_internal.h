@@ -9,6 +9,11 @@
  * with the path, and give the mapping to the model (freed with it). */
 int apr_open_mapped(apr_model **out, const char *path, apr_format fmt, bool check_footer, apr_err *err);
 
+/* A multi-file model (split GGUF, sharded APR): moves the tensors of
+ * file k, opened alone as part, and its mapping into m; a tensor m already
+ * has is refused ("tensor 'x' is in two <what>"). */
+int apr_model_adopt_part(apr_model *m, apr_model *part, uint32_t k, const char *what, apr_err *err);
+
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool apr_utf8_valid(const char *s, size_t n);
 

@@ -396,7 +396,9 @@ int apr_outfile_write(apr_outfile *f, const void *data, size_t n, apr_err *err)
 {
     const uint8_t *p = data;
     off_t off;
-    int src_fd = n >= OUT_KICK ? live_find(data, n, &off) : -1;
+    /* hashed output goes through write(), 8 MiB at a time, each piece hashed
+     * while its pages are resident (no kernel copy: the bytes must be read) */
+    int src_fd = n >= OUT_KICK && !f->sha ? live_find(data, n, &off) : -1;
     if (src_fd >= 0) {
         size_t done = copy_range(f, src_fd, off, n);
         close(src_fd);
@@ -407,6 +409,8 @@ int apr_outfile_write(apr_outfile *f, const void *data, size_t n, apr_err *err)
     while (n > 0) {
         size_t chunk = n > OUT_KICK ? OUT_KICK : n;
         ssize_t w = write(f->fd, p, chunk);
+        if (w > 0 && f->sha)
+            apr_sha256_update(f->sha, p, (size_t)w);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
