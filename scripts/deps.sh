@@ -24,12 +24,30 @@ if [ "${1:-}" = "--python" ]; then
       echo "deps: pip install of the peer packages failed; peer tests will skip"
   # transformers + torch: the definition of an HF checkpoint, for the family peer
   # tests. PyPI has no CPU-only torch build; its wheel runs on the CPU without the
-  # 3 GB of nvidia-*/cuda-*/triton packages it lists, so those are left out
+  # 3 GB of nvidia-*/cuda-*/triton packages it lists, so most of them are left out
   # (checked: import, matmul and transformers' models work without them).
   if ! "$py" -c "import torch" 2>/dev/null; then
     "$py" -m pip install -q --no-deps torch &&
       "$py" -m pip install -q filelock fsspec networkx sympy typing-extensions setuptools ||
       echo "deps: torch could not be installed; family peer tests will skip"
+  fi
+  # Some torch wheels load libcufile and a few NCCL/NVSHMEM/cuSPARSELt symbols at
+  # import even on a CPU-only machine: install just those pinned pieces (about
+  # 300 MB, the versions torch's own metadata names) when the import fails.
+  if ! "$py" -c "import torch" 2>/dev/null; then
+    need=$("$py" - <<'PY' 2>/dev/null || true
+import re
+from importlib.metadata import requires
+pins = [r.split(';')[0].replace(' ', '') for r in (requires('torch') or [])]
+print(' '.join(p for p in pins if re.match(r'nvidia-(cusparselt|nccl|nvshmem|cufile)-cu\d+', p)))
+PY
+)
+    echo "deps: import torch failed; installing its runtime pieces: ${need:-nvidia-cufile}"
+    # shellcheck disable=SC2086
+    "$py" -m pip install -q --no-deps $need nvidia-cufile ||
+      echo "deps: torch's runtime pieces could not be installed"
+    "$py" -c "import torch; torch.ones(2) @ torch.ones(2)" 2>/dev/null ||
+      echo "deps: torch still does not import; family peer tests will skip (and fail in strict mode)"
   fi
   "$py" -c "import transformers" 2>/dev/null || "$py" -m pip install -q transformers ||
       echo "deps: transformers could not be installed; family peer tests will skip"
