@@ -154,6 +154,13 @@ typedef struct apr_quantize_opts {
     const char *command_line; /* recorded in the provenance */
     uint64_t split_max_bytes;  /* GGUF output: llama.cpp split files (apr_write_opts); 0 = none */
     uint64_t split_max_tensors;
+    /* llama-quantize --keep-split: a split GGUF input's splits are kept, one
+     * output file per input split with the same tensors, named from out_path
+     * as llama-quantize names them (PREFIX-%05d-of-%05d.gguf, PREFIX =
+     * out_path less ".gguf"); an unsplit GGUF input gives one file,
+     * PREFIX-00001-of-00001.gguf, without split keys, as llama.cpp does. GGUF
+     * input and output only; exclusive with split_max_*. */
+    bool keep_split;
     /* llama-quantize's options */
     const char *output_tensor_type;   /* --output-tensor-type T, or NULL */
     const char *token_embedding_type; /* --token-embedding-type T, or NULL */
@@ -176,6 +183,8 @@ typedef struct apr_quantize_stats {
     int threads;
     bool imatrix;
     apr_format format;               /* what was written */
+    uint32_t n_files;                /* files written; 0 when split by --split-max-* (the writer's count) */
+    char first_path[4096];           /* the (first) file written */
     double seconds, seconds_quant;   /* whole call; the quantizing itself */
 } apr_quantize_stats;
 

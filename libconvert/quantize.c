@@ -141,6 +141,16 @@ static int cmp_plan(const void *a, const void *b)
     return apr_quant_tensor_cmp(((const tplan *)a)->src->name, ((const tplan *)b)->src->name);
 }
 
+/* --keep-split's order: by split, then by offset in it (llama-quantize sorts
+ * its weights so, and its type rules count tensors in this order) */
+static int cmp_plan_file(const void *a, const void *b)
+{
+    const apr_tensor *x = ((const tplan *)a)->src, *y = ((const tplan *)b)->src;
+    if (x->shard != y->shard)
+        return x->shard < y->shard ? -1 : 1;
+    return x->file_offset < y->file_offset ? -1 : x->file_offset > y->file_offset;
+}
+
 static bool has_gguf_names(const apr_model *m)
 {
     for (uint64_t i = 0; i < m->n_tensors; i++)
@@ -188,7 +198,7 @@ static int make_plan(const apr_model *in, const char *in_path, const apr_quantiz
     }
     for (uint64_t i = 0; i < in->n_tensors; i++)
         plan[i].src = &in->tensors[i];
-    qsort(plan, (size_t)in->n_tensors, sizeof *plan, cmp_plan);
+    qsort(plan, (size_t)in->n_tensors, sizeof *plan, o->keep_split ? cmp_plan_file : cmp_plan);
     for (uint64_t i = 0; i < in->n_tensors; i++)
         apr_quant_mix_scan(mix, plan[i].src->name);
     for (uint64_t i = 0; i < in->n_tensors; i++) {
@@ -507,6 +517,53 @@ static int quantize_produce(void *user, const apr_model *m, uint64_t i, uint8_t 
     return rc;
 }
 
+/* ------------------------------------------------------------ --keep-split */
+
+typedef struct keep_split {
+    uint64_t *counts; /* tensors of each output file, in plan order */
+    uint32_t n;       /* files: the input's splits */
+    char first_path[4096];
+} keep_split;
+
+/* llama-quantize --keep-split: one output file per input split with its
+ * tensors (plan is in split order). The input must be a GGUF read as it is
+ * (its splits are its files); every split after the first must hold a
+ * tensor (llama.cpp has no output file for an empty one: it crashes); no
+ * output file may be an input file. */
+static int plan_keep_split(const apr_model *in, const char *in_path, const char *out_path, const tplan *plan,
+                           keep_split *ks, apr_err *err)
+{
+    if (in->format != APR_FMT_GGUF)
+        return apr_err_set(err, APR_E_ARG, "--keep-split keeps a split GGUF's splits; %s is %s: use --split-max-size "
+                           "or --split-max-tensors to split the output", in_path,
+                           in->format == APR_FMT_APR ? "APR" : "safetensors");
+    ks->n = in->n_maps ? in->n_maps : 1;
+    ks->counts = calloc(ks->n, sizeof *ks->counts);
+    if (!ks->counts)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    for (uint64_t i = 0; i < in->n_tensors; i++) {
+        if (plan[i].src->shard >= ks->n)
+            return apr_err_set(err, APR_E_FORMAT, "%s: tensor %s has no split", in_path, plan[i].src->name);
+        ks->counts[plan[i].src->shard]++;
+    }
+    for (uint32_t k = 1; k < ks->n; k++)
+        if (!ks->counts[k])
+            return apr_err_set(err, APR_E_FORMAT, "--keep-split: split %u of %u of %s holds no tensor; llama-quantize "
+                               "cannot keep such a split either", k + 1, ks->n, in_path);
+    for (uint32_t k = 0; k < ks->n; k++) {
+        char path[4096];
+        if (apr_gguf_split_path(out_path, k, ks->n, path, sizeof path))
+            return apr_err_set(err, APR_E_ARG, "%s: path too long", out_path);
+        if (k == 0)
+            snprintf(ks->first_path, sizeof ks->first_path, "%s", path);
+        for (uint32_t j = 0; j < in->n_maps; j++)
+            if (in->maps[j].path && apr_same_file(in->maps[j].path, path))
+                return apr_err_set(err, APR_E_ARG, "--keep-split would write %s over the input split %s; apr never "
+                                   "overwrites its input (choose another OUT)", path, in->maps[j].path);
+    }
+    return 0;
+}
+
 int apr_quantize_file(const char *in_path, const char *out_path, const apr_quantize_opts *o,
                       apr_quantize_stats *st, apr_err *err)
 {
@@ -523,6 +580,11 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         return apr_err_set(err, APR_E_ARG, "quantized output is GGUF or APR");
     if ((o->split_max_bytes || o->split_max_tensors) && fmt != APR_FMT_GGUF)
         return apr_err_set(err, APR_E_ARG, "--split-max-size / --split-max-tensors make GGUF splits; the output is APR");
+    if (o->keep_split && fmt != APR_FMT_GGUF)
+        return apr_err_set(err, APR_E_ARG, "--keep-split writes a split GGUF (as llama-quantize does); the output is APR");
+    if (o->keep_split && (o->split_max_bytes || o->split_max_tensors))
+        return apr_err_set(err, APR_E_ARG, "--keep-split keeps the input's splits: it cannot be combined with "
+                           "--split-max-size / --split-max-tensors");
     if (apr_same_file(in_path, out_path))
         return apr_err_set(err, APR_E_ARG, "OUT is the same file as IN; apr never overwrites its input");
 
@@ -562,6 +624,7 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     apr_prov *prov = NULL;
     char *json = NULL;
     qstream qs = {0};
+    keep_split ks = {0};
 
     /* the tensors llama-quantize would see: the GGUF view of the input
      * (its permuted tensors made one at a time while writing) */
@@ -589,6 +652,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         goto done;
     for (uint64_t i = 0; i < view->n_tensors; i++)
         find_orig(in, view, &plan[i]);
+    if (o->keep_split && (rc = plan_keep_split(in, in_path, out_path, plan, &ks, err)))
+        goto done;
 
     out = apr_model_new(APR_FMT_GGUF);
     if (!out) {
@@ -691,7 +756,13 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     wo.progress = false; /* quantize_produce draws the bar */
     wo.split_max_bytes = o->split_max_bytes;
     wo.split_max_tensors = o->split_max_tensors;
-    rc = apr_model_write(final, out_path, fmt, &wo, err);
+    const char *write_path = out_path;
+    if (o->keep_split) {
+        wo.split_counts = ks.counts;
+        wo.n_split_counts = ks.n > 1 ? ks.n : 0;
+        write_path = ks.first_path; /* an unsplit input: PREFIX-00001-of-00001.gguf, one plain GGUF */
+    }
+    rc = apr_model_write(final, write_path, fmt, &wo, err);
     if (qs.show)
         fprintf(stderr, "\n");
     if (rc)
@@ -706,8 +777,11 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     st->imatrix = im != NULL;
     st->format = fmt;
     st->seconds_quant = qs.tq;
+    st->n_files = o->keep_split ? ks.n : o->split_max_bytes || o->split_max_tensors ? 0 : 1;
+    snprintf(st->first_path, sizeof st->first_path, "%s", o->keep_split ? ks.first_path : out_path);
     st->seconds = apr_now_s() - t0;
 done:
+    free(ks.counts);
     for (size_t k = 0; k < o->n_tensor_types; k++)
         apr_quant_tensor_type_free(&pats[k]);
     free(pats);

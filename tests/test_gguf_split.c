@@ -3,9 +3,12 @@
  * takes the first split or the directory as one model (same tensors and
  * bytes as the unsplit file), provenance records every split; bad input is
  * refused: a later split named instead of the first, a missing split, a
- * split of another model, inconsistent counts, bad options. The peer half
+ * split of another model, inconsistent counts, bad options. apr quantize
+ * --keep-split keeps a split input's splits. The peer half
  * (tests/peer/gguf_split_peer.py): the gguf package's splitter makes the same
- * files tensor for tensor, and llama.cpp loads ours. */
+ * files tensor for tensor, and llama.cpp loads ours; keep_split_peer.py:
+ * --keep-split's files are llama_model_quantize(keep_split)'s, byte for
+ * byte, and llama.cpp loads them. */
 #define _GNU_SOURCE
 #include "test_util.h"
 
@@ -212,6 +215,99 @@ static void test_quantize_split(void **state)
                      2);
 }
 
+/* the split holding tensor name in the split set m */
+static int shard_of(const apr_model *m, const char *name)
+{
+    const apr_tensor *t = apr_model_tensor(m, name);
+    assert_non_null(t);
+    return (int)t->shard;
+}
+
+/* apr quantize --keep-split: one output split per input split, same tensors */
+static void test_quantize_keep_split(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    split_into("llama", "kin", "--split-max-tensors 7");
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/kout' && mkdir '%s/kout' && '%s' quantize '%s/kin' '%s/kout/q.gguf' "
+                                     "--type Q8_0 --keep-split --threads 2 --quiet",
+                               g_dir, g_dir, tu_apr_bin(), g_dir, g_dir),
+                     0);
+    assert_int_not_equal(access(tu_path(g_dir, "kout/q.gguf"), F_OK), 0);
+    apr_model *in = NULL, *out = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&in, tu_path(g_dir, "kin"), NULL, &err), 0);
+    assert_int_equal(apr_model_open(&out, tu_path(g_dir, "kout/q-00001-of-00003.gguf"), NULL, &err), 0);
+    assert_int_equal(out->n_maps, 3);
+    assert_int_equal(out->n_tensors, in->n_tensors);
+    for (uint64_t i = 0; i < out->n_tensors; i++) /* in the input's order, split for split */
+        assert_int_equal(out->tensors[i].shard, shard_of(in, out->tensors[i].name));
+    for (uint64_t i = 0; i < in->n_tensors; i++)
+        assert_string_equal(in->tensors[i].name, out->tensors[i].name);
+    apr_model_free(out);
+    /* its provenance names the three input splits; reproduction and provenance verify */
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/kout/q-00001-of-00003.gguf' > /dev/null", tu_apr_bin(),
+                               g_dir),
+                     0);
+    assert_int_equal(tu_system(NULL, "'%s' verify '%s/kin' '%s/kout' > '%s/kverify.txt'", tu_apr_bin(), g_dir, g_dir,
+                               g_dir),
+                     0);
+    char *v = tu_read_file(tu_path(g_dir, "kverify.txt"), NULL);
+    assert_non_null(v);
+    if (!strstr(v, "reproduced"))
+        print_message("%s\n", v);
+    assert_non_null(strstr(v, "reproduced"));
+    free(v);
+    /* an unsplit input: one plain GGUF named as llama-quantize names it */
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/whole.gguf' '%s/kout/w.gguf' --type Q8_0 --keep-split --quiet",
+                               tu_apr_bin(), g_dir, g_dir),
+                     0);
+    assert_int_not_equal(access(tu_path(g_dir, "kout/w.gguf"), F_OK), 0);
+    assert_int_equal(apr_model_open(&out, tu_path(g_dir, "kout/w-00001-of-00001.gguf"), NULL, &err), 0);
+    assert_int_equal(out->n_maps, 1);
+    assert_null(apr_model_kv(out, "split.count"));
+    apr_model_free(out);
+    apr_model_free(in);
+
+    /* refusals: exit 2, nothing written, the input unchanged */
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/kbad' && mkdir '%s/kbad' && cp '%s/kin/'* '%s/kbad/' && "
+                                     "md5sum '%s/kin/'* > '%s/kin.md5'",
+                               g_dir, g_dir, g_dir, g_dir, g_dir, g_dir),
+                     0);
+    const char *bad[] = {
+        "'%s/kin' '%s/kbad/q.apr' --type Q8_0 --keep-split",                         /* not GGUF output */
+        "'%s/kin' '%s/kbad/q.gguf' --type Q8_0 --keep-split --split-max-tensors 3",  /* two split plans */
+        "'%s/llama' '%s/kbad/q.gguf' --type Q8_0 --keep-split",                      /* safetensors input */
+        "'%s/kin/m-00001-of-00003.gguf' '%s/kin/m.gguf' --type Q8_0 --keep-split",   /* over the input */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, bad[i], g_dir, g_dir);
+        assert_int_equal(tu_system(NULL, "'%s' quantize %s --quiet 2>/dev/null", tu_apr_bin(), cmd), 2);
+    }
+    unlink(split_file("kbad", 2, 3)); /* a missing split */
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/kbad' '%s/kbad/q.gguf' --type Q8_0 --keep-split 2>&1 | "
+                                     "grep -q 'split 2 of 3 is missing'",
+                               tu_apr_bin(), g_dir, g_dir),
+                     0);
+    assert_int_equal(tu_system(NULL, "ls '%s/kbad' | grep -c . | grep -qx 2 && md5sum -c --quiet '%s/kin.md5'", g_dir,
+                               g_dir),
+                     0);
+}
+
+static void test_peer_keep_split(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    tu_require_python("gguf, numpy", "gguf numpy");
+    tu_require_python("llama_cpp", "llama-cpp-python");
+    char args[8192];
+    snprintf(args, sizeof args, "--apr '%s' --tmp '%s'", tu_apr_bin(), tu_tmpdir("keep-split-peer"));
+    int rc = tu_run_peer("peer-keep-split", "keep_split_peer.py", args);
+    if (rc != 0)
+        fail_msg("keep_split_peer.py failed (%d)", rc);
+}
+
 static void test_peer_gguf_split(void **state)
 {
     (void)state;
@@ -231,7 +327,9 @@ int main(void)
         cmocka_unit_test(test_split_by_size),
         cmocka_unit_test(test_bad_splits),
         cmocka_unit_test(test_quantize_split),
+        cmocka_unit_test(test_quantize_keep_split),
         cmocka_unit_test(test_peer_gguf_split),
+        cmocka_unit_test(test_peer_keep_split),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -14,7 +14,7 @@
 
 typedef struct q_opts {
     const char *in, *out, *type, *imatrix, *to, *output_type, *embd_type;
-    bool pure, allow_requantize, quiet, no_provenance, leave_output;
+    bool pure, allow_requantize, quiet, no_provenance, leave_output, keep_split;
     int threads;
     uint64_t split_max_bytes, split_max_tensors;
     /* repeatable options, in command-line order (argc bounds their count) */
@@ -47,6 +47,9 @@ static void usage(FILE *f)
             "  --split-max-size N[M|G]  GGUF output: llama.cpp split files (OUT-00001-of-0000K.gguf)\n"
             "                     of at most N MB / GB of tensor data, as gguf-split writes them\n"
             "  --split-max-tensors N    GGUF output: split files of at most N tensors\n"
+            "  --keep-split       a split GGUF input gives one output split per input split, with the same\n"
+            "                     tensors, as llama-quantize --keep-split: OUT less .gguf is the prefix\n"
+            "                     (OUT-00001-of-0000N.gguf; an unsplit input gives OUT-00001-of-00001.gguf)\n"
             "  -q, --quiet        no progress and no summary\n",
             apr_quant_mix_names());
 }
@@ -113,6 +116,8 @@ static int parse_args(int argc, char **argv, q_opts *o)
             o->quiet = true;
         } else if (!strcmp(a, "--no-provenance")) {
             o->no_provenance = true;
+        } else if (!strcmp(a, "--keep-split")) {
+            o->keep_split = true;
         } else if (!strcmp(a, "--leave-output-tensor")) {
             o->leave_output = true;
         } else if (!strcmp(a, "--output-tensor-type")) {
@@ -199,11 +204,14 @@ static char *join_cmdline(int argc, char **argv)
 static void print_summary(const q_opts *o, const apr_quantize_stats *st)
 {
     const double tq = st->seconds_quant;
+    char split_note[48] = "";
+    if (st->n_files > 1)
+        snprintf(split_note, sizeof split_note, " and %u more splits", st->n_files - 1);
     fprintf(stderr,
-            "apr quantize: %s -> %s (%s%s, %s)\n"
+            "apr quantize: %s -> %s%s (%s%s, %s)\n"
             "  tensors %llu (%llu converted%s), size %.2f MiB -> %.2f MiB (%.2f bits/weight)\n"
             "  time %.2f s total, %.2f s quantizing: %.1f M weights/s on %d threads (%.2f per thread, %s kernels)\n",
-            o->in, o->out, o->type, o->pure ? " pure" : "", st->format == APR_FMT_APR ? "APR" : "GGUF",
+            o->in, st->first_path, split_note, o->type, o->pure ? " pure" : "", st->format == APR_FMT_APR ? "APR" : "GGUF",
             (unsigned long long)st->n_tensors, (unsigned long long)st->n_converted, st->imatrix ? ", with imatrix" : "",
             st->bytes_in / 1048576.0, st->bytes_out / 1048576.0,
             st->weights ? 8.0 * st->bytes_out / (double)st->weights : 0.0, st->seconds, tq,
@@ -231,6 +239,7 @@ int cmd_quantize(int argc, char **argv)
     qo.threads = o.threads;
     qo.split_max_bytes = o.split_max_bytes;
     qo.split_max_tensors = o.split_max_tensors;
+    qo.keep_split = o.keep_split;
     qo.output_tensor_type = o.output_type;
     qo.token_embedding_type = o.embd_type;
     qo.leave_output_tensor = o.leave_output;

@@ -768,6 +768,37 @@ static int build_gguf_meta(const apr_model *m, uint32_t align, bool set_align, c
     return 0;
 }
 
+/* The files o->split_counts gives (llama-quantize --keep-split's). */
+static int plan_given_split(const apr_model *m, const apr_write_opts *o, gguf_part **out, size_t *n, apr_err *err)
+{
+    if (o->split_max_bytes || o->split_max_tensors)
+        return apr_err_set(err, APR_E_ARG, "split files given tensor by tensor and by a limit at once");
+    if (o->n_split_counts < 2 || o->n_split_counts > UINT16_MAX)
+        return apr_err_set(err, APR_E_ARG, "%u split files: GGUF's split.count is 2..65535", o->n_split_counts);
+    gguf_part *p = calloc(o->n_split_counts, sizeof *p);
+    if (!p)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    uint64_t first = 0;
+    for (uint32_t k = 0; k < o->n_split_counts; k++) {
+        if ((k > 0 && o->split_counts[k] == 0) || o->split_counts[k] > m->n_tensors - first) {
+            free(p);
+            return apr_err_set(err, APR_E_ARG, "split %u of %u: %llu tensors (%llu of %llu placed before it)", k + 1,
+                               o->n_split_counts, (unsigned long long)o->split_counts[k],
+                               (unsigned long long)first, (unsigned long long)m->n_tensors);
+        }
+        p[k] = (gguf_part){first, o->split_counts[k]};
+        first += o->split_counts[k];
+    }
+    if (first != m->n_tensors) {
+        free(p);
+        return apr_err_set(err, APR_E_ARG, "the split files hold %llu of the model's %llu tensors",
+                           (unsigned long long)first, (unsigned long long)m->n_tensors);
+    }
+    *out = p;
+    *n = o->n_split_counts;
+    return 0;
+}
+
 /* gguf-split's plan: a new file when the running sum of the tensors' sizes
  * padded to 32 (metadata not counted) would pass split_max_bytes, or every
  * split_max_tensors tensors. *n = 0 when o asks for no split. */
@@ -775,6 +806,8 @@ static int plan_split(const apr_model *m, const apr_write_opts *o, gguf_part **o
 {
     *out = NULL;
     *n = 0;
+    if (o && o->n_split_counts)
+        return plan_given_split(m, o, out, n, err);
     if (!o || (!o->split_max_bytes && !o->split_max_tensors))
         return 0;
     if (m->n_tensors == 0)

@@ -370,6 +370,12 @@ typedef struct apr_write_opts {
      * split, PREFIX-00001-of-0000N.gguf. */
     uint64_t split_max_bytes;
     uint64_t split_max_tensors;
+    /* GGUF: split files given tensor by tensor instead (exclusive with
+     * split_max_*): file k holds the next split_counts[k] tensors of the
+     * table (only the first may hold none), n_split_counts >= 2 files. What
+     * llama-quantize --keep-split writes: its input's splits, kept. */
+    const uint64_t *split_counts;
+    uint32_t n_split_counts;
 } apr_write_opts;
 
 /* All writers write PATH.tmp.XXXXXX in the destination directory and rename it
