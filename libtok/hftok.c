@@ -265,6 +265,113 @@ static int map_special_ids(apr_model *m, const apr_tok_hf *d, uint32_t n_vocab, 
     return 0;
 }
 
+
+/* ================================================================ chat templates */
+
+/* gguf-py's add_chat_template keeps a template name's ASCII letters and digits
+ * and replaces every other character (a code point: one '_' per UTF-8
+ * sequence) by '_'. */
+static char *sanitize_template_name(const char *name)
+{
+    size_t n = strlen(name);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if ((c & 0xC0) == 0x80)
+            continue; /* a continuation byte: its code point already gave one '_' */
+        bool keep = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        out[o++] = keep ? (char)c : '_';
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* [{"name": ..., "template": ...}, ...]: "default" -> tokenizer.chat_template,
+ * every other name -> tokenizer.chat_template.NAME, and the names (once each,
+ * in order of first appearance) -> tokenizer.chat_templates. gguf-py skips an
+ * entry whose name is empty or whose template is null; an entry it would
+ * crash on (not an object, a name or template that is not a string) is
+ * refused here. */
+static int map_chat_template_list(apr_model *m, const json_t *list, apr_err *err)
+{
+    size_t n = json_array_size(list), n_names = 0;
+    apr_str *names = calloc(n ? n : 1, sizeof *names);
+    if (!names)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    const char *deflt = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const json_t *e = json_array_get(list, i);
+        const json_t *jn = json_object_get(e, "name"), *jt = json_object_get(e, "template");
+        if (!json_is_object(e) || (jn && !json_is_string(jn)) || (jt && !json_is_null(jt) && !json_is_string(jt))) {
+            rc = apr_err_set(err, APR_E_FORMAT,
+                             "chat_template entry %zu: not an object with a string \"name\" and \"template\"", i);
+            break;
+        }
+        char *name = sanitize_template_name(jn ? json_string_value(jn) : "");
+        if (!name) {
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            break;
+        }
+        if (!name[0] || !json_is_string(jt)) {
+            free(name);
+            continue;
+        }
+        if (!strcmp(name, "default")) {
+            deflt = json_string_value(jt);
+            free(name);
+            continue;
+        }
+        size_t kl = strlen(name) + sizeof "tokenizer.chat_template.";
+        char *key = malloc(kl);
+        if (!key) {
+            free(name);
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            break;
+        }
+        snprintf(key, kl, "tokenizer.chat_template.%s", name);
+        rc = set_str(m, key, json_string_value(jt), err);
+        free(key);
+        bool seen = false;
+        for (size_t k = 0; k < n_names && !seen; k++)
+            seen = !strcmp(names[k].s, name);
+        if (seen)
+            free(name);
+        else
+            names[n_names++] = (apr_str){.s = name, .len = strlen(name)};
+    }
+    if (!rc && n_names)
+        rc = set_array(m, "tokenizer.chat_templates", APR_KV_STRING, names, n_names, err);
+    if (!rc && deflt)
+        rc = set_str(m, "tokenizer.chat_template", deflt, err);
+    for (size_t k = 0; k < n_names; k++)
+        free(names[k].s);
+    free(names);
+    return rc;
+}
+
+/* The chat template(s) as gguf-py's SpecialVocab finds them: tokenizer_config's
+ * "chat_template" when the key is there (null included), else the one
+ * chat_template.jinja / chat_template.json gave (alt); none at all without a
+ * non-empty tokenizer_config.json. A value that is neither a string nor a
+ * list is ignored, as the converter does (it warns). */
+static int map_chat_template(apr_model *m, const json_t *tc, const json_t *alt, apr_err *err)
+{
+    if (!json_is_object(tc) || json_object_size(tc) == 0)
+        return 0;
+    const json_t *ct = json_object_get(tc, "chat_template");
+    if (!ct)
+        ct = alt;
+    if (json_is_string(ct))
+        return set_str(m, "tokenizer.chat_template", json_string_value(ct), err);
+    if (json_is_array(ct))
+        return map_chat_template_list(m, ct, err);
+    return 0;
+}
+
 static int map_add_flags_and_template(apr_model *m, const apr_tok_hf *d, apr_err *err)
 {
     int rc;
@@ -313,34 +420,7 @@ static int map_add_flags_and_template(apr_model *m, const apr_tok_hf *d, apr_err
         if ((rc = set_bool(m, key, json_is_true(j), err)))
             return rc;
     }
-    if (!tc)
-        return 0;
-    const json_t *ct = json_object_get(tc, "chat_template");
-    if (json_is_string(ct))
-        return set_str(m, "tokenizer.chat_template", json_string_value(ct), err);
-    if (json_is_array(ct)) {
-        /* [{"name": ..., "template": ...}]: "default" -> tokenizer.chat_template,
-         * the others -> tokenizer.chat_template.NAME (gguf-py's add_chat_template). */
-        size_t i;
-        json_t *e;
-        json_array_foreach(ct, i, e) {
-            const char *name = json_string_value(json_object_get(e, "name"));
-            const char *tmpl = json_string_value(json_object_get(e, "template"));
-            if (!name || !tmpl)
-                continue;
-            char key[256];
-            if (!strcmp(name, "default"))
-                snprintf(key, sizeof key, "tokenizer.chat_template");
-            else
-                snprintf(key, sizeof key, "tokenizer.chat_template.%s", name);
-            if ((rc = set_str(m, key, tmpl, err)))
-                return rc;
-        }
-        return 0;
-    }
-    if (d->chat_template)
-        return set_str(m, "tokenizer.chat_template", d->chat_template, err);
-    return 0;
+    return map_chat_template(m, tc, d->chat_template_alt, err);
 }
 
 /* GGUF merges are "a b" strings; the newer HF pair format [a, b] has spaces
@@ -829,6 +909,52 @@ static bool in_added_decoder(const apr_model *m, uint32_t i, bool spm)
     return ty == 3 || (ty == 4 && !looks_special(t) && !memmem(t->s, (size_t)t->len, "\xe2\x96\x81", 3));
 }
 
+static const char chat_template_prefix[] = "tokenizer.chat_template.";
+
+/* Append {"name": name, "template": tokenizer.chat_template.NAME} to list
+ * unless that KV is absent or the name is already there; 1 when appended. */
+static int append_named_template(json_t *list, const apr_model *m, const char *name)
+{
+    char key[512];
+    if (!name[0] || snprintf(key, sizeof key, "%s%s", chat_template_prefix, name) >= (int)sizeof key)
+        return 0;
+    const char *tmpl = apr_kv_get_str(m, key);
+    for (size_t k = 0; k < json_array_size(list); k++)
+        if (!strcmp(json_string_value(json_object_get(json_array_get(list, k), "name")), name))
+            return 0;
+    if (!tmpl)
+        return 0;
+    return json_array_append_new(list, json_pack("{s:s,s:s}", "name", name, "template", tmpl)) ? 0 : 1;
+}
+
+/* tokenizer_config.json's "chat_template" from the KVs: the plain string when
+ * there is no named template (what the converter read it from), else the list
+ * form [{"name": "default", ...}, {"name": NAME, ...}] that gguf-py maps back
+ * to the same KVs: the names in tokenizer.chat_templates' order, then any
+ * other tokenizer.chat_template.NAME KV in KV order. NULL when none. */
+static json_t *chat_template_json(const apr_model *m)
+{
+    const size_t pl = sizeof chat_template_prefix - 1;
+    const char *deflt = apr_kv_get_str(m, "tokenizer.chat_template");
+    json_t *list = json_array();
+    if (!list)
+        return NULL;
+    if (deflt)
+        json_array_append_new(list, json_pack("{s:s,s:s}", "name", "default", "template", deflt));
+    size_t n_named = 0;
+    const apr_kv *names = apr_model_kv(m, "tokenizer.chat_templates");
+    if (names && names->type == APR_KV_ARRAY && names->arr_type == APR_KV_STRING)
+        for (uint64_t i = 0; i < names->count; i++)
+            n_named += append_named_template(list, m, ((const apr_str *)names->arr)[i].s);
+    for (uint64_t i = 0; i < m->n_kvs; i++)
+        if (m->kvs[i].type == APR_KV_STRING && !strncmp(m->kvs[i].key, chat_template_prefix, pl))
+            n_named += append_named_template(list, m, m->kvs[i].key + pl);
+    if (n_named)
+        return list;
+    json_decref(list);
+    return deflt ? json_string(deflt) : NULL;
+}
+
 static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_t **out_tc, apr_err *err)
 {
     const apr_tokenizer *t = &m->tok;
@@ -960,8 +1086,9 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
         const char *s = tok_str(m, ids[k]);
         json_object_set_new(tc, fields[k], s ? json_string(s) : json_null());
     }
-    if (t->chat_template)
-        json_object_set_new(tc, "chat_template", json_string(t->chat_template));
+    json_t *ct = chat_template_json(m);
+    if (ct)
+        json_object_set_new(tc, "chat_template", ct);
     json_object_set_new(tc, "clean_up_tokenization_spaces", json_false());
     if (!gpt2)
         json_object_set_new(tc, "legacy", json_false());

@@ -88,7 +88,11 @@ typedef struct apr_tok_hf {
     const json_t *config;           /* config.json: vocab_size, {bos,eos,...}_token_id */
     const json_t *gen_config;       /* generation_config.json: bos/eos ids, last resort */
     const json_t *added_tokens;     /* added_tokens.json (SentencePiece vocabs) */
-    const char *chat_template;      /* chat_template.jinja */
+    /* What chat_template.jinja (a string; with additional_chat_templates/
+     * NAME.jinja beside it, a [{"name", "template"}] list whose first entry
+     * is "default"), or else chat_template.json's "chat_template" value,
+     * gives; tokenizer_config.json's own "chat_template" wins over it. */
+    const json_t *chat_template_alt;
     const apr_spm *spm;             /* tokenizer.model; when present it wins over tokenizer.json */
 } apr_tok_hf;
 

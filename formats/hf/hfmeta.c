@@ -8,7 +8,7 @@
  *                   (only when head_dim is given), llama: vocab_size and
  *                   rope.dimension_count; strict u32 / f32 types.
  *   tokenizer.json, tokenizer_config.json, tokenizer.model, added_tokens.json,
- *   chat_template.jinja: libtok (apr_tok_hf_to_kvs / apr_tok_hf_from_model).
+ *   chat_template.jinja (+ additional_chat_templates/), chat_template.json: libtok (apr_tok_hf_to_kvs / apr_tok_hf_from_model).
  *
  * Writing produces standard HF files. A GGUF detail that these files cannot
  * carry (a separator id of 0xFFFFFFFF, token types that differ from what the
@@ -20,9 +20,11 @@
  * model's KVs, so records appear only when needed.
  */
 #define _GNU_SOURCE
+#include "apr_internal.h"
 #include "hfmeta.h"
 #include "tok.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -391,7 +393,7 @@ void apr_hf_docs_free(apr_hf_docs *d)
     json_decref(d->gen_config);
     json_decref(d->tokenizer);
     json_decref(d->tokenizer_config);
-    free(d->chat_template);
+    json_decref(d->chat_template_alt);
     json_decref(d->added_tokens);
     apr_spm_destroy(d->spm);
     memset(d, 0, sizeof *d);
@@ -439,6 +441,158 @@ static int load_spm(apr_hf_docs *d, const char *dir, apr_err *err)
     return 0;
 }
 
+/* Python's universal newlines, as open(path, encoding="utf-8").read() in
+ * gguf-py and transformers: "\r\n" and a lone "\r" become "\n". */
+static size_t universal_newlines(char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\r') {
+            s[o++] = '\n';
+            if (i + 1 < n && s[i + 1] == '\n')
+                i++;
+        } else {
+            s[o++] = s[i];
+        }
+    }
+    s[o] = 0;
+    return o;
+}
+
+/* The whole of a text file, NUL-terminated, in *out (malloc'd), read as
+ * Python reads a text file (universal newlines); absent: *out stays NULL.
+ * Templates are text: one over 64 MiB is refused. */
+static int read_text_file(const char *path, char **out, apr_err *err)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? 0 : apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0, r;
+    char *buf = malloc(cap);
+    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0) {
+            char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        return apr_err_set(err, APR_E_FORMAT, "%s: unreadable or larger than 64 MiB", path);
+    }
+    buf[n] = 0;
+    if (strlen(buf) != n || !apr_utf8_valid(buf, n)) {
+        free(buf);
+        return apr_err_set(err, APR_E_FORMAT, "%s: not UTF-8 text", path);
+    }
+    universal_newlines(buf, n);
+    *out = buf;
+    return 0;
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* additional_chat_templates/NAME.jinja beside chat_template.jinja: the list
+ * form [{"name": "default", "template": base}, {"name": NAME, ...}] as gguf-py
+ * builds it (names sorted here: its glob order is the directory's). *list
+ * stays NULL when the folder has no .jinja file. */
+static int load_additional_templates(const char *dir, const char *base, json_t **list, apr_err *err)
+{
+    *list = NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/additional_chat_templates", dir);
+    DIR *dh = opendir(path);
+    if (!dh)
+        return 0;
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while (!rc && (de = readdir(dh))) {
+        size_t l = strlen(de->d_name);
+        if (l <= 6 || strcmp(de->d_name + l - 6, ".jinja") || de->d_name[0] == '.')
+            continue;
+        if (n == cap) {
+            char **nn = realloc(names, (cap = cap ? cap * 2 : 8) * sizeof *names);
+            if (!nn) {
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+                break;
+            }
+            names = nn;
+        }
+        if (!(names[n] = strdup(de->d_name)))
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        else
+            n++;
+    }
+    closedir(dh);
+    if (!rc && n) {
+        qsort(names, n, sizeof *names, cmp_cstr);
+        json_t *l = json_pack("[{s:s,s:s}]", "name", "default", "template", base);
+        for (size_t i = 0; !rc && i < n; i++) {
+            char file[4608], *text = NULL;
+            snprintf(file, sizeof file, "%s/%s", path, names[i]);
+            names[i][strlen(names[i]) - 6] = 0; /* the stem is the template's name */
+            if (!l)
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            else if (!(rc = read_text_file(file, &text, err)) && text &&
+                     json_array_append_new(l, json_pack("{s:s,s:s}", "name", names[i], "template", text)))
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            free(text);
+        }
+        if (rc)
+            json_decref(l);
+        else
+            *list = l;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* What SpecialVocab calls chat_template_alt: chat_template.jinja (with its
+ * additional templates, the list form), else chat_template.json's
+ * "chat_template" value, whatever its type (libtok decides what to make of it). */
+static int load_chat_template(apr_hf_docs *d, const char *dir, apr_err *err)
+{
+    char path[4096], *text = NULL;
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    int rc = read_text_file(path, &text, err);
+    if (rc)
+        return rc;
+    if (text) {
+        json_t *list = NULL;
+        if (!(rc = load_additional_templates(dir, text, &list, err))) {
+            d->chat_template_alt = list ? list : json_string(text);
+            if (!d->chat_template_alt)
+                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+        }
+        free(text);
+        return rc;
+    }
+    json_t *ctj = NULL;
+    if ((rc = load_json_file(dir, "chat_template.json", &ctj, err)))
+        return rc;
+    if (ctj) {
+        d->chat_template_alt = json_incref(json_object_get(ctj, "chat_template"));
+        json_decref(ctj);
+    }
+    return 0;
+}
+
 int apr_hf_docs_load(apr_hf_docs *d, const char *dir, apr_err *err)
 {
     memset(d, 0, sizeof *d);
@@ -451,32 +605,9 @@ int apr_hf_docs_load(apr_hf_docs *d, const char *dir, apr_err *err)
         apr_hf_docs_free(d);
         return rc;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        size_t cap = 4096, n = 0, r;
-        char *buf = malloc(cap);
-        while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-            n += r;
-            if (cap - n - 1 == 0) {
-                char *nb = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-                if (!nb) {
-                    free(buf);
-                    buf = NULL;
-                    break;
-                }
-                buf = nb;
-                cap *= 2;
-            }
-        }
-        fclose(f);
-        if (!buf) {
-            apr_hf_docs_free(d);
-            return apr_err_set(err, APR_E_FORMAT, "%s: unreadable or larger than 64 MiB", path);
-        }
-        buf[n] = 0;
-        d->chat_template = buf;
+    if ((rc = load_chat_template(d, dir, err))) {
+        apr_hf_docs_free(d);
+        return rc;
     }
     return 0;
 }
@@ -1024,7 +1155,7 @@ static int docs_to_kvs(apr_model *m, const apr_hf_docs *d, const char *dir_name,
         return rc;
     if ((rc = apr_tok_hf_to_kvs(m, &(apr_tok_hf){.tokenizer = d->tokenizer, .tokenizer_config = d->tokenizer_config,
                                                 .config = d->config, .gen_config = d->gen_config,
-                                                .added_tokens = d->added_tokens, .chat_template = d->chat_template,
+                                                .added_tokens = d->added_tokens, .chat_template_alt = d->chat_template_alt,
                                                 .spm = d->spm}, err)))
         return rc;
     if (!records)

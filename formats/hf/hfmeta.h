@@ -36,7 +36,7 @@ typedef struct apr_hf_docs {
     json_t *gen_config;       /* generation_config.json */
     json_t *tokenizer;        /* tokenizer.json */
     json_t *tokenizer_config; /* tokenizer_config.json */
-    char *chat_template;      /* chat_template.jinja (read side only) */
+    json_t *chat_template_alt;/* chat_template.jinja / chat_template.json (read side only; tok.h) */
     json_t *added_tokens;     /* added_tokens.json (read side only; SentencePiece vocabs) */
     struct apr_spm *spm;      /* tokenizer.model; when present it wins over tokenizer.json */
 } apr_hf_docs;

@@ -273,6 +273,7 @@ static const struct {
     {"tokenizer_config.json", "tokenizer_config"},
     {"added_tokens.json", "added_tokens"},
     {"chat_template.jinja", "chat_template"},
+    {"chat_template.json", "chat_template"},
 };
 
 int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
