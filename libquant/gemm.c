@@ -14,7 +14,14 @@ static bool is_float_type(apr_dtype t)
 
 static int64_t block_elems(apr_dtype t)
 {
-    return t == APR_DT_Q4_K || t == APR_DT_Q6_K ? QK_K : 32;
+    switch (t) {
+    case APR_DT_Q2_K:
+    case APR_DT_Q3_K:
+    case APR_DT_Q4_K:
+    case APR_DT_Q5_K:
+    case APR_DT_Q6_K: return QK_K;
+    default: return 32;
+    }
 }
 
 static size_t group_block_bytes(apr_dtype t)
@@ -25,7 +32,10 @@ static size_t group_block_bytes(apr_dtype t)
     case APR_DT_Q5_0: return sizeof(grp_q8_0);
     case APR_DT_Q4_1:
     case APR_DT_Q5_1: return sizeof(grp_q4_1);
+    case APR_DT_Q2_K: return sizeof(grp_q2_k);
+    case APR_DT_Q3_K: return sizeof(grp_q3_k);
     case APR_DT_Q4_K: return sizeof(grp_q4_k);
+    case APR_DT_Q5_K: return sizeof(grp_q5_k);
     case APR_DT_Q6_K: return sizeof(grp_q6_k);
     default: return 0;
     }
@@ -130,6 +140,66 @@ static void pack_q4_k(grp_q4_k *g, const blk_q4_k *const x[8])
     }
 }
 
+static void pack_q5_k(grp_q5_k *g, const blk_q5_k *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        uint8_t sc[8] = {0}, mn[8] = {0};
+        if (x[r])
+            aprq_k4_scales(x[r]->scales, sc, mn);
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        g->dmin[r] = x[r] ? apr_f16_to_f32(x[r]->dmin) : 0.0f;
+        for (int j = 0; j < 8; j++) {
+            g->sc[j][r] = sc[j];
+            g->mn[j][r] = mn[j];
+        }
+        for (int c = 0; c < 8; c++)
+            for (int e = 0; e < 4; e++) {
+                for (int jj = 0; jj < 4; jj++)
+                    g->qs[jj][c][4 * r + e] = x[r] ? x[r]->qs[32 * jj + 4 * c + e] : 0;
+                g->qh[c][4 * r + e] = x[r] ? x[r]->qh[4 * c + e] : 0;
+            }
+    }
+}
+
+static void pack_q2_k(grp_q2_k *g, const blk_q2_k *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        g->dmin[r] = x[r] ? apr_f16_to_f32(x[r]->dmin) : 0.0f;
+        for (int k = 0; k < 16; k++) {
+            g->sc[k][r] = x[r] ? x[r]->scales[k] & 0xF : 0;
+            g->mn[k][r] = x[r] ? x[r]->scales[k] >> 4 : 0;
+        }
+        for (int h = 0; h < 2; h++)
+            for (int c = 0; c < 8; c++)
+                for (int e = 0; e < 4; e++)
+                    g->qs[h][c][4 * r + e] = x[r] ? x[r]->qs[32 * h + 4 * c + e] : 0;
+    }
+}
+
+/* Scale k (0..15) of a Q3_K block, -32..31 (dot.c's decode). */
+static int8_t q3_scale(const blk_q3_k *x, int k)
+{
+    const int lo = k < 8 ? x->scales[k] & 0xF : x->scales[k - 8] >> 4;
+    const int hi = (x->scales[8 + k % 4] >> (2 * (k / 4))) & 3;
+    return (int8_t)((lo | (hi << 4)) - 32);
+}
+
+static void pack_q3_k(grp_q3_k *g, const blk_q3_k *const x[8])
+{
+    for (int r = 0; r < 8; r++) {
+        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
+        for (int k = 0; k < 16; k++)
+            g->sc[k][r] = x[r] ? q3_scale(x[r], k) : 0;
+        for (int c = 0; c < 8; c++)
+            for (int e = 0; e < 4; e++) {
+                for (int h = 0; h < 2; h++)
+                    g->qs[h][c][4 * r + e] = x[r] ? x[r]->qs[32 * h + 4 * c + e] : 0;
+                g->hm[c][4 * r + e] = x[r] ? x[r]->hmask[4 * c + e] : 0;
+            }
+    }
+}
+
 /* The 6-bit level of element e (0..255) of a Q6_K block (dot.c's decode). */
 static uint8_t q6_level(const blk_q6_k *x, int e)
 {
@@ -165,7 +235,10 @@ static void pack_block(apr_dtype t, uint8_t *dst, const uint8_t *const rows[8], 
     case APR_DT_Q5_0: pack_q5_0((grp_q8_0 *)dst, (const blk_q5_0 *const *)x); break;
     case APR_DT_Q4_1: pack_q4_1((grp_q4_1 *)dst, (const blk_q4_1 *const *)x); break;
     case APR_DT_Q5_1: pack_q5_1((grp_q4_1 *)dst, (const blk_q5_1 *const *)x); break;
+    case APR_DT_Q2_K: pack_q2_k((grp_q2_k *)dst, (const blk_q2_k *const *)x); break;
+    case APR_DT_Q3_K: pack_q3_k((grp_q3_k *)dst, (const blk_q3_k *const *)x); break;
     case APR_DT_Q4_K: pack_q4_k((grp_q4_k *)dst, (const blk_q4_k *const *)x); break;
+    case APR_DT_Q5_K: pack_q5_k((grp_q5_k *)dst, (const blk_q5_k *const *)x); break;
     case APR_DT_Q6_K: pack_q6_k((grp_q6_k *)dst, (const blk_q6_k *const *)x); break;
     default: break;
     }

@@ -128,12 +128,37 @@ AVX2 static INLINE void tile_q4_1(const grp_q4_1 *g, int64_t nb, const void *act
         store_rows(out + (size_t)t * ldo, sumf[t], nr);
 }
 
-/* ---------------------------------------------------------------- Q4_K x Q8_K
+/* ---------------------------------------------------------------- Q4_K / Q5_K x Q8_K
  * Scalar: sumi = sum_j sc[j] * (sum of q * a over sub-block j),
  * summ = sum_j mn[j] * (bsums[2j] + bsums[2j+1]),
  * sumf += (d * yd) * sumi - (dmin * yd) * summ.
- * int16 sums of one sub-block: 8 maddubs pairs of q <= 15, |a| <= 128:
- * |sum| <= 8 * 2 * 15 * 128 = 30720. */
+ * The float step and the mins, shared by both once sumi is known. */
+AVX2 static INLINE void finish_k4(const float *d8, const float *dmin8, const uint8_t mn[8][8], const __m256i *sumi,
+                                  const void *act, size_t as, int64_t i, int T, __m256 *sumf)
+{
+    __m256i mnp[4]; /* lanes (2r, 2r+1) = (mn[2k][r], mn[2k+1][r]) */
+    for (int k = 0; k < 4; k++)
+        mnp[k] = interleave16(_mm_cvtepu8_epi16(load8(mn[2 * k])), _mm_cvtepu8_epi16(load8(mn[2 * k + 1])));
+    const __m256 d = _mm256_loadu_ps(d8), dmin = _mm256_loadu_ps(dmin8);
+    for (int t = 0; t < T; t++) {
+        const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
+        /* (bsums[2j] + bsums[2j+1]) for j = 0..7; |.| <= 32 * 128 */
+        const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
+                                          _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
+        int32_t bp[4];
+        _mm_storeu_si128((__m128i *)bp, bs);
+        __m256i summ = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++)
+            summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mnp[k], _mm256_set1_epi32(bp[k])));
+        const __m256 yd = _mm256_set1_ps(y->d);
+        const __m256 f1 = _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[t]));
+        const __m256 f2 = _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ));
+        sumf[t] = _mm256_add_ps(sumf[t], _mm256_sub_ps(f1, f2));
+    }
+}
+
+/* Q4_K: int16 sums of one sub-block: 8 maddubs pairs of q <= 15,
+ * |a| <= 128: |sum| <= 8 * 2 * 15 * 128 = 30720. */
 AVX2 static INLINE void tile_q4_k(const grp_q4_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
                                   size_t ldo, int nr)
 {
@@ -163,24 +188,172 @@ AVX2 static INLINE void tile_q4_k(const grp_q4_k *g, int64_t nb, const void *act
             for (int t = 0; t < T; t++)
                 sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
         }
-        __m256i mnp[4]; /* lanes (2r, 2r+1) = (mn[2k][r], mn[2k+1][r]) */
-        for (int k = 0; k < 4; k++)
-            mnp[k] = interleave16(_mm_cvtepu8_epi16(load8(b->mn[2 * k])), _mm_cvtepu8_epi16(load8(b->mn[2 * k + 1])));
+        finish_k4(b->d, b->dmin, b->mn, sumi, act, as, i, T, sumf);
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
+/* Q5_K: levels q <= 31, so a sub-block's 8 chunks are summed in int16 four
+ * at a time (4 * 2 * 31 * 128 = 31744) and each half goes through madd
+ * with the scale on its own. */
+AVX2 static INLINE void tile_q5_k(const grp_q5_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const grp_q5_k *b = &g[i];
+        __m256i sumi[TILE_T];
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 8; j++) { /* sub-block j: nibble half j & 1 of qs[j / 2], bit j of qh */
+            const int jj = j / 2, shift = 4 * (j & 1);
+            const __m256i sc = pair16(_mm256_cvtepu8_epi32(load8(b->sc[j])));
+            for (int half = 0; half < 2; half++) {
+                __m256i p16[TILE_T];
+                for (int t = 0; t < T; t++)
+                    p16[t] = _mm256_setzero_si256();
+                for (int c = 4 * half; c < 4 * half + 4; c++) {
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[jj][c]);
+                    const __m256i h = _mm256_loadu_si256((const __m256i *)b->qh[c]);
+                    const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(h, j), one);
+                    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w, shift), m4),
+                                                      _mm256_slli_epi16(hb, 4));
+                    for (int t = 0; t < T; t++) {
+                        const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 32 * j + 4 * c);
+                        p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(q, a));
+                    }
+                }
+                for (int t = 0; t < T; t++)
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
+            }
+        }
+        finish_k4(b->d, b->dmin, b->mn, sumi, act, as, i, T, sumf);
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
+/* ---------------------------------------------------------------- Q2_K / Q3_K x Q8_K
+ * 16 sub-blocks of 16 elements, each four chunks of one 2-bit field of
+ * qs[h] (elements 128 h + 32 s + 16 half + 0..15, sub-block 8h + 2s + half).
+ * Levels <= 7: a sub-block's int16 sum is at most 4 * 2 * 7 * 128 = 7168. */
+#define K2_SUBBLOCKS(BODY)                                                   \
+    for (int h = 0; h < 2; h++)                                              \
+        for (int s = 0; s < 4; s++)                                          \
+            for (int half = 0; half < 2; half++) {                           \
+                const int k = 8 * h + 2 * s + half;                          \
+                BODY                                                         \
+            }
+
+/* sum_k v[k][r] * bsums[k] over the 16 sub-blocks, v's lanes (2r, 2r+1)
+ * holding (v[2m][r], v[2m+1][r]) in v2[m]; |v| <= 32, |bsums| <= 16 * 128. */
+AVX2 static INLINE __m256i bsums_dot16(const __m256i v2[8], const blk_q8_k *y)
+{
+    __m256i acc = _mm256_setzero_si256();
+    for (int m = 0; m < 8; m++) {
+        int32_t bp;
+        memcpy(&bp, y->bsums + 2 * m, 4);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(v2[m], _mm256_set1_epi32(bp)));
+    }
+    return acc;
+}
+
+/* Q2_K scalar: sumi = sum_k (scales[k] & 15) * (sum of q * a over sub-block k),
+ * summ = sum_k (scales[k] >> 4) * bsums[k],
+ * sumf += (d * yd) * sumi - (dmin * yd) * summ. */
+AVX2 static INLINE void tile_q2_k(const grp_q2_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    const __m256i m3 = _mm256_set1_epi8(3);
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const grp_q2_k *b = &g[i];
+        __m256i sumi[TILE_T];
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm256_setzero_si256();
+        K2_SUBBLOCKS({
+            __m256i p16[TILE_T];
+            for (int t = 0; t < T; t++)
+                p16[t] = _mm256_setzero_si256();
+            for (int c = 4 * half; c < 4 * half + 4; c++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[h][c]);
+                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(w, 2 * s), m3);
+                for (int t = 0; t < T; t++) {
+                    const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 128 * h + 32 * s + 4 * c);
+                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(q, a));
+                }
+            }
+            const __m256i sc = pair16(_mm256_cvtepu8_epi32(load8(b->sc[k])));
+            for (int t = 0; t < T; t++)
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
+        })
+        __m256i mnp[8]; /* lanes (2r, 2r+1) = (mn[2m][r], mn[2m+1][r]) */
+        for (int m = 0; m < 8; m++)
+            mnp[m] = interleave16(_mm_cvtepu8_epi16(load8(b->mn[2 * m])), _mm_cvtepu8_epi16(load8(b->mn[2 * m + 1])));
         const __m256 d = _mm256_loadu_ps(b->d), dmin = _mm256_loadu_ps(b->dmin);
         for (int t = 0; t < T; t++) {
             const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
-            /* (bsums[2j] + bsums[2j+1]) for j = 0..7; |.| <= 32 * 128 */
-            const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
-                                              _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
-            int32_t bp[4];
-            _mm_storeu_si128((__m128i *)bp, bs);
-            __m256i summ = _mm256_setzero_si256();
-            for (int k = 0; k < 4; k++)
-                summ = _mm256_add_epi32(summ, _mm256_madd_epi16(mnp[k], _mm256_set1_epi32(bp[k])));
+            const __m256i summ = bsums_dot16(mnp, y);
             const __m256 yd = _mm256_set1_ps(y->d);
             const __m256 f1 = _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[t]));
             const __m256 f2 = _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ));
             sumf[t] = _mm256_add_ps(sumf[t], _mm256_sub_ps(f1, f2));
+        }
+    }
+    for (int t = 0; t < T; t++)
+        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+}
+
+/* Q3_K scalar: sumi = sum_k sc[k] * sum over sub-block k of (u - 4) * a,
+ * u = 2-bit field | high bit << 2 (0..7); sumf += (d * yd) * sumi. Here
+ * sum u * a minus 4 * sum_k sc[k] * bsums[k], the same integer. */
+AVX2 static INLINE void tile_q3_k(const grp_q3_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
+                                  size_t ldo, int nr)
+{
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m256 sumf[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const grp_q3_k *b = &g[i];
+        __m256i sumi[TILE_T];
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm256_setzero_si256();
+        K2_SUBBLOCKS({
+            __m256i p16[TILE_T];
+            for (int t = 0; t < T; t++)
+                p16[t] = _mm256_setzero_si256();
+            for (int c = 4 * half; c < 4 * half + 4; c++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[h][c]);
+                const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hm[c]);
+                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + s), one);
+                const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w, 2 * s), m3),
+                                                  _mm256_slli_epi16(hb, 2));
+                for (int t = 0; t < T; t++) {
+                    const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 128 * h + 32 * s + 4 * c);
+                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(u, a));
+                }
+            }
+            const __m256i sc = pair16(_mm256_cvtepi8_epi32(load8(b->sc[k])));
+            for (int t = 0; t < T; t++)
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
+        })
+        __m256i scp[8]; /* lanes (2r, 2r+1) = (sc[2m][r], sc[2m+1][r]) */
+        for (int m = 0; m < 8; m++)
+            scp[m] = interleave16(_mm_cvtepi8_epi16(load8(b->sc[2 * m])), _mm_cvtepi8_epi16(load8(b->sc[2 * m + 1])));
+        const __m256 d = _mm256_loadu_ps(b->d);
+        for (int t = 0; t < T; t++) {
+            const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
+            const __m256i corr = bsums_dot16(scp, y);
+            const __m256i si = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr, 2));
+            const __m256 yd = _mm256_set1_ps(y->d);
+            sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(si)));
         }
     }
     for (int t = 0; t < T; t++)
@@ -334,6 +507,30 @@ AVX2 static void group_q4_k(const grp_q4_k *g, int64_t nb, int nr, const void *a
 #undef Q4K
 }
 
+AVX2 static void group_q5_k(const grp_q5_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q5K(T) tile_q5_k(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q5K)
+#undef Q5K
+}
+
+AVX2 static void group_q2_k(const grp_q2_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q2K(T) tile_q2_k(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q2K)
+#undef Q2K
+}
+
+AVX2 static void group_q3_k(const grp_q3_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
+                            float *out, size_t ldo)
+{
+#define Q3K(T) tile_q3_k(g, nb, a, as, T, o, ldo, nr)
+    TOKENS_LOOP(Q3K)
+#undef Q3K
+}
+
 AVX2 static void group_q6_k(const grp_q6_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
                             float *out, size_t ldo)
 {
@@ -427,7 +624,10 @@ void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *a
     case APR_DT_Q5_0: group_q8_0((const grp_q8_0 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
     case APR_DT_Q4_1:
     case APR_DT_Q5_1: group_q4_1((const grp_q4_1 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q2_K: group_q2_k((const grp_q2_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q3_K: group_q3_k((const grp_q3_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
     case APR_DT_Q4_K: group_q4_k((const grp_q4_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
+    case APR_DT_Q5_K: group_q5_k((const grp_q5_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
     case APR_DT_Q6_K: group_q6_k((const grp_q6_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
     case APR_DT_F32: group_f32(rows, nr, n, act, as, nt, out, ldo); break;
     case APR_DT_F16: group_f16(rows, nr, n, act, as, nt, out, ldo); break;

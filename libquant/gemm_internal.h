@@ -44,6 +44,35 @@ typedef struct {
     uint8_t q[64][32];
 } grp_q6_k;
 
+/* Q5_K: Q4_K's fields plus the fifth bits, qh[c][4r + e] = row r's
+ * qh[4c + e], whose bit j is the fifth bit of element 32 j + 4c + e. */
+typedef struct {
+    float d[8], dmin[8];
+    uint8_t sc[8][8], mn[8][8];
+    uint8_t qs[4][8][32];
+    uint8_t qh[8][32];
+} grp_q5_k;
+
+/* Q2_K: the 4-bit scales and mins of the 16 sub-blocks split (sc[k][r],
+ * mn[k][r]); qs[h][c][4r + e] = row r's qs[32 h + 4c + e], whose bits
+ * 2s..2s+1 are element 128 h + 32 s + 4c + e (sub-block 8h + 2s + c / 4),
+ * as in the source block. */
+typedef struct {
+    float d[8], dmin[8];
+    uint8_t sc[16][8], mn[16][8];
+    uint8_t qs[2][8][32];
+} grp_q2_k;
+
+/* Q3_K: the 6-bit scales decoded to -32..31 (sc[k][r]); qs as grp_q2_k's;
+ * hm[c][4r + e] = row r's hmask[4c + e], whose bit 4h + s is the high bit
+ * of element 128 h + 32 s + 4c + e. */
+typedef struct {
+    float d[8];
+    int8_t sc[16][8];
+    uint8_t qs[2][8][32];
+    uint8_t hm[8][32];
+} grp_q3_k;
+
 /* One group (rows g*8 .. g*8+nr-1 of the pack) against nt activation rows:
  * out[t * ldo + r] for r < nr. Only called when aprq_cpu_avx2(). */
 void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t act_stride,

@@ -3,7 +3,8 @@
  * packed weight type, row counts that leave a partial group, row ranges that
  * start inside the matrix, every token-tile remainder, odd activation
  * strides, extreme activations (a constant row quantizes to -128 in Q8_K,
- * the bound the int16 sums are sized for) and both dispatches (SIMD and
+ * the bound the int16 sums are sized for), block rows of all-ones and of
+ * random bytes (every level and scale at its largest) and both dispatches (SIMD and
  * forced scalar). The forward pass relies on it: logits do not depend on
  * the thread that computes a row or on how tokens are batched. */
 #include "test_util.h"
@@ -39,6 +40,45 @@ static size_t make_row(apr_dtype t, const float *x, int64_t n, uint8_t *dst)
 
 enum { N_ROWS = 19, N_TOK = 11 };
 
+/* Offsets of a block's f16 scale fields (d, and m / dmin where the type
+ * has one; -1 = none). */
+static void f16_fields(apr_dtype t, int off[2])
+{
+    off[0] = 0;
+    off[1] = -1;
+    switch (t) {
+    case APR_DT_Q4_1:
+    case APR_DT_Q5_1:
+    case APR_DT_Q4_K:
+    case APR_DT_Q5_K: off[1] = 2; break;
+    case APR_DT_Q2_K: off[0] = 80; off[1] = 82; break;
+    case APR_DT_Q3_K: off[0] = 108; break;
+    case APR_DT_Q6_K: off[0] = 208; break;
+    default: break;
+    }
+}
+
+/* A block row no quantizer makes: every byte `fill` (or random when fill
+ * < 0), then finite scales, so every level, scale and min reaches values
+ * (all bits set: the largest) that the int16 sums must survive. */
+static void make_raw_row(apr_dtype t, int64_t n, int fill, uint64_t *seed, uint8_t *dst)
+{
+    const apr_dtype_info *di = apr_dtype_get(t);
+    const size_t bb = di->block_bytes, nb = (size_t)(n / di->block_elems);
+    for (size_t i = 0; i < bb * nb; i++) {
+        *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+        dst[i] = fill >= 0 ? (uint8_t)fill : (uint8_t)(*seed >> 33);
+    }
+    int off[2];
+    f16_fields(t, off);
+    for (size_t i = 0; i < nb; i++)
+        for (int f = 0; f < 2; f++)
+            if (off[f] >= 0) {
+                const uint16_t h = apr_f32_to_f16(f ? 0.0071f : 0.0123f);
+                memcpy(dst + i * bb + (size_t)off[f], &h, 2);
+            }
+}
+
 static void check_pack(apr_dtype t, int64_t n, bool scalar)
 {
     uint64_t seed = 0x777u + (uint64_t)t * 131u + (uint64_t)n;
@@ -52,6 +92,8 @@ static void check_pack(apr_dtype t, int64_t n, bool scalar)
         for (int64_t i = 0; i < n; i++)
             x[i] = r == 2 ? 1.0f : frand(&seed) * (r == 4 ? 1e-4f : 1.0f);
         assert_int_equal(make_row(t, x, n, w + (size_t)r * rb), rb);
+        if (apr_dtype_get(t)->block_elems > 1 && (r == 6 || r == 9))
+            make_raw_row(t, n, r == 6 ? 0xFF : -1, &seed, w + (size_t)r * rb);
     }
     /* the pack's rows in a shuffled order, as a permuted Q/K view asks */
     for (int r = 0; r < N_ROWS; r++)
@@ -104,8 +146,9 @@ static void check_pack(apr_dtype t, int64_t n, bool scalar)
 static void test_wpack_matches_scalar_dot(void **state)
 {
     (void)state;
-    const apr_dtype types[] = {APR_DT_F32,  APR_DT_F16,  APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q4_0,
-                               APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q5_1, APR_DT_Q4_K, APR_DT_Q6_K};
+    const apr_dtype types[] = {APR_DT_F32,  APR_DT_F16,  APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q4_1,
+                               APR_DT_Q5_0, APR_DT_Q5_1, APR_DT_Q2_K, APR_DT_Q3_K, APR_DT_Q4_K, APR_DT_Q5_K,
+                               APR_DT_Q6_K};
     print_message("packed kernels: %s\n", apr_wpack_kernel_name());
     int ran = 0;
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
