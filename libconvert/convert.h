@@ -161,6 +161,7 @@ typedef struct apr_quantize_opts {
      * PREFIX-00001-of-00001.gguf, without split keys, as llama.cpp does. GGUF
      * input and output only; exclusive with split_max_*. */
     bool keep_split;
+    uint64_t shard_max_bytes;  /* APR output: aprender's sharded APR v2 (--shard-mb, docs/sharding.md); 0 = one file */
     /* llama-quantize's options */
     const char *output_tensor_type;   /* --output-tensor-type T, or NULL */
     const char *token_embedding_type; /* --token-embedding-type T, or NULL */
@@ -183,7 +184,7 @@ typedef struct apr_quantize_stats {
     int threads;
     bool imatrix;
     apr_format format;               /* what was written */
-    uint32_t n_files;                /* files written; 0 when split by --split-max-* (the writer's count) */
+    uint32_t n_files;                /* files written; 0 when split by a size or count limit (the writer's plan) */
     char first_path[4096];           /* the (first) file written */
     double seconds, seconds_quant;   /* whole call; the quantizing itself */
 } apr_quantize_stats;

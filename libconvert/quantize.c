@@ -580,6 +580,9 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         return apr_err_set(err, APR_E_ARG, "quantized output is GGUF or APR");
     if ((o->split_max_bytes || o->split_max_tensors) && fmt != APR_FMT_GGUF)
         return apr_err_set(err, APR_E_ARG, "--split-max-size / --split-max-tensors make GGUF splits; the output is APR");
+    if (o->shard_max_bytes && fmt != APR_FMT_APR)
+        return apr_err_set(err, APR_E_ARG, "--shard-mb makes sharded APR; a GGUF output splits with --split-max-size / "
+                           "--split-max-tensors (or --keep-split)");
     if (o->keep_split && fmt != APR_FMT_GGUF)
         return apr_err_set(err, APR_E_ARG, "--keep-split writes a split GGUF (as llama-quantize does); the output is APR");
     if (o->keep_split && (o->split_max_bytes || o->split_max_tensors))
@@ -756,6 +759,7 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     wo.progress = false; /* quantize_produce draws the bar */
     wo.split_max_bytes = o->split_max_bytes;
     wo.split_max_tensors = o->split_max_tensors;
+    wo.shard_max_bytes = o->shard_max_bytes;
     const char *write_path = out_path;
     if (o->keep_split) {
         wo.split_counts = ks.counts;
@@ -777,7 +781,7 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     st->imatrix = im != NULL;
     st->format = fmt;
     st->seconds_quant = qs.tq;
-    st->n_files = o->keep_split ? ks.n : o->split_max_bytes || o->split_max_tensors ? 0 : 1;
+    st->n_files = o->keep_split ? ks.n : o->split_max_bytes || o->split_max_tensors || o->shard_max_bytes ? 0 : 1;
     snprintf(st->first_path, sizeof st->first_path, "%s", o->keep_split ? ks.first_path : out_path);
     st->seconds = apr_now_s() - t0;
 done:

@@ -6,7 +6,8 @@
  * bad input is refused: a later shard named instead of the first, a missing
  * shard, a shard of another model, inconsistent counts, a manifest that lies
  * about sizes, a tensor in two shards, unknown keys; a failed write leaves
- * nothing behind. */
+ * nothing behind; apr quantize --shard-mb writes a set that verifies by
+ * reproduction. */
 #define _GNU_SOURCE
 #include "test_util.h"
 
@@ -249,12 +250,60 @@ static void test_failed_write_leaves_nothing(void **state)
     assert_int_not_equal(access(tu_path(g_dir, "fail/x.gguf"), F_OK), 0);
 }
 
+/* apr quantize --shard-mb: a quantized sharded APR set, verified by
+ * reproduction; the manifest's sha256 of each shard is that file's */
+static void test_quantize_shards(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/qs' && mkdir '%s/qs' && '%s' quantize '%s/llama' '%s/qs/m.apr' --type Q8_0 "
+                                     "--shard-mb 1 --threads 2 --quiet",
+                               g_dir, g_dir, tu_apr_bin(), g_dir, g_dir),
+                     0);
+    json_t *j = load_manifest("qs");
+    size_t n = json_array_size(json_object_get(j, "shards"));
+    assert_true(n >= 2);
+    for (size_t k = 0; k < n; k++) {
+        const char *fn = json_string_value(json_object_get(entry(j, k), "filename"));
+        assert_string_equal(fn, shard_name((int)k, (int)n));
+        uint8_t sha[32];
+        char hex[65];
+        apr_err err = {0};
+        assert_int_equal(apr_sha256_file(in_dir("qs", fn), sha, &err), 0);
+        apr_sha256_hex(sha, hex);
+        assert_string_equal(json_string_value(json_object_get(entry(j, k), "sha256")), hex);
+    }
+    const char *op = json_string_value(json_object_get(json_object_get(j, "provenance"), "operation"));
+    assert_non_null(op);
+    assert_string_equal(op, "quantize");
+    json_decref(j);
+    /* every reader takes it: reproduction from the source, provenance */
+    assert_int_equal(tu_system(NULL, "'%s' verify '%s/llama' '%s' 2>&1 | grep -q 'verdict *: PASS - reproduced'",
+                               tu_apr_bin(), g_dir, in_dir("qs", shard_name(0, (int)n))),
+                     0);
+    assert_int_equal(tu_system(NULL, "'%s' verify '%s/llama' '%s/qs' 2>&1 | grep -q 'verdict *: PASS - reproduced'",
+                               tu_apr_bin(), g_dir, g_dir),
+                     0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s' '%s/llama' > /dev/null", tu_apr_bin(),
+                               in_dir("qs", "m.apr.manifest.json"), g_dir),
+                     0);
+    /* --shard-mb on a GGUF output: refused, nothing written */
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/llama' '%s/qs/x.gguf' --type Q8_0 --shard-mb 1 2>/dev/null",
+                               tu_apr_bin(), g_dir, g_dir),
+                     2);
+    assert_int_equal(tu_system(NULL, "'%s' quantize '%s/llama' '%s/qs/x.apr' --type Q8_0 --shard-mb 0 2>/dev/null",
+                               tu_apr_bin(), g_dir, g_dir),
+                     2);
+    assert_int_equal(tu_system(NULL, "test $(ls '%s/qs' | grep -c .) -eq %zu", g_dir, n + 1), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shards_read_as_one_model),
         cmocka_unit_test(test_bad_shards),
         cmocka_unit_test(test_failed_write_leaves_nothing),
+        cmocka_unit_test(test_quantize_shards),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -210,6 +210,9 @@ static void test_quantize_split(void **state)
     apr_model_free(a);
     apr_model_free(b);
     assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/qout/q-00001-of-00003.gguf'", tu_apr_bin(), g_dir), 0);
+    assert_int_equal(tu_system(NULL, "'%s' verify '%s/qin' '%s/qout' 2>&1 | grep -q 'verdict *: PASS - reproduced'",
+                               tu_apr_bin(), g_dir, g_dir),
+                     0);
     assert_int_equal(tu_system(NULL, "'%s' quantize '%s/qin' '%s/q.apr' --type Q8_0 --split-max-tensors 3 2>/dev/null",
                                tu_apr_bin(), g_dir, g_dir),
                      2);

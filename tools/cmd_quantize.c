@@ -16,7 +16,7 @@ typedef struct q_opts {
     const char *in, *out, *type, *imatrix, *to, *output_type, *embd_type;
     bool pure, allow_requantize, quiet, no_provenance, leave_output, keep_split;
     int threads;
-    uint64_t split_max_bytes, split_max_tensors;
+    uint64_t split_max_bytes, split_max_tensors, shard_max_bytes;
     /* repeatable options, in command-line order (argc bounds their count) */
     const char **tensor_types, **kv_overrides, **include, **exclude;
     size_t n_tensor_types, n_kv_overrides, n_include, n_exclude;
@@ -47,6 +47,8 @@ static void usage(FILE *f)
             "  --split-max-size N[M|G]  GGUF output: llama.cpp split files (OUT-00001-of-0000K.gguf)\n"
             "                     of at most N MB / GB of tensor data, as gguf-split writes them\n"
             "  --split-max-tensors N    GGUF output: split files of at most N tensors\n"
+            "  --shard-mb N       APR output: aprender's sharded APR v2 (OUT-00000-of-0000K.apr + OUT.apr.manifest.json)\n"
+            "                     of at most N MiB per shard\n"
             "  --keep-split       a split GGUF input gives one output split per input split, with the same\n"
             "                     tensors, as llama-quantize --keep-split: OUT less .gguf is the prefix\n"
             "                     (OUT-00001-of-0000N.gguf; an unsplit input gives OUT-00001-of-00001.gguf)\n"
@@ -133,6 +135,15 @@ static int parse_args(int argc, char **argv, q_opts *o)
         } else if (!strcmp(a, "--split-max-size")) {
             if (cli_parse_split_size("quantize", i + 1 < argc ? argv[i + 1] : NULL, &o->split_max_bytes))
                 return -1;
+            i++;
+        } else if (!strcmp(a, "--shard-mb")) {
+            char *end;
+            unsigned long long n = i + 1 < argc ? strtoull(argv[i + 1], &end, 10) : 0;
+            if (!n || *end || n > (1ull << 30)) {
+                fprintf(stderr, "apr quantize: --shard-mb needs a size in MiB, 1..%llu\n", 1ull << 30);
+                return -1;
+            }
+            o->shard_max_bytes = n << 20;
             i++;
         } else if (!strcmp(a, "--split-max-tensors")) {
             char *end;
@@ -240,6 +251,7 @@ int cmd_quantize(int argc, char **argv)
     qo.split_max_bytes = o.split_max_bytes;
     qo.split_max_tensors = o.split_max_tensors;
     qo.keep_split = o.keep_split;
+    qo.shard_max_bytes = o.shard_max_bytes;
     qo.output_tensor_type = o.output_type;
     qo.token_embedding_type = o.embd_type;
     qo.leave_output_tensor = o.leave_output;
