@@ -56,6 +56,7 @@ typedef struct part {
     uint64_t hd;            /* head dim when perm != 0 */
     bool sliced;            /* a row range of a bigger (fused) source tensor */
     uint64_t off;           /* byte offset of data in src's payload */
+    float shift;            /* added to every element (Gemma norms between HF's w and llama.cpp's 1 + w), 0 none */
 } part;
 
 typedef struct plan {
@@ -135,7 +136,7 @@ static int classify_sources(conv *cv)
     for (uint64_t i = 0; i < m->n_tensors; i++) {
         const apr_tensor *t = &m->tensors[i];
         apr_tensor_id id;
-        if (!apr_tensor_id_parse(t->name, &id, NULL)) {
+        if (!apr_tensor_id_parse_arch(cv->c->arch, t->name, &id, NULL)) {
             size_t n = strlen(t->name);
             if (n > 20 && strcmp(t->name + n - 20, "rotary_emb.inv_freq") == 0)
                 continue; /* recomputed by every runtime; llama.cpp's converter drops it too */
@@ -184,7 +185,8 @@ static int need_tensor(conv *cv, const apr_tensor *t, apr_role role, uint32_t la
         return 0;
     char name[128];
     apr_tensor_id id = {role, layer, bias};
-    apr_tensor_id_name(&id, cv->from == APR_FMT_GGUF ? APR_NAMING_GGUF : APR_NAMING_HF, name, sizeof name);
+    apr_tensor_id_name_arch(cv->c->arch, &id, cv->from == APR_FMT_GGUF ? APR_NAMING_GGUF : APR_NAMING_HF, name,
+                            sizeof name);
     if (apr_role_per_layer(role))
         return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' is missing (the config has %u layers)", name,
                            cv->c->n_layers);
@@ -271,7 +273,16 @@ static int validate_sources(conv *cv)
                 r != APR_ROLE_ATTN_QKV)
                 return apr_err_set(cv->err, APR_E_UNSUPPORTED, "tensor '%s': this bias is not supported",
                                    t[r][1]->name);
-        const bool qk_norm = !strcmp(cv->c->arch, "qwen3");
+        const bool qk_norm = cv->c->qk_norm;
+        for (int r = APR_ROLE_POST_ATTN_NORM; r <= APR_ROLE_POST_FFN_NORM; r++) {
+            if (cv->c->post_norms && (rc = need_tensor(cv, t[r][0], (apr_role)r, l, false)))
+                return rc;
+            if (!cv->c->post_norms && t[r][0])
+                return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' is not expected for architecture %s",
+                                   t[r][0]->name, cv->c->arch);
+            if (t[r][0] && (rc = expect_shape(cv, t[r][0], H, 0)))
+                return rc;
+        }
         if (qk_norm != (t[APR_ROLE_ATTN_Q_NORM][0] != NULL) || qk_norm != (t[APR_ROLE_ATTN_K_NORM][0] != NULL))
             return apr_err_set(cv->err, APR_E_FORMAT, "layer %u: Q/K norm tensors are %s for architecture %s", l,
                                qk_norm ? "missing" : "not expected", cv->c->arch);
@@ -375,7 +386,25 @@ static bool set_name(conv *cv, plan *p, apr_role role, uint32_t layer, bool bias
 {
     apr_tensor_id id = {role, layer, bias};
     apr_naming n = cv->to == APR_FMT_GGUF ? APR_NAMING_GGUF : APR_NAMING_HF;
-    return apr_tensor_id_name(&id, n, p->name, sizeof p->name);
+    return apr_tensor_id_name_arch(cv->c->arch, &id, n, p->name, sizeof p->name);
+}
+
+static bool role_is_norm(apr_role r)
+{
+    return r == APR_ROLE_OUTPUT_NORM || r == APR_ROLE_ATTN_NORM || r == APR_ROLE_FFN_NORM ||
+           r == APR_ROLE_ATTN_Q_NORM || r == APR_ROLE_ATTN_K_NORM || r == APR_ROLE_POST_ATTN_NORM ||
+           r == APR_ROLE_POST_FFN_NORM;
+}
+
+/* What a norm weight gains on its way: HF stores Gemma's norms as w for a
+ * multiplier 1 + w, GGUF and APR as llama.cpp's converter does (1 + w). */
+static float norm_shift(const conv *cv, apr_role r)
+{
+    const float off = cv->c->hf_norm_offset;
+    const bool from_hf = cv->from == APR_FMT_SAFETENSORS, to_hf = cv->to == APR_FMT_SAFETENSORS;
+    if (off == 0.0f || !role_is_norm(r) || from_hf == to_hf)
+        return 0.0f;
+    return from_hf ? off : -off;
 }
 
 static int plan_simple(conv *cv, const apr_tensor *t, apr_role role, uint32_t layer, bool bias)
@@ -386,7 +415,17 @@ static int plan_simple(conv *cv, const apr_tensor *t, apr_role role, uint32_t la
     if (!set_name(cv, p, role, layer, bias))
         return apr_err_set(cv->err, APR_E_ARG, "tensor name too long");
     p->n_parts = 1;
-    return whole_part(cv, t, &p->parts[0]);
+    int rc = whole_part(cv, t, &p->parts[0]);
+    if (rc)
+        return rc;
+    p->parts[0].shift = bias ? 0.0f : norm_shift(cv, role);
+    if (p->parts[0].shift != 0.0f)
+        p->parts[0].out_dt = APR_DT_F32; /* w + 1 in BF16/F16 would round: keep the f32 sum */
+    if (p->parts[0].shift != 0.0f && p->parts[0].in_dt != APR_DT_F32 && p->parts[0].in_dt != APR_DT_F16 &&
+        p->parts[0].in_dt != APR_DT_BF16)
+        return apr_err_set(cv->err, APR_E_UNSUPPORTED, "norm tensor '%s' of dtype %s cannot be offset", t->name,
+                           apr_dtype_name(p->parts[0].in_dt));
+    return 0;
 }
 
 /* Q, K, V parts of layer l (weights or biases) from separate or fused sources. */
@@ -491,7 +530,7 @@ static void settle_dtype(plan *p)
 
 static void transform_label(plan *p)
 {
-    bool split = false, fuse = false, perm = false, unperm = false;
+    bool split = false, fuse = false, perm = false, unperm = false, shift = false;
     char conv_steps[64] = "";
     for (uint32_t i = 0; i < p->n_parts; i++) {
         const part *q = &p->parts[i];
@@ -499,6 +538,7 @@ static void transform_label(plan *p)
         fuse |= i > 0 && q->src != p->parts[0].src;
         perm |= q->perm > 0;
         unperm |= q->perm < 0;
+        shift |= q->shift != 0.0f;
         if (q->in_dt != q->out_dt) {
             const apr_dtype_info *di = apr_dtype_get(q->in_dt);
             char step[32];
@@ -520,6 +560,7 @@ static void transform_label(plan *p)
     STEP(conv_steps[0], conv_steps);
     STEP(perm, "permute");
     STEP(unperm, "unpermute");
+    STEP(shift, "offset");
     STEP(fuse, "fuse");
 #undef STEP
     if (!s[0])
@@ -536,8 +577,9 @@ static int build_plans(conv *cv)
         return rc;
     /* llama.cpp's (convert-llama2c / the fixture's) per-layer order */
     static const apr_role after[] = {APR_ROLE_ATTN_Q_NORM, APR_ROLE_ATTN_K_NORM, APR_ROLE_ATTN_OUT,
-                                     APR_ROLE_ATTN_NORM,   APR_ROLE_FFN_GATE,    APR_ROLE_FFN_DOWN,
-                                     APR_ROLE_FFN_UP,      APR_ROLE_FFN_NORM};
+                                     APR_ROLE_ATTN_NORM,   APR_ROLE_POST_ATTN_NORM, APR_ROLE_FFN_GATE,
+                                     APR_ROLE_FFN_DOWN,    APR_ROLE_FFN_UP,      APR_ROLE_FFN_NORM,
+                                     APR_ROLE_POST_FFN_NORM};
     for (uint32_t l = 0; l < cv->c->n_layers; l++) {
         if ((rc = plan_attention(cv, l)))
             return rc;
@@ -585,7 +627,7 @@ static bool plan_is_view(const plan *p)
 {
     for (uint32_t i = 0; i < p->n_parts; i++) {
         const part *q = &p->parts[i];
-        if (q->perm || q->in_dt != q->out_dt)
+        if (q->perm || q->in_dt != q->out_dt || q->shift != 0.0f)
             return false;
         if (i && (!q->data || !p->parts[i - 1].data))
             return false;
@@ -650,7 +692,7 @@ static int part_source(apr_conv_stream *s, const part *q, uint8_t *dst, const ui
     if (!s->src_produce || t < s->src->tensors || t >= s->src->tensors + s->src->n_tensors)
         return apr_err_set(err, APR_E_ARG, "source tensor '%s' has no data", t->name);
     uint64_t idx = (uint64_t)(t - s->src->tensors);
-    if (!q->sliced && !q->perm && q->in_dt == q->out_dt) {
+    if (!q->sliced && !q->perm && q->in_dt == q->out_dt && q->shift == 0.0f) {
         *done = true;
         return s->src_produce(s->src_user, s->src, idx, dst, err);
     }
@@ -658,6 +700,19 @@ static int part_source(apr_conv_stream *s, const part *q, uint8_t *dst, const ui
     if (rc || (rc = s->src_produce(s->src_user, s->src, idx, s->in, err)))
         return rc;
     *out = s->in + q->off;
+    return 0;
+}
+
+/* x + shift for every element of a plain 1-D part, in f32 (llama.cpp's
+ * converter adds 1 to the checkpoint's tensor read as float32: a BF16 norm
+ * becomes f32(w) + 1), stored as out_dt. tmp: room for q->rows floats. */
+static int shift_elements(const part *q, const uint8_t *src, float *tmp, uint8_t *dst, const char *name, apr_err *err)
+{
+    if (apr_to_f32_row(q->in_dt, src, tmp, (int64_t)q->rows) != 0)
+        return apr_err_set(err, APR_E_UNSUPPORTED, "tensor '%s': cannot read %s data", name, apr_dtype_name(q->in_dt));
+    for (uint64_t i = 0; i < q->rows; i++)
+        tmp[i] = tmp[i] + q->shift;
+    store_row(q->out_dt, tmp, dst, q->rows);
     return 0;
 }
 
@@ -681,8 +736,16 @@ int apr_conv_produce(void *user, const apr_model *m, uint64_t i, uint8_t *dst, a
             dst += q->rows * orb;
             continue;
         }
-        if (q->in_dt != q->out_dt && (rc = grow_buf((void **)&s->tmp, &s->tmp_cap, q->cols * sizeof(float), err)))
+        if ((q->in_dt != q->out_dt || q->shift != 0.0f) &&
+            (rc = grow_buf((void **)&s->tmp, &s->tmp_cap, q->cols * sizeof(float), err)))
             return rc;
+        if (q->shift != 0.0f) { /* a 1-D tensor: rows are its elements */
+            if ((rc = grow_buf((void **)&s->tmp, &s->tmp_cap, q->rows * sizeof(float), err)) ||
+                (rc = shift_elements(q, base, s->tmp, dst, p->name, err)))
+                return rc;
+            dst += q->rows * orb;
+            continue;
+        }
         for (uint64_t r = 0; r < q->rows; r++) {
             uint64_t sr = q->perm ? apr_qk_perm_src_row(r, q->hd, q->perm < 0) : r;
             const uint8_t *src = base + sr * irb;
@@ -901,11 +964,11 @@ static int check_source(apr_model *src, apr_err *err)
             return apr_err_set(err, APR_E_FORMAT,
                                "%s: missing config.json (no architecture; a HF model needs config.json beside "
                                "its .safetensors)", src->path ? src->path : "source");
-        return apr_err_set(err, APR_E_FORMAT, "%s: no general.architecture in the metadata (supported: llama, qwen2, qwen3)",
-                           src->path ? src->path : "source");
+        return apr_err_set(err, APR_E_FORMAT, "%s: no general.architecture in the metadata (supported: %s)",
+                           src->path ? src->path : "source", apr_arch_list());
     }
-    if (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0 && strcmp(arch, "qwen3") != 0)
-        return apr_err_set(err, APR_E_UNSUPPORTED, "unknown architecture '%s' (supported: llama, qwen2, qwen3)", arch);
+    if (!apr_arch_known(arch))
+        return apr_err_set(err, APR_E_UNSUPPORTED, "unknown architecture '%s' (supported: %s)", arch, apr_arch_list());
     if (drc || !src->has_cfg)
         return apr_err_set(err, APR_E_FORMAT, "%s: %s", src->path ? src->path : "source",
                            drc ? derr.msg : "no usable architecture config");

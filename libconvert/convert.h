@@ -48,6 +48,8 @@ typedef enum apr_role {
     APR_ROLE_FFN_UP,
     APR_ROLE_ATTN_Q_NORM, /* Qwen3: per-head RMSNorm of Q and K before rope */
     APR_ROLE_ATTN_K_NORM,
+    APR_ROLE_POST_ATTN_NORM, /* Gemma 2/3: RMSNorm of the attention output before the residual add */
+    APR_ROLE_POST_FFN_NORM,  /* Gemma 2/3: RMSNorm of the feed-forward output before the residual add */
     APR_ROLE_COUNT
 } apr_role;
 
@@ -68,6 +70,13 @@ bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming
 /* Writes the name of id in the given naming; false if it does not fit or the
  * role has no name there (APR_ROLE_ATTN_QKV has only an HF-style name). */
 bool apr_tensor_id_name(const apr_tensor_id *id, apr_naming naming, char *buf, size_t n);
+/* The same for the tensors of one GGUF architecture (arch may be NULL: the
+ * LLaMA names). Families that give an HF name another meaning say so here:
+ * Gemma's HF post_attention_layernorm is the attention output's norm
+ * (GGUF post_attention_norm), its pre_feedforward_layernorm the FFN input's
+ * (ffn_norm), where LLaMA's post_attention_layernorm is ffn_norm. */
+bool apr_tensor_id_parse_arch(const char *arch, const char *name, apr_tensor_id *id, apr_naming *naming);
+bool apr_tensor_id_name_arch(const char *arch, const apr_tensor_id *id, apr_naming naming, char *buf, size_t n);
 bool apr_role_per_layer(apr_role r);
 
 /* ---------------------------------------------------------------- rows */

@@ -25,7 +25,32 @@ static const struct {
     [APR_ROLE_FFN_UP] = {"ffn_up", "mlp.up_proj"},
     [APR_ROLE_ATTN_Q_NORM] = {"attn_q_norm", "self_attn.q_norm"},
     [APR_ROLE_ATTN_K_NORM] = {"attn_k_norm", "self_attn.k_norm"},
+    [APR_ROLE_POST_ATTN_NORM] = {"post_attention_norm", NULL},
+    [APR_ROLE_POST_FFN_NORM] = {"post_ffw_norm", NULL},
 };
+
+/* Per-family names that differ from the table above (as llama.cpp's
+ * gguf-py tensor_mapping.py maps them for that architecture). */
+static const struct {
+    const char *arch;
+    apr_role role;
+    const char *gguf, *hf;
+} family_stems[] = {
+    {"gemma2", APR_ROLE_FFN_NORM, "ffn_norm", "pre_feedforward_layernorm"},
+    {"gemma2", APR_ROLE_POST_ATTN_NORM, "post_attention_norm", "post_attention_layernorm"},
+    {"gemma2", APR_ROLE_POST_FFN_NORM, "post_ffw_norm", "post_feedforward_layernorm"},
+    {"gemma3", APR_ROLE_FFN_NORM, "ffn_norm", "pre_feedforward_layernorm"},
+    {"gemma3", APR_ROLE_POST_ATTN_NORM, "post_attention_norm", "post_attention_layernorm"},
+    {"gemma3", APR_ROLE_POST_FFN_NORM, "post_ffw_norm", "post_feedforward_layernorm"},
+};
+
+static const char *stem_of(const char *arch, apr_role r, apr_naming naming)
+{
+    for (size_t i = 0; arch && i < sizeof family_stems / sizeof *family_stems; i++)
+        if (family_stems[i].role == r && !strcmp(family_stems[i].arch, arch))
+            return naming == APR_NAMING_GGUF ? family_stems[i].gguf : family_stems[i].hf;
+    return naming == APR_NAMING_GGUF ? stems[r].gguf : stems[r].hf;
+}
 
 #define GGUF_LAYER_PREFIX "blk."
 #define HF_LAYER_PREFIX "model.layers."
@@ -66,12 +91,13 @@ static const char *parse_layer(const char *s, uint32_t *layer)
     return s + 1;
 }
 
-static bool match_stem(const char *stem, size_t len, bool per_layer, apr_naming naming, apr_role *role)
+static bool match_stem(const char *arch, const char *stem, size_t len, bool per_layer, apr_naming naming,
+                       apr_role *role)
 {
     for (int r = 0; r < APR_ROLE_COUNT; r++) {
         if (apr_role_per_layer((apr_role)r) != per_layer)
             continue;
-        const char *s = naming == APR_NAMING_GGUF ? stems[r].gguf : stems[r].hf;
+        const char *s = stem_of(arch, (apr_role)r, naming);
         if (s && strlen(s) == len && memcmp(s, stem, len) == 0) {
             *role = (apr_role)r;
             return true;
@@ -81,6 +107,11 @@ static bool match_stem(const char *stem, size_t len, bool per_layer, apr_naming 
 }
 
 bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming)
+{
+    return apr_tensor_id_parse_arch(NULL, name, id, naming);
+}
+
+bool apr_tensor_id_parse_arch(const char *arch, const char *name, apr_tensor_id *id, apr_naming *naming)
 {
     bool bias;
     size_t len = strip_suffix(name, &bias);
@@ -98,7 +129,7 @@ bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming
             const char *rest = parse_layer(name + pl, &id->layer);
             if (!rest || rest >= name + len)
                 return false;
-            if (!match_stem(rest, (size_t)(name + len - rest), true, prefixes[i].naming, &id->role))
+            if (!match_stem(arch, rest, (size_t)(name + len - rest), true, prefixes[i].naming, &id->role))
                 return false;
             if (naming)
                 *naming = prefixes[i].naming;
@@ -106,7 +137,7 @@ bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming
         }
     }
     for (int n = APR_NAMING_GGUF; n <= APR_NAMING_HF; n++) {
-        if (match_stem(name, len, false, (apr_naming)n, &id->role)) {
+        if (match_stem(arch, name, len, false, (apr_naming)n, &id->role)) {
             if (naming)
                 *naming = (apr_naming)n;
             return true;
@@ -117,9 +148,14 @@ bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming
 
 bool apr_tensor_id_name(const apr_tensor_id *id, apr_naming naming, char *buf, size_t n)
 {
+    return apr_tensor_id_name_arch(NULL, id, naming, buf, n);
+}
+
+bool apr_tensor_id_name_arch(const char *arch, const apr_tensor_id *id, apr_naming naming, char *buf, size_t n)
+{
     if ((unsigned)id->role >= APR_ROLE_COUNT)
         return false;
-    const char *stem = naming == APR_NAMING_GGUF ? stems[id->role].gguf : stems[id->role].hf;
+    const char *stem = stem_of(arch, id->role, naming);
     if (!stem)
         return false;
     const char *suffix = id->bias ? "bias" : "weight";

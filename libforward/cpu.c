@@ -494,6 +494,21 @@ static void rope_apply(float *vec, uint32_t n_heads, uint32_t hd, const float *c
     }
 }
 
+/* ggml_gelu_f32 (the tanh approximation; torch's gelu(approximate="tanh")
+ * is the same formula). */
+static float gelu_tanh(float x)
+{
+    const float sqrt_2_over_pi = 0.79788456080286535587989211986876f, coef_a = 0.044715f;
+    return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * x * (1.0f + coef_a * x * x)));
+}
+
+/* cap * tanh(x / cap) over n values (Gemma 2's final logit soft-capping). */
+static void softcap_vec(float *x, uint64_t n, float cap)
+{
+    for (uint64_t i = 0; i < n; i++)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
 /* ---------------------------------------------------------------- attention */
 
 typedef struct attn_job {
@@ -515,8 +530,10 @@ static void attn_worker(void *ctx, int ith, int nth)
         .head_dim = c->head_dim,
         .q_stride = b->q_dim,
         .kv_stride = b->kv_dim,
-        .scale = 1.0f / sqrtf((float)c->head_dim),
-        .window = c->sliding_window, /* transformers' mask: the last W positions */
+        .scale = c->attn_scale > 0.0f ? c->attn_scale : 1.0f / sqrtf((float)c->head_dim),
+        .softcap = c->attn_softcap,
+        /* transformers' mask: the last W positions */
+        .window = b->g->layers[j->il].sliding ? c->sliding_window : 0,
     };
     float *scratch = b->scores + (uint64_t)ith * b->scratch_per_thread;
     const float *kl = b->kc + (uint64_t)j->il * b->max_ctx * b->kv_dim;
@@ -562,6 +579,11 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         const uint8_t *row = apr_wmat_row(&g->token_embd, apr_wmat_phys_row(&g->token_embd, (uint64_t)tok[t]), &dt);
         if (apr_to_f32_row(dt, row, b->x + t * H, (int64_t)H) != 0)
             return apr_err_set(err, APR_E_UNSUPPORTED, "cannot read embedding rows of dtype %s", apr_dtype_name(dt));
+        if (c->embed_scale) { /* Gemma: times sqrt(hidden), rounded to f32 once */
+            const float sc = sqrtf((float)H);
+            for (uint64_t i = 0; i < H; i++)
+                b->x[t * H + i] *= sc;
+        }
         rope_table(b->rope_cs + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta, c->rope_freq_scale, g->rope_freqs);
     }
 
@@ -616,6 +638,9 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         trace_add(tc, il, APR_TR_ATTN_OUT, b->att, QD, QD, nt);
         if ((rc = matmul1(b, b->att, nt, &L->o, b->xb2, H, NULL, err)))
             return rc;
+        if (L->post_attn_norm)
+            for (uint32_t t = 0; t < nt; t++)
+                rmsnorm(b->xb2 + t * H, b->xb2 + t * H, L->post_attn_norm, H, c->rms_eps);
         trace_add(tc, il, APR_TR_O_PROJ, b->xb2, H, H, nt);
         for (uint64_t i = 0; i < (uint64_t)nt * H; i++)
             b->x[i] += b->xb2[i];
@@ -634,13 +659,21 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         }
         trace_add(tc, il, APR_TR_GATE, b->hb, F, F, nt);
         trace_add(tc, il, APR_TR_UP, b->hb2, F, F, nt);
-        for (uint64_t i = 0; i < (uint64_t)nt * F; i++) {
-            const float gv = b->hb[i];
-            b->hb[i] = (gv / (1.0f + expf(-gv))) * b->hb2[i];
+        if (c->ffn_act == APR_ACT_GELU_TANH) {
+            for (uint64_t i = 0; i < (uint64_t)nt * F; i++)
+                b->hb[i] = gelu_tanh(b->hb[i]) * b->hb2[i];
+        } else {
+            for (uint64_t i = 0; i < (uint64_t)nt * F; i++) {
+                const float gv = b->hb[i];
+                b->hb[i] = (gv / (1.0f + expf(-gv))) * b->hb2[i];
+            }
         }
         trace_add(tc, il, APR_TR_SWIGLU, b->hb, F, F, nt);
         if ((rc = matmul1(b, b->hb, nt, &L->down, b->xb2, H, NULL, err)))
             return rc;
+        if (L->post_ffn_norm)
+            for (uint32_t t = 0; t < nt; t++)
+                rmsnorm(b->xb2 + t * H, b->xb2 + t * H, L->post_ffn_norm, H, c->rms_eps);
         trace_add(tc, il, APR_TR_DOWN, b->xb2, H, H, nt);
         for (uint64_t i = 0; i < (uint64_t)nt * H; i++)
             b->x[i] += b->xb2[i];
@@ -652,7 +685,11 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
     const uint32_t t0 = last_only ? nt - 1 : 0, n_out = nt - t0;
     for (uint32_t t = t0; t < nt; t++)
         rmsnorm(b->xb + (t - t0) * H, b->x + t * H, g->output_norm, H, c->rms_eps);
-    return matmul1(b, b->xb, n_out, &g->output, logits, g->output.rows, NULL, err);
+    if ((rc = matmul1(b, b->xb, n_out, &g->output, logits, g->output.rows, NULL, err)))
+        return rc;
+    if (c->final_softcap > 0.0f)
+        softcap_vec(logits, (uint64_t)n_out * g->output.rows, c->final_softcap);
+    return 0;
 }
 
 static int cpu_eval(apr_backend *be, const int32_t *tokens, uint32_t n, uint32_t pos, float *logits,

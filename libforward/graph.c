@@ -22,6 +22,13 @@ static const role_names R_OUTPUT = {"output.weight", "lm_head.weight"};
 static const role_names R_ATTN_NORM = {"blk.%u.attn_norm.weight", "model.layers.%u.input_layernorm.weight"};
 static const role_names R_FFN_NORM = {"blk.%u.ffn_norm.weight",
                                       "model.layers.%u.post_attention_layernorm.weight"};
+/* Gemma 2/3: HF's post_attention_layernorm is the attention output's norm */
+static const role_names R_FFN_NORM_GEMMA = {"blk.%u.ffn_norm.weight",
+                                            "model.layers.%u.pre_feedforward_layernorm.weight"};
+static const role_names R_POST_ATTN_NORM = {"blk.%u.post_attention_norm.weight",
+                                            "model.layers.%u.post_attention_layernorm.weight"};
+static const role_names R_POST_FFN_NORM = {"blk.%u.post_ffw_norm.weight",
+                                           "model.layers.%u.post_feedforward_layernorm.weight"};
 static const role_names R_Q = {"blk.%u.attn_q.weight", "model.layers.%u.self_attn.q_proj.weight"};
 static const role_names R_K = {"blk.%u.attn_k.weight", "model.layers.%u.self_attn.k_proj.weight"};
 static const role_names R_V = {"blk.%u.attn_v.weight", "model.layers.%u.self_attn.v_proj.weight"};
@@ -167,6 +174,20 @@ static int load_vec(float **out, const apr_tensor *t, uint64_t n, apr_err *err)
     return 0;
 }
 
+/* An RMSNorm weight: the stored vector, plus the offset a safetensors source
+ * of a family with hf_norm_offset leaves out (HF Gemma computes 1 + w in
+ * f32, as here). */
+static int load_norm(float **out, const apr_tensor *t, uint64_t n, const apr_graph *g, apr_err *err)
+{
+    int rc = load_vec(out, t, n, err);
+    const float off = g->cfg.hf_norm_offset;
+    if (rc || off == 0.0f || g->model->format != APR_FMT_SAFETENSORS)
+        return rc;
+    for (uint64_t i = 0; i < n; i++)
+        (*out)[i] = off + (*out)[i];
+    return 0;
+}
+
 /* Reorder a rotate-half bias of n_heads heads into logical (interleaved) order. */
 static int permute_bias(float *b, uint32_t n_heads, uint32_t hd)
 {
@@ -213,11 +234,25 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
     int rc;
 
     NEED(t, R_ATTN_NORM, il);
-    if ((rc = load_vec(&L->attn_norm, t, c->hidden, err)))
+    if ((rc = load_norm(&L->attn_norm, t, c->hidden, g, err)))
         goto fail;
-    NEED(t, R_FFN_NORM, il);
-    if ((rc = load_vec(&L->ffn_norm, t, c->hidden, err)))
-        goto fail;
+    if (c->post_norms) {
+        NEED(t, R_FFN_NORM_GEMMA, il);
+        if ((rc = load_norm(&L->ffn_norm, t, c->hidden, g, err)))
+            goto fail;
+        NEED(t, R_POST_ATTN_NORM, il);
+        if ((rc = load_norm(&L->post_attn_norm, t, c->hidden, g, err)))
+            goto fail;
+        NEED(t, R_POST_FFN_NORM, il);
+        if ((rc = load_norm(&L->post_ffn_norm, t, c->hidden, g, err)))
+            goto fail;
+    } else {
+        NEED(t, R_FFN_NORM, il);
+        if ((rc = load_norm(&L->ffn_norm, t, c->hidden, g, err)))
+            goto fail;
+    }
+    L->sliding = c->sliding_window &&
+                 (c->swa_pattern == 0 || il % c->swa_pattern < c->swa_pattern - 1);
 
     const apr_tensor *fused = find_role(m, &R_QKV, il, nm, sizeof nm);
     if (fused) {
@@ -276,14 +311,14 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
             goto fail;
         }
     }
-    if (!strcmp(c->arch, "qwen3")) {
+    if (c->qk_norm) {
         NEED(t, R_Q_NORM, il);
-        if ((rc = load_vec(&L->q_norm, t, hd, err)))
+        if ((rc = load_norm(&L->q_norm, t, hd, g, err)))
             goto fail;
         NEED(t, R_K_NORM, il);
-        if ((rc = load_vec(&L->k_norm, t, hd, err)))
+        if ((rc = load_norm(&L->k_norm, t, hd, g, err)))
             goto fail;
-        g->cpu_only = "per-head Q/K norms (qwen3)";
+        g->cpu_only = "per-head Q/K norms";
     }
     NEED(t, R_O, il);
     if ((rc = view_matrix(&L->o, t, c->hidden, qr, err)))
@@ -314,8 +349,8 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     const apr_tensor *t;
     int rc;
 
-    if (strcmp(c->arch, "llama") && strcmp(c->arch, "qwen2") && strcmp(c->arch, "qwen3")) {
-        rc = apr_err_set(err, APR_E_UNSUPPORTED, "architecture '%s' is not supported (llama, qwen2, qwen3)", c->arch);
+    if (!apr_arch_known(c->arch)) {
+        rc = apr_err_set(err, APR_E_UNSUPPORTED, "architecture '%s' is not supported (%s)", c->arch, apr_arch_list());
         goto fail;
     }
     if (c->unsupported[0]) {
@@ -328,6 +363,9 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
         g->cpu_only = "linear rope scaling";
     if (c->sliding_window)
         g->cpu_only = "sliding-window attention";
+    if (c->ffn_act != APR_ACT_SILU || c->embed_scale || c->post_norms || c->attn_softcap > 0.0f ||
+        c->final_softcap > 0.0f || c->attn_scale > 0.0f)
+        g->cpu_only = "the Gemma forward pass (GELU, scaled embeddings, post norms, soft-capping)";
     /* Bound every dimension so that products below cannot overflow and a
      * lying header cannot make us allocate absurd buffers. */
     if (!c->n_layers || c->n_layers > 4096 || !c->hidden || c->hidden > (1u << 20) || !c->n_heads ||
@@ -384,7 +422,7 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     if ((rc = view_matrix(&g->token_embd, t, c->vocab, c->hidden, err)))
         goto fail;
     NEED(t, R_OUT_NORM, 0);
-    if ((rc = load_vec(&g->output_norm, t, c->hidden, err)))
+    if ((rc = load_norm(&g->output_norm, t, c->hidden, g, err)))
         goto fail;
     t = find_role(m, &R_OUTPUT, 0, nm, sizeof nm);
     if (t) {
@@ -421,6 +459,8 @@ void apr_graph_free(apr_graph *g)
             free(L->bv);
             free(L->q_norm);
             free(L->k_norm);
+            free(L->post_attn_norm);
+            free(L->post_ffn_norm);
         }
         free(g->layers);
     }

@@ -25,6 +25,8 @@
  *     then V); qkv_fused is set and qkv views the whole tensor, for backends
  *     that prefer one GEMM. APR_DT_ROWCAT tensors become several segments, each
  *     one dtype; a slice may span segments.
+ *   - RMSNorm weights are the multipliers themselves: a source that stores
+ *     them offset (HF Gemma's 1 + w) has cfg.hf_norm_offset added on load.
  *   - Trace statistics: see apr_stats_acc below; Q and K are traced after the
  *     bias and BEFORE rope; attn_out is the concatenated head outputs before
  *     o_proj; swiglu is silu(gate) * up.
@@ -94,6 +96,8 @@ typedef struct apr_layer {
     apr_wmat q, k, v;     /* q: n_heads*head_dim rows; k, v: n_kv_heads*head_dim rows */
     float *bq, *bk, *bv;  /* NULL when absent; logical order (permuted like q/k) */
     float *q_norm, *k_norm; /* head_dim each (Qwen3: RMSNorm of every Q/K head before rope), or NULL */
+    float *post_attn_norm, *post_ffn_norm; /* hidden each (Gemma: norms of the attention / FFN output), or NULL */
+    bool sliding;         /* this layer's attention uses cfg.sliding_window */
     apr_wmat o;           /* hidden x n_heads*head_dim */
     apr_wmat gate, up;    /* ffn x hidden */
     apr_wmat down;        /* hidden x ffn */

@@ -89,6 +89,15 @@ bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *wh
     DIFF(a->qkv_bias != b->qkv_bias, "QKV biases in only one model");
     DIFF(memcmp(&a->rope_freq_scale, &b->rope_freq_scale, sizeof a->rope_freq_scale),
          "rope frequency scale %.9g vs %.9g", (double)a->rope_freq_scale, (double)b->rope_freq_scale);
+    DIFF(a->sliding_window != b->sliding_window || a->swa_pattern != b->swa_pattern,
+         "sliding window %u (pattern %u) vs %u (pattern %u)", a->sliding_window, a->swa_pattern, b->sliding_window,
+         b->swa_pattern);
+    DIFF(memcmp(&a->attn_scale, &b->attn_scale, sizeof a->attn_scale) ||
+             memcmp(&a->attn_softcap, &b->attn_softcap, sizeof a->attn_softcap) ||
+             memcmp(&a->final_softcap, &b->final_softcap, sizeof a->final_softcap),
+         "attention scale / soft-capping %.9g/%.9g/%.9g vs %.9g/%.9g/%.9g", (double)a->attn_scale,
+         (double)a->attn_softcap, (double)a->final_softcap, (double)b->attn_scale, (double)b->attn_softcap,
+         (double)b->final_softcap);
     DIFF(strcmp(a->unsupported, b->unsupported), "unimplemented KVs differ ('%s' vs '%s')", a->unsupported,
          b->unsupported);
 #undef DIFF

@@ -87,6 +87,15 @@ static const vec_names V_ATTN_NORM = {"blk.%u.attn_norm.weight", "model.layers.%
 static const vec_names V_FFN_NORM = {"blk.%u.ffn_norm.weight", "model.layers.%u.post_attention_layernorm.weight",
                                      NULL};
 static const vec_names V_OUT_NORM = {"output_norm.weight", "model.norm.weight", NULL};
+/* Gemma: HF's post_attention_layernorm is the attention output's norm */
+static const vec_names V_FFN_NORM_GEMMA = {"blk.%u.ffn_norm.weight", "model.layers.%u.pre_feedforward_layernorm.weight",
+                                           NULL};
+static const vec_names V_POST_ATTN_NORM = {"blk.%u.post_attention_norm.weight",
+                                           "model.layers.%u.post_attention_layernorm.weight", NULL};
+static const vec_names V_POST_FFN_NORM = {"blk.%u.post_ffw_norm.weight",
+                                          "model.layers.%u.post_feedforward_layernorm.weight", NULL};
+static const vec_names V_Q_NORM = {"blk.%u.attn_q_norm.weight", "model.layers.%u.self_attn.q_norm.weight", NULL};
+static const vec_names V_K_NORM = {"blk.%u.attn_k_norm.weight", "model.layers.%u.self_attn.k_norm.weight", NULL};
 static const vec_names V_BQ = {"blk.%u.attn_q.bias", "model.layers.%u.self_attn.q_proj.bias",
                                "model.layers.%u.self_attn.qkv_proj.bias"};
 static const vec_names V_BK = {"blk.%u.attn_k.bias", "model.layers.%u.self_attn.k_proj.bias",
@@ -438,7 +447,7 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
     if (n_threads <= 0)
         n_threads = apr_quant_default_threads();
     const apr_arch_config *c = &gd.cfg;
-    const uint32_t cap = 3 + 12 * c->n_layers;
+    const uint32_t cap = 3 + 16 * c->n_layers;
     w->t = calloc(cap, sizeof *w->t);
     if (!w->t) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
@@ -476,8 +485,18 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
             VEC("attn_k_bias", il, V_BK, a->bk, b->bk, kr);
             VEC("attn_v_bias", il, V_BV, a->bv, b->bv, kr);
         }
+        if (a->q_norm && b->q_norm) {
+            VEC("attn_q_norm", il, V_Q_NORM, a->q_norm, b->q_norm, c->head_dim);
+            VEC("attn_k_norm", il, V_K_NORM, a->k_norm, b->k_norm, c->head_dim);
+        }
         MAT("attn_output", il, &a->o, &b->o, 0);
-        VEC("ffn_norm", il, V_FFN_NORM, a->ffn_norm, b->ffn_norm, c->hidden);
+        if (a->post_attn_norm && b->post_attn_norm) {
+            VEC("post_attention_norm", il, V_POST_ATTN_NORM, a->post_attn_norm, b->post_attn_norm, c->hidden);
+            VEC("ffn_norm", il, V_FFN_NORM_GEMMA, a->ffn_norm, b->ffn_norm, c->hidden);
+            VEC("post_ffw_norm", il, V_POST_FFN_NORM, a->post_ffn_norm, b->post_ffn_norm, c->hidden);
+        } else {
+            VEC("ffn_norm", il, V_FFN_NORM, a->ffn_norm, b->ffn_norm, c->hidden);
+        }
         MAT("ffn_gate", il, &a->gate, &b->gate, 0);
         MAT("ffn_up", il, &a->up, &b->up, 0);
         MAT("ffn_down", il, &a->down, &b->down, 0);

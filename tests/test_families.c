@@ -277,6 +277,47 @@ static void test_refuses_partial_rotary(void **state)
     expect_refused("fam-partial", "c[\"rope_parameters\"][\"partial_rotary_factor\"]=0.5", "partial_rotary_factor");
 }
 
+/* tinycoder's config rewritten as a valid Gemma 2 config (head_dim 64),
+ * followed by `;` and the edit under test. Its weights are not Gemma's, so
+ * the unedited config gets past every key check and stops at the tensors. */
+#define GEMMA2_CFG                                                                                            \
+    "[c.pop(k) for k in (\"use_sliding_window\", \"max_window_layers\", \"hidden_act\")]; "              \
+    "c.update(architectures=[\"Gemma2ForCausalLM\"], model_type=\"gemma2\", "                             \
+    "hidden_activation=\"gelu_pytorch_tanh\", head_dim=64, query_pre_attn_scalar=64, "                       \
+    "attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=512, "                         \
+    "rope_parameters={\"rope_type\": \"default\", \"rope_theta\": 10000.0}, "                          \
+    "layer_types=[\"sliding_attention\", \"full_attention\"] * 2)"
+
+static void test_gemma2_config_refusals(void **state)
+{
+    (void)state;
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    /* the base config passes the key checks: the error is the missing Gemma tensor */
+    const char *model = edited_tinycoder("fam-g2-base", GEMMA2_CFG);
+    char log[1100];
+    snprintf(log, sizeof log, "%s/../log.txt", model);
+    int rc = tu_system(log, "'%s' convert '%s' '%s/../out.gguf' 2>&1", bin, model, model);
+    size_t len;
+    char *msg = tu_read_file(log, &len);
+    print_message("[fam-g2-base] exit %d: %s", rc, msg ? msg : "");
+    assert_int_not_equal(rc, 0);
+    assert_non_null(msg);
+    if (!strstr(msg, "layernorm") && !strstr(msg, "_norm"))
+        fail_msg("the base Gemma 2 config should fail on a missing norm tensor");
+    free(msg);
+    expect_refused("fam-g2-qpas", GEMMA2_CFG "; c[\"query_pre_attn_scalar\"]=256", "query_pre_attn_scalar");
+    expect_refused("fam-g2-nocap", GEMMA2_CFG "; c[\"final_logit_softcapping\"]=None", "final_logit_softcapping");
+    expect_refused("fam-g2-nocap2", GEMMA2_CFG "; c.pop(\"attn_logit_softcapping\")", "attn_logit_softcapping");
+    expect_refused("fam-g2-layers", GEMMA2_CFG "; c[\"layer_types\"]=[\"full_attention\"] * 4", "layer_types");
+    expect_refused("fam-g2-untied", GEMMA2_CFG "; c[\"tie_word_embeddings\"]=False", "tie_word_embeddings");
+    expect_refused("fam-g2-act", GEMMA2_CFG "; c[\"hidden_activation\"]=\"gelu\"", "hidden_activation");
+    expect_refused("fam-g2-rope", GEMMA2_CFG "; c[\"rope_parameters\"]={\"rope_type\": \"linear\", "
+                                 "\"factor\": 2.0, \"rope_theta\": 10000.0}", "rope_type");
+    expect_refused("fam-g2-bias", GEMMA2_CFG "; c[\"attention_bias\"]=True", "attention_bias");
+}
+
 /* The 4.x dialect (top-level rope_theta, rope_scaling) gives the same file. */
 static void test_4x_dialect_same_gguf(void **state)
 {
@@ -374,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_refuses_disagreeing_theta),
         cmocka_unit_test(test_refuses_activation),
         cmocka_unit_test(test_refuses_partial_rotary),
+        cmocka_unit_test(test_gemma2_config_refusals),
         cmocka_unit_test(test_4x_dialect_same_gguf),
         cmocka_unit_test(test_linear_rope_scaling),
         cmocka_unit_test(test_gguf_unimplemented_kv_refused),

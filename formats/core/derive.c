@@ -3,8 +3,8 @@
  * Every reader (GGUF, APR, safetensors) ends by calling apr_model_derive, so
  * the rest of the project sees one architecture config and one tokenizer view
  * whatever the file format. The rules follow llama.cpp's loader:
- *   - general.architecture picks the KV prefix; only "llama" and "qwen2" give a
- *     config (others: has_cfg = false, which is not an error here);
+ *   - general.architecture picks the KV prefix and the row of the family table;
+ *     other architectures: has_cfg = false, which is not an error here;
  *   - head_count_kv defaults to head_count, rope.freq_base to 10000;
  *   - the head dim is attention.key_length when recorded, and only when it is
  *     absent hidden / n_heads (never assumed otherwise);
@@ -13,6 +13,7 @@
  */
 #include "formats.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -160,8 +161,9 @@ static int opt_f32(const apr_model *m, const char *arch, const char *name, float
 }
 
 /* The {arch}.* KVs the forward pass implements (or that do not change the
- * computation). Any other one is recorded in cfg.unsupported, so that run and
- * verify refuse the model instead of ignoring what it says. */
+ * computation) for every family; a family adds its own in the table below.
+ * Any other one is recorded in cfg.unsupported, so that run and verify refuse
+ * the model instead of ignoring what it says. */
 static const char *const implemented_kvs[] = {
     "block_count", "context_length", "embedding_length", "feed_forward_length",
     "attention.head_count", "attention.head_count_kv", "attention.key_length",
@@ -169,6 +171,57 @@ static const char *const implemented_kvs[] = {
     "rope.dimension_count", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
     "rope.scaling.original_context_length",
 };
+
+/* ---------------------------------------------------------------- the families
+ *
+ * One row per GGUF architecture: what its forward pass differs in. The HF
+ * side (class names, config.json keys) is formats/hf/hfmeta.c's, tensor
+ * names libconvert/namemap.c's; docs/families.md lists all three. */
+typedef struct family {
+    const char *arch;
+    apr_rope_type rope;
+    apr_ffn_act act;
+    bool embed_scale, post_norms, qk_norm;
+    float hf_norm_offset;
+    uint32_t swa_pattern;      /* see apr_arch_config */
+    const char *extra_kvs[4];  /* implemented KVs beyond implemented_kvs */
+} family;
+
+static const family families[] = {
+    /* Mistral is GGUF llama with its window */
+    {"llama", APR_ROPE_NORM, APR_ACT_SILU, false, false, false, 0.0f, 0, {"attention.sliding_window"}},
+    {"qwen2", APR_ROPE_NEOX, APR_ACT_SILU, false, false, false, 0.0f, 0, {NULL}},
+    {"qwen3", APR_ROPE_NEOX, APR_ACT_SILU, false, false, true, 0.0f, 0, {NULL}},
+    /* GELU-tanh GeGLU, embeddings times sqrt(hidden), norms 1 + w, post
+     * norms, soft-capped attention scores and logits, every even layer
+     * sliding (llama.cpp's gemma2 defaults: window 4096, caps 50 and 30) */
+    {"gemma2", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, false, 1.0f, 2,
+     {"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"}},
+};
+
+static const family *family_of(const char *arch)
+{
+    for (size_t i = 0; arch && i < sizeof families / sizeof *families; i++)
+        if (!strcmp(families[i].arch, arch))
+            return &families[i];
+    return NULL;
+}
+
+bool apr_arch_known(const char *arch)
+{
+    return family_of(arch) != NULL;
+}
+
+const char *apr_arch_list(void)
+{
+    static char list[256];
+    if (!list[0]) {
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof families / sizeof *families; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", families[i].arch);
+    }
+    return list;
+}
 
 /* Keep the first one (messages are truncated to the field). */
 static void note_unsupported(apr_arch_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -192,8 +245,9 @@ static void audit_kvs(const apr_model *m, apr_arch_config *c)
         bool ok = false;
         for (size_t j = 0; j < sizeof implemented_kvs / sizeof *implemented_kvs && !ok; j++)
             ok = !strcmp(k + al + 1, implemented_kvs[j]);
-        /* Mistral's window (arch llama); no other family's is implemented */
-        ok = ok || (!strcmp(c->arch, "llama") && !strcmp(k + al + 1, "attention.sliding_window"));
+        const family *f = family_of(c->arch);
+        for (size_t j = 0; f && j < 4 && f->extra_kvs[j] && !ok; j++)
+            ok = !strcmp(k + al + 1, f->extra_kvs[j]);
         if (!ok)
             note_unsupported(c, "%s (not implemented by the forward pass)", k);
     }
@@ -225,13 +279,56 @@ static int derive_rope_scaling(const apr_model *m, apr_arch_config *c, apr_err *
     return 0;
 }
 
+/* A soft-capping KV: present must be > 0; absent keeps llama.cpp's default. */
+static int softcap_kv(const apr_model *m, const char *arch, const char *name, float *cap, apr_err *err)
+{
+    int rc = opt_f32(m, arch, name, cap, err);
+    if (rc < 0)
+        return rc;
+    if (!(*cap > 0.0f))
+        return apr_err_set(err, APR_E_FORMAT, "%s.%s is %g (must be > 0)", arch, name, (double)*cap);
+    return 0;
+}
+
+/* The family's traits, and the KVs only some families have. */
+static int derive_family(const apr_model *m, const family *f, apr_arch_config *c, apr_err *err)
+{
+    int rc;
+    c->ffn_act = f->act;
+    c->embed_scale = f->embed_scale;
+    c->post_norms = f->post_norms;
+    c->qk_norm = f->qk_norm;
+    c->hf_norm_offset = f->hf_norm_offset;
+    c->swa_pattern = f->swa_pattern;
+    if (!strcmp(f->arch, "gemma2")) {
+        c->sliding_window = 4096; /* llama.cpp's defaults when the KVs are absent */
+        c->attn_softcap = 50.0f;
+        c->final_softcap = 30.0f;
+        if ((rc = softcap_kv(m, c->arch, "attn_logit_softcapping", &c->attn_softcap, err)) ||
+            (rc = softcap_kv(m, c->arch, "final_logit_softcapping", &c->final_softcap, err)))
+            return rc;
+        /* llama.cpp: Q scaled by 1/sqrt(head_dim), for the 27B (46 layers)
+         * by 1/sqrt(hidden / heads); hfmeta refuses a query_pre_attn_scalar
+         * that is neither */
+        c->attn_scale = c->n_layers == 46 ? 1.0f / sqrtf((float)(c->hidden / c->n_heads))
+                                          : 1.0f / sqrtf((float)c->head_dim);
+    }
+    if (f->extra_kvs[0] && !strcmp(f->extra_kvs[0], "attention.sliding_window") &&
+        (rc = opt_u32(m, c->arch, "attention.sliding_window", &c->sliding_window, err)) < 0)
+        return rc;
+    if (c->swa_pattern && !c->sliding_window)
+        return apr_err_set(err, APR_E_FORMAT, "%s.attention.sliding_window is 0", c->arch);
+    return 0;
+}
+
 static int derive_config(apr_model *m, apr_err *err)
 {
     apr_arch_config *c = &m->cfg;
     memset(c, 0, sizeof *c);
     m->has_cfg = false;
     const char *arch = apr_kv_get_str(m, "general.architecture");
-    if (!arch || (strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0 && strcmp(arch, "qwen3") != 0))
+    const family *fam = family_of(arch);
+    if (!fam)
         return 0;
     snprintf(c->arch, sizeof c->arch, "%s", arch);
 
@@ -297,7 +394,7 @@ static int derive_config(apr_model *m, apr_err *err)
         note_unsupported(c, "rope.dimension_count %u differs from the head dim %u (partial rope is not implemented)",
                          rope_dim, c->head_dim);
     }
-    if (!strcmp(arch, "llama") && (rc = opt_u32(m, arch, "attention.sliding_window", &c->sliding_window, err)) < 0)
+    if ((rc = derive_family(m, fam, c, err)))
         return rc;
     audit_kvs(m, c);
 
@@ -315,7 +412,7 @@ static int derive_config(apr_model *m, apr_err *err)
             c->vocab = m->tok.n_tokens;
     }
 
-    c->rope_type = strcmp(arch, "llama") != 0 ? APR_ROPE_NEOX : APR_ROPE_NORM; /* qwen2, qwen3 */
+    c->rope_type = fam->rope;
     c->tied_embeddings = !has_any_tensor(m, output_names, sizeof output_names / sizeof *output_names);
     c->qkv_bias = strcmp(arch, "qwen2") == 0 ||
                   has_any_tensor(m, q_bias_names, sizeof q_bias_names / sizeof *q_bias_names);

@@ -667,7 +667,15 @@ static const arch_name arch_names[] = {
     {"MistralForCausalLM", "mistral", "llama"},
     /* per-head q_norm / k_norm, head_dim independent of hidden / heads */
     {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+    /* GeGLU, norms 1 + w (stored so in GGUF), post norms, soft-capping,
+     * alternating sliding-window layers (see gemma2_key) */
+    {"Gemma2ForCausalLM", "gemma2", "gemma2"},
 };
+
+static bool is_gemma2(const arch_name *a)
+{
+    return !strcmp(a->model_type, "gemma2");
+}
 
 /* ---------------------------------------------------------------- config.json key policy
  *
@@ -754,15 +762,70 @@ static int check_family_key(const arch_name *a, const char *k, const json_t *v, 
     return 1;
 }
 
+/* Gemma 2's keys, as llama.cpp's Gemma2Model converter and forward pass
+ * read them: 0 accepted, 1 not a Gemma 2 key, <0 refused. */
+static int gemma2_key(const json_t *cfg, const char *k, const json_t *v, apr_err *err)
+{
+    if (!strcmp(k, "hidden_activation"))
+        return json_is_string(v) && !strcmp(json_string_value(v), "gelu_pytorch_tanh")
+                   ? 0
+                   : refuse_key(k, v, "only gelu_pytorch_tanh is implemented for gemma2", err);
+    if (!strcmp(k, "hidden_act"))
+        return 0; /* Gemma2MLP reads hidden_activation only */
+    if (!strcmp(k, "attn_logit_softcapping") || !strcmp(k, "final_logit_softcapping"))
+        return json_is_number(v) && json_number_value(v) > 0.0 && isfinite(json_number_value(v))
+                   ? 0
+                   : refuse_key(k, v, "must be a number > 0 (llama.cpp's gemma2 always caps; it has no "
+                                      "uncapped form)", err);
+    if (!strcmp(k, "sliding_window"))
+        return json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= (json_int_t)UINT32_MAX
+                   ? 0
+                   : refuse_key(k, v, "must be a positive integer", err);
+    if (!strcmp(k, "sliding_window_size")) /* older configs repeat the window */
+        return json_equal(v, json_object_get(cfg, "sliding_window"))
+                   ? 0
+                   : refuse_key(k, v, "differs from sliding_window", err);
+    if (!strcmp(k, "query_pre_attn_scalar")) {
+        /* llama.cpp scales queries by 1/sqrt(head_dim), for its 27B (46
+         * layers) by 1/sqrt(hidden / heads): other values have no GGUF form */
+        const json_int_t hd = json_integer_value(json_object_get(cfg, "head_dim")),
+                         hidden = json_integer_value(json_object_get(cfg, "hidden_size")),
+                         heads = json_integer_value(json_object_get(cfg, "num_attention_heads")),
+                         layers = json_integer_value(json_object_get(cfg, "num_hidden_layers"));
+        const json_int_t want = layers == 46 && heads > 0 ? hidden / heads : hd;
+        if (json_is_number(v) && json_number_value(v) == (double)want && want > 0)
+            return 0;
+        return refuse_key(k, v, layers == 46 ? "must equal hidden_size / num_attention_heads (llama.cpp's gemma2 "
+                                               "scale for 46 layers)"
+                                             : "must equal head_dim (llama.cpp's gemma2 scales queries by "
+                                               "1/sqrt(head_dim))", err);
+    }
+    if (!strcmp(k, "attention_bias"))
+        return json_is_false(v) ? 0 : refuse_key(k, v, "attention biases are not implemented for gemma2", err);
+    if (!strcmp(k, "use_bidirectional_attention"))
+        return json_is_null(v) || json_is_false(v)
+                   ? 0
+                   : refuse_key(k, v, "bidirectional attention is not implemented", err);
+    if (!strcmp(k, "tie_word_embeddings"))
+        return json_is_true(v) ? 0 : refuse_key(k, v, "gemma2 ties the output to the embedding (llama.cpp's "
+                                                      "converter drops lm_head)", err);
+    if (!strcmp(k, "cache_implementation"))
+        return 0; /* how transformers allocates its KV cache */
+    return 1;
+}
+
 static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err)
 {
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)cfg, k, v) {
-        if (in_list(k, cfg_used, sizeof cfg_used / sizeof *cfg_used) ||
-            in_list(k, cfg_harmless, sizeof cfg_harmless / sizeof *cfg_harmless))
+        int rc = is_gemma2(a) ? gemma2_key(cfg, k, v, err) : 1;
+        if (rc == 1 && !(is_gemma2(a) && !strcmp(k, "tie_word_embeddings")) &&
+            (in_list(k, cfg_used, sizeof cfg_used / sizeof *cfg_used) ||
+             in_list(k, cfg_harmless, sizeof cfg_harmless / sizeof *cfg_harmless)))
             continue;
-        int rc = check_family_key(a, k, v, err);
+        if (rc == 1)
+            rc = check_family_key(a, k, v, err);
         if (rc < 0)
             return rc;
         if (rc == 0)
@@ -771,14 +834,23 @@ static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err
                                 "see docs/families.md)", err);
     }
     const json_t *act = json_object_get(cfg, "hidden_act");
+    if (is_gemma2(a)) {
+        static const char *const required[] = {"attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
+                                               "query_pre_attn_scalar"};
+        for (size_t i = 0; i < 4; i++)
+            if (!json_object_get(cfg, required[i]))
+                return apr_err_set(err, APR_E_FORMAT, "config.json: gemma2 needs %s", required[i]);
+        return 0;
+    }
     if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu")))
         return refuse_key("hidden_act", act, "only silu (SwiGLU) is implemented for this architecture", err);
     return 0;
 }
 
-/* layer_types (transformers 5): one attention kind per layer; these families
- * implement full attention only. */
-static int check_layer_types(const json_t *cfg, uint32_t layers, apr_err *err)
+/* layer_types (transformers 5): one attention kind per layer. Gemma 2's
+ * must be llama.cpp's fixed pattern (even layers sliding, set_swa_pattern
+ * 2); the other families implement full attention only. */
+static int check_layer_types(const json_t *cfg, const arch_name *a, uint32_t layers, apr_err *err)
 {
     const json_t *lt = json_object_get(cfg, "layer_types");
     if (!lt || json_is_null(lt))
@@ -787,10 +859,14 @@ static int check_layer_types(const json_t *cfg, uint32_t layers, apr_err *err)
         return refuse_key("layer_types", lt, "must list one type per layer", err);
     size_t i;
     json_t *e;
-    json_array_foreach(lt, i, e)
-        if (!json_is_string(e) || strcmp(json_string_value(e), "full_attention"))
-            return refuse_key("layer_types", e, "only full_attention layers are implemented for this "
-                                                "architecture", err);
+    json_array_foreach(lt, i, e) {
+        const char *want = is_gemma2(a) && i % 2 == 0 ? "sliding_attention" : "full_attention";
+        if (!json_is_string(e) || strcmp(json_string_value(e), want))
+            return refuse_key("layer_types", lt, is_gemma2(a) ? "gemma2 layers must alternate sliding_attention, "
+                                                                "full_attention (llama.cpp's fixed pattern)"
+                                                              : "only full_attention layers are implemented for "
+                                                                "this architecture", err);
+    }
     return 0;
 }
 
@@ -989,7 +1065,22 @@ static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t 
     char key[128];
     int rc;
 #define RK(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
-    if ((rc = rope_read(&r, cfg, err)) || (rc = map_rope_scaling(m, &r, arch, rope_dim, err)))
+    if ((rc = rope_read(&r, cfg, err)))
+        return rc;
+    if (!strcmp(arch, "gemma2")) {
+        /* llama.cpp's Gemma2Model writes no rope KVs: only the default rope,
+         * and the base only when it is not llama.cpp's default 10000 */
+        if (r.type)
+            return refuse_key("rope_type", json_object_get(r.p, "rope_type") ? json_object_get(r.p, "rope_type")
+                                                                              : json_object_get(r.p, "type"),
+                              "rope scaling is not supported for gemma2", err);
+        if ((rc = rope_check_fields(&r, NULL, 0, err)))
+            return rc;
+        if (r.has_theta && r.theta != 10000.0f && (rc = set_f32(m, RK("rope.freq_base"), r.theta, err)))
+            return rc;
+        return 0;
+    }
+    if ((rc = map_rope_scaling(m, &r, arch, rope_dim, err)))
         return rc;
     if (r.has_theta && (rc = set_f32(m, RK("rope.freq_base"), r.theta, err)))
         return rc;
@@ -1009,7 +1100,7 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if (!a)
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "config.json: unsupported architecture '%s' (supported: LlamaForCausalLM, "
-                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
+                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
     const char *arch = a->gguf;
     char key[128];
     int rc;
@@ -1037,7 +1128,7 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         return rc ? rc : apr_err_set(err, APR_E_FORMAT, "config.json: num_hidden_layers is missing");
     if ((rc = set_u32(m, K("block_count"), layers, err)))
         return rc;
-    if ((rc = check_layer_types(cfg, layers, err)))
+    if ((rc = check_layer_types(cfg, a, layers, err)))
         return rc;
     if (!strcmp(a->model_type, "mistral") && (rc = cfg_u32(cfg, "sliding_window", &v, err)) != 0 &&
         (rc < 0 || (rc = set_u32(m, K("attention.sliding_window"), v, err))))
@@ -1082,6 +1173,18 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
             return rc;
         if ((rc = set_u32(m, K("rope.dimension_count"), has_hd == 1 ? head_dim : hidden / heads, err)))
             return rc;
+    }
+    if (is_gemma2(a)) { /* presence checked with the keys */
+        if ((rc = cfg_f32(cfg, "attn_logit_softcapping", &f, err)) < 0 ||
+            (rc = set_f32(m, K("attn_logit_softcapping"), f, err)) ||
+            (rc = cfg_f32(cfg, "final_logit_softcapping", &f, err)) < 0 ||
+            (rc = set_f32(m, K("final_logit_softcapping"), f, err)) ||
+            (rc = cfg_u32(cfg, "sliding_window", &v, err)) < 0 ||
+            (rc = set_u32(m, K("attention.sliding_window"), v, err)))
+            return rc;
+        /* Gemma's SentencePiece vocabulary adds no dummy prefix (the converter's set_vocab) */
+        if (apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false))
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
     }
 #undef K
     return 0;
@@ -1238,7 +1341,10 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     if (name)
         json_object_set_new(j, "_name_or_path", json_string(name));
     json_object_set_new(j, "model_type", json_string(a->model_type));
-    json_object_set_new(j, "hidden_act", json_string("silu"));
+    if (is_gemma2(a))
+        json_object_set_new(j, "hidden_activation", json_string("gelu_pytorch_tanh"));
+    else
+        json_object_set_new(j, "hidden_act", json_string("silu"));
     json_object_set_new(j, "hidden_size", json_integer(c->hidden));
     json_object_set_new(j, "intermediate_size", json_integer(c->ffn));
     json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads));
@@ -1248,8 +1354,15 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     snprintf(key, sizeof key, "%s.attention.key_length", c->arch);
     /* head_dim is written when the source recorded it or when it is not
      * hidden / heads (HF would otherwise assume the latter). */
-    if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden)
+    if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden || is_gemma2(a))
         json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+    if (is_gemma2(a)) {
+        /* what llama.cpp computes (derive.c): the inverse square of its query scale */
+        json_object_set_new(j, "query_pre_attn_scalar",
+                            json_integer(c->n_layers == 46 ? c->hidden / c->n_heads : c->head_dim));
+        json_object_set_new(j, "attn_logit_softcapping", apr_json_f32(c->attn_softcap));
+        json_object_set_new(j, "final_logit_softcapping", apr_json_f32(c->final_softcap));
+    }
     snprintf(key, sizeof key, "%s.context_length", c->arch);
     if (apr_model_kv(m, key))
         json_object_set_new(j, "max_position_embeddings", json_integer(c->ctx_len));
@@ -1266,6 +1379,11 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
         json_object_set_new(j, "sliding_window", json_integer(c->sliding_window));
     if (!strcmp(a->model_type, "llama") || !strcmp(a->model_type, "qwen3"))
         json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
+    if (is_gemma2(a) && !c->tied_embeddings) {
+        json_decref(j);
+        return apr_err_set(err, APR_E_UNSUPPORTED, "gemma2 with a separate output.weight has no HF form "
+                                                   "(Gemma2ForCausalLM ties it to the embedding)");
+    }
     /* torch_dtype: the dtype of the weight matrices (2-D tensors). */
     for (uint64_t i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].ndim == 2 && apr_hf_torch_dtype(m->tensors[i].dtype)) {

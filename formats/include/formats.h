@@ -167,6 +167,8 @@ const char *apr_kv_type_name(apr_kv_type t);
 /* ---------------------------------------------------------------- config */
 
 typedef enum apr_rope_type { APR_ROPE_NORM = 0, APR_ROPE_NEOX = 2 } apr_rope_type;
+/* The gated feed-forward's activation: down(act(gate(x)) * up(x)). */
+typedef enum apr_ffn_act { APR_ACT_SILU = 0, APR_ACT_GELU_TANH = 1 } apr_ffn_act;
 
 typedef struct apr_arch_config {
     char arch[32];            /* "llama" or "qwen2" */
@@ -190,10 +192,31 @@ typedef struct apr_arch_config {
     /* attention.sliding_window (Mistral): each position attends to the last
      * sliding_window positions, itself included; 0 = unlimited */
     uint32_t sliding_window;
+    /* Which layers the window applies to: all when swa_pattern is 0 (Mistral),
+     * else layer il iff il % swa_pattern < swa_pattern - 1 (llama.cpp's
+     * set_swa_pattern: Gemma 2 has 2, every even layer slides). */
+    uint32_t swa_pattern;
+    /* Family traits (derive.c's family table): */
+    apr_ffn_act ffn_act;      /* SwiGLU or GELU-tanh gated (Gemma) */
+    bool embed_scale;         /* the embedding rows times sqrt(hidden) (Gemma) */
+    bool post_norms;          /* RMSNorm of the attention / FFN output before each residual add (Gemma 2/3) */
+    bool qk_norm;             /* per-head RMSNorm of Q and K before rope (Qwen3) */
+    /* HF stores every RMSNorm weight w for a norm that multiplies by 1 + w
+     * (Gemma); llama.cpp's converter stores 1 + w. A safetensors source's
+     * norms are offset by this; GGUF and APR hold llama.cpp's values. */
+    float hf_norm_offset;
+    float attn_scale;         /* multiplies q.k (Gemma 2's query_pre_attn_scalar^-0.5); 0: 1/sqrt(head_dim) */
+    float attn_softcap;       /* 0: none; else scores s -> cap * tanh(s / cap) (Gemma 2) */
+    float final_softcap;      /* 0: none; the same on the logits (Gemma 2) */
     /* The first KV that changes the computation and that the forward pass does
      * not implement ("" = none): apr_graph_build refuses the model naming it. */
     char unsupported[128];
 } apr_arch_config;
+
+/* The GGUF architectures apr_model_derive gives a config for (its family
+ * table), and their names as one comma-separated line for messages. */
+bool apr_arch_known(const char *arch);
+const char *apr_arch_list(void);
 
 typedef struct apr_tokenizer {
     char model[32];           /* "llama" (SentencePiece) or "gpt2" (byte BPE); "" none */
