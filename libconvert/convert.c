@@ -1252,13 +1252,16 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     /* One pass: hashing runs on background threads while the writer
      * streams the tensors (producing the transformed ones as it goes); the
      * writer seals the record into its metadata in place before renaming. */
+    apr_write_opts wo = {.shard_max_bytes = o->shard_max_bytes, .progress = o->progress,
+                         .produce = apr_conv_produce, .produce_user = cs, .prov = prov,
+                         .split_max_bytes = o->split_max_bytes, .split_max_tensors = o->split_max_tensors};
+    /* a split GGUF: the record lists every split (the later ones with the sha256 the writer computes) */
+    if (to == APR_FMT_GGUF && (rc = apr_gguf_record_splits(prov, m, out_path, &wo, err)))
+        goto done;
     apr_prov_hash_work(prov, &st->hashed_bytes, &st->largest_hash);
     if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)))
         goto done;
     double t2 = apr_now_s();
-    apr_write_opts wo = {.shard_max_bytes = o->shard_max_bytes, .progress = o->progress,
-                         .produce = apr_conv_produce, .produce_user = cs, .prov = prov,
-                         .split_max_bytes = o->split_max_bytes, .split_max_tensors = o->split_max_tensors};
     rc = apr_model_write(m, out_path, to, &wo, err);
     st->t_write = apr_now_s() - t2;
 done:

@@ -737,6 +737,16 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         wo.produce = apr_conv_produce;
         wo.produce_user = astream;
     }
+    wo.progress = false; /* quantize_produce draws the bar */
+    wo.split_max_bytes = o->split_max_bytes;
+    wo.split_max_tensors = o->split_max_tensors;
+    wo.shard_max_bytes = o->shard_max_bytes;
+    const char *write_path = out_path;
+    if (o->keep_split) {
+        wo.split_counts = ks.counts;
+        wo.n_split_counts = ks.n > 1 ? ks.n : 0;
+        write_path = ks.first_path; /* an unsplit input: PREFIX-00001-of-00001.gguf, one plain GGUF */
+    }
     if (o->provenance) {
         prov = apr_prov_new("quantize", o->command_line);
         if (!prov) {
@@ -747,6 +757,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
             goto done;
         for (uint64_t i = 0; i < final->n_tensors && !rc; i++)
             rc = record_tensor(prov, &final->tensors[i], out, plan, view->n_tensors, err);
+        if (!rc && fmt == APR_FMT_GGUF)
+            rc = apr_gguf_record_splits(prov, final, write_path, &wo, err); /* every split, when split */
         /* hashing of the sources runs while the writer quantizes and writes */
         if (!rc)
             rc = apr_prov_start(prov, fmt, threads, &json, err);
@@ -755,16 +767,6 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         if (rc)
             goto done;
         wo.prov = prov;
-    }
-    wo.progress = false; /* quantize_produce draws the bar */
-    wo.split_max_bytes = o->split_max_bytes;
-    wo.split_max_tensors = o->split_max_tensors;
-    wo.shard_max_bytes = o->shard_max_bytes;
-    const char *write_path = out_path;
-    if (o->keep_split) {
-        wo.split_counts = ks.counts;
-        wo.n_split_counts = ks.n > 1 ? ks.n : 0;
-        write_path = ks.first_path; /* an unsplit input: PREFIX-00001-of-00001.gguf, one plain GGUF */
     }
     rc = apr_model_write(final, write_path, fmt, &wo, err);
     if (qs.show)

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "test_util.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,79 @@ static void test_quantize_keep_split(void **state)
                      0);
 }
 
+/* The record in split 1 of the set DIR/PREFIX-*-of-0000N lists every split,
+ * the later ones with their files' sha256. */
+static void expect_output_files(const char *dir, const char *prefix, int n)
+{
+    char first[4200];
+    snprintf(first, sizeof first, "%s/%s/%s-00001-of-%05d.gguf", g_dir, dir, prefix, n);
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, first, NULL, &err), 0);
+    assert_non_null(m->provenance_json);
+    json_error_t je;
+    json_t *root = json_loads(m->provenance_json, 0, &je);
+    assert_non_null(root);
+    const json_t *outs = json_object_get(root, "output_files");
+    assert_int_equal(json_array_size(outs), n);
+    for (int k = 0; k < n; k++) {
+        const json_t *e = json_array_get(outs, (size_t)k);
+        char name[256];
+        snprintf(name, sizeof name, "%s-%05d-of-%05d.gguf", prefix, k + 1, n);
+        assert_string_equal(json_string_value(json_object_get(e, "file")), name);
+        if (k == 0) { /* it holds the record: its tensors are hashed, not the file */
+            assert_true(json_is_null(json_object_get(e, "sha256")));
+            continue;
+        }
+        uint8_t sha[32];
+        char hex[65], path[4500];
+        snprintf(path, sizeof path, "%s/%s/%s", g_dir, dir, name);
+        assert_int_equal(apr_sha256_file(path, sha, &err), 0);
+        apr_sha256_hex(sha, hex);
+        assert_string_equal(json_string_value(json_object_get(e, "sha256")), hex);
+    }
+    json_decref(root);
+    apr_model_free(m);
+    /* inspect shows them, verify --provenance checks them */
+    assert_int_equal(tu_system(NULL, "'%s' inspect '%s' | grep -q 'output: %d files'", tu_apr_bin(), first, n), 0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s' | grep -q '%d output files (the splits) checked, 0 bad'",
+                               tu_apr_bin(), first, n),
+                     0);
+}
+
+/* split outputs of convert, quantize --split-max-* and --keep-split record
+ * every split; a later split changed outside its tensors fails verify */
+static void test_split_output_provenance(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    split_into("llama", "po", "--split-max-tensors 7");
+    expect_output_files("po", "m", 3);
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/pq' && mkdir '%s/pq' && '%s' quantize '%s/po' '%s/pq/q.gguf' --type Q8_0 "
+                                     "--split-max-tensors 10 --quiet && '%s' quantize '%s/po' '%s/pq/k.gguf' --type Q8_0 "
+                                     "--keep-split --quiet",
+                               g_dir, g_dir, tu_apr_bin(), g_dir, g_dir, tu_apr_bin(), g_dir, g_dir),
+                     0);
+    expect_output_files("pq", "q", 3);
+    expect_output_files("pq", "k", 3);
+    /* one file: no list */
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, tu_path(g_dir, "whole.gguf"), NULL, &err), 0);
+    assert_null(strstr(m->provenance_json, "output_files"));
+    apr_model_free(m);
+    /* bytes appended to split 2: every tensor still matches, the file does not */
+    assert_int_equal(tu_system(NULL, "printf Z >> '%s/pq/k-00002-of-00003.gguf'", g_dir), 0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/pq/k-00001-of-00003.gguf' > '%s/pq/v.txt'",
+                               tu_apr_bin(), g_dir, g_dir),
+                     1);
+    char *v = tu_read_file(tu_path(g_dir, "pq/v.txt"), NULL);
+    assert_non_null(v);
+    assert_non_null(strstr(v, "k-00002-of-00003.gguf: output file sha256 differs"));
+    assert_non_null(strstr(v, "21 tensors re-hashed (0 bad)"));
+    free(v);
+}
+
 static void test_peer_keep_split(void **state)
 {
     (void)state;
@@ -331,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_bad_splits),
         cmocka_unit_test(test_quantize_split),
         cmocka_unit_test(test_quantize_keep_split),
+        cmocka_unit_test(test_split_output_provenance),
         cmocka_unit_test(test_peer_gguf_split),
         cmocka_unit_test(test_peer_keep_split),
     };

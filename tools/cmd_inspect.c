@@ -382,6 +382,16 @@ static void print_provenance(FILE *f, const char *json_text)
                     json_string_value(json_object_get(fi, "file")) ?: "?",
                     json_string_value(json_object_get(fi, "sha256")) ?: "?");
         }
+        const json_t *outs = json_object_get(p, "output_files");
+        if (json_array_size(outs))
+            fprintf(f, "%soutput: %zu files\n", indent, json_array_size(outs));
+        for (size_t i = 0; i < json_array_size(outs); i++) {
+            const json_t *fi = json_array_get(outs, i);
+            const char *sha = json_string_value(json_object_get(fi, "sha256"));
+            fprintf(f, "%s  %-17s %-28s %s%s\n", indent, i == 0 ? "split" : "",
+                    json_string_value(json_object_get(fi, "file")) ?: "?", sha ? "sha256 " : "holds this record",
+                    sha ? sha : "");
+        }
         /* transforms, counted */
         json_t *counts = json_object();
         const char *name;

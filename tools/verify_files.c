@@ -197,10 +197,11 @@ int apr_verify_provenance_cmd(const char *path, const char *source, bool json)
         exit_code = rc == 0 ? 0 : 1;
         if (json) {
             json_t *j = json_pack(
-                "{s:s,s:s?,s:b,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b},s:o}", "file", path,
+                "{s:s,s:s?,s:b,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b},s:o}", "file", path,
                 "source", source, "match", rc == 0, "checks", "tensors", (json_int_t)res.tensors_checked,
                 "tensors_bad", (json_int_t)res.tensors_bad, "unrecorded", (json_int_t)res.unrecorded,
-                "missing", (json_int_t)res.missing, "files", (json_int_t)res.files_checked,
+                "missing", (json_int_t)res.missing, "output_files", (json_int_t)res.outputs_checked,
+                "output_files_bad", (json_int_t)res.outputs_bad, "files", (json_int_t)res.files_checked,
                 "files_bad", (json_int_t)res.files_bad, "source_tensors",
                 (json_int_t)res.src_tensors_checked, "source_tensors_bad",
                 (json_int_t)res.src_tensors_bad, "parent_checked", res.parent_checked, "parent_bad",
@@ -212,6 +213,9 @@ int apr_verify_provenance_cmd(const char *path, const char *source, bool json)
             free(txt);
             json_decref(j);
         } else {
+            if (res.outputs_checked)
+                printf("  %llu output files (the splits) checked, %llu bad\n", (unsigned long long)res.outputs_checked,
+                       (unsigned long long)res.outputs_bad);
             printf("  %llu tensors re-hashed (%llu bad), %llu unrecorded, %llu missing; "
                    "%llu source files (%llu bad), %llu source tensors (%llu bad)%s\n",
                    (unsigned long long)res.tensors_checked, (unsigned long long)res.tensors_bad,

@@ -866,13 +866,40 @@ int apr_gguf_split_path(const char *path, uint32_t no, uint32_t count, char *buf
     return w < 0 || (size_t)w >= n ? -1 : 0;
 }
 
+int apr_gguf_record_splits(apr_prov *p, const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err)
+{
+    gguf_part *parts = NULL;
+    size_t n = 0;
+    int rc = plan_split(m, o, &parts, &n, err);
+    free(parts);
+    for (size_t k = 0; k < n && !rc; k++) {
+        char sp[4096];
+        if (apr_gguf_split_path(path, (uint32_t)k, (uint32_t)n, sp, sizeof sp))
+            return apr_err_set(err, APR_E_ARG, "%s: path too long", path);
+        const char *slash = strrchr(sp, '/');
+        rc = apr_prov_add_output_file(p, slash ? slash + 1 : sp, k == 0, err);
+    }
+    return rc;
+}
+
+/* The recorded name of an output file: its basename. */
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* hash: sha256 the file as it is written and give the digest to o->prov
+ * (a later split the record lists under output_files). */
 static int write_gguf_file(const apr_model *m, const char *path, uint32_t align, bool set_align, const gguf_part *parts,
                            size_t n_parts, size_t part, const apr_write_opts *o, apr_stream *st, apr_outfile *f,
-                           apr_buf *meta, uint64_t *done, uint64_t total, apr_err *err)
+                           apr_buf *meta, uint64_t *done, uint64_t total, bool hash, apr_err *err)
 {
     int rc = build_gguf_meta(m, align, set_align, parts, n_parts, part, meta, err);
     if (rc || (rc = apr_outfile_open(f, path, err)))
         return rc;
+    if (hash && !(f->sha = apr_sha256_new()))
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
     rc = apr_outfile_write(f, meta->p, meta->len, err);
     uint64_t first = n_parts ? parts[part].first : 0, count = n_parts ? parts[part].count : m->n_tensors;
     for (uint64_t i = first; i < first + count && !rc; i++) {
@@ -881,6 +908,13 @@ static int write_gguf_file(const apr_model *m, const char *path, uint32_t align,
             rc = apr_outfile_pad(f, align, err); /* after every tensor, the last one too */
         *done += m->tensors[i].nbytes;
         apr_progress(o && o->progress, "writing GGUF", *done, total);
+    }
+    if (f->sha) {
+        uint8_t sha[32];
+        apr_sha256_final(f->sha, sha); /* frees it */
+        f->sha = NULL;
+        if (!rc)
+            rc = apr_prov_set_file_digest(o->prov, base_name(path), sha, err);
     }
     return rc;
 }
@@ -939,8 +973,10 @@ int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o
             break;
         }
         apr_buf meta = {0};
-        rc = write_gguf_file(m, n_parts ? fpath : path, align, set_align, parts, n_parts, k, o, &st, &files[k],
-                             k == 0 ? &meta0 : &meta, &done, total, err);
+        const char *fp = n_parts ? fpath : path;
+        bool hash = o && o->prov && k > 0 && apr_prov_hashes_output_file(o->prov, base_name(fp));
+        rc = write_gguf_file(m, fp, align, set_align, parts, n_parts, k, o, &st, &files[k], k == 0 ? &meta0 : &meta,
+                             &done, total, hash, err);
         if (files[k].final_path)
             opened = k + 1; /* (a failed open leaves nothing to abort) */
         apr_buf_free(&meta);

@@ -409,6 +409,10 @@ int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o
  * a prefix; a "-0000K-of-0000N.gguf" suffix is replaced): llama.cpp's
  * llama_split_path, PREFIX-%05d-of-%05d.gguf. -1 if it does not fit. */
 int apr_gguf_split_path(const char *path, uint32_t no, uint32_t count, char *buf, size_t n);
+/* When o makes apr_gguf_write(m, path, o) write split files: records them
+ * in p (apr_prov_add_output_file: the first holds the record, the writer
+ * hashes the others as it writes them). Nothing when it writes one file. */
+int apr_gguf_record_splits(apr_prov *p, const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
 int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
 /* path: a .safetensors file, or a directory (writes model*.safetensors,
  * config.json, tokenizer.json and, when sharded, model.safetensors.index.json). */
@@ -546,6 +550,15 @@ int apr_prov_wait(apr_prov *p, apr_err *err);
  * (the metadata the writer wrote, same length before and after) with its
  * digest; an error when meta holds none. */
 int apr_prov_set_digest(apr_prov *p, const char *tensor, const uint8_t sha[32], apr_err *err);
+/* An output written as several files (a split GGUF): each file is recorded
+ * by name, in order, under "output_files"; the one holding the record
+ * (holds_record) has sha256 null, every other one the sha256 of its bytes,
+ * which the writer computes as it writes it and supplies with
+ * apr_prov_set_file_digest (apr_prov_hashes_output_file: whether the record
+ * expects it). Recorded before apr_prov_start. */
+int apr_prov_add_output_file(apr_prov *p, const char *file, bool holds_record, apr_err *err);
+bool apr_prov_hashes_output_file(const apr_prov *p, const char *file);
+int apr_prov_set_file_digest(apr_prov *p, const char *file, const uint8_t sha[32], apr_err *err);
 bool apr_prov_streamed(const apr_prov *p, const char *tensor);
 int apr_prov_seal(apr_prov *p, uint8_t *meta, size_t len, apr_err *err);
 int apr_prov_json(apr_prov *p, char **json, apr_err *err);
@@ -567,6 +580,7 @@ typedef void (*apr_prov_report_fn)(void *user, bool ok, const char *what, const 
 typedef struct apr_prov_check {
     uint64_t tensors_checked, tensors_bad;      /* output payloads vs record */
     uint64_t unrecorded, missing;               /* in the file but not the record; and vice versa */
+    uint64_t outputs_checked, outputs_bad;      /* the output's own files (a split GGUF's splits) */
     uint64_t files_checked, files_bad;          /* source files */
     uint64_t src_tensors_checked, src_tensors_bad;
     bool parent_checked, parent_bad;

@@ -136,6 +136,13 @@ typedef struct prov_file {
     hash_job job;
 } prov_file;
 
+/* A file of the output that the writer hashes as it writes it (a later
+ * split of a split GGUF); file: the name recorded (a basename). */
+typedef struct prov_out {
+    char *file;
+    size_t region; /* a deferred region: its digest comes from the writer; (size_t)-1: the file holding the record */
+} prov_out;
+
 struct apr_prov {
     char *operation, *command;
     char time_utc[32];
@@ -148,6 +155,8 @@ struct apr_prov {
     size_t n_files;
     prov_tensor *tensors;
     size_t n_tensors, cap_tensors;
+    prov_out *outs; /* the output's files, when it is several */
+    size_t n_outs;
     hash_job **regions;
     size_t n_regions, cap_regions;
     size_t *slots; /* open-addressing table of region index + 1, 0 = empty */
@@ -209,6 +218,9 @@ void apr_prov_free(apr_prov *p)
             free(p->tensors[i].srcs[s].name);
     }
     free(p->tensors);
+    for (size_t i = 0; i < p->n_outs; i++)
+        free(p->outs[i].file);
+    free(p->outs);
     for (size_t i = 0; i < p->n_regions; i++)
         free(p->regions[i]);
     free(p->regions);
@@ -394,6 +406,49 @@ static size_t region_of(apr_prov *p, const uint8_t *ptr, uint64_t n)
     return p->n_regions - 1;
 }
 
+int apr_prov_add_output_file(apr_prov *p, const char *file, bool holds_record, apr_err *err)
+{
+    if (p->started)
+        return apr_err_set(err, APR_E_ARG, "provenance: output files are recorded before hashing starts");
+    prov_out *no = realloc(p->outs, (p->n_outs + 1) * sizeof *no);
+    if (!no)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    p->outs = no;
+    prov_out *o = &p->outs[p->n_outs];
+    o->file = strdup(file);
+    o->region = holds_record ? (size_t)-1 : deferred_region(p, 0);
+    if (!o->file || (!holds_record && o->region == (size_t)-1)) {
+        free(o->file);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    p->n_outs++;
+    return 0;
+}
+
+static prov_out *find_out(const apr_prov *p, const char *file)
+{
+    for (size_t i = 0; i < p->n_outs; i++)
+        if (!strcmp(p->outs[i].file, file))
+            return &p->outs[i];
+    return NULL;
+}
+
+bool apr_prov_hashes_output_file(const apr_prov *p, const char *file)
+{
+    const prov_out *o = p ? find_out(p, file) : NULL;
+    return o && o->region != (size_t)-1;
+}
+
+int apr_prov_set_file_digest(apr_prov *p, const char *file, const uint8_t sha[32], apr_err *err)
+{
+    prov_out *o = find_out(p, file);
+    if (!o || o->region == (size_t)-1)
+        return apr_err_set(err, APR_E_ARG, "provenance: output file '%s' is not recorded as hashed by the writer", file);
+    memcpy(p->regions[o->region]->sha, sha, 32);
+    p->regions[o->region]->supplied = true;
+    return 0;
+}
+
 int apr_prov_add_tensor(apr_prov *p, const apr_tensor *out, const char *transform,
                         const apr_tensor *const *srcs, uint32_t n_srcs, apr_err *err)
 {
@@ -544,6 +599,17 @@ static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
         json_object_set_new(tensors, t->name, o);
     }
     json_object_set_new(root, "tensors", tensors);
+    if (p->n_outs) {
+        json_t *outs = json_array();
+        for (size_t i = 0; i < p->n_outs && outs; i++) {
+            json_t *o = json_object();
+            json_object_set_new(o, "file", json_string(p->outs[i].file));
+            json_object_set_new(o, "sha256", p->outs[i].region == (size_t)-1 ? json_null()
+                                                                           : job_json(p, p->outs[i].region, real));
+            json_array_append_new(outs, o);
+        }
+        json_object_set_new(root, "output_files", outs);
+    }
     json_object_set_new(root, "parent", p->parent ? json_incref(p->parent) : json_null());
     *json = json_dumps(root, JSON_COMPACT);
     json_decref(root);
@@ -641,6 +707,9 @@ int apr_prov_wait(apr_prov *p, apr_err *err)
         if (p->all[p->tensors[i].region]->deferred && !p->all[p->tensors[i].region]->supplied)
             return apr_err_set(err, APR_E_ARG, "provenance: no digest was given for tensor '%s' (the writer did not stream it)",
                                p->tensors[i].name);
+    for (size_t i = 0; i < p->n_outs; i++)
+        if (p->outs[i].region != (size_t)-1 && !p->all[p->outs[i].region]->supplied)
+            return apr_err_set(err, APR_E_ARG, "provenance: no digest was given for output file '%s'", p->outs[i].file);
     for (size_t i = 0; i < p->n_all; i++)
         if (p->all[i]->rc) {
             if (err)
@@ -1013,6 +1082,48 @@ done:
     free(need);
 }
 
+/* The record's output_files (a split GGUF's splits, in order) against the
+ * files m was opened from: as many, and every file but the one holding the
+ * record (sha256 null, the first) hashes to its digest. A record without
+ * the list (one file, or an older record) has nothing to check here. */
+static void check_output_files(vctx *v, const apr_model *m, const json_t *outs)
+{
+    if (!outs)
+        return;
+    size_t n = json_array_size(outs);
+    if (!json_is_array(outs) || n != m->n_maps) {
+        v->res->outputs_bad++;
+        report(v, false, NULL, "the record lists %zu output files, the model was read from %u", n, m->n_maps);
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const json_t *e = json_array_get(outs, k);
+        const char *file = json_string_value(json_object_get(e, "file"));
+        const json_t *sha = json_object_get(e, "sha256");
+        const apr_mapping *map = &m->maps[k];
+        const char *name = map->path ? strrchr(map->path, '/') : NULL;
+        name = name ? name + 1 : map->path ? map->path : "?";
+        v->res->outputs_checked++;
+        if (!file || (sha && !json_is_null(sha) && !json_is_string(sha)) || ((!sha || json_is_null(sha)) && k != 0)) {
+            v->res->outputs_bad++;
+            report(v, false, name, "output file entry %zu is malformed", k);
+            continue;
+        }
+        if (!sha || json_is_null(sha)) {
+            report(v, true, name, "holds this record (its tensors are checked by their digests)");
+            continue;
+        }
+        uint8_t d[32];
+        char hex[65];
+        apr_sha256(map->base, (size_t)map->size, d);
+        apr_sha256_hex(d, hex);
+        bool same = !strcmp(hex, json_string_value(sha));
+        v->res->outputs_bad += !same;
+        report(v, same, name, "%s%s%s%s", same ? "output file sha256 matches" : "output file sha256 differs: ",
+               same ? "" : hex, strcmp(file, name) ? ", recorded as " : "", strcmp(file, name) ? file : "");
+    }
+}
+
 int apr_provenance_verify(const apr_model *m, const char *source, int n_threads, apr_prov_report_fn fn,
                           void *user, apr_prov_check *res, apr_err *err)
 {
@@ -1036,6 +1147,8 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
     }
     int rc = 0;
     check_tensors(&v, m, tensors, n_threads, err, &rc);
+    if (!rc)
+        check_output_files(&v, m, json_object_get(root, "output_files"));
     if (!rc && source) {
         check_source_files(&v, json_object_get(root, "source"), source, n_threads);
         apr_model *src = NULL;
@@ -1066,12 +1179,14 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
     if (rc)
         return rc;
     if (res->tensors_bad || res->unrecorded || res->missing || res->files_bad || res->src_tensors_bad ||
-        res->parent_bad)
+        res->parent_bad || res->outputs_bad)
         return apr_err_set(err, APR_E_MISMATCH,
                            "provenance mismatch: %llu of %llu tensors differ, %llu unrecorded, %llu missing, "
+                           "%llu of %llu output files differ, "
                            "%llu of %llu source files differ, %llu source tensors differ%s",
                            (unsigned long long)res->tensors_bad, (unsigned long long)res->tensors_checked,
                            (unsigned long long)res->unrecorded, (unsigned long long)res->missing,
+                           (unsigned long long)res->outputs_bad, (unsigned long long)res->outputs_checked,
                            (unsigned long long)res->files_bad, (unsigned long long)res->files_checked,
                            (unsigned long long)res->src_tensors_bad, res->parent_bad ? ", parent differs" : "");
     return 0;
