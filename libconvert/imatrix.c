@@ -282,3 +282,171 @@ int apr_imatrix_filter(apr_imatrix *im, const char *const *include, size_t n_inc
     im->n_entries = kept;
     return 0;
 }
+
+/* ---------------------------------------------------------------- writing
+ *
+ * llama-imatrix's IMatrixCollector::save_imatrix_legacy / save_imatrix
+ * (tools/imatrix/imatrix.cpp), for dense weights (one count per entry). */
+
+void apr_imatrix_stats_free(apr_imatrix_stats *s)
+{
+    if (!s)
+        return;
+    for (uint64_t i = 0; i < s->n_entries; i++) {
+        free(s->e[i].name);
+        free(s->e[i].sum2);
+    }
+    free(s->e);
+    free(s->dataset);
+    *s = (apr_imatrix_stats){0};
+}
+
+static int cmp_stat_ptr(const void *a, const void *b)
+{
+    const apr_imatrix_stat *x = *(const apr_imatrix_stat *const *)a, *y = *(const apr_imatrix_stat *const *)b;
+    return strcmp(x->name, y->name); /* std::sort of std::string: byte order */
+}
+
+/* Validates s; *out gets its entries in name order (pointers into s; the
+ * caller frees the array). */
+static int sorted_stats(const apr_imatrix_stats *s, const apr_imatrix_stat ***out, apr_err *err)
+{
+    *out = NULL;
+    if (!s->n_entries)
+        return apr_err_set(err, APR_E_ARG, "imatrix: no entries to write");
+    if (!s->chunk_size || s->chunk_size > INT32_MAX)
+        return apr_err_set(err, APR_E_ARG, "imatrix: bad chunk size %u", s->chunk_size);
+    for (uint64_t i = 0; i < s->n_entries; i++) {
+        const apr_imatrix_stat *e = &s->e[i];
+        if (!e->name || !*e->name || strlen(e->name) > 4000 || !e->n || e->n > INT32_MAX || !e->sum2 ||
+            e->count < 0)
+            return apr_err_set(err, APR_E_ARG, "imatrix: entry %llu is malformed", (unsigned long long)i);
+        int rc = check_finite(e->name, e->sum2, e->n, err); /* llama-imatrix stops on these too */
+        if (rc)
+            return rc;
+    }
+    const apr_imatrix_stat **v = malloc((size_t)s->n_entries * sizeof *v);
+    if (!v)
+        return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    for (uint64_t i = 0; i < s->n_entries; i++)
+        v[i] = &s->e[i];
+    qsort(v, (size_t)s->n_entries, sizeof *v, cmp_stat_ptr);
+    for (uint64_t i = 1; i < s->n_entries; i++)
+        if (!strcmp(v[i - 1]->name, v[i]->name)) {
+            const int rc = apr_err_set(err, APR_E_ARG, "imatrix: entry %s appears twice", v[i]->name);
+            free(v);
+            return rc;
+        }
+    *out = v;
+    return 0;
+}
+
+static int put_i32(apr_outfile *f, int32_t v, apr_err *err)
+{
+    return apr_outfile_write(f, &v, 4, err);
+}
+
+int apr_imatrix_write_dat(const apr_imatrix_stats *s, const char *path, apr_err *err)
+{
+    const apr_imatrix_stat **v;
+    int rc = sorted_stats(s, &v, err);
+    if (rc)
+        return rc;
+    int32_t n_store = 0;
+    size_t max_n = 0;
+    for (uint64_t i = 0; i < s->n_entries; i++)
+        if (v[i]->count > 0) { /* "entry has no data - skipping" */
+            n_store++;
+            if (v[i]->n > max_n)
+                max_n = (size_t)v[i]->n;
+        }
+    if (!n_store) {
+        free(v);
+        return apr_err_set(err, APR_E_ARG, "imatrix: no entry saw any input");
+    }
+    float *tmp = malloc(max_n * sizeof *tmp);
+    if (!tmp) {
+        free(v);
+        return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    }
+    apr_outfile f;
+    rc = apr_outfile_open(&f, path, err);
+    if (!rc)
+        rc = put_i32(&f, n_store, err);
+    for (uint64_t i = 0; i < s->n_entries && !rc; i++) {
+        const apr_imatrix_stat *e = v[i];
+        if (e->count <= 0)
+            continue;
+        const int32_t len = (int32_t)strlen(e->name);
+        /* ceiling division "to avoid accidental zeros" */
+        const int32_t ncall = (int32_t)((e->count + (s->chunk_size - 1)) / s->chunk_size);
+        const float count = (float)e->count;
+        for (uint64_t k = 0; k < e->n; k++)
+            tmp[k] = (e->sum2[k] / count) * (float)ncall;
+        if (!(rc = put_i32(&f, len, err)) && !(rc = apr_outfile_write(&f, e->name, (size_t)len, err)) &&
+            !(rc = put_i32(&f, ncall, err)) && !(rc = put_i32(&f, (int32_t)e->n, err)))
+            rc = apr_outfile_write(&f, tmp, (size_t)e->n * 4, err);
+    }
+    /* the chunk count, then the dataset name (llama-quantize records both) */
+    const char *ds = s->dataset ? s->dataset : "";
+    if (!rc && !(rc = put_i32(&f, (int32_t)s->chunks, err)) && !(rc = put_i32(&f, (int32_t)strlen(ds), err)))
+        rc = apr_outfile_write(&f, ds, strlen(ds), err);
+    if (!rc)
+        rc = apr_outfile_commit(&f, err);
+    else
+        apr_outfile_abort(&f);
+    free(tmp);
+    free(v);
+    return rc;
+}
+
+int apr_imatrix_write_gguf(const apr_imatrix_stats *s, const char *path, apr_err *err)
+{
+    const apr_imatrix_stat **v;
+    int rc = sorted_stats(s, &v, err);
+    if (rc)
+        return rc;
+    apr_model *m = apr_model_new(APR_FMT_GGUF);
+    if (!m)
+        rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    /* the KVs in llama-imatrix's order */
+    if (!rc)
+        rc = apr_model_set_kv_str(m, "general.type", "imatrix");
+    if (!rc) {
+        apr_str ds = {0, (char *)""};
+        if (s->dataset)
+            ds = (apr_str){strlen(s->dataset), s->dataset};
+        const apr_kv kv = {.key = (char *)"imatrix.datasets", .type = APR_KV_ARRAY, .arr_type = APR_KV_STRING,
+                           .count = s->dataset ? 1 : 0, .arr = &ds};
+        rc = apr_model_set_kv(m, &kv);
+    }
+    if (!rc)
+        rc = apr_model_set_kv_u32(m, "imatrix.chunk_count", s->chunks);
+    if (!rc)
+        rc = apr_model_set_kv_u32(m, "imatrix.chunk_size", s->chunk_size);
+    if (rc && m) /* the KV setters fail only for want of memory */
+        rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    for (uint64_t i = 0; i < s->n_entries && !rc; i++) {
+        const apr_imatrix_stat *e = v[i];
+        char name[4096 + 16];
+        float *cnt = malloc(sizeof *cnt);
+        if (!cnt) {
+            rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+            break;
+        }
+        *cnt = (float)e->count;
+        const uint64_t dsum[2] = {1, e->n}, dcnt[2] = {1, 1}; /* outermost first: ne [n, 1] and [1, 1] */
+        snprintf(name, sizeof name, "%s.in_sum2", e->name);
+        rc = apr_model_add_tensor(m, name, APR_DT_F32, 2, dsum, e->sum2, e->n * 4, false, err);
+        snprintf(name, sizeof name, "%s.counts", e->name);
+        if (!rc)
+            rc = apr_model_add_tensor(m, name, APR_DT_F32, 2, dcnt, cnt, 4, true, err);
+        else
+            free(cnt);
+    }
+    if (!rc)
+        rc = apr_gguf_write(m, path, NULL, err);
+    apr_model_free(m);
+    free(v);
+    return rc;
+}

@@ -561,6 +561,13 @@ static void trace_add(trace_ctx *tc, uint32_t il, apr_trace_step st, const float
         apr_stats_acc_add(a, x + (uint64_t)t * stride, n);
 }
 
+/* The matmul-input hook (forward.h), when one is installed. */
+static void mm_input(const cpu_be *b, uint32_t il, apr_mm_input in, const float *x, uint32_t nt, uint64_t cols)
+{
+    if (b->base.mm_hook)
+        b->base.mm_hook(b->base.mm_user, il, in, x, nt, cols);
+}
+
 /* ---------------------------------------------------------------- eval */
 
 /* One batch of nt <= CPU_CHUNK tokens at position pos0. logits: where this
@@ -593,6 +600,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         for (uint32_t t = 0; t < nt; t++)
             rmsnorm(b->xb + t * H, b->x + t * H, L->attn_norm, H, c->rms_eps);
         trace_add(tc, il, APR_TR_ATTN_NORM, b->xb, H, H, nt);
+        mm_input(b, il, APR_MM_IN_QKV, b->xb, nt, H);
         {
             const apr_wmat *w[3] = {&L->q, &L->k, &L->v};
             float *o[3] = {b->q, b->k, b->v};
@@ -622,9 +630,9 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
          * prefill), or none (an earlier batch of it): past the K/V cache
          * nothing reads the other tokens, so they stop here, as llama.cpp
          * prunes its last layer to the output rows. Every row is computed
-         * alone, so the kept token's bits do not change. Traces want every
-         * token's statistics and keep them all. */
-        const bool prune = il + 1 == c->n_layers && !tc->tr && (!logits || last_only);
+         * alone, so the kept token's bits do not change. Traces and the
+         * matmul-input hook want every token and keep them all. */
+        const bool prune = il + 1 == c->n_layers && !tc->tr && !b->base.mm_hook && (!logits || last_only);
         if (prune && !logits)
             break;
         uint32_t q0 = 0;
@@ -636,6 +644,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         pool_run(b->pool, attn_worker, &aj);
         nt -= q0;
         trace_add(tc, il, APR_TR_ATTN_OUT, b->att, QD, QD, nt);
+        mm_input(b, il, APR_MM_IN_O, b->att, nt, QD);
         if ((rc = matmul1(b, b->att, nt, &L->o, b->xb2, H, NULL, err)))
             return rc;
         if (L->post_attn_norm)
@@ -650,6 +659,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
         for (uint32_t t = 0; t < nt; t++)
             rmsnorm(b->xb + t * H, b->x + t * H, L->ffn_norm, H, c->rms_eps);
         trace_add(tc, il, APR_TR_FFN_NORM, b->xb, H, H, nt);
+        mm_input(b, il, APR_MM_IN_GATE_UP, b->xb, nt, H);
         {
             const apr_wmat *w[2] = {&L->gate, &L->up};
             float *o[2] = {b->hb, b->hb2};
@@ -669,6 +679,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
             }
         }
         trace_add(tc, il, APR_TR_SWIGLU, b->hb, F, F, nt);
+        mm_input(b, il, APR_MM_IN_DOWN, b->hb, nt, F);
         if ((rc = matmul1(b, b->hb, nt, &L->down, b->xb2, H, NULL, err)))
             return rc;
         if (L->post_ffn_norm)

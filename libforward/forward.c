@@ -85,6 +85,15 @@ void apr_fwd_reset(apr_fwd *f) { f->pos = 0; }
 uint32_t apr_fwd_pos(const apr_fwd *f) { return f->pos; }
 uint32_t apr_fwd_max_ctx(const apr_fwd *f) { return f->max_ctx; }
 
+int apr_fwd_set_mm_hook(apr_fwd *f, apr_mm_hook fn, void *user, apr_err *err)
+{
+    if (fn && f->device != APR_DEV_CPU)
+        return apr_err_set(err, APR_E_UNSUPPORTED, "only the CPU backend reports matmul inputs (use --device cpu)");
+    f->be->mm_hook = fn;
+    f->be->mm_user = fn ? user : NULL;
+    return 0;
+}
+
 static int eval_mode(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, apr_logits_mode mode,
                      apr_trace *trace, apr_err *err)
 {

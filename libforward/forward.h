@@ -6,6 +6,7 @@
 #define APR_FORWARD_H
 
 #include "formats.h"
+#include "quant.h" /* apr_imatrix_stats */
 
 #ifdef __cplusplus
 extern "C" {
@@ -61,6 +62,44 @@ int apr_fwd_eval(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, a
 int apr_fwd_eval_last(apr_fwd *f, const int32_t *tokens, uint32_t n, float *logits, apr_trace *trace,
                       apr_err *err);
 uint32_t apr_fwd_max_ctx(const apr_fwd *f); /* KV cache positions */
+
+/* ---- matmul inputs, for importance matrices (apr imatrix)
+ *
+ * The inputs of a layer's weight matrices, in execution order: the
+ * attention norm's output feeds Q, K and V; the heads' outputs feed O; the
+ * FFN norm's output feeds gate and up; silu(gate) * up feeds down. */
+typedef enum apr_mm_input {
+    APR_MM_IN_QKV, APR_MM_IN_O, APR_MM_IN_GATE_UP, APR_MM_IN_DOWN, APR_MM_IN_COUNT
+} apr_mm_input;
+/* Called on the evaluating thread with the n_tokens x cols input rows
+ * (contiguous, token-major) just before they are multiplied. */
+typedef void (*apr_mm_hook)(void *user, uint32_t layer, apr_mm_input in, const float *x, uint32_t n_tokens,
+                            uint64_t cols);
+/* Install (fn non-NULL) or remove (NULL) the hook. CPU backend only
+ * (APR_E_UNSUPPORTED on another). While a hook is set, every token runs
+ * through every layer (the last layer is not pruned to the logits' rows);
+ * without one the forward pass is unchanged, bit for bit. */
+int apr_fwd_set_mm_hook(apr_fwd *f, apr_mm_hook fn, void *user, apr_err *err);
+
+/* An importance matrix as llama-imatrix computes one (libforward/imatrix.c):
+ * the tokens are cut into chunks of ctx, each evaluated from an empty KV
+ * cache with its first token replaced by bos (when bos >= 0: the model adds
+ * BOS), and for every weight matrix of every layer the squares of its input
+ * values are summed per input column over all tokens (f32, token order).
+ * Entries get the weights' GGUF names (blk.N.attn_q.weight, ..., ffn_down;
+ * Q, K and V share one input, so their sums are equal); output.weight is
+ * not collected (llama-imatrix's default). Needs >= 2 * ctx tokens, as
+ * llama-imatrix does. CPU backend. out is the caller's, filled on success
+ * (free it with apr_imatrix_stats_free); dataset is left NULL. */
+typedef struct apr_imatrix_opts {
+    uint32_t ctx;         /* tokens per chunk; <= apr_fwd_max_ctx(f) */
+    uint32_t chunks;      /* 0: every whole chunk of the tokens */
+    int32_t bos;          /* -1: the chunks keep their first token */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total); /* tokens; may be NULL */
+    void *progress_ctx;
+} apr_imatrix_opts;
+int apr_fwd_imatrix(apr_fwd *f, const int32_t *tokens, size_t n_tokens, const apr_imatrix_opts *o,
+                    apr_imatrix_stats *out, apr_err *err);
 
 #ifdef __cplusplus
 }

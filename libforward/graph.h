@@ -154,6 +154,8 @@ typedef struct apr_backend_ops {
 
 struct apr_backend {
     const apr_backend_ops *ops;
+    apr_mm_hook mm_hook;  /* forward.h's apr_fwd_set_mm_hook; NULL: none (CPU backend only) */
+    void *mm_user;
     /* backend-private state follows in the implementing struct */
 };
 

@@ -202,6 +202,35 @@ int apr_imatrix_filter(apr_imatrix *im, const char *const *include, size_t n_inc
                        size_t n_exclude, apr_err *err);
 void apr_imatrix_free(apr_imatrix *im);
 
+/* ---- writing llama-imatrix's files (imatrix.c): the raw statistics as
+ * llama-imatrix's collector keeps them (dense weights: one count each). */
+typedef struct apr_imatrix_stat {
+    char *name;        /* the weight's GGUF name, e.g. blk.0.attn_q.weight */
+    uint64_t n;        /* input columns */
+    float *sum2;       /* n sums of the squared input values, f32 as llama-imatrix adds them */
+    int64_t count;     /* input rows (tokens) summed */
+} apr_imatrix_stat;
+
+typedef struct apr_imatrix_stats {
+    apr_imatrix_stat *e;
+    uint64_t n_entries;
+    uint32_t chunk_size; /* tokens per chunk (llama-imatrix's n_ctx) */
+    uint32_t chunks;     /* chunks processed (its m_last_chunk: the largest count / chunk_size) */
+    char *dataset;       /* the text file as named on the command line, or NULL */
+} apr_imatrix_stats;
+
+/* Entries are sorted by name in both files, as llama-imatrix writes them.
+ * legacy .dat: entries with count 0 are left out; values (sum / count) *
+ * ncall with ncall = ceil(count / chunk_size), then the chunk count and the
+ * dataset name. GGUF: general.type "imatrix", imatrix.datasets,
+ * imatrix.chunk_count, imatrix.chunk_size; NAME.in_sum2 (f32, ne [n, 1]) and
+ * NAME.counts (f32, ne [1, 1]). Written through a temporary: on failure
+ * nothing is left at path. */
+int apr_imatrix_write_dat(const apr_imatrix_stats *s, const char *path, apr_err *err);
+int apr_imatrix_write_gguf(const apr_imatrix_stats *s, const char *path, apr_err *err);
+/* Frees the contents (s itself is the caller's). */
+void apr_imatrix_stats_free(apr_imatrix_stats *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "show a file's metadata, tensors, types and provenance"},
     {"convert", cmd_convert, "safetensors <-> GGUF <-> APR, blocks preserved, sha256 provenance"},
     {"quantize", cmd_quantize, "F32/F16/BF16 -> Q8_0, Q4_K, Q5_K, Q6_K and llama.cpp mixes"},
+    {"imatrix", cmd_imatrix, "importance matrix of a text (llama-imatrix's) for quantize --imatrix"},
     {"verify", cmd_verify, "run source and converted model and report parity"},
     {"run", cmd_run, "greedy generation with the built-in forward pass"},
     {"synth", cmd_synth, "write a deterministic synthetic LLaMA/Qwen2 model (HF safetensors)"},

@@ -1,0 +1,262 @@
+/* cmd_imatrix.c - `apr imatrix MODEL --text FILE`: an importance matrix
+ * computed with the built-in CPU forward pass, as llama-imatrix computes one
+ * (libforward/imatrix.c), written in either of its formats (libconvert's
+ * apr_imatrix_write_gguf / _dat) for `apr quantize --imatrix` and
+ * llama-quantize. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "formats.h"
+#include "forward.h"
+#include "progress.h"
+#include "quant.h"
+#include "tok.h"
+
+typedef struct imatrix_args {
+    const char *model, *text, *out;
+    uint32_t ctx, chunks;
+    int threads;
+    int format; /* 0: from OUT's name, 1: gguf, 2: dat */
+    bool special;
+} imatrix_args;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: apr imatrix MODEL --text FILE [options]\n"
+            "Sums the squared input of every layer's weight matrices over the text's tokens (llama-imatrix's\n"
+            "importance matrix) for `apr quantize --imatrix` and llama-quantize.\n"
+            "  --text FILE, -f FILE  calibration text (tokenized with MODEL's tokenizer)\n"
+            "  -o, --output OUT      output file (default imatrix.gguf)\n"
+            "  --format F            gguf (llama-imatrix's default) or dat (its legacy format);\n"
+            "                        default: dat when OUT ends in .dat, else gguf\n"
+            "  --ctx N               tokens per chunk (default 512, llama-imatrix's)\n"
+            "  --chunks N            chunks to process (default: every whole chunk of the text)\n"
+            "  --threads N           CPU threads (default: all cores)\n"
+            "  --special             control tokens written in the text are those tokens\n"
+            "                        (llama.cpp's --parse-special)\n");
+}
+
+static bool parse_u32(const char *opt, const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    const unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || errno || v[0] == '-' || x < lo || x > hi) {
+        fprintf(stderr, "apr imatrix: %s wants an integer in %u..%u, got '%s'\n", opt, lo, hi, v);
+        return false;
+    }
+    *out = (uint32_t)x;
+    return true;
+}
+
+static bool ends_with(const char *s, const char *suf)
+{
+    const size_t n = strlen(s), k = strlen(suf);
+    return n >= k && !strcmp(s + n - k, suf);
+}
+
+/* 0 ok, 1 help printed, -1 error */
+static int parse_args(int argc, char **argv, imatrix_args *a)
+{
+    *a = (imatrix_args){.out = "imatrix.gguf", .ctx = 512};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const bool takes = !strcmp(o, "--text") || !strcmp(o, "-f") || !strcmp(o, "-o") ||
+                           !strcmp(o, "--output") || !strcmp(o, "--format") || !strcmp(o, "--ctx") ||
+                           !strcmp(o, "--chunks") || !strcmp(o, "--threads");
+        if (takes && !v) {
+            fprintf(stderr, "apr imatrix: %s needs a value\n", o);
+            return -1;
+        }
+        uint32_t n;
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout);
+            return 1;
+        } else if (!strcmp(o, "--text") || !strcmp(o, "-f")) {
+            a->text = argv[++i];
+        } else if (!strcmp(o, "-o") || !strcmp(o, "--output")) {
+            a->out = argv[++i];
+        } else if (!strcmp(o, "--format")) {
+            i++;
+            if (!strcmp(v, "gguf"))
+                a->format = 1;
+            else if (!strcmp(v, "dat"))
+                a->format = 2;
+            else {
+                fprintf(stderr, "apr imatrix: --format is gguf or dat, got '%s'\n", v);
+                return -1;
+            }
+        } else if (!strcmp(o, "--ctx")) {
+            if (!parse_u32(o, argv[++i], 1, 1u << 20, &a->ctx))
+                return -1;
+        } else if (!strcmp(o, "--chunks")) {
+            if (!parse_u32(o, argv[++i], 1, INT32_MAX, &a->chunks))
+                return -1;
+        } else if (!strcmp(o, "--threads")) {
+            if (!parse_u32(o, argv[++i], 1, 256, &n))
+                return -1;
+            a->threads = (int)n;
+        } else if (!strcmp(o, "--special")) {
+            a->special = true;
+        } else if (o[0] == '-' && o[1]) {
+            fprintf(stderr, "apr imatrix: unknown option '%s'\n", o);
+            usage(stderr);
+            return -1;
+        } else if (!a->model) {
+            a->model = o;
+        } else {
+            fprintf(stderr, "apr imatrix: unexpected argument '%s'\n", o);
+            return -1;
+        }
+    }
+    if (!a->model || !a->text) {
+        usage(stderr);
+        return -1;
+    }
+    if (!a->format)
+        a->format = ends_with(a->out, ".dat") ? 2 : 1;
+    if (apr_same_file(a->out, a->model) || apr_same_file(a->out, a->text)) {
+        fprintf(stderr, "apr imatrix: OUT %s is an input file; apr never overwrites its input\n", a->out);
+        return -1;
+    }
+    return 0;
+}
+
+/* The whole text file, NUL-terminated; refused when empty or not text. */
+static char *read_text(const char *path, apr_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 + 1 > cap) {
+            cap = 2 * cap + 65536 + 1;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                apr_err_set(err, APR_E_NOMEM, "out of memory reading %s", path);
+                goto fail;
+            }
+            buf = nb;
+        }
+        const size_t got = fread(buf + len, 1, 65536, f);
+        len += got;
+        if (got < 65536)
+            break;
+    }
+    if (ferror(f)) {
+        apr_err_set(err, APR_E_IO, "%s: read error", path);
+        goto fail;
+    }
+    fclose(f);
+    buf[len] = 0;
+    const char *nul = memchr(buf, 0, len);
+    if (nul) {
+        apr_err_set(err, APR_E_FORMAT, "%s: NUL byte at offset %zu: not a text file", path, (size_t)(nul - buf));
+        free(buf);
+        return NULL;
+    }
+    if (!len) {
+        apr_err_set(err, APR_E_ARG, "%s is empty", path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+fail:
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+/* MoE layers route tokens to experts: llama-imatrix keeps a count per
+ * expert, and apr's forward pass runs dense models only. */
+static int refuse_moe(const apr_model *m, apr_err *err)
+{
+    const char *arch = apr_kv_get_str(m, "general.architecture");
+    char key[96];
+    uint32_t n = 0;
+    snprintf(key, sizeof key, "%s.expert_count", arch ? arch : "");
+    if (arch && apr_kv_get_u32(m, key, &n) && n > 0)
+        return apr_err_set(err, APR_E_UNSUPPORTED, "%s has %u experts per layer: mixture-of-experts models are not "
+                           "supported (apr's forward pass runs dense models only)", m->path ? m->path : "MODEL", n);
+    return 0;
+}
+
+static int tokenize(const apr_model *m, const char *text, bool special, int32_t **ids, size_t *n, apr_err *err)
+{
+    if (!m->has_tok || m->tok.n_tokens == 0)
+        return apr_err_set(err, APR_E_ARG, "the model has no tokenizer: --text cannot be tokenized");
+    apr_tok *t = NULL;
+    int rc = apr_tok_load(&t, m, err);
+    if (!rc) /* llama-imatrix's common_tokenize(ctx, prompt, add_special = true, parse_special) */
+        rc = apr_tok_encode_ex(t, text, true, special, ids, n, err);
+    apr_tok_free(t);
+    return rc;
+}
+
+int cmd_imatrix(int argc, char **argv)
+{
+    imatrix_args a;
+    const int p = parse_args(argc, argv, &a);
+    if (p)
+        return p > 0 ? 0 : 2;
+    apr_err err = {0};
+    apr_model *m = NULL;
+    apr_fwd *f = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    apr_imatrix_stats st = {0};
+    int rc = apr_model_open(&m, a.model, NULL, &err);
+    if (!rc)
+        rc = refuse_moe(m, &err);
+    if (!rc && !(text = read_text(a.text, &err)))
+        rc = err.code ? err.code : APR_E_IO;
+    if (!rc)
+        rc = tokenize(m, text, a.special, &ids, &n, &err);
+    if (!rc && n / 2 < a.ctx)
+        rc = apr_err_set(&err, APR_E_ARG, "%s tokenizes to only %zu tokens; --ctx %u needs at least %llu", a.text,
+                         n, a.ctx, 2ull * a.ctx);
+    const apr_fwd_opts fo = {.n_threads = a.threads, .device = APR_DEV_CPU, .max_ctx = a.ctx};
+    if (!rc)
+        rc = apr_fwd_load(&f, m, &fo, &err);
+    if (!rc) {
+        const uint64_t n_chunk = a.chunks && a.chunks < n / a.ctx ? a.chunks : n / a.ctx;
+        fprintf(stderr, "apr imatrix: %zu tokens, %llu chunks of %u\n", n, (unsigned long long)n_chunk, a.ctx);
+        apr_progress prog;
+        apr_progress_start(&prog, "imatrix", "tokens", n_chunk * a.ctx, true);
+        const apr_imatrix_opts io = {
+            .ctx = a.ctx,
+            .chunks = a.chunks,
+            .bos = m->tok.add_bos && m->tok.bos_id >= 0 ? m->tok.bos_id : -1,
+            .progress = apr_progress_cb,
+            .progress_ctx = &prog,
+        };
+        rc = apr_fwd_imatrix(f, ids, n, &io, &st, &err);
+        apr_progress_end(&prog);
+    }
+    if (!rc && !(st.dataset = strdup(a.text)))
+        rc = apr_err_set(&err, APR_E_NOMEM, "out of memory");
+    if (!rc)
+        rc = a.format == 2 ? apr_imatrix_write_dat(&st, a.out, &err) : apr_imatrix_write_gguf(&st, a.out, &err);
+    if (!rc)
+        fprintf(stderr, "apr imatrix: %llu entries, %u chunks of %u tokens -> %s (%s)\n",
+                (unsigned long long)st.n_entries, st.chunks, st.chunk_size, a.out,
+                a.format == 2 ? "legacy .dat" : "GGUF");
+    else
+        fprintf(stderr, "apr imatrix: %s\n", err.msg);
+    apr_imatrix_stats_free(&st);
+    apr_fwd_free(f);
+    free(ids);
+    free(text);
+    apr_model_free(m);
+    return rc ? 2 : 0;
+}
