@@ -135,6 +135,25 @@ size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, siz
 int32_t apr_tok_bos(const apr_tok *t);
 int32_t apr_tok_eos(const apr_tok *t);
 
+/* ================================================================ chat templates (libtok/jinja.c) */
+
+/* A chat template parsed with the subset of Jinja2 that HF chat templates use,
+ * rendered as transformers' apply_chat_template renders it (trim_blocks,
+ * lstrip_blocks, loop controls, its tojson / raise_exception / strftime_now /
+ * namespace globals). A construct outside the subset (a statement, filter,
+ * test, method or argument not implemented) is an APR_E_FORMAT error naming
+ * it and its line and column, at parse time where Jinja itself would
+ * refuse it then, else when it is reached: never a guessed output. */
+typedef struct apr_tmpl apr_tmpl;
+int apr_tmpl_parse(apr_tmpl **out, const char *src, size_t len, apr_err *err);
+void apr_tmpl_free(apr_tmpl *t);
+/* Render with the variables of the JSON object vars (messages,
+ * add_generation_prompt, bos_token, ...). now: the time strftime_now formats
+ * (seconds since the epoch, as UTC), 0 for the current local time. *out is
+ * malloc'd and NUL-terminated; *len (may be NULL) its length. A template's
+ * raise_exception() is an APR_E_FORMAT error carrying its message. */
+int apr_tmpl_render(const apr_tmpl *t, const json_t *vars, int64_t now, char **out, size_t *len, apr_err *err);
+
 #ifdef __cplusplus
 }
 #endif
