@@ -287,6 +287,23 @@ static void test_quantize_shards(void **state)
     assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s' '%s/llama' > /dev/null", tu_apr_bin(),
                                in_dir("qs", "m.apr.manifest.json"), g_dir),
                      0);
+    /* inspect lists the shards with their manifest sha256; verify --provenance re-hashes every shard */
+    assert_int_equal(tu_system(NULL, "'%s' inspect '%s/qs' | grep -q '^shards: *%zu (manifest'", tu_apr_bin(), g_dir, n), 0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/qs' | grep -q '%zu output files (splits or shards) "
+                                     "checked, 0 bad'",
+                               tu_apr_bin(), g_dir, n),
+                     0);
+    assert_int_equal(tu_system(NULL, "rm -rf '%s/qsbad' && cp -r '%s/qs' '%s/qsbad' && f='%s' && "
+                                     "printf Z | dd of=\"$f\" bs=1 seek=$(( $(stat -c %%s \"$f\") - 100 )) conv=notrunc "
+                                     "2>/dev/null",
+                               g_dir, g_dir, g_dir, in_dir("qsbad", shard_name((int)n - 1, (int)n))),
+                     0);
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s/qsbad' > '%s/qsbad.txt'", tu_apr_bin(), g_dir, g_dir),
+                     1);
+    char *v = tu_read_file(tu_path(g_dir, "qsbad.txt"), NULL);
+    assert_non_null(v);
+    assert_non_null(strstr(v, "shard sha256 differs from its manifest entry"));
+    free(v);
     /* --shard-mb on a GGUF output: refused, nothing written */
     assert_int_equal(tu_system(NULL, "'%s' quantize '%s/llama' '%s/qs/x.gguf' --type Q8_0 --shard-mb 1 2>/dev/null",
                                tu_apr_bin(), g_dir, g_dir),

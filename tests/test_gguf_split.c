@@ -334,7 +334,7 @@ static void expect_output_files(const char *dir, const char *prefix, int n)
     apr_model_free(m);
     /* inspect shows them, verify --provenance checks them */
     assert_int_equal(tu_system(NULL, "'%s' inspect '%s' | grep -q 'output: %d files'", tu_apr_bin(), first, n), 0);
-    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s' | grep -q '%d output files (the splits) checked, 0 bad'",
+    assert_int_equal(tu_system(NULL, "'%s' verify --provenance '%s' | grep -q '%d output files (splits or shards) checked, 0 bad'",
                                tu_apr_bin(), first, n),
                      0);
 }

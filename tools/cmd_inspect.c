@@ -417,6 +417,26 @@ static void print_provenance(FILE *f, const char *json_text)
     json_decref(root);
 }
 
+/* A sharded APR set read through its manifest: each shard and the sha256
+ * its manifest entry records (apr verify --provenance re-hashes them). */
+static void print_manifest_shards(FILE *f, const apr_model *m)
+{
+    if (m->format != APR_FMT_APR || !m->path || !apr_apr_is_manifest_path(m->path))
+        return;
+    json_error_t je;
+    json_t *root = json_load_file(m->path, 0, &je);
+    const json_t *shards = json_object_get(root, "shards");
+    fprintf(f, "shards:     %zu (manifest %s)\n", json_array_size(shards), m->path);
+    for (size_t k = 0; k < json_array_size(shards); k++) {
+        const json_t *e = json_array_get(shards, k);
+        const char *sha = json_string_value(json_object_get(e, "sha256"));
+        fprintf(f, "  %-28s %12lld bytes  %s%s\n", json_string_value(json_object_get(e, "filename")) ?: "?",
+                (long long)json_integer_value(json_object_get(e, "size")), sha ? "sha256 " : "no sha256",
+                sha ? sha : "");
+    }
+    json_decref(root);
+}
+
 /* ---------------------------------------------------------------- main */
 
 static int print_text(const apr_model *m, const char *path, const char *only)
@@ -466,6 +486,7 @@ static int print_text(const apr_model *m, const char *path, const char *only)
     for (uint64_t i = 0; i < m->n_tensors; i++)
         if (!only || !strcmp(only, m->tensors[i].name))
             print_tensor(f, &m->tensors[i]);
+    print_manifest_shards(f, m);
     if (m->provenance_json)
         print_provenance(f, m->provenance_json);
     else

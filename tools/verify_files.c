@@ -214,7 +214,7 @@ int apr_verify_provenance_cmd(const char *path, const char *source, bool json)
             json_decref(j);
         } else {
             if (res.outputs_checked)
-                printf("  %llu output files (the splits) checked, %llu bad\n", (unsigned long long)res.outputs_checked,
+                printf("  %llu output files (splits or shards) checked, %llu bad\n", (unsigned long long)res.outputs_checked,
                        (unsigned long long)res.outputs_bad);
             printf("  %llu tensors re-hashed (%llu bad), %llu unrecorded, %llu missing; "
                    "%llu source files (%llu bad), %llu source tensors (%llu bad)%s\n",

@@ -1124,6 +1124,41 @@ static void check_output_files(vctx *v, const apr_model *m, const json_t *outs)
     }
 }
 
+/* A sharded APR set opened from its manifest (the record lives there): each
+ * shard's bytes against the sha256 its manifest entry carries. */
+static void check_manifest_shards(vctx *v, const apr_model *m)
+{
+    if (m->format != APR_FMT_APR || !m->path || !apr_apr_is_manifest_path(m->path))
+        return;
+    json_error_t je;
+    json_t *root = json_load_file(m->path, 0, &je);
+    const json_t *shards = json_object_get(root, "shards");
+    if (!json_is_array(shards) || json_array_size(shards) != m->n_maps) {
+        v->res->outputs_bad++;
+        report(v, false, m->path, "the manifest's shard list no longer matches the %u shards read", m->n_maps);
+        json_decref(root);
+        return;
+    }
+    for (size_t k = 0; k < m->n_maps; k++) {
+        const json_t *e = json_array_get(shards, k);
+        const char *want = json_string_value(json_object_get(e, "sha256"));
+        const char *file = json_string_value(json_object_get(e, "filename"));
+        if (!want)
+            continue; /* aprender's manifests carry no digest */
+        uint8_t d[32];
+        char hex[65];
+        apr_sha256(m->maps[k].base, (size_t)m->maps[k].size, d);
+        apr_sha256_hex(d, hex);
+        bool same = !strcmp(hex, want);
+        v->res->outputs_checked++;
+        v->res->outputs_bad += !same;
+        report(v, same, file ? file : "?", "%s%s", same ? "shard sha256 matches its manifest entry"
+                                                        : "shard sha256 differs from its manifest entry: ",
+               same ? "" : hex);
+    }
+    json_decref(root);
+}
+
 int apr_provenance_verify(const apr_model *m, const char *source, int n_threads, apr_prov_report_fn fn,
                           void *user, apr_prov_check *res, apr_err *err)
 {
@@ -1149,6 +1184,8 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
     check_tensors(&v, m, tensors, n_threads, err, &rc);
     if (!rc)
         check_output_files(&v, m, json_object_get(root, "output_files"));
+    if (!rc)
+        check_manifest_shards(&v, m);
     if (!rc && source) {
         check_source_files(&v, json_object_get(root, "source"), source, n_threads);
         apr_model *src = NULL;
