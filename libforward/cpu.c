@@ -174,6 +174,7 @@ typedef struct cpu_be {
     /* batch scratch, CPU_CHUNK tokens each */
     float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
     float *rope_cs;          /* [token][head_dim/2][cos, sin] */
+    float *rope_cs_swa;      /* the same for sliding layers with their own base (Gemma 3), or NULL */
     float *scores;           /* attention scratch: [thread][scratch_per_thread] */
     size_t scratch_per_thread;
     act_slot act[MAX_ACT_SLOTS];
@@ -592,6 +593,8 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
                 b->x[t * H + i] *= sc;
         }
         rope_table(b->rope_cs + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta, c->rope_freq_scale, g->rope_freqs);
+        if (b->rope_cs_swa) /* llama.cpp: the sliding layers' own base, no frequency scaling */
+            rope_table(b->rope_cs_swa + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta_swa, 1.0f, NULL);
     }
 
     for (uint32_t il = 0; il < c->n_layers; il++) {
@@ -620,7 +623,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
             for (uint64_t h = 0; h < (uint64_t)nt * c->n_kv_heads; h++)
                 rmsnorm(b->k + h * hd, b->k + h * hd, L->k_norm, hd, c->rms_eps);
         for (uint32_t t = 0; t < nt; t++) {
-            const float *cs = b->rope_cs + (uint64_t)t * hd;
+            const float *cs = (L->sliding && b->rope_cs_swa ? b->rope_cs_swa : b->rope_cs) + (uint64_t)t * hd;
             rope_apply(b->q + t * QD, c->n_heads, hd, cs, g->rope);
             rope_apply(b->k + t * KD, c->n_kv_heads, hd, cs, g->rope);
             memcpy(kl + (uint64_t)(pos0 + t) * KD, b->k + t * KD, KD * sizeof(float));
@@ -758,6 +761,7 @@ static void cpu_free(apr_backend *be)
     free(b->hb);
     free(b->hb2);
     free(b->rope_cs);
+    free(b->rope_cs_swa);
     free(b->scores);
     for (int i = 0; i < b->n_act; i++)
         free(b->act[i].buf);
@@ -801,6 +805,8 @@ int apr_cpu_backend_create(apr_backend **out, const apr_graph *g, uint32_t max_c
     b->hb = malloc(N * c->ffn * sizeof(float));
     b->hb2 = malloc(N * c->ffn * sizeof(float));
     b->rope_cs = malloc(N * c->head_dim * sizeof(float));
+    if (c->rope_theta_swa > 0.0f)
+        b->rope_cs_swa = malloc(N * c->head_dim * sizeof(float));
     {
         const apr_attn_shape as = {.n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim};
         b->scratch_per_thread = apr_attn_scratch_floats(&as);
@@ -808,7 +814,7 @@ int apr_cpu_backend_create(apr_backend **out, const apr_graph *g, uint32_t max_c
     b->scores = malloc((size_t)n_threads * b->scratch_per_thread * sizeof(float));
     b->pool = pool_new(n_threads);
     if (!b->kc || !b->vc || !b->x || !b->xb || !b->xb2 || !b->q || !b->k || !b->v || !b->att || !b->hb ||
-        !b->hb2 || !b->rope_cs || !b->scores || !b->pool) {
+        !b->hb2 || !b->rope_cs || (c->rope_theta_swa > 0.0f && !b->rope_cs_swa) || !b->scores || !b->pool) {
         cpu_free(&b->base);
         return apr_err_set(err, APR_E_NOMEM, "out of memory allocating the CPU backend (context %u)", max_ctx);
     }

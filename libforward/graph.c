@@ -364,7 +364,7 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     if (c->sliding_window)
         g->cpu_only = "sliding-window attention";
     if (c->ffn_act != APR_ACT_SILU || c->embed_scale || c->post_norms || c->attn_softcap > 0.0f ||
-        c->final_softcap > 0.0f || c->attn_scale > 0.0f)
+        c->final_softcap > 0.0f || c->attn_scale > 0.0f || c->rope_theta_swa > 0.0f)
         g->cpu_only = "the Gemma forward pass (GELU, scaled embeddings, post norms, soft-capping)";
     /* Bound every dimension so that products below cannot overflow and a
      * lying header cannot make us allocate absurd buffers. */

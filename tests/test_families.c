@@ -318,6 +318,48 @@ static void test_gemma2_config_refusals(void **state)
     expect_refused("fam-g2-bias", GEMMA2_CFG "; c[\"attention_bias\"]=True", "attention_bias");
 }
 
+/* The same as a Gemma 3 config (transformers 5: per-layer-type rope), over
+ * tinycoder's 4 layers: sliding x4 would be llama.cpp's pattern of 6. */
+#define GEMMA3_CFG                                                                                            \
+    "[c.pop(k) for k in (\"use_sliding_window\", \"max_window_layers\", \"hidden_act\")]; "              \
+    "c.update(architectures=[\"Gemma3ForCausalLM\"], model_type=\"gemma3_text\", "                        \
+    "hidden_activation=\"gelu_pytorch_tanh\", head_dim=64, query_pre_attn_scalar=64, "                       \
+    "attn_logit_softcapping=None, final_logit_softcapping=None, sliding_window=512, "                         \
+    "rope_parameters={\"sliding_attention\": {\"rope_type\": \"default\", \"rope_theta\": 10000.0}, "   \
+    "\"full_attention\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"rope_theta\": 1000000.0}}, "  \
+    "layer_types=[\"sliding_attention\"] * 4, _sliding_window_pattern=6)"
+
+static void test_gemma3_config_refusals(void **state)
+{
+    (void)state;
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *model = edited_tinycoder("fam-g3-base", GEMMA3_CFG);
+    char log[1100];
+    snprintf(log, sizeof log, "%s/../log.txt", model);
+    int rc = tu_system(log, "'%s' convert '%s' '%s/../out.gguf' 2>&1", bin, model, model);
+    size_t len;
+    char *msg = tu_read_file(log, &len);
+    print_message("[fam-g3-base] exit %d: %s", rc, msg ? msg : "");
+    assert_int_not_equal(rc, 0);
+    assert_non_null(msg);
+    if (!strstr(msg, "layernorm") && !strstr(msg, "_norm"))
+        fail_msg("the base Gemma 3 config should fail on a missing norm tensor");
+    free(msg);
+    expect_refused("fam-g3-cap", GEMMA3_CFG "; c[\"attn_logit_softcapping\"]=50.0", "attn_logit_softcapping");
+    expect_refused("fam-g3-pattern", GEMMA3_CFG "; c[\"_sliding_window_pattern\"]=4", "sliding_window_pattern");
+    expect_refused("fam-g3-layers", GEMMA3_CFG "; c[\"layer_types\"][1]=\"full_attention\"", "layer_types");
+    expect_refused("fam-g3-local-scaled", GEMMA3_CFG "; c[\"rope_parameters\"][\"sliding_attention\"]="
+                                         "{\"rope_type\": \"linear\", \"factor\": 2.0, \"rope_theta\": 1e4}",
+                   "rope_type");
+    expect_refused("fam-g3-yarn", GEMMA3_CFG "; c[\"rope_parameters\"][\"full_attention\"]={\"rope_type\": "
+                                 "\"yarn\", \"factor\": 2.0, \"rope_theta\": 1e6, "
+                                 "\"original_max_position_embeddings\": 512}", "rope_type");
+    expect_refused("fam-g3-mixed", GEMMA3_CFG "; c[\"rope_theta\"]=1e6", "rope_theta");
+    expect_refused("fam-g3-qpas", GEMMA3_CFG "; c[\"query_pre_attn_scalar\"]=256", "query_pre_attn_scalar");
+}
+
 /* The 4.x dialect (top-level rope_theta, rope_scaling) gives the same file. */
 static void test_4x_dialect_same_gguf(void **state)
 {
@@ -416,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_refuses_activation),
         cmocka_unit_test(test_refuses_partial_rotary),
         cmocka_unit_test(test_gemma2_config_refusals),
+        cmocka_unit_test(test_gemma3_config_refusals),
         cmocka_unit_test(test_4x_dialect_same_gguf),
         cmocka_unit_test(test_linear_rope_scaling),
         cmocka_unit_test(test_gguf_unimplemented_kv_refused),

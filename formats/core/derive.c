@@ -197,6 +197,10 @@ static const family families[] = {
      * sliding (llama.cpp's gemma2 defaults: window 4096, caps 50 and 30) */
     {"gemma2", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, false, 1.0f, 2,
      {"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"}},
+    /* Gemma 2 plus Q/K norms (1 + w too), five sliding layers in six with
+     * their own unscaled rope base, no score capping, optional logit capping */
+    {"gemma3", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, true, 1.0f, 6,
+     {"attention.sliding_window", "final_logit_softcapping", "rope.freq_base_swa"}},
 };
 
 static const family *family_of(const char *arch)
@@ -313,11 +317,27 @@ static int derive_family(const apr_model *m, const family *f, apr_arch_config *c
         c->attn_scale = c->n_layers == 46 ? 1.0f / sqrtf((float)(c->hidden / c->n_heads))
                                           : 1.0f / sqrtf((float)c->head_dim);
     }
+    if (!strcmp(f->arch, "gemma3")) {
+        /* llama.cpp's gemma3: no window KV (or 0) = every layer full */
+        if ((rc = opt_f32(m, c->arch, "final_logit_softcapping", &c->final_softcap, err)) < 0)
+            return rc;
+        if (!(c->final_softcap >= 0.0f))
+            return apr_err_set(err, APR_E_FORMAT, "%s.final_logit_softcapping is negative", c->arch);
+        c->attn_scale = c->n_layers == 62 ? 1.0f / sqrtf((float)(c->hidden / c->n_heads))
+                                          : 1.0f / sqrtf((float)c->head_dim);
+        c->rope_theta_swa = 10000.0f;
+        if ((rc = opt_f32(m, c->arch, "rope.freq_base_swa", &c->rope_theta_swa, err)) < 0)
+            return rc;
+        if (!(c->rope_theta_swa > 0.0f))
+            return apr_err_set(err, APR_E_FORMAT, "%s.rope.freq_base_swa must be > 0", c->arch);
+    }
     if (f->extra_kvs[0] && !strcmp(f->extra_kvs[0], "attention.sliding_window") &&
         (rc = opt_u32(m, c->arch, "attention.sliding_window", &c->sliding_window, err)) < 0)
         return rc;
-    if (c->swa_pattern && !c->sliding_window)
+    if (!strcmp(f->arch, "gemma2") && !c->sliding_window)
         return apr_err_set(err, APR_E_FORMAT, "%s.attention.sliding_window is 0", c->arch);
+    if (!c->sliding_window)
+        c->rope_theta_swa = 0.0f;
     return 0;
 }
 

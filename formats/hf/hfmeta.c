@@ -668,13 +668,26 @@ static const arch_name arch_names[] = {
     /* per-head q_norm / k_norm, head_dim independent of hidden / heads */
     {"Qwen3ForCausalLM", "qwen3", "qwen3"},
     /* GeGLU, norms 1 + w (stored so in GGUF), post norms, soft-capping,
-     * alternating sliding-window layers (see gemma2_key) */
+     * alternating sliding-window layers (see gemma_key) */
     {"Gemma2ForCausalLM", "gemma2", "gemma2"},
+    /* Gemma 2 plus q_norm / k_norm, five sliding layers in six with their own
+     * rope base (see gemma_key, map_rope_gemma3) */
+    {"Gemma3ForCausalLM", "gemma3_text", "gemma3"},
 };
 
 static bool is_gemma2(const arch_name *a)
 {
     return !strcmp(a->model_type, "gemma2");
+}
+
+static bool is_gemma3(const arch_name *a)
+{
+    return !strcmp(a->model_type, "gemma3_text");
+}
+
+static bool is_gemma(const arch_name *a)
+{
+    return is_gemma2(a) || is_gemma3(a);
 }
 
 /* ---------------------------------------------------------------- config.json key policy
@@ -762,21 +775,31 @@ static int check_family_key(const arch_name *a, const char *k, const json_t *v, 
     return 1;
 }
 
-/* Gemma 2's keys, as llama.cpp's Gemma2Model converter and forward pass
- * read them: 0 accepted, 1 not a Gemma 2 key, <0 refused. */
-static int gemma2_key(const json_t *cfg, const char *k, const json_t *v, apr_err *err)
+static bool is_positive_number(const json_t *v)
 {
+    return json_is_number(v) && json_number_value(v) > 0.0 && isfinite(json_number_value(v));
+}
+
+/* Gemma 2's and Gemma 3's keys, as llama.cpp's Gemma2Model / Gemma3Model
+ * converters and forward passes read them: 0 accepted, 1 not a Gemma key
+ * (the common lists decide), <0 refused. */
+static int gemma_key(const arch_name *a, const json_t *cfg, const char *k, const json_t *v, apr_err *err)
+{
+    const bool g3 = is_gemma3(a);
     if (!strcmp(k, "hidden_activation"))
         return json_is_string(v) && !strcmp(json_string_value(v), "gelu_pytorch_tanh")
                    ? 0
-                   : refuse_key(k, v, "only gelu_pytorch_tanh is implemented for gemma2", err);
+                   : refuse_key(k, v, "only gelu_pytorch_tanh is implemented for Gemma", err);
     if (!strcmp(k, "hidden_act"))
-        return 0; /* Gemma2MLP reads hidden_activation only */
+        return 0; /* Gemma's MLP reads hidden_activation only */
+    if (!strcmp(k, "attn_logit_softcapping") && g3)
+        return json_is_null(v) ? 0 : refuse_key(k, v, "must be null for gemma3 (llama.cpp's converter asserts it)", err);
+    if (!strcmp(k, "final_logit_softcapping") && g3)
+        return json_is_null(v) || is_positive_number(v) ? 0 : refuse_key(k, v, "must be null or a number > 0", err);
     if (!strcmp(k, "attn_logit_softcapping") || !strcmp(k, "final_logit_softcapping"))
-        return json_is_number(v) && json_number_value(v) > 0.0 && isfinite(json_number_value(v))
-                   ? 0
-                   : refuse_key(k, v, "must be a number > 0 (llama.cpp's gemma2 always caps; it has no "
-                                      "uncapped form)", err);
+        return is_positive_number(v) ? 0
+                                     : refuse_key(k, v, "must be a number > 0 (llama.cpp's gemma2 always caps; it "
+                                                        "has no uncapped form)", err);
     if (!strcmp(k, "sliding_window"))
         return json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= (json_int_t)UINT32_MAX
                    ? 0
@@ -785,28 +808,37 @@ static int gemma2_key(const json_t *cfg, const char *k, const json_t *v, apr_err
         return json_equal(v, json_object_get(cfg, "sliding_window"))
                    ? 0
                    : refuse_key(k, v, "differs from sliding_window", err);
+    if ((!strcmp(k, "sliding_window_pattern") || !strcmp(k, "_sliding_window_pattern")) && g3)
+        return json_is_integer(v) && json_integer_value(v) == 6
+                   ? 0
+                   : refuse_key(k, v, "must be 6 (llama.cpp's gemma3 pattern; its converter does not record one)",
+                                err);
+    if (!strcmp(k, "rope_local_base_freq") && g3)
+        return 0; /* the sliding layers' rope base, read with the rope */
     if (!strcmp(k, "query_pre_attn_scalar")) {
-        /* llama.cpp scales queries by 1/sqrt(head_dim), for its 27B (46
-         * layers) by 1/sqrt(hidden / heads): other values have no GGUF form */
+        /* llama.cpp scales queries by 1/sqrt(head_dim), for Gemma 2 27B (46
+         * layers) and Gemma 3 27B (62) by 1/sqrt(hidden / heads): other
+         * values have no GGUF form */
         const json_int_t hd = json_integer_value(json_object_get(cfg, "head_dim")),
                          hidden = json_integer_value(json_object_get(cfg, "hidden_size")),
                          heads = json_integer_value(json_object_get(cfg, "num_attention_heads")),
                          layers = json_integer_value(json_object_get(cfg, "num_hidden_layers"));
-        const json_int_t want = layers == 46 && heads > 0 ? hidden / heads : hd;
+        const bool big = layers == (g3 ? 62 : 46);
+        const json_int_t want = big && heads > 0 ? hidden / heads : hd;
         if (json_is_number(v) && json_number_value(v) == (double)want && want > 0)
             return 0;
-        return refuse_key(k, v, layers == 46 ? "must equal hidden_size / num_attention_heads (llama.cpp's gemma2 "
-                                               "scale for 46 layers)"
-                                             : "must equal head_dim (llama.cpp's gemma2 scales queries by "
-                                               "1/sqrt(head_dim))", err);
+        return refuse_key(k, v, big ? "must equal hidden_size / num_attention_heads (llama.cpp's scale for this "
+                                      "layer count)"
+                                    : "must equal head_dim (llama.cpp's Gemma scales queries by 1/sqrt(head_dim))",
+                          err);
     }
     if (!strcmp(k, "attention_bias"))
-        return json_is_false(v) ? 0 : refuse_key(k, v, "attention biases are not implemented for gemma2", err);
+        return json_is_false(v) ? 0 : refuse_key(k, v, "attention biases are not implemented for Gemma", err);
     if (!strcmp(k, "use_bidirectional_attention"))
         return json_is_null(v) || json_is_false(v)
                    ? 0
                    : refuse_key(k, v, "bidirectional attention is not implemented", err);
-    if (!strcmp(k, "tie_word_embeddings"))
+    if (!strcmp(k, "tie_word_embeddings") && !g3) /* gemma3: the lm_head tensor decides */
         return json_is_true(v) ? 0 : refuse_key(k, v, "gemma2 ties the output to the embedding (llama.cpp's "
                                                       "converter drops lm_head)", err);
     if (!strcmp(k, "cache_implementation"))
@@ -819,8 +851,8 @@ static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)cfg, k, v) {
-        int rc = is_gemma2(a) ? gemma2_key(cfg, k, v, err) : 1;
-        if (rc == 1 && !(is_gemma2(a) && !strcmp(k, "tie_word_embeddings")) &&
+        int rc = is_gemma(a) ? gemma_key(a, cfg, k, v, err) : 1;
+        if (rc == 1 &&
             (in_list(k, cfg_used, sizeof cfg_used / sizeof *cfg_used) ||
              in_list(k, cfg_harmless, sizeof cfg_harmless / sizeof *cfg_harmless)))
             continue;
@@ -834,12 +866,12 @@ static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err
                                 "see docs/families.md)", err);
     }
     const json_t *act = json_object_get(cfg, "hidden_act");
-    if (is_gemma2(a)) {
-        static const char *const required[] = {"attn_logit_softcapping", "final_logit_softcapping", "sliding_window",
-                                               "query_pre_attn_scalar"};
-        for (size_t i = 0; i < 4; i++)
+    if (is_gemma(a)) {
+        static const char *const required[] = {"sliding_window", "query_pre_attn_scalar", "attn_logit_softcapping",
+                                               "final_logit_softcapping"};
+        for (size_t i = 0; i < (is_gemma2(a) ? 4u : 2u); i++)
             if (!json_object_get(cfg, required[i]))
-                return apr_err_set(err, APR_E_FORMAT, "config.json: gemma2 needs %s", required[i]);
+                return apr_err_set(err, APR_E_FORMAT, "config.json: %s needs %s", a->gguf, required[i]);
         return 0;
     }
     if (act && !(json_is_string(act) && !strcmp(json_string_value(act), "silu")))
@@ -860,12 +892,15 @@ static int check_layer_types(const json_t *cfg, const arch_name *a, uint32_t lay
     size_t i;
     json_t *e;
     json_array_foreach(lt, i, e) {
-        const char *want = is_gemma2(a) && i % 2 == 0 ? "sliding_attention" : "full_attention";
+        const bool sliding = (is_gemma2(a) && i % 2 == 0) || (is_gemma3(a) && i % 6 < 5);
+        const char *want = sliding ? "sliding_attention" : "full_attention";
         if (!json_is_string(e) || strcmp(json_string_value(e), want))
-            return refuse_key("layer_types", lt, is_gemma2(a) ? "gemma2 layers must alternate sliding_attention, "
-                                                                "full_attention (llama.cpp's fixed pattern)"
-                                                              : "only full_attention layers are implemented for "
-                                                                "this architecture", err);
+            return refuse_key("layer_types", lt, is_gemma2(a)   ? "gemma2 layers must alternate sliding_attention, "
+                                                                  "full_attention (llama.cpp's fixed pattern)"
+                                                 : is_gemma3(a) ? "gemma3 layers must be five sliding_attention, "
+                                                                  "then one full_attention (llama.cpp's pattern)"
+                                                                : "only full_attention layers are implemented for "
+                                                                  "this architecture", err);
     }
     return 0;
 }
@@ -1059,11 +1094,80 @@ static int map_rope_scaling(apr_model *m, const rope_cfg *rp, const char *arch, 
                       "yarn, and llama3 for llama)", err);
 }
 
+/* Gemma 3's two ropes, as llama.cpp's TextModel reads them: the full
+ * layers' parameters (default or linear scaling; the base defaults to 1e6,
+ * Gemma3Model's) into rope.freq_base and rope.scaling.*, the sliding layers'
+ * base (default rope only) into rope.freq_base_swa. transformers 5 writes
+ * rope_parameters {"full_attention": {...}, "sliding_attention": {...}};
+ * 4.x rope_theta, rope_scaling and rope_local_base_freq. */
+static int map_rope_gemma3(apr_model *m, const json_t *cfg, const char *arch, uint32_t rope_dim, apr_err *err)
+{
+    char key[128];
+    int rc;
+#define RK(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
+    const json_t *rp = json_object_get(cfg, "rope_parameters");
+    const json_t *full = json_object_get(rp, "full_attention"), *slid = json_object_get(rp, "sliding_attention");
+    json_t *tmp = NULL;
+    float local = 0.0f;
+    int has_local = 0;
+    if (full || slid) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)rp, k, v)
+            if (strcmp(k, "full_attention") && strcmp(k, "sliding_attention"))
+                return refuse_key(k, v, "unknown key beside the per-layer-type rope parameters", err);
+        if (!json_is_object(full) || !json_is_object(slid))
+            return refuse_key("rope_parameters", rp, "needs full_attention and sliding_attention objects", err);
+        static const char *const legacy[] = {"rope_theta", "rope_scaling", "rope_local_base_freq"};
+        for (size_t i = 0; i < 3; i++) {
+            const json_t *l = json_object_get(cfg, legacy[i]);
+            if (l && !json_is_null(l))
+                return refuse_key(legacy[i], l, "given beside per-layer-type rope_parameters", err);
+        }
+        json_object_foreach((json_t *)slid, k, v) {
+            if (!strcmp(k, "rope_theta"))
+                continue;
+            if ((!strcmp(k, "rope_type") || !strcmp(k, "type")) && json_is_string(v) &&
+                !strcmp(json_string_value(v), "default"))
+                continue;
+            return refuse_key(k, v, "the sliding layers' rope must be the default one (llama.cpp does not scale "
+                                    "it)", err);
+        }
+        if ((has_local = cfg_f32(slid, "rope_theta", &local, err)) < 0)
+            return has_local;
+        tmp = json_pack("{sO}", "rope_parameters", (json_t *)full);
+    } else {
+        if ((has_local = cfg_f32(cfg, "rope_local_base_freq", &local, err)) < 0)
+            return has_local;
+        tmp = json_deep_copy(cfg);
+    }
+    if (!tmp)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    rope_cfg r;
+    rc = rope_read(&r, tmp, err);
+    if (!rc && r.type && strcmp(r.type, "linear"))
+        rc = refuse_key("rope_type", json_object_get(r.p, "rope_type") ? json_object_get(r.p, "rope_type")
+                                                                        : json_object_get(r.p, "type"),
+                        "only default and linear rope scaling are implemented for gemma3", err);
+    if (!rc)
+        rc = map_rope_scaling(m, &r, arch, rope_dim, err);
+    if (!rc)
+        rc = set_f32(m, RK("rope.freq_base"), r.has_theta ? r.theta : 1000000.0f, err);
+    if (!rc && has_local == 1)
+        rc = local > 0.0f ? set_f32(m, RK("rope.freq_base_swa"), local, err)
+                          : apr_err_set(err, APR_E_FORMAT, "config.json: the sliding layers' rope base must be > 0");
+    json_decref(tmp);
+#undef RK
+    return rc;
+}
+
 static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t rope_dim, apr_err *err)
 {
     rope_cfg r;
     char key[128];
     int rc;
+    if (!strcmp(arch, "gemma3"))
+        return map_rope_gemma3(m, cfg, arch, rope_dim, err);
 #define RK(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
     if ((rc = rope_read(&r, cfg, err)))
         return rc;
@@ -1100,7 +1204,8 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     if (!a)
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "config.json: unsupported architecture '%s' (supported: LlamaForCausalLM, "
-                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
+                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
+                           "Gemma3ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
     const char *arch = a->gguf;
     char key[128];
     int rc;
@@ -1186,6 +1291,13 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         if (apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false))
             return apr_err_set(err, APR_E_NOMEM, "out of memory");
     }
+    if (is_gemma3(a)) {
+        if ((rc = cfg_f32(cfg, "final_logit_softcapping", &f, err)) < 0 ||
+            (rc == 1 && (rc = set_f32(m, K("final_logit_softcapping"), f, err))) ||
+            (rc = cfg_u32(cfg, "sliding_window", &v, err)) < 0 ||
+            (rc = set_u32(m, K("attention.sliding_window"), v, err)))
+            return rc;
+    }
 #undef K
     return 0;
 }
@@ -1256,6 +1368,10 @@ static int docs_to_kvs(apr_model *m, const apr_hf_docs *d, const char *dir_name,
     int rc;
     if (d->config && (rc = map_config(m, d->config, dir_name, err)))
         return rc;
+    /* Gemma3Model.set_vocab: a SentencePiece vocabulary without the dummy prefix */
+    const char *arch = apr_kv_get_str(m, "general.architecture");
+    if (d->spm && arch && !strcmp(arch, "gemma3") && apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false))
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
     if ((rc = apr_tok_hf_to_kvs(m, &(apr_tok_hf){.tokenizer = d->tokenizer, .tokenizer_config = d->tokenizer_config,
                                                 .config = d->config, .gen_config = d->gen_config,
                                                 .added_tokens = d->added_tokens, .chat_template_alt = d->chat_template_alt,
@@ -1341,7 +1457,7 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     if (name)
         json_object_set_new(j, "_name_or_path", json_string(name));
     json_object_set_new(j, "model_type", json_string(a->model_type));
-    if (is_gemma2(a))
+    if (is_gemma(a))
         json_object_set_new(j, "hidden_activation", json_string("gelu_pytorch_tanh"));
     else
         json_object_set_new(j, "hidden_act", json_string("silu"));
@@ -1354,14 +1470,25 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     snprintf(key, sizeof key, "%s.attention.key_length", c->arch);
     /* head_dim is written when the source recorded it or when it is not
      * hidden / heads (HF would otherwise assume the latter). */
-    if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden || is_gemma2(a))
+    if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden || is_gemma(a))
         json_object_set_new(j, "head_dim", json_integer(c->head_dim));
-    if (is_gemma2(a)) {
+    if (is_gemma(a)) {
         /* what llama.cpp computes (derive.c): the inverse square of its query scale */
+        const uint32_t big = is_gemma2(a) ? 46 : 62;
         json_object_set_new(j, "query_pre_attn_scalar",
-                            json_integer(c->n_layers == 46 ? c->hidden / c->n_heads : c->head_dim));
-        json_object_set_new(j, "attn_logit_softcapping", apr_json_f32(c->attn_softcap));
-        json_object_set_new(j, "final_logit_softcapping", apr_json_f32(c->final_softcap));
+                            json_integer(c->n_layers == big ? c->hidden / c->n_heads : c->head_dim));
+        json_object_set_new(j, "attn_logit_softcapping", c->attn_softcap > 0.0f ? apr_json_f32(c->attn_softcap)
+                                                                               : json_null());
+        json_object_set_new(j, "final_logit_softcapping", c->final_softcap > 0.0f ? apr_json_f32(c->final_softcap)
+                                                                                 : json_null());
+    }
+    if (is_gemma3(a)) {
+        if (!c->sliding_window) {
+            json_decref(j);
+            return apr_err_set(err, APR_E_UNSUPPORTED, "gemma3 without a sliding window has no HF form here");
+        }
+        json_object_set_new(j, "sliding_window_pattern", json_integer(6));
+        json_object_set_new(j, "rope_local_base_freq", apr_json_f32(c->rope_theta_swa));
     }
     snprintf(key, sizeof key, "%s.context_length", c->arch);
     if (apr_model_kv(m, key))

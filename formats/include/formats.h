@@ -207,7 +207,10 @@ typedef struct apr_arch_config {
     float hf_norm_offset;
     float attn_scale;         /* multiplies q.k (Gemma 2's query_pre_attn_scalar^-0.5); 0: 1/sqrt(head_dim) */
     float attn_softcap;       /* 0: none; else scores s -> cap * tanh(s / cap) (Gemma 2) */
-    float final_softcap;      /* 0: none; the same on the logits (Gemma 2) */
+    float final_softcap;      /* 0: none; the same on the logits (Gemma 2, optional in Gemma 3) */
+    /* Gemma 3: the sliding layers' rope base (rope.freq_base_swa, llama.cpp's
+     * default 10000), unscaled; 0 = the sliding layers rope as the others. */
+    float rope_theta_swa;
     /* The first KV that changes the computation and that the forward pass does
      * not implement ("" = none): apr_graph_build refuses the model naming it. */
     char unsupported[128];
