@@ -10,7 +10,7 @@
 #include <cpuid.h>
 #endif
 
-static int g_avx2 = -1;
+static int g_avx2 = -1, g_avx512 = -1;
 
 static bool detect_avx2(void)
 {
@@ -28,6 +28,38 @@ static bool detect_avx2(void)
 #else
     return false;
 #endif
+}
+
+/* AVX-512 F/DQ/BW/VL (libgcc's check includes the OS's ZMM state);
+ * APR_NO_AVX512=1 keeps the AVX2 kernels. */
+static bool detect_avx512(void)
+{
+#if defined(__x86_64__)
+    const char *e = getenv("APR_NO_AVX512");
+    if (!detect_avx2() || (e && *e && *e != '0'))
+        return false;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    return false;
+#endif
+}
+
+bool aprq_cpu_avx512(void)
+{
+    if (!aprq_cpu_avx2())
+        return false;
+    int v = __atomic_load_n(&g_avx512, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = detect_avx512() ? 1 : 0;
+        __atomic_store_n(&g_avx512, v, __ATOMIC_RELAXED);
+    }
+    return v == 1;
+}
+
+void apr_quant_force_no_avx512(bool on)
+{
+    __atomic_store_n(&g_avx512, on ? 0 : (detect_avx512() ? 1 : 0), __ATOMIC_RELAXED);
 }
 
 bool aprq_cpu_avx2(void)

@@ -55,7 +55,7 @@ bool apr_wpack_supported(apr_dtype t)
 
 const char *apr_wpack_kernel_name(void)
 {
-    return aprq_cpu_avx2() ? "avx2" : "scalar";
+    return aprq_cpu_avx512() ? "avx512" : aprq_cpu_avx2() ? "avx2" : "scalar";
 }
 
 /* ---------------------------------------------------------------- packers */

@@ -9,7 +9,8 @@
  * of one output, exactly the scalar kernel's s[0..7], reduced in its tree.
  * So every output equals apr_vec_dot_scalar bit for bit, whatever the tile
  * it falls in. Compiled for baseline x86-64; functions carry target
- * attributes and run only after aprq_cpu_avx2(). */
+ * attributes and run only after aprq_cpu_avx2() (the AVX-512 float tile
+ * only after aprq_cpu_avx512()). */
 #include "gemm_internal.h"
 
 #if defined(__x86_64__)
@@ -470,6 +471,34 @@ AVX2 static INLINE void tile_float(apr_dtype dt, const uint8_t *const *w, int R,
             _mm256_storeu_ps((float *)&acc[r * ACC_T + t], a[r][t]);
 }
 
+/* The full tile (2 rows x 4 tokens) spelled out, the same operations in
+ * the same order as tile_float's: GCC leaves tile_float's loops generic
+ * for the 16-bit types, and here all eight sums stay in registers. */
+#define FLOAT_STEP(A0, A1, Y)                                                \
+    do {                                                                     \
+        const __m256 yv_ = _mm256_loadu_ps((Y) + i);                          \
+        A0 = _mm256_add_ps(A0, _mm256_mul_ps(w0, yv_));                      \
+        A1 = _mm256_add_ps(A1, _mm256_mul_ps(w1, yv_));                      \
+    } while (0)
+AVX2 static INLINE void tile_float_2x4(apr_dtype dt, const uint8_t *const *w, int64_t k0, int64_t k1,
+                                       const void *act, size_t as, __m256 *acc)
+{
+    const float *y0 = ACT(float, act, as, 0), *y1 = ACT(float, act, as, 1);
+    const float *y2 = ACT(float, act, as, 2), *y3 = ACT(float, act, as, 3);
+    __m256 a00 = acc[0], a01 = acc[1], a02 = acc[2], a03 = acc[3];
+    __m256 a10 = acc[ACC_T], a11 = acc[ACC_T + 1], a12 = acc[ACC_T + 2], a13 = acc[ACC_T + 3];
+    for (int64_t i = k0; i < k1; i += 8) {
+        const __m256 w0 = load8_w(dt, w[0], i), w1 = load8_w(dt, w[1], i);
+        FLOAT_STEP(a00, a10, y0);
+        FLOAT_STEP(a01, a11, y1);
+        FLOAT_STEP(a02, a12, y2);
+        FLOAT_STEP(a03, a13, y3);
+    }
+    acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03;
+    acc[ACC_T] = a10, acc[ACC_T + 1] = a11, acc[ACC_T + 2] = a12, acc[ACC_T + 3] = a13;
+}
+#undef FLOAT_STEP
+
 /* The tile functions take T as a constant (always inlined into these). */
 #define TOKENS_LOOP(CALL)                                                    \
     for (uint32_t t0 = 0; t0 < nt; t0 += TILE_T) {                           \
@@ -539,6 +568,65 @@ AVX2 static void group_q6_k(const grp_q6_k *g, int64_t nb, int nr, const void *a
 #undef Q6K
 }
 
+/* ---------------------------------------------------------------- float rows, AVX-512
+ * Only after aprq_cpu_avx512(). One 16-lane register holds the s[0..7] of
+ * two outputs (rows r and r + 1, one token), so each lane still runs the
+ * scalar kernel's s[k] += w * y of its output, unfused: the same bits as
+ * the 8-lane tiles, twice as many per instruction. */
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c")))
+/* rows r and r + 1, columns i..i+7, as one register [row r | row r + 1] */
+AVX512 static INLINE __m512 load8x2_w(apr_dtype t, const uint8_t *w0, const uint8_t *w1, int64_t i)
+{
+    if (t == APR_DT_F32)
+        return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps((const float *)w0 + i)),
+                                  _mm256_loadu_ps((const float *)w1 + i), 1);
+    const __m256i h = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)((const uint16_t *)w0 + i))),
+        _mm_loadu_si128((const __m128i *)((const uint16_t *)w1 + i)), 1);
+    if (t == APR_DT_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+#define STEP512(T)                                                           \
+    do {                                                                     \
+        const __m512 yv_ = _mm512_broadcast_f32x8(_mm256_loadu_ps(y##T + i)); \
+        a0##T = _mm512_add_ps(a0##T, _mm512_mul_ps(w01, yv_));               \
+        a1##T = _mm512_add_ps(a1##T, _mm512_mul_ps(w23, yv_));               \
+        a2##T = _mm512_add_ps(a2##T, _mm512_mul_ps(w45, yv_));               \
+        a3##T = _mm512_add_ps(a3##T, _mm512_mul_ps(w67, yv_));               \
+    } while (0)
+#define LD2(P, T) _mm512_insertf32x8(_mm512_castps256_ps512(acc[(2 * P) * ACC_T + T]), acc[(2 * P + 1) * ACC_T + T], 1)
+#define ST2(P, T, V)                                                         \
+    do {                                                                     \
+        acc[(2 * P) * ACC_T + T] = _mm512_castps512_ps256(V);               \
+        acc[(2 * P + 1) * ACC_T + T] = _mm512_extractf32x8_ps(V, 1);        \
+    } while (0)
+/* All 8 rows of a group x 4 tokens: 16 registers of sums, kept in acc
+ * (the 8-lane layout) between column chunks. */
+AVX512 static void tile_float_8x4_512(apr_dtype dt, const uint8_t *const *w, int64_t k0, int64_t k1,
+                                             const void *act, size_t as, __m256 *acc)
+{
+    const float *y0 = ACT(float, act, as, 0), *y1 = ACT(float, act, as, 1);
+    const float *y2 = ACT(float, act, as, 2), *y3 = ACT(float, act, as, 3);
+    __m512 a00 = LD2(0, 0), a01 = LD2(0, 1), a02 = LD2(0, 2), a03 = LD2(0, 3);
+    __m512 a10 = LD2(1, 0), a11 = LD2(1, 1), a12 = LD2(1, 2), a13 = LD2(1, 3);
+    __m512 a20 = LD2(2, 0), a21 = LD2(2, 1), a22 = LD2(2, 2), a23 = LD2(2, 3);
+    __m512 a30 = LD2(3, 0), a31 = LD2(3, 1), a32 = LD2(3, 2), a33 = LD2(3, 3);
+    for (int64_t i = k0; i < k1; i += 8) {
+        const __m512 w01 = load8x2_w(dt, w[0], w[1], i), w23 = load8x2_w(dt, w[2], w[3], i);
+        const __m512 w45 = load8x2_w(dt, w[4], w[5], i), w67 = load8x2_w(dt, w[6], w[7], i);
+        STEP512(0);
+        STEP512(1);
+        STEP512(2);
+        STEP512(3);
+    }
+    ST2(0, 0, a00); ST2(0, 1, a01); ST2(0, 2, a02); ST2(0, 3, a03);
+    ST2(1, 0, a10); ST2(1, 1, a11); ST2(1, 2, a12); ST2(1, 3, a13);
+    ST2(2, 0, a20); ST2(2, 1, a21); ST2(2, 2, a22); ST2(2, 3, a23);
+    ST2(3, 0, a30); ST2(3, 1, a31); ST2(3, 2, a32); ST2(3, 3, a33);
+}
+
 /* Columns per chunk: the chunk of 64 tokens' f32 activations (64 KiB)
  * stays in L2 while the group's 8 rows pass over it. */
 #define FLOAT_KC 256
@@ -548,6 +636,7 @@ AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, in
 {
     __m256 acc[APR_WPACK_ROWS * ACC_T];
     const int64_t n8 = n / 8 * 8;
+    const bool avx512 = aprq_cpu_avx512();
     for (uint32_t tb = 0; tb < nt; tb += ACC_T) {
         const uint32_t ntb = nt - tb < ACC_T ? nt - tb : ACC_T;
         const void *actb = (const uint8_t *)act + (size_t)tb * as;
@@ -559,13 +648,17 @@ AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, in
             for (uint32_t t0 = 0; t0 < ntb; t0 += TILE_T) {
                 const void *a = (const uint8_t *)actb + (size_t)t0 * as;
                 const int T = ntb - t0 >= TILE_T ? TILE_T : (int)(ntb - t0);
+                if (avx512 && T == 4 && nr == 8) {
+                    tile_float_8x4_512(dt, rows, k0, k1, a, as, &acc[t0]);
+                    continue;
+                }
                 for (int r = 0; r < nr; r += 2) {
                     __m256 *ac = &acc[r * ACC_T + t0];
                     const int R = nr - r >= 2 ? 2 : 1;
 #define FT(RR, TT) tile_float(dt, rows + r, RR, k0, k1, a, as, TT, ac)
                     if (R == 2) {
                         switch (T) {
-                        case 4: FT(2, 4); break;
+                        case 4: tile_float_2x4(dt, rows + r, k0, k1, a, as, ac); break;
                         case 3: FT(2, 3); break;
                         case 2: FT(2, 2); break;
                         default: FT(2, 1); break;

@@ -53,6 +53,9 @@ int apr_quant_default_threads(void);
  * or apr_quant_force_scalar(true) selects the scalar kernels. */
 const char *apr_quant_simd_name(void);
 void apr_quant_force_scalar(bool on);
+/* On a CPU with AVX-512 (F/DQ/BW/VL), the packed float GEMM tiles use it;
+ * true here (or APR_NO_AVX512=1) keeps them on AVX2, so tests can check both. */
+void apr_quant_force_no_avx512(bool on);
 
 /* ---- dot products used by libforward.
  * The activation vector y is first converted to apr_vec_dot_type(t)
@@ -104,7 +107,8 @@ void apr_wpack_free(apr_wpack *p);
 /* r0 a multiple of APR_WPACK_ROWS, r1 <= rows; act_stride in bytes. */
 void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t act_stride, uint32_t nt,
                     float *out, size_t ldo);
-/* Which kernel apr_wpack_gemm runs now: "avx2" or "scalar". */
+/* Which kernels apr_wpack_gemm runs now: "avx512" (AVX2, with AVX-512
+ * tiles for F32/F16/BF16), "avx2" or "scalar". */
 const char *apr_wpack_kernel_name(void);
 
 /* ---- llama-quantize's type mixes (mix.c).

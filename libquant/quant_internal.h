@@ -157,5 +157,7 @@ bool aprq_bf16_row_fast(const void *src, float *dst, int64_t n);
 
 /* Run-time CPU feature checks (cached). */
 bool aprq_cpu_avx2(void);
+/* AVX-512 F/DQ/BW/VL on top of AVX2 (the packed float kernels use it). */
+bool aprq_cpu_avx512(void);
 
 #endif

@@ -4,8 +4,8 @@
  * start inside the matrix, every token-tile remainder, odd activation
  * strides, extreme activations (a constant row quantizes to -128 in Q8_K,
  * the bound the int16 sums are sized for), block rows of all-ones and of
- * random bytes (every level and scale at its largest) and both dispatches (SIMD and
- * forced scalar). The forward pass relies on it: logits do not depend on
+ * random bytes (every level and scale at its largest) and every dispatch
+ * (the best this CPU has, AVX2 with AVX-512 kept off, forced scalar). The forward pass relies on it: logits do not depend on
  * the thread that computes a row or on how tokens are batched. */
 #include "test_util.h"
 
@@ -79,7 +79,9 @@ static void make_raw_row(apr_dtype t, int64_t n, int fill, uint64_t *seed, uint8
             }
 }
 
-static void check_pack(apr_dtype t, int64_t n, bool scalar)
+enum { KERNELS_BEST, KERNELS_AVX2, KERNELS_SCALAR };
+
+static void check_pack(apr_dtype t, int64_t n, int kernels)
 {
     uint64_t seed = 0x777u + (uint64_t)t * 131u + (uint64_t)n;
     const size_t rb = (size_t)apr_dtype_row_bytes(t, (uint64_t)n);
@@ -111,7 +113,8 @@ static void check_pack(apr_dtype t, int64_t n, bool scalar)
     }
     apr_wpack p;
     assert_int_equal(apr_wpack_init(&p, t, N_ROWS, (uint64_t)n, rows), 0);
-    apr_quant_force_scalar(scalar);
+    apr_quant_force_scalar(kernels == KERNELS_SCALAR);
+    apr_quant_force_no_avx512(kernels == KERNELS_AVX2);
     float *out = malloc(sizeof(float) * N_TOK * N_ROWS);
     assert_non_null(out);
     const uint64_t ranges[][2] = {{0, N_ROWS}, {8, N_ROWS}, {0, 8}, {16, 17}};
@@ -136,6 +139,7 @@ static void check_pack(apr_dtype t, int64_t n, bool scalar)
                 }
         }
     apr_quant_force_scalar(false);
+    apr_quant_force_no_avx512(false);
     apr_wpack_free(&p);
     free(out);
     free(x);
@@ -162,8 +166,8 @@ static void test_wpack_matches_scalar_dot(void **state)
         const int64_t sizes[] = {1, 3, 14};
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
             const int64_t n = blk > 1 ? sizes[s] * blk : sizes[s] * 96 + 5; /* + an 8-lane tail */
-            check_pack(t, n, false);
-            check_pack(t, n, true);
+            for (int k = KERNELS_BEST; k <= KERNELS_SCALAR; k++)
+                check_pack(t, n, k);
         }
     }
     if (!ran && getenv("APR_TEST_STRICT"))
