@@ -154,6 +154,20 @@ void apr_tmpl_free(apr_tmpl *t);
  * raise_exception() is an APR_E_FORMAT error carrying its message. */
 int apr_tmpl_render(const apr_tmpl *t, const json_t *vars, int64_t now, char **out, size_t *len, apr_err *err);
 
+/* A model's chat template (libtok/chat.c): tokenizer.chat_template, or with
+ * name tokenizer.chat_template.NAME; NULL when absent. */
+const char *apr_chat_template(const apr_model *m, const char *name);
+/* Render it with vars (messages, add_generation_prompt, ...: a JSON object)
+ * plus what apply_chat_template adds when vars lacks them: bos_token,
+ * eos_token, unk_token, pad_token (the vocabulary's texts), tools and
+ * documents (null), add_generation_prompt (false). The text is tokenized
+ * with parse_special and without adding BOS, as apply_chat_template does. */
+int apr_chat_render(const apr_model *m, const char *name, const json_t *vars, char **out, size_t *len, apr_err *err);
+/* Whether id ends a generation: EOS, tokenizer.ggml.eot/eom_token_id, or a
+ * token whose text llama.cpp's vocabulary loader puts in its EOG set
+ * (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, ...). */
+bool apr_chat_is_end(const apr_model *m, int32_t id);
+
 #ifdef __cplusplus
 }
 #endif

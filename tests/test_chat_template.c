@@ -404,6 +404,65 @@ static void test_render_peer(void **state)
     assert_int_equal(n_claimed_bad, 0);
 }
 
+/* apr run --chat / --messages: the rendered prompt, then its ids (the
+ * template's special tokens as single tokens, no BOS added). */
+static void test_run_chat(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(tok, TINY);
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", tok);
+    *strrchr(dir, '/') = 0;
+    const char *tmp = tu_tmpdir("ct-run");
+    const char *out = tu_path(tmp, "out.txt");
+    assert_int_equal(tu_system(out, "'%s' run '%s' --system 'Be brief.' --chat 'Hi' --render-only", bin, dir), 0);
+    size_t n;
+    char *text = tu_read_file(out, &n);
+    assert_non_null(text);
+    assert_string_equal(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                              "<|im_start|>assistant\n");
+    free(text);
+    const char *msgs = "[{\"role\": \"user\", \"content\": \"Hello there\"}]";
+    const char *mf = tu_path(tmp, "m.json");
+    assert_int_equal(tu_write_file(mf, msgs, strlen(msgs)), 0);
+    out = tu_path(tmp, "ids.txt");
+    assert_int_equal(tu_system(out, "'%s' run '%s' --messages '%s' --tokenize-only", bin, dir, mf), 0);
+    text = tu_read_file(out, &n);
+    assert_non_null(text);
+    /* transformers: apply_chat_template(..., tokenize=True, add_generation_prompt=True) */
+    assert_string_equal(text, "2046 483 81 198 39 341 359 547 1235 2047 198 2046 64 427 542 1256 198\n");
+    free(text);
+    /* no template of that name; a messages file that is not a conversation */
+    assert_int_not_equal(tu_system(NULL, "'%s' run '%s' --chat x --template nope --render-only 2>/dev/null", bin, dir), 0);
+    assert_int_equal(tu_write_file(mf, "{\"x\": 1}", 8), 0);
+    assert_int_not_equal(tu_system(NULL, "'%s' run '%s' --messages '%s' --render-only 2>/dev/null", bin, dir, mf), 0);
+    assert_int_not_equal(tu_system(NULL, "'%s' run '%s' --chat x --prompt y 2>/dev/null", bin, dir), 0);
+}
+
+/* The prompt ids of apr run --messages against transformers'
+ * apply_chat_template(tokenize=True), for each claimed family's template. */
+static void test_chat_ids_peer(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(tok, TINY);
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *src = tu_require_llama_cpp_src();
+    tu_require_python("transformers", "transformers");
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s", tok);
+    *strrchr(tiny, '/') = 0;
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("ct-ids-peer"));
+    int rc = tu_run_peer("ct-ids-peer", "chat_ids_peer.py", args);
+    if (rc != 0)
+        fail_msg("chat_ids_peer.py failed (%d)", rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +472,8 @@ int main(void)
         cmocka_unit_test(test_error_positions),
         cmocka_unit_test(test_carry_peer),
         cmocka_unit_test(test_render_peer),
+        cmocka_unit_test(test_run_chat),
+        cmocka_unit_test(test_chat_ids_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,12 @@
  * Hidden options for tests: --dump-logits FILE writes the prompt's logits
  * (n_prompt x vocab little-endian f32, position-major); --print-ids prints
  * the prompt's token ids and the generated ids on stderr; --tokenize-only
- * prints the prompt's ids on stdout and stops (works on vocab-only files). */
+ * prints the prompt's ids on stdout and stops (works on vocab-only files).
+ *
+ * --chat TEXT / --messages FILE: the prompt is the model's chat template
+ * rendered around the conversation (libtok's apr_chat_render, as
+ * transformers' apply_chat_template), tokenized with its special tokens and
+ * no added BOS; generation stops at the first end-of-turn token. */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -21,6 +26,8 @@
 
 typedef struct run_opts {
     const char *model, *prompt, *dump_logits;
+    const char *chat, *system, *messages, *template_name;
+    bool no_gen_prompt, render_only;
     long n_predict;
     int threads;
     apr_device device;
@@ -34,6 +41,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: apr run MODEL --prompt TEXT [options]\n"
+            "       apr run MODEL --chat TEXT | --messages FILE [options]\n"
+            "  --chat TEXT          a user message, wrapped in the model's chat template\n"
+            "  --system TEXT        a system message before it\n"
+            "  --messages FILE      the conversation as JSON: [{\"role\", \"content\"}, ...], or an\n"
+            "                       object with \"messages\" and other template variables (\"tools\", ...)\n"
+            "  --template NAME      the named template tokenizer.chat_template.NAME\n"
+            "  --no-generation-prompt  render without add_generation_prompt\n"
+            "  --render-only        print the rendered prompt and stop\n"
             "  -n, --n-predict N    tokens to generate (default 64; stops early at EOS)\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --device D           auto | cpu | cuda (default auto)\n"
@@ -128,6 +143,22 @@ static int parse(int argc, char **argv, run_opts *o)
                 fprintf(stderr, "apr run: bad --seed '%s'\n", v);
                 return 2;
             }
+        } else if (!strcmp(a, "--chat")) {
+            NEEDV();
+            o->chat = v;
+        } else if (!strcmp(a, "--system")) {
+            NEEDV();
+            o->system = v;
+        } else if (!strcmp(a, "--messages")) {
+            NEEDV();
+            o->messages = v;
+        } else if (!strcmp(a, "--template")) {
+            NEEDV();
+            o->template_name = v;
+        } else if (!strcmp(a, "--no-generation-prompt")) {
+            o->no_gen_prompt = true;
+        } else if (!strcmp(a, "--render-only")) {
+            o->render_only = true;
         } else if (!strcmp(a, "--special")) {
             o->special = true;
         } else if (!strcmp(a, "--no-echo")) {
@@ -153,8 +184,19 @@ static int parse(int argc, char **argv, run_opts *o)
         }
 #undef NEEDV
     }
-    if (!o->model || !o->prompt) {
+    int sources = !!o->prompt + !!o->chat + !!o->messages;
+    if (!o->model || sources != 1) {
+        if (o->model && sources > 1)
+            fprintf(stderr, "apr run: give one of --prompt, --chat, --messages\n");
         usage(stderr);
+        return 2;
+    }
+    if (o->system && !o->chat) {
+        fprintf(stderr, "apr run: --system goes with --chat\n");
+        return 2;
+    }
+    if ((o->template_name || o->no_gen_prompt || o->render_only) && o->prompt) {
+        fprintf(stderr, "apr run: --template, --no-generation-prompt and --render-only need --chat or --messages\n");
         return 2;
     }
     return 0;
@@ -254,6 +296,42 @@ static int prefill(apr_fwd *f, const int32_t *ids, size_t n, float *logits, apr_
     return rc;
 }
 
+/* The template variables of --chat / --messages. */
+static int chat_vars(const run_opts *o, json_t **out, apr_err *err)
+{
+    json_t *vars = NULL;
+    if (o->messages) {
+        json_error_t je;
+        json_t *j = json_load_file(o->messages, JSON_REJECT_DUPLICATES, &je);
+        if (!j)
+            return apr_err_set(err, APR_E_FORMAT, "%s: invalid JSON at line %d: %s", o->messages, je.line, je.text);
+        vars = json_is_array(j) ? json_pack("{s:o}", "messages", j) : j;
+        if (!json_is_object(vars) || !json_is_array(json_object_get(vars, "messages"))) {
+            json_decref(vars);
+            return apr_err_set(err, APR_E_FORMAT, "%s: expected a list of messages or an object with \"messages\"",
+                               o->messages);
+        }
+    } else {
+        json_t *msgs = json_array();
+        if (msgs && o->system)
+            json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", o->system));
+        if (msgs)
+            json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", o->chat));
+        vars = msgs ? json_pack("{s:o}", "messages", msgs) : NULL;
+        if (!vars || json_array_size(msgs) != (o->system ? 2u : 1u)) {
+            json_decref(vars);
+            return apr_err_set(err, APR_E_ARG, "--chat / --system: not valid UTF-8 text (or out of memory)");
+        }
+    }
+    if (!json_object_get(vars, "add_generation_prompt") &&
+        json_object_set_new(vars, "add_generation_prompt", json_boolean(!o->no_gen_prompt))) {
+        json_decref(vars);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    *out = vars;
+    return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_opts o;
@@ -275,8 +353,31 @@ int cmd_run(int argc, char **argv)
     if (apr_tok_load(&tok, m, &err))
         goto fail;
     size_t n_ids = 0;
-    if (apr_tok_encode_ex(tok, o.prompt, true, o.special, &ids, &n_ids, &err))
+    const bool chat = !o.prompt;
+    if (chat) {
+        json_t *vars = NULL;
+        char *text = NULL;
+        size_t text_len = 0;
+        if (chat_vars(&o, &vars, &err))
+            goto fail;
+        rc = apr_chat_render(m, o.template_name, vars, &text, &text_len, &err);
+        json_decref(vars);
+        if (rc)
+            goto fail;
+        if (o.render_only) {
+            fwrite(text, 1, text_len, stdout);
+            free(text);
+            ret = 0;
+            goto done;
+        }
+        /* apply_chat_template(tokenize=True): the template wrote BOS itself */
+        rc = apr_tok_encode_ex(tok, text, false, true, &ids, &n_ids, &err);
+        free(text);
+        if (rc)
+            goto fail;
+    } else if (apr_tok_encode_ex(tok, o.prompt, true, o.special, &ids, &n_ids, &err)) {
         goto fail;
+    }
     if (o.tokenize_only) {
         for (size_t i = 0; i < n_ids; i++)
             printf("%s%d", i ? " " : "", ids[i]);
@@ -344,7 +445,7 @@ int cmd_run(int argc, char **argv)
         const int32_t next = sample(logits, vocab, o.temp, &rng);
         if (o.print_ids)
             fprintf(stderr, " %d", next);
-        if (next == apr_tok_eos(tok))
+        if (next == apr_tok_eos(tok) || (chat && apr_chat_is_end(m, next)))
             break;
         print_piece(tok, APR_TOK_CONTINUE, next);
         fflush(stdout);
