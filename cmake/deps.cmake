@@ -17,7 +17,6 @@ if(NOT OpenSSL_FOUND)
 endif()
 apr_require_pkg(JANSSON jansson libjansson-dev)
 apr_require_pkg(ZLIB zlib zlib1g-dev)
-apr_require_pkg(YAML yaml-0.1 libyaml-dev)
 # Optional: Intel ISA-L's CRC32 (the same polynomial and chaining as zlib's,
 # about 6x faster with PCLMUL), for the APR footer CRC over whole files.
 # Without it zlib computes the same values.
@@ -32,6 +31,8 @@ if(PkgConfig_FOUND)
 endif()
 if(APR_TESTS)
   apr_require_pkg(CMOCKA cmocka libcmocka-dev)
+  # only the contracts checker (contracts/) reads YAML
+  apr_require_pkg(YAML yaml-0.1 libyaml-dev)
 endif()
 
 # CUDA: point at /usr/local/cuda rather than trusting PATH.

@@ -6,6 +6,10 @@
 
 #include "formats.h"
 
+/* libFuzzer's entry point, which every harness defines (declared for
+ * -Wmissing-prototypes). */
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
 /* A successful parse: touch the first and last byte of every payload the
  * reader vouched for (ASan reports any that lie outside the input) and the
  * derived tokenizer view, then free the model. A failed one must leave no

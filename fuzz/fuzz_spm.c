@@ -11,6 +11,8 @@
 #include "hfmeta.h"
 #include "tok.h"
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer's entry point */
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_spm s;

@@ -906,12 +906,18 @@ static int cmp_order(const void *a, const void *b)
     return x->plan < y->plan ? -1 : x->plan > y->plan;
 }
 
-static void restore_order(conv *cv)
+static int restore_order(conv *cv)
 {
     if (!cv->src->provenance_json || cv->n_plans < 2)
-        return;
+        return 0;
+    int rc = 0;
     json_error_t je;
+    unsigned long failures = apr_json_alloc_failures();
     json_t *root = json_loads(cv->src->provenance_json, 0, &je);
+    /* out of memory is an error, never the canonical order instead: the
+     * output would differ from a run that had the memory */
+    if (!root && apr_json_alloc_failures() != failures)
+        return apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
     const char *fmt = json_string_value(json_object_get(json_object_get(root, "source"), "format"));
     const json_t *tensors = json_object_get(root, "tensors");
     order_key *keys = NULL;
@@ -919,6 +925,7 @@ static void restore_order(conv *cv)
     if (!fmt || strcmp(fmt, apr_format_name(cv->to)) != 0 || !json_is_object(tensors))
         goto done;
     json_t *where = json_object(); /* source-of-source name -> index */
+    bool oom = !where;
     const char *name;
     json_t *rec;
     json_object_foreach((json_t *)tensors, name, rec) {
@@ -926,13 +933,18 @@ static void restore_order(conv *cv)
         for (size_t i = 0; i < json_array_size(ss); i++) {
             const json_t *sn = json_object_get(json_array_get(ss, i), "name");
             const json_t *ix = json_object_get(json_array_get(ss, i), "index");
-            if (json_is_string(sn) && json_is_integer(ix))
-                json_object_set(where, json_string_value(sn), (json_t *)ix);
+            if (json_is_string(sn) && json_is_integer(ix) && !oom)
+                oom = json_object_set(where, json_string_value(sn), (json_t *)ix) != 0;
         }
     }
     keys = malloc(cv->n_plans * sizeof *keys);
     tmp = malloc(cv->n_plans * sizeof *tmp);
-    bool all = keys && tmp;
+    if (oom || !keys || !tmp) {
+        json_decref(where);
+        rc = apr_err_set(cv->err, APR_E_NOMEM, "out of memory");
+        goto done;
+    }
+    bool all = true;
     for (size_t i = 0; all && i < cv->n_plans; i++) {
         const json_t *ix = json_object_get(where, cv->plans[i].name);
         all = ix != NULL;
@@ -950,6 +962,7 @@ done:
     free(keys);
     free(tmp);
     json_decref(root);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- the conversion */
@@ -1076,9 +1089,9 @@ static int convert_build(apr_model *src, apr_format to, const apr_convert_opts *
         cv.perm = want_il ? 1 : -1;
     apr_model *m = NULL;
     apr_conv_stream *cs = NULL;
-    if ((rc = classify_sources(&cv)) || (rc = validate_sources(&cv)) || (rc = build_plans(&cv)))
+    if ((rc = classify_sources(&cv)) || (rc = validate_sources(&cv)) || (rc = build_plans(&cv)) ||
+        (rc = restore_order(&cv)))
         goto fail;
-    restore_order(&cv);
     settle_views(&cv, st);
     m = apr_model_new(to);
     cs = calloc(1, sizeof *cs);

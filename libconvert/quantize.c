@@ -45,15 +45,17 @@ typedef struct tjob {
     int64_t rows_per_grab;
     atomic_llong next;
     atomic_llong bad_row;  /* lowest row with NaN/Inf, or INT64_MAX */
-    atomic_int failed;     /* conversion or quantization refused */
+    atomic_int failed;     /* conversion or quantization refused; FAILED_NOMEM: a worker had no buffer */
 } tjob;
+
+enum { FAILED_NOMEM = 2 };
 
 static void *tjob_worker(void *arg)
 {
     tjob *j = arg;
     float *buf = malloc((size_t)j->rows_per_grab * (size_t)j->ncols * sizeof(float));
     if (!buf) {
-        atomic_store(&j->failed, 1);
+        atomic_store(&j->failed, FAILED_NOMEM);
         return NULL;
     }
     for (;;) {
@@ -120,6 +122,9 @@ static int run_tensor(const apr_tensor *t, apr_dtype to, const float *imatrix, u
     if (bad != INT64_MAX)
         return apr_err_set(err, APR_E_FORMAT, "tensor %s: row %lld contains NaN or Inf; refusing to quantize it",
                            t->name, bad);
+    if (atomic_load(&j.failed) == FAILED_NOMEM)
+        return apr_err_set(err, APR_E_NOMEM, "tensor %s: converting %s -> %s: out of memory", t->name,
+                           apr_dtype_name(t->dtype), apr_dtype_name(to));
     if (atomic_load(&j.failed))
         return apr_err_set(err, APR_E_NOMEM, "tensor %s: converting %s -> %s failed", t->name,
                            apr_dtype_name(t->dtype), apr_dtype_name(to));
@@ -688,7 +693,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     if (!rc && im)
         rc = set_imatrix_kvs(out, o->imatrix, im);
     if (rc) {
-        rc = apr_err_set(err, rc, "copying the metadata failed");
+        rc = rc == APR_E_NOMEM ? apr_err_set(err, rc, "copying the metadata: out of memory")
+                               : apr_err_set(err, rc, "copying the metadata failed");
         goto done;
     }
 

@@ -392,10 +392,10 @@ static void mm_worker(void *ctx, int ith, int nth)
             for (uint32_t t0 = 0; t0 < T->nt; t0 += 4) {
                 const int g = T->nt - t0 < 4 ? (int)(T->nt - t0) : 4;
                 for (uint64_t r = r0; r < r1; r++) {
-                    const act_slot *a = rowact[r - r0];
+                    const act_slot *act = rowact[r - r0];
                     float d[4];
-                    apr_vec_dot_n(rowdt[r - r0], (int64_t)w->cols, rowp[r - r0], a->buf + (uint64_t)t0 * a->stride,
-                                  (size_t)a->stride, g, d);
+                    apr_vec_dot_n(rowdt[r - r0], (int64_t)w->cols, rowp[r - r0], act->buf + (uint64_t)t0 * act->stride,
+                                  (size_t)act->stride, g, d);
                     for (int k = 0; k < g; k++)
                         T->out[(uint64_t)(t0 + k) * T->out_stride + r] = T->bias ? d[k] + T->bias[r] : d[k];
                 }

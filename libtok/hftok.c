@@ -30,20 +30,6 @@
 
 /* ================================================================ small helpers */
 
-static int json_to_str(const json_t *j, apr_str *s, const char *what, apr_err *err)
-{
-    if (!json_is_string(j))
-        return apr_err_set(err, APR_E_FORMAT, "%s: expected a string", what);
-    size_t n = json_string_length(j);
-    s->s = malloc(n + 1);
-    if (!s->s)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    memcpy(s->s, json_string_value(j), n);
-    s->s[n] = 0;
-    s->len = n;
-    return 0;
-}
-
 static int set_u32(apr_model *m, const char *key, uint32_t v, apr_err *err)
 {
     return apr_model_set_kv_u32(m, key, v) ? apr_err_set(err, APR_E_NOMEM, "out of memory") : 0;
@@ -140,7 +126,7 @@ static int tok_set(tok_build *b, json_int_t id, const json_t *text, const char *
         return apr_err_set(err, APR_E_FORMAT, "tokenizer.json: two different tokens have id %lld", (long long)id);
     }
     apr_str s;
-    if (json_to_str(text, &s, "tokenizer.json", err))
+    if (apr_json_to_str(text, &s, "tokenizer.json", err))
         return err ? err->code : APR_E_FORMAT;
     b->tokens[id] = s;
     return 0;
@@ -437,7 +423,7 @@ static int map_merges(apr_model *m, const json_t *merges, apr_err *err)
     for (size_t i = 0; i < n && !rc; i++) {
         const json_t *e = json_array_get(merges, i);
         if (json_is_string(e)) {
-            rc = json_to_str(e, &arr[i], "tokenizer.json merges", err);
+            rc = apr_json_to_str(e, &arr[i], "tokenizer.json merges", err);
         } else if (json_is_array(e) && json_array_size(e) == 2 && json_is_string(json_array_get(e, 0)) &&
                    json_is_string(json_array_get(e, 1))) {
             const json_t *a = json_array_get(e, 0), *b = json_array_get(e, 1);

@@ -180,6 +180,10 @@ int cmd_convert(int argc, char **argv)
         return 2;
     }
     char *cmdline = join_argv(argc, argv);
+    if (!cmdline) { /* the provenance record would lose the command */
+        fprintf(stderr, "apr convert: out of memory\n");
+        return 2;
+    }
     o.command_line = cmdline;
     o.progress = true; /* drawn only when stderr is a TTY */
     apr_convert_stats st;

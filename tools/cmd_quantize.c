@@ -276,6 +276,11 @@ int cmd_quantize(int argc, char **argv)
         }
     }
     char *cmdline = join_cmdline(argc, argv);
+    if (!cmdline) { /* the provenance record would lose the command */
+        fprintf(stderr, "apr quantize: out of memory\n");
+        q_opts_free(&o);
+        return 2;
+    }
     qo.command_line = cmdline;
     apr_quantize_stats st;
     int rc = apr_quantize_file(o.in, o.out, &qo, &st, &err);

@@ -48,6 +48,7 @@
  */
 #include "apr_internal.h"
 #include "apr_shard.h"
+#include "json_util.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -231,11 +232,8 @@ static json_t *enc_hex_bytes(const char *s, uint64_t len)
 static json_t *enc_string(const apr_str *s)
 {
     const char *p = s->s ? s->s : "";
-    if (apr_utf8_valid(p, s->len)) {
-        json_t *j = json_stringn(p, s->len);
-        if (j)
-            return j;
-    }
+    if (apr_utf8_valid(p, s->len))
+        return json_stringn(p, s->len); /* NULL: out of memory (never hex: that changes the file) */
     return enc_hex_bytes(p, s->len);
 }
 
@@ -644,12 +642,12 @@ static int meta_tokenizer_and_kvs(const apr_model *m, json_t *root)
             continue; /* travels as the "provenance" object */
         char tn[32];
         type_string(kv, tn, sizeof tn);
-        json_t *val = NULL;
-        for (size_t k = 0; k < sizeof tok_arrays / sizeof *tok_arrays && !val; k++)
+        const char *ref = NULL;
+        for (size_t k = 0; k < sizeof tok_arrays / sizeof *tok_arrays && !ref; k++)
             if (strcmp(kv->key, tok_arrays[k].gguf) == 0 && typed_kv(m, kv->key, APR_KV_ARRAY, tok_arrays[k].et))
-                val = json_pack("{s:s}", "ref", tok_arrays[k].apr);
-        if (!val)
-            val = enc_value(kv);
+                ref = tok_arrays[k].apr;
+        /* NULL from either: out of memory (never the other encoding) */
+        json_t *val = ref ? json_pack("{s:s}", "ref", ref) : enc_value(kv);
         json_t *e = val ? json_pack("[s,s,o]", kv->key, tn, val) : NULL;
         if (!e || json_array_append_new(list, e))
             bad = -1;
@@ -696,13 +694,20 @@ static char *build_metadata(const apr_model *m, apr_err *err)
     const char *prov = m->provenance_json ? m->provenance_json : apr_kv_get_str(m, KEY_PROVENANCE);
     if (prov) {
         json_error_t je;
-        json_t *p = json_loads(prov, JSON_DECODE_ANY, &je);
+        json_t *p = apr_json_loads(prov, JSON_DECODE_ANY, &je);
         if (!p) {
             json_decref(root);
-            apr_err_set(err, APR_E_ARG, "APR: the model's provenance is not valid JSON: %s", je.text);
+            if (apr_json_parse_oom())
+                apr_err_set(err, APR_E_NOMEM, "out of memory");
+            else
+                apr_err_set(err, APR_E_ARG, "APR: the model's provenance is not valid JSON: %s", je.text);
             return NULL;
         }
-        json_object_set_new(root, "provenance", p);
+        if (json_object_set_new(root, "provenance", p)) {
+            json_decref(root);
+            apr_err_set(err, APR_E_NOMEM, "out of memory");
+            return NULL;
+        }
     }
     /* 17 significant digits: every f32/f64 reads back bit-exactly */
     char *s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(17));
@@ -1168,11 +1173,21 @@ static int kv_push(apr_model *m, apr_kv *kv)
     return 0;
 }
 
+/* The KVs of gguf_kv, in file order, after those m has. Duplicates are
+ * looked for once at the end, over a sorted index (a check per key against
+ * all before it would be quadratic in a hostile file's key count). */
 static int kvs_from_gguf_kv(apr_model *m, const json_t *root, const json_t *list, apr_err *err)
 {
     if (!json_is_array(list))
         return fmt_err(err, APR_E_FORMAT, "metadata 'gguf_kv' is not an array");
-    for (size_t i = 0; i < json_array_size(list); i++) {
+    size_t n = json_array_size(list);
+    if (n > (SIZE_MAX / sizeof *m->kvs) - m->n_kvs - 1)
+        return fmt_err(err, APR_E_FORMAT, "metadata 'gguf_kv': %zu entries", n);
+    apr_kv *nk = realloc(m->kvs, (m->n_kvs + n + 1) * sizeof *nk);
+    if (!nk)
+        return fmt_err(err, APR_E_NOMEM, "out of memory");
+    m->kvs = nk;
+    for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(list, i);
         const json_t *jk = json_array_get(e, 0), *jt = json_array_get(e, 1), *jv = json_array_get(e, 2);
         if (!json_is_array(e) || json_array_size(e) != 3 || !json_is_string(jk) || !json_is_string(jt) ||
@@ -1187,8 +1202,6 @@ static int kvs_from_gguf_kv(apr_model *m, const json_t *root, const json_t *list
             if (!json_is_string(ref) || !(jv = json_object_get(root, json_string_value(ref))))
                 return fmt_err(err, APR_E_FORMAT, "gguf_kv '%s': reference to a missing metadata key", key);
         }
-        if (apr_model_kv(m, key))
-            return fmt_err(err, APR_E_FORMAT, "gguf_kv: duplicate key '%s'", key);
         if (!(kv.key = strdup(key)))
             return fmt_err(err, APR_E_NOMEM, "out of memory");
         const char *why;
@@ -1196,10 +1209,11 @@ static int kvs_from_gguf_kv(apr_model *m, const json_t *root, const json_t *list
             apr_kv_free(&kv);
             return fmt_err(err, APR_E_FORMAT, "gguf_kv '%s' (%s): %s", key, json_string_value(jt), why);
         }
-        if (kv_push(m, &kv))
-            return fmt_err(err, APR_E_NOMEM, "out of memory");
+        m->kvs[m->n_kvs++] = kv; /* room reserved above */
     }
-    return 0;
+    apr_err e2 = {0};
+    int rc = apr_check_unique_names(m->kvs, sizeof *m->kvs, m->n_kvs, APR_E_FORMAT, "gguf_kv: duplicate key", &e2);
+    return rc ? fmt_err(err, rc, "%s", e2.msg) : 0;
 }
 
 /* Files without gguf_kv (written by aprender): map the canonical keys to
@@ -1294,7 +1308,9 @@ static int parse_metadata(const uint8_t *buf, const apr_hdr *h, apr_model *m, js
     if (!apr_utf8_valid(text, h->meta_size))
         return fmt_err(err, APR_E_FORMAT, "metadata is not valid UTF-8");
     json_error_t je;
-    json_t *root = json_loadb(text, h->meta_size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    json_t *root = apr_json_loadb(text, h->meta_size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!root && apr_json_parse_oom())
+        return fmt_err(err, APR_E_NOMEM, "metadata: out of memory");
     if (!root)
         return fmt_err(err, APR_E_FORMAT, "metadata is not valid JSON: %s (at byte %d)", je.text, je.position);
     *root_out = root;
@@ -1315,7 +1331,7 @@ static int parse_metadata(const uint8_t *buf, const apr_hdr *h, apr_model *m, js
 int apr_apr_parse(apr_model **out, const uint8_t *buf, uint64_t size, bool check_footer, apr_err *err)
 {
     *out = NULL;
-    apr_hdr h;
+    apr_hdr h = {0};
     int rc = parse_header(buf, size, check_footer, &h, err);
     if (rc)
         return rc;

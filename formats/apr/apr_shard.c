@@ -14,6 +14,7 @@
  * patched in place and no file is reopened). */
 #define _GNU_SOURCE
 #include "apr_shard.h"
+#include "json_util.h"
 
 #include <jansson.h>
 #include <libgen.h>
@@ -448,7 +449,10 @@ static int read_manifest(const char *path, json_t **root, apr_err *err)
     if (map.size > MAX_MANIFEST_BYTES)
         rc = apr_err_set(err, APR_E_FORMAT, "%s: %llu bytes is too large for a shard manifest", path,
                   (unsigned long long)map.size);
-    else if (!(*root = json_loadb((const char *)map.base, (size_t)map.size, JSON_REJECT_DUPLICATES, &je)))
+    else if (!(*root = apr_json_loadb((const char *)map.base, (size_t)map.size, JSON_REJECT_DUPLICATES, &je)) &&
+             apr_json_parse_oom())
+        rc = apr_err_set(err, APR_E_NOMEM, "%s: out of memory", path);
+    else if (!*root)
         rc = apr_err_set(err, APR_E_FORMAT, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
     apr_unmap_file(&map);
     return rc;

@@ -1,5 +1,6 @@
 /* model.c - errors, dtype table, typed KVs and the in-memory model view. */
 #include "formats.h"
+#include "apr_internal.h" /* apr_model_adopt_part */
 
 #include <ctype.h>
 #include <stdio.h>
@@ -448,7 +449,10 @@ int apr_model_adopt_part(apr_model *m, apr_model *part, uint32_t k, const char *
     m->maps = nm;
     for (uint64_t i = 0; i < part->n_tensors; i++) {
         const apr_tensor *s = &part->tensors[i];
-        apr_tensor *t = apr_model_append_tensor(m, s->name, err);
+        apr_err e2 = {0};
+        apr_tensor *t = apr_model_append_tensor(m, s->name, &e2);
+        if (!t && e2.code == APR_E_NOMEM)
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
         if (!t)
             return apr_err_set(err, APR_E_FORMAT, "%s: tensor '%s' is in two %s", part->path, s->name, what);
         char *name = t->name;

@@ -4,6 +4,7 @@
 #include "apr_internal.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +34,19 @@ apr_format apr_format_from_path(const char *path)
     return APR_FMT_UNKNOWN;
 }
 
-apr_format apr_format_sniff(const char *path)
+/* The format by name and magic; *io_errno (may be NULL) gets the errno of a
+ * stat, open or read that failed (else 0), so that a caller can tell an
+ * unreadable file from one that is not a model. */
+static apr_format sniff(const char *path, int *io_errno)
 {
+    int dummy;
+    int *e = io_errno ? io_errno : &dummy;
+    *e = 0;
     struct stat st;
-    if (stat(path, &st) != 0)
+    if (stat(path, &st) != 0) {
+        *e = errno;
         return APR_FMT_UNKNOWN;
+    }
     if (S_ISDIR(st.st_mode))
         return APR_FMT_SAFETENSORS;
     if (apr_apr_is_manifest_path(path))
@@ -45,10 +54,14 @@ apr_format apr_format_sniff(const char *path)
     if (ends_with(path, ".json"))
         return APR_FMT_SAFETENSORS;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (fd < 0) {
+        *e = errno;
         return APR_FMT_UNKNOWN;
+    }
     uint8_t b[16] = {0};
     ssize_t n = read(fd, b, sizeof b);
+    if (n < 0)
+        *e = errno;
     close(fd);
     if (n >= 4 && memcmp(b, "GGUF", 4) == 0)
         return APR_FMT_GGUF;
@@ -58,6 +71,11 @@ apr_format apr_format_sniff(const char *path)
     if (n >= 9 && b[8] == '{')
         return APR_FMT_SAFETENSORS;
     return APR_FMT_UNKNOWN;
+}
+
+apr_format apr_format_sniff(const char *path)
+{
+    return sniff(path, NULL);
 }
 
 /* "*-00001-of-*.gguf": the first split of a split GGUF */
@@ -122,11 +140,14 @@ int apr_model_open(apr_model **out, const char *path, const apr_open_opts *opts,
             return rc;
         }
     }
-    switch (apr_format_sniff(path)) {
+    int io_errno;
+    switch (sniff(path, &io_errno)) {
     case APR_FMT_GGUF: return apr_gguf_open(out, path, err);
     case APR_FMT_APR: return apr_apr_open(out, path, opts, err);
     case APR_FMT_SAFETENSORS: return apr_safetensors_open(out, path, err);
     default:
+        if (io_errno)
+            return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(io_errno));
         return apr_err_set(err, APR_E_FORMAT,
                            "%s: not a GGUF, APR or safetensors file (unrecognised magic)", path);
     }

@@ -122,64 +122,6 @@ void apr_buf_free(apr_buf *b)
     memset(b, 0, sizeof *b);
 }
 
-/* (name, index) pairs sorted by name: qsort has no context argument in C11,
- * so the names travel with the indices instead of through a global. */
-typedef struct name_ix { const char *name; uint64_t ix; } name_ix;
-static int cmp_name_ix(const void *a, const void *b)
-{
-    const name_ix *x = a, *y = b;
-    int c = strcmp(x->name, y->name); /* strcmp compares as unsigned char: bytewise */
-    return c ? c : (x->ix < y->ix ? -1 : x->ix > y->ix);
-}
-
-/* n structs of the given stride whose first member is a char* name. */
-static name_ix *sorted_names(const void *base, size_t stride, uint64_t n)
-{
-    if (n > SIZE_MAX / sizeof(name_ix))
-        return NULL;
-    name_ix *v = malloc((n ? n : 1) * sizeof *v);
-    if (!v)
-        return NULL;
-    for (uint64_t i = 0; i < n; i++) {
-        v[i].name = *(char *const *)((const char *)base + i * stride);
-        v[i].ix = i;
-    }
-    qsort(v, n, sizeof *v, cmp_name_ix);
-    return v;
-}
-
-uint64_t *apr_tensor_order_by_name(const apr_model *m)
-{
-    name_ix *v = sorted_names(m->tensors, sizeof *m->tensors, m->n_tensors);
-    if (!v)
-        return NULL;
-    uint64_t *idx = malloc((m->n_tensors ? m->n_tensors : 1) * sizeof *idx);
-    for (uint64_t i = 0; idx && i < m->n_tensors; i++)
-        idx[i] = v[i].ix;
-    free(v);
-    return idx;
-}
-
-/* Finds a duplicated name among n structs whose first member is a char*
- * (apr_kv.key, apr_tensor.name). Returns the name or NULL; *oom on failure. */
-static const char *find_duplicate(const void *base, size_t stride, uint64_t n, bool *oom)
-{
-    *oom = false;
-    if (n < 2)
-        return NULL;
-    name_ix *v = sorted_names(base, stride, n);
-    if (!v) {
-        *oom = true;
-        return NULL;
-    }
-    const char *dup = NULL;
-    for (uint64_t i = 1; i < n && !dup; i++)
-        if (strcmp(v[i - 1].name, v[i].name) == 0)
-            dup = v[i].name;
-    free(v);
-    return dup;
-}
-
 void apr_progress(bool enabled, const char *what, uint64_t done, uint64_t total)
 {
     if (!enabled || !isatty(STDERR_FILENO))
@@ -489,7 +431,7 @@ static bool rd_header_and_kvs(rd *r, apr_model *m, uint64_t *n_tensors_out)
             return false;
     }
     bool oom;
-    const char *dup = find_duplicate(m->kvs, sizeof *m->kvs, m->n_kvs, &oom);
+    const char *dup = apr_find_duplicate_name(m->kvs, sizeof *m->kvs, m->n_kvs, &oom);
     if (oom)
         return rd_fail(r, APR_E_NOMEM, "out of memory");
     if (dup)
@@ -526,7 +468,7 @@ int apr_gguf_parse(apr_model **out, const uint8_t *buf, uint64_t size, apr_err *
     if (!rd_tensor_infos(&r, m, n_tensors, rel_off))
         goto fail;
     bool oom;
-    const char *dup = find_duplicate(m->tensors, sizeof *m->tensors, m->n_tensors, &oom);
+    const char *dup = apr_find_duplicate_name(m->tensors, sizeof *m->tensors, m->n_tensors, &oom);
     if (oom || dup) {
         rd_fail(&r, oom ? APR_E_NOMEM : APR_E_FORMAT, oom ? "out of memory" : "duplicate tensor name '%s'",
                 oom ? "" : dup);
@@ -941,12 +883,9 @@ int apr_gguf_write(const apr_model *m, const char *path, const apr_write_opts *o
     for (uint64_t i = 0; i < m->n_kvs; i++)
         if (!m->kvs[i].key || !m->kvs[i].key[0])
             return apr_err_set(err, APR_E_ARG, "KV %llu has an empty key", (unsigned long long)i);
-    bool oom;
-    const char *dup = find_duplicate(m->tensors, sizeof *m->tensors, m->n_tensors, &oom);
-    if (dup)
-        return apr_err_set(err, APR_E_ARG, "duplicate tensor name '%s'", dup);
-    if (oom)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    if ((rc = apr_check_unique_names(m->tensors, sizeof *m->tensors, m->n_tensors, APR_E_ARG, "duplicate tensor name",
+                                     err)))
+        return rc;
     gguf_part *parts = NULL;
     size_t n_parts = 0;
     if ((rc = plan_split(m, o, &parts, &n_parts, err)))

@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include "apr_internal.h"
 #include "hfmeta.h"
+#include "json_util.h"
 #include "tok.h"
 
 #include <dirent.h>
@@ -283,10 +284,10 @@ static int scalar_from_json(apr_kv_type t, const json_t *j, void *p, const char 
     return 0;
 }
 
-static int json_to_str(const json_t *j, apr_str *s, const char *key, apr_err *err)
+int apr_json_to_str(const json_t *j, apr_str *s, const char *what, apr_err *err)
 {
     if (!json_is_string(j))
-        return apr_err_set(err, APR_E_FORMAT, "KV %s: expected a string", key);
+        return apr_err_set(err, APR_E_FORMAT, "%s: expected a string", what);
     size_t n = json_string_length(j);
     s->s = malloc(n + 1);
     if (!s->s)
@@ -311,9 +312,11 @@ int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err)
     if (!(out->key = strdup(key)))
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
     out->type = (apr_kv_type)t;
+    char what[300]; /* for apr_json_to_str's error */
+    snprintf(what, sizeof what, "KV %s", key);
     int rc = 0;
     if (t == APR_KV_STRING) {
-        rc = json_to_str(jv, &out->str, key, err);
+        rc = apr_json_to_str(jv, &out->str, what, err);
     } else if (t == APR_KV_ARRAY) {
         const json_t *je = json_object_get(j, "elem");
         int et = json_is_string(je) ? kv_type_from_str(json_string_value(je)) : -1;
@@ -333,7 +336,7 @@ int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err)
         for (size_t i = 0; i < out->count && !rc; i++) {
             const json_t *e = json_array_get(jv, i);
             if (et == APR_KV_STRING)
-                rc = json_to_str(e, &((apr_str *)out->arr)[i], key, err);
+                rc = apr_json_to_str(e, &((apr_str *)out->arr)[i], what, err);
             else
                 rc = scalar_from_json((apr_kv_type)et, e, (uint8_t *)out->arr + i * es, key, err);
         }
@@ -411,8 +414,10 @@ static int load_json_file(const char *dir, const char *name, json_t **out, apr_e
         return apr_err_set(err, APR_E_IO, "%s: %s", path, strerror(errno));
     }
     json_error_t je;
-    json_t *j = json_loadf(f, JSON_ALLOW_NUL, &je);
+    json_t *j = apr_json_loadf(f, JSON_ALLOW_NUL, &je);
     fclose(f);
+    if (!j && apr_json_parse_oom())
+        return apr_err_set(err, APR_E_NOMEM, "%s: out of memory", path);
     if (!j)
         return apr_err_set(err, APR_E_FORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
     if (!json_is_object(j)) {

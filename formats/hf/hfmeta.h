@@ -25,6 +25,9 @@ bool apr_json_get_f32(const json_t *j, float *out);
  * f64 travel as decimal strings. */
 json_t *apr_kv_to_json(const apr_kv *kv, apr_err *err);
 int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err);
+/* A JSON string as an apr_str (malloc'd, NUL-terminated, embedded NULs kept);
+ * "WHAT: expected a string" when j is none. */
+int apr_json_to_str(const json_t *j, apr_str *s, const char *what, apr_err *err);
 bool apr_kv_equal(const apr_kv *a, const apr_kv *b);
 
 /* Dump j (compact, or indented) with APR_JSON_DUMP_FLAGS; malloc'd text. */

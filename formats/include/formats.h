@@ -54,6 +54,12 @@ enum {
 int apr_err_set(apr_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* How many allocations jansson asked apr for and did not get, on this
+ * thread (apr installs jansson's allocator). jansson reports such a failure
+ * inside a parse as a syntax error; a caller compares the count before and
+ * after a parse to tell "out of memory" from malformed text. */
+unsigned long apr_json_alloc_failures(void);
+
 /* ---------------------------------------------------------------- dtypes */
 
 typedef enum apr_dtype {

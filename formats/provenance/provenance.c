@@ -8,6 +8,7 @@
  * JSON with jansson. */
 #define _GNU_SOURCE
 #include "formats.h"
+#include "json_util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -324,9 +325,11 @@ int apr_prov_set_source(apr_prov *p, const apr_model *src, apr_err *err)
     p->parent = NULL;
     if (src->provenance_json) {
         json_error_t je;
-        p->parent = json_loads(src->provenance_json, 0, &je);
-        if (!p->parent) /* keep an unreadable record verbatim rather than lose the chain */
+        p->parent = apr_json_loads(src->provenance_json, 0, &je);
+        if (!p->parent && !apr_json_parse_oom()) /* keep an unreadable record verbatim rather than lose the chain */
             p->parent = json_string(src->provenance_json);
+        if (!p->parent)
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
     }
     return 0;
 }
@@ -511,24 +514,38 @@ fail:
     return rc;
 }
 
-static json_t *parts_json(const apr_tensor_part *parts, uint32_t n)
+/* Building the record: jansson's setters take the value (even NULL, the
+ * failure of the call that made it) and return non-zero when they cannot
+ * store it; *bad remembers any of that, so that a record that lost a field
+ * to a failed allocation is refused rather than written. */
+static void jset(bool *bad, json_t *o, const char *k, json_t *v)
+{
+    *bad |= json_object_set_new(o, k, v) != 0;
+}
+
+static void jappend(bool *bad, json_t *a, json_t *v)
+{
+    *bad |= json_array_append_new(a, v) != 0;
+}
+
+static json_t *parts_json(const apr_tensor_part *parts, uint32_t n, bool *bad)
 {
     json_t *a = json_array();
     for (uint32_t i = 0; i < n && a; i++) {
         json_t *o = json_object();
-        json_object_set_new(o, "dtype", json_string(apr_dtype_name(parts[i].dtype)));
-        json_object_set_new(o, "rows", json_integer((json_int_t)parts[i].rows));
-        json_object_set_new(o, "bytes", json_integer((json_int_t)parts[i].nbytes));
-        json_array_append_new(a, o);
+        jset(bad, o, "dtype", json_string(apr_dtype_name(parts[i].dtype)));
+        jset(bad, o, "rows", json_integer((json_int_t)parts[i].rows));
+        jset(bad, o, "bytes", json_integer((json_int_t)parts[i].nbytes));
+        jappend(bad, a, o);
     }
     return a;
 }
 
-static json_t *shape_json(uint32_t ndim, const uint64_t *dims)
+static json_t *shape_json(uint32_t ndim, const uint64_t *dims, bool *bad)
 {
     json_t *a = json_array();
     for (uint32_t d = 0; d < ndim && a; d++)
-        json_array_append_new(a, json_integer((json_int_t)dims[d]));
+        jappend(bad, a, json_integer((json_int_t)dims[d]));
     return a;
 }
 
@@ -545,73 +562,70 @@ static json_t *job_json(const apr_prov *p, size_t i, bool real)
     return json_string(hex);
 }
 
+static json_t *tensor_json(const apr_prov *p, const prov_tensor *t, bool real, bool *bad)
+{
+    json_t *o = json_object(), *ss = json_array();
+    jset(bad, o, "dtype", json_string(apr_dtype_name(t->dtype)));
+    jset(bad, o, "shape", shape_json(t->ndim, t->dims, bad));
+    jset(bad, o, "bytes", json_integer((json_int_t)t->nbytes));
+    jset(bad, o, "sha256", job_json(p, t->region, real));
+    jset(bad, o, "transform", json_string(t->transform));
+    if (t->n_parts)
+        jset(bad, o, "parts", parts_json(t->parts, t->n_parts, bad));
+    for (uint32_t s = 0; s < t->n_srcs && ss; s++) {
+        json_t *so = json_object();
+        jset(bad, so, "name", json_string(t->srcs[s].name));
+        jset(bad, so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
+        jset(bad, so, "sha256", job_json(p, t->srcs[s].region, real));
+        if (t->srcs[s].index >= 0)
+            jset(bad, so, "index", json_integer((json_int_t)t->srcs[s].index));
+        jappend(bad, ss, so);
+    }
+    jset(bad, o, "sources", ss);
+    return o;
+}
+
 static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
 {
     *json = NULL;
+    bool bad = false;
     json_t *root = json_object();
     json_t *src = json_object(), *files = json_array(), *tensors = json_object();
-    if (!root || !src || !files || !tensors) {
-        json_decref(root);
-        json_decref(src);
-        json_decref(files);
-        json_decref(tensors);
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    }
-    json_object_set_new(root, "schema", json_string(PROV_SCHEMA));
-    json_object_set_new(root, "tool", json_string("apr"));
-    json_object_set_new(root, "version", json_string(APR_VERSION_STRING));
-    json_object_set_new(root, "operation", json_string(p->operation));
-    json_object_set_new(root, "command", p->command ? json_string(p->command) : json_null());
-    json_object_set_new(root, "time_utc", json_string(p->time_utc));
-    json_object_set_new(root, "output_format", json_string(apr_format_name(p->out_format)));
-    json_object_set_new(src, "format", json_string(apr_format_name(p->src_format)));
-    json_object_set_new(src, "path", json_string(p->src_path ? p->src_path : ""));
-    for (size_t i = 0; i < p->n_files; i++) {
+    jset(&bad, root, "schema", json_string(PROV_SCHEMA));
+    jset(&bad, root, "tool", json_string("apr"));
+    jset(&bad, root, "version", json_string(APR_VERSION_STRING));
+    jset(&bad, root, "operation", json_string(p->operation));
+    jset(&bad, root, "command", p->command ? json_string(p->command) : json_null());
+    jset(&bad, root, "time_utc", json_string(p->time_utc));
+    jset(&bad, root, "output_format", json_string(apr_format_name(p->out_format)));
+    jset(&bad, src, "format", json_string(apr_format_name(p->src_format)));
+    jset(&bad, src, "path", json_string(p->src_path ? p->src_path : ""));
+    for (size_t i = 0; i < p->n_files && files; i++) {
         json_t *f = json_object();
-        json_object_set_new(f, "file", json_string(p->files[i].file));
-        json_object_set_new(f, "role", json_string(p->files[i].role));
-        json_object_set_new(f, "bytes", json_integer((json_int_t)p->files[i].bytes));
-        json_object_set_new(f, "sha256", job_json(p, p->n_regions + i, real));
-        json_array_append_new(files, f);
+        jset(&bad, f, "file", json_string(p->files[i].file));
+        jset(&bad, f, "role", json_string(p->files[i].role));
+        jset(&bad, f, "bytes", json_integer((json_int_t)p->files[i].bytes));
+        jset(&bad, f, "sha256", job_json(p, p->n_regions + i, real));
+        jappend(&bad, files, f);
     }
-    json_object_set_new(src, "files", files);
-    json_object_set_new(root, "source", src);
-    for (size_t i = 0; i < p->n_tensors; i++) {
-        const prov_tensor *t = &p->tensors[i];
-        json_t *o = json_object(), *ss = json_array();
-        json_object_set_new(o, "dtype", json_string(apr_dtype_name(t->dtype)));
-        json_object_set_new(o, "shape", shape_json(t->ndim, t->dims));
-        json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
-        json_object_set_new(o, "sha256", job_json(p, t->region, real));
-        json_object_set_new(o, "transform", json_string(t->transform));
-        if (t->n_parts)
-            json_object_set_new(o, "parts", parts_json(t->parts, t->n_parts));
-        for (uint32_t s = 0; s < t->n_srcs; s++) {
-            json_t *so = json_object();
-            json_object_set_new(so, "name", json_string(t->srcs[s].name));
-            json_object_set_new(so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
-            json_object_set_new(so, "sha256", job_json(p, t->srcs[s].region, real));
-            if (t->srcs[s].index >= 0)
-                json_object_set_new(so, "index", json_integer((json_int_t)t->srcs[s].index));
-            json_array_append_new(ss, so);
-        }
-        json_object_set_new(o, "sources", ss);
-        json_object_set_new(tensors, t->name, o);
-    }
-    json_object_set_new(root, "tensors", tensors);
+    jset(&bad, src, "files", files);
+    jset(&bad, root, "source", src);
+    for (size_t i = 0; i < p->n_tensors && tensors; i++)
+        jset(&bad, tensors, p->tensors[i].name, tensor_json(p, &p->tensors[i], real, &bad));
+    jset(&bad, root, "tensors", tensors);
     if (p->n_outs) {
         json_t *outs = json_array();
         for (size_t i = 0; i < p->n_outs && outs; i++) {
             json_t *o = json_object();
-            json_object_set_new(o, "file", json_string(p->outs[i].file));
-            json_object_set_new(o, "sha256", p->outs[i].region == (size_t)-1 ? json_null()
-                                                                           : job_json(p, p->outs[i].region, real));
-            json_array_append_new(outs, o);
+            jset(&bad, o, "file", json_string(p->outs[i].file));
+            jset(&bad, o, "sha256",
+                 p->outs[i].region == (size_t)-1 ? json_null() : job_json(p, p->outs[i].region, real));
+            jappend(&bad, outs, o);
         }
-        json_object_set_new(root, "output_files", outs);
+        jset(&bad, root, "output_files", outs);
     }
-    json_object_set_new(root, "parent", p->parent ? json_incref(p->parent) : json_null());
-    *json = json_dumps(root, JSON_COMPACT);
+    jset(&bad, root, "parent", p->parent ? json_incref(p->parent) : json_null());
+    *json = bad ? NULL : json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (!*json)
         return apr_err_set(err, APR_E_NOMEM, "out of memory building the provenance record");
@@ -812,7 +826,9 @@ static int remove_prefixed_kvs(apr_model *m, const char *prefix)
 int apr_prov_attach(apr_model *m, const char *json, apr_format out_format, apr_err *err)
 {
     json_error_t je;
-    json_t *root = json_loads(json, 0, &je);
+    json_t *root = apr_json_loads(json, 0, &je);
+    if (!root && apr_json_parse_oom())
+        return apr_err_set(err, APR_E_NOMEM, "provenance record: out of memory");
     if (!root)
         return apr_err_set(err, APR_E_ARG, "provenance record is not JSON: %s", je.text);
     char *copy = strdup(json);
@@ -881,8 +897,9 @@ static bool shape_matches(const json_t *shape, const apr_tensor *t)
 
 static bool parts_match(const json_t *parts, const apr_tensor *t)
 {
-    json_t *want = parts_json(t->parts, t->n_parts);
-    bool same = want && parts && json_equal(want, (json_t *)parts);
+    bool bad = false;
+    json_t *want = parts_json(t->parts, t->n_parts, &bad);
+    bool same = !bad && want && parts && json_equal(want, (json_t *)parts);
     json_decref(want);
     return same;
 }
@@ -1170,7 +1187,9 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
     if (!m->provenance_json)
         return apr_err_set(err, APR_E_FORMAT, "%s has no provenance record", m->path ? m->path : "the model");
     json_error_t je;
-    json_t *root = json_loads(m->provenance_json, 0, &je);
+    json_t *root = apr_json_loads(m->provenance_json, 0, &je);
+    if (!root && apr_json_parse_oom())
+        return apr_err_set(err, APR_E_NOMEM, "the provenance record: out of memory");
     if (!root)
         return apr_err_set(err, APR_E_FORMAT, "the provenance record is not JSON: %s (line %d)", je.text, je.line);
     const json_t *tensors = json_object_get(root, "tensors");

@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include "apr_internal.h"
 #include "hfmeta.h"
+#include "json_util.h"
 #include "tok.h"
 
 #include <errno.h>
@@ -181,7 +182,9 @@ static int parse_file(apr_model *m, const char *what, const uint8_t *buf, uint64
     if (n < 2 || buf[8] != '{')
         return apr_err_set(err, APR_E_FORMAT, "%s: header does not start with '{'", what);
     json_error_t je;
-    json_t *h = json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+    json_t *h = apr_json_loadb((const char *)buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+    if (!h && apr_json_parse_oom())
+        return apr_err_set(err, APR_E_NOMEM, "%s: header: out of memory", what);
     if (!h)
         return apr_err_set(err, APR_E_FORMAT, "%s: header is not valid JSON (%s, column %d)", what, je.text,
                            je.column);
@@ -254,7 +257,48 @@ done:
 
 /* ================================================================ metadata -> model */
 
-static int load_kvs_json(apr_model *m, const char *text, const char *what, apr_err *err)
+/* Appends *kv to m (taking what it owns) without looking for its key:
+ * apply_metadata looks for duplicates once, over a sorted index, where a
+ * check per key would be quadratic in a hostile header's key count. *cap is
+ * the room m->kvs has (start it at m->n_kvs). */
+static int push_kv(apr_model *m, apr_kv *kv, uint64_t *cap, apr_err *err)
+{
+    if (m->n_kvs == *cap) {
+        uint64_t nc = *cap < 16 ? 32 : 2 * *cap;
+        apr_kv *nk = nc < SIZE_MAX / sizeof *nk ? realloc(m->kvs, (size_t)nc * sizeof *nk) : NULL;
+        if (!nk) {
+            apr_kv_free(kv);
+            return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        }
+        m->kvs = nk;
+        *cap = nc;
+    }
+    m->kvs[m->n_kvs++] = *kv;
+    memset(kv, 0, sizeof *kv);
+    return 0;
+}
+
+/* A free __metadata__ string as the KV "safetensors.metadata.<name>". */
+static int push_metadata_str(apr_model *m, const char *name, const char *s, uint64_t *cap, apr_err *err)
+{
+    static const char prefix[] = "safetensors.metadata.";
+    size_t nl = strlen(name);
+    apr_kv kv = {0};
+    kv.type = APR_KV_STRING;
+    kv.str.len = strlen(s);
+    kv.key = malloc(sizeof prefix + nl);
+    kv.str.s = malloc(kv.str.len + 1);
+    if (!kv.key || !kv.str.s) {
+        apr_kv_free(&kv);
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    memcpy(kv.key, prefix, sizeof prefix - 1);
+    memcpy(kv.key + sizeof prefix - 1, name, nl + 1);
+    memcpy(kv.str.s, s, kv.str.len + 1);
+    return push_kv(m, &kv, cap, err);
+}
+
+static int load_kvs_json(apr_model *m, const char *text, const char *what, uint64_t *cap, apr_err *err)
 {
     json_error_t je;
     json_t *a = json_loads(text, JSON_ALLOW_NUL, &je);
@@ -267,24 +311,22 @@ static int load_kvs_json(apr_model *m, const char *text, const char *what, apr_e
     int rc = 0;
     json_array_foreach(a, i, e) {
         apr_kv kv;
-        if ((rc = apr_kv_from_json(&kv, e, err)))
-            break;
-        if (apr_model_set_kv(m, &kv))
-            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
-        apr_kv_free(&kv);
-        if (rc)
+        if ((rc = apr_kv_from_json(&kv, e, err)) || (rc = push_kv(m, &kv, cap, err)))
             break;
     }
     json_decref(a);
     return rc;
 }
 
-/* Provenance and free strings from __metadata__; *has_kvs when apr.kvs was there. */
+/* Provenance and free strings from __metadata__; *has_kvs when apr.kvs was
+ * there. A key given twice (in apr.kvs, or there and as a free string) is
+ * refused. */
 static int apply_metadata(apr_model *m, const json_t *meta, const char *what, bool *has_kvs, apr_err *err)
 {
     *has_kvs = false;
     if (!meta)
         return 0;
+    uint64_t cap = m->n_kvs;
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)meta, k, v) {
@@ -300,17 +342,17 @@ static int apply_metadata(apr_model *m, const json_t *meta, const char *what, bo
         if (!strcmp(k, "apr.kvs")) {
             if (*has_kvs)
                 continue;
-            if ((rc = load_kvs_json(m, s, what, err)))
+            if ((rc = load_kvs_json(m, s, what, &cap, err)))
                 return rc;
             *has_kvs = true;
             continue;
         }
-        char key[512];
-        snprintf(key, sizeof key, "safetensors.metadata.%s", k);
-        if (apr_model_set_kv_str(m, key, s))
-            return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        if ((rc = push_metadata_str(m, k, s, &cap, err)))
+            return rc;
     }
-    return 0;
+    char dup_what[4200];
+    snprintf(dup_what, sizeof dup_what, "%s: __metadata__: duplicate key", what);
+    return apr_check_unique_names(m->kvs, sizeof *m->kvs, m->n_kvs, APR_E_FORMAT, dup_what, err);
 }
 
 int apr_safetensors_parse(apr_model **out, const uint8_t *buf, uint64_t size, apr_err *err)
@@ -374,8 +416,10 @@ static int open_index(apr_model *m, const char *index_path, const char *dir, jso
                            (unsigned long long)ST_MAX_INDEX);
     }
     json_error_t je;
-    json_t *idx = json_loadb((const char *)im.base, (size_t)im.size, JSON_REJECT_DUPLICATES, &je);
+    json_t *idx = apr_json_loadb((const char *)im.base, (size_t)im.size, JSON_REJECT_DUPLICATES, &je);
     apr_unmap_file(&im);
+    if (!idx && apr_json_parse_oom())
+        return apr_err_set(err, APR_E_NOMEM, "%s: out of memory", index_path);
     if (!idx)
         return apr_err_set(err, APR_E_FORMAT, "%s: invalid JSON at line %d: %s", index_path, je.line, je.text);
     const char **files = NULL;

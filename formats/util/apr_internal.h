@@ -42,6 +42,13 @@ static inline uint64_t apr_ld64(const uint8_t *p) { return apr_ld32(p) | ((uint6
 
 /* Sort helper: indices of m->tensors ordered by name (bytewise); NULL on OOM. */
 uint64_t *apr_tensor_order_by_name(const apr_model *m);
+/* A name that occurs twice among n structs of the given stride whose first
+ * member is a char* (apr_kv.key, apr_tensor.name), or NULL; *oom when the
+ * index could not be allocated. O(n log n). */
+const char *apr_find_duplicate_name(const void *base, size_t stride, uint64_t n, bool *oom);
+/* 0 when the names are unique; else code (a duplicate: "<what> '<name>'")
+ * or APR_E_NOMEM. */
+int apr_check_unique_names(const void *base, size_t stride, uint64_t n, int code, const char *what, apr_err *err);
 
 /* ---- one-pass writing (stream.c) */
 typedef struct apr_stream {
