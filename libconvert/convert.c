@@ -1269,7 +1269,8 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
                          .produce = apr_conv_produce, .produce_user = cs, .prov = prov,
                          .split_max_bytes = o->split_max_bytes, .split_max_tensors = o->split_max_tensors};
     /* a split GGUF: the record lists every split (the later ones with the sha256 the writer computes) */
-    if (to == APR_FMT_GGUF && (rc = apr_gguf_record_splits(prov, m, out_path, &wo, err)))
+    if (to == APR_FMT_GGUF && ((rc = apr_gguf_check_split_outputs(m, out_path, &wo, src, err)) ||
+                               (rc = apr_gguf_record_splits(prov, m, out_path, &wo, err))))
         goto done;
     apr_prov_hash_work(prov, &st->hashed_bytes, &st->largest_hash);
     if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)))

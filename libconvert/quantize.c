@@ -753,6 +753,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         wo.n_split_counts = ks.n > 1 ? ks.n : 0;
         write_path = ks.first_path; /* an unsplit input: PREFIX-00001-of-00001.gguf, one plain GGUF */
     }
+    if (fmt == APR_FMT_GGUF && (rc = apr_gguf_check_split_outputs(final, write_path, &wo, in, err)))
+        goto done;
     if (o->provenance) {
         prov = apr_prov_new("quantize", o->command_line);
         if (!prov) {

@@ -283,12 +283,16 @@ static void test_quantize_keep_split(void **state)
         "'%s/kin' '%s/kbad/q.gguf' --type Q8_0 --keep-split --split-max-tensors 3",  /* two split plans */
         "'%s/llama' '%s/kbad/q.gguf' --type Q8_0 --keep-split",                      /* safetensors input */
         "'%s/kin/m-00001-of-00003.gguf' '%s/kin/m.gguf' --type Q8_0 --keep-split",   /* over the input */
+        "'%s/kin' '%s/kin/m.gguf' --type Q8_0 --split-max-tensors 7",                /* the same by a limit */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd, bad[i], g_dir, g_dir);
         assert_int_equal(tu_system(NULL, "'%s' quantize %s --quiet 2>/dev/null", tu_apr_bin(), cmd), 2);
     }
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s/kin' '%s/kin/m.gguf' --split-max-tensors 7 --quiet 2>/dev/null",
+                               tu_apr_bin(), g_dir, g_dir),
+                     2);
     unlink(split_file("kbad", 2, 3)); /* a missing split */
     assert_int_equal(tu_system(NULL, "'%s' quantize '%s/kbad' '%s/kbad/q.gguf' --type Q8_0 --keep-split 2>&1 | "
                                      "grep -q 'split 2 of 3 is missing'",

@@ -824,6 +824,25 @@ int apr_gguf_record_splits(apr_prov *p, const apr_model *m, const char *path, co
     return rc;
 }
 
+int apr_gguf_check_split_outputs(const apr_model *m, const char *path, const apr_write_opts *o, const apr_model *input,
+                                 apr_err *err)
+{
+    gguf_part *parts = NULL;
+    size_t n = 0;
+    int rc = plan_split(m, o, &parts, &n, err);
+    free(parts);
+    for (size_t k = 0; k < n && !rc; k++) {
+        char sp[4096];
+        if (apr_gguf_split_path(path, (uint32_t)k, (uint32_t)n, sp, sizeof sp))
+            return apr_err_set(err, APR_E_ARG, "%s: path too long", path);
+        for (uint32_t j = 0; j < input->n_maps && !rc; j++)
+            if (input->maps[j].path && apr_same_file(input->maps[j].path, sp))
+                rc = apr_err_set(err, APR_E_ARG, "split %zu of %zu, %s, would be written over the input file %s; apr "
+                                 "never overwrites its input (choose another OUT)", k + 1, n, sp, input->maps[j].path);
+    }
+    return rc;
+}
+
 /* The recorded name of an output file: its basename. */
 static const char *base_name(const char *path)
 {
