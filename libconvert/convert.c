@@ -219,11 +219,24 @@ static int validate_sources(conv *cv)
                                cv->glob[r][1]->name);
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const apr_tensor *(*t)[2] = cv->layer[l];
-        static const apr_role need[] = {APR_ROLE_ATTN_NORM, APR_ROLE_ATTN_OUT, APR_ROLE_FFN_NORM,
-                                        APR_ROLE_FFN_GATE, APR_ROLE_FFN_DOWN, APR_ROLE_FFN_UP};
+        static const apr_role need[] = {APR_ROLE_ATTN_NORM, APR_ROLE_ATTN_OUT, APR_ROLE_FFN_NORM, APR_ROLE_FFN_DOWN};
         for (size_t i = 0; i < sizeof need / sizeof *need; i++)
             if ((rc = need_tensor(cv, t[need[i]][0], need[i], l, false)))
                 return rc;
+        if (c->fused_qkv_gate_up) { /* Phi-3: gate and up in one */
+            if ((rc = need_tensor(cv, t[APR_ROLE_FFN_GATE_UP][0], APR_ROLE_FFN_GATE_UP, l, false)) ||
+                (rc = expect_shape(cv, t[APR_ROLE_FFN_GATE_UP][0], 2 * F, H)))
+                return rc;
+        } else {
+            if ((rc = need_tensor(cv, t[APR_ROLE_FFN_GATE][0], APR_ROLE_FFN_GATE, l, false)) ||
+                (rc = need_tensor(cv, t[APR_ROLE_FFN_UP][0], APR_ROLE_FFN_UP, l, false)) ||
+                (rc = expect_shape(cv, t[APR_ROLE_FFN_GATE][0], F, H)) ||
+                (rc = expect_shape(cv, t[APR_ROLE_FFN_UP][0], F, H)))
+                return rc;
+            if (t[APR_ROLE_FFN_GATE_UP][0])
+                return apr_err_set(cv->err, APR_E_FORMAT, "tensor '%s' is not expected for architecture %s",
+                                   t[APR_ROLE_FFN_GATE_UP][0]->name, c->arch);
+        }
         const apr_tensor *q = t[APR_ROLE_ATTN_Q][0], *k = t[APR_ROLE_ATTN_K][0], *v = t[APR_ROLE_ATTN_V][0];
         const apr_tensor *qkv = t[APR_ROLE_ATTN_QKV][0];
         if (qkv && (q || k || v))
@@ -292,8 +305,6 @@ static int validate_sources(conv *cv)
         if ((rc = expect_shape(cv, t[APR_ROLE_ATTN_NORM][0], H, 0)) ||
             (rc = expect_shape(cv, t[APR_ROLE_FFN_NORM][0], H, 0)) ||
             (rc = expect_shape(cv, t[APR_ROLE_ATTN_OUT][0], H, qr)) ||
-            (rc = expect_shape(cv, t[APR_ROLE_FFN_GATE][0], F, H)) ||
-            (rc = expect_shape(cv, t[APR_ROLE_FFN_UP][0], F, H)) ||
             (rc = expect_shape(cv, t[APR_ROLE_FFN_DOWN][0], H, F)))
             return rc;
     }
@@ -468,7 +479,8 @@ static int plan_attention(conv *cv, uint32_t l)
     for (int bias = 0; bias < 2; bias++)
         if ((rc = qkv_parts(cv, l, bias, parts[bias], &present[bias])))
             return rc;
-    if (cv->to == APR_FMT_APR) {
+    /* fused: APR always; Phi-3 in every format (its own files keep them so) */
+    if (cv->to == APR_FMT_APR || cv->c->fused_qkv_gate_up) {
         for (int bias = 0; bias < 2; bias++) {
             if (!present[bias])
                 continue;
@@ -578,8 +590,8 @@ static int build_plans(conv *cv)
     /* llama.cpp's (convert-llama2c / the fixture's) per-layer order */
     static const apr_role after[] = {APR_ROLE_ATTN_Q_NORM, APR_ROLE_ATTN_K_NORM, APR_ROLE_ATTN_OUT,
                                      APR_ROLE_ATTN_NORM,   APR_ROLE_POST_ATTN_NORM, APR_ROLE_FFN_GATE,
-                                     APR_ROLE_FFN_DOWN,    APR_ROLE_FFN_UP,      APR_ROLE_FFN_NORM,
-                                     APR_ROLE_POST_FFN_NORM};
+                                     APR_ROLE_FFN_DOWN,    APR_ROLE_FFN_UP,      APR_ROLE_FFN_GATE_UP,
+                                     APR_ROLE_FFN_NORM,    APR_ROLE_POST_FFN_NORM};
     for (uint32_t l = 0; l < cv->c->n_layers; l++) {
         if ((rc = plan_attention(cv, l)))
             return rc;

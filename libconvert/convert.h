@@ -50,6 +50,7 @@ typedef enum apr_role {
     APR_ROLE_ATTN_K_NORM,
     APR_ROLE_POST_ATTN_NORM, /* Gemma 2/3: RMSNorm of the attention output before the residual add */
     APR_ROLE_POST_FFN_NORM,  /* Gemma 2/3: RMSNorm of the feed-forward output before the residual add */
+    APR_ROLE_FFN_GATE_UP,    /* Phi-3: gate and up fused (rows gate, then up) */
     APR_ROLE_COUNT
 } apr_role;
 

@@ -27,6 +27,7 @@ static const struct {
     [APR_ROLE_ATTN_K_NORM] = {"attn_k_norm", "self_attn.k_norm"},
     [APR_ROLE_POST_ATTN_NORM] = {"post_attention_norm", NULL},
     [APR_ROLE_POST_FFN_NORM] = {"post_ffw_norm", NULL},
+    [APR_ROLE_FFN_GATE_UP] = {NULL, "mlp.gate_up_proj"},
 };
 
 /* Per-family names that differ from the table above (as llama.cpp's
@@ -42,6 +43,11 @@ static const struct {
     {"gemma3", APR_ROLE_FFN_NORM, "ffn_norm", "pre_feedforward_layernorm"},
     {"gemma3", APR_ROLE_POST_ATTN_NORM, "post_attention_norm", "post_attention_layernorm"},
     {"gemma3", APR_ROLE_POST_FFN_NORM, "post_ffw_norm", "post_feedforward_layernorm"},
+    /* Phi-3 keeps HF's fusions: Q/K/V as attn_qkv, gate/up as ffn_up (2 x ffn rows) */
+    {"phi3", APR_ROLE_ATTN_QKV, "attn_qkv", "self_attn.qkv_proj"},
+    {"phi3", APR_ROLE_FFN_GATE_UP, "ffn_up", "mlp.gate_up_proj"},
+    {"phi3", APR_ROLE_FFN_UP, NULL, NULL},
+    {"phi3", APR_ROLE_FFN_GATE, NULL, NULL},
 };
 
 static const char *stem_of(const char *arch, apr_role r, apr_naming naming)

@@ -39,8 +39,11 @@ static const role_names R_O = {"blk.%u.attn_output.weight", "model.layers.%u.sel
 static const role_names R_GATE = {"blk.%u.ffn_gate.weight", "model.layers.%u.mlp.gate_proj.weight"};
 static const role_names R_UP = {"blk.%u.ffn_up.weight", "model.layers.%u.mlp.up_proj.weight"};
 static const role_names R_DOWN = {"blk.%u.ffn_down.weight", "model.layers.%u.mlp.down_proj.weight"};
-static const role_names R_QKV = {NULL, "model.layers.%u.self_attn.qkv_proj.weight"};
-static const role_names R_BQKV = {NULL, "model.layers.%u.self_attn.qkv_proj.bias"};
+/* fused: APR's and Phi-3's (llama.cpp's attn_qkv) */
+static const role_names R_QKV = {"blk.%u.attn_qkv.weight", "model.layers.%u.self_attn.qkv_proj.weight"};
+static const role_names R_BQKV = {"blk.%u.attn_qkv.bias", "model.layers.%u.self_attn.qkv_proj.bias"};
+/* Phi-3: gate and up in one (rows gate, then up); llama.cpp names it ffn_up */
+static const role_names R_GATE_UP = {"blk.%u.ffn_up.weight", "model.layers.%u.mlp.gate_up_proj.weight"};
 static const role_names R_Q_NORM = {"blk.%u.attn_q_norm.weight", "model.layers.%u.self_attn.q_norm.weight"};
 static const role_names R_K_NORM = {"blk.%u.attn_k_norm.weight", "model.layers.%u.self_attn.k_norm.weight"};
 /* llama3 rope scaling; the HF reader derives it from config.json under the GGUF name */
@@ -323,12 +326,21 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
     NEED(t, R_O, il);
     if ((rc = view_matrix(&L->o, t, c->hidden, qr, err)))
         goto fail;
-    NEED(t, R_GATE, il);
-    if ((rc = view_matrix(&L->gate, t, c->ffn, c->hidden, err)))
-        goto fail;
-    NEED(t, R_UP, il);
-    if ((rc = view_matrix(&L->up, t, c->ffn, c->hidden, err)))
-        goto fail;
+    if (c->fused_qkv_gate_up) {
+        apr_wmat gu;
+        NEED(t, R_GATE_UP, il);
+        if ((rc = view_matrix(&gu, t, 2ull * c->ffn, c->hidden, err)))
+            goto fail;
+        slice_rows(&L->gate, &gu, 0, c->ffn);
+        slice_rows(&L->up, &gu, c->ffn, c->ffn);
+    } else {
+        NEED(t, R_GATE, il);
+        if ((rc = view_matrix(&L->gate, t, c->ffn, c->hidden, err)))
+            goto fail;
+        NEED(t, R_UP, il);
+        if ((rc = view_matrix(&L->up, t, c->ffn, c->hidden, err)))
+            goto fail;
+    }
     NEED(t, R_DOWN, il);
     if ((rc = view_matrix(&L->down, t, c->hidden, c->ffn, err)))
         goto fail;

@@ -469,7 +469,7 @@ static void test_errors(void **state)
 
     apr_model *m = clone_with(gg, APR_FMT_GGUF, NULL, 0);
     apr_model_set_kv_str(m, "general.architecture", "gpt2");
-    expect_error(m, APR_FMT_APR, "unknown architecture 'gpt2' (supported: llama, qwen2, qwen3, gemma2, gemma3)");
+    expect_error(m, APR_FMT_APR, "unknown architecture 'gpt2' (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)");
     apr_model_free(m);
 
     m = clone_with(gg, APR_FMT_GGUF, NULL, 0);

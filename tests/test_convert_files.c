@@ -573,7 +573,7 @@ static void test_bad_inputs(void **state)
 
     /* defective GGUFs */
     char *arch = bad_gguf(d, "arch.gguf", fx, 0);
-    expect_refused(arch, o_apr, NULL, "unknown architecture 'gpt2' (supported: llama, qwen2, qwen3, gemma2, gemma3)", arch);
+    expect_refused(arch, o_apr, NULL, "unknown architecture 'gpt2' (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)", arch);
     char *miss = bad_gguf(d, "miss.gguf", fx, 1);
     expect_refused(miss, o_apr, NULL, "tensor 'blk.2.ffn_gate.weight' is missing", miss);
     char *cols = bad_gguf(d, "cols.gguf", fx, 2);

@@ -360,6 +360,44 @@ static void test_gemma3_config_refusals(void **state)
     expect_refused("fam-g3-qpas", GEMMA3_CFG "; c[\"query_pre_attn_scalar\"]=256", "query_pre_attn_scalar");
 }
 
+/* tinycoder's config as a Phi-3 one (its tensors are not fused: the base
+ * config stops at the missing gate_up_proj). */
+#define PHI3_CFG                                                                                              \
+    "[c.pop(k) for k in (\"use_sliding_window\", \"max_window_layers\")]; "                              \
+    "c.update(architectures=[\"Phi3ForCausalLM\"], model_type=\"phi3\", sliding_window=None, "            \
+    "original_max_position_embeddings=2048, resid_pdrop=0.0, embd_pdrop=0.0, "                               \
+    "rope_parameters={\"rope_type\": \"default\", \"rope_theta\": 10000.0, \"partial_rotary_factor\": 1.0})"
+
+static void test_phi3_config_refusals(void **state)
+{
+    (void)state;
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *model = edited_tinycoder("fam-phi3-base", PHI3_CFG);
+    char log[1100];
+    snprintf(log, sizeof log, "%s/../log.txt", model);
+    int rc = tu_system(log, "'%s' convert '%s' '%s/../out.gguf' 2>&1", bin, model, model);
+    size_t len;
+    char *msg = tu_read_file(log, &len);
+    print_message("[fam-phi3-base] exit %d: %s", rc, msg ? msg : "");
+    assert_int_not_equal(rc, 0);
+    assert_non_null(msg);
+    if (!strstr(msg, "gate_up_proj"))
+        fail_msg("the base Phi-3 config should fail on the missing fused gate_up_proj");
+    free(msg);
+    expect_refused("fam-phi3-longrope", PHI3_CFG "; c[\"rope_parameters\"]={\"rope_type\": \"longrope\", "
+                                       "\"rope_theta\": 10000.0, \"long_factor\": [1.0] * 32, "
+                                       "\"short_factor\": [1.0] * 32}", "longrope");
+    expect_refused("fam-phi3-su", PHI3_CFG "; c.pop(\"rope_parameters\"); c[\"rope_theta\"]=1e4; "
+                                 "c[\"rope_scaling\"]={\"type\": \"su\", \"long_factor\": [1.0] * 32, "
+                                 "\"short_factor\": [1.0] * 32}", "longrope");
+    expect_refused("fam-phi3-partial", PHI3_CFG "; c[\"rope_parameters\"][\"partial_rotary_factor\"]=0.75",
+                   "partial_rotary_factor");
+    expect_refused("fam-phi3-hd", PHI3_CFG "; c[\"head_dim\"]=32", "head_dim");
+    expect_refused("fam-phi3-window", PHI3_CFG "; c[\"sliding_window\"]=0", "sliding_window");
+}
+
 /* The 4.x dialect (top-level rope_theta, rope_scaling) gives the same file. */
 static void test_4x_dialect_same_gguf(void **state)
 {
@@ -459,6 +497,7 @@ int main(void)
         cmocka_unit_test(test_refuses_partial_rotary),
         cmocka_unit_test(test_gemma2_config_refusals),
         cmocka_unit_test(test_gemma3_config_refusals),
+        cmocka_unit_test(test_phi3_config_refusals),
         cmocka_unit_test(test_4x_dialect_same_gguf),
         cmocka_unit_test(test_linear_rope_scaling),
         cmocka_unit_test(test_gguf_unimplemented_kv_refused),

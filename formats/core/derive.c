@@ -182,6 +182,7 @@ typedef struct family {
     apr_rope_type rope;
     apr_ffn_act act;
     bool embed_scale, post_norms, qk_norm;
+    bool fused;                /* apr_arch_config.fused_qkv_gate_up */
     float hf_norm_offset;
     uint32_t swa_pattern;      /* see apr_arch_config */
     const char *extra_kvs[4];  /* implemented KVs beyond implemented_kvs */
@@ -189,18 +190,21 @@ typedef struct family {
 
 static const family families[] = {
     /* Mistral is GGUF llama with its window */
-    {"llama", APR_ROPE_NORM, APR_ACT_SILU, false, false, false, 0.0f, 0, {"attention.sliding_window"}},
-    {"qwen2", APR_ROPE_NEOX, APR_ACT_SILU, false, false, false, 0.0f, 0, {NULL}},
-    {"qwen3", APR_ROPE_NEOX, APR_ACT_SILU, false, false, true, 0.0f, 0, {NULL}},
+    {"llama", APR_ROPE_NORM, APR_ACT_SILU, false, false, false, false, 0.0f, 0, {"attention.sliding_window"}},
+    {"qwen2", APR_ROPE_NEOX, APR_ACT_SILU, false, false, false, false, 0.0f, 0, {NULL}},
+    {"qwen3", APR_ROPE_NEOX, APR_ACT_SILU, false, false, true, false, 0.0f, 0, {NULL}},
     /* GELU-tanh GeGLU, embeddings times sqrt(hidden), norms 1 + w, post
      * norms, soft-capped attention scores and logits, every even layer
      * sliding (llama.cpp's gemma2 defaults: window 4096, caps 50 and 30) */
-    {"gemma2", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, false, 1.0f, 2,
+    {"gemma2", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, false, false, 1.0f, 2,
      {"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"}},
     /* Gemma 2 plus Q/K norms (1 + w too), five sliding layers in six with
      * their own unscaled rope base, no score capping, optional logit capping */
-    {"gemma3", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, true, 1.0f, 6,
+    {"gemma3", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, true, false, 1.0f, 6,
      {"attention.sliding_window", "final_logit_softcapping", "rope.freq_base_swa"}},
+    /* fused attn_qkv and ffn_up (gate then up); its window on every layer
+     * (0 = none; transformers applies it, llama.cpp disables Phi's SWA) */
+    {"phi3", APR_ROPE_NEOX, APR_ACT_SILU, false, false, false, true, 0.0f, 0, {"attention.sliding_window"}},
 };
 
 static const family *family_of(const char *arch)
@@ -302,6 +306,7 @@ static int derive_family(const apr_model *m, const family *f, apr_arch_config *c
     c->embed_scale = f->embed_scale;
     c->post_norms = f->post_norms;
     c->qk_norm = f->qk_norm;
+    c->fused_qkv_gate_up = f->fused;
     c->hf_norm_offset = f->hf_norm_offset;
     c->swa_pattern = f->swa_pattern;
     if (!strcmp(f->arch, "gemma2")) {

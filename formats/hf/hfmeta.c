@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ================================================================ JSON scalars */
 
@@ -678,6 +679,9 @@ static const arch_name arch_names[] = {
     /* Gemma 2 plus q_norm / k_norm, five sliding layers in six with their own
      * rope base (see gemma_key, map_rope_gemma3) */
     {"Gemma3ForCausalLM", "gemma3_text", "gemma3"},
+    /* fused qkv_proj and gate_up_proj kept fused; default rope only (longrope
+     * refused); its window as phi3.attention.sliding_window (see phi3_key) */
+    {"Phi3ForCausalLM", "phi3", "phi3"},
 };
 
 static bool is_gemma2(const arch_name *a)
@@ -693,6 +697,11 @@ static bool is_gemma3(const arch_name *a)
 static bool is_gemma(const arch_name *a)
 {
     return is_gemma2(a) || is_gemma3(a);
+}
+
+static bool is_phi3(const arch_name *a)
+{
+    return !strcmp(a->model_type, "phi3");
 }
 
 /* ---------------------------------------------------------------- config.json key policy
@@ -851,12 +860,37 @@ static int gemma_key(const arch_name *a, const json_t *cfg, const char *k, const
     return 1;
 }
 
+/* Phi-3's keys beside the common ones, as Phi3MiniModel converts them:
+ * 0 accepted, 1 not a Phi-3 key, <0 refused. */
+static int phi3_key(const json_t *cfg, const char *k, const json_t *v, apr_err *err)
+{
+    if (!strcmp(k, "resid_pdrop") || !strcmp(k, "embd_pdrop"))
+        return 0; /* dropout: training only */
+    if (!strcmp(k, "original_max_position_embeddings"))
+        return json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= (json_int_t)UINT32_MAX
+                   ? 0
+                   : refuse_key(k, v, "must be a positive integer", err);
+    if (!strcmp(k, "sliding_window"))
+        return json_is_null(v) || (json_is_integer(v) && json_integer_value(v) > 0 &&
+                                   json_integer_value(v) <= (json_int_t)UINT32_MAX)
+                   ? 0
+                   : refuse_key(k, v, "must be null or a positive integer", err);
+    if (!strcmp(k, "partial_rotary_factor"))
+        return json_is_number(v) && json_number_value(v) == 1.0
+                   ? 0
+                   : refuse_key(k, v, "partial rope is not implemented for phi3", err);
+    if (!strcmp(k, "attention_bias"))
+        return json_is_false(v) ? 0 : refuse_key(k, v, "attention biases are not implemented for phi3", err);
+    (void)cfg;
+    return 1;
+}
+
 static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err)
 {
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)cfg, k, v) {
-        int rc = is_gemma(a) ? gemma_key(a, cfg, k, v, err) : 1;
+        int rc = is_gemma(a) ? gemma_key(a, cfg, k, v, err) : is_phi3(a) ? phi3_key(cfg, k, v, err) : 1;
         if (rc == 1 &&
             (in_list(k, cfg_used, sizeof cfg_used / sizeof *cfg_used) ||
              in_list(k, cfg_harmless, sizeof cfg_harmless / sizeof *cfg_harmless)))
@@ -1189,6 +1223,14 @@ static int map_rope(apr_model *m, const json_t *cfg, const char *arch, uint32_t 
             return rc;
         return 0;
     }
+    if (!strcmp(arch, "phi3") && r.type)
+        return refuse_key("rope_type", json_object_get(r.p, "rope_type") ? json_object_get(r.p, "rope_type")
+                                                                          : json_object_get(r.p, "type"),
+                          !strcasecmp(r.type, "longrope") || !strcasecmp(r.type, "su")
+                              ? "longrope (su) scaling, llama.cpp's rope_factors_long/short, is not implemented for "
+                                "phi3"
+                              : "phi3 rope scaling other than longrope is not converted by llama.cpp (only the "
+                                "default rope is implemented)", err);
     if ((rc = map_rope_scaling(m, &r, arch, rope_dim, err)))
         return rc;
     if (r.has_theta && (rc = set_f32(m, RK("rope.freq_base"), r.theta, err)))
@@ -1210,7 +1252,7 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "config.json: unsupported architecture '%s' (supported: LlamaForCausalLM, "
                            "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
-                           "Gemma3ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
+                           "Gemma3ForCausalLM, Phi3ForCausalLM)", hf ? hf : mt ? mt : "(none given)");
     const char *arch = a->gguf;
     char key[128];
     int rc;
@@ -1274,8 +1316,11 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
     int has_hd = cfg_u32(cfg, "head_dim", &head_dim, err);
     if (has_hd < 0)
         return has_hd;
-    if (has_hd == 1 && ((rc = set_u32(m, K("attention.key_length"), head_dim, err)) ||
-                        (rc = set_u32(m, K("attention.value_length"), head_dim, err))))
+    if (is_phi3(a) && has_hd == 1 && head_dim * heads != hidden)
+        return refuse_key("head_dim", json_object_get(cfg, "head_dim"), "phi3 needs hidden_size / "
+                                                                          "num_attention_heads (llama.cpp's phi3)", err);
+    if (has_hd == 1 && !is_phi3(a) && ((rc = set_u32(m, K("attention.key_length"), head_dim, err)) ||
+                                       (rc = set_u32(m, K("attention.value_length"), head_dim, err))))
         return rc;
     if (strcmp(arch, "llama") == 0) {
         if ((rc = cfg_u32(cfg, "vocab_size", &v, err)) < 0 ||
@@ -1295,6 +1340,15 @@ static int map_config(apr_model *m, const json_t *cfg, const char *dir_name, apr
         /* Gemma's SentencePiece vocabulary adds no dummy prefix (the converter's set_vocab) */
         if (apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false))
             return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    }
+    if (is_phi3(a)) { /* Phi3MiniModel.set_gguf_parameters */
+        if ((rc = cfg_u32(cfg, "original_max_position_embeddings", &v, err)) < 0 ||
+            (rc == 1 && (rc = set_u32(m, K("rope.scaling.original_context_length"), v, err))) ||
+            (rc = set_u32(m, K("rope.dimension_count"), hidden / heads, err)))
+            return rc;
+        v = 0; /* null: 0, as the converter writes it */
+        if ((rc = cfg_u32(cfg, "sliding_window", &v, err)) < 0 || (rc = set_u32(m, K("attention.sliding_window"), v, err)))
+            return rc;
     }
     if (is_gemma3(a)) {
         if ((rc = cfg_f32(cfg, "final_logit_softcapping", &f, err)) < 0 ||
@@ -1509,6 +1563,10 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
     if (c->sliding_window)
         json_object_set_new(j, "sliding_window", json_integer(c->sliding_window));
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", c->arch);
+    uint32_t orig_ctx;
+    if (is_phi3(a) && apr_kv_get_u32(m, key, &orig_ctx))
+        json_object_set_new(j, "original_max_position_embeddings", json_integer(orig_ctx));
     if (!strcmp(a->model_type, "llama") || !strcmp(a->model_type, "qwen3"))
         json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
     if (is_gemma2(a) && !c->tied_embeddings) {
@@ -1530,6 +1588,10 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
      * unknown id when tokenizer.model is the only tokenizer file. */
     if (m->has_tok && m->tok.unk_id >= 0)
         json_object_set_new(j, "unk_token_id", json_integer(m->tok.unk_id));
+    /* Phi3Config's default pad id (32000) is outside a smaller vocabulary:
+     * transformers refuses to build the model without the real one */
+    if (is_phi3(a) && m->has_tok && m->tok.pad_id >= 0)
+        json_object_set_new(j, "pad_token_id", json_integer(m->tok.pad_id));
     json_object_set_new(j, "use_cache", json_true());
     *out = j;
     return 0;

@@ -207,6 +207,7 @@ typedef struct apr_arch_config {
     bool embed_scale;         /* the embedding rows times sqrt(hidden) (Gemma) */
     bool post_norms;          /* RMSNorm of the attention / FFN output before each residual add (Gemma 2/3) */
     bool qk_norm;             /* per-head RMSNorm of Q and K before rope (Qwen3) */
+    bool fused_qkv_gate_up;   /* HF and GGUF store Q/K/V as one tensor and gate/up as one (Phi-3) */
     /* HF stores every RMSNorm weight w for a norm that multiplies by 1 + w
      * (Gemma); llama.cpp's converter stores 1 + w. A safetensors source's
      * norms are offset by this; GGUF and APR hold llama.cpp's values. */

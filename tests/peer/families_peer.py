@@ -92,11 +92,17 @@ FAMILIES = {
                     num_hidden_layers=6, head_dim=16, query_pre_attn_scalar=16, sliding_window=128,
                     final_logit_softcapping=None, attn_logit_softcapping=None, tie_word_embeddings=True,
                     hidden_activation="gelu_pytorch_tanh", bos_token_id=2, eos_token_id=1, pad_token_id=0)),
+    # Phi-3: fused qkv_proj and gate_up_proj, a window shorter than the prompt
+    # on every layer (llama.cpp disables Phi's window: compared before it)
+    "phi3": ("Phi3Config", "Phi3ForCausalLM",
+             dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
+                  sliding_window=128, original_max_position_embeddings=1024, bos_token_id=2, eos_token_id=1,
+                  pad_token_id=0)),
 }
 
 # Families whose converter reads a SentencePiece tokenizer.model (trained
 # here on the held-out text; vocab_size = its size, ids as Gemma's).
-SPM_FAMILIES = {"gemma2", "gemma3"}
+SPM_FAMILIES = {"gemma2", "gemma3", "phi3"}
 # Families whose HF norm weights are w for a multiplier 1 + w: perturbed
 # around 0 instead of 1.
 OFFSET_NORM_FAMILIES = {"gemma2", "gemma3"}
@@ -205,6 +211,9 @@ def llama_cpp_convert(src, d, out, outtype):
 #   mistral: llama.attention.sliding_window -- llama.cpp's converter drops the
 #   window, so llama.cpp computes full attention past it; transformers does not.
 APR_ONLY_KV = {"mistral": {"llama.attention.sliding_window"}}
+# Families whose window llama.cpp ignores: its logits are compared over the
+# first window's positions only.
+WINDOW_IGNORED_BY_LLAMA_CPP = {"mistral": 128, "phi3": 128}
 
 
 def compare_gguf(ours, theirs, fam):
@@ -315,7 +324,7 @@ def check_case(apr_bin, src, tok_dir, work, fam, dialect, dtype, prompt):
         llm = llama_cpp.Llama(ours, n_ctx=1024, n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)
         llm.eval(prompt_ids)
         # llama.cpp ignores Mistral's window: compare where it does not matter
-        nl = 128 if fam == "mistral" else n
+        nl = WINDOW_IGNORED_BY_LLAMA_CPP.get(fam, n)
         lc = np.array(llm.scores[:nl], dtype=np.float32)
         r = rel(lc, ref[:nl])
         log(f"  {tag}: llama.cpp on apr's GGUF: rel max diff {r:.3g} over {nl} positions")
