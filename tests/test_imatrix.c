@@ -446,6 +446,12 @@ static void test_cli_bad_input(void **state)
         struct stat sb;
         assert_int_equal(stat(outp, &sb), -1); /* nothing left behind */
     }
+    /* OUT in a directory that does not exist: refused before the forward pass */
+    assert_int_equal(apr_cli(dir, "nodir", "imatrix '%s' --text '%s' -o '%s/no/such/dir/x.gguf' --ctx 8", fx,
+                             shorttext, dir),
+                     2);
+    assert_non_null(strstr(g_last_err, "cannot write"));
+    assert_null(strstr(g_last_err, "tokens,"));
     /* OUT is the model: refused before anything runs, the model unchanged */
     assert_int_equal(apr_cli(dir, "same", "imatrix '%s' --text '%s' -o '%s' --ctx 8", fx, shorttext, fx), 2);
     assert_non_null(strstr(g_last_err, "never overwrites its input"));

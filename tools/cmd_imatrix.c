@@ -4,9 +4,11 @@
  * apr_imatrix_write_gguf / _dat) for `apr quantize --imatrix` and
  * llama-quantize. */
 #include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "formats.h"
@@ -122,6 +124,13 @@ static int parse_args(int argc, char **argv, imatrix_args *a)
         a->format = ends_with(a->out, ".dat") ? 2 : 1;
     if (apr_same_file(a->out, a->model) || apr_same_file(a->out, a->text)) {
         fprintf(stderr, "apr imatrix: OUT %s is an input file; apr never overwrites its input\n", a->out);
+        return -1;
+    }
+    /* before the forward pass, not after it: OUT's directory must take the file */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", a->out);
+    if (access(dirname(dir), W_OK) != 0) {
+        fprintf(stderr, "apr imatrix: cannot write %s: %s\n", a->out, strerror(errno));
         return -1;
     }
     return 0;
