@@ -81,7 +81,7 @@ bool apr_chat_is_end(const apr_model *m, int32_t id)
                                        "<|flush|>", "<|calls|>", "<end_of_turn>", "<|endoftext|>", "</s>",
                                        "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
                                        "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-                                       "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "[e~["};
+                                       "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>", "[e~["};
     const char *t = token_text(m, id);
     for (size_t i = 0; t && i < sizeof ends / sizeof *ends; i++)
         if (!strcmp(t, ends[i]))

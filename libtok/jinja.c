@@ -29,6 +29,7 @@
 #define MAX_DEPTH 200                  /* nested macro calls / expressions */
 #define MAX_OUTPUT ((size_t)64 << 20)  /* rendered text and every string built */
 #define MAX_ITEMS ((size_t)1 << 22)    /* elements of a list built by the template */
+#define MAX_STEPS ((uint64_t)1 << 25)  /* expressions and statements evaluated by one render */
 
 /* ================================================================ arena */
 
@@ -186,6 +187,7 @@ struct ctx {
     jmp_buf jb;
     apr_err *err;
     int depth;
+    uint64_t steps;
     int64_t now;
     /* lexer / parser */
     const char *src;
@@ -3520,6 +3522,8 @@ static val eval(ctx *c, scope *sc, const node *n)
 {
     if (++c->depth > 10 * MAX_DEPTH)
         fail_n(c, n, "expression nested deeper than %d", 10 * MAX_DEPTH);
+    if (++c->steps > MAX_STEPS)
+        fail_n(c, n, "the template runs more than %" PRIu64 " steps", MAX_STEPS);
     val v = eval_inner(c, sc, n);
     c->depth--;
     return v;
@@ -3689,6 +3693,8 @@ static int exec_for(ctx *c, scope *sc, const node *n, buf *out)
 
 static int exec_stmt(ctx *c, scope *sc, const node *n, buf *out)
 {
+    if (++c->steps > MAX_STEPS)
+        fail_n(c, n, "the template runs more than %" PRIu64 " steps", MAX_STEPS);
     switch (n->k) {
     case S_TEXT: buf_put(c, out, n->lit.s.p, n->lit.s.n); return 0;
     case S_OUT: put_str(c, out, eval(c, sc, n->a)); return 0;
