@@ -19,8 +19,8 @@ static bool detect_avx2(void)
     if (e && *e && *e != '0')
         return false;
     __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2"))
-        return false;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return false; /* the float kernels' steps are FMAs (dot.c's fmaf) */
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d))
         return false;

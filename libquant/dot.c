@@ -7,9 +7,12 @@
  * for bit; the tests check that.
  *
  * The float types (F32/F16/BF16 x F32) use eight interleaved partial sums
- * combined in a fixed tree, which is what an 8-lane SIMD add does; again the
- * SIMD path reproduces the scalar one exactly (no FMA anywhere).
+ * combined in a fixed tree, which is what an 8-lane SIMD add does; each step
+ * is one fused multiply-add (fmaf: one rounding, as the SIMD FMA
+ * instructions), so again the SIMD path reproduces the scalar one exactly.
  */
+#include <math.h>
+
 #include "quant_internal.h"
 #include "dot_internal.h"
 
@@ -68,10 +71,10 @@ static float dot_f32_s(int64_t n, const float *w, const float *y)
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++)
-            s[k] += w[i + k] * y[i + k];
+            s[k] = fmaf(w[i + k], y[i + k], s[k]);
     float r = reduce8(s);
     for (; i < n; i++)
-        r += w[i] * y[i];
+        r = fmaf(w[i], y[i], r);
     return r;
 }
 
@@ -81,10 +84,10 @@ static float dot_16_s(int64_t n, const uint16_t *w, const float *y, bool bf16)
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; k++)
-            s[k] += (bf16 ? apr_bf16_to_f32(w[i + k]) : apr_f16_to_f32(w[i + k])) * y[i + k];
+            s[k] = fmaf(bf16 ? apr_bf16_to_f32(w[i + k]) : apr_f16_to_f32(w[i + k]), y[i + k], s[k]);
     float r = reduce8(s);
     for (; i < n; i++)
-        r += (bf16 ? apr_bf16_to_f32(w[i]) : apr_f16_to_f32(w[i])) * y[i];
+        r = fmaf(bf16 ? apr_bf16_to_f32(w[i]) : apr_f16_to_f32(w[i]), y[i], r);
     return r;
 }
 

@@ -1,8 +1,10 @@
 /* dot_avx2.c - AVX2 dot products. Integer parts are exact, the float parts
  * repeat the scalar kernels' operations in the same order (dot.c), so the
- * results equal the scalar ones bit for bit. Never uses FMA.
+ * results equal the scalar ones bit for bit (the float types' steps are
+ * FMAs there and here).
  * Compiled for baseline x86-64; functions carry target attributes and are
  * only called after aprq_cpu_avx2(). */
+#include <math.h>
 #include <string.h>
 
 #include "quant_internal.h"
@@ -11,7 +13,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#define AVX2 __attribute__((target("avx2,f16c")))
+#define AVX2 __attribute__((target("avx2,f16c,fma")))
 
 AVX2 static inline int hsum_i32(__m256i v)
 {
@@ -34,10 +36,10 @@ AVX2 static float dot_f32(int64_t n, const float *w, const float *y)
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(y + i)));
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(y + i), acc);
     float r = reduce8(acc);
     for (; i < n; i++)
-        r += w[i] * y[i];
+        r = fmaf(w[i], y[i], r);
     return r;
 }
 
@@ -47,11 +49,11 @@ AVX2 static float dot_f16(int64_t n, const uint16_t *w, const float *y)
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 wv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, _mm256_loadu_ps(y + i)));
+        acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(y + i), acc);
     }
     float r = reduce8(acc);
     for (; i < n; i++)
-        r += apr_f16_to_f32(w[i]) * y[i];
+        r = fmaf(apr_f16_to_f32(w[i]), y[i], r);
     return r;
 }
 
@@ -62,11 +64,11 @@ AVX2 static float dot_bf16(int64_t n, const uint16_t *w, const float *y)
     for (; i + 8 <= n; i += 8) {
         __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i)));
         __m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(wv, _mm256_loadu_ps(y + i)));
+        acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(y + i), acc);
     }
     float r = reduce8(acc);
     for (; i < n; i++)
-        r += apr_bf16_to_f32(w[i]) * y[i];
+        r = fmaf(apr_bf16_to_f32(w[i]), y[i], r);
     return r;
 }
 
@@ -257,18 +259,18 @@ AVX2 static inline __attribute__((always_inline)) void dot4_float(apr_dtype t, i
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 wv = load8_w(t, w, i);
-        a0 = _mm256_add_ps(a0, _mm256_mul_ps(wv, _mm256_loadu_ps(y0 + i)));
-        a1 = _mm256_add_ps(a1, _mm256_mul_ps(wv, _mm256_loadu_ps(y1 + i)));
-        a2 = _mm256_add_ps(a2, _mm256_mul_ps(wv, _mm256_loadu_ps(y2 + i)));
-        a3 = _mm256_add_ps(a3, _mm256_mul_ps(wv, _mm256_loadu_ps(y3 + i)));
+        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(y0 + i), a0);
+        a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(y1 + i), a1);
+        a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(y2 + i), a2);
+        a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(y3 + i), a3);
     }
     float r0 = reduce8(a0), r1 = reduce8(a1), r2 = reduce8(a2), r3 = reduce8(a3);
     for (; i < n; i++) {
         const float wf = load1_w(t, w, i);
-        r0 += wf * y0[i];
-        r1 += wf * y1[i];
-        r2 += wf * y2[i];
-        r3 += wf * y3[i];
+        r0 = fmaf(wf, y0[i], r0);
+        r1 = fmaf(wf, y1[i], r1);
+        r2 = fmaf(wf, y2[i], r2);
+        r3 = fmaf(wf, y3[i], r3);
     }
     out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
 }

@@ -6,17 +6,20 @@
  * wraps), then each lane repeats the scalar kernel's float operations for
  * its row (dot.c), in the same order, never fused (no FMA). For the float
  * types a tile is 2 rows x 4 tokens and a register holds the 8 partial sums
- * of one output, exactly the scalar kernel's s[0..7], reduced in its tree.
+ * of one output, exactly the scalar kernel's s[0..7] (one FMA per step, as
+ * its fmaf), reduced in its tree.
  * So every output equals apr_vec_dot_scalar bit for bit, whatever the tile
  * it falls in. Compiled for baseline x86-64; functions carry target
  * attributes and run only after aprq_cpu_avx2() (the AVX-512 float tile
  * only after aprq_cpu_avx512()). */
+#include <math.h>
+
 #include "gemm_internal.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
-#define AVX2 __attribute__((target("avx2,f16c")))
+#define AVX2 __attribute__((target("avx2,f16c,fma")))
 #define INLINE inline __attribute__((always_inline))
 #define TILE_T 4
 
@@ -414,7 +417,7 @@ AVX2 static INLINE void tile_q6_k(const grp_q6_k *g, int64_t nb, const void *act
 }
 
 /* ---------------------------------------------------------------- float rows
- * Scalar (dot.c): s[k] += w[i + k] * y[i + k] over 8-element steps, reduce8,
+ * Scalar (dot.c): s[k] = fmaf(w[i + k], y[i + k], s[k]) over 8-element steps, reduce8,
  * then the tail one by one. Here the register of output (row, token) is its
  * s[0..7]. */
 AVX2 static INLINE __m256 load8_w(apr_dtype t, const uint8_t *w, int64_t i)
@@ -463,7 +466,7 @@ AVX2 static INLINE void tile_float(apr_dtype dt, const uint8_t *const *w, int R,
         for (int t = 0; t < T; t++) {
             const __m256 yv = _mm256_loadu_ps(ACT(float, act, as, t) + i);
             for (int r = 0; r < R; r++)
-                a[r][t] = _mm256_add_ps(a[r][t], _mm256_mul_ps(wv[r], yv));
+                a[r][t] = _mm256_fmadd_ps(wv[r], yv, a[r][t]);
         }
     }
     for (int r = 0; r < R; r++)
@@ -477,8 +480,8 @@ AVX2 static INLINE void tile_float(apr_dtype dt, const uint8_t *const *w, int R,
 #define FLOAT_STEP(A0, A1, Y)                                                \
     do {                                                                     \
         const __m256 yv_ = _mm256_loadu_ps((Y) + i);                          \
-        A0 = _mm256_add_ps(A0, _mm256_mul_ps(w0, yv_));                      \
-        A1 = _mm256_add_ps(A1, _mm256_mul_ps(w1, yv_));                      \
+        A0 = _mm256_fmadd_ps(w0, yv_, A0);                                   \
+        A1 = _mm256_fmadd_ps(w1, yv_, A1);                                   \
     } while (0)
 AVX2 static INLINE void tile_float_2x4(apr_dtype dt, const uint8_t *const *w, int64_t k0, int64_t k1,
                                        const void *act, size_t as, __m256 *acc)
@@ -571,9 +574,9 @@ AVX2 static void group_q6_k(const grp_q6_k *g, int64_t nb, int nr, const void *a
 /* ---------------------------------------------------------------- float rows, AVX-512
  * Only after aprq_cpu_avx512(). One 16-lane register holds the s[0..7] of
  * two outputs (rows r and r + 1, one token), so each lane still runs the
- * scalar kernel's s[k] += w * y of its output, unfused: the same bits as
+ * scalar kernel's s[k] = fmaf(w, y, s[k]) of its output: the same bits as
  * the 8-lane tiles, twice as many per instruction. */
-#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,f16c,fma")))
 /* rows r and r + 1, columns i..i+7, as one register [row r | row r + 1] */
 AVX512 static INLINE __m512 load8x2_w(apr_dtype t, const uint8_t *w0, const uint8_t *w1, int64_t i)
 {
@@ -591,10 +594,10 @@ AVX512 static INLINE __m512 load8x2_w(apr_dtype t, const uint8_t *w0, const uint
 #define STEP512(T)                                                           \
     do {                                                                     \
         const __m512 yv_ = _mm512_broadcast_f32x8(_mm256_loadu_ps(y##T + i)); \
-        a0##T = _mm512_add_ps(a0##T, _mm512_mul_ps(w01, yv_));               \
-        a1##T = _mm512_add_ps(a1##T, _mm512_mul_ps(w23, yv_));               \
-        a2##T = _mm512_add_ps(a2##T, _mm512_mul_ps(w45, yv_));               \
-        a3##T = _mm512_add_ps(a3##T, _mm512_mul_ps(w67, yv_));               \
+        a0##T = _mm512_fmadd_ps(w01, yv_, a0##T);                        \
+        a1##T = _mm512_fmadd_ps(w23, yv_, a1##T);                        \
+        a2##T = _mm512_fmadd_ps(w45, yv_, a2##T);                        \
+        a3##T = _mm512_fmadd_ps(w67, yv_, a3##T);                        \
     } while (0)
 #define LD2(P, T) _mm512_insertf32x8(_mm512_castps256_ps512(acc[(2 * P) * ACC_T + T]), acc[(2 * P + 1) * ACC_T + T], 1)
 #define ST2(P, T, V)                                                         \
@@ -681,7 +684,7 @@ AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, in
                 const float *y = ACT(float, actb, as, t);
                 float s = reduce8(acc[r * ACC_T + t]);
                 for (int64_t k = n8; k < n; k++)
-                    s += load1_w(dt, rows[r], k) * y[k];
+                    s = fmaf(load1_w(dt, rows[r], k), y[k], s);
                 out[(size_t)(tb + t) * ldo + r] = s;
             }
     }
