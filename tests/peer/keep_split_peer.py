@@ -10,7 +10,8 @@ with the metadata only). For each case both tools quantize the same split
 input and must write the same files (names) with the same bytes, whole file
 for whole file (apr with --no-provenance: its provenance KVs are the only
 difference otherwise). An unsplit input with keep_split gives llama.cpp's
-PREFIX-00001-of-00001.gguf. Then llama.cpp loads apr's splits (with apr's
+PREFIX-00001-of-00001.gguf; with an imatrix, its records (the llama-quantize
+tool's KV overrides) are in the first split. Then llama.cpp loads apr's splits (with apr's
 provenance in the first) and decodes the same greedy tokens as from its own.
 
 usage: keep_split_peer.py --apr PATH/TO/apr --tmp DIR
@@ -44,16 +45,22 @@ def make_split_model(path, split_max_tensors, small_first_shard=False):
         lqp.gguf.GGUFWriter = orig
 
 
-def llama_keep_split(src, prefix, ftype):
+def llama_keep_split(src, prefix, ftype, **kw):
     """llama_model_quantize(keep_split): fname_out is the prefix, as the
-    llama-quantize tool passes OUT less its .gguf."""
-    p = llama_cpp.llama_model_quantize_default_params()
-    p.ftype = ftype
-    p.nthread = 2
-    p.keep_split = True
-    rc = llama_cpp.llama_model_quantize(src.encode(), prefix.encode(), p)
-    if rc != 0:
-        raise RuntimeError(f"llama_model_quantize(keep_split) failed ({rc}) for {src}")
+    llama-quantize tool passes OUT less its .gguf. kw: lqp.llama_quantize's
+    (imatrix, overrides, ...), whose params get keep_split set."""
+    orig = llama_cpp.llama_model_quantize_default_params
+
+    def params():
+        p = orig()
+        p.keep_split = True
+        return p
+
+    llama_cpp.llama_model_quantize_default_params = params
+    try:
+        lqp.llama_quantize(src, prefix, ftype, **kw)
+    finally:
+        llama_cpp.llama_model_quantize_default_params = orig
 
 
 def files_in(d):
@@ -72,7 +79,7 @@ def greedy(path, n=16):
     return out
 
 
-def one_case(args, label, src_dir, apr_in, typ, ftype, provenance=False):
+def one_case(args, label, src_dir, apr_in, typ, ftype, provenance=False, apr_extra=(), **llama_kw):
     """Both tools quantize src_dir's split model; returns (ok, apr_dir, llama_dir)."""
     ref = os.path.join(args.tmp, f"llama-{label}")
     ours = os.path.join(args.tmp, f"apr-{label}")
@@ -81,9 +88,9 @@ def one_case(args, label, src_dir, apr_in, typ, ftype, provenance=False):
         for f in os.listdir(d):
             os.unlink(os.path.join(d, f))
     first = os.path.join(src_dir, files_in(src_dir)[0])
-    llama_keep_split(first, os.path.join(ref, "q"), ftype)
+    llama_keep_split(first, os.path.join(ref, "q"), ftype, **llama_kw)
     cmd = [args.apr, "quantize", apr_in, os.path.join(ours, "q.gguf"), "--type", typ, "--keep-split",
-           "--threads", "2", "--quiet", *([] if provenance else ["--no-provenance"])]
+           "--threads", "2", "--quiet", *([] if provenance else ["--no-provenance"]), *apr_extra]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         print(f"FAIL {label}: {' '.join(cmd)}\n{r.stderr}")
@@ -137,6 +144,15 @@ def main():
     ok &= one_case(args, "dir-Q4_K_M", split, split, "Q4_K_M", lqp.FTYPES["Q4_K_M"])[0]
     ok &= one_case(args, "small-first-Q8_0", small, small, "Q8_0", lqp.FTYPES["Q8_0"])[0]
     ok &= one_case(args, "unsplit-Q4_K_M", whole, os.path.join(whole, "m.gguf"), "Q4_K_M", lqp.FTYPES["Q4_K_M"])[0]
+    # with an imatrix: its KVs (the llama-quantize tool's overrides) in the first split, before the split keys
+    dat, loaded = lqp.imatrix_for(os.path.join(whole, "m.gguf"), 13)
+    imf = os.path.join(args.tmp, "keep-split.imatrix.dat")
+    with open(imf, "wb") as f:
+        f.write(dat)
+    tool_kvs = [("quantize.imatrix.file", imf), ("quantize.imatrix.dataset", "peer"),
+                ("quantize.imatrix.entries_count", len(loaded)), ("quantize.imatrix.chunks_count", 10)]
+    ok &= one_case(args, "imatrix-Q4_K_M", split, first, "Q4_K_M", lqp.FTYPES["Q4_K_M"], apr_extra=["--imatrix", imf],
+                   imatrix=loaded, overrides=tool_kvs)[0]
     # llama.cpp loads apr's splits, provenance and all
     good, ours, ref = one_case(args, "load-Q4_K_M", split, first, "Q4_K_M", lqp.FTYPES["Q4_K_M"], provenance=True)
     ok &= good
