@@ -8,8 +8,9 @@
  *   - both files round-trip through apr's imatrix reader (what
  *     `apr quantize --imatrix` loads), zero counts as llama-imatrix writes
  *     them; malformed statistics are refused and leave nothing behind;
- *   - the CLI: both formats from one run agree, bad input is refused with a
- *     clear message and nothing at OUT.
+ *   - the CLI: both formats from one run agree; the HF directory, the GGUF
+ *     and the APR of one model give the same file byte for byte; bad input
+ *     is refused with a clear message and nothing at OUT.
  * The claim that it helps (held-out KLD on a trained model) is
  * test_imatrix_kld.c (label slow); llama.cpp's side is
  * tests/peer/imatrix_peer.py (test_imatrix_peer.c). */
@@ -396,6 +397,51 @@ static void test_cli_writes_both_formats(void **state)
     assert_int_equal(apr_cli(dir, "q", "quantize '%s' '%s/q.gguf' --type Q4_0 --imatrix '%s' --pure", fx, dir, gg), 0);
 }
 
+/* The same model from any container (HF safetensors directory with rotate-half
+ * Q/K, llama.cpp's GGUF, APR with fused QKV) gives the same file, byte for
+ * byte: the forward pass is bit-identical across containers and the entries
+ * carry GGUF names whatever the source's. */
+static void test_cli_same_file_from_every_container(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(gg, "fixtures/tinycoder/tinycoder-bf16.gguf");
+    char ggp[4096], hf[4096];
+    snprintf(ggp, sizeof ggp, "%s", gg);
+    snprintf(hf, sizeof hf, "%s", ggp);
+    *strrchr(hf, '/') = 0;
+    REQUIRE_APR();
+    const char *dir = tu_tmpdir("imat-containers");
+    char text[4096];
+    snprintf(text, sizeof text, "%s", write_text(dir, "text.txt", 12));
+    char apr[4096];
+    snprintf(apr, sizeof apr, "%s/tc.apr", dir);
+    assert_int_equal(apr_cli(dir, "c", "convert '%s' '%s'", ggp, apr), 0);
+    const char *srcs[] = {ggp, hf, apr};
+    char *first = NULL;
+    size_t first_len = 0;
+    for (int i = 0; i < 3; i++) {
+        char out[4096];
+        snprintf(out, sizeof out, "%s/im%d.gguf", dir, i);
+        assert_int_equal(apr_cli(dir, "i", "imatrix '%s' --text '%s' -o '%s' --ctx 128 --chunks 2 --threads 2", srcs[i],
+                                 text, out),
+                         0);
+        size_t len = 0;
+        char *b = tu_read_file(out, &len);
+        assert_non_null(b);
+        if (!first) {
+            first = b;
+            first_len = len;
+            continue;
+        }
+        if (len != first_len || memcmp(b, first, len))
+            print_message("%s: imatrix differs from the GGUF's\n", srcs[i]);
+        assert_int_equal(len, first_len);
+        assert_memory_equal(b, first, len);
+        free(b);
+    }
+    free(first);
+}
+
 static void test_cli_bad_input(void **state)
 {
     (void)state;
@@ -464,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_hook_changes_no_logit),
         cmocka_unit_test(test_writers_round_trip_through_the_reader),
         cmocka_unit_test(test_cli_writes_both_formats),
+        cmocka_unit_test(test_cli_same_file_from_every_container),
         cmocka_unit_test(test_cli_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
