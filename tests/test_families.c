@@ -316,6 +316,8 @@ static void test_gemma2_config_refusals(void **state)
     expect_refused("fam-g2-rope", GEMMA2_CFG "; c[\"rope_parameters\"]={\"rope_type\": \"linear\", "
                                  "\"factor\": 2.0, \"rope_theta\": 10000.0}", "rope_type");
     expect_refused("fam-g2-bias", GEMMA2_CFG "; c[\"attention_bias\"]=True", "attention_bias");
+    /* Gemma2Config's default head_dim is 256, not hidden / heads */
+    expect_refused("fam-g2-hd", GEMMA2_CFG "; c.pop(\"head_dim\")", "head_dim");
 }
 
 /* The same as a Gemma 3 config (transformers 5: per-layer-type rope), over

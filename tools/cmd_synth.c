@@ -12,15 +12,17 @@
 static void synth_usage(FILE *f)
 {
     fprintf(f,
-            "usage: apr synth OUTDIR [--arch llama|qwen2] [--preset NAME] [options]\n"
+            "usage: apr synth OUTDIR [--arch llama|qwen2|qwen3|gemma2|phi3] [--preset NAME] [options]\n"
             "\n"
             "Writes a deterministic synthetic model: HF safetensors (sharded with --shard-mb),\n"
             "config.json, generation_config.json, tokenizer.json, tokenizer_config.json.\n"
             "OUTDIR ending in .safetensors writes that single file (metadata inside it).\n"
             "\n"
             "  --preset NAME    tiny-llama (default for --arch llama), tiny-qwen2 (default for\n"
-            "                   --arch qwen2), llama-7b-layer, qwen2-7b-layer\n"
-            "  --arch A         llama or qwen2 (picks the tiny preset when --preset is absent)\n"
+            "                   --arch qwen2), llama-7b-layer, qwen2-7b-layer, tiny-qwen3, tiny-gemma2,\n"
+            "                   tiny-phi3\n"
+            "  --arch A         llama, qwen2, qwen3, gemma2 or phi3 (picks the tiny preset when\n"
+            "                   --preset is absent)\n"
             "  --layers N --hidden N --heads N --kv-heads N --head-dim N --ffn N --vocab N --ctx N\n"
             "  --tied | --untied   share lm_head with the embeddings or not\n"
             "  --dtype T        f32, f16 or bf16\n"
@@ -131,12 +133,18 @@ int cmd_synth(int argc, char **argv)
         synth_usage(stderr);
         return 2;
     }
-    if (arch && strcmp(arch, "llama") != 0 && strcmp(arch, "qwen2") != 0) {
-        fprintf(stderr, "apr synth: unknown --arch '%s' (llama, qwen2)\n", arch);
+    static const char *const archs[] = {"llama", "qwen2", "qwen3", "gemma2", "phi3"};
+    bool known = !arch;
+    for (size_t i = 0; arch && i < sizeof archs / sizeof *archs; i++)
+        known |= !strcmp(arch, archs[i]);
+    if (!known) {
+        fprintf(stderr, "apr synth: unknown --arch '%s' (llama, qwen2, qwen3, gemma2, phi3)\n", arch);
         return 2;
     }
+    char tiny[32];
+    snprintf(tiny, sizeof tiny, "tiny-%s", arch ? arch : "llama");
     if (!preset)
-        preset = arch && !strcmp(arch, "qwen2") ? "tiny-qwen2" : "tiny-llama";
+        preset = tiny;
 
     apr_synth_config c;
     apr_err err = {0};

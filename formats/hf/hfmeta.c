@@ -904,6 +904,11 @@ static int check_config_keys(const json_t *cfg, const arch_name *a, apr_err *err
         return refuse_key(k, v, "unknown key for this architecture (it may change the computation; "
                                 "see docs/families.md)", err);
     }
+    /* transformers' Qwen3Config defaults head_dim to 128, Gemma's to 256: a
+     * config without it must not be read as hidden / heads */
+    if ((is_gemma(a) || !strcmp(a->model_type, "qwen3")) && !json_is_integer(json_object_get(cfg, "head_dim")))
+        return apr_err_set(err, APR_E_UNSUPPORTED, "config.json: head_dim is missing (transformers' %s default is "
+                                                   "not hidden_size / num_attention_heads)", a->model_type);
     const json_t *act = json_object_get(cfg, "hidden_act");
     if (is_gemma(a)) {
         static const char *const required[] = {"sliding_window", "query_pre_attn_scalar", "attn_logit_softcapping",
@@ -1529,7 +1534,8 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     snprintf(key, sizeof key, "%s.attention.key_length", c->arch);
     /* head_dim is written when the source recorded it or when it is not
      * hidden / heads (HF would otherwise assume the latter). */
-    if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden || is_gemma(a))
+    if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden || is_gemma(a) ||
+        !strcmp(a->model_type, "qwen3")) /* their configs' default head_dim is not hidden / heads */
         json_object_set_new(j, "head_dim", json_integer(c->head_dim));
     if (is_gemma(a)) {
         /* what llama.cpp computes (derive.c): the inverse square of its query scale */

@@ -157,7 +157,8 @@ static void gen_fill(const gen_tensor *g, apr_dtype dt, uint64_t first, uint64_t
 
 /* ================================================================ presets */
 
-static const char *const preset_names[] = {"tiny-llama", "tiny-qwen2", "llama-7b-layer", "qwen2-7b-layer", NULL};
+static const char *const preset_names[] = {"tiny-llama", "tiny-qwen2",     "llama-7b-layer", "qwen2-7b-layer",
+                                           "tiny-qwen3", "tiny-gemma2", "tiny-phi3",      NULL};
 
 const char *const *apr_synth_preset_names(void)
 {
@@ -193,9 +194,20 @@ int apr_synth_preset(apr_synth_config *c, const char *p, apr_err *err)
         c->dtype = APR_DT_BF16;
         c->rope_theta = 1000000.0f;
         c->rms_eps = 1e-6f;
+    } else if (!strcmp(p, "tiny-qwen3") || !strcmp(p, "tiny-gemma2") || !strcmp(p, "tiny-phi3")) {
+        /* the tiny shape in the other families (head_dim 64: a multiple of
+         * 256 in every fused row too) */
+        snprintf(c->arch, sizeof c->arch, "%s", p + 5);
+        c->n_layers = 2; c->hidden = 256; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 64;
+        c->ffn = 512; c->vocab = 1024; c->ctx = 512;
+        c->tied = strcmp(p, "tiny-phi3") != 0;
+        c->dtype = APR_DT_F32;
+        c->rope_theta = !strcmp(p, "tiny-qwen3") ? 1000000.0f : 10000.0f;
+        c->rms_eps = 1e-6f;
     } else {
         return apr_err_set(err, APR_E_ARG,
-                           "unknown preset '%s' (tiny-llama, tiny-qwen2, llama-7b-layer, qwen2-7b-layer)", p);
+                           "unknown preset '%s' (tiny-llama, tiny-qwen2, llama-7b-layer, qwen2-7b-layer, tiny-qwen3, "
+                           "tiny-gemma2, tiny-phi3)", p);
     }
     snprintf(c->name, sizeof c->name, "synth-%s", p);
     return 0;
@@ -203,9 +215,14 @@ int apr_synth_preset(apr_synth_config *c, const char *p, apr_err *err)
 
 int apr_synth_validate(const apr_synth_config *c, apr_err *err)
 {
-    bool llama = !strcmp(c->arch, "llama"), qwen2 = !strcmp(c->arch, "qwen2");
-    if (!llama && !qwen2)
-        return apr_err_set(err, APR_E_ARG, "unknown architecture '%s' (llama, qwen2)", c->arch);
+    bool llama = !strcmp(c->arch, "llama"), qwen2 = !strcmp(c->arch, "qwen2"), qwen3 = !strcmp(c->arch, "qwen3"),
+         gemma2 = !strcmp(c->arch, "gemma2"), phi3 = !strcmp(c->arch, "phi3");
+    if (!llama && !qwen2 && !qwen3 && !gemma2 && !phi3)
+        return apr_err_set(err, APR_E_ARG, "unknown architecture '%s' (llama, qwen2, qwen3, gemma2, phi3)", c->arch);
+    if (gemma2 && (!c->tied || c->qkv_bias || c->rope_theta != 10000.0f))
+        return apr_err_set(err, APR_E_ARG, "gemma2 is tied, has no biases and rope theta 10000 (llama.cpp's form)");
+    if (phi3 && (c->qkv_bias || (uint64_t)c->head_dim * c->n_heads != c->hidden))
+        return apr_err_set(err, APR_E_ARG, "phi3 has no biases and head dim hidden / heads");
     if (c->n_layers == 0 || c->n_layers > 4096)
         return apr_err_set(err, APR_E_ARG, "layers must be in 1..4096 (got %u)", c->n_layers);
     if (c->hidden == 0 || c->hidden > (1u << 20) || c->ffn == 0 || c->ffn > (1u << 22))
@@ -507,7 +524,8 @@ static int set_arr(apr_model *m, const char *key, apr_kv_type et, void *arr, uin
  * (see hfmeta.c: the order and types of convert_hf_to_gguf.py). */
 static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
 {
-    bool gpt2 = !strcmp(c->arch, "qwen2");
+    const bool gpt2 = !strcmp(c->arch, "qwen2") || !strcmp(c->arch, "qwen3"), gemma2 = !strcmp(c->arch, "gemma2"),
+               phi3 = !strcmp(c->arch, "phi3");
     char key[128], name[80];
     int rc = 0;
 #define K(s) (snprintf(key, sizeof key, "%s.%s", c->arch, s), key)
@@ -520,15 +538,29 @@ static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
     rc |= apr_model_set_kv_u32(m, K("feed_forward_length"), c->ffn);
     rc |= apr_model_set_kv_u32(m, K("attention.head_count"), c->n_heads);
     rc |= apr_model_set_kv_u32(m, K("attention.head_count_kv"), c->n_kv_heads);
-    rc |= apr_model_set_kv_f32(m, K("rope.freq_base"), c->rope_theta);
+    if (!gemma2) /* llama.cpp's Gemma2Model writes no rope base (10000, its default) */
+        rc |= apr_model_set_kv_f32(m, K("rope.freq_base"), c->rope_theta);
     rc |= apr_model_set_kv_f32(m, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
-    if (c->head_dim * c->n_heads != c->hidden) {
+    /* Qwen3 and Gemma always record head_dim (hfmeta.c writes it: their HF
+     * defaults are not hidden / heads) */
+    if ((c->head_dim * c->n_heads != c->hidden || gemma2 || !strcmp(c->arch, "qwen3")) && !phi3) {
         rc |= apr_model_set_kv_u32(m, K("attention.key_length"), c->head_dim);
         rc |= apr_model_set_kv_u32(m, K("attention.value_length"), c->head_dim);
     }
-    if (!gpt2) {
+    if (!strcmp(c->arch, "llama")) {
         rc |= apr_model_set_kv_u32(m, K("vocab_size"), c->vocab);
         rc |= apr_model_set_kv_u32(m, K("rope.dimension_count"), c->head_dim);
+    }
+    if (gemma2) { /* llama.cpp's defaults, a window shorter than the context */
+        rc |= apr_model_set_kv_f32(m, K("attn_logit_softcapping"), 50.0f);
+        rc |= apr_model_set_kv_f32(m, K("final_logit_softcapping"), 30.0f);
+        rc |= apr_model_set_kv_u32(m, K("attention.sliding_window"), c->ctx / 2);
+        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false);
+    }
+    if (phi3) { /* as Phi3MiniModel writes them; no window */
+        rc |= apr_model_set_kv_u32(m, K("rope.scaling.original_context_length"), c->ctx);
+        rc |= apr_model_set_kv_u32(m, K("rope.dimension_count"), c->head_dim);
+        rc |= apr_model_set_kv_u32(m, K("attention.sliding_window"), 0);
     }
 #undef K
     if (rc)
@@ -556,6 +588,8 @@ static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
         rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.bos_token_id", 1);
         rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.eos_token_id", 2);
         rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.unknown_token_id", 0);
+        if (phi3) /* Phi3Config's default pad id (32000) lies outside this vocabulary */
+            rc |= apr_model_set_kv_u32(m, "tokenizer.ggml.padding_token_id", 0);
         rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_bos_token", true);
         rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_eos_token", false);
     }
@@ -581,7 +615,23 @@ static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
     snprintf(name, sizeof name, "model.embed_tokens.weight");
     ADD(2, V, H);
     static const char *const attn[] = {"q_proj", "k_proj", "v_proj"};
+    const bool phi3 = !strcmp(c->arch, "phi3"), gemma2 = !strcmp(c->arch, "gemma2");
     for (uint32_t l = 0; l < c->n_layers; l++) {
+        if (phi3) { /* HF's own fusions */
+            snprintf(name, sizeof name, "model.layers.%u.self_attn.qkv_proj.weight", l);
+            ADD(2, Q + 2 * KV, H);
+            snprintf(name, sizeof name, "model.layers.%u.self_attn.o_proj.weight", l);
+            ADD(2, H, Q);
+            snprintf(name, sizeof name, "model.layers.%u.mlp.gate_up_proj.weight", l);
+            ADD(2, 2 * F, H);
+            snprintf(name, sizeof name, "model.layers.%u.mlp.down_proj.weight", l);
+            ADD(2, H, F);
+            snprintf(name, sizeof name, "model.layers.%u.input_layernorm.weight", l);
+            ADD(1, H, 0);
+            snprintf(name, sizeof name, "model.layers.%u.post_attention_layernorm.weight", l);
+            ADD(1, H, 0);
+            continue;
+        }
         for (int a = 0; a < 3; a++) {
             uint64_t rows = a == 0 ? Q : KV;
             snprintf(name, sizeof name, "model.layers.%u.self_attn.%s.weight", l, attn[a]);
@@ -590,6 +640,12 @@ static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
                 snprintf(name, sizeof name, "model.layers.%u.self_attn.%s.bias", l, attn[a]);
                 ADD(1, rows, 0);
             }
+        }
+        if (!strcmp(c->arch, "qwen3")) {
+            snprintf(name, sizeof name, "model.layers.%u.self_attn.q_norm.weight", l);
+            ADD(1, c->head_dim, 0);
+            snprintf(name, sizeof name, "model.layers.%u.self_attn.k_norm.weight", l);
+            ADD(1, c->head_dim, 0);
         }
         snprintf(name, sizeof name, "model.layers.%u.self_attn.o_proj.weight", l);
         ADD(2, H, Q);
@@ -603,6 +659,12 @@ static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
         ADD(1, H, 0);
         snprintf(name, sizeof name, "model.layers.%u.post_attention_layernorm.weight", l);
         ADD(1, H, 0);
+        if (gemma2) { /* post_attention_layernorm above is Gemma's attention-output norm */
+            snprintf(name, sizeof name, "model.layers.%u.pre_feedforward_layernorm.weight", l);
+            ADD(1, H, 0);
+            snprintf(name, sizeof name, "model.layers.%u.post_feedforward_layernorm.weight", l);
+            ADD(1, H, 0);
+        }
     }
     snprintf(name, sizeof name, "model.norm.weight");
     ADD(1, H, 0);
