@@ -423,7 +423,7 @@ static int matmul(cpu_be *b, const float *x, uint32_t nt, int n, const apr_wmat 
             const apr_dtype vdt = apr_vec_dot_type(w[i]->seg[s].dtype);
             T->seg_act[s] = act_get(b, vdt, x, w[i]->cols, nt, &cj);
             if (!T->seg_act[s])
-                return apr_err_set(err, APR_E_NOMEM, "tensor %s: cannot prepare %s activations",
+                return apr_err_set(err, APR_E_NOMEM, "tensor %s: cannot prepare %s activations: out of memory",
                                    w[i]->name, apr_dtype_name(vdt));
         }
         j.total_blocks += row_blocks(w[i]);

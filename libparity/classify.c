@@ -246,7 +246,10 @@ int apr_parity_classify(const apr_model *src, const apr_model *dst, apr_conversi
     bool have_prov = false;
     if (dst->provenance_json) {
         json_error_t je;
+        unsigned long failures = apr_json_alloc_failures();
         json_t *j = json_loads(dst->provenance_json, 0, &je);
+        if (!j && apr_json_alloc_failures() != failures)
+            return apr_err_set(err, APR_E_NOMEM, "DST provenance: out of memory");
         if (!j)
             return apr_err_set(err, APR_E_FORMAT, "DST provenance is not valid JSON: %s (line %d)",
                                je.text, je.line);

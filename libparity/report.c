@@ -288,15 +288,29 @@ static json_t *weight_row_ref(const apr_weight_tensor *t, int64_t logical, int64
                      "logical_row", (json_int_t)logical, "layer", (int)t->layer, "role", t->role);
 }
 
+/* Building the report: jansson's setters take the value (NULL too: the
+ * failure of the call that made it) and return non-zero when they cannot
+ * store it; *bad remembers that, so that a report missing a field for want
+ * of memory is never printed as if whole. */
+static void jset(bool *bad, json_t *o, const char *k, json_t *v)
+{
+    *bad |= json_object_set_new(o, k, v) != 0;
+}
+
+static void jappend(bool *bad, json_t *a, json_t *v)
+{
+    *bad |= json_array_append_new(a, v) != 0;
+}
+
 /* "weights": the per-tensor comparison; null when it was not run. */
-static json_t *weights_json(const apr_weights_cmp *w)
+static json_t *weights_json(const apr_weights_cmp *w, bool *bad)
 {
     if (!w->n_tensors)
         return json_null();
     json_t *list = json_array();
-    for (uint32_t i = 0; i < w->n_tensors; i++) {
+    for (uint32_t i = 0; i < w->n_tensors && list; i++) {
         const apr_weight_tensor *t = &w->t[i];
-        json_array_append_new(
+        jappend(bad,
             list, json_pack("{s:s,s:s,s:i,s:s,s:I,s:I,s:o,s:b,s:b,s:I,s:o,s:b,s:o,s:I}", "name", t->name,
                             "role", t->role, "layer", (int)t->layer, "dtype", t->dtype, "rows",
                             (json_int_t)t->rows, "cols", (json_int_t)t->cols, "rel_rmse", num(t->rel_rmse),
@@ -309,11 +323,11 @@ static json_t *weights_json(const apr_weights_cmp *w)
     if (w->worst >= 0) {
         const apr_weight_tensor *t = &w->t[w->worst];
         worst = weight_row_ref(t, t->worst_row, (int64_t)t->worst_file_row);
-        json_object_set_new(worst, "rel_err", num(t->worst_row_err));
-        json_object_set_new(worst, "absolute", json_boolean(t->worst_row_abs));
-        json_object_set_new(worst, "dtype", json_string(apr_dtype_name(t->worst_dtype)));
-        json_object_set_new(worst, "limit", num(t->worst_limit));
-        json_object_set_new(worst, "zeroed", json_boolean(t->worst_zeroed));
+        jset(bad, worst, "rel_err", num(t->worst_row_err));
+        jset(bad, worst, "absolute", json_boolean(t->worst_row_abs));
+        jset(bad, worst, "dtype", json_string(apr_dtype_name(t->worst_dtype)));
+        jset(bad, worst, "limit", num(t->worst_limit));
+        jset(bad, worst, "zeroed", json_boolean(t->worst_zeroed));
     }
     if (w->first_diff >= 0) {
         const apr_weight_tensor *t = &w->t[w->first_diff];
@@ -360,14 +374,15 @@ char *apr_verify_report_json(const apr_report_info *info, const apr_verify_resul
                              const apr_verdict *v)
 {
     const apr_parity_summary *s = &r->s;
+    bool bad = false;
     json_t *steps = json_array(), *ratios = json_array();
-    for (int st = 0; st < APR_TR_COUNT; st++)
-        json_array_append_new(steps, json_string(step_name(st)));
-    for (uint32_t l = 0; r->tc.ratio && l < r->tc.n_layers; l++) {
+    for (int st = 0; st < APR_TR_COUNT && steps; st++)
+        jappend(&bad, steps, json_string(step_name(st)));
+    for (uint32_t l = 0; r->tc.ratio && l < r->tc.n_layers && ratios; l++) {
         json_t *row = json_array();
-        for (int st = 0; st < APR_TR_COUNT; st++)
-            json_array_append_new(row, num(r->tc.ratio[(size_t)l * APR_TR_COUNT + st]));
-        json_array_append_new(ratios, row);
+        for (int st = 0; st < APR_TR_COUNT && row; st++)
+            jappend(&bad, row, num(r->tc.ratio[(size_t)l * APR_TR_COUNT + st]));
+        jappend(&bad, ratios, row);
     }
     json_t *root = json_pack(
         "{s:s?,s:s?,"
@@ -408,25 +423,20 @@ char *apr_verify_report_json(const apr_report_info *info, const apr_verify_resul
         v->reason);
     if (!root)
         return NULL;
-    json_t *wj = weights_json(&r->w);
-    if (!wj || json_object_set_new(root, "weights", wj) ||
-        json_object_set_new(root, "reproduction", repro_json(&r->rp)) ||
-        json_object_set_new(root, "forward_pass", json_boolean(r->forward_run)) ||
-        json_object_set_new(root, "config", json_pack("{s:b,s:s}", "same", r->same_config, "difference",
-                                                      r->config_diff))) {
-        json_decref(root);
-        return NULL;
-    }
+    jset(&bad, root, "weights", weights_json(&r->w, &bad));
+    jset(&bad, root, "reproduction", repro_json(&r->rp));
+    jset(&bad, root, "forward_pass", json_boolean(r->forward_run));
+    jset(&bad, root, "config", json_pack("{s:b,s:s}", "same", r->same_config, "difference", r->config_diff));
     json_t *vj = json_object_get(root, "verdict");
-    json_object_set_new(vj, "rule", json_string(rule_name(v->rule)));
-    json_object_set_new(vj, "limits", v->limits[0] ? json_string(v->limits) : json_null());
+    jset(&bad, vj, "rule", json_string(rule_name(v->rule)));
+    jset(&bad, vj, "limits", v->limits[0] ? json_string(v->limits) : json_null());
     if (!r->forward_run) {
         /* nothing was computed: null, never a zero that reads as a measurement */
         static const char *const unmeasured[] = {"logits", "kld", "top1_agreement_pct", "delta_p", "ppl", "layers"};
         for (size_t i = 0; i < sizeof unmeasured / sizeof *unmeasured; i++)
-            json_object_set_new(root, unmeasured[i], json_null());
+            jset(&bad, root, unmeasured[i], json_null());
     }
-    char *txt = json_dumps(root, JSON_COMPACT);
+    char *txt = bad ? NULL : json_dumps(root, JSON_COMPACT);
     json_decref(root);
     return txt;
 }

@@ -41,8 +41,11 @@ static int eval_timed(apr_fwd *f, const int32_t *tok, uint32_t n, float *logits,
     return 0;
 }
 
-/* The rope frequency factors the graph applies (rope_freqs.weight), compared as the f32 values it uses. */
-static bool same_rope_freqs(const apr_model *src, const apr_model *dst, char *why, size_t cap)
+/* The rope frequency factors the graph applies (rope_freqs.weight), compared
+ * as the f32 values it uses. *oom: a graph could not be built for want of
+ * memory, which says nothing about the configurations (an error, never a
+ * difference). */
+static bool same_rope_freqs(const apr_model *src, const apr_model *dst, char *why, size_t cap, bool *oom)
 {
     apr_graph gs, gd;
     memset(&gs, 0, sizeof gs);
@@ -50,6 +53,7 @@ static bool same_rope_freqs(const apr_model *src, const apr_model *dst, char *wh
     apr_err e2 = {0};
     bool same = false;
     if (apr_graph_build(&gs, src, &e2) || apr_graph_build(&gd, dst, &e2)) {
+        *oom = e2.code == APR_E_NOMEM;
         snprintf(why, cap, "a model cannot be bound to the forward pass: %s", e2.msg);
     } else if (!gs.rope_freqs != !gd.rope_freqs) {
         snprintf(why, cap, "rope frequency factors (rope_freqs.weight) in only one model");
@@ -63,8 +67,12 @@ static bool same_rope_freqs(const apr_model *src, const apr_model *dst, char *wh
     return same;
 }
 
-bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *why, size_t cap)
+/* noinline: inlined into a caller with a fixed-size why, GCC warns that the
+ * messages may be cut (they are, by design, to cap). */
+__attribute__((noinline)) static bool same_config(const apr_model *src, const apr_model *dst, char *why,
+                                                  size_t cap, bool *oom)
 {
+    *oom = false;
     const apr_arch_config *a = &src->cfg, *b = &dst->cfg;
 #define DIFF(cond, ...)                                                                            \
     do {                                                                                           \
@@ -102,11 +110,17 @@ bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *wh
          b->unsupported);
 #undef DIFF
     /* llama3 rope scaling arrives as a tensor the weight comparison does not cover */
-    if (!same_rope_freqs(src, dst, why, cap))
+    if (!same_rope_freqs(src, dst, why, cap, oom))
         return false;
     if (cap)
         why[0] = 0;
     return true;
+}
+
+bool apr_parity_same_config(const apr_model *src, const apr_model *dst, char *why, size_t cap)
+{
+    bool oom;
+    return same_config(src, dst, why, cap, &oom);
 }
 
 /* Whether a fast path decides (r->rule), from the weights, the configuration
@@ -115,7 +129,10 @@ static int choose_rule(const apr_model *src, const apr_model *dst, const apr_ver
                        apr_err *err)
 {
     r->rule = APR_RULE_LOGITS;
-    r->same_config = apr_parity_same_config(src, dst, r->config_diff, sizeof r->config_diff);
+    bool oom;
+    r->same_config = same_config(src, dst, r->config_diff, sizeof r->config_diff, &oom);
+    if (oom)
+        return apr_err_set(err, APR_E_NOMEM, "comparing the forward-pass configurations: out of memory");
     r->same_dtypes = r->w.same_dtypes;
     if (o->fast_path == APR_EXPECT_LOSSLESS) {
         if (r->w.bit_identical && r->same_dtypes && r->same_config)
@@ -243,7 +260,8 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
                 const int32_t next = scored ? tokens[(size_t)c * ctx + pos + 1] : -1;
                 if ((rc = apr_parity_acc_add(&acc, ls + (size_t)j * vocab, ld + (size_t)j * vocab,
                                              scored, next))) {
-                    apr_err_set(err, rc, "logit statistics failed");
+                    apr_err_set(err, rc, rc == APR_E_NOMEM ? "logit statistics: out of memory"
+                                                           : "logit statistics failed");
                     goto out;
                 }
             }

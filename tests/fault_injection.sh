@@ -3,7 +3,9 @@
 # the apr CLI in which the N-th allocation (jansson's too) or file call
 # (write, pwrite, read, fsync, rename, linkat, mmap, open, ...) made by apr's
 # own code fails. For `apr convert` (safetensors -> GGUF, GGUF -> APR) and
-# `apr quantize` (GGUF -> GGUF, GGUF -> APR) of a small synthetic model, one
+# `apr quantize` (GGUF -> GGUF, GGUF -> APR) of a small synthetic model, and
+# `apr verify` of the quantized file against its source (by reproduction,
+# and with --logits through the forward pass), one
 # traced run lists every counted call with its call site and caller; then,
 # for every distinct (kind, site, caller), its first call is made to fail,
 # and each such run must:
@@ -18,6 +20,7 @@
 # exhaustive loop: thousands of runs). Prints the number of fault sites
 # exercised. Needs APR_FAULT_BIN (the apr_fault binary) and APR_BIN.
 set -euo pipefail
+export LC_ALL=C # ls | sort below
 fbin=${APR_FAULT_BIN:?APR_FAULT_BIN not set (run through ctest)}
 bin=${APR_BIN:?APR_BIN not set (run through ctest)}
 base=${APR_TMPDIR:-/tmp}
@@ -32,7 +35,7 @@ export APR_FAULT_TIME=1700000000 # the provenance time: outputs compare byte for
 
 "$bin" synth "$work/src" --layers 1 --vocab 512 --hidden 64 --heads 2 --kv-heads 1 --ffn 128 -q
 "$bin" convert "$work/src" "$work/model.gguf" -q
-input_sums() { (cd "$work" && sha256sum src/* model.gguf); }
+input_sums() { (cd "$work" && sha256sum src/* model*.gguf); }
 sums_before=$(input_sums)
 
 failures=0
@@ -139,9 +142,71 @@ job() {
   total_sites=$((total_sites + sites))
 }
 
+# check_verify JOB N REF_JSON ARGS...: one faulted `apr verify`, which writes
+# nothing: it must end in an error (exit 2, "apr verify: ..."), or, tolerated,
+# give the same report (less its timings); a verdict of FAIL (exit 1) from a
+# failed allocation would be a wrong answer.
+check_verify() {
+  local job=$1 n=$2 ref=$3
+  shift 3
+  local rc=0
+  APR_FAULT_AT=$n APR_FAULT_REPORT="$work/report" "$fbin" verify "$@" --json --threads 1 \
+    >"$work/stdout" 2>"$work/stderr" || rc=$?
+  local kind site caller
+  read -r _ _ _ kind site caller <"$work/report" || { fail "$job N=$n: no report (crashed?) rc=$rc"; return; }
+  local where="$job N=$n ($kind at $site from $caller)"
+  if grep -qE 'Sanitizer|runtime error|^    #[0-9]' "$work/stderr" || [ "$rc" -ge 86 ]; then
+    fail "$where: crash or sanitizer report (rc $rc)"
+    sed -n 1,30p "$work/stderr"
+    return
+  fi
+  if [ "$rc" -eq 0 ]; then
+    [ "$(jq -cS 'del(.run)' "$work/stdout")" = "$ref" ] || fail "$where: passed with a different report"
+    [ "$kind" = - ] || tolerated=$((tolerated + 1))
+  elif [ "$rc" -eq 2 ] && grep -qiE "^apr verify: .*(out of memory|cannot allocate memory|input/output error|no space left)" \
+    "$work/stderr"; then
+    refused=$((refused + 1))
+  else
+    fail "$where: rc $rc, not a clear error: $(head -c 300 "$work/stderr")"
+  fi
+  [ "$(input_sums)" = "$sums_before" ] || { fail "$where: the input changed"; sums_before=$(input_sums); }
+  [ "$(ls -A "$work" | sort | paste -sd' ')" = "dest model-q8.gguf model.gguf report src stderr stdout" ] ||
+    fail "$where: left beside the inputs: $(ls -A "$work")"
+}
+
+# verify_job NAME ARGS...: the traced run, then one faulted run per site.
+verify_job() {
+  local name=$1
+  shift
+  APR_FAULT_TRACE="$work/trace" "$fbin" verify "$@" --json --threads 1 >"$work/stdout"
+  local ref calls sites ns
+  ref=$(jq -cS 'del(.run)' "$work/stdout")
+  calls=$(wc -l <"$work/trace")
+  if [ "${APR_FAULT_EVERY:-0}" = 1 ]; then
+    ns=$(seq 1 "$calls")
+  else
+    ns=$(awk '!seen[$2 " " $3 " " $4]++ { print $1 }' "$work/trace")
+  fi
+  sites=$(awk '{ print $2, $3, $4 }' "$work/trace" | sort -u | wc -l)
+  rm -f "$work/trace"
+  tolerated=0
+  refused=0
+  for n in $ns; do
+    check_verify "$name" "$n" "$ref" "$@"
+    total_runs=$((total_runs + 1))
+  done
+  check_verify "$name" $((calls + 1)) "$ref" "$@"
+  echo "$name: $calls calls, $sites distinct sites; $refused refused cleanly, $tolerated tolerated with the same report"
+  total_sites=$((total_sites + sites))
+}
+
 job convert-st-gguf out.gguf convert "$work/src"
 job convert-gguf-apr out.apr convert "$work/model.gguf"
 job quantize-gguf out.gguf quantize "$work/model.gguf" --type Q4_K_M
 job quantize-apr out.apr quantize "$work/model.gguf" --type Q8_0
+"$bin" quantize "$work/model.gguf" "$work/model-q8.gguf" --type Q8_0 -q
+sums_before=$(input_sums)
+verify_job verify-reproduce "$work/model.gguf" "$work/model-q8.gguf"
+verify_job verify-logits "$work/model.gguf" "$work/model-q8.gguf" --logits
 echo "fault injection: $total_sites fault sites exercised in $total_runs faulted runs, $failures failures"
 [ "$failures" -eq 0 ]

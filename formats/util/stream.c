@@ -114,10 +114,13 @@ int apr_outfiles_commit(apr_outfile *f, size_t n, apr_err *err)
     }
     for (i = 0; i < n; i++) {
         char *final = strdup(f[i].final_path);
-        if (!final || (rc = apr_outfile_commit(&f[i], err))) {
+        if (!final) {
+            apr_outfile_abort(&f[i]); /* commit would have freed it */
+            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            break;
+        }
+        if ((rc = apr_outfile_commit(&f[i], err))) {
             free(final);
-            if (!rc)
-                rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
             break;
         }
         done[i] = final;
