@@ -227,7 +227,7 @@ typedef enum pre_stage {
 typedef struct pre_def {
     const char *names; /* space-separated tokenizer.ggml.pre values */
     bool ignore_merges; /* a pre-token that is a whole token is taken as is; */
-                        /* llama.cpp also defaults add_bos to true for exactly these */
+                        /* (llama.cpp's add_bos default: formats/core/derive.c) */
     pre_stage stages[MAX_STAGES];
 } pre_def;
 
@@ -263,7 +263,7 @@ struct apr_tok {
     tok_kind kind;
     const pre_stage *pre;   /* BPE: ST_END-terminated */
     bool ignore_merges;
-    bool add_bos;           /* llama.cpp's default for the vocab type / pre, then the KV */
+    bool add_bos;           /* m->tok.add_bos: llama.cpp's default for the vocab type / pre, then the KV */
     uint8_t *strip;         /* per token: STRIP_LEFT / STRIP_RIGHT (llama.cpp's LSTRIP / RSTRIP) */
     const apr_tokenizer *v;
     smap vocab;             /* token text -> id */
@@ -451,8 +451,7 @@ int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
             smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
         }
     }
-    t->add_bos = t->kind == TOK_SPM || t->ignore_merges;
-    apr_kv_get_bool(m, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    t->add_bos = m->tok.add_bos; /* llama.cpp's default, then the KV: apr_model_derive's one rule */
     if (collect_special(t) || set_strip_attrs(t, apr_kv_get_str(m, "general.name"))) {
         apr_tok_free(t);
         return apr_err_set(err, APR_E_NOMEM, "out of memory");

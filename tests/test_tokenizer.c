@@ -458,6 +458,41 @@ static void test_bpe_pretokenizer_splits(void **state)
     apr_model_free(m);
 }
 
+/* add_bos without tokenizer.ggml.add_bos_token: llama.cpp's default for the
+ * pre-tokenizer, one value for the derived view (HF writer, verify, imatrix)
+ * and the encoder; the KV overrides both. */
+static void test_add_bos_default(void **state)
+{
+    (void)state;
+    static const struct { const char *pre; bool bos; } cases[] = {{"llama-bpe", true}, {"qwen2", false},
+                                                                  {"gpt-2", false}, {"falcon3", true}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        static const char *const merges[] = {"a b"};
+        apr_model *m = bpe_model(cases[i].pre, merges, 1);
+        assert_int_equal(m->tok.add_bos, cases[i].bos);
+        assert_int_equal(apr_model_set_kv_u32(m, "tokenizer.ggml.bos_token_id", 256), 0);
+        for (int kv = 0; kv < 2; kv++) {
+            if (kv)
+                assert_int_equal(apr_model_set_kv_bool(m, "tokenizer.ggml.add_bos_token", !cases[i].bos), 0);
+            apr_err err = {0};
+            assert_int_equal(apr_model_derive(m, &err), 0);
+            bool want = kv ? !cases[i].bos : cases[i].bos;
+            assert_int_equal(m->tok.add_bos, want);
+            apr_tok *t = NULL;
+            if (apr_tok_load(&t, m, &err))
+                fail_msg("%s: %s", cases[i].pre, err.msg);
+            int32_t *ids = NULL;
+            size_t n = 0;
+            assert_int_equal(apr_tok_encode(t, "a", true, &ids, &n, &err), 0);
+            assert_int_equal(n, want ? 2 : 1);
+            assert_int_equal(ids[0] == 256, want);
+            free(ids);
+            apr_tok_free(t);
+        }
+        apr_model_free(m);
+    }
+}
+
 static void test_bad_tokenizers(void **state)
 {
     (void)state;
@@ -538,6 +573,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spm_llama_vectors),
+        cmocka_unit_test(test_add_bos_default),
         cmocka_unit_test(test_spm_bos_and_pieces),
         cmocka_unit_test(test_stories_tokenizer),
         cmocka_unit_test(test_bpe_merges_and_bytes),

@@ -46,6 +46,25 @@ static const apr_kv *array_kv(const apr_model *m, const char *key, apr_kv_type t
     return kv;
 }
 
+/* llama.cpp's add_bos when tokenizer.ggml.add_bos_token is absent
+ * (llama_vocab::load): true for SentencePiece and WordPiece vocabularies and
+ * for the byte-level BPE pre-tokenizers listed there (the llama3 family,
+ * tekken, chameleon), false otherwise. The one rule: the encoder, the HF
+ * writer, verify and imatrix all read m->tok.add_bos. */
+static bool default_add_bos(const char *model, const char *pre)
+{
+    if (!strcmp(model, "llama") || !strcmp(model, "bert"))
+        return true;
+    if (strcmp(model, "gpt2"))
+        return false;
+    static const char *const pres[] = {"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                       "midm-2.0", "lfm2", "jina-v5-nano", "tekken", "chameleon"};
+    for (size_t i = 0; i < sizeof pres / sizeof *pres; i++)
+        if (!strcmp(pre, pres[i]))
+            return true;
+    return false;
+}
+
 /* Token id KVs: llama.cpp stores them as u32; 0xFFFFFFFF (or any id outside the
  * vocab) means "none" and is reported as -1. */
 static int32_t token_id(const apr_model *m, const char *key, uint32_t n_tokens)
@@ -113,8 +132,7 @@ static int derive_tokenizer(apr_model *m, apr_err *err)
     t->eos_id = token_id(m, "tokenizer.ggml.eos_token_id", t->n_tokens);
     t->unk_id = token_id(m, "tokenizer.ggml.unknown_token_id", t->n_tokens);
     t->pad_id = token_id(m, "tokenizer.ggml.padding_token_id", t->n_tokens);
-    /* llama.cpp's defaults: SentencePiece adds BOS, byte BPE does not. */
-    t->add_bos = strcmp(t->model, "llama") == 0;
+    t->add_bos = default_add_bos(t->model, t->pre);
     t->add_eos = false;
     apr_kv_get_bool(m, "tokenizer.ggml.add_bos_token", &t->add_bos);
     apr_kv_get_bool(m, "tokenizer.ggml.add_eos_token", &t->add_eos);
