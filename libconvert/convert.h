@@ -194,7 +194,7 @@ typedef struct apr_quantize_stats {
     int threads;
     bool imatrix;
     apr_format format;               /* what was written */
-    uint32_t n_files;                /* files written; 0 when split by a size or count limit (the writer's plan) */
+    uint32_t n_files;                /* files written (split GGUF: the splits); 0 for a sharded APR set */
     char first_path[4096];           /* the (first) file written */
     double seconds, seconds_quant;   /* whole call; the quantizing itself */
 } apr_quantize_stats;

@@ -791,8 +791,13 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     st->imatrix = im != NULL;
     st->format = fmt;
     st->seconds_quant = qs.tq;
-    st->n_files = o->keep_split ? ks.n : o->split_max_bytes || o->split_max_tensors || o->shard_max_bytes ? 0 : 1;
-    snprintf(st->first_path, sizeof st->first_path, "%s", o->keep_split ? ks.first_path : out_path);
+    st->n_files = o->shard_max_bytes ? 0 : 1; /* APR shards: the writer's plan (its manifest names them) */
+    snprintf(st->first_path, sizeof st->first_path, "%s", write_path);
+    uint32_t n_splits = 0;
+    if (fmt == APR_FMT_GGUF && !apr_gguf_split_count(final, &wo, &n_splits, err) && n_splits > 1) {
+        st->n_files = n_splits;
+        apr_gguf_split_path(write_path, 0, n_splits, st->first_path, sizeof st->first_path);
+    }
     st->seconds = apr_now_s() - t0;
 done:
     free(ks.counts);

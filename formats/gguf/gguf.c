@@ -824,6 +824,16 @@ int apr_gguf_record_splits(apr_prov *p, const apr_model *m, const char *path, co
     return rc;
 }
 
+int apr_gguf_split_count(const apr_model *m, const apr_write_opts *o, uint32_t *n, apr_err *err)
+{
+    gguf_part *parts = NULL;
+    size_t np = 0;
+    int rc = plan_split(m, o, &parts, &np, err);
+    free(parts);
+    *n = rc ? 0 : (uint32_t)np;
+    return rc;
+}
+
 int apr_gguf_check_split_outputs(const apr_model *m, const char *path, const apr_write_opts *o, const apr_model *input,
                                  apr_err *err)
 {

@@ -423,6 +423,9 @@ int apr_gguf_split_path(const char *path, uint32_t no, uint32_t count, char *buf
  * in p (apr_prov_add_output_file: the first holds the record, the writer
  * hashes the others as it writes them). Nothing when it writes one file. */
 int apr_gguf_record_splits(apr_prov *p, const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
+/* The number of split files apr_gguf_write(m, path, o) writes (0: one
+ * ordinary file). */
+int apr_gguf_split_count(const apr_model *m, const apr_write_opts *o, uint32_t *n, apr_err *err);
 /* An error when a split file apr_gguf_write(m, path, o) would write is one
  * of input's files (a split input quantized or converted to its own names). */
 int apr_gguf_check_split_outputs(const apr_model *m, const char *path, const apr_write_opts *o, const apr_model *input,
