@@ -87,7 +87,8 @@ int apr_fwd_set_mm_hook(apr_fwd *f, apr_mm_hook fn, void *user, apr_err *err);
  * BOS), and for every weight matrix of every layer the squares of its input
  * values are summed per input column over all tokens (f32, token order).
  * Entries get the weights' GGUF names (blk.N.attn_q.weight, ..., ffn_down;
- * Q, K and V share one input, so their sums are equal); output.weight is
+ * Q, K and V share one input, so their sums are equal; attn_qkv and the
+ * fused ffn_up for families whose GGUF keeps them fused); output.weight is
  * not collected (llama-imatrix's default). Needs >= 2 * ctx tokens, as
  * llama-imatrix does. CPU backend. out is the caller's, filled on success
  * (free it with apr_imatrix_stats_free); dataset is left NULL. */

@@ -44,11 +44,20 @@ static void im_hook(void *user, uint32_t layer, apr_mm_input in, const float *x,
     a->count += nt;
 }
 
-/* The weights fed by each input, by their GGUF names. */
+/* The weights fed by each input, by their GGUF names: llama.cpp's graph
+ * multiplies by these tensors, so its imatrix names them. */
 static const char *const im_weights[APR_MM_IN_COUNT][3] = {
     [APR_MM_IN_QKV] = {"attn_q", "attn_k", "attn_v"},
     [APR_MM_IN_O] = {"attn_output", NULL, NULL},
     [APR_MM_IN_GATE_UP] = {"ffn_gate", "ffn_up", NULL},
+    [APR_MM_IN_DOWN] = {"ffn_down", NULL, NULL},
+};
+/* Families whose GGUF keeps HF's fusions (Phi-3: attn_qkv, and ffn_up
+ * holding gate then up): one matmul, one entry per input. */
+static const char *const im_weights_fused[APR_MM_IN_COUNT][3] = {
+    [APR_MM_IN_QKV] = {"attn_qkv", NULL, NULL},
+    [APR_MM_IN_O] = {"attn_output", NULL, NULL},
+    [APR_MM_IN_GATE_UP] = {"ffn_up", NULL, NULL},
     [APR_MM_IN_DOWN] = {"ffn_down", NULL, NULL},
 };
 
@@ -71,8 +80,9 @@ static int im_add_entry(apr_imatrix_stats *out, uint32_t layer, const char *w, c
     return 0;
 }
 
-static int im_collect(const im_ctx *c, uint32_t ctx, apr_imatrix_stats *out, apr_err *err)
+static int im_collect(const im_ctx *c, uint32_t ctx, bool fused, apr_imatrix_stats *out, apr_err *err)
 {
+    const char *const(*names)[3] = fused ? im_weights_fused : im_weights;
     *out = (apr_imatrix_stats){.chunk_size = ctx};
     out->e = calloc((size_t)c->n_layers * 7, sizeof *out->e);
     if (!out->e)
@@ -84,8 +94,8 @@ static int im_collect(const im_ctx *c, uint32_t ctx, apr_imatrix_stats *out, apr
             const im_acc *a = &c->acc[(uint64_t)il * APR_MM_IN_COUNT + in];
             if (a->count > max_count)
                 max_count = a->count;
-            for (int k = 0; k < 3 && im_weights[in][k] && !rc; k++)
-                rc = im_add_entry(out, il, im_weights[in][k], a, err);
+            for (int k = 0; k < 3 && names[in][k] && !rc; k++)
+                rc = im_add_entry(out, il, names[in][k], a, err);
         }
     out->chunks = (uint32_t)(max_count / ctx); /* m_last_chunk */
     if (rc) { /* apr_imatrix_stats_free is libconvert's: not linked here */
@@ -159,7 +169,7 @@ int apr_fwd_imatrix(apr_fwd *f, const int32_t *tokens, size_t n_tokens, const ap
     if (!rc && c.bad)
         rc = apr_err_set(err, APR_E_FORMAT, "imatrix: a matmul input did not have the model's shape");
     if (!rc)
-        rc = im_collect(&c, o->ctx, out, err);
+        rc = im_collect(&c, o->ctx, cfg->fused_qkv_gate_up, out, err);
     for (uint64_t i = 0; c.acc && i < (uint64_t)cfg->n_layers * APR_MM_IN_COUNT; i++)
         free(c.acc[i].sum2);
     free(c.acc);
