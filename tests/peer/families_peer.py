@@ -17,7 +17,10 @@ Per model family, against implementations nobody here wrote:
    logits (llama3 rope scaling: apr refuses to write HF, see hfmeta.c).
 5. llama.cpp (llama-cpp-python) on apr's GGUF matches transformers: <= 1e-4
    for F32; <= 1e-2 for BF16, where ggml's matmul rounds the activations to
-   BF16 (apr and transformers compute in f32).
+   BF16 (apr and transformers compute in f32); GeGLU families looser (ggml's
+   GELU table); windows llama.cpp ignores compared before them.
+6. F32: HF -> APR -> GGUF equals llama.cpp's GGUF too, apr runs the APR, and
+   apr quantize Q4_K_M equals llama_model_quantize's byte for byte.
 
 The tokenizer's pre-tokenizer hash is unknown to the converter (as for the
 tinycoder fixture), so get_vocab_base_pre is patched to name it "qwen2" (its
@@ -331,6 +334,25 @@ def check_case(apr_bin, src, tok_dir, work, fam, dialect, dtype, prompt):
         tol = (TOL_LLAMA_CPP_GELU if fam in GELU_FAMILIES else TOL_LLAMA_CPP)[dtype]
         if not r <= tol:
             problems.append(f"llama.cpp on apr's GGUF: rel max diff {r:.3g} > {tol}")
+        if dtype == "f32":
+            # the quantize mix per family: apr quantize Q4_K_M vs llama.cpp's
+            # llama_model_quantize of the same GGUF (rows of 64/128 columns:
+            # the k-quant fallbacks decide most types here), byte for byte
+            import ctypes
+            qa, qb = os.path.join(d, "apr-q4km.gguf"), os.path.join(d, "llama-q4km.gguf")
+            run(apr_bin, "quantize", ours, qa, "--type", "Q4_K_M")
+            qp = llama_cpp.llama_model_quantize_default_params()
+            qp.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+            qp.nthread = 2
+            if llama_cpp.llama_model_quantize(ours.encode(), qb.encode(), ctypes.byref(qp)) != 0:
+                problems.append("llama_model_quantize failed")
+            else:
+                ta = {t.name: (t.tensor_type.name, bytes(t.data)) for t in gguf.GGUFReader(qa).tensors}
+                tb = {t.name: (t.tensor_type.name, bytes(t.data)) for t in gguf.GGUFReader(qb).tensors}
+                bad = [n for n in sorted(set(ta) | set(tb)) if ta.get(n) != tb.get(n)]
+                log(f"  {tag}: Q4_K_M vs llama.cpp's quantizer: "
+                    f"{'byte-identical' if not bad else bad[:6]} ({len(ta)} tensors)")
+                problems += [f"Q4_K_M tensor {n} differs from llama.cpp's" for n in bad]
     except ImportError:
         print("SKIP: llama_cpp not importable (llama.cpp check)")
         problems.append("SKIPPED-llama_cpp")
