@@ -833,12 +833,16 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
     uint64_t *hlens = NULL;
     apr_stream st = {0};
     const char *dir = path;
+    /* a directory this call creates is removed again if it fails (rmdir:
+     * only while empty, so nothing of anyone else's goes) */
+    struct stat dst;
+    bool made_dir = !single && stat(path, &dst) != 0;
 
     if (!single) {
         if ((rc = mkdir_p(path, err)))
-            return rc;
+            goto fail;
         if ((m->has_cfg || m->has_tok) && (rc = apr_hf_docs_from_model(m, &docs, err)))
-            return rc;
+            goto fail;
     }
     /* KVs ride in __metadata__ when no config.json / tokenizer.json carries them. */
     bool with_kvs = single || (!docs.config && !docs.tokenizer);
@@ -952,6 +956,8 @@ fail:
     free(shards);
     json_decref(meta);
     apr_hf_docs_free(&docs);
+    if (made_dir)
+        rmdir(path);
     return rc;
 }
 
