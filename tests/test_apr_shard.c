@@ -87,12 +87,17 @@ static void test_shards_read_as_one_model(void **state)
     (void)state;
     NEED_BIN();
     shard_into("llama", "s");
-    apr_model *whole = NULL, *first = NULL, *man = NULL, *dir = NULL;
+    apr_model *whole = NULL, *first = NULL, *man = NULL, *dir = NULL, *named = NULL;
     apr_err err = {0};
     assert_int_equal(apr_model_open(&whole, tu_path(g_dir, "whole.apr"), NULL, &err), 0);
     assert_int_equal(apr_model_open(&first, in_dir("s", shard_name(0, 9)), NULL, &err), 0);
     assert_int_equal(apr_model_open(&man, in_dir("s", "m.apr.manifest.json"), NULL, &err), 0);
     assert_int_equal(apr_model_open(&dir, tu_path(g_dir, "s"), NULL, &err), 0);
+    /* the name given to --shard-mb, which is no file: its manifest is opened */
+    assert_int_equal(apr_model_open(&named, in_dir("s", "m.apr"), NULL, &err), 0);
+    assert_int_equal(named->n_tensors, whole->n_tensors);
+    assert_int_equal(named->n_maps, 9);
+    apr_model_free(named);
     assert_int_equal(first->n_maps, 9);
     assert_int_equal(man->n_tensors, whole->n_tensors);
     assert_int_equal(dir->n_tensors, whole->n_tensors);

@@ -113,8 +113,19 @@ int apr_model_open(apr_model **out, const char *path, const apr_open_opts *opts,
 {
     *out = NULL;
     struct stat st;
-    if (stat(path, &st) != 0)
+    if (stat(path, &st) != 0) {
+        /* OUT.apr as given to `--shard-mb`: no such file, but its shards'
+         * manifest OUT.apr.manifest.json names the set */
+        char *manifest = NULL;
+        if (ends_with(path, ".apr") && asprintf(&manifest, "%s.manifest.json", path) >= 0 &&
+            stat(manifest, &st) == 0 && S_ISREG(st.st_mode)) {
+            int rc = apr_apr_open(out, manifest, opts, err);
+            free(manifest);
+            return rc;
+        }
+        free(manifest);
         return apr_err_set(err, APR_E_IO, "%s: no such file or directory", path);
+    }
     if (S_ISDIR(st.st_mode)) {
         /* a directory: a split GGUF in it (llama.cpp's names), else HF safetensors */
         bool ambiguous;
