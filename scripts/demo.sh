@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the built-in synthetic model: generate an HF-layout Qwen2 and
-# LLaMA model, convert safetensors -> GGUF -> APR, quantize to Q4_K_M, and let
+# The main job on the built-in synthetic models: generate HF-layout Qwen2,
+# LLaMA, Gemma 2 and Phi-3 models, convert safetensors -> GGUF -> APR, quantize to Q4_K_M, and let
 # `apr verify` prove each step (lossless: bit-identical logits; quantized: KL
 # divergence report), then show provenance with `apr inspect`.
 # Usage: scripts/demo.sh [OUTDIR]   (default: demo-out/)
@@ -14,7 +14,7 @@ apr=build/apr
 rm -rf "$out" && mkdir -p "$out"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-for arch in qwen2 llama; do
+for arch in qwen2 llama gemma2 phi3; do
   d="$out/$arch"
   step "$arch: synthesize an HF model (deterministic, seed 42)"
   $apr synth "$d/hf" --preset "tiny-$arch" --seed 42

@@ -5,7 +5,7 @@
 # torch, transformers, llama-cpp-python and the llama.cpp source of its sdist)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libssl-dev libjansson-dev zlib1g-dev
-      libyaml-dev libcmocka-dev libisal-dev clang)
+      libyaml-dev libcmocka-dev libisal-dev clang jq)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
