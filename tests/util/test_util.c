@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,60 @@ const char *tu_path(const char *dir, const char *name)
     return p;
 }
 
+/* The directories tu_tmpdir made: removed when the test process exits (a
+ * ctest run makes thousands; left alone they fill the disk), kept when
+ * APR_KEEP_TMP is set, for looking at what a failing test wrote. */
+static char **tmpdirs;
+static size_t n_tmpdirs;
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st, (void)type, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* tests make read-only directories (outputs that cannot be written): open
+ * them first, so that the removal sees their entries */
+static int open_dir(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)ftw;
+    if (type == FTW_D || type == FTW_DNR)
+        chmod(path, (st->st_mode & 07777) | S_IRWXU);
+    return 0;
+}
+
+static void remove_tmpdirs(void)
+{
+    for (size_t i = 0; i < n_tmpdirs; i++) {
+        nftw(tmpdirs[i], open_dir, 16, FTW_PHYS);
+        nftw(tmpdirs[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(tmpdirs[i]);
+    }
+    free(tmpdirs);
+    tmpdirs = NULL;
+    n_tmpdirs = 0;
+}
+
+static void remember_tmpdir(const char *dir)
+{
+    const char *keep = getenv("APR_KEEP_TMP");
+    if (keep && *keep && strcmp(keep, "0") != 0)
+        return;
+    char **grown = realloc(tmpdirs, (n_tmpdirs + 1) * sizeof *grown);
+    char *copy = strdup(dir);
+    if (!grown || !copy) {
+        free(copy);
+        if (grown)
+            tmpdirs = grown;
+        return; /* out of memory in a test helper: the directory stays */
+    }
+    tmpdirs = grown;
+    if (n_tmpdirs == 0)
+        atexit(remove_tmpdirs);
+    tmpdirs[n_tmpdirs++] = copy;
+}
+
 const char *tu_tmpdir(const char *tag)
 {
     const char *base = getenv("APR_TMPDIR");
@@ -127,6 +182,7 @@ const char *tu_tmpdir(const char *tag)
         fprintf(stderr, "mkdtemp %s: %s\n", p, strerror(errno));
         return NULL;
     }
+    remember_tmpdir(p);
     return p;
 }
 

@@ -63,7 +63,8 @@ int tu_apply_filters(void);
                                             sizeof(group_tests) / sizeof((group_tests)[0]), group_setup, \
                                             group_teardown)))
 
-/* A fresh empty directory for this test's outputs (under APR_TMPDIR or /tmp). */
+/* A fresh empty directory for this test's outputs (under APR_TMPDIR or /tmp),
+ * removed with its contents when the process exits unless APR_KEEP_TMP=1. */
 const char *tu_tmpdir(const char *tag);
 /* Join dir and name into a static rotating buffer. */
 const char *tu_path(const char *dir, const char *name);
