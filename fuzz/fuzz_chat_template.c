@@ -18,6 +18,8 @@ static void check(int rc, const apr_err *err)
         abort(); /* every refusal says why */
 }
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer's entry point */
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!vars) {
