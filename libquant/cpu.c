@@ -10,7 +10,7 @@
 #include <cpuid.h>
 #endif
 
-static int g_avx2 = -1, g_avx512 = -1;
+static int g_avx2 = -1, g_avx512 = -1, g_vnni = -1;
 
 static bool detect_avx2(void)
 {
@@ -60,6 +60,7 @@ bool aprq_cpu_avx512(void)
 void apr_quant_force_no_avx512(bool on)
 {
     __atomic_store_n(&g_avx512, on ? 0 : (detect_avx512() ? 1 : 0), __ATOMIC_RELAXED);
+    __atomic_store_n(&g_vnni, -1, __ATOMIC_RELAXED); /* its choice depends on AVX-512 */
 }
 
 bool aprq_cpu_avx2(void)
@@ -75,6 +76,39 @@ bool aprq_cpu_avx2(void)
 void apr_quant_force_scalar(bool on)
 {
     __atomic_store_n(&g_avx2, on ? 0 : (detect_avx2() ? 1 : 0), __ATOMIC_RELAXED);
+    __atomic_store_n(&g_vnni, -1, __ATOMIC_RELAXED);
+}
+
+/* The integer dot instruction of the packed block kernels: AVX512-VNNI
+ * (with AVX-512 on), else AVX-VNNI, else none (AVX2 maddubs/madd).
+ * APR_NO_VNNI=1 keeps maddubs; APR_NO_AVX512=1 leaves AVX-VNNI. */
+static int detect_vnni(void)
+{
+#if defined(__x86_64__)
+    const char *e = getenv("APR_NO_VNNI");
+    if (!aprq_cpu_avx2() || (e && *e && *e != '0'))
+        return APRQ_VNNI_NONE;
+    if (aprq_cpu_avx512() && __builtin_cpu_supports("avx512vnni"))
+        return APRQ_VNNI_512;
+    return __builtin_cpu_supports("avxvnni") ? APRQ_VNNI_AVX : APRQ_VNNI_NONE;
+#else
+    return APRQ_VNNI_NONE;
+#endif
+}
+
+int aprq_cpu_vnni(void)
+{
+    int v = __atomic_load_n(&g_vnni, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = detect_vnni();
+        __atomic_store_n(&g_vnni, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+void apr_quant_force_no_vnni(bool on)
+{
+    __atomic_store_n(&g_vnni, on ? APRQ_VNNI_NONE : detect_vnni(), __ATOMIC_RELAXED);
 }
 
 const char *apr_quant_simd_name(void)

@@ -55,7 +55,11 @@ bool apr_wpack_supported(apr_dtype t)
 
 const char *apr_wpack_kernel_name(void)
 {
-    return aprq_cpu_avx512() ? "avx512" : aprq_cpu_avx2() ? "avx2" : "scalar";
+    if (!aprq_cpu_avx2())
+        return "scalar";
+    static const char *const names[2][3] = {{"avx2", "avx2+avxvnni", "avx2+avx512vnni"},
+                                            {"avx512", "avx512+avxvnni", "avx512+avx512vnni"}};
+    return names[aprq_cpu_avx512()][aprq_cpu_vnni()];
 }
 
 /* ---------------------------------------------------------------- packers */

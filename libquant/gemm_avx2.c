@@ -2,9 +2,12 @@
  *
  * A tile is one group of 8 rows x up to 4 tokens. For the block types an
  * int32 lane holds one row: a block's integer sum is exact (int16 partial
- * sums are bounded below, so no maddubs pair saturates and no int16 sum
- * wraps), then each lane repeats the scalar kernel's float operations for
- * its row (dot.c), in the same order, never fused (no FMA). For the float
+ * sums are bounded, so no maddubs pair saturates and no int16 sum wraps;
+ * the VNNI variants sum in int32), then each lane repeats the scalar
+ * kernel's float operations for its row (dot.c), in the same order, never
+ * fused (no FMA). The block tiles are gemm_qtiles.inc, compiled here once
+ * per integer dot instruction: AVX2 maddubs/madd, AVX-VNNI vpdpbusd and
+ * AVX512-VNNI vpdpbusd (EVEX, 256-bit), chosen by aprq_cpu_vnni(). For the float
  * types a tile is 2 rows x 4 tokens and a register holds the 8 partial sums
  * of one output, exactly the scalar kernel's s[0..7] (one FMA per step, as
  * its fmaf), reduced in its tree.
@@ -61,75 +64,14 @@ AVX2 static INLINE void store_rows(float *out, __m256 v, int nr)
     memcpy(out, tmp, (size_t)nr * sizeof(float));
 }
 
-/* ---------------------------------------------------------------- Q8_0 x Q8_0
- * Scalar: sumf += sumi * (dx * dy) per 32-block. maddubs(|w|, sign(a, w))
- * = w * a pairwise; |w| <= 128 and |a| <= 127 (Q8_0 activations), so a pair
- * stays within int16, as in dot_avx2.c. */
-AVX2 static INLINE void tile_q8_0(const grp_q8_0 *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
-{
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i acc[TILE_T];
-        for (int t = 0; t < T; t++)
-            acc[t] = _mm256_setzero_si256();
-        for (int c = 0; c < 8; c++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i *)g[i].qs[c]);
-            const __m256i aw = _mm256_sign_epi8(w, w);
-            for (int t = 0; t < T; t++) {
-                const __m256i a = bcast4(ACT(blk_q8_0, act, as, t)[i].qs + 4 * c);
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), ones));
-            }
-        }
-        const __m256 dx = _mm256_loadu_ps(g[i].d);
-        for (int t = 0; t < T; t++) {
-            const __m256 dy = _mm256_set1_ps(apr_f16_to_f32(ACT(blk_q8_0, act, as, t)[i].d));
-            sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t]), _mm256_mul_ps(dx, dy)));
-        }
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
-}
 
-/* ---------------------------------------------------------------- Q4_1 / Q5_1 x Q8_0
- * Scalar: sumf += sumi * (d * dy) + sumy * (m * dy), sumy the block's sum
- * of activation quants. Levels q <= 31 unsigned, |a| <= 127: a maddubs
- * pair is at most 2 * 31 * 127, within int16. */
-AVX2 static INLINE void tile_q4_1(const grp_q4_1 *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
+/* The sum of the 8 int32 lanes (exact). */
+AVX2 static INLINE int hsum_i32(__m256i v)
 {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i acc[TILE_T];
-        for (int t = 0; t < T; t++)
-            acc[t] = _mm256_setzero_si256();
-        for (int c = 0; c < 8; c++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i *)g[i].qs[c]);
-            for (int t = 0; t < T; t++) {
-                const __m256i a = bcast4(ACT(blk_q8_0, act, as, t)[i].qs + 4 * c);
-                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), ones));
-            }
-        }
-        const __m256 d = _mm256_loadu_ps(g[i].d), m = _mm256_loadu_ps(g[i].m);
-        for (int t = 0; t < T; t++) {
-            const blk_q8_0 *y = &ACT(blk_q8_0, act, as, t)[i];
-            int sumy = 0;
-            for (int j = 0; j < 32; j++)
-                sumy += y->qs[j];
-            const __m256 dy = _mm256_set1_ps(apr_f16_to_f32(y->d));
-            const __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[t]), _mm256_mul_ps(d, dy));
-            const __m256 f2 = _mm256_mul_ps(_mm256_set1_ps((float)sumy), _mm256_mul_ps(m, dy));
-            sumf[t] = _mm256_add_ps(sumf[t], _mm256_add_ps(f1, f2));
-        }
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
 }
 
 /* ---------------------------------------------------------------- Q4_K / Q5_K x Q8_K
@@ -161,86 +103,6 @@ AVX2 static INLINE void finish_k4(const float *d8, const float *dmin8, const uin
     }
 }
 
-/* Q4_K: int16 sums of one sub-block: 8 maddubs pairs of q <= 15,
- * |a| <= 128: |sum| <= 8 * 2 * 15 * 128 = 30720. */
-AVX2 static INLINE void tile_q4_k(const grp_q4_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const grp_q4_k *b = &g[i];
-        __m256i sumi[TILE_T];
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) { /* sub-block j: nibble half j & 1 of qs[j / 2] */
-            const int jj = j / 2, shift = 4 * (j & 1);
-            __m256i p16[TILE_T];
-            for (int t = 0; t < T; t++)
-                p16[t] = _mm256_setzero_si256();
-            for (int c = 0; c < 8; c++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[jj][c]);
-                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(w, shift), m4);
-                for (int t = 0; t < T; t++) {
-                    const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 32 * j + 4 * c);
-                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(q, a));
-                }
-            }
-            const __m256i sc = pair16(_mm256_cvtepu8_epi32(load8(b->sc[j])));
-            for (int t = 0; t < T; t++)
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
-        }
-        finish_k4(b->d, b->dmin, b->mn, sumi, act, as, i, T, sumf);
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
-}
-
-/* Q5_K: levels q <= 31, so a sub-block's 8 chunks are summed in int16 four
- * at a time (4 * 2 * 31 * 128 = 31744) and each half goes through madd
- * with the scale on its own. */
-AVX2 static INLINE void tile_q5_k(const grp_q5_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
-{
-    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const grp_q5_k *b = &g[i];
-        __m256i sumi[TILE_T];
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) { /* sub-block j: nibble half j & 1 of qs[j / 2], bit j of qh */
-            const int jj = j / 2, shift = 4 * (j & 1);
-            const __m256i sc = pair16(_mm256_cvtepu8_epi32(load8(b->sc[j])));
-            for (int half = 0; half < 2; half++) {
-                __m256i p16[TILE_T];
-                for (int t = 0; t < T; t++)
-                    p16[t] = _mm256_setzero_si256();
-                for (int c = 4 * half; c < 4 * half + 4; c++) {
-                    const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[jj][c]);
-                    const __m256i h = _mm256_loadu_si256((const __m256i *)b->qh[c]);
-                    const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(h, j), one);
-                    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w, shift), m4),
-                                                      _mm256_slli_epi16(hb, 4));
-                    for (int t = 0; t < T; t++) {
-                        const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 32 * j + 4 * c);
-                        p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(q, a));
-                    }
-                }
-                for (int t = 0; t < T; t++)
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
-            }
-        }
-        finish_k4(b->d, b->dmin, b->mn, sumi, act, as, i, T, sumf);
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
-}
-
 /* ---------------------------------------------------------------- Q2_K / Q3_K x Q8_K
  * 16 sub-blocks of 16 elements, each four chunks of one 2-bit field of
  * qs[h] (elements 128 h + 32 s + 16 half + 0..15, sub-block 8h + 2s + half).
@@ -266,155 +128,35 @@ AVX2 static INLINE __m256i bsums_dot16(const __m256i v2[8], const blk_q8_k *y)
     return acc;
 }
 
-/* Q2_K scalar: sumi = sum_k (scales[k] & 15) * (sum of q * a over sub-block k),
- * summ = sum_k (scales[k] >> 4) * bsums[k],
- * sumf += (d * yd) * sumi - (dmin * yd) * summ. */
-AVX2 static INLINE void tile_q2_k(const grp_q2_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
-{
-    const __m256i m3 = _mm256_set1_epi8(3);
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const grp_q2_k *b = &g[i];
-        __m256i sumi[TILE_T];
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm256_setzero_si256();
-        K2_SUBBLOCKS({
-            __m256i p16[TILE_T];
-            for (int t = 0; t < T; t++)
-                p16[t] = _mm256_setzero_si256();
-            for (int c = 4 * half; c < 4 * half + 4; c++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[h][c]);
-                const __m256i q = _mm256_and_si256(_mm256_srli_epi16(w, 2 * s), m3);
-                for (int t = 0; t < T; t++) {
-                    const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 128 * h + 32 * s + 4 * c);
-                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(q, a));
-                }
-            }
-            const __m256i sc = pair16(_mm256_cvtepu8_epi32(load8(b->sc[k])));
-            for (int t = 0; t < T; t++)
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
-        })
-        __m256i mnp[8]; /* lanes (2r, 2r+1) = (mn[2m][r], mn[2m+1][r]) */
-        for (int m = 0; m < 8; m++)
-            mnp[m] = interleave16(_mm_cvtepu8_epi16(load8(b->mn[2 * m])), _mm_cvtepu8_epi16(load8(b->mn[2 * m + 1])));
-        const __m256 d = _mm256_loadu_ps(b->d), dmin = _mm256_loadu_ps(b->dmin);
-        for (int t = 0; t < T; t++) {
-            const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
-            const __m256i summ = bsums_dot16(mnp, y);
-            const __m256 yd = _mm256_set1_ps(y->d);
-            const __m256 f1 = _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[t]));
-            const __m256 f2 = _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ));
-            sumf[t] = _mm256_add_ps(sumf[t], _mm256_sub_ps(f1, f2));
-        }
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
-}
 
-/* Q3_K scalar: sumi = sum_k sc[k] * sum over sub-block k of (u - 4) * a,
- * u = 2-bit field | high bit << 2 (0..7); sumf += (d * yd) * sumi. Here
- * sum u * a minus 4 * sum_k sc[k] * bsums[k], the same integer. */
-AVX2 static INLINE void tile_q3_k(const grp_q3_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
-{
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const grp_q3_k *b = &g[i];
-        __m256i sumi[TILE_T];
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm256_setzero_si256();
-        K2_SUBBLOCKS({
-            __m256i p16[TILE_T];
-            for (int t = 0; t < T; t++)
-                p16[t] = _mm256_setzero_si256();
-            for (int c = 4 * half; c < 4 * half + 4; c++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs[h][c]);
-                const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hm[c]);
-                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + s), one);
-                const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(w, 2 * s), m3),
-                                                  _mm256_slli_epi16(hb, 2));
-                for (int t = 0; t < T; t++) {
-                    const __m256i a = bcast4(ACT(blk_q8_k, act, as, t)[i].qs + 128 * h + 32 * s + 4 * c);
-                    p16[t] = _mm256_add_epi16(p16[t], _mm256_maddubs_epi16(u, a));
-                }
-            }
-            const __m256i sc = pair16(_mm256_cvtepi8_epi32(load8(b->sc[k])));
-            for (int t = 0; t < T; t++)
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p16[t], sc));
-        })
-        __m256i scp[8]; /* lanes (2r, 2r+1) = (sc[2m][r], sc[2m+1][r]) */
-        for (int m = 0; m < 8; m++)
-            scp[m] = interleave16(_mm_cvtepi8_epi16(load8(b->sc[2 * m])), _mm_cvtepi8_epi16(load8(b->sc[2 * m + 1])));
-        const __m256 d = _mm256_loadu_ps(b->d);
-        for (int t = 0; t < T; t++) {
-            const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
-            const __m256i corr = bsums_dot16(scp, y);
-            const __m256i si = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr, 2));
-            const __m256 yd = _mm256_set1_ps(y->d);
-            sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(si)));
-        }
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
-}
+/* ---------------------------------------------------------------- the block tiles, per dot instruction */
+#define KT AVX2
+#define KN(x) x##_avx2
+#define Q_VNNI 0
+#include "gemm_qtiles.inc"
+#undef KT
+#undef KN
+#undef Q_VNNI
 
-/* ---------------------------------------------------------------- Q6_K x Q8_K
- * Scalar: sumi = sum_k sc[k] * sum over sub-block k of (q - 32) * a,
- * sumf += (d * yd) * sumi. Here sum q * a (q = level 0..63) minus
- * 32 * sum_k sc[k] * bsums[k], the same integer. Two maddubs pairs of
- * q <= 63, |a| <= 128: |sum| <= 2 * 2 * 63 * 128 = 32256. */
-AVX2 static INLINE void tile_q6_k(const grp_q6_k *g, int64_t nb, const void *act, size_t as, int T, float *out,
-                                  size_t ldo, int nr)
-{
-    __m256 sumf[TILE_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const grp_q6_k *b = &g[i];
-        __m256i sumi[TILE_T];
-        for (int t = 0; t < T; t++)
-            sumi[t] = _mm256_setzero_si256();
-        for (int k = 0; k < 16; k++) {
-            const __m256i sc = pair16(_mm256_cvtepi8_epi32(load8(b->sc[k])));
-            for (int h = 0; h < 2; h++) {
-                const int c = 4 * k + 2 * h;
-                const __m256i w0 = _mm256_loadu_si256((const __m256i *)b->q[c]);
-                const __m256i w1 = _mm256_loadu_si256((const __m256i *)b->q[c + 1]);
-                for (int t = 0; t < T; t++) {
-                    const int8_t *a = ACT(blk_q8_k, act, as, t)[i].qs + 4 * c;
-                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast4(a)),
-                                                       _mm256_maddubs_epi16(w1, bcast4(a + 4)));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
-                }
-            }
-        }
-        __m256i corr[TILE_T];
-        for (int t = 0; t < T; t++)
-            corr[t] = _mm256_setzero_si256();
-        for (int m = 0; m < 8; m++) {
-            const __m256i scp = interleave16(_mm_cvtepi8_epi16(load8(b->sc[2 * m])), _mm_cvtepi8_epi16(load8(b->sc[2 * m + 1])));
-            for (int t = 0; t < T; t++) {
-                int32_t bp;
-                memcpy(&bp, ACT(blk_q8_k, act, as, t)[i].bsums + 2 * m, 4);
-                corr[t] = _mm256_add_epi32(corr[t], _mm256_madd_epi16(scp, _mm256_set1_epi32(bp)));
-            }
-        }
-        const __m256 d = _mm256_loadu_ps(b->d);
-        for (int t = 0; t < T; t++) {
-            const __m256i s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32(corr[t], 5));
-            const __m256 yd = _mm256_set1_ps(ACT(blk_q8_k, act, as, t)[i].d);
-            sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(s)));
-        }
-    }
-    for (int t = 0; t < T; t++)
-        store_rows(out + (size_t)t * ldo, sumf[t], nr);
-}
+#define KT __attribute__((target("avx2,f16c,fma,avxvnni")))
+#define KN(x) x##_avxvnni
+#define Q_VNNI 1
+#define DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#include "gemm_qtiles.inc"
+#undef KT
+#undef KN
+#undef Q_VNNI
+#undef DPBUSD
+
+#define KT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")))
+#define KN(x) x##_vnni512
+#define Q_VNNI 1
+#define DPBUSD(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#include "gemm_qtiles.inc"
+#undef KT
+#undef KN
+#undef Q_VNNI
+#undef DPBUSD
 
 /* ---------------------------------------------------------------- float rows
  * Scalar (dot.c): s[k] = fmaf(w[i + k], y[i + k], s[k]) over 8-element steps, reduce8,
@@ -502,74 +244,7 @@ AVX2 static INLINE void tile_float_2x4(apr_dtype dt, const uint8_t *const *w, in
 }
 #undef FLOAT_STEP
 
-/* The tile functions take T as a constant (always inlined into these). */
-#define TOKENS_LOOP(CALL)                                                    \
-    for (uint32_t t0 = 0; t0 < nt; t0 += TILE_T) {                           \
-        const void *a = (const uint8_t *)act + (size_t)t0 * as;             \
-        float *o = out + (size_t)t0 * ldo;                                   \
-        switch (nt - t0 >= TILE_T ? TILE_T : (int)(nt - t0)) {               \
-        case 4: CALL(4); break;                                              \
-        case 3: CALL(3); break;                                              \
-        case 2: CALL(2); break;                                              \
-        default: CALL(1); break;                                             \
-        }                                                                    \
-    }
 
-AVX2 static void group_q8_0(const grp_q8_0 *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q80(T) tile_q8_0(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q80)
-#undef Q80
-}
-
-AVX2 static void group_q4_1(const grp_q4_1 *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q41(T) tile_q4_1(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q41)
-#undef Q41
-}
-
-AVX2 static void group_q4_k(const grp_q4_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q4K(T) tile_q4_k(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q4K)
-#undef Q4K
-}
-
-AVX2 static void group_q5_k(const grp_q5_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q5K(T) tile_q5_k(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q5K)
-#undef Q5K
-}
-
-AVX2 static void group_q2_k(const grp_q2_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q2K(T) tile_q2_k(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q2K)
-#undef Q2K
-}
-
-AVX2 static void group_q3_k(const grp_q3_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q3K(T) tile_q3_k(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q3K)
-#undef Q3K
-}
-
-AVX2 static void group_q6_k(const grp_q6_k *g, int64_t nb, int nr, const void *act, size_t as, uint32_t nt,
-                            float *out, size_t ldo)
-{
-#define Q6K(T) tile_q6_k(g, nb, a, as, T, o, ldo, nr)
-    TOKENS_LOOP(Q6K)
-#undef Q6K
-}
 
 /* ---------------------------------------------------------------- float rows, AVX-512
  * Only after aprq_cpu_avx512(). One 16-lane register holds the s[0..7] of
@@ -708,23 +383,20 @@ AVX2 static void group_bf16(const uint8_t *const *rows, int nr, int64_t n, const
     group_float(APR_DT_BF16, rows, nr, n, act, as, nt, out, ldo);
 }
 
+
 void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
                            float *out, size_t ldo)
 {
-    const uint8_t *gd = p->data ? p->data + g * p->group_bytes : NULL;
+    if (p->data) {
+        switch (aprq_cpu_vnni()) {
+        case APRQ_VNNI_512: group_blocks_vnni512(p, g, nr, act, as, nt, out, ldo); return;
+        case APRQ_VNNI_AVX: group_blocks_avxvnni(p, g, nr, act, as, nt, out, ldo); return;
+        default: group_blocks_avx2(p, g, nr, act, as, nt, out, ldo); return;
+        }
+    }
     const uint8_t *const *rows = p->row + g * APR_WPACK_ROWS;
     const int64_t n = (int64_t)p->cols;
     switch (p->dtype) {
-    case APR_DT_Q8_0:
-    case APR_DT_Q4_0:
-    case APR_DT_Q5_0: group_q8_0((const grp_q8_0 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
-    case APR_DT_Q4_1:
-    case APR_DT_Q5_1: group_q4_1((const grp_q4_1 *)gd, n / 32, nr, act, as, nt, out, ldo); break;
-    case APR_DT_Q2_K: group_q2_k((const grp_q2_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
-    case APR_DT_Q3_K: group_q3_k((const grp_q3_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
-    case APR_DT_Q4_K: group_q4_k((const grp_q4_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
-    case APR_DT_Q5_K: group_q5_k((const grp_q5_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
-    case APR_DT_Q6_K: group_q6_k((const grp_q6_k *)gd, n / QK_K, nr, act, as, nt, out, ldo); break;
     case APR_DT_F32: group_f32(rows, nr, n, act, as, nt, out, ldo); break;
     case APR_DT_F16: group_f16(rows, nr, n, act, as, nt, out, ldo); break;
     case APR_DT_BF16: group_bf16(rows, nr, n, act, as, nt, out, ldo); break;

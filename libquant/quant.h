@@ -56,6 +56,10 @@ void apr_quant_force_scalar(bool on);
 /* On a CPU with AVX-512 (F/DQ/BW/VL), the packed float GEMM tiles use it;
  * true here (or APR_NO_AVX512=1) keeps them on AVX2, so tests can check both. */
 void apr_quant_force_no_avx512(bool on);
+/* The packed block kernels use VNNI's vpdpbusd when the CPU has it
+ * (AVX512-VNNI while AVX-512 is on, else AVX-VNNI); true here (or
+ * APR_NO_VNNI=1) keeps AVX2's maddubs/madd. The same bits either way. */
+void apr_quant_force_no_vnni(bool on);
 
 /* ---- dot products used by libforward.
  * The activation vector y is first converted to apr_vec_dot_type(t)
@@ -108,7 +112,8 @@ void apr_wpack_free(apr_wpack *p);
 void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t act_stride, uint32_t nt,
                     float *out, size_t ldo);
 /* Which kernels apr_wpack_gemm runs now: "avx512" (AVX2, with AVX-512
- * tiles for F32/F16/BF16), "avx2" or "scalar". */
+ * tiles for F32/F16/BF16), "avx2" or "scalar", with "+avx512vnni" or
+ * "+avxvnni" when the block kernels use that dot instruction. */
 const char *apr_wpack_kernel_name(void);
 
 /* ---- llama-quantize's type mixes (mix.c).

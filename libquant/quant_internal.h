@@ -159,5 +159,8 @@ bool aprq_bf16_row_fast(const void *src, float *dst, int64_t n);
 bool aprq_cpu_avx2(void);
 /* AVX-512 F/DQ/BW/VL on top of AVX2 (the packed float kernels use it). */
 bool aprq_cpu_avx512(void);
+/* The packed block kernels' integer dot instruction (APRQ_VNNI_*). */
+enum { APRQ_VNNI_NONE, APRQ_VNNI_AVX, APRQ_VNNI_512 };
+int aprq_cpu_vnni(void);
 
 #endif

@@ -5,7 +5,9 @@
  * strides, extreme activations (a constant row quantizes to -128 in Q8_K,
  * the bound the int16 sums are sized for), block rows of all-ones and of
  * random bytes (every level and scale at its largest) and every dispatch
- * (the best this CPU has, AVX2 with AVX-512 kept off, forced scalar). The forward pass relies on it: logits do not depend on
+ * (the best this CPU has; the AVX2 maddubs block kernels instead of VNNI;
+ * AVX-512 kept off, so AVX-VNNI where the CPU has it; plain AVX2; forced
+ * scalar). The forward pass relies on it: logits do not depend on
  * the thread that computes a row or on how tokens are batched. */
 #include "test_util.h"
 
@@ -79,7 +81,15 @@ static void make_raw_row(apr_dtype t, int64_t n, int fill, uint64_t *seed, uint8
             }
 }
 
-enum { KERNELS_BEST, KERNELS_AVX2, KERNELS_SCALAR };
+enum { KERNELS_BEST, KERNELS_NO_VNNI, KERNELS_NO_AVX512, KERNELS_AVX2, KERNELS_SCALAR, KERNELS_N };
+
+/* Select the kernels of mode k (all forced off again with KERNELS_BEST). */
+static void set_kernels(int k)
+{
+    apr_quant_force_scalar(k == KERNELS_SCALAR);
+    apr_quant_force_no_avx512(k == KERNELS_NO_AVX512 || k == KERNELS_AVX2);
+    apr_quant_force_no_vnni(k == KERNELS_NO_VNNI || k == KERNELS_AVX2);
+}
 
 static void check_pack(apr_dtype t, int64_t n, int kernels)
 {
@@ -113,8 +123,7 @@ static void check_pack(apr_dtype t, int64_t n, int kernels)
     }
     apr_wpack p;
     assert_int_equal(apr_wpack_init(&p, t, N_ROWS, (uint64_t)n, rows), 0);
-    apr_quant_force_scalar(kernels == KERNELS_SCALAR);
-    apr_quant_force_no_avx512(kernels == KERNELS_AVX2);
+    set_kernels(kernels);
     float *out = malloc(sizeof(float) * N_TOK * N_ROWS);
     assert_non_null(out);
     const uint64_t ranges[][2] = {{0, N_ROWS}, {8, N_ROWS}, {0, 8}, {16, 17}};
@@ -138,8 +147,7 @@ static void check_pack(apr_dtype t, int64_t n, int kernels)
                                  (long long)n, nt, (unsigned long long)r, k, apr_wpack_kernel_name(), want, got);
                 }
         }
-    apr_quant_force_scalar(false);
-    apr_quant_force_no_avx512(false);
+    set_kernels(KERNELS_BEST);
     apr_wpack_free(&p);
     free(out);
     free(x);
@@ -153,7 +161,11 @@ static void test_wpack_matches_scalar_dot(void **state)
     const apr_dtype types[] = {APR_DT_F32,  APR_DT_F16,  APR_DT_BF16, APR_DT_Q8_0, APR_DT_Q4_0, APR_DT_Q4_1,
                                APR_DT_Q5_0, APR_DT_Q5_1, APR_DT_Q2_K, APR_DT_Q3_K, APR_DT_Q4_K, APR_DT_Q5_K,
                                APR_DT_Q6_K};
-    print_message("packed kernels: %s\n", apr_wpack_kernel_name());
+    for (int k = 0; k < KERNELS_N; k++) {
+        set_kernels(k);
+        print_message("packed kernels, mode %d: %s\n", k, apr_wpack_kernel_name());
+    }
+    set_kernels(KERNELS_BEST);
     int ran = 0;
     for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
         const apr_dtype t = types[i];
@@ -166,7 +178,7 @@ static void test_wpack_matches_scalar_dot(void **state)
         const int64_t sizes[] = {1, 3, 14};
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
             const int64_t n = blk > 1 ? sizes[s] * blk : sizes[s] * 96 + 5; /* + an 8-lane tail */
-            for (int k = KERNELS_BEST; k <= KERNELS_SCALAR; k++)
+            for (int k = 0; k < KERNELS_N; k++)
                 check_pack(t, n, k);
         }
     }
