@@ -15,10 +15,14 @@
  *            hand-written after llama.cpp's unicode_regex_split_custom_llama3;
  *            anything else uses GPT-2's 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|
  *            ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ .
+ *   "gemma4": BPE on raw UTF-8 with U+2581 for spaces (PRE_RAW below).
  *
- * Limits (documented, not silent): special/control tokens written inside the
- * text are not recognised (the text is tokenized as plain text, as llama.cpp
- * does with parse_special = false); Unicode categories come from
+ * The tokenizer copies the model's arrays at load (own_copy): it never points
+ * into the model's KVs.
+ *
+ * Limits (documented, not silent): control and unknown tokens written inside
+ * the text are matched only with parse_special (apr_tok_encode_ex), as in
+ * llama.cpp; Unicode categories come from
  * unicode_tab.h (Unicode 14); decode does not render control tokens.
  */
 #define _GNU_SOURCE /* memmem */
@@ -219,6 +223,7 @@ typedef enum pre_stage {
     ST_SP_LETTERS,  /* \s?\p{L}+ */
     ST_SP_PUNCT,    /* \s?\p{P}+ */
     ST_CJK,         /* [一-龥ࠀ-一가-퟿]+ */
+    ST_NL_RUNS,     /* [^\n]+|[\n]+ (gemma4) */
 } pre_stage;
 #define MAX_STAGES 6
 
@@ -244,6 +249,14 @@ static const pre_def PRE_DEFS[] = {
     {"deepseek-coder", false, {ST_NEWLINE, ST_SP_LETTERS, ST_SP_PUNCT, ST_CJK, ST_NUM1}},
 };
 
+/* Gemma 4's SentencePiece-style BPE (llama.cpp's LLAMA_VOCAB_PRE_TYPE_GEMMA4,
+ * for tokenizer.ggml.model "gemma4" and for these pre values of "gpt2"): spaces
+ * become U+2581, the text is split only into newline / non-newline runs and
+ * merged on raw UTF-8 (no GPT-2 byte mapping); a piece that is no token falls
+ * back to <0xXX> byte tokens. */
+static const pre_stage PRE_RAW[] = {ST_NL_RUNS, ST_END};
+static const char RAW_BPE_PRES[] = "gemma4 granite-embed-multi-311m";
+
 static bool name_in(const char *names, const char *name)
 {
     const size_t n = strlen(name);
@@ -263,9 +276,14 @@ struct apr_tok {
     tok_kind kind;
     const pre_stage *pre;   /* BPE: ST_END-terminated */
     bool ignore_merges;
+    bool raw_bpe;           /* BPE on raw UTF-8 with U+2581 for spaces (PRE_RAW) */
     bool add_bos;           /* m->tok.add_bos: llama.cpp's default for the vocab type / pre, then the KV */
     uint8_t *strip;         /* per token: STRIP_LEFT / STRIP_RIGHT (llama.cpp's LSTRIP / RSTRIP) */
-    const apr_tokenizer *v;
+    const apr_tokenizer *v; /* &own */
+    apr_tokenizer own;      /* copies of the model's arrays: the tokenizer outlives KV changes */
+    char *arena;            /* the token and merge texts of own */
+    float *scores;
+    int32_t *types;
     smap vocab;             /* token text -> id */
     smap merges;            /* "left right" -> rank (BPE) */
     int32_t byte_tok[256];  /* SPM: <0xXX>; BPE: the token of the byte's code point; -1 */
@@ -362,63 +380,132 @@ static int set_strip_attrs(apr_tok *t, const char *general_name)
     return 0;
 }
 
-int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
+/* Copy n strings into the arena at *at; dst[i] points there. */
+static void copy_strs(apr_str *dst, const apr_str *src, uint32_t n, char *arena, size_t *at)
 {
-    *out = NULL;
-    if (!m->has_tok || !m->tok.n_tokens || !m->tok.tokens)
-        return apr_err_set(err, APR_E_FORMAT, "the model carries no tokenizer");
-    const apr_tokenizer *v = &m->tok;
-    apr_tok *t = calloc(1, sizeof *t);
-    if (!t)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    t->v = v;
-    if (!strcmp(v->model, "llama"))
+    for (uint32_t i = 0; i < n; i++) {
+        dst[i].len = src[i].len;
+        dst[i].s = arena + *at;
+        if (src[i].s)
+            memcpy(dst[i].s, src[i].s, src[i].len);
+        dst[i].s[src[i].len] = 0;
+        *at += src[i].len + 1;
+    }
+}
+
+/* t->own: the model's tokenizer with every array copied (texts in one arena),
+ * so that no pointer into the model's KVs survives apr_tok_load. */
+static int own_copy(apr_tok *t, const apr_tokenizer *v, apr_err *err)
+{
+    t->own = *v;
+    t->own.chat_template = NULL; /* libtok/chat.c reads it from the model */
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < v->n_tokens; i++) {
+        if (!v->tokens[i].s || v->tokens[i].len > UINT32_MAX / 2)
+            return apr_err_set(err, APR_E_FORMAT, "token %u has no text", i);
+        bytes += v->tokens[i].len + 1;
+    }
+    const uint32_t nm = v->merges ? v->n_merges : 0;
+    for (uint32_t i = 0; i < nm; i++)
+        bytes += v->merges[i].len + 1;
+    if (bytes > SIZE_MAX / 2)
+        return apr_err_set(err, APR_E_NOMEM, "tokenizer texts too large");
+    t->arena = malloc((size_t)bytes ? (size_t)bytes : 1);
+    t->own.tokens = malloc(v->n_tokens * sizeof *t->own.tokens);
+    t->own.merges = nm ? malloc(nm * sizeof *t->own.merges) : NULL;
+    t->scores = v->scores ? malloc(v->n_tokens * sizeof *t->scores) : NULL;
+    t->types = v->token_type ? malloc(v->n_tokens * sizeof *t->types) : NULL;
+    if (!t->arena || !t->own.tokens || (nm && !t->own.merges) || (v->scores && !t->scores) ||
+        (v->token_type && !t->types))
+        return apr_err_set(err, APR_E_NOMEM, "out of memory (vocab of %u)", v->n_tokens);
+    size_t at = 0;
+    copy_strs(t->own.tokens, v->tokens, v->n_tokens, t->arena, &at);
+    copy_strs(t->own.merges, v->merges, nm, t->arena, &at);
+    t->own.n_merges = nm;
+    if (t->scores)
+        memcpy(t->scores, v->scores, v->n_tokens * sizeof *t->scores);
+    if (t->types)
+        memcpy(t->types, v->token_type, v->n_tokens * sizeof *t->types);
+    t->own.scores = t->scores;
+    t->own.token_type = t->types;
+    t->v = &t->own;
+    return 0;
+}
+
+/* The kind, pre-tokenizer stages and flags of v's tokenizer.ggml.model / pre. */
+static int pick_model(apr_tok *t, const apr_tokenizer *v, apr_err *err)
+{
+    if (!strcmp(v->model, "llama")) {
         t->kind = TOK_SPM;
-    else if (!strcmp(v->model, "gpt2"))
+        return 0;
+    }
+    if (!strcmp(v->model, "gemma4") || (!strcmp(v->model, "gpt2") && name_in(RAW_BPE_PRES, v->pre))) {
         t->kind = TOK_BPE;
-    else {
-        free(t);
-        return apr_err_set(err, APR_E_UNSUPPORTED, "tokenizer model '%s' is not supported (llama, gpt2)", v->model);
+        t->pre = PRE_RAW;
+        t->raw_bpe = true;
+        return 0;
     }
-    if (t->kind == TOK_BPE) {
-        /* deepseek-llm's own regex list tokenizes llama.cpp's vectors as qwen2's does */
-        const char *pre = !strcmp(v->pre, "deepseek-llm") ? "qwen2" : v->pre[0] ? v->pre : "default";
-        for (size_t i = 0; i < sizeof PRE_DEFS / sizeof *PRE_DEFS && !t->pre; i++)
-            if (name_in(PRE_DEFS[i].names, pre)) {
-                t->pre = PRE_DEFS[i].stages;
-                t->ignore_merges = PRE_DEFS[i].ignore_merges;
-            }
-        if (!t->pre) {
-            free(t);
-            return apr_err_set(err, APR_E_UNSUPPORTED,
-                               "pre-tokenizer '%s' (tokenizer.ggml.pre) is not supported; llama.cpp's regexes "
-                               "for it are not implemented", v->pre);
+    if (strcmp(v->model, "gpt2"))
+        return apr_err_set(err, APR_E_UNSUPPORTED, "tokenizer model '%s' is not supported (llama, gpt2, gemma4)",
+                           v->model);
+    t->kind = TOK_BPE;
+    /* deepseek-llm's own regex list tokenizes llama.cpp's vectors as qwen2's does */
+    const char *pre = !strcmp(v->pre, "deepseek-llm") ? "qwen2" : v->pre[0] ? v->pre : "default";
+    for (size_t i = 0; i < sizeof PRE_DEFS / sizeof *PRE_DEFS && !t->pre; i++)
+        if (name_in(PRE_DEFS[i].names, pre)) {
+            t->pre = PRE_DEFS[i].stages;
+            t->ignore_merges = PRE_DEFS[i].ignore_merges;
         }
+    if (!t->pre)
+        return apr_err_set(err, APR_E_UNSUPPORTED,
+                           "pre-tokenizer '%s' (tokenizer.ggml.pre) is not supported; llama.cpp's regexes "
+                           "for it are not implemented", v->pre);
+    return 0;
+}
+
+/* The "left right" merges -> rank map. */
+static int load_merges(apr_tok *t, apr_err *err)
+{
+    const apr_tokenizer *v = t->v;
+    if (!v->merges || !v->n_merges)
+        return apr_err_set(err, APR_E_FORMAT, "BPE tokenizer without tokenizer.ggml.merges");
+    if (smap_init(&t->merges, v->n_merges))
+        return apr_err_set(err, APR_E_NOMEM, "out of memory (%u merges)", v->n_merges);
+    for (uint32_t i = 0; i < v->n_merges; i++) {
+        const apr_str *s = &v->merges[i];
+        /* "left right" with exactly one separating space (not first/last) */
+        const char *sp = memchr(s->s, ' ', s->len);
+        if (!sp || sp == s->s || (uint64_t)(sp - s->s) + 1 >= s->len || s->len > UINT32_MAX / 2)
+            return apr_err_set(err, APR_E_FORMAT, "merge %u ('%.40s') is not 'left right'", i, s->s);
+        smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
     }
+    return 0;
+}
+
+static int load_tok(apr_tok *t, const apr_model *m, apr_err *err)
+{
+    const apr_tokenizer *mv = &m->tok;
+    int rc = pick_model(t, mv, err);
+    if (rc)
+        return rc;
+    if (mv->token_type)
+        for (uint32_t i = 0; i < mv->n_tokens; i++)
+            if (mv->token_type[i] < 0 || mv->token_type[i] > TT_BYTE)
+                return apr_err_set(err, APR_E_FORMAT, "token %u has type %d", i, mv->token_type[i]);
+    if ((rc = own_copy(t, mv, err)))
+        return rc;
+    const apr_tokenizer *v = t->v;
     t->add_space_prefix = t->kind == TOK_SPM;
     apr_kv_get_bool(m, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
-    if (v->token_type)
-        for (uint32_t i = 0; i < v->n_tokens; i++)
-            if (v->token_type[i] < 0 || v->token_type[i] > TT_BYTE) {
-                free(t);
-                return apr_err_set(err, APR_E_FORMAT, "token %u has type %d", i, v->token_type[i]);
-            }
 
-    if (smap_init(&t->vocab, v->n_tokens)) {
-        apr_tok_free(t);
+    if (smap_init(&t->vocab, v->n_tokens))
         return apr_err_set(err, APR_E_NOMEM, "out of memory (vocab of %u)", v->n_tokens);
-    }
-    for (uint32_t i = 0; i < v->n_tokens; i++) {
-        if (!v->tokens[i].s || v->tokens[i].len > UINT32_MAX / 2) {
-            apr_tok_free(t);
-            return apr_err_set(err, APR_E_FORMAT, "token %u has no text", i);
-        }
+    for (uint32_t i = 0; i < v->n_tokens; i++)
         smap_put(&t->vocab, v->tokens[i].s, (uint32_t)v->tokens[i].len, (int32_t)i);
-    }
 
     for (int b = 0; b < 256; b++)
         t->byte_tok[b] = -1;
-    if (t->kind == TOK_SPM) {
+    if (t->kind == TOK_SPM || t->raw_bpe) {
         for (int b = 0; b < 256; b++) {
             char name[8];
             snprintf(name, sizeof name, "<0x%02X>", b);
@@ -431,30 +518,28 @@ int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
             const size_t n = utf8_put(t->byte_cp[b], u);
             t->byte_tok[b] = smap_get(&t->vocab, u, n);
         }
-        if (!v->merges || !v->n_merges) {
-            apr_tok_free(t);
-            return apr_err_set(err, APR_E_FORMAT, "byte-BPE tokenizer without tokenizer.ggml.merges");
-        }
-        if (smap_init(&t->merges, v->n_merges)) {
-            apr_tok_free(t);
-            return apr_err_set(err, APR_E_NOMEM, "out of memory (%u merges)", v->n_merges);
-        }
-        for (uint32_t i = 0; i < v->n_merges; i++) {
-            const apr_str *s = &v->merges[i];
-            /* "left right" with exactly one separating space (not first/last) */
-            const char *sp = s->s ? memchr(s->s, ' ', s->len) : NULL;
-            if (!sp || sp == s->s || (uint64_t)(sp - s->s) + 1 >= s->len || s->len > UINT32_MAX / 2) {
-                apr_tok_free(t);
-                return apr_err_set(err, APR_E_FORMAT, "merge %u ('%.40s') is not 'left right'", i,
-                                   s->s ? s->s : "");
-            }
-            smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
-        }
     }
-    t->add_bos = m->tok.add_bos; /* llama.cpp's default, then the KV: apr_model_derive's one rule */
-    if (collect_special(t) || set_strip_attrs(t, apr_kv_get_str(m, "general.name"))) {
-        apr_tok_free(t);
+    if (t->kind == TOK_BPE && (rc = load_merges(t, err)))
+        return rc;
+    t->add_bos = v->add_bos; /* llama.cpp's default, then the KV: apr_model_derive's one rule */
+    if (collect_special(t) || set_strip_attrs(t, apr_kv_get_str(m, "general.name")))
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    return 0;
+}
+
+int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err)
+{
+    *out = NULL;
+    if (!m->has_tok || !m->tok.n_tokens || !m->tok.tokens)
+        return apr_err_set(err, APR_E_FORMAT, "the model carries no tokenizer");
+    apr_tok *t = calloc(1, sizeof *t);
+    if (!t)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    t->v = &m->tok; /* until own_copy */
+    const int rc = load_tok(t, m, err);
+    if (rc) {
+        apr_tok_free(t);
+        return rc;
     }
     *out = t;
     return 0;
@@ -468,6 +553,11 @@ void apr_tok_free(apr_tok *t)
     smap_free(&t->merges);
     free(t->special);
     free(t->strip);
+    free(t->own.tokens);
+    free(t->own.merges);
+    free(t->arena);
+    free(t->scores);
+    free(t->types);
     free(t);
 }
 
@@ -926,6 +1016,10 @@ static size_t rx_match(pre_stage st, const uint32_t *cp, size_t pos, size_t n)
         return e - pos;
     case ST_NEWLINE:
         return cp[pos] == '\r' || cp[pos] == '\n';
+    case ST_NL_RUNS:
+        while (e < n && (cp[e] == '\n') == (cp[pos] == '\n'))
+            e++;
+        return e - pos;
     case ST_SP_LETTERS:
     case ST_SP_PUNCT: {
         bool (*cls)(uint32_t) = st == ST_SP_LETTERS ? rx_letter : rx_punct;
@@ -995,18 +1089,47 @@ static size_t pre_split(const pre_stage *stages, const uint32_t *cp, size_t n, s
     return ne;
 }
 
-/* One pre-token's bytes -> byte-level text -> merges -> ids. */
-static int bpe_word(const apr_tok *t, const char *w, size_t wn, bool ignore_merges, merge_ctx *c,
-                    ids_vec *o)
+/* A merged piece that is no token: GPT-2 byte-level text gives one token per
+ * character, raw BPE one <0xXX> token per byte; llama.cpp drops a byte that
+ * has no token. */
+static void bpe_fallback(const apr_tok *t, const char *p, size_t n, ids_vec *o)
+{
+    for (size_t j = 0; j < n;) {
+        const size_t l = t->raw_bpe ? 1 : utf8_len((uint8_t)p[j]);
+        const int32_t id = t->raw_bpe ? t->byte_tok[(uint8_t)p[j]] : smap_get(&t->vocab, p + j, l);
+        if (id >= 0)
+            ids_push(o, id);
+        j += l;
+    }
+}
+
+/* Whether w[0, n) is all newlines (Gemma 4 takes such a run whole when it is
+ * a token: llama.cpp PR 21343). */
+static bool all_newlines(const char *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (w[i] != '\n')
+            return false;
+    return true;
+}
+
+/* One pre-token's bytes -> byte-level text (raw BPE: as is) -> merges -> ids. */
+static int bpe_word(const apr_tok *t, const char *w, size_t wn, merge_ctx *c, ids_vec *o)
 {
     char *mapped = malloc(wn * 2 + 1);
     if (!mapped)
         return -1;
     size_t k = 0;
-    for (size_t i = 0; i < wn; i++)
-        k += utf8_put(t->byte_cp[(uint8_t)w[i]], mapped + k);
+    if (t->raw_bpe) {
+        memcpy(mapped, w, wn);
+        k = wn;
+    } else {
+        for (size_t i = 0; i < wn; i++)
+            k += utf8_put(t->byte_cp[(uint8_t)w[i]], mapped + k);
+    }
     /* llama3's tokenizer takes a word that is a whole token as is */
-    const int32_t whole = ignore_merges ? smap_get(&t->vocab, mapped, k) : -1;
+    const bool whole_ok = t->ignore_merges || (t->raw_bpe && all_newlines(mapped, k));
+    const int32_t whole = whole_ok ? smap_get(&t->vocab, mapped, k) : -1;
     if (whole >= 0) {
         ids_push(o, whole);
         free(mapped);
@@ -1017,20 +1140,10 @@ static int bpe_word(const apr_tok *t, const char *w, size_t wn, bool ignore_merg
         for (long i = 0; i >= 0; i = c->s[i].next) {
             const sym *s = &c->s[i];
             const int32_t id = smap_get(&t->vocab, mapped + s->off, s->n);
-            if (id >= 0) {
+            if (id >= 0)
                 ids_push(o, id);
-                continue;
-            }
-            /* not a token: one token per byte-level character when it exists */
-            for (size_t j = 0; j < s->n;) {
-                const size_t l = utf8_len((uint8_t)mapped[s->off + j]);
-                const int32_t cid = smap_get(&t->vocab, mapped + s->off + j, l);
-                if (cid >= 0)
-                    ids_push(o, cid);
-                else if (t->v->unk_id >= 0)
-                    ids_push(o, t->v->unk_id);
-                j += l;
-            }
+            else
+                bpe_fallback(t, mapped + s->off, s->n, o);
         }
     }
     free(mapped);
@@ -1060,7 +1173,7 @@ static void bpe_encode(const apr_tok *t, const char *text, size_t n, ids_vec *o,
     for (size_t i = 0; i < ne && !*rc; i++) {
         const char *w = text + off[start];
         const size_t wn = off[ends[i]] - off[start];
-        if (bpe_word(t, w, wn, t->ignore_merges, &c, o))
+        if (bpe_word(t, w, wn, &c, o))
             *rc = -1;
         start = ends[i];
     }
@@ -1070,6 +1183,29 @@ done:
     free(off);
     free(ends);
     free(tmp);
+}
+
+/* Raw BPE (Gemma 4): every ' ' -> U+2581 (llama_escape_whitespace), then BPE. */
+static void raw_bpe_encode(const apr_tok *t, const char *raw, size_t rawn, ids_vec *o, int *rc)
+{
+    size_t spaces = 0;
+    for (size_t i = 0; i < rawn; i++)
+        spaces += raw[i] == ' ';
+    const size_t n = rawn + 2 * spaces;
+    char *text = malloc(n ? n : 1);
+    if (!text) {
+        *rc = -1;
+        return;
+    }
+    for (size_t i = 0, k = 0; i < rawn; i++) {
+        if (raw[i] == ' ') {
+            memcpy(text + k, "\xE2\x96\x81", 3);
+            k += 3;
+        } else
+            text[k++] = raw[i];
+    }
+    bpe_encode(t, text, n, o, rc);
+    free(text);
 }
 
 /* ---------------------------------------------------------------- API */
@@ -1161,6 +1297,8 @@ int apr_tok_encode_ex(const apr_tok *t, const char *text, bool add_special, bool
         }
         if (t->kind == TOK_SPM)
             spm_encode(t, text + f[i].off, f[i].len, prev_special, &o, &rc);
+        else if (t->raw_bpe)
+            raw_bpe_encode(t, text + f[i].off, f[i].len, &o, &rc);
         else
             bpe_encode(t, text + f[i].off, f[i].len, &o, &rc);
         prev_special = false;
@@ -1188,6 +1326,25 @@ static size_t put(char *buf, size_t cap, size_t at, const char *s, size_t n)
     if (at < cap)
         memcpy(buf + at, s, n < cap - at ? n : cap - at);
     return at + n;
+}
+
+/* Raw BPE (llama.cpp's token_to_piece with escape_whitespaces): <0xXX> is
+ * its byte, U+2581 a space, everything else as is. */
+static size_t decode_raw(const apr_str *s, int32_t type, char *buf, size_t cap)
+{
+    unsigned b;
+    char tail;
+    if (type == TT_BYTE && s->len == 6 && sscanf(s->s, "<0x%2X%c", &b, &tail) == 2 && tail == '>') {
+        const char c = (char)b;
+        return put(buf, cap, 0, &c, 1);
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < s->len;) {
+        const bool sp = i + 3 <= s->len && !memcmp(s->s + i, "\xE2\x96\x81", 3);
+        w = put(buf, cap, w, sp ? " " : s->s + i, 1);
+        i += sp ? 3 : 1;
+    }
+    return w;
 }
 
 size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, size_t cap)
@@ -1232,6 +1389,8 @@ size_t apr_tok_decode(const apr_tok *t, int32_t prev, int32_t id, char *buf, siz
     }
     if (type == TT_USER)
         return put(buf, cap, 0, s->s, s->len);
+    if (t->raw_bpe)
+        return decode_raw(s, type, buf, cap);
     /* byte-level: map each code point back to its byte */
     for (size_t i = 0; i < s->len;) {
         size_t adv;

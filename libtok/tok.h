@@ -3,7 +3,8 @@
  *   - the HF tokenizer files <-> GGUF tokenizer.* KVs mapping (what
  *     convert_hf_to_gguf.py writes; formats/hfmeta.c calls it for the
  *     safetensors reader and writer),
- *   - the encoder / decoder (SentencePiece "llama" and byte-level BPE "gpt2")
+ *   - the encoder / decoder (SentencePiece "llama", byte-level BPE "gpt2",
+ *     Gemma 4's raw BPE "gemma4")
  *     that run, verify and convert use.
  *
  * SentencePiece: only the subset llama.cpp's converter and a LLaMA tokenizer.model use is
@@ -109,10 +110,9 @@ int apr_tok_hf_from_model(const apr_model *m, json_t **tokenizer, json_t **token
 
 /* ================================================================ encoder / decoder */
 
-/* A tokenizer built from a model's tokenizer.* metadata. NOT YET an owner of
- * its data: it still reads the token texts, scores, types and merges through
- * m->tok, which borrows the model's KV arrays, so the model must outlive it
- * and its tokenizer.* KVs must not change while it lives. */
+/* A tokenizer built from a model's tokenizer.* metadata ("llama", "gpt2",
+ * "gemma4"). It owns copies of the token texts, scores, types and merges: the
+ * model may change its KVs or be freed while the tokenizer lives. */
 typedef struct apr_tok apr_tok;
 int apr_tok_load(apr_tok **out, const apr_model *m, apr_err *err);
 void apr_tok_free(apr_tok *t);

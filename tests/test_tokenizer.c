@@ -493,6 +493,94 @@ static void test_add_bos_default(void **state)
     }
 }
 
+/* The tokenizer owns its data: it encodes and decodes the same after the
+ * model's tokenizer KVs were replaced and the model freed. */
+static void test_tok_owns_data(void **state)
+{
+    (void)state;
+    static const char *const merges[] = {"H e", "l l", "He ll", "Hell o", "\xC4\xA0 w", "\xC4\xA0w o"};
+    apr_model *m = bpe_model("qwen2", merges, sizeof merges / sizeof *merges);
+    apr_err err = {0};
+    apr_tok *t = NULL;
+    if (apr_tok_load(&t, m, &err))
+        fail_msg("tok: %s", err.msg);
+    int32_t *want, *got;
+    size_t nw, ng;
+    assert_int_equal(apr_tok_encode(t, "Hello wo", false, &want, &nw, &err), 0);
+    /* same-sized replacements, so freed blocks are likely reused */
+    apr_str junk[2] = {{2, "zz"}, {3, "y y"}};
+    apr_kv tk = {.key = "tokenizer.ggml.tokens", .type = APR_KV_ARRAY, .arr_type = APR_KV_STRING,
+                 .count = 1, .arr = junk};
+    apr_kv mk = {.key = "tokenizer.ggml.merges", .type = APR_KV_ARRAY, .arr_type = APR_KV_STRING,
+                 .count = 1, .arr = junk + 1};
+    assert_int_equal(apr_model_set_kv(m, &tk), 0);
+    assert_int_equal(apr_model_set_kv(m, &mk), 0);
+    assert_int_equal(apr_model_derive(m, &err), 0);
+    apr_model_free(m);
+    assert_int_equal(apr_tok_encode(t, "Hello wo", false, &got, &ng, &err), 0);
+    assert_int_equal(ng, nw);
+    assert_memory_equal(got, want, nw * sizeof *got);
+    char *back = decode_all(t, got, ng, -1);
+    assert_string_equal(back, "Hello wo");
+    free(back);
+    free(want);
+    free(got);
+    apr_tok_free(t);
+}
+
+/* Gemma 4's raw BPE: spaces become U+2581, newline runs split, merges on raw
+ * UTF-8, a newline run that is a token is taken whole, other pieces fall back
+ * to <0xXX>. Expected ids follow llama.cpp's llm_tokenizer_bpe_session. */
+static void test_gemma4_raw_bpe(void **state)
+{
+    (void)state;
+    apr_model *m = apr_model_new(APR_FMT_GGUF);
+    enum { NT = 256 + 6 };
+    apr_str toks[NT];
+    char names[256][8];
+    for (int b = 0; b < 256; b++) {
+        snprintf(names[b], sizeof names[b], "<0x%02X>", b);
+        toks[b] = (apr_str){6, names[b]};
+    }
+    static const char *const extra[] = {"\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "ab", "\n\n"};
+    for (int i = 0; i < 6; i++)
+        toks[256 + i] = (apr_str){strlen(extra[i]), (char *)extra[i]};
+    apr_str mer[2] = {{3, "a b"}, {6, "\xE2\x96\x81 ab"}};
+    int32_t types[NT];
+    for (int i = 0; i < NT; i++)
+        types[i] = i < 256 ? 6 : 1;
+    apr_kv tk = {.key = "tokenizer.ggml.tokens", .type = APR_KV_ARRAY, .arr_type = APR_KV_STRING, .count = NT,
+                 .arr = toks};
+    apr_kv mk = {.key = "tokenizer.ggml.merges", .type = APR_KV_ARRAY, .arr_type = APR_KV_STRING, .count = 2,
+                 .arr = mer};
+    apr_kv ty = {.key = "tokenizer.ggml.token_type", .type = APR_KV_ARRAY, .arr_type = APR_KV_I32, .count = NT,
+                 .arr = types};
+    assert_int_equal(apr_model_set_kv(m, &tk), 0);
+    assert_int_equal(apr_model_set_kv(m, &mk), 0);
+    assert_int_equal(apr_model_set_kv(m, &ty), 0);
+    assert_int_equal(apr_model_set_kv_str(m, "tokenizer.ggml.model", "gemma4"), 0);
+    assert_int_equal(apr_model_set_kv_u32(m, "tokenizer.ggml.bos_token_id", 257), 0);
+    assert_int_equal(apr_model_set_kv_bool(m, "tokenizer.ggml.add_bos_token", false), 0);
+    apr_err err = {0};
+    assert_int_equal(apr_model_derive(m, &err), 0);
+    assert_true(m->tok.add_bos); /* llama.cpp forces BOS for Gemma 4 */
+    apr_tok *t = NULL;
+    if (apr_tok_load(&t, m, &err))
+        fail_msg("tok: %s", err.msg);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(apr_tok_encode(t, "ab ab\n\nx", true, &ids, &n, &err), 0);
+    const int32_t want[] = {257, 259, 260, 261, 'x'};
+    assert_int_equal(n, 5);
+    assert_memory_equal(ids, want, sizeof want);
+    char *back = decode_all(t, ids + 1, n - 1, -1);
+    assert_string_equal(back, "ab ab\n\nx");
+    free(back);
+    free(ids);
+    apr_tok_free(t);
+    apr_model_free(m);
+}
+
 static void test_bad_tokenizers(void **state)
 {
     (void)state;
@@ -579,6 +667,8 @@ int main(void)
         cmocka_unit_test(test_bpe_merges_and_bytes),
         cmocka_unit_test(test_bpe_pretokenizer_splits),
         cmocka_unit_test(test_bad_tokenizers),
+        cmocka_unit_test(test_tok_owns_data),
+        cmocka_unit_test(test_gemma4_raw_bpe),
         cmocka_unit_test(test_hf_pre_tokenizer_detection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,7 +18,7 @@
 #include "tok.h"
 
 /* Tokenizer models apr does not implement: load must refuse them. */
-static const char *const REFUSED[] = {"bert-bge", "gemma-4", NULL};
+static const char *const REFUSED[] = {"bert-bge", NULL};
 
 static bool is_refused(const char *name)
 {

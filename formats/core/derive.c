@@ -135,6 +135,10 @@ static int derive_tokenizer(apr_model *m, apr_err *err)
     t->add_bos = default_add_bos(t->model, t->pre);
     t->add_eos = false;
     apr_kv_get_bool(m, "tokenizer.ggml.add_bos_token", &t->add_bos);
+    /* llama.cpp overrides a false add_bos_token for Gemma 4's tokenizer (PR 21500) */
+    if (!strcmp(t->model, "gemma4") ||
+        (!strcmp(t->model, "gpt2") && (!strcmp(t->pre, "gemma4") || !strcmp(t->pre, "granite-embed-multi-311m"))))
+        t->add_bos = true;
     apr_kv_get_bool(m, "tokenizer.ggml.add_eos_token", &t->add_eos);
     t->chat_template = apr_kv_get_str(m, "tokenizer.chat_template");
     m->has_tok = true;
