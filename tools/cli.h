@@ -12,10 +12,4 @@ int cmd_verify(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 
-#include <stdint.h>
-
-/* gguf-split's --split-max-size argument: N followed by M (10^6 bytes) or
- * G (10^9 bytes). Prints the error for cmd and returns -1 when malformed. */
-int cli_parse_split_size(const char *cmd, const char *s, uint64_t *out);
-
 #endif
