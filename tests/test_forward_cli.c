@@ -22,14 +22,14 @@
     } while (0)
 
 /* `apr run MODEL` greedy: stdout must start with the README's text. */
-static void expect_greedy(const char *bin, const char *model, const char *dir, const char *extra)
+static void expect_greedy(const char *bin, const char *model, const char *dir, int threads, const char *extra)
 {
     char *want = tu_fixture_greedy_text();
     assert_non_null(want);
     const char *out = tu_path(dir, "run.out");
     /* stdout only: the trace and messages go to stderr */
-    int rc = tu_system(out, "{ '%s' run '%s' --prompt 'Once upon a time' -n 40 --threads 2 --device cpu %s 2>'%s'; }",
-                       bin, model, extra ? extra : "", tu_path(dir, "run.err"));
+    int rc = tu_system(out, "{ '%s' run '%s' --prompt 'Once upon a time' -n 40 --threads %d --device cpu %s 2>'%s'; }",
+                       bin, model, threads, extra ? extra : "", tu_path(dir, "run.err"));
     char *got = tu_read_file(out, NULL);
     assert_non_null(got);
     if (rc != 0 || strncmp(got, want, strlen(want)))
@@ -44,8 +44,8 @@ static void test_run_gguf(void **state)
     TU_REQUIRE_SHARED(model, FIXTURE);
     REQUIRE_BIN(bin);
     const char *dir = tu_tmpdir("run-gguf");
-    expect_greedy(bin, model, dir, NULL);
-    expect_greedy(bin, model, dir, "--threads 1 --trace");
+    expect_greedy(bin, model, dir, 2, NULL);
+    expect_greedy(bin, model, dir, 1, "--trace"); /* one value per option: a second --threads is refused */
 }
 
 /* A prompt longer than one prefill batch (64 tokens) is evaluated batch by
@@ -91,7 +91,7 @@ static void run_converted(const char *ext)
         char *log = tu_read_file(tu_path(dir, "convert.out"), NULL);
         fail_msg("apr convert to %s failed (%d): %s", ext, rc, log ? log : "");
     }
-    expect_greedy(bin, conv, dir, NULL);
+    expect_greedy(bin, conv, dir, 2, NULL);
     /* lossless: logits bit-identical to the source's */
     char a[4096], b[4096];
     snprintf(a, sizeof a, "%s/src.bin", dir);

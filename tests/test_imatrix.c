@@ -471,7 +471,7 @@ static void test_cli_bad_input(void **state)
         {"imatrix '%s' --text '%s' -o '%s' --ctx 8", "empty", "is empty"},
         {"imatrix '%s' --text '%s' -o '%s' --ctx 8", "nul", "NUL byte at offset 3"},
         {"imatrix '%s' --text '%s/none.txt' -o '%s' --ctx 8", "dir", "No such file"},
-        {"imatrix '%s' --text '%s' -o '%s' --format xml", NULL, "--format is gguf or dat"},
+        {"imatrix '%s' --text '%s' -o '%s' --format xml", NULL, "--format must be gguf or dat"},
         {"imatrix '%s' --text '%s' -o '%s' --ctx 0", NULL, "--ctx wants an integer"},
         {"imatrix '%s' --text '%s' -o '%s' --chunks -1", NULL, "--chunks wants an integer"},
         {"imatrix '%s' --text '%s' -o '%s' --bogus", NULL, "unknown option"},

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "cli.h"
 #include "formats.h"
 #include "forward.h"
@@ -25,35 +26,12 @@ typedef struct imatrix_args {
     bool special;
 } imatrix_args;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: apr imatrix MODEL --text FILE [options]\n"
-            "Sums the squared input of every layer's weight matrices over the text's tokens (llama-imatrix's\n"
-            "importance matrix) for `apr quantize --imatrix` and llama-quantize.\n"
-            "  --text FILE, -f FILE  calibration text (tokenized with MODEL's tokenizer)\n"
-            "  -o, --output OUT      output file (default imatrix.gguf)\n"
-            "  --format F            gguf (llama-imatrix's default) or dat (its legacy format);\n"
-            "                        default: dat when OUT ends in .dat, else gguf\n"
-            "  --ctx N               tokens per chunk (default 512, llama-imatrix's)\n"
-            "  --chunks N            chunks to process (default: every whole chunk of the text)\n"
-            "  --threads N           CPU threads (default: all cores)\n"
-            "  --special             control tokens written in the text are those tokens\n"
-            "                        (llama.cpp's --parse-special)\n");
-}
+static const char usage[] =
+    "usage: apr imatrix MODEL --text FILE [options]\n"
+    "Sums the squared input of every layer's weight matrices over the text's tokens (llama-imatrix's\n"
+    "importance matrix) for `apr quantize --imatrix` and llama-quantize.\n";
 
-static bool parse_u32(const char *opt, const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    const unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || errno || v[0] == '-' || x < lo || x > hi) {
-        fprintf(stderr, "apr imatrix: %s wants an integer in %u..%u, got '%s'\n", opt, lo, hi, v);
-        return false;
-    }
-    *out = (uint32_t)x;
-    return true;
-}
+static const cli_name formats[] = {{"gguf", 1}, {"dat", 2}, {NULL, 0}};
 
 static bool ends_with(const char *s, const char *suf)
 {
@@ -61,79 +39,49 @@ static bool ends_with(const char *s, const char *suf)
     return n >= k && !strcmp(s + n - k, suf);
 }
 
-/* 0 ok, 1 help printed, -1 error */
+/* CLI_OK, or cli_parse's CLI_HELP / CLI_FAIL (and then the message is out). */
 static int parse_args(int argc, char **argv, imatrix_args *a)
 {
     *a = (imatrix_args){.out = "imatrix.gguf", .ctx = 512};
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        const bool takes = !strcmp(o, "--text") || !strcmp(o, "-f") || !strcmp(o, "-o") ||
-                           !strcmp(o, "--output") || !strcmp(o, "--format") || !strcmp(o, "--ctx") ||
-                           !strcmp(o, "--chunks") || !strcmp(o, "--threads");
-        if (takes && !v) {
-            fprintf(stderr, "apr imatrix: %s needs a value\n", o);
-            return -1;
-        }
-        uint32_t n;
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(o, "--text") || !strcmp(o, "-f")) {
-            a->text = argv[++i];
-        } else if (!strcmp(o, "-o") || !strcmp(o, "--output")) {
-            a->out = argv[++i];
-        } else if (!strcmp(o, "--format")) {
-            i++;
-            if (!strcmp(v, "gguf"))
-                a->format = 1;
-            else if (!strcmp(v, "dat"))
-                a->format = 2;
-            else {
-                fprintf(stderr, "apr imatrix: --format is gguf or dat, got '%s'\n", v);
-                return -1;
-            }
-        } else if (!strcmp(o, "--ctx")) {
-            if (!parse_u32(o, argv[++i], 1, 1u << 20, &a->ctx))
-                return -1;
-        } else if (!strcmp(o, "--chunks")) {
-            if (!parse_u32(o, argv[++i], 1, INT32_MAX, &a->chunks))
-                return -1;
-        } else if (!strcmp(o, "--threads")) {
-            if (!parse_u32(o, argv[++i], 1, 256, &n))
-                return -1;
-            a->threads = (int)n;
-        } else if (!strcmp(o, "--special")) {
-            a->special = true;
-        } else if (o[0] == '-' && o[1]) {
-            fprintf(stderr, "apr imatrix: unknown option '%s'\n", o);
-            usage(stderr);
-            return -1;
-        } else if (!a->model) {
-            a->model = o;
-        } else {
-            fprintf(stderr, "apr imatrix: unexpected argument '%s'\n", o);
-            return -1;
-        }
-    }
-    if (!a->model || !a->text) {
-        usage(stderr);
-        return -1;
+    const cli_opt opts[] = {
+        OPT_STR("--text", "-f", &a->text, "FILE", "calibration text (tokenized with MODEL's tokenizer)"),
+        OPT_STR("--output", "-o", &a->out, "OUT", "output file (default imatrix.gguf)"),
+        OPT_ENUM("--format", NULL, &a->format, formats,
+                 "gguf (llama-imatrix's default) or dat (its legacy format);\n"
+                 "default: dat when OUT ends in .dat, else gguf"),
+        OPT_U32("--ctx", NULL, &a->ctx, 1, 1u << 20, "N", "tokens per chunk (default 512, llama-imatrix's)"),
+        OPT_U32("--chunks", NULL, &a->chunks, 1, INT32_MAX, "N",
+                "chunks to process (default: every whole chunk of the text)"),
+        OPT_INT("--threads", NULL, &a->threads, 1, 256, "N", "CPU threads (default: all cores)"),
+        OPT_FLAG("--special", NULL, &a->special,
+                 "control tokens written in the text are those tokens\n(llama.cpp's --parse-special)"),
+    };
+    const cli_cmd cmd = {.name = "imatrix", .usage = usage, .opts = opts, .n_opts = CLI_N(opts), .min_pos = 1,
+                         .max_pos = 1};
+    cli_args args;
+    const int rc = cli_parse(&cmd, argc, argv, &args);
+    if (rc)
+        return rc;
+    a->model = args.pos[0];
+    if (!a->text) {
+        fprintf(stderr, "apr imatrix: --text FILE is required\n");
+        cli_help(stderr, &cmd);
+        return CLI_FAIL;
     }
     if (!a->format)
         a->format = ends_with(a->out, ".dat") ? 2 : 1;
     if (apr_same_file(a->out, a->model) || apr_same_file(a->out, a->text)) {
         fprintf(stderr, "apr imatrix: OUT %s is an input file; apr never overwrites its input\n", a->out);
-        return -1;
+        return CLI_FAIL;
     }
     /* before the forward pass, not after it: OUT's directory must take the file */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", a->out);
     if (access(dirname(dir), W_OK) != 0) {
         fprintf(stderr, "apr imatrix: cannot write %s: %s\n", a->out, strerror(errno));
-        return -1;
+        return CLI_FAIL;
     }
-    return 0;
+    return CLI_OK;
 }
 
 /* The whole text file, NUL-terminated; refused when empty or not text. */
@@ -216,7 +164,7 @@ int cmd_imatrix(int argc, char **argv)
     imatrix_args a;
     const int p = parse_args(argc, argv, &a);
     if (p)
-        return p > 0 ? 0 : 2;
+        return cli_exit_status(p);
     apr_err err = {0};
     apr_model *m = NULL;
     apr_fwd *f = NULL;

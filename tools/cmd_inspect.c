@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "formats.h"
 #include "quant.h"
@@ -20,21 +21,12 @@
 #define ARRAY_HEAD_JSON 8 /* ... and in --json */
 #define STR_SHOW 72       /* string characters shown in text mode */
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: apr inspect FILE [--json] [--provenance] [--tensor NAME [--stats]]\n"
-            "\n"
-            "Shows a GGUF, APR or safetensors file (or HF model directory): format, version,\n"
-            "architecture, tokenizer, every metadata key (arrays summarized), every tensor\n"
-            "(name, dtype, shape, bytes, offset) and the provenance record.\n"
-            "\n"
-            "  --json          machine-readable output\n"
-            "  --provenance    print the whole provenance record (JSON, indented)\n"
-            "  --tensor NAME   only that tensor\n"
-            "  --stats         with --tensor: min, max, mean, std, NaN and Inf counts (dequantized)\n"
-            "  --no-crc        APR: skip the whole-file CRC32 check (faster on big files)\n");
-}
+static const char usage[] =
+    "usage: apr inspect FILE [--json] [--provenance] [--tensor NAME [--stats]]\n"
+    "\n"
+    "Shows a GGUF, APR or safetensors file (or HF model directory): format, version,\n"
+    "architecture, tokenizer, every metadata key (arrays summarized), every tensor\n"
+    "(name, dtype, shape, bytes, offset) and the provenance record.\n";
 
 /* ---------------------------------------------------------------- KV values */
 
@@ -526,43 +518,23 @@ static json_t *model_json(const apr_model *m, const char *path, const char *only
 
 int cmd_inspect(int argc, char **argv)
 {
-    const char *path = NULL, *tensor = NULL;
+    const char *path, *tensor = NULL;
     bool as_json = false, stats = false, prov_only = false;
     apr_open_opts oo = {.skip_footer_crc = false};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            as_json = true;
-        } else if (!strcmp(a, "--stats")) {
-            stats = true;
-        } else if (!strcmp(a, "--provenance")) {
-            prov_only = true;
-        } else if (!strcmp(a, "--no-crc")) {
-            oo.skip_footer_crc = true;
-        } else if (!strcmp(a, "--tensor")) {
-            if (i + 1 >= argc) {
-                fprintf(stderr, "apr inspect: --tensor needs a tensor name\n");
-                return 2;
-            }
-            tensor = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "apr inspect: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        } else if (!path) {
-            path = a;
-        } else {
-            fprintf(stderr, "apr inspect: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
+    const cli_opt opts[] = {
+        OPT_FLAG("--json", NULL, &as_json, "machine-readable output"),
+        OPT_FLAG("--provenance", NULL, &prov_only, "print the whole provenance record (JSON, indented)"),
+        OPT_STR("--tensor", NULL, &tensor, "NAME", "only that tensor"),
+        OPT_FLAG("--stats", NULL, &stats, "with --tensor: min, max, mean, std, NaN and Inf counts (dequantized)"),
+        OPT_FLAG("--no-crc", NULL, &oo.skip_footer_crc, "APR: skip the whole-file CRC32 check (faster on big files)"),
+    };
+    const cli_cmd cmd = {.name = "inspect", .usage = usage, .opts = opts, .n_opts = CLI_N(opts), .min_pos = 1,
+                         .max_pos = 1};
+    cli_args args;
+    const int prc = cli_parse(&cmd, argc, argv, &args);
+    if (prc)
+        return cli_exit_status(prc);
+    path = args.pos[0];
     if (stats && !tensor) {
         fprintf(stderr, "apr inspect: --stats needs --tensor NAME\n");
         return 2;

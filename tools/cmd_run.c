@@ -11,13 +11,13 @@
  * rendered around the conversation (libtok's apr_chat_render, as
  * transformers' apply_chat_template), tokenized with its special tokens and
  * no added BOS; generation stops at the first end-of-turn token. */
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "progress.h"
 #include "formats.h"
@@ -28,178 +28,75 @@ typedef struct run_opts {
     const char *model, *prompt, *dump_logits;
     const char *chat, *system, *messages, *template_name;
     bool no_gen_prompt, render_only;
-    long n_predict;
+    int n_predict;
     int threads;
-    apr_device device;
-    bool trace, print_ids, echo, tokenize_only, special;
+    int device; /* apr_device */
+    bool trace, print_ids, no_echo, tokenize_only, special;
     double temp;
     uint64_t seed;
     uint32_t ctx;
 } run_opts;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: apr run MODEL --prompt TEXT [options]\n"
-            "       apr run MODEL --chat TEXT | --messages FILE [options]\n"
-            "  --chat TEXT          a user message, wrapped in the model's chat template\n"
-            "  --system TEXT        a system message before it\n"
-            "  --messages FILE      the conversation as JSON: [{\"role\", \"content\"}, ...], or an\n"
-            "                       object with \"messages\" and other template variables (\"tools\", ...)\n"
-            "  --template NAME      the named template tokenizer.chat_template.NAME\n"
-            "  --no-generation-prompt  render without add_generation_prompt\n"
-            "  --render-only        print the rendered prompt and stop\n"
-            "  -n, --n-predict N    tokens to generate (default 64; stops early at EOS)\n"
-            "  --threads N          CPU threads (default: all cores)\n"
-            "  --device D           auto | cpu | cuda (default auto)\n"
-            "  --temp T             0 = greedy (default); > 0 samples softmax(logits / T)\n"
-            "  --seed S             sampling seed (default 42)\n"
-            "  --ctx N              KV cache positions (default min(model context, 2048))\n"
-            "  --no-echo            print only the continuation, not the prompt first\n"
-            "  --special            control tokens written in the prompt (<|im_start|>, ...) are\n"
-            "                       those tokens, not text (llama.cpp's parse_special)\n"
-            "  --trace              print per-layer activation statistics of the prompt (stderr)\n");
-}
+static const char usage[] =
+    "usage: apr run MODEL --prompt TEXT [options]\n"
+    "       apr run MODEL --chat TEXT | --messages FILE [options]\n";
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
+static const cli_name devices[] = {{"auto", APR_DEV_AUTO}, {"cpu", APR_DEV_CPU}, {"cuda", APR_DEV_CUDA}, {NULL, 0}};
 
-/* 0 ok, 1 help printed, 2 error */
+/* CLI_OK, or cli_parse's CLI_HELP / CLI_FAIL (and then the message is out). */
 static int parse(int argc, char **argv, run_opts *o)
 {
-    *o = (run_opts){.n_predict = 64, .device = APR_DEV_AUTO, .seed = 42, .echo = true};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
-#define NEEDV()                                                       \
-    do {                                                              \
-        if (!v) {                                                     \
-            fprintf(stderr, "apr run: %s needs a value\n", a);        \
-            return 2;                                                 \
-        }                                                             \
-        i++;                                                          \
-    } while (0)
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) {
-            NEEDV();
-            o->prompt = v;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            NEEDV();
-            if (!parse_long(v, 0, 1 << 20, &o->n_predict)) {
-                fprintf(stderr, "apr run: bad -n '%s'\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
-            NEEDV();
-            if (!parse_long(v, 1, 256, &n)) {
-                fprintf(stderr, "apr run: bad --threads '%s' (1..256)\n", v);
-                return 2;
-            }
-            o->threads = (int)n;
-        } else if (!strcmp(a, "--ctx")) {
-            NEEDV();
-            if (!parse_long(v, 1, 1 << 20, &n)) {
-                fprintf(stderr, "apr run: bad --ctx '%s'\n", v);
-                return 2;
-            }
-            o->ctx = (uint32_t)n;
-        } else if (!strcmp(a, "--device")) {
-            NEEDV();
-            if (!strcmp(v, "auto"))
-                o->device = APR_DEV_AUTO;
-            else if (!strcmp(v, "cpu"))
-                o->device = APR_DEV_CPU;
-            else if (!strcmp(v, "cuda"))
-                o->device = APR_DEV_CUDA;
-            else {
-                fprintf(stderr, "apr run: --device must be auto, cpu or cuda\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--temp")) {
-            NEEDV();
-            char *end;
-            o->temp = strtod(v, &end);
-            if (end == v || *end || !(o->temp >= 0.0) || o->temp > 100.0) {
-                fprintf(stderr, "apr run: bad --temp '%s'\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--seed")) {
-            NEEDV();
-            char *end;
-            errno = 0;
-            o->seed = strtoull(v, &end, 10);
-            if (errno || end == v || *end) {
-                fprintf(stderr, "apr run: bad --seed '%s'\n", v);
-                return 2;
-            }
-        } else if (!strcmp(a, "--chat")) {
-            NEEDV();
-            o->chat = v;
-        } else if (!strcmp(a, "--system")) {
-            NEEDV();
-            o->system = v;
-        } else if (!strcmp(a, "--messages")) {
-            NEEDV();
-            o->messages = v;
-        } else if (!strcmp(a, "--template")) {
-            NEEDV();
-            o->template_name = v;
-        } else if (!strcmp(a, "--no-generation-prompt")) {
-            o->no_gen_prompt = true;
-        } else if (!strcmp(a, "--render-only")) {
-            o->render_only = true;
-        } else if (!strcmp(a, "--special")) {
-            o->special = true;
-        } else if (!strcmp(a, "--no-echo")) {
-            o->echo = false;
-        } else if (!strcmp(a, "--trace")) {
-            o->trace = true;
-        } else if (!strcmp(a, "--dump-logits")) {
-            NEEDV();
-            o->dump_logits = v;
-        } else if (!strcmp(a, "--tokenize-only")) {
-            o->tokenize_only = true;
-        } else if (!strcmp(a, "--print-ids")) {
-            o->print_ids = true;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "apr run: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        } else if (!o->model) {
-            o->model = a;
-        } else {
-            fprintf(stderr, "apr run: unexpected argument '%s'\n", a);
-            return 2;
-        }
-#undef NEEDV
-    }
-    int sources = !!o->prompt + !!o->chat + !!o->messages;
-    if (!o->model || sources != 1) {
-        if (o->model && sources > 1)
-            fprintf(stderr, "apr run: give one of --prompt, --chat, --messages\n");
-        usage(stderr);
-        return 2;
+    *o = (run_opts){.n_predict = 64, .device = APR_DEV_AUTO, .seed = 42};
+    const cli_opt opts[] = {
+        OPT_STR("--prompt", "-p", &o->prompt, "TEXT", "the prompt text"),
+        OPT_STR("--chat", NULL, &o->chat, "TEXT", "a user message, wrapped in the model's chat template"),
+        OPT_STR("--system", NULL, &o->system, "TEXT", "a system message before it"),
+        OPT_STR("--messages", NULL, &o->messages, "FILE",
+                "the conversation as JSON: [{\"role\", \"content\"}, ...], or an\n"
+                "object with \"messages\" and other template variables (\"tools\", ...)"),
+        OPT_STR("--template", NULL, &o->template_name, "NAME", "the named template tokenizer.chat_template.NAME"),
+        OPT_FLAG("--no-generation-prompt", NULL, &o->no_gen_prompt, "render without add_generation_prompt"),
+        OPT_FLAG("--render-only", NULL, &o->render_only, "print the rendered prompt and stop"),
+        OPT_INT("--n-predict", "-n", &o->n_predict, 0, 1 << 20, "N",
+                "tokens to generate (default 64; stops early at EOS)"),
+        OPT_INT("--threads", "-t", &o->threads, 1, 256, "N", "CPU threads (default: all cores)"),
+        OPT_ENUM("--device", NULL, &o->device, devices, "default auto"),
+        OPT_DOUBLE("--temp", NULL, &o->temp, 0.0, 100.0, false, "T",
+                   "0 = greedy (default); > 0 samples softmax(logits / T)"),
+        OPT_U64("--seed", NULL, &o->seed, 0, UINT64_MAX, "S", "sampling seed (default 42)"),
+        OPT_U32("--ctx", NULL, &o->ctx, 1, 1u << 20, "N", "KV cache positions (default min(model context, 2048))"),
+        OPT_FLAG("--no-echo", NULL, &o->no_echo, "print only the continuation, not the prompt first"),
+        OPT_FLAG("--special", NULL, &o->special,
+                 "control tokens written in the prompt (<|im_start|>, ...) are\n"
+                 "those tokens, not text (llama.cpp's parse_special)"),
+        OPT_FLAG("--trace", NULL, &o->trace, "print per-layer activation statistics of the prompt (stderr)"),
+        /* hidden, for tests (see the top of this file) */
+        OPT_STR("--dump-logits", NULL, &o->dump_logits, "FILE", NULL),
+        OPT_FLAG("--tokenize-only", NULL, &o->tokenize_only, NULL),
+        OPT_FLAG("--print-ids", NULL, &o->print_ids, NULL),
+    };
+    const cli_cmd cmd = {.name = "run", .usage = usage, .opts = opts, .n_opts = CLI_N(opts), .min_pos = 1,
+                         .max_pos = 1};
+    cli_args args;
+    const int rc = cli_parse(&cmd, argc, argv, &args);
+    if (rc)
+        return rc;
+    o->model = args.pos[0];
+    const int sources = !!o->prompt + !!o->chat + !!o->messages;
+    if (sources != 1) {
+        fprintf(stderr, "apr run: give one of --prompt, --chat, --messages\n");
+        cli_help(stderr, &cmd);
+        return CLI_FAIL;
     }
     if (o->system && !o->chat) {
         fprintf(stderr, "apr run: --system goes with --chat\n");
-        return 2;
+        return CLI_FAIL;
     }
     if ((o->template_name || o->no_gen_prompt || o->render_only) && o->prompt) {
         fprintf(stderr, "apr run: --template, --no-generation-prompt and --render-only need --chat or --messages\n");
-        return 2;
+        return CLI_FAIL;
     }
-    return 0;
+    return CLI_OK;
 }
 
 static int32_t argmax(const float *x, uint32_t n)
@@ -337,7 +234,7 @@ int cmd_run(int argc, char **argv)
     run_opts o;
     int rc = parse(argc, argv, &o);
     if (rc)
-        return rc == 1 ? 0 : 2;
+        return cli_exit_status(rc);
 
     apr_err err = {0};
     apr_model *m = NULL;
@@ -393,7 +290,7 @@ int cmd_run(int argc, char **argv)
         apr_err_set(&err, APR_E_ARG, "the prompt gives no tokens");
         goto fail;
     }
-    apr_fwd_opts fo = {.n_threads = o.threads, .device = o.device, .max_ctx = o.ctx};
+    apr_fwd_opts fo = {.n_threads = o.threads, .device = (apr_device)o.device, .max_ctx = o.ctx};
     if (apr_fwd_load(&f, m, &fo, &err))
         goto fail;
     const uint32_t vocab = apr_fwd_config(f)->vocab;
@@ -434,14 +331,14 @@ int cmd_run(int argc, char **argv)
     /* Like llama.cpp's llama-cli: the prompt's pieces (control tokens such as
      * BOS print nothing; SentencePiece's prefix space is kept), then the
      * continuation. */
-    if (o.echo)
+    if (!o.no_echo)
         for (size_t i = 0; i < n_ids; i++)
             print_piece(tok, APR_TOK_CONTINUE, ids[i]);
     fflush(stdout);
     uint64_t rng = o.seed;
     if (o.print_ids)
         fprintf(stderr, "generated ids:");
-    for (long i = 0; i < o.n_predict; i++) {
+    for (int i = 0; i < o.n_predict; i++) {
         const int32_t next = sample(logits, vocab, o.temp, &rng);
         if (o.print_ids)
             fprintf(stderr, " %d", next);

@@ -1,138 +1,74 @@
 /* cmd_synth.c - `apr synth`: write a deterministic synthetic LLaMA/Qwen2 model
  * as an HF directory (model*.safetensors + config.json + tokenizer files). */
-#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "args.h"
 #include "cli.h"
 #include "formats.h"
 
-static void synth_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: apr synth OUTDIR [--arch llama|qwen2|qwen3|gemma2|phi3] [--preset NAME] [options]\n"
-            "\n"
-            "Writes a deterministic synthetic model: HF safetensors (sharded with --shard-mb),\n"
-            "config.json, generation_config.json, tokenizer.json, tokenizer_config.json.\n"
-            "OUTDIR ending in .safetensors writes that single file (metadata inside it).\n"
-            "\n"
-            "  --preset NAME    tiny-llama (default for --arch llama), tiny-qwen2 (default for\n"
-            "                   --arch qwen2), llama-7b-layer, qwen2-7b-layer, tiny-qwen3, tiny-gemma2,\n"
-            "                   tiny-phi3\n"
-            "  --arch A         llama, qwen2, qwen3, gemma2 or phi3 (picks the tiny preset when\n"
-            "                   --preset is absent)\n"
-            "  --layers N --hidden N --heads N --kv-heads N --head-dim N --ffn N --vocab N --ctx N\n"
-            "  --tied | --untied   share lm_head with the embeddings or not\n"
-            "  --dtype T        f32, f16 or bf16\n"
-            "  --seed S         generator seed (default 42)\n"
-            "  --rope-theta X --rms-eps X\n"
-            "  --name NAME      general.name / _name_or_path\n"
-            "  --shard-mb N     split into shards of at most N MiB (0: one file)\n"
-            "  -q, --quiet      no summary line\n");
-}
+static const char usage[] =
+    "usage: apr synth OUTDIR [--arch llama|qwen2|qwen3|gemma2|phi3] [--preset NAME] [options]\n"
+    "\n"
+    "Writes a deterministic synthetic model: HF safetensors (sharded with --shard-mb),\n"
+    "config.json, generation_config.json, tokenizer.json, tokenizer_config.json.\n"
+    "OUTDIR ending in .safetensors writes that single file (metadata inside it).\n";
 
-static int parse_u64(const char *opt, const char *s, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s || !*s || *s == '-') {
-        fprintf(stderr, "apr synth: %s needs a non-negative integer\n", opt);
-        return -1;
-    }
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno || *end || v > max) {
-        fprintf(stderr, "apr synth: %s: '%s' is not an integer in 0..%llu\n", opt, s, (unsigned long long)max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_f32(const char *opt, const char *s, float *out)
-{
-    char *end;
-    if (!s || !*s) {
-        fprintf(stderr, "apr synth: %s needs a number\n", opt);
-        return -1;
-    }
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || !(v > 0.0f)) {
-        fprintf(stderr, "apr synth: %s: '%s' is not a positive number\n", opt, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+/* The shape overrides, applied after the preset: each row's value lands in
+ * the config field of the same index (fields, below). */
+enum { S_LAYERS, S_HIDDEN, S_HEADS, S_KV_HEADS, S_HEAD_DIM, S_FFN, S_VOCAB, S_CTX, N_SHAPE };
+static const char *const shape_opt[N_SHAPE] = {"--layers", "--hidden", "--heads", "--kv-heads",
+                                               "--head-dim", "--ffn", "--vocab", "--ctx"};
 
 int cmd_synth(int argc, char **argv)
 {
-    const char *out = NULL, *preset = NULL, *arch = NULL;
-    /* Overrides are applied after the preset. */
-    struct { const char *opt; uint64_t v; bool set; uint64_t max; } u[] = {
-        {"--layers", 0, false, 4096}, {"--hidden", 0, false, 1u << 20}, {"--heads", 0, false, 65536},
-        {"--kv-heads", 0, false, 65536}, {"--head-dim", 0, false, 65536}, {"--ffn", 0, false, 1u << 22},
-        {"--vocab", 0, false, 1u << 22}, {"--ctx", 0, false, UINT32_MAX}, {"--seed", 0, false, UINT64_MAX},
-        {"--shard-mb", 0, false, 1ull << 40},
-    };
-    enum { N_U = sizeof u / sizeof *u };
-    int tied = -1, quiet = 0;
-    const char *dtype = NULL, *name = NULL;
+    const char *out, *preset = NULL, *arch = NULL, *dtype = NULL, *name = NULL;
+    uint32_t shape[N_SHAPE] = {0};
+    uint64_t seed = 0, shard_mb = 0;
+    int tied = -1;
+    bool quiet = false;
     float theta = 0.0f, eps = 0.0f;
-
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            synth_usage(stdout);
-            return 0;
-        }
-        if (!strcmp(a, "--tied")) { tied = 1; continue; }
-        if (!strcmp(a, "--untied")) { tied = 0; continue; }
-        if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) { quiet = 1; continue; }
-        bool found = false;
-        for (int k = 0; k < N_U && !found; k++) {
-            if (strcmp(a, u[k].opt) != 0)
-                continue;
-            if (parse_u64(a, val, u[k].max, &u[k].v))
-                return 2;
-            u[k].set = found = true;
-            i++;
-        }
-        if (found)
-            continue;
-        if (!strcmp(a, "--preset") || !strcmp(a, "--arch") || !strcmp(a, "--dtype") || !strcmp(a, "--name") ||
-            !strcmp(a, "--rope-theta") || !strcmp(a, "--rms-eps")) {
-            if (!val) {
-                fprintf(stderr, "apr synth: %s needs a value\n", a);
-                return 2;
-            }
-            i++;
-            if (!strcmp(a, "--preset")) preset = val;
-            else if (!strcmp(a, "--arch")) arch = val;
-            else if (!strcmp(a, "--dtype")) dtype = val;
-            else if (!strcmp(a, "--name")) name = val;
-            else if (!strcmp(a, "--rope-theta") && parse_f32(a, val, &theta)) return 2;
-            else if (!strcmp(a, "--rms-eps") && parse_f32(a, val, &eps)) return 2;
-            continue;
-        }
-        if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "apr synth: unknown option '%s' (see apr synth --help)\n", a);
-            return 2;
-        }
-        if (out) {
-            fprintf(stderr, "apr synth: more than one output path ('%s', '%s')\n", out, a);
-            return 2;
-        }
-        out = a;
-    }
-    if (!out) {
-        fprintf(stderr, "apr synth: missing OUTDIR\n");
-        synth_usage(stderr);
-        return 2;
-    }
+    const cli_opt opts[] = {
+        OPT_STR("--preset", NULL, &preset, "NAME",
+                "tiny-llama (default for --arch llama), tiny-qwen2 (default for\n"
+                "--arch qwen2), llama-7b-layer, qwen2-7b-layer, tiny-qwen3, tiny-gemma2,\n"
+                "tiny-phi3"),
+        OPT_STR("--arch", NULL, &arch, "A",
+                "llama, qwen2, qwen3, gemma2 or phi3 (picks the tiny preset when\n"
+                "--preset is absent)"),
+        OPT_U32(shape_opt[S_LAYERS], NULL, &shape[S_LAYERS], 0, 4096, "N", "decoder layers"),
+        OPT_U32(shape_opt[S_HIDDEN], NULL, &shape[S_HIDDEN], 0, 1u << 20, "N", "hidden size"),
+        OPT_U32(shape_opt[S_HEADS], NULL, &shape[S_HEADS], 0, 65536, "N", "attention heads"),
+        OPT_U32(shape_opt[S_KV_HEADS], NULL, &shape[S_KV_HEADS], 0, 65536, "N", "key/value heads"),
+        OPT_U32(shape_opt[S_HEAD_DIM], NULL, &shape[S_HEAD_DIM], 0, 65536, "N",
+                "head dimension (default hidden / heads)"),
+        OPT_U32(shape_opt[S_FFN], NULL, &shape[S_FFN], 0, 1u << 22, "N", "feed-forward size"),
+        OPT_U32(shape_opt[S_VOCAB], NULL, &shape[S_VOCAB], 0, 1u << 22, "N", "vocabulary size"),
+        OPT_U32(shape_opt[S_CTX], NULL, &shape[S_CTX], 0, UINT32_MAX, "N", "context length"),
+        OPT_SET("--tied", NULL, &tied, 1, "share lm_head with the embeddings"),
+        OPT_SET("--untied", NULL, &tied, 0, "a separate lm_head"),
+        OPT_STR("--dtype", NULL, &dtype, "T", "f32, f16 or bf16"),
+        OPT_U64("--seed", NULL, &seed, 0, UINT64_MAX, "S", "generator seed (default 42)"),
+        OPT_FLOAT("--rope-theta", NULL, &theta, 0.0, INFINITY, true, "X", "RoPE base frequency"),
+        OPT_FLOAT("--rms-eps", NULL, &eps, 0.0, INFINITY, true, "X", "RMS norm epsilon"),
+        OPT_STR("--name", NULL, &name, "NAME", "general.name / _name_or_path"),
+        OPT_U64("--shard-mb", NULL, &shard_mb, 0, 1ull << 40, "N", "split into shards of at most N MiB (0: one file)"),
+        OPT_FLAG("--quiet", "-q", &quiet, "no summary line"),
+    };
+    const cli_cmd cmd = {.name = "synth", .usage = usage, .opts = opts, .n_opts = CLI_N(opts), .min_pos = 1,
+                         .max_pos = 1};
+    cli_args args;
+    const int prc = cli_parse(&cmd, argc, argv, &args);
+    if (prc)
+        return cli_exit_status(prc);
+    out = args.pos[0];
+    /* which rows were given (a given 0 still overrides the preset) */
+    bool given[N_SHAPE];
+    for (int k = 0; k < N_SHAPE; k++)
+        given[k] = cli_given(&cmd, &args, shape_opt[k]);
     static const char *const archs[] = {"llama", "qwen2", "qwen3", "gemma2", "phi3"};
     bool known = !arch;
     for (size_t i = 0; arch && i < sizeof archs / sizeof *archs; i++)
@@ -156,12 +92,13 @@ int cmd_synth(int argc, char **argv)
         fprintf(stderr, "apr synth: --arch %s contradicts --preset %s (%s)\n", arch, preset, c.arch);
         return 2;
     }
-    uint32_t *fields[] = {&c.n_layers, &c.hidden, &c.n_heads, &c.n_kv_heads, &c.head_dim, &c.ffn, &c.vocab, &c.ctx};
-    for (int k = 0; k < 8; k++)
-        if (u[k].set)
-            *fields[k] = (uint32_t)u[k].v;
+    uint32_t *fields[N_SHAPE] = {&c.n_layers, &c.hidden, &c.n_heads, &c.n_kv_heads,
+                                 &c.head_dim, &c.ffn,    &c.vocab,   &c.ctx};
+    for (int k = 0; k < N_SHAPE; k++)
+        if (given[k])
+            *fields[k] = shape[k];
     /* Changing hidden or heads without --head-dim keeps head_dim = hidden / heads. */
-    if ((u[1].set || u[2].set) && !u[4].set) {
+    if ((given[S_HIDDEN] || given[S_HEADS]) && !given[S_HEAD_DIM]) {
         if (c.n_heads == 0 || c.hidden % c.n_heads) {
             fprintf(stderr, "apr synth: hidden %u is not a multiple of %u heads (give --head-dim)\n", c.hidden,
                     c.n_heads);
@@ -169,10 +106,10 @@ int cmd_synth(int argc, char **argv)
         }
         c.head_dim = c.hidden / c.n_heads;
     }
-    if (u[2].set && !u[3].set && c.n_kv_heads > c.n_heads)
+    if (given[S_HEADS] && !given[S_KV_HEADS] && c.n_kv_heads > c.n_heads)
         c.n_kv_heads = c.n_heads;
-    if (u[8].set)
-        c.seed = u[8].v;
+    if (cli_given(&cmd, &args, "--seed"))
+        c.seed = seed;
     if (tied >= 0)
         c.tied = tied;
     if (theta > 0.0f)
@@ -195,7 +132,7 @@ int cmd_synth(int argc, char **argv)
         return 2;
     }
     apr_write_opts o = {0};
-    o.shard_max_bytes = u[9].v << 20;
+    o.shard_max_bytes = shard_mb << 20;
     o.progress = !quiet;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -4,217 +4,113 @@
  * The statistics, verdict policy and reports live in libparity (parity.h).
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "cli.h"
 #include "parity.h"
 #include "progress.h"
 #include "verify_cmds.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: apr verify SRC DST [options]          logit parity of DST against SRC\n"
-            "       apr verify --roundtrip FILE --via apr|gguf|safetensors\n"
-            "       apr verify --provenance FILE [SOURCE]\n"
-            "\n"
-            "Parity (both models run on the same tokens; exit 0 pass, 1 fail, 2 error):\n"
-            "  --prompt TEXT        evaluate TEXT (tokenized by SRC; DST must tokenize it the same)\n"
-            "  --special            control tokens written in the prompt (<|im_start|>, ...) are\n"
-            "                       those tokens, not text (llama.cpp's parse_special)\n"
-            "  --text FILE, -f FILE evaluate a text file of any size (read and tokenized in 1 MiB\n"
-            "                       pieces; llama-perplexity's -f)\n"
-            "  --tokens FILE        evaluate whitespace-separated token ids\n"
-            "                       (default: a built-in text of about 1000 words)\n"
-            "  --ctx N              tokens per chunk (default min(512, model context))\n"
-            "  --chunks K           chunks to evaluate (default: as many as the tokens fill)\n"
-            "  --all-positions      score every position (default: second half of each chunk,\n"
-            "                       as llama-perplexity does)\n"
-            "  --threads N          CPU threads (default: all cores)\n"
-            "  --device D           auto, cpu or cuda (default auto)\n"
-            "  --band LO,HI         per-layer std-ratio band (default 0.5,2.0)\n"
-            "  --expect KIND        lossless or quantized (default: from DST's provenance/dtypes)\n"
-            "  --max-kld X          mean-KLD limit for quantized DST (default: per type, docs/verify.md)\n"
-            "  --limits KIND        trained (default) or synthetic: which column of default limits\n"
-            "                       (synthetic: apr synth's random-weight models, 30-100x more sensitive)\n"
-            "  --imatrix FILE       the importance matrix DST was quantized with, for reproduction\n"
-            "                       (default: the file DST records, looked up in SRC's directory)\n"
-            "  --logits             run the forward pass even when the weights decide (bit-identical\n"
-            "                       lossless pair, or a DST reproduced byte for byte)\n"
-            "  --json               print the report as JSON instead of a table\n");
-}
+static const char usage[] =
+    "usage: apr verify SRC DST [options]          logit parity of DST against SRC\n"
+    "       apr verify --roundtrip FILE --via apr|gguf|safetensors\n"
+    "       apr verify --provenance FILE [SOURCE]\n"
+    "\n"
+    "Parity (both models run on the same tokens; exit 0 pass, 1 fail, 2 error):\n";
 
-static int parse_u32(const char *opt, const char *v, uint32_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (!*v || *end || errno || x > 0x7fffffff || v[0] == '-') {
-        fprintf(stderr, "apr verify: %s wants a non-negative integer, got '%s'\n", opt, v);
-        return -1;
-    }
-    *out = (uint32_t)x;
-    return 0;
-}
-
-static int parse_double(const char *opt, const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || !(x > 0) || x != x || x > 1e300) {
-        fprintf(stderr, "apr verify: %s wants a positive number, got '%s'\n", opt, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
+static const cli_name devices[] = {{"auto", APR_DEV_AUTO}, {"cpu", APR_DEV_CPU}, {"cuda", APR_DEV_CUDA}, {NULL, 0}};
+static const cli_name expects[] = {{"lossless", APR_EXPECT_LOSSLESS}, {"quantized", APR_EXPECT_QUANTIZED}, {NULL, 0}};
+static const cli_name limit_kinds[] = {{"trained", APR_LIMITS_TRAINED}, {"synthetic", APR_LIMITS_SYNTHETIC}, {NULL, 0}};
 
 typedef struct args {
     const char *src, *dst;
     const char *prompt, *tokens_file, *text_file, *imatrix;
     const char *roundtrip, *via;
     const char *provenance, *prov_source;
+    const char *band;
     apr_verify_opts vo;
-    apr_expect expect;
+    int expect; /* apr_expect */
     double max_kld;
-    apr_kld_limits limits;
+    int limits; /* apr_kld_limits */
+    int device; /* apr_device */
     bool json, logits, special;
 } args;
 
+/* --band LO,HI: two positive numbers, LO <= HI. */
+static int parse_band(const char *v, apr_verify_opts *vo)
+{
+    char lo[64];
+    const char *comma = strchr(v, ',');
+    if (comma && (size_t)(comma - v) < sizeof lo) {
+        memcpy(lo, v, (size_t)(comma - v));
+        lo[comma - v] = 0;
+        if (!cli_parse_double(lo, 0, 1e300, true, &vo->band_lo) &&
+            !cli_parse_double(comma + 1, 0, 1e300, true, &vo->band_hi) && vo->band_lo <= vo->band_hi)
+            return 0;
+    }
+    fprintf(stderr, "apr verify: --band wants LO,HI (two numbers > 0, LO <= HI), got '%s'\n", v);
+    return -1;
+}
+
+/* 0 ok, 1 help printed, -1 error (the message is out) */
 static int parse_args(int argc, char **argv, args *a)
 {
     memset(a, 0, sizeof *a);
     a->vo.bos_id = -1;
-    const char *pos[2] = {0};
-    int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEED()                                                                   \
-    do {                                                                         \
-        if (!v) {                                                                \
-            fprintf(stderr, "apr verify: %s needs a value\n", o);                \
-            return -1;                                                           \
-        }                                                                        \
-        i++;                                                                     \
-    } while (0)
-        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(o, "--prompt")) {
-            NEED();
-            a->prompt = v;
-        } else if (!strcmp(o, "--special")) {
-            a->special = true;
-        } else if (!strcmp(o, "--tokens")) {
-            NEED();
-            a->tokens_file = v;
-        } else if (!strcmp(o, "--text") || !strcmp(o, "-f")) {
-            NEED();
-            a->text_file = v;
-        } else if (!strcmp(o, "--imatrix")) {
-            NEED();
-            a->imatrix = v;
-        } else if (!strcmp(o, "--logits")) {
-            a->logits = true;
-        } else if (!strcmp(o, "--limits")) {
-            NEED();
-            if (!strcmp(v, "trained"))
-                a->limits = APR_LIMITS_TRAINED;
-            else if (!strcmp(v, "synthetic"))
-                a->limits = APR_LIMITS_SYNTHETIC;
-            else {
-                fprintf(stderr, "apr verify: --limits is trained or synthetic, not '%s'\n", v);
-                return -1;
-            }
-        } else if (!strcmp(o, "--ctx")) {
-            NEED();
-            if (parse_u32(o, v, &a->vo.ctx))
-                return -1;
-        } else if (!strcmp(o, "--chunks")) {
-            NEED();
-            if (parse_u32(o, v, &a->vo.chunks))
-                return -1;
-        } else if (!strcmp(o, "--threads")) {
-            NEED();
-            uint32_t t;
-            if (parse_u32(o, v, &t))
-                return -1;
-            a->vo.n_threads = (int)t;
-        } else if (!strcmp(o, "--device")) {
-            NEED();
-            if (!strcmp(v, "auto"))
-                a->vo.device = APR_DEV_AUTO;
-            else if (!strcmp(v, "cpu"))
-                a->vo.device = APR_DEV_CPU;
-            else if (!strcmp(v, "cuda"))
-                a->vo.device = APR_DEV_CUDA;
-            else {
-                fprintf(stderr, "apr verify: --device is auto, cpu or cuda, not '%s'\n", v);
-                return -1;
-            }
-        } else if (!strcmp(o, "--band")) {
-            NEED();
-            char lo[64], hi[64];
-            const char *comma = strchr(v, ',');
-            if (!comma || (size_t)(comma - v) >= sizeof lo || strlen(comma + 1) >= sizeof hi) {
-                fprintf(stderr, "apr verify: --band wants LO,HI, got '%s'\n", v);
-                return -1;
-            }
-            memcpy(lo, v, (size_t)(comma - v));
-            lo[comma - v] = 0;
-            snprintf(hi, sizeof hi, "%s", comma + 1);
-            if (parse_double("--band LO", lo, &a->vo.band_lo) ||
-                parse_double("--band HI", hi, &a->vo.band_hi))
-                return -1;
-            if (a->vo.band_lo > a->vo.band_hi) {
-                fprintf(stderr, "apr verify: --band LO must not exceed HI\n");
-                return -1;
-            }
-        } else if (!strcmp(o, "--expect")) {
-            NEED();
-            if (!strcmp(v, "lossless"))
-                a->expect = APR_EXPECT_LOSSLESS;
-            else if (!strcmp(v, "quantized"))
-                a->expect = APR_EXPECT_QUANTIZED;
-            else {
-                fprintf(stderr, "apr verify: --expect is lossless or quantized, not '%s'\n", v);
-                return -1;
-            }
-        } else if (!strcmp(o, "--max-kld")) {
-            NEED();
-            if (parse_double(o, v, &a->max_kld))
-                return -1;
-        } else if (!strcmp(o, "--all-positions")) {
-            a->vo.all_positions = true;
-        } else if (!strcmp(o, "--json")) {
-            a->json = true;
-        } else if (!strcmp(o, "--roundtrip")) {
-            NEED();
-            a->roundtrip = v;
-        } else if (!strcmp(o, "--via")) {
-            NEED();
-            a->via = v;
-        } else if (!strcmp(o, "--provenance")) {
-            NEED();
-            a->provenance = v;
-        } else if (o[0] == '-' && o[1]) {
-            fprintf(stderr, "apr verify: unknown option '%s'\n", o);
-            return -1;
-        } else {
-            if (npos == 2) {
-                fprintf(stderr, "apr verify: too many paths ('%s')\n", o);
-                return -1;
-            }
-            pos[npos++] = o;
-        }
-#undef NEED
-    }
+    const cli_opt opts[] = {
+        OPT_STR("--prompt", NULL, &a->prompt, "TEXT",
+                "evaluate TEXT (tokenized by SRC; DST must tokenize it the same)"),
+        OPT_FLAG("--special", NULL, &a->special,
+                 "control tokens written in the prompt (<|im_start|>, ...) are\n"
+                 "those tokens, not text (llama.cpp's parse_special)"),
+        OPT_STR("--text", "-f", &a->text_file, "FILE",
+                "evaluate a text file of any size (read and tokenized in 1 MiB\n"
+                "pieces; llama-perplexity's -f)"),
+        OPT_STR("--tokens", NULL, &a->tokens_file, "FILE",
+                "evaluate whitespace-separated token ids\n"
+                "(default: a built-in text of about 1000 words)"),
+        OPT_U32("--ctx", NULL, &a->vo.ctx, 0, INT32_MAX, "N", "tokens per chunk (default min(512, model context))"),
+        OPT_U32("--chunks", NULL, &a->vo.chunks, 0, INT32_MAX, "K",
+                "chunks to evaluate (default: as many as the tokens fill)"),
+        OPT_FLAG("--all-positions", NULL, &a->vo.all_positions,
+                 "score every position (default: second half of each chunk,\n"
+                 "as llama-perplexity does)"),
+        OPT_INT("--threads", NULL, &a->vo.n_threads, 0, INT32_MAX, "N", "CPU threads (default: all cores)"),
+        OPT_ENUM("--device", NULL, &a->device, devices, "default auto"),
+        OPT_STR("--band", NULL, &a->band, "LO,HI", "per-layer std-ratio band (default 0.5,2.0)"),
+        OPT_ENUM("--expect", NULL, &a->expect, expects, "default: from DST's provenance/dtypes"),
+        OPT_DOUBLE("--max-kld", NULL, &a->max_kld, 0.0, 1e300, true, "X",
+                   "mean-KLD limit for quantized DST (default: per type, docs/verify.md)"),
+        OPT_ENUM("--limits", NULL, &a->limits, limit_kinds,
+                 "trained (default) or synthetic: which column of default limits\n"
+                 "(synthetic: apr synth's random-weight models, 30-100x more sensitive)"),
+        OPT_STR("--imatrix", NULL, &a->imatrix, "FILE",
+                "the importance matrix DST was quantized with, for reproduction\n"
+                "(default: the file DST records, looked up in SRC's directory)"),
+        OPT_FLAG("--logits", NULL, &a->logits,
+                 "run the forward pass even when the weights decide (bit-identical\n"
+                 "lossless pair, or a DST reproduced byte for byte)"),
+        OPT_FLAG("--json", NULL, &a->json, "print the report as JSON instead of a table"),
+        OPT_STR("--roundtrip", NULL, &a->roundtrip, "FILE", "FILE -> --via format -> FILE's format, compared"),
+        OPT_STR("--via", NULL, &a->via, "FMT", "apr, gguf or safetensors (with --roundtrip)"),
+        OPT_STR("--provenance", NULL, &a->provenance, "FILE",
+                "re-hash FILE's tensors (and SOURCE's) against its provenance record"),
+    };
+    const cli_cmd cmd = {.name = "verify", .usage = usage, .opts = opts, .n_opts = CLI_N(opts), .min_pos = 0,
+                         .max_pos = 2};
+    cli_args pa;
+    const int rc = cli_parse(&cmd, argc, argv, &pa);
+    if (rc)
+        return rc == CLI_HELP ? 1 : -1;
+    const char *const *pos = pa.pos;
+    const int npos = pa.n_pos;
+    a->vo.device = (apr_device)a->device;
+    if (a->band && parse_band(a->band, &a->vo))
+        return -1;
     if (a->roundtrip || a->provenance) {
         if (a->roundtrip && a->provenance) {
             fprintf(stderr, "apr verify: --roundtrip and --provenance are separate checks\n");
@@ -238,7 +134,8 @@ static int parse_args(int argc, char **argv, args *a)
         return -1;
     }
     if (npos != 2) {
-        usage(stderr);
+        fprintf(stderr, "apr verify: %s\n", npos ? "DST is missing" : "missing SRC and DST");
+        cli_help(stderr, &cmd);
         return -1;
     }
     if (!!a->prompt + !!a->tokens_file + !!a->text_file > 1) {
@@ -285,8 +182,8 @@ static int parity(const args *a)
         fprintf(stderr, "apr verify: %s\n", err.msg);
         goto out;
     }
-    if (a->expect != APR_EXPECT_AUTO && a->expect != kind.kind) {
-        kind.kind = a->expect;
+    if (a->expect != APR_EXPECT_AUTO && a->expect != (int)kind.kind) {
+        kind.kind = (apr_expect)a->expect;
         if (a->expect == APR_EXPECT_LOSSLESS)
             kind.qtype[0] = 0;
         else if (!kind.qtype[0])
@@ -336,7 +233,7 @@ static int parity(const args *a)
     }
     have_r = true;
     apr_verdict v;
-    apr_parity_decide_limits(&r, &kind, a->max_kld, a->limits, &v);
+    apr_parity_decide_limits(&r, &kind, a->max_kld, (apr_kld_limits)a->limits, &v);
     apr_report_info info = {.src_path = a->src, .dst_path = a->dst, .tokens_note = note,
                             .all_positions = vo.all_positions};
     if (a->json) {
