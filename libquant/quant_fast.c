@@ -27,30 +27,7 @@
 #include <math.h>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2")))
-
-/* No Inf/NaN among x[0..n): exponent bits not all ones, 8 at a time. */
-AVX2 static bool all_finite(const float *x, int64_t n)
-{
-    const __m256i e = _mm256_set1_epi32(0x7f800000);
-    __m256i bad = _mm256_setzero_si256();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
-        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(u, e), e));
-    }
-    if (!_mm256_testz_si256(bad, bad))
-        return false;
-    for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        if ((u & 0x7f800000u) == 0x7f800000u)
-            return false;
-    }
-    return true;
-}
+#include "quant_simd.h"
 
 /* ggml's nearest_int on 8 lanes */
 AVX2 static inline __m256i v_nearest(__m256 f)
@@ -62,16 +39,6 @@ AVX2 static inline __m256i v_nearest(__m256 f)
 AVX2 static inline __m256i v_clamp(__m256i v, int lo, int hi)
 {
     return _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi));
-}
-
-AVX2 static inline __m256 v_sel(__m256 a, __m256 b, __m256 mask) /* mask ? b : a */
-{
-    return _mm256_blendv_ps(a, b, mask);
-}
-
-AVX2 static inline __m256 v_abs(__m256 x)
-{
-    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
 }
 
 /* Lane j of the 32 vectors L[i] (levels of block j) into out[32 j + i]. */
@@ -1058,5 +1025,7 @@ bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r
     if (fast && aprq_cpu_avx2())
         return fast_rows(t, src, dst, r0, r1, ncols, imatrix);
 #endif
+    if (t == APR_DT_IQ4_NL || t == APR_DT_IQ4_XS)
+        return aprq_iq4_rows_fast(t, src, dst, r0, r1, ncols, imatrix);
     return aprq_chunk_rows_ref(t, src, dst, r0, r1, ncols, imatrix);
 }

@@ -150,6 +150,11 @@ bool aprq_chunk_rows_ref(apr_dtype t, const float *src, uint8_t *dst, int64_t r0
 bool aprq_chunk_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1,
                           int64_t ncols, const float *imatrix);
 
+/* IQ4_NL / IQ4_XS rows through the AVX2 kernels of quant_iq4_fast.c (the
+ * reference without AVX2); false for other types. Identical bytes. */
+bool aprq_iq4_rows_fast(apr_dtype t, const float *src, uint8_t *dst, int64_t r0, int64_t r1, int64_t ncols,
+                        const float *imatrix);
+
 /* F16 / BF16 rows to f32 with the SIMD kernels of f16_avx2.c: false (and
  * nothing written) when this CPU has none; identical bits to the scalar loops. */
 bool aprq_f16_row_fast(const void *src, float *dst, int64_t n);

@@ -418,6 +418,13 @@ static void fill_case(int c, uint64_t seed, float *x, int64_t n)
         case 12: x[i] = (i % 3 == 0) ? -0.0f : (i % 3 == 1 ? 0.0f : (sb % 2 ? fabsf(x[i]) : -fabsf(x[i]))); break;
         case 13: x[i] = (i * 7 % 5 < 2) ? -1.5f : 1.5f; break;          /* ties of |x| with both signs */
         case 14: x[i] = (sb % 2) ? 0.0f : x[i] * 2.5e19f; break;          /* huge next to zero */
+        case 15: { /* IQ4 ties: a block max of 127 makes the first guess's scale 1, and the
+                    * values sit halfway between two entries of kvalues_iq4nl */
+            static const float mid[15] = {-115.5f, -93.5f, -74, -57, -42, -28.5f, -16, -4.5f,
+                                          7,       19,     31.5f, 45.5f, 61, 79, 101};
+            x[i] = i % 32 == 5 ? 127.0f : mid[(i * 7) % 15];
+            break;
+        }
         }
     }
 }
@@ -430,14 +437,15 @@ static void test_fast_equals_reference(void **state)
     float *x = malloc(n * 4);
     uint8_t *a = malloc(n * 2), *b = malloc(n * 2);
     const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q8_0, APR_DT_Q4_0,
-                               APR_DT_Q5_1, APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q2_K, APR_DT_Q3_K};
+                               APR_DT_Q5_1, APR_DT_Q4_1, APR_DT_Q5_0, APR_DT_Q2_K, APR_DT_Q3_K,
+                               APR_DT_IQ4_NL, APR_DT_IQ4_XS};
     const float scales[] = {1.0f, 3.7e-3f, 1234.5f, 7.1e-9f};
     int bad = 0;
-    for (int c = 0; c < 15 * 4; c++) {
+    for (int c = 0; c < 16 * 4; c++) {
         for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
-            fill_case(c % 15, 1000 + c, x, n);
+            fill_case(c % 16, 1000 + c, x, n);
             for (int64_t i = 0; i < n; i++)
-                x[i] *= scales[c / 15];
+                x[i] *= scales[c / 16];
             size_t sa = apr_quantize_chunk(types[k], x, a, rows, cols, NULL);
             size_t sb = apr_quantize_chunk_ref(types[k], x, b, rows, cols, NULL);
             size_t sm = apr_quantize_chunk_mt(types[k], x, a + sa, 1, cols, NULL, 2);
@@ -492,7 +500,8 @@ static void test_fast_equals_reference_imatrix(void **state)
 {
     (void)state;
     const apr_dtype types[] = {APR_DT_Q4_K, APR_DT_Q5_K, APR_DT_Q6_K, APR_DT_Q2_K, APR_DT_Q3_K,
-                               APR_DT_Q4_0, APR_DT_Q5_0, APR_DT_Q4_1, APR_DT_Q5_1, APR_DT_Q8_0};
+                               APR_DT_Q4_0, APR_DT_Q5_0, APR_DT_Q4_1, APR_DT_Q5_1, APR_DT_Q8_0,
+                               APR_DT_IQ4_XS, APR_DT_IQ4_NL};
     const float scales[] = {1.0f, 3.7e-3f, 1234.5f, 7.1e-9f, 2.5e19f};
     const int64_t rows = 3, maxcols = 1280;
     float *x = malloc(rows * maxcols * 4), *w = malloc(maxcols * 4);
@@ -500,7 +509,7 @@ static void test_fast_equals_reference_imatrix(void **state)
     int bad = 0, checked = 0;
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         const bool kq = types[k] == APR_DT_Q4_K || types[k] == APR_DT_Q5_K || types[k] == APR_DT_Q6_K ||
-                        types[k] == APR_DT_Q2_K || types[k] == APR_DT_Q3_K;
+                        types[k] == APR_DT_Q2_K || types[k] == APR_DT_Q3_K || types[k] == APR_DT_IQ4_XS;
         for (int xc = 0; xc < 13; xc++) {
             for (int it = 0; it < 4 * 12; it++) {
                 const int wc = it % 12; /* 4 seeds per (input, weight) case */
