@@ -1284,6 +1284,8 @@ int apr_convert_file(const char *in_path, const char *out_path, const apr_conver
     if (to == APR_FMT_GGUF && ((rc = apr_gguf_check_split_outputs(m, out_path, &wo, src, err)) ||
                                (rc = apr_gguf_record_splits(prov, m, out_path, &wo, err))))
         goto done;
+    if (to == APR_FMT_APR && (rc = apr_apr_check_shard_outputs(m, out_path, &wo, src, err)))
+        goto done;
     apr_prov_hash_work(prov, &st->hashed_bytes, &st->largest_hash);
     if ((rc = apr_prov_start(prov, to, o->threads, &json, err)) || (rc = apr_prov_attach(m, json, to, err)))
         goto done;

@@ -755,6 +755,8 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
     }
     if (fmt == APR_FMT_GGUF && (rc = apr_gguf_check_split_outputs(final, write_path, &wo, in, err)))
         goto done;
+    if (fmt == APR_FMT_APR && (rc = apr_apr_check_shard_outputs(final, write_path, &wo, in, err)))
+        goto done;
     if (o->provenance) {
         prov = apr_prov_new("quantize", o->command_line);
         if (!prov) {

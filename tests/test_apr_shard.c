@@ -7,7 +7,7 @@
  * shard, a shard of another model, inconsistent counts, a manifest that lies
  * about sizes, a tensor in two shards, unknown keys; a failed write leaves
  * nothing behind; apr quantize --shard-mb writes a set that verifies by
- * reproduction. */
+ * reproduction; an output over the input's own shards or manifest is refused. */
 #define _GNU_SOURCE
 #include "test_util.h"
 
@@ -255,6 +255,44 @@ static void test_failed_write_leaves_nothing(void **state)
     assert_int_not_equal(access(tu_path(g_dir, "fail/x.gguf"), F_OK), 0);
 }
 
+/* A sharded APR output whose shards or manifest would be written over the
+ * sharded APR input's own files is refused before anything is written: the
+ * same names (convert, same plan), or another shard count whose manifest is
+ * the input's (quantize), whichever name the input was given by. */
+static void test_output_over_own_shards(void **state)
+{
+    (void)state;
+    NEED_BIN();
+    shard_into("llama", "own");
+    assert_int_equal(tu_system(NULL, "cd '%s/own' && sha256sum * > ../own.sum", g_dir), 0);
+    const char *cmds[] = {
+        "convert '%s/own/m.apr.manifest.json' '%s/own/m.apr' --shard-mb 1",
+        "convert '%s/own' '%s/own/./m.apr' --shard-mb 1",
+        "convert '%s/own/m-00000-of-00009.apr' '%s/own/m.apr' --shard-mb 1",
+        "quantize '%s/own/m.apr.manifest.json' '%s/own/m.apr' --type Q8_0 --shard-mb 1",
+        "quantize '%s/own' '%s/own/m.apr' --type Q4_K_M --shard-mb 1",
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, cmds[i], g_dir, g_dir);
+        assert_int_equal(tu_system(NULL, "'%s' %s --quiet 2> '%s/own.err'", tu_apr_bin(), cmd, g_dir), 2);
+        char *e = tu_read_file(tu_path(g_dir, "own.err"), NULL);
+        assert_non_null(e);
+        if (!strstr(e, "never overwrites its input"))
+            print_message("%s: %s\n", cmd, e);
+        assert_non_null(strstr(e, "never overwrites its input"));
+        free(e);
+    }
+    /* the input is untouched and nothing was added */
+    assert_int_equal(tu_system(NULL, "cd '%s/own' && sha256sum -c --quiet ../own.sum && test $(ls -A | grep -c .) -eq 10",
+                               g_dir),
+                     0);
+    /* another stem in the same directory is fine */
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s/own' '%s/own/n.apr' --shard-mb 1 --quiet", tu_apr_bin(), g_dir,
+                               g_dir),
+                     0);
+}
+
 /* apr quantize --shard-mb: a quantized sharded APR set, verified by
  * reproduction; the manifest's sha256 of each shard is that file's */
 static void test_quantize_shards(void **state)
@@ -326,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_bad_shards),
         cmocka_unit_test(test_failed_write_leaves_nothing),
         cmocka_unit_test(test_quantize_shards),
+        cmocka_unit_test(test_output_over_own_shards),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -267,6 +267,48 @@ int apr_apr_write_sharded(const apr_model *m, const char *path, const apr_write_
     return rc;
 }
 
+/* path is one of the input's files or the path it was opened by (a
+ * manifest is not among the maps) */
+static bool is_input_file(const apr_model *input, const char *path)
+{
+    if (input->path && apr_same_file(input->path, path))
+        return true;
+    for (uint32_t j = 0; j < input->n_maps; j++)
+        if (input->maps[j].path && apr_same_file(input->maps[j].path, path))
+            return true;
+    return false;
+}
+
+int apr_apr_check_shard_outputs(const apr_model *m, const char *path, const apr_write_opts *o, const apr_model *input,
+                                apr_err *err)
+{
+    if (!o || !o->shard_max_bytes || !ends_with(path, ".apr") || strlen(path) + 32 > 4096)
+        return is_input_file(input, path) ? apr_err_set(err, APR_E_ARG, "output %s is one of the input's files; apr "
+                                                        "never overwrites its input (choose another OUT)", path)
+                                          : 0;
+    size_t n = 0;
+    shard_plan *p = plan_shards(m, o->shard_max_bytes, &n, err);
+    if (!p)
+        return err ? err->code : APR_E_NOMEM;
+    free(p);
+    char stem[4096], file[4200];
+    snprintf(stem, sizeof stem, "%.*s", (int)(strlen(path) - 4), path);
+    /* n == 1 writes PATH itself; otherwise the shards and the manifest */
+    for (size_t k = 0; k <= (n > 1 ? n : 0); k++) {
+        if (n == 1)
+            snprintf(file, sizeof file, "%s", path);
+        else if (k == n)
+            snprintf(file, sizeof file, "%s%s", stem, MANIFEST_SUFFIX);
+        else
+            snprintf(file, sizeof file, "%.4000s-%05zu-of-%05zu.apr", stem, k, n);
+        if (is_input_file(input, file))
+            return apr_err_set(err, APR_E_ARG, "%s of the sharded APR output would be written over the input file "
+                               "%s; apr never overwrites its input (choose another OUT)",
+                               k == n ? "the manifest" : "a shard", file);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- reader */
 
 static bool only_keys(const json_t *o, const char *const *keys, size_t n, const char **bad)

@@ -430,6 +430,11 @@ int apr_gguf_split_count(const apr_model *m, const apr_write_opts *o, uint32_t *
  * of input's files (a split input quantized or converted to its own names). */
 int apr_gguf_check_split_outputs(const apr_model *m, const char *path, const apr_write_opts *o, const apr_model *input,
                                  apr_err *err);
+/* The same for an APR output (with o->shard_max_bytes, every shard
+ * OUT-DDDDD-of-DDDDD.apr and OUT.apr.manifest.json; else OUT): an error
+ * when one of them is one of input's files or its manifest. */
+int apr_apr_check_shard_outputs(const apr_model *m, const char *path, const apr_write_opts *o, const apr_model *input,
+                                apr_err *err);
 int apr_apr_write(const apr_model *m, const char *path, const apr_write_opts *o, apr_err *err);
 /* path: a .safetensors file, or a directory (writes model*.safetensors,
  * config.json, tokenizer.json and, when sharded, model.safetensors.index.json). */
