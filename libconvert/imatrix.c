@@ -264,6 +264,17 @@ int apr_imatrix_filter(apr_imatrix *im, const char *const *include, size_t n_inc
 {
     if (n_include && n_exclude)
         return apr_err_set(err, APR_E_ARG, "--include-weights and --exclude-weights cannot be used together");
+    /* a pattern that matches no entry is a typo, not a filter: refused
+     * (llama-quantize says nothing, and the imatrix is then silently dropped) */
+    const char *const *pats = n_include ? include : exclude;
+    for (size_t k = 0; k < n_include + n_exclude; k++) {
+        uint64_t i = 0;
+        while (i < im->n_entries && !strstr(im->entries[i].name, pats[k]))
+            i++;
+        if (i == im->n_entries)
+            return apr_err_set(err, APR_E_ARG, "%s '%s' matches no entry of the imatrix",
+                               n_include ? "--include-weights" : "--exclude-weights", pats[k]);
+    }
     uint64_t kept = 0;
     for (uint64_t i = 0; i < im->n_entries; i++) {
         apr_imatrix_entry *e = &im->entries[i];

@@ -309,9 +309,38 @@ static void test_llama_quantize_options(void **state)
     apr_model_free(m);
     unlink(out);
 
-    static const struct {
+    /* an imatrix with one entry, blk.0.attn_q.weight, for the filters' bad patterns */
+    assert_int_equal(apr_model_open(&m, in, NULL, &err), 0);
+    const apr_tensor *aq = apr_model_tensor(m, "blk.0.attn_q.weight");
+    assert_non_null(aq);
+    const int32_t ncols = (int32_t)aq->dims[aq->ndim - 1];
+    apr_model_free(m);
+    char dat_path[4200];
+    snprintf(dat_path, sizeof dat_path, "%s", tu_path(g_dir, "one.dat"));
+    uint8_t *dat = malloc(35 + 4 * (size_t)ncols);
+    assert_non_null(dat);
+    const int32_t one = 1, len = 19;
+    memcpy(dat, &one, 4);
+    memcpy(dat + 4, &len, 4);
+    memcpy(dat + 8, "blk.0.attn_q.weight", 19);
+    memcpy(dat + 27, &one, 4);
+    memcpy(dat + 31, &ncols, 4);
+    for (int32_t i = 0; i < ncols; i++) {
+        const float f = 1.0f + (float)i / 64;
+        memcpy(dat + 35 + 4 * i, &f, 4);
+    }
+    assert_int_equal(tu_write_file(dat_path, dat, 35 + 4 * (size_t)ncols), 0);
+    free(dat);
+    char inc_ok[4400], inc_bad[4400], exc_bad[4400];
+    snprintf(inc_ok, sizeof inc_ok, "--imatrix '%s' --include-weights attn_q --include-weights ffn_up", dat_path);
+    snprintf(inc_bad, sizeof inc_bad, "--imatrix '%s' --include-weights attn_qq", dat_path);
+    snprintf(exc_bad, sizeof exc_bad, "--imatrix '%s' --exclude-weights 'blk.1.'", dat_path);
+    const struct {
         const char *opts, *says;
     } bad[] = {
+        {inc_ok, "--include-weights 'ffn_up' matches no entry of the imatrix"},
+        {inc_bad, "--include-weights 'attn_qq' matches no entry of the imatrix"},
+        {exc_bad, "--exclude-weights 'blk.1.' matches no entry of the imatrix"},
         {"--tensor-type 'nothing_here=q8_0'", "matches no quantizable tensor"},
         {"--tensor-type 'attn_q.weight=q8_0' --tensor-type 'attn_q=q4_0'", "matches no quantizable tensor"},
         {"--tensor-type attn_q", "PATTERN=TYPE"},

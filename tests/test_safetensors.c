@@ -341,6 +341,31 @@ static void test_sharded(void **state)
     assert_non_null(strstr(err.msg, victim));
     assert_non_null(strstr(err.msg, "does not exist"));
 
+    /* A shard of another model in a shard's place (tiny-qwen2 sharded the same
+     * way, its second shard copied over this set's): the tensors it holds
+     * are not the ones the index puts there. Rewrite the set first. */
+    if (apr_safetensors_write(m, d, &o, &err))
+        fail_msg("%s", err.msg);
+    apr_model *other = tiny("tiny-qwen2", APR_DT_F32);
+    char od[4096];
+    snprintf(od, sizeof od, "%s/other", dir);
+    if (apr_safetensors_write(other, od, &o, &err))
+        fail_msg("%s", err.msg);
+    apr_model_free(other);
+    json_t *oidx = load_json(tu_path(od, "model.safetensors.index.json"));
+    const char *oname = json_string_value(json_object_get(json_object_get(oidx, "weight_map"), "model.norm.weight"));
+    assert_non_null(oname);
+    char oshard[64];
+    snprintf(oshard, sizeof oshard, "model-00002-of-%.5s.safetensors", oname + strlen("model-00001-of-"));
+    json_decref(oidx);
+    assert_int_equal(tu_system(NULL, "cp '%s' '%s'", tu_path(od, oshard), tu_path(d, victim)), 0);
+    assert_int_not_equal(apr_safetensors_open(&r, d, &err), 0);
+    assert_null(r);
+    if (!strstr(err.msg, victim) || !strstr(err.msg, "the index does not list it"))
+        print_message("another model's shard: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, victim));
+    assert_non_null(strstr(err.msg, "the index does not list it"));
+
     /* Writing one file into the same directory replaces the stale index. */
     if (apr_safetensors_write(m, d, NULL, &err))
         fail_msg("%s", err.msg);
