@@ -125,18 +125,27 @@ static void pack_q5_1(grp_q4_1 *g, const blk_q5_1 *const x[8])
     }
 }
 
+/* Row r's d, dmin and unpacked 6-bit scales and mins of a Q4_K / Q5_K
+ * block (the same header in both; zeros for a missing row). */
+static void pack_k4_header(float d[8], float dmin[8], uint8_t sc8[8][8], uint8_t mn8[8][8], int r,
+                           const uint8_t *scales, uint16_t hd, uint16_t hdmin)
+{
+    uint8_t sc[8] = {0}, mn[8] = {0};
+    if (scales)
+        aprq_k4_scales(scales, sc, mn);
+    d[r] = scales ? apr_f16_to_f32(hd) : 0.0f;
+    dmin[r] = scales ? apr_f16_to_f32(hdmin) : 0.0f;
+    for (int j = 0; j < 8; j++) {
+        sc8[j][r] = sc[j];
+        mn8[j][r] = mn[j];
+    }
+}
+
 static void pack_q4_k(grp_q4_k *g, const blk_q4_k *const x[8])
 {
     for (int r = 0; r < 8; r++) {
-        uint8_t sc[8] = {0}, mn[8] = {0};
-        if (x[r])
-            aprq_k4_scales(x[r]->scales, sc, mn);
-        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
-        g->dmin[r] = x[r] ? apr_f16_to_f32(x[r]->dmin) : 0.0f;
-        for (int j = 0; j < 8; j++) {
-            g->sc[j][r] = sc[j];
-            g->mn[j][r] = mn[j];
-        }
+        pack_k4_header(g->d, g->dmin, g->sc, g->mn, r, x[r] ? x[r]->scales : NULL, x[r] ? x[r]->d : 0,
+                       x[r] ? x[r]->dmin : 0);
         for (int jj = 0; jj < 4; jj++)
             for (int c = 0; c < 8; c++)
                 for (int e = 0; e < 4; e++)
@@ -144,24 +153,24 @@ static void pack_q4_k(grp_q4_k *g, const blk_q4_k *const x[8])
     }
 }
 
+/* The 5-bit level of element e (0..255) of a Q5_K block (dot.c's decode):
+ * sub-block j = e / 32 is nibble half j & 1 of qs[32 (j / 2) + e % 32],
+ * its fifth bit bit j of qh[e % 32]. */
+static uint8_t q5k_level(const blk_q5_k *x, int e)
+{
+    const int j = e / 32, l = e % 32;
+    const uint8_t q = x->qs[32 * (j / 2) + l];
+    return (uint8_t)(((j & 1) ? q >> 4 : q & 0xF) | (((x->qh[l] >> j) & 1) << 4));
+}
+
 static void pack_q5_k(grp_q5_k *g, const blk_q5_k *const x[8])
 {
     for (int r = 0; r < 8; r++) {
-        uint8_t sc[8] = {0}, mn[8] = {0};
-        if (x[r])
-            aprq_k4_scales(x[r]->scales, sc, mn);
-        g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
-        g->dmin[r] = x[r] ? apr_f16_to_f32(x[r]->dmin) : 0.0f;
-        for (int j = 0; j < 8; j++) {
-            g->sc[j][r] = sc[j];
-            g->mn[j][r] = mn[j];
-        }
-        for (int c = 0; c < 8; c++)
-            for (int e = 0; e < 4; e++) {
-                for (int jj = 0; jj < 4; jj++)
-                    g->qs[jj][c][4 * r + e] = x[r] ? x[r]->qs[32 * jj + 4 * c + e] : 0;
-                g->qh[c][4 * r + e] = x[r] ? x[r]->qh[4 * c + e] : 0;
-            }
+        pack_k4_header(g->d, g->dmin, g->sc, g->mn, r, x[r] ? x[r]->scales : NULL, x[r] ? x[r]->d : 0,
+                       x[r] ? x[r]->dmin : 0);
+        for (int c = 0; c < 64; c++)
+            for (int e = 0; e < 4; e++)
+                g->q[c][4 * r + e] = x[r] ? q5k_level(x[r], 4 * c + e) : 0;
     }
 }
 
@@ -189,18 +198,28 @@ static int8_t q3_scale(const blk_q3_k *x, int k)
     return (int8_t)((lo | (hi << 4)) - 32);
 }
 
+/* u = the scalar's level + 4 (0..7) of element e of a Q3_K block: e =
+ * 128 h + 32 s + l has its 2-bit field at bits 2s of qs[32 h + l] and its
+ * high bit at bit 4h + s of hmask[l] (dot.c's decode). */
+static uint8_t q3k_level(const blk_q3_k *x, int e)
+{
+    const int h = e / 128, s = (e % 128) / 32, l = e % 32;
+    return (uint8_t)(((x->qs[32 * h + l] >> (2 * s)) & 3) | (((x->hmask[l] >> (4 * h + s)) & 1) << 2));
+}
+
 static void pack_q3_k(grp_q3_k *g, const blk_q3_k *const x[8])
 {
     for (int r = 0; r < 8; r++) {
         g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
         for (int k = 0; k < 16; k++)
             g->sc[k][r] = x[r] ? q3_scale(x[r], k) : 0;
-        for (int c = 0; c < 8; c++)
-            for (int e = 0; e < 4; e++) {
-                for (int h = 0; h < 2; h++)
-                    g->qs[h][c][4 * r + e] = x[r] ? x[r]->qs[32 * h + 4 * c + e] : 0;
-                g->hm[c][4 * r + e] = x[r] ? x[r]->hmask[4 * c + e] : 0;
-            }
+        for (int jj = 0; jj < 4; jj++)
+            for (int c = 0; c < 8; c++)
+                for (int e = 0; e < 4; e++) {
+                    const int el = 64 * jj + 4 * c + e;
+                    g->qs[jj][c][4 * r + e] =
+                        x[r] ? (uint8_t)(q3k_level(x[r], el) | (q3k_level(x[r], el + 32) << 4)) : 0;
+                }
     }
 }
 

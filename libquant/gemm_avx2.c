@@ -142,21 +142,25 @@ AVX2 static INLINE __m256i bsums_dot16(const __m256i v2[8], const blk_q8_k *y)
 #define KN(x) x##_avxvnni
 #define Q_VNNI 1
 #define DPBUSD(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
+#define DPWSSD(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
 #include "gemm_qtiles.inc"
 #undef KT
 #undef KN
 #undef Q_VNNI
 #undef DPBUSD
+#undef DPWSSD
 
 #define KT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")))
 #define KN(x) x##_vnni512
 #define Q_VNNI 1
 #define DPBUSD(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define DPWSSD(acc, a, b) _mm256_dpwssd_epi32(acc, a, b)
 #include "gemm_qtiles.inc"
 #undef KT
 #undef KN
 #undef Q_VNNI
 #undef DPBUSD
+#undef DPWSSD
 
 /* ---------------------------------------------------------------- float rows
  * Scalar (dot.c): s[k] = fmaf(w[i + k], y[i + k], s[k]) over 8-element steps, reduce8,

@@ -44,13 +44,14 @@ typedef struct {
     uint8_t q[64][32];
 } grp_q6_k;
 
-/* Q5_K: Q4_K's fields plus the fifth bits, qh[c][4r + e] = row r's
- * qh[4c + e], whose bit j is the fifth bit of element 32 j + 4c + e. */
+/* Q5_K: Q4_K's scales and mins, and the 5-bit levels (0..31) whole, one
+ * byte each as grp_q6_k's: q[c][4r + e] = level of element 4c + e of row
+ * r. 45 % more bytes than the source block, but no fifth bit to merge in
+ * the inner loop (that decode made Q5_K the slowest tile). */
 typedef struct {
     float d[8], dmin[8];
     uint8_t sc[8][8], mn[8][8];
-    uint8_t qs[4][8][32];
-    uint8_t qh[8][32];
+    uint8_t q[64][32];
 } grp_q5_k;
 
 /* Q2_K: the 4-bit scales and mins of the 16 sub-blocks split (sc[k][r],
@@ -63,14 +64,15 @@ typedef struct {
     uint8_t qs[2][8][32];
 } grp_q2_k;
 
-/* Q3_K: the 6-bit scales decoded to -32..31 (sc[k][r]); qs as grp_q2_k's;
- * hm[c][4r + e] = row r's hmask[4c + e], whose bit 4h + s is the high bit
- * of element 128 h + 32 s + 4c + e. */
+/* Q3_K: the 6-bit scales decoded to -32..31 (sc[k][r]); the 3-bit levels
+ * u = 2-bit field | high bit << 2 (0..7, the scalar's value + 4) as
+ * nibbles laid out as grp_q4_k's qs: qs[jj][c][4r + e] low nibble = u of
+ * element 64 jj + 4c + e, high nibble = u of element 64 jj + 32 + 4c + e
+ * (35 % more bytes than the source block, decoded like Q4_K's). */
 typedef struct {
     float d[8];
     int8_t sc[16][8];
-    uint8_t qs[2][8][32];
-    uint8_t hm[8][32];
+    uint8_t qs[4][8][32];
 } grp_q3_k;
 
 /* One group (rows g*8 .. g*8+nr-1 of the pack) against nt activation rows:
