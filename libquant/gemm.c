@@ -318,8 +318,9 @@ void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *ac
     const uint8_t *a = act;
 #if defined(__x86_64__)
     if (aprq_cpu_avx2() && r0 % APR_WPACK_ROWS == 0) {
-        for (uint64_t r = r0; r < r1; r += APR_WPACK_ROWS) {
-            const int nr = r1 - r < APR_WPACK_ROWS ? (int)(r1 - r) : APR_WPACK_ROWS;
+        const uint64_t step = p->data ? APR_WPACK_ROWS : APRQ_FLOAT_ROWS;
+        for (uint64_t r = r0; r < r1; r += step) {
+            const int nr = r1 - r < step ? (int)(r1 - r) : (int)step;
             aprq_wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, a, act_stride, nt, out + r, ldo);
         }
         return;

@@ -310,13 +310,16 @@ AVX512 static void tile_float_8x4_512(apr_dtype dt, const uint8_t *const *w, int
 }
 
 /* Columns per chunk: the chunk of 64 tokens' f32 activations (64 KiB)
- * stays in L2 while the group's 8 rows pass over it. */
+ * stays in L2 while the rows pass over it: all APRQ_FLOAT_ROWS rows (four
+ * groups) of a call, so a wide matrix's activations (64 tokens x 18944
+ * columns are 4.8 MiB, more than L2) come from L3 once per four groups
+ * rather than once per group. */
 #define FLOAT_KC 256
 
 AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, int nr, int64_t n, const void *act,
                                     size_t as, uint32_t nt, float *out, size_t ldo)
 {
-    __m256 acc[APR_WPACK_ROWS * ACC_T];
+    __m256 acc[APRQ_FLOAT_ROWS * ACC_T]; /* 64 KiB */
     const int64_t n8 = n / 8 * 8;
     const bool avx512 = aprq_cpu_avx512();
     for (uint32_t tb = 0; tb < nt; tb += ACC_T) {
@@ -327,33 +330,36 @@ AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, in
                 acc[r * ACC_T + t] = _mm256_setzero_ps();
         for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_KC) {
             const int64_t k1 = k0 + FLOAT_KC < n8 ? k0 + FLOAT_KC : n8;
-            for (uint32_t t0 = 0; t0 < ntb; t0 += TILE_T) {
-                const void *a = (const uint8_t *)actb + (size_t)t0 * as;
-                const int T = ntb - t0 >= TILE_T ? TILE_T : (int)(ntb - t0);
-                if (avx512 && T == 4 && nr == 8) {
-                    tile_float_8x4_512(dt, rows, k0, k1, a, as, &acc[t0]);
-                    continue;
-                }
-                for (int r = 0; r < nr; r += 2) {
-                    __m256 *ac = &acc[r * ACC_T + t0];
-                    const int R = nr - r >= 2 ? 2 : 1;
-#define FT(RR, TT) tile_float(dt, rows + r, RR, k0, k1, a, as, TT, ac)
-                    if (R == 2) {
-                        switch (T) {
-                        case 4: tile_float_2x4(dt, rows + r, k0, k1, a, as, ac); break;
-                        case 3: FT(2, 3); break;
-                        case 2: FT(2, 2); break;
-                        default: FT(2, 1); break;
-                        }
-                    } else {
-                        switch (T) {
-                        case 4: FT(1, 4); break;
-                        case 3: FT(1, 3); break;
-                        case 2: FT(1, 2); break;
-                        default: FT(1, 1); break;
-                        }
+            for (int rg = 0; rg < nr; rg += APR_WPACK_ROWS) {
+                for (uint32_t t0 = 0; t0 < ntb; t0 += TILE_T) {
+                    const void *a = (const uint8_t *)actb + (size_t)t0 * as;
+                    const int T = ntb - t0 >= TILE_T ? TILE_T : (int)(ntb - t0);
+                    const int rend = nr - rg < APR_WPACK_ROWS ? nr : rg + APR_WPACK_ROWS;
+                    if (avx512 && T == 4 && rend - rg == 8) {
+                        tile_float_8x4_512(dt, rows + rg, k0, k1, a, as, &acc[rg * ACC_T + t0]);
+                        continue;
                     }
+                    for (int r = rg; r < rend; r += 2) {
+                        __m256 *ac = &acc[r * ACC_T + t0];
+                        const int R = rend - r >= 2 ? 2 : 1;
+#define FT(RR, TT) tile_float(dt, rows + r, RR, k0, k1, a, as, TT, ac)
+                        if (R == 2) {
+                            switch (T) {
+                            case 4: tile_float_2x4(dt, rows + r, k0, k1, a, as, ac); break;
+                            case 3: FT(2, 3); break;
+                            case 2: FT(2, 2); break;
+                            default: FT(2, 1); break;
+                            }
+                        } else {
+                            switch (T) {
+                            case 4: FT(1, 4); break;
+                            case 3: FT(1, 3); break;
+                            case 2: FT(1, 2); break;
+                            default: FT(1, 1); break;
+                            }
+                        }
 #undef FT
+                    }
                 }
             }
         }

@@ -75,8 +75,13 @@ typedef struct {
     uint8_t qs[4][8][32];
 } grp_q3_k;
 
+/* Rows per call of the float kernels (four groups share each column chunk
+ * of the activations; gemm_avx2.c's group_float). */
+#define APRQ_FLOAT_ROWS (4 * APR_WPACK_ROWS)
+
 /* One group (rows g*8 .. g*8+nr-1 of the pack) against nt activation rows:
- * out[t * ldo + r] for r < nr. Only called when aprq_cpu_avx2(). */
+ * out[t * ldo + r] for r < nr; nr <= APR_WPACK_ROWS for the block types,
+ * <= APRQ_FLOAT_ROWS for the float types. Only called when aprq_cpu_avx2(). */
 void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t act_stride,
                            uint32_t nt, float *out, size_t ldo);
 

@@ -40,7 +40,7 @@ static size_t make_row(apr_dtype t, const float *x, int64_t n, uint8_t *dst)
     return apr_quantize_chunk(t, x, dst, 1, n, NULL);
 }
 
-enum { N_ROWS = 19, N_TOK = 11 };
+enum { N_ROWS = 43, N_TOK = 11 }; /* 43: more than one float call (APRQ_FLOAT_ROWS = 32) */
 
 /* Offsets of a block's f16 scale fields (d, and m / dmin where the type
  * has one; -1 = none). */
@@ -126,7 +126,7 @@ static void check_pack(apr_dtype t, int64_t n, int kernels)
     set_kernels(kernels);
     float *out = malloc(sizeof(float) * N_TOK * N_ROWS);
     assert_non_null(out);
-    const uint64_t ranges[][2] = {{0, N_ROWS}, {8, N_ROWS}, {0, 8}, {16, 17}};
+    const uint64_t ranges[][2] = {{0, N_ROWS}, {8, N_ROWS}, {0, 8}, {16, 17}, {40, N_ROWS}};
     for (size_t ri = 0; ri < sizeof ranges / sizeof *ranges; ri++)
         for (uint32_t nt = 1; nt <= N_TOK; nt++) {
             for (size_t i = 0; i < (size_t)N_TOK * N_ROWS; i++)
