@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "attn.h"
-#include "graph.h"
+#include "backend.h"
 #include "quant.h"
 
 #define CPU_CHUNK 64     /* tokens per batch: weights are streamed once per batch */

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
+#include "backend.h"
 
 int apr_fwd_load(apr_fwd **out, const apr_model *m, const apr_fwd_opts *o, apr_err *err)
 {

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "graph.h"
+#include "backend.h"
 
 const char *apr_trace_step_name(apr_trace_step s)
 {

@@ -13,7 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "parity.h"
 
-#include "graph.h"
+#include "forward.h" /* and graph.h, the model graph */
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
+#include "forward.h" /* and graph.h, the model graph */
 #include "quant.h"
 
 /* ---------------------------------------------------------------- limits */

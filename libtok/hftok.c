@@ -21,7 +21,6 @@
  */
 #define _GNU_SOURCE
 #include "tok.h"
-#include "hfmeta.h" /* apr_json_f32 / apr_json_get_f32: the exact f32 <-> JSON convention */
 
 #include <errno.h>
 #include <stdio.h>

@@ -12,7 +12,7 @@
 
 #include "forward.h"
 #include "tok.h"
-#include "graph.h" /* the trace accumulator */
+#include "backend.h" /* the trace accumulator */
 #include "quant.h"
 
 #define FIXTURE "fixtures/stories260K-f32.gguf"

@@ -1,4 +1,4 @@
-/* hfmeta.h - PRIVATE to formats/ (and libtok/hftok.c, for the f32 JSON helpers):
+/* hfmeta.h - PRIVATE to formats/:
  * HF config.json <-> GGUF KVs (the tokenizer files are libtok's), and the
  * typed-KV JSON codec shared by safetensors.c and synth.c. */
 #ifndef APR_HFMETA_H
@@ -14,20 +14,13 @@
  * float bits. f64 values are stored as strings (see apr_kv_to_json). */
 #define APR_JSON_DUMP_FLAGS JSON_REAL_PRECISION(9)
 
-/* A JSON real that reads back (strtod then (float)) to exactly f; NULL for
- * NaN/Inf (JSON has no encoding for them) or on OOM. */
-json_t *apr_json_f32(float f);
-/* (float) of a JSON number; false if j is not a number. */
-bool apr_json_get_f32(const json_t *j, float *out);
+/* apr_json_f32, apr_json_get_f32, apr_json_to_str: formats.h (libtok shares them). */
 
 /* Typed KV <-> {"key":..., "type":"u32", "value":...} (arrays: "type":"array",
  * "elem":"f32", "value":[...]). Exact for every type: u64 above INT64_MAX and
  * f64 travel as decimal strings. */
 json_t *apr_kv_to_json(const apr_kv *kv, apr_err *err);
 int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err);
-/* A JSON string as an apr_str (malloc'd, NUL-terminated, embedded NULs kept);
- * "WHAT: expected a string" when j is none. */
-int apr_json_to_str(const json_t *j, apr_str *s, const char *what, apr_err *err);
 bool apr_kv_equal(const apr_kv *a, const apr_kv *b);
 
 /* Dump j (compact, or indented) with APR_JSON_DUMP_FLAGS; malloc'd text. */

@@ -170,6 +170,20 @@ typedef struct apr_kv {
 size_t apr_kv_type_size(apr_kv_type t);
 const char *apr_kv_type_name(apr_kv_type t);
 
+/* ---------------------------------------------------------------- JSON values
+ * The exact conventions every JSON apr writes follows (formats/hf/ and libtok's
+ * tokenizer files share them). Values are jansson's (json_t is struct json_t;
+ * include <jansson.h> to use them). */
+struct json_t;
+/* A JSON real that reads back (strtod then (float)) to exactly f; NULL for
+ * NaN/Inf (JSON has no encoding for them) or on OOM. */
+struct json_t *apr_json_f32(float f);
+/* (float) of a JSON number; false if j is not a number. */
+bool apr_json_get_f32(const struct json_t *j, float *out);
+/* A JSON string as an apr_str (malloc'd, NUL-terminated, embedded NULs kept);
+ * "WHAT: expected a string" when j is none. */
+int apr_json_to_str(const struct json_t *j, apr_str *s, const char *what, apr_err *err);
+
 /* ---------------------------------------------------------------- config */
 
 typedef enum apr_rope_type { APR_ROPE_NORM = 0, APR_ROPE_NEOX = 2 } apr_rope_type;

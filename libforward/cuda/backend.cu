@@ -24,7 +24,7 @@
 
 #include "apr_cuda.h"
 #include "cuda_kernels.h"
-#include "graph.h"
+#include "backend.h"
 
 #define APR_CUDA_UBATCH 512u                  /* tokens per internal sub-batch */
 #define APR_CUDA_SCRATCH_ELEMS (64ull << 20)  /* f32 elements of dequant scratch (256 MiB) */

@@ -1,6 +1,6 @@
 /* forward.h - the public header of libforward: the model graph (LLaMA and
  * Qwen2 families), the CPU reference forward pass, the CUDA backend behind the
- * same interface and traced per-layer statistics (tokenizers: libtok/tok.h).
+ * same interface and traced per-layer statistics (tokenizers: libtok/include/tok.h).
  */
 #ifndef APR_FORWARD_H
 #define APR_FORWARD_H
@@ -105,4 +105,9 @@ int apr_fwd_imatrix(apr_fwd *f, const int32_t *tokens, size_t n_tokens, const ap
 #ifdef __cplusplus
 }
 #endif
+
+/* The resolved model graph (weights viewed in place), part of this door:
+ * libparity compares two models' weights through it. */
+#include "graph.h"
+
 #endif /* APR_FORWARD_H */
