@@ -12,6 +12,7 @@
  * Every length is checked against the bytes that remain; values must be
  * finite (llama-quantize refuses non-finite ones too). */
 #include "quant.h"
+#include "apr_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -50,30 +51,15 @@ static int check_finite(const char *name, const float *v, uint64_t n, apr_err *e
     return 0;
 }
 
-typedef struct rd {
-    const uint8_t *p;
-    uint64_t left;
-} rd;
-
-static bool rd_i32(rd *r, int32_t *v)
-{
-    if (r->left < 4)
-        return false;
-    memcpy(v, r->p, 4);
-    r->p += 4;
-    r->left -= 4;
-    return true;
-}
-
 int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t size, apr_err *err)
 {
     *out = NULL;
-    rd r = {buf, size};
+    apr_cursor r = {buf, size, 0}; /* llama.cpp writes the .dat little-endian (x86 fwrite) */
     int32_t n_entries;
-    if (!rd_i32(&r, &n_entries) || n_entries < 1)
+    if (!apr_cur_i32(&r, &n_entries) || n_entries < 1)
         return apr_err_set(err, APR_E_FORMAT, "imatrix: no entries (file of %llu bytes)", (unsigned long long)size);
     /* each entry takes at least 16 bytes: bound the count before allocating */
-    if ((uint64_t)n_entries > r.left / 16)
+    if ((uint64_t)n_entries > apr_cur_left(&r) / 16)
         return apr_err_set(err, APR_E_FORMAT, "imatrix: %d entries cannot fit in %llu bytes", n_entries,
                            (unsigned long long)size);
     apr_imatrix *im = calloc(1, sizeof *im);
@@ -85,24 +71,23 @@ int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t siz
     int rc = 0;
     for (int32_t i = 0; i < n_entries && !rc; i++) {
         int32_t len, ncall, nval;
-        if (!rd_i32(&r, &len) || len < 1 || (uint64_t)len > r.left || len > 4096) {
+        if (!apr_cur_i32(&r, &len) || len < 1 || (uint64_t)len > apr_cur_left(&r) || len > 4096) {
             rc = apr_err_set(err, APR_E_FORMAT, "imatrix: entry %d: bad name length", i);
             break;
         }
-        if (memchr(r.p, 0, (size_t)len)) {
+        if (memchr((r.buf + r.pos), 0, (size_t)len)) {
             rc = apr_err_set(err, APR_E_FORMAT, "imatrix: entry %d: name contains a NUL byte", i);
             break;
         }
         apr_imatrix_entry *e = &im->entries[im->n_entries];
-        e->name = strndup((const char *)r.p, (size_t)len);
-        r.p += len;
-        r.left -= (uint64_t)len;
+        e->name = strndup((const char *)(r.buf + r.pos), (size_t)len);
+        r.pos += len;
         if (!e->name) {
             rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
             break;
         }
         im->n_entries++;
-        if (!rd_i32(&r, &ncall) || !rd_i32(&r, &nval) || nval < 1 || (uint64_t)nval > r.left / 4) {
+        if (!apr_cur_i32(&r, &ncall) || !apr_cur_i32(&r, &nval) || nval < 1 || (uint64_t)nval > apr_cur_left(&r) / 4) {
             rc = apr_err_set(err, APR_E_FORMAT, "imatrix: entry %s: bad value count", e->name);
             break;
         }
@@ -111,22 +96,20 @@ int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t siz
             rc = apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
             break;
         }
-        memcpy(e->values, r.p, (size_t)nval * 4);
-        r.p += (uint64_t)nval * 4;
-        r.left -= (uint64_t)nval * 4;
+        (void)apr_cur_bytes(&r, e->values, (uint64_t)nval * 4); /* fits: checked above */
         if (ncall > 0)
             for (int32_t k = 0; k < nval; k++)
                 e->values[k] /= ncall;
         rc = check_finite(e->name, e->values, e->n, err);
     }
-    if (!rc && r.left) { /* newer legacy files end with the chunk count and dataset name */
+    if (!rc && apr_cur_left(&r)) { /* newer legacy files end with the chunk count and dataset name */
         int32_t last_call, dlen;
-        if (!rd_i32(&r, &last_call) || !rd_i32(&r, &dlen) || dlen < 0 || (uint64_t)dlen != r.left) {
+        if (!apr_cur_i32(&r, &last_call) || !apr_cur_i32(&r, &dlen) || dlen < 0 || (uint64_t)dlen != apr_cur_left(&r)) {
             rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %llu unexpected bytes after the entries",
-                             (unsigned long long)(r.left));
+                             (unsigned long long)apr_cur_left(&r));
         } else {
             im->chunks = last_call;
-            im->dataset = strndup((const char *)r.p, (size_t)dlen);
+            im->dataset = strndup((const char *)(r.buf + r.pos), (size_t)dlen);
         }
     }
     if (rc) {

@@ -20,7 +20,6 @@
  * size. */
 #define _GNU_SOURCE
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +29,7 @@
 #include "convert.h"
 #include "formats.h"
 #include "quant.h"
+#include "apr_util.h"
 
 /* ------------------------------------------------------------ the tensor job */
 
@@ -50,13 +50,15 @@ typedef struct tjob {
 
 enum { FAILED_NOMEM = 2 };
 
-static void *tjob_worker(void *arg)
+/* Every thread (apr_threads_run) grabs rows until none are left. */
+static void tjob_worker(void *arg, int thread)
 {
+    (void)thread;
     tjob *j = arg;
     float *buf = malloc((size_t)j->rows_per_grab * (size_t)j->ncols * sizeof(float));
     if (!buf) {
         atomic_store(&j->failed, FAILED_NOMEM);
-        return NULL;
+        return;
     }
     for (;;) {
         const int64_t r0 = atomic_fetch_add(&j->next, j->rows_per_grab);
@@ -84,7 +86,6 @@ static void *tjob_worker(void *arg)
         }
     }
     free(buf);
-    return NULL;
 }
 
 static int run_tensor(const apr_tensor *t, apr_dtype to, const float *imatrix, uint8_t *dst, int threads,
@@ -107,16 +108,7 @@ static int run_tensor(const apr_tensor *t, apr_dtype to, const float *imatrix, u
     atomic_init(&j.failed, 0);
     int64_t chunks = (j.nrows + j.rows_per_grab - 1) / j.rows_per_grab;
     int nt = threads < chunks ? threads : (int)chunks;
-    pthread_t th[1024];
-    int started = 0;
-    for (int i = 0; i < nt - 1; i++) {
-        if (pthread_create(&th[i], NULL, tjob_worker, &j) != 0)
-            break;
-        started++;
-    }
-    tjob_worker(&j);
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
+    apr_threads_run(nt, tjob_worker, &j); /* the calling thread is one of them */
     apr_map_release(t->data, (size_t)t->nbytes); /* read once; keeps RSS to the output's */
     long long bad = atomic_load(&j.bad_row);
     if (bad != INT64_MAX)

@@ -31,6 +31,13 @@
 
 /* ---------------------------------------------------------------- thread pool */
 
+/* A persistent pool, not libutil's apr_threads_run (the one spawn-and-join
+ * helper every other parallel step uses): a forward pass dispatches a few
+ * parallel steps per layer per batch (hundreds per token), each often well
+ * under a millisecond, where creating and joining threads every time would
+ * cost more than the step. Workers sleep on a condition variable between
+ * steps instead. */
+
 typedef void (*pool_fn)(void *ctx, int ith, int nth);
 
 typedef struct pool pool;

@@ -21,13 +21,13 @@
 #include "parity.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "forward.h" /* and graph.h, the model graph */
 #include "quant.h"
+#include "apr_util.h"
 
 /* ---------------------------------------------------------------- limits */
 
@@ -146,9 +146,10 @@ typedef struct rowjob {
     int rc;
 } rowjob;
 
-static void *row_worker(void *p)
+/* apr_threads_run's item k: jobs[k]'s rows. */
+static void row_worker(void *jobs, int k)
 {
-    rowjob *j = p;
+    rowjob *j = (rowjob *)jobs + k;
     const uint64_t cols = j->s->cols;
     float *a = malloc((size_t)cols * sizeof *a), *b = malloc((size_t)cols * sizeof *b);
     if (!a || !b) {
@@ -176,7 +177,6 @@ static void *row_worker(void *p)
 out:
     free(a);
     free(b);
-    return NULL;
 }
 
 /* Per-row numbers of a matrix pair, threaded over rows when it is large. */
@@ -190,32 +190,19 @@ static int rows_compare(const apr_wmat *s, const apr_wmat *d, int n_threads, dou
         nt = (int)rows;
     if (rows * s->cols < (1u << 16) || nt < 1)
         nt = 1;
+    if (nt > APR_THREADS_MAX)
+        nt = APR_THREADS_MAX;
     rowjob *jobs = calloc((size_t)nt, sizeof *jobs);
-    pthread_t *th = calloc((size_t)nt, sizeof *th);
-    bool *started = calloc((size_t)nt, sizeof *started);
-    int rc = 0;
-    if (!jobs || !th || !started) {
-        rc = APR_E_NOMEM;
-        goto out;
-    }
-    for (int i = 0; i < nt; i++) {
+    if (!jobs)
+        return APR_E_NOMEM;
+    for (int i = 0; i < nt; i++)
         jobs[i] = (rowjob){s, d, rows * (uint64_t)i / (uint64_t)nt, rows * (uint64_t)(i + 1) / (uint64_t)nt,
                            err2, src2, same, 0};
-        if (i > 0)
-            started[i] = pthread_create(&th[i], NULL, row_worker, &jobs[i]) == 0;
-        if (i > 0 && !started[i])
-            row_worker(&jobs[i]); /* no thread: do it here */
-    }
-    row_worker(&jobs[0]);
-    for (int i = 1; i < nt; i++)
-        if (started[i])
-            pthread_join(th[i], NULL);
+    apr_threads_run(nt, row_worker, jobs);
+    int rc = 0;
     for (int i = 0; i < nt && !rc; i++)
         rc = jobs[i].rc;
-out:
     free(jobs);
-    free(th);
-    free(started);
     return rc;
 }
 

@@ -2,8 +2,8 @@
  * through the plain reference kernels (apr_quantize_chunk_ref), and the
  * row-threaded driver (apr_quantize_chunk_mt). */
 #include "quant_internal.h"
+#include "apr_util.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -89,8 +89,10 @@ typedef struct mt_job {
     atomic_llong next;
 } mt_job;
 
-static void *mt_worker(void *arg)
+/* Every thread (apr_threads_run) grabs rows until none are left. */
+static void mt_worker(void *arg, int thread)
 {
+    (void)thread;
     mt_job *j = arg;
     for (;;) {
         const int64_t r0 = atomic_fetch_add(&j->next, j->rows_per_grab);
@@ -99,7 +101,6 @@ static void *mt_worker(void *arg)
         const int64_t r1 = r0 + j->rows_per_grab < j->nrows ? r0 + j->rows_per_grab : j->nrows;
         rows_any(j->t, j->src, j->dst, r0, r1, j->ncols, j->imatrix, j->ref);
     }
-    return NULL;
 }
 
 int apr_quant_default_threads(void)
@@ -129,19 +130,7 @@ size_t apr_quantize_chunk_mt_opt(apr_dtype t, const float *src, void *dst, int64
     mt_job job = {.t = t, .src = src, .dst = dst, .nrows = nrows, .ncols = ncols, .rows_per_grab = per,
                   .imatrix = imatrix, .ref = ref};
     atomic_init(&job.next, 0);
-    pthread_t *th = calloc((size_t)n_threads, sizeof *th);
-    if (!th)
-        return 0;
-    int started = 0;
-    for (int i = 0; i < n_threads - 1; i++) {
-        if (pthread_create(&th[i], NULL, mt_worker, &job) != 0)
-            break; /* the calling thread and the started ones finish the job */
-        started++;
-    }
-    mt_worker(&job);
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    free(th);
+    apr_threads_run(n_threads, mt_worker, &job); /* the calling thread is one of them */
     return (size_t)(rb * (uint64_t)nrows);
 }
 

@@ -31,82 +31,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apr_util.h"
 #include "tok.h"
 #include "unicode_tab.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
-/* ---------------------------------------------------------------- string -> int map */
-
-typedef struct smap {
-    uint32_t cap;        /* power of two */
-    const char **key;
-    uint32_t *klen;
-    int32_t *val;
-    char *arena;         /* owned key bytes when keys are built here */
-} smap;
-
-static uint64_t fnv1a(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static int smap_init(smap *m, uint64_t n)
-{
-    memset(m, 0, sizeof *m);
-    uint64_t cap = 16;
-    while (cap < n * 2)
-        cap <<= 1;
-    if (cap > (1ull << 31))
-        return -1;
-    m->cap = (uint32_t)cap;
-    m->key = calloc(cap, sizeof *m->key);
-    m->klen = calloc(cap, sizeof *m->klen);
-    m->val = calloc(cap, sizeof *m->val);
-    return m->key && m->klen && m->val ? 0 : -1;
-}
-
-static void smap_free(smap *m)
-{
-    free(m->key);
-    free(m->klen);
-    free(m->val);
-    free(m->arena);
-    memset(m, 0, sizeof *m);
-}
-
-/* Insert unless present (the first id of a duplicated string wins, as in a
- * vocab where later duplicates are unreachable). key must outlive the map. */
-static void smap_put(smap *m, const char *k, uint32_t n, int32_t v)
-{
-    uint32_t i = (uint32_t)fnv1a(k, n) & (m->cap - 1);
-    while (m->key[i]) {
-        if (m->klen[i] == n && !memcmp(m->key[i], k, n))
-            return;
-        i = (i + 1) & (m->cap - 1);
-    }
-    m->key[i] = k;
-    m->klen[i] = n;
-    m->val[i] = v;
-}
-
-static int32_t smap_get(const smap *m, const char *k, size_t n)
-{
-    if (!m->cap)
-        return -1;
-    uint32_t i = (uint32_t)fnv1a(k, n) & (m->cap - 1);
-    while (m->key[i]) {
-        if (m->klen[i] == n && !memcmp(m->key[i], k, n))
-            return m->val[i];
-        i = (i + 1) & (m->cap - 1);
-    }
-    return -1;
-}
+/* String -> int maps (vocab, merges): apr_strmap (libutil). The first id
+ * of a duplicated string wins, as in a vocab where later duplicates are
+ * unreachable; keys are the tokenizer's own copies, which outlive the maps. */
 
 /* ---------------------------------------------------------------- UTF-8 */
 
@@ -284,8 +217,8 @@ struct apr_tok {
     char *arena;            /* the token and merge texts of own */
     float *scores;
     int32_t *types;
-    smap vocab;             /* token text -> id */
-    smap merges;            /* "left right" -> rank (BPE) */
+    apr_strmap vocab;             /* token text -> id */
+    apr_strmap merges;            /* "left right" -> rank (BPE) */
     int32_t byte_tok[256];  /* SPM: <0xXX>; BPE: the token of the byte's code point; -1 */
     uint32_t byte_cp[256];  /* BPE: GPT-2 bytes_to_unicode */
     int16_t cp_byte[324];   /* inverse of byte_cp (code points < 324), -1 */
@@ -370,12 +303,12 @@ static int set_strip_attrs(apr_tok *t, const char *general_name)
         return 0;
     for (uint32_t k = 0; k < t->n_special; k++)
         t->strip[t->special[k]] |= STRIP_RIGHT;
-    int32_t id = smap_get(&t->vocab, "</s>", 4);
+    int32_t id = apr_strmap_get(&t->vocab, "</s>", 4);
     if (id >= 0)
         t->strip[id] |= STRIP_RIGHT;
     static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>"};
     for (int i = 0; i < 3; i++)
-        if ((id = smap_get(&t->vocab, keep[i], strlen(keep[i]))) >= 0)
+        if ((id = apr_strmap_get(&t->vocab, keep[i], strlen(keep[i]))) >= 0)
             t->strip[id] &= (uint8_t)~STRIP_RIGHT;
     return 0;
 }
@@ -469,7 +402,7 @@ static int load_merges(apr_tok *t, apr_err *err)
     const apr_tokenizer *v = t->v;
     if (!v->merges || !v->n_merges)
         return apr_err_set(err, APR_E_FORMAT, "BPE tokenizer without tokenizer.ggml.merges");
-    if (smap_init(&t->merges, v->n_merges))
+    if (apr_strmap_init(&t->merges, v->n_merges))
         return apr_err_set(err, APR_E_NOMEM, "out of memory (%u merges)", v->n_merges);
     for (uint32_t i = 0; i < v->n_merges; i++) {
         const apr_str *s = &v->merges[i];
@@ -477,7 +410,7 @@ static int load_merges(apr_tok *t, apr_err *err)
         const char *sp = memchr(s->s, ' ', s->len);
         if (!sp || sp == s->s || (uint64_t)(sp - s->s) + 1 >= s->len || s->len > UINT32_MAX / 2)
             return apr_err_set(err, APR_E_FORMAT, "merge %u ('%.40s') is not 'left right'", i, s->s);
-        smap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
+        apr_strmap_put(&t->merges, s->s, (uint32_t)s->len, (int32_t)i);
     }
     return 0;
 }
@@ -498,10 +431,10 @@ static int load_tok(apr_tok *t, const apr_model *m, apr_err *err)
     t->add_space_prefix = t->kind == TOK_SPM;
     apr_kv_get_bool(m, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix);
 
-    if (smap_init(&t->vocab, v->n_tokens))
+    if (apr_strmap_init(&t->vocab, v->n_tokens))
         return apr_err_set(err, APR_E_NOMEM, "out of memory (vocab of %u)", v->n_tokens);
     for (uint32_t i = 0; i < v->n_tokens; i++)
-        smap_put(&t->vocab, v->tokens[i].s, (uint32_t)v->tokens[i].len, (int32_t)i);
+        apr_strmap_put(&t->vocab, v->tokens[i].s, (uint32_t)v->tokens[i].len, (int32_t)i);
 
     for (int b = 0; b < 256; b++)
         t->byte_tok[b] = -1;
@@ -509,14 +442,14 @@ static int load_tok(apr_tok *t, const apr_model *m, apr_err *err)
         for (int b = 0; b < 256; b++) {
             char name[8];
             snprintf(name, sizeof name, "<0x%02X>", b);
-            t->byte_tok[b] = smap_get(&t->vocab, name, 6);
+            t->byte_tok[b] = apr_strmap_get(&t->vocab, name, 6);
         }
     } else {
         init_byte_map(t);
         for (int b = 0; b < 256; b++) {
             char u[4];
             const size_t n = utf8_put(t->byte_cp[b], u);
-            t->byte_tok[b] = smap_get(&t->vocab, u, n);
+            t->byte_tok[b] = apr_strmap_get(&t->vocab, u, n);
         }
     }
     if (t->kind == TOK_BPE && (rc = load_merges(t, err)))
@@ -549,8 +482,8 @@ void apr_tok_free(apr_tok *t)
 {
     if (!t)
         return;
-    smap_free(&t->vocab);
-    smap_free(&t->merges);
+    apr_strmap_free(&t->vocab);
+    apr_strmap_free(&t->merges);
     free(t->special);
     free(t->strip);
     free(t->own.tokens);
@@ -677,7 +610,7 @@ static void try_bigram(merge_ctx *c, long l, long r)
     const size_t size = a->n + b->n;
     bigram bg = {l, r, 0.0, size};
     if (c->t->kind == TOK_SPM) {
-        const int32_t id = smap_get(&c->t->vocab, c->text + a->off, size);
+        const int32_t id = apr_strmap_get(&c->t->vocab, c->text + a->off, size);
         if (id < 0)
             return;
         bg.score = c->t->v->scores ? c->t->v->scores[id] : 0.0;
@@ -695,7 +628,7 @@ static void try_bigram(merge_ctx *c, long l, long r)
         memcpy(c->keybuf, c->text + a->off, a->n);
         c->keybuf[a->n] = ' ';
         memcpy(c->keybuf + a->n + 1, c->text + b->off, b->n);
-        const int32_t rank = smap_get(&c->t->merges, c->keybuf, size + 1);
+        const int32_t rank = apr_strmap_get(&c->t->merges, c->keybuf, size + 1);
         if (rank < 0)
             return;
         bg.score = -(double)rank;
@@ -795,7 +728,7 @@ static void spm_encode(const apr_tok *t, const char *raw, size_t rawn, bool pref
     } else if (c.n_sym) {
         for (long i = 0; i >= 0; i = c.s[i].next) {
             const sym *s = &c.s[i];
-            const int32_t id = smap_get(&t->vocab, text + s->off, s->n);
+            const int32_t id = apr_strmap_get(&t->vocab, text + s->off, s->n);
             if (id >= 0)
                 ids_push(o, id);
             else
@@ -1096,7 +1029,7 @@ static void bpe_fallback(const apr_tok *t, const char *p, size_t n, ids_vec *o)
 {
     for (size_t j = 0; j < n;) {
         const size_t l = t->raw_bpe ? 1 : utf8_len((uint8_t)p[j]);
-        const int32_t id = t->raw_bpe ? t->byte_tok[(uint8_t)p[j]] : smap_get(&t->vocab, p + j, l);
+        const int32_t id = t->raw_bpe ? t->byte_tok[(uint8_t)p[j]] : apr_strmap_get(&t->vocab, p + j, l);
         if (id >= 0)
             ids_push(o, id);
         j += l;
@@ -1129,7 +1062,7 @@ static int bpe_word(const apr_tok *t, const char *w, size_t wn, merge_ctx *c, id
     }
     /* llama3's tokenizer takes a word that is a whole token as is */
     const bool whole_ok = t->ignore_merges || (t->raw_bpe && all_newlines(mapped, k));
-    const int32_t whole = whole_ok ? smap_get(&t->vocab, mapped, k) : -1;
+    const int32_t whole = whole_ok ? apr_strmap_get(&t->vocab, mapped, k) : -1;
     if (whole >= 0) {
         ids_push(o, whole);
         free(mapped);
@@ -1139,7 +1072,7 @@ static int bpe_word(const apr_tok *t, const char *w, size_t wn, merge_ctx *c, id
     if (!rc && c->n_sym) {
         for (long i = 0; i >= 0; i = c->s[i].next) {
             const sym *s = &c->s[i];
-            const int32_t id = smap_get(&t->vocab, mapped + s->off, s->n);
+            const int32_t id = apr_strmap_get(&t->vocab, mapped + s->off, s->n);
             if (id >= 0)
                 ids_push(o, id);
             else

@@ -23,6 +23,7 @@
  * them, and guessing would give a different vocabulary.
  */
 #define _GNU_SOURCE
+#include "apr_util.h"
 #include "tok.h"
 
 #include <errno.h>
@@ -101,7 +102,7 @@ static int pb_fixed32(pb *r, uint32_t *v)
 {
     if (r->end - r->p < 4)
         return pb_fail(r, "truncated fixed32");
-    *v = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 | (uint32_t)r->p[3] << 24;
+    *v = apr_ld32(r->p);
     r->p += 4;
     return 0;
 }
@@ -491,33 +492,10 @@ int apr_spm_load(apr_spm *out, const char *path, bool *present, apr_err *err)
 
 /* ================================================================ writer */
 
-typedef struct pbw {
-    uint8_t *p;
-    size_t n, cap;
-    bool oom;
-} pbw;
+/* Messages are assembled in an apr_buf (libutil): out of memory is sticky,
+ * checked once at the end. */
 
-static void w_raw(pbw *w, const void *p, size_t n)
-{
-    if (w->oom)
-        return;
-    if (w->n + n > w->cap) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (cap < w->n + n)
-            cap *= 2;
-        uint8_t *np = realloc(w->p, cap);
-        if (!np) {
-            w->oom = true;
-            return;
-        }
-        w->p = np;
-        w->cap = cap;
-    }
-    memcpy(w->p + w->n, p, n);
-    w->n += n;
-}
-
-static void w_varint(pbw *w, uint64_t v)
+static void w_varint(apr_buf *w, uint64_t v)
 {
     uint8_t b[10];
     size_t n = 0;
@@ -528,38 +506,37 @@ static void w_varint(pbw *w, uint64_t v)
             b[n] |= 0x80;
         n++;
     } while (v);
-    w_raw(w, b, n);
+    apr_buf_put(w, b, n);
 }
 
-static void w_key(pbw *w, uint32_t field, int wt)
+static void w_key(apr_buf *w, uint32_t field, int wt)
 {
     w_varint(w, (uint64_t)field << 3 | (uint64_t)wt);
 }
 
 /* int32 negatives are written as 10-byte sign-extended varints, as protobuf does. */
-static void w_int32(pbw *w, uint32_t field, int32_t v)
+static void w_int32(apr_buf *w, uint32_t field, int32_t v)
 {
     w_key(w, field, WT_VARINT);
     w_varint(w, (uint64_t)(int64_t)v);
 }
 
-static void w_bytes(pbw *w, uint32_t field, const void *p, size_t n)
+static void w_bytes(apr_buf *w, uint32_t field, const void *p, size_t n)
 {
     w_key(w, field, WT_LEN);
     w_varint(w, n);
-    w_raw(w, p, n);
+    apr_buf_put(w, p, n);
 }
 
-static void w_f32(pbw *w, uint32_t field, float f)
+static void w_f32(apr_buf *w, uint32_t field, float f)
 {
     uint32_t b;
     memcpy(&b, &f, 4);
-    uint8_t le[4] = {(uint8_t)b, (uint8_t)(b >> 8), (uint8_t)(b >> 16), (uint8_t)(b >> 24)};
     w_key(w, field, WT_I32);
-    w_raw(w, le, 4);
+    apr_buf_u32(w, b);
 }
 
-static void w_trainer(pbw *w, const apr_spm *s)
+static void w_trainer(apr_buf *w, const apr_spm *s)
 {
     w_int32(w, 3, s->model_type);
     w_int32(w, 4, s->vocab_size);
@@ -574,7 +551,7 @@ static void w_trainer(pbw *w, const apr_spm *s)
             w_bytes(w, 45 + (uint32_t)i, ps[i]->s, (size_t)ps[i]->len);
 }
 
-static void w_normalizer(pbw *w, const apr_spm *s)
+static void w_normalizer(apr_buf *w, const apr_spm *s)
 {
     if (s->norm_name.s)
         w_bytes(w, 1, s->norm_name.s, (size_t)s->norm_name.len);
@@ -586,24 +563,24 @@ static void w_normalizer(pbw *w, const apr_spm *s)
 
 int apr_spm_serialize(const apr_spm *s, uint8_t **out, size_t *n, apr_err *err)
 {
-    pbw w = {0}, sub = {0};
+    apr_buf w = {0}, sub = {0};
     for (uint32_t i = 0; i < s->n_pieces && !sub.oom; i++) {
-        sub.n = 0;
+        sub.len = 0;
         w_bytes(&sub, 1, s->pieces[i].s, (size_t)s->pieces[i].len);
         w_f32(&sub, 2, s->scores[i]);
         if (s->types[i] != APR_SPM_NORMAL) /* the default is not written, as protobuf does */
             w_int32(&sub, 3, s->types[i]);
         if (!sub.oom)
-            w_bytes(&w, 1, sub.p, sub.n);
+            w_bytes(&w, 1, sub.p, sub.len);
     }
-    sub.n = 0;
+    sub.len = 0;
     w_trainer(&sub, s);
     if (!sub.oom)
-        w_bytes(&w, 2, sub.p, sub.n);
-    sub.n = 0;
+        w_bytes(&w, 2, sub.p, sub.len);
+    sub.len = 0;
     w_normalizer(&sub, s);
     if (!sub.oom)
-        w_bytes(&w, 3, sub.p, sub.n);
+        w_bytes(&w, 3, sub.p, sub.len);
     bool oom = w.oom || sub.oom;
     free(sub.p);
     if (oom) {
@@ -611,7 +588,7 @@ int apr_spm_serialize(const apr_spm *s, uint8_t **out, size_t *n, apr_err *err)
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
     }
     *out = w.p;
-    *n = w.n;
+    *n = w.len;
     return 0;
 }
 

@@ -16,7 +16,7 @@
 # Usage: check_includes.sh SOURCE_DIR [--no-self-test]
 set -euo pipefail
 
-roots=(formats libtok libquant libconvert libforward libparity tools tests bench fuzz contracts)
+roots=(libutil formats libtok libquant libconvert libforward libparity tools tests bench fuzz contracts)
 
 # The library folder behind an internal target (cmake/doors.cmake names them).
 target_dir() {
@@ -24,6 +24,7 @@ target_dir() {
   case "${t%_fuzz}" in
     aprformats) echo formats ;;
     aprcli_args) echo tools ;;
+    aprutil) echo libutil ;;
     aprtok) echo libtok ;;
     aprquant) echo libquant ;;
     aprconvert) echo libconvert ;;

@@ -65,63 +65,6 @@ bool apr_utf8_valid(const char *str, size_t n)
     return true;
 }
 
-void apr_buf_put(apr_buf *b, const void *data, size_t n)
-{
-    if (b->oom || n == 0)
-        return;
-    if (b->cap - b->len < n) {
-        size_t want = b->cap ? b->cap : 4096;
-        while (want - b->len < n) {
-            if (want > SIZE_MAX / 2) {
-                b->oom = true;
-                return;
-            }
-            want *= 2;
-        }
-        uint8_t *p = realloc(b->p, want);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = want;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-void apr_buf_u8(apr_buf *b, uint8_t v) { apr_buf_put(b, &v, 1); }
-void apr_buf_u16(apr_buf *b, uint16_t v) { uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)}; apr_buf_put(b, x, 2); }
-void apr_buf_u32(apr_buf *b, uint32_t v)
-{
-    uint8_t x[4];
-    for (int i = 0; i < 4; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    apr_buf_put(b, x, 4);
-}
-void apr_buf_u64(apr_buf *b, uint64_t v)
-{
-    uint8_t x[8];
-    for (int i = 0; i < 8; i++)
-        x[i] = (uint8_t)(v >> (8 * i));
-    apr_buf_put(b, x, 8);
-}
-
-void apr_buf_pad(apr_buf *b, size_t align)
-{
-    static const uint8_t zeros[64];
-    while (align && b->len % align && !b->oom) {
-        size_t pad = align - b->len % align;
-        apr_buf_put(b, zeros, pad > sizeof zeros ? sizeof zeros : pad);
-    }
-}
-
-void apr_buf_free(apr_buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 void apr_progress(bool enabled, const char *what, uint64_t done, uint64_t total)
 {
     if (!enabled || !isatty(STDERR_FILENO))
@@ -136,14 +79,14 @@ void apr_progress(bool enabled, const char *what, uint64_t done, uint64_t total)
 
 /* ---------------------------------------------------------------- reader */
 
+/* The bytes go through an apr_cursor (libutil); rd adds GGUF's messages. */
 typedef struct rd {
-    const uint8_t *buf;
-    uint64_t size, pos;
+    apr_cursor c;
     apr_err *err;
     int rc;
 } rd;
 
-static uint64_t rd_left(const rd *r) { return r->size - r->pos; }
+static uint64_t rd_left(const rd *r) { return apr_cur_left(&r->c); }
 
 static bool rd_fail(rd *r, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool rd_fail(rd *r, int code, const char *fmt, ...)
@@ -165,34 +108,22 @@ static bool rd_need(rd *r, uint64_t n, const char *what)
     if (rd_left(r) >= n)
         return true;
     return rd_fail(r, APR_E_FORMAT, "truncated file: %s needs %llu bytes at offset %llu, only %llu left", what,
-                   (unsigned long long)n, (unsigned long long)r->pos, (unsigned long long)rd_left(r));
+                   (unsigned long long)n, (unsigned long long)r->c.pos, (unsigned long long)rd_left(r));
 }
 
 static bool rd_u32(rd *r, uint32_t *v, const char *what)
 {
-    if (!rd_need(r, 4, what))
-        return false;
-    *v = apr_ld32(r->buf + r->pos);
-    r->pos += 4;
-    return true;
+    return rd_need(r, 4, what) && apr_cur_u32(&r->c, v);
 }
 
 static bool rd_u64(rd *r, uint64_t *v, const char *what)
 {
-    if (!rd_need(r, 8, what))
-        return false;
-    *v = apr_ld64(r->buf + r->pos);
-    r->pos += 8;
-    return true;
+    return rd_need(r, 8, what) && apr_cur_u64(&r->c, v);
 }
 
 static bool rd_bytes(rd *r, void *out, uint64_t n, const char *what)
 {
-    if (!rd_need(r, n, what))
-        return false;
-    memcpy(out, r->buf + r->pos, n);
-    r->pos += n;
-    return true;
+    return rd_need(r, n, what) && apr_cur_bytes(&r->c, out, n);
 }
 
 /* A GGUF string: u64 length then bytes. The length is checked against the bytes
@@ -204,17 +135,16 @@ static bool rd_str(rd *r, apr_str *s, const char *what)
         return false;
     if (len > rd_left(r))
         return rd_fail(r, APR_E_FORMAT, "%s: string length %llu at offset %llu exceeds the %llu bytes left in the file",
-                       what, (unsigned long long)len, (unsigned long long)(r->pos - 8),
+                       what, (unsigned long long)len, (unsigned long long)(r->c.pos - 8),
                        (unsigned long long)rd_left(r));
     if (len > SIZE_MAX - 1)
         return rd_fail(r, APR_E_NOMEM, "%s: string too long", what);
     s->s = malloc(len + 1);
     if (!s->s)
         return rd_fail(r, APR_E_NOMEM, "out of memory reading %s", what);
-    memcpy(s->s, r->buf + r->pos, len);
+    (void)apr_cur_bytes(&r->c, s->s, len); /* len <= rd_left: checked above */
     s->s[len] = 0;
     s->len = len;
-    r->pos += len;
     return true;
 }
 
@@ -271,8 +201,7 @@ static bool rd_kv_value(rd *r, apr_kv *kv)
     kv->arr = malloc(count ? count * es : 1);
     if (!kv->arr)
         return rd_fail(r, APR_E_NOMEM, "out of memory reading KV '%s'", kv->key);
-    memcpy(kv->arr, r->buf + r->pos, count * es);
-    r->pos += count * es;
+    (void)apr_cur_bytes(&r->c, kv->arr, count * es); /* fits: checked above */
     kv->count = count;
     return true;
 }
@@ -344,13 +273,13 @@ static bool rd_place_tensors(rd *r, apr_model *m, uint64_t data_start, const uin
     uint64_t n = m->n_tensors;
     if (n == 0)
         return true;
-    if (data_start > r->size)
+    if (data_start > r->c.size)
         return rd_fail(r, APR_E_FORMAT, "truncated file: data section starts at %llu, file is %llu bytes",
-                       (unsigned long long)data_start, (unsigned long long)r->size);
+                       (unsigned long long)data_start, (unsigned long long)r->c.size);
     range *rg = malloc(n * sizeof *rg);
     if (!rg)
         return rd_fail(r, APR_E_NOMEM, "out of memory");
-    uint64_t data_size = r->size - data_start;
+    uint64_t data_size = r->c.size - data_start;
     for (uint64_t i = 0; i < n; i++) {
         apr_tensor *t = &m->tensors[i];
         if (rel_off[i] % m->alignment) {
@@ -366,7 +295,7 @@ static bool rd_place_tensors(rd *r, apr_model *m, uint64_t data_start, const uin
                            (unsigned long long)data_size);
         }
         t->file_offset = data_start + rel_off[i];
-        t->data = r->buf + t->file_offset;
+        t->data = r->c.buf + t->file_offset;
         t->shard = 0;
         rg[i] = (range){rel_off[i], rel_off[i] + t->nbytes, i};
     }
@@ -456,7 +385,7 @@ int apr_gguf_parse(apr_model **out, const uint8_t *buf, uint64_t size, apr_err *
     apr_model *m = apr_model_new(APR_FMT_GGUF);
     if (!m)
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    rd r = {buf, size, 0, err, 0};
+    rd r = {{buf, size, 0}, err, 0};
     uint64_t n_tensors = 0, *rel_off = NULL;
     if (!rd_header_and_kvs(&r, m, &n_tensors))
         goto fail;
@@ -474,7 +403,7 @@ int apr_gguf_parse(apr_model **out, const uint8_t *buf, uint64_t size, apr_err *
                 oom ? "" : dup);
         goto fail;
     }
-    uint64_t data_start = r.pos + (m->alignment - r.pos % m->alignment) % m->alignment;
+    uint64_t data_start = r.c.pos + (m->alignment - r.c.pos % m->alignment) % m->alignment;
     if (!rd_place_tensors(&r, m, data_start, rel_off))
         goto fail;
     free(rel_off);

@@ -7,6 +7,7 @@
  * source file on a small thread pool, biggest job first, then assembles the
  * JSON with jansson. */
 #define _GNU_SOURCE
+#include "apr_util.h"
 #include "formats.h"
 #include "json_util.h"
 
@@ -15,7 +16,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +48,10 @@ typedef struct job_pool {
     atomic_size_t next;
 } job_pool;
 
-static void *hash_worker(void *arg)
+/* Every thread (apr_threads) takes the next job until none are left. */
+static void hash_worker(void *arg, int thread)
 {
+    (void)thread;
     job_pool *pool = arg;
     for (;;) {
         size_t i = atomic_fetch_add(&pool->next, 1);
@@ -63,7 +65,6 @@ static void *hash_worker(void *arg)
         else
             apr_sha256(j->p, (size_t)j->n, j->sha);
     }
-    return NULL;
 }
 
 static int cmp_job_size(const void *a, const void *b)
@@ -87,16 +88,7 @@ static int run_jobs(hash_job **jobs, size_t n, int n_threads, apr_err *err)
         n_threads = n ? (int)n : 1;
     qsort(jobs, n, sizeof *jobs, cmp_job_size);
     job_pool pool = {jobs, n, 0};
-    pthread_t th[64];
-    int started = 0;
-    for (int i = 1; i < n_threads && i < 64; i++) {
-        if (pthread_create(&th[started], NULL, hash_worker, &pool) != 0)
-            break;
-        started++;
-    }
-    hash_worker(&pool);
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
+    apr_threads_run(n_threads < 64 ? n_threads : 64, hash_worker, &pool);
     for (size_t i = 0; i < n; i++)
         if (jobs[i]->rc) {
             if (err)
@@ -169,8 +161,7 @@ struct apr_prov {
     size_t n_all;
     hash_job **order; /* the same jobs, biggest first, for the pool */
     job_pool pool;
-    pthread_t th[64];
-    int n_th;
+    apr_threads th; /* the hashing threads, apr_prov_start .. apr_prov_wait */
     bool started, hashed;
 };
 
@@ -683,12 +674,7 @@ int apr_prov_start(apr_prov *p, apr_format out_format, int n_threads, char **jso
         n_threads = default_threads();
     if (n_threads > 64)
         n_threads = 64;
-    p->n_th = 0;
-    for (int i = 0; i < n_threads && (size_t)i < p->n_all; i++) {
-        if (pthread_create(&p->th[p->n_th], NULL, hash_worker, &p->pool) != 0)
-            break;
-        p->n_th++;
-    }
+    apr_threads_start(&p->th, 0, (size_t)n_threads < p->n_all ? n_threads : (int)p->n_all, hash_worker, &p->pool);
     p->started = true;
     return 0;
 }
@@ -711,10 +697,8 @@ int apr_prov_wait(apr_prov *p, apr_err *err)
     if (!p->started)
         return apr_err_set(err, APR_E_ARG, "provenance: hashing was not started");
     if (!p->hashed) {
-        hash_worker(&p->pool); /* helps, or does all of it when no thread could start */
-        for (int i = 0; i < p->n_th; i++)
-            pthread_join(p->th[i], NULL);
-        p->n_th = 0;
+        hash_worker(&p->pool, -1); /* helps, or does all of it when no thread could start */
+        apr_threads_join(&p->th);
         p->hashed = true;
     }
     for (size_t i = 0; i < p->n_tensors; i++)

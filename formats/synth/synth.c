@@ -6,6 +6,7 @@
  * multi-GB model is written tensor by tensor through the safetensors writer's
  * producer hook without ever being held in memory.
  */
+#include "apr_util.h"
 #include "hfmeta.h"
 
 #include <math.h>
@@ -24,15 +25,6 @@ static uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
-static uint64_t fnv1a64(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *s; s++) {
-        h ^= (uint8_t)*s;
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
 
 typedef enum { GEN_MATRIX, GEN_NORM, GEN_BIAS } gen_kind;
 
@@ -53,7 +45,7 @@ static bool ends_with(const char *s, const char *suffix)
 static int gen_init(gen_tensor *g, uint64_t seed, const apr_tensor *t, apr_err *err)
 {
     memset(g, 0, sizeof *g);
-    g->stream = mix64(seed ^ fnv1a64(t->name));
+    g->stream = mix64(seed ^ apr_fnv1a64(t->name, strlen(t->name)));
     if (t->ndim == 2) {
         g->kind = GEN_MATRIX;
         g->cols = t->dims[1];
@@ -246,46 +238,6 @@ int apr_synth_validate(const apr_synth_config *c, apr_err *err)
 
 /* ================================================================ tokenizer */
 
-/* Open-addressing set of byte strings, to keep generated tokens unique. */
-typedef struct str_set {
-    uint64_t cap;
-    const apr_str **slot;
-} str_set;
-
-static uint64_t str_hash(const char *s, uint64_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint64_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-/* Returns true if inserted, false if already present. */
-static bool set_add(str_set *s, const apr_str *v)
-{
-    uint64_t i = str_hash(v->s, v->len) & (s->cap - 1);
-    while (s->slot[i]) {
-        if (s->slot[i]->len == v->len && memcmp(s->slot[i]->s, v->s, v->len) == 0)
-            return false;
-        i = (i + 1) & (s->cap - 1);
-    }
-    s->slot[i] = v;
-    return true;
-}
-
-static bool set_has(const str_set *s, const char *p, uint64_t n)
-{
-    uint64_t i = str_hash(p, n) & (s->cap - 1);
-    while (s->slot[i]) {
-        if (s->slot[i]->len == n && memcmp(s->slot[i]->s, p, n) == 0)
-            return true;
-        i = (i + 1) & (s->cap - 1);
-    }
-    return false;
-}
-
 typedef struct synth_tok {
     uint32_t n;
     apr_str *tokens;
@@ -342,20 +294,17 @@ static const char char_order[] = "etaoinshrdlucmfwypvbgkjqxzETAOINSHRDLUCMFWYPVB
 static int make_pieces(apr_str *p, uint32_t nbase, uint32_t total, const uint32_t *pick0, apr_str *merges,
                        uint64_t seed, apr_err *err)
 {
-    str_set set = {0};
-    set.cap = 1;
-    while (set.cap < 2ull * total)
-        set.cap <<= 1;
-    set.slot = calloc(set.cap, sizeof *set.slot);
+    apr_strmap set; /* the pieces made so far, to keep them unique */
+    const int set_rc = apr_strmap_init(&set, total);
     uint32_t *pick = malloc((size_t)total * sizeof *pick);
     int rc = 0;
-    if (!set.slot || !pick) {
+    if (set_rc || !pick) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
         goto done;
     }
     for (uint32_t i = 0; i < nbase; i++) {
         pick[i] = pick0[i];
-        set_add(&set, &p[i]);
+        apr_strmap_put(&set, p[i].s, (uint32_t)p[i].len, (int32_t)i);
     }
     uint64_t state = mix64(seed ^ 0x746F6B656E697A65ull /* "tokenize" */), tries = 0;
     char buf[64];
@@ -372,11 +321,11 @@ static int make_pieces(apr_str *p, uint32_t nbase, uint32_t total, const uint32_
             continue;
         memcpy(buf, p[a].s, la);
         memcpy(buf + la, p[b].s, lb);
-        if (set_has(&set, buf, la + lb))
+        if (apr_strmap_get(&set, buf, la + lb) >= 0)
             continue;
         if (!dup_str(&p[id], buf, la + lb))
             goto oom;
-        set_add(&set, &p[id]);
+        apr_strmap_put(&set, p[id].s, (uint32_t)p[id].len, (int32_t)id);
         if (merges) {
             apr_str *mg = &merges[id - nbase];
             buf[la] = ' ';
@@ -391,7 +340,7 @@ static int make_pieces(apr_str *p, uint32_t nbase, uint32_t total, const uint32_
 oom:
     rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
 done:
-    free(set.slot);
+    apr_strmap_free(&set);
     free(pick);
     return rc;
 }

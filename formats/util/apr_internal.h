@@ -2,6 +2,7 @@
 #ifndef APR_FORMATS_INTERNAL_H
 #define APR_FORMATS_INTERNAL_H
 
+#include "apr_util.h" /* apr_buf, apr_ld16/32/64, apr_cursor */
 #include "formats.h"
 
 /* What opening a GGUF or APR file shares: map path, parse the bytes (fmt
@@ -16,29 +17,6 @@ int apr_model_adopt_part(apr_model *m, apr_model *part, uint32_t k, const char *
 
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool apr_utf8_valid(const char *s, size_t n);
-
-/* Growable byte buffer used to assemble metadata sections before one write. */
-typedef struct apr_buf {
-    uint8_t *p;
-    size_t len, cap;
-    bool oom;        /* sticky: set when a grow failed; later appends are no-ops */
-} apr_buf;
-
-void apr_buf_put(apr_buf *b, const void *data, size_t n);
-void apr_buf_u8(apr_buf *b, uint8_t v);
-void apr_buf_u16(apr_buf *b, uint16_t v);
-void apr_buf_u32(apr_buf *b, uint32_t v);
-void apr_buf_u64(apr_buf *b, uint64_t v);
-void apr_buf_pad(apr_buf *b, size_t align); /* zeros up to a multiple of align */
-void apr_buf_free(apr_buf *b);
-
-/* Little-endian loads from an unaligned pointer. */
-static inline uint16_t apr_ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t apr_ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static inline uint64_t apr_ld64(const uint8_t *p) { return apr_ld32(p) | ((uint64_t)apr_ld32(p + 4) << 32); }
 
 /* Sort helper: indices of m->tensors ordered by name (bytewise); NULL on OOM. */
 uint64_t *apr_tensor_order_by_name(const apr_model *m);
