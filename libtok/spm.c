@@ -39,25 +39,27 @@ enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
 /* ================================================================ reader */
 
+/* c (libutil's cursor) spans the whole file, so positions in messages are
+ * file offsets; a sub-message's reader ends its cursor (size) early. */
 typedef struct pb {
-    const uint8_t *p, *end;
-    const uint8_t *base; /* start of the whole file, for offsets in messages */
+    apr_cursor c;
     const char *what;
     apr_err *err;
 } pb;
 
 static int pb_fail(pb *r, const char *msg)
 {
-    return apr_err_set(r->err, APR_E_FORMAT, "%s: %s at byte %zu", r->what, msg, (size_t)(r->p - r->base));
+    return apr_err_set(r->err, APR_E_FORMAT, "%s: %s at byte %zu", r->what, msg, (size_t)r->c.pos);
 }
 
 static int pb_varint(pb *r, uint64_t *v)
 {
     uint64_t x = 0;
     for (int i = 0; i < 10; i++) {
-        if (r->p >= r->end)
+        const uint8_t *p;
+        if (!apr_cur_take(&r->c, 1, &p))
             return pb_fail(r, "truncated varint");
-        uint8_t b = *r->p++;
+        const uint8_t b = *p;
         /* the 10th byte holds bit 63 only */
         if (i == 9 && b > 1)
             return pb_fail(r, "varint longer than 64 bits");
@@ -90,20 +92,18 @@ static int pb_len(pb *r, pb *sub)
     int rc = pb_varint(r, &n);
     if (rc)
         return rc;
-    if (n > (uint64_t)(r->end - r->p))
+    if (n > apr_cur_left(&r->c))
         return pb_fail(r, "length runs past the end of its message");
     *sub = *r;
-    sub->end = r->p + n;
-    r->p += n;
+    sub->c.size = r->c.pos + n;
+    r->c.pos += n;
     return 0;
 }
 
 static int pb_fixed32(pb *r, uint32_t *v)
 {
-    if (r->end - r->p < 4)
+    if (!apr_cur_u32(&r->c, v))
         return pb_fail(r, "truncated fixed32");
-    *v = apr_ld32(r->p);
-    r->p += 4;
     return 0;
 }
 
@@ -115,14 +115,14 @@ static int pb_skip(pb *r, int wt)
     case WT_VARINT: return pb_varint(r, &v);
     case WT_LEN: return pb_len(r, &sub);
     case WT_I64:
-        if (r->end - r->p < 8)
+        if (apr_cur_left(&r->c) < 8)
             return pb_fail(r, "truncated fixed64");
-        r->p += 8;
+        r->c.pos += 8;
         return 0;
     case WT_I32:
-        if (r->end - r->p < 4)
+        if (apr_cur_left(&r->c) < 4)
             return pb_fail(r, "truncated fixed32");
-        r->p += 4;
+        r->c.pos += 4;
         return 0;
     default: return pb_fail(r, "unsupported wire type (group or invalid)");
     }
@@ -184,7 +184,7 @@ static int pb_string(pb *r, int wt, const char *field, apr_str *out)
     pb sub = {0};
     int rc = pb_want(r, wt, WT_LEN, field);
     if (!rc && !(rc = pb_len(r, &sub)))
-        rc = str_set(out, sub.p, (size_t)(sub.end - sub.p), r->err);
+        rc = str_set(out, sub.c.buf + sub.c.pos, (size_t)apr_cur_left(&sub.c), r->err);
     return rc;
 }
 
@@ -196,7 +196,7 @@ typedef int (*pb_field_fn)(pb *r, uint32_t field, int wt, void *ctx);
 static int pb_each_field(pb r, pb_field_fn fn, void *ctx)
 {
     int rc = 0;
-    while (!rc && r.p < r.end) {
+    while (!rc && apr_cur_left(&r.c)) {
         uint32_t f = 0;
         int wt = 0;
         if (!(rc = pb_key(&r, &f, &wt)))
@@ -437,7 +437,7 @@ static bool spm_loadable(const apr_spm *s, char *why, size_t wl, apr_err *err, i
 int apr_spm_parse(apr_spm *out, const uint8_t *buf, size_t n, const char *what, apr_err *err)
 {
     memset(out, 0, sizeof *out);
-    pb r = {buf, buf + n, buf, what, err};
+    pb r = {{buf, n, 0}, what, err};
     apr_spm count = {0};
     uint64_t n_pieces = 0;
     int rc = parse_top(r, &count, &n_pieces); /* framing + count only */
