@@ -51,7 +51,21 @@ static int check_finite(const char *name, const float *v, uint64_t n, apr_err *e
     return 0;
 }
 
+/* reduce: values / ncall, as llama-quantize reads them; else as stored
+ * (with each entry's ncall, for --in-file) */
+static int parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t size, bool reduce, apr_err *err);
+
 int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t size, apr_err *err)
+{
+    return parse_legacy(out, buf, size, true, err);
+}
+
+static int parse_legacy_raw(apr_imatrix **out, const uint8_t *buf, uint64_t size, apr_err *err)
+{
+    return parse_legacy(out, buf, size, false, err);
+}
+
+static int parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t size, bool reduce, apr_err *err)
 {
     *out = NULL;
     apr_cursor r = {buf, size, 0}; /* llama.cpp writes the .dat little-endian (x86 fwrite) */
@@ -97,7 +111,8 @@ int apr_imatrix_parse_legacy(apr_imatrix **out, const uint8_t *buf, uint64_t siz
             break;
         }
         (void)apr_cur_bytes(&r, e->values, (uint64_t)nval * 4); /* fits: checked above */
-        if (ncall > 0)
+        e->ncall = ncall;
+        if (ncall > 0 && reduce)
             for (int32_t k = 0; k < nval; k++)
                 e->values[k] /= ncall;
         rc = check_finite(e->name, e->values, e->n, err);
@@ -291,8 +306,147 @@ void apr_imatrix_stats_free(apr_imatrix_stats *s)
         free(s->e[i].sum2);
     }
     free(s->e);
-    free(s->dataset);
+    for (uint32_t i = 0; i < s->n_datasets; i++)
+        free(s->datasets[i]);
+    free(s->datasets);
     *s = (apr_imatrix_stats){0};
+}
+
+int apr_imatrix_stats_add_dataset(apr_imatrix_stats *s, const char *name, apr_err *err)
+{
+    char **d = realloc(s->datasets, (s->n_datasets + 1) * sizeof *d);
+    if (!d)
+        return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    s->datasets = d;
+    if (!(d[s->n_datasets] = strdup(name)))
+        return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+    s->n_datasets++;
+    return 0;
+}
+
+/* sums += add (f32, in column order) and count += n for the entry name of
+ * s, created when absent */
+static int stats_add(apr_imatrix_stats *s, const char *name, const float *add, uint64_t n, int64_t count,
+                     const char *path, apr_err *err)
+{
+    apr_imatrix_stat *e = NULL;
+    for (uint64_t i = 0; i < s->n_entries && !e; i++)
+        if (!strcmp(s->e[i].name, name))
+            e = &s->e[i];
+    if (e && e->n != n)
+        return apr_err_set(err, APR_E_FORMAT, "%s: entry %s has %llu values, %llu in the files before it", path, name,
+                           (unsigned long long)n, (unsigned long long)e->n);
+    if (!e) {
+        apr_imatrix_stat *ne = realloc(s->e, (size_t)(s->n_entries + 1) * sizeof *ne);
+        if (!ne)
+            return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+        s->e = ne;
+        e = &s->e[s->n_entries];
+        *e = (apr_imatrix_stat){.name = strdup(name), .n = n, .sum2 = calloc((size_t)n, sizeof(float))};
+        if (!e->name || !e->sum2) {
+            free(e->name);
+            free(e->sum2);
+            return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+        }
+        s->n_entries++;
+    }
+    for (uint64_t j = 0; j < n; j++)
+        e->sum2[j] += add[j];
+    e->count += count;
+    return 0;
+}
+
+static int add_gguf(apr_imatrix_stats *s, const apr_model *m, const char *path, apr_err *err)
+{
+    int rc = 0;
+    uint64_t added = 0;
+    for (uint64_t i = 0; i < m->n_tensors && !rc; i++) {
+        const apr_tensor *t = &m->tensors[i];
+        size_t stem;
+        if (!has_suffix(t->name, ".in_sum2", &stem))
+            continue;
+        char name[512], cname[600];
+        if (stem >= sizeof name)
+            return apr_err_set(err, APR_E_FORMAT, "%s: bad tensor name %s", path, t->name);
+        snprintf(name, sizeof name, "%.*s", (int)stem, t->name);
+        snprintf(cname, sizeof cname, "%s.counts", name);
+        const apr_tensor *c = apr_model_tensor(m, cname);
+        const uint64_t ne0 = t->ndim ? t->dims[t->ndim - 1] : 0;
+        if (!c)
+            return apr_err_set(err, APR_E_FORMAT, "%s: mismatched sums and counts for %s", path, name);
+        if (t->dtype != APR_DT_F32 || c->dtype != APR_DT_F32 || !ne0 || t->nbytes != ne0 * 4 || c->nbytes != 4)
+            return apr_err_set(err, APR_E_FORMAT, "%s: %s: not one f32 row of sums and one count (apr combines "
+                               "dense imatrix entries only)", path, name);
+        float cnt;
+        memcpy(&cnt, c->data, 4);
+        float *v = malloc((size_t)ne0 * 4);
+        if (!v)
+            return apr_err_set(err, APR_E_NOMEM, "imatrix: out of memory");
+        memcpy(v, t->data, (size_t)ne0 * 4);
+        rc = check_finite(name, v, ne0, err);
+        if (!rc && !(isfinite(cnt) && cnt >= 0 && cnt < 9e18f))
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: %s: bad count", path, name);
+        if (!rc)
+            rc = stats_add(s, name, v, ne0, (int64_t)llroundf(cnt), path, err);
+        free(v);
+        added++;
+    }
+    if (!rc && !added)
+        rc = apr_err_set(err, APR_E_FORMAT, "%s: no NAME.in_sum2 / NAME.counts tensors", path);
+    const apr_kv *ds = rc ? NULL : apr_model_kv(m, "imatrix.datasets");
+    if (ds && ds->type == APR_KV_ARRAY && ds->arr_type == APR_KV_STRING)
+        for (uint64_t i = 0; i < ds->count && !rc; i++)
+            rc = apr_imatrix_stats_add_dataset(s, ((apr_str *)ds->arr)[i].s, err);
+    return rc;
+}
+
+/* The legacy file as stored (sum / count * ncall per entry), each value
+ * times chunk_size, as load_imatrix_legacy rebuilds the sums. */
+static int add_legacy(apr_imatrix_stats *s, const uint8_t *buf, uint64_t size, const char *path, apr_err *err)
+{
+    apr_imatrix *im = NULL;
+    int rc = parse_legacy_raw(&im, buf, size, err);
+    for (uint64_t i = 0; !rc && i < im->n_entries; i++) {
+        apr_imatrix_entry *e = &im->entries[i];
+        for (uint64_t j = 0; j < e->n; j++)
+            e->values[j] *= (float)s->chunk_size;
+        rc = stats_add(s, e->name, e->values, e->n, (int64_t)e->ncall * s->chunk_size, path, err);
+    }
+    if (!rc && im->dataset)
+        rc = apr_imatrix_stats_add_dataset(s, im->dataset, err);
+    apr_imatrix_free(im);
+    return rc;
+}
+
+int apr_imatrix_stats_add_file(apr_imatrix_stats *s, const char *path, apr_err *err)
+{
+    if (!s->chunk_size)
+        return apr_err_set(err, APR_E_ARG, "imatrix: no chunk size to combine %s with", path);
+    apr_mapping map;
+    int rc = apr_map_file(path, &map, err);
+    if (rc)
+        return rc;
+    if (map.size >= 4 && !memcmp(map.base, "GGUF", 4)) {
+        apr_model *m = NULL;
+        rc = apr_gguf_parse(&m, map.base, map.size, err);
+        if (!rc)
+            rc = add_gguf(s, m, path, err);
+        apr_model_free(m);
+    } else {
+        rc = add_legacy(s, map.base, map.size, path, err);
+    }
+    apr_unmap_file(&map);
+    if (rc && err && !strstr(err->msg, path)) {
+        char tmp[sizeof err->msg];
+        memcpy(tmp, err->msg, sizeof tmp);
+        apr_err_set(err, rc, "%.200s: %.800s", path, tmp);
+    }
+    int64_t max_count = 0;
+    for (uint64_t i = 0; i < s->n_entries; i++)
+        if (s->e[i].count > max_count)
+            max_count = s->e[i].count;
+    s->chunks = (uint32_t)(max_count / s->chunk_size);
+    return rc;
 }
 
 static int cmp_stat_ptr(const void *a, const void *b)
@@ -382,7 +536,7 @@ int apr_imatrix_write_dat(const apr_imatrix_stats *s, const char *path, apr_err 
             rc = apr_outfile_write(&f, tmp, (size_t)e->n * 4, err);
     }
     /* the chunk count, then the dataset name (llama-quantize records both) */
-    const char *ds = s->dataset ? s->dataset : "";
+    const char *ds = s->n_datasets ? s->datasets[0] : "";
     if (!rc && !(rc = put_i32(&f, (int32_t)s->chunks, err)) && !(rc = put_i32(&f, (int32_t)strlen(ds), err)))
         rc = apr_outfile_write(&f, ds, strlen(ds), err);
     if (!rc)
@@ -407,12 +561,13 @@ int apr_imatrix_write_gguf(const apr_imatrix_stats *s, const char *path, apr_err
     if (!rc)
         rc = apr_model_set_kv_str(m, "general.type", "imatrix");
     if (!rc) {
-        apr_str ds = {0, (char *)""};
-        if (s->dataset)
-            ds = (apr_str){strlen(s->dataset), s->dataset};
+        apr_str *ds = calloc(s->n_datasets + 1, sizeof *ds);
+        for (uint32_t i = 0; ds && i < s->n_datasets; i++)
+            ds[i] = (apr_str){strlen(s->datasets[i]), s->datasets[i]};
         const apr_kv kv = {.key = (char *)"imatrix.datasets", .type = APR_KV_ARRAY, .arr_type = APR_KV_STRING,
-                           .count = s->dataset ? 1 : 0, .arr = &ds};
-        rc = apr_model_set_kv(m, &kv);
+                           .count = s->n_datasets, .arr = ds};
+        rc = ds ? apr_model_set_kv(m, &kv) : APR_E_NOMEM;
+        free(ds);
     }
     if (!rc)
         rc = apr_model_set_kv_u32(m, "imatrix.chunk_count", s->chunks);

@@ -706,6 +706,7 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
     const uint32_t t0 = last_only ? nt - 1 : 0, n_out = nt - t0;
     for (uint32_t t = t0; t < nt; t++)
         rmsnorm(b->xb + (t - t0) * H, b->x + t * H, g->output_norm, H, c->rms_eps);
+    mm_input(b, c->n_layers, APR_MM_IN_OUTPUT, b->xb, n_out, H);
     if ((rc = matmul1(b, b->xb, n_out, &g->output, logits, g->output.rows, NULL, err)))
         return rc;
     if (c->final_softcap > 0.0f)

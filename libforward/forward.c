@@ -80,6 +80,7 @@ void apr_fwd_free(apr_fwd *f)
 }
 
 const apr_arch_config *apr_fwd_config(const apr_fwd *f) { return &f->g.cfg; }
+bool apr_fwd_output_tied(const apr_fwd *f) { return f->g.output_tied; }
 apr_device apr_fwd_device(const apr_fwd *f) { return f->device; }
 void apr_fwd_reset(apr_fwd *f) { f->pos = 0; }
 uint32_t apr_fwd_pos(const apr_fwd *f) { return f->pos; }

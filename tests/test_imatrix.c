@@ -86,7 +86,7 @@ static void test_sums_equal_direct_computation(void **state)
     assert_int_equal(st.n_entries, 7 * c->n_layers);
     assert_int_equal(st.chunk_size, CTX);
     assert_int_equal(st.chunks, N_TOK / CTX);
-    assert_null(st.dataset);
+    assert_int_equal(st.n_datasets, 0);
     for (uint64_t i = 0; i < st.n_entries; i++)
         assert_int_equal(st.e[i].count, N_TOK);
 
@@ -179,15 +179,137 @@ static void test_sums_equal_direct_computation(void **state)
     apr_model_free(m);
 }
 
+/* ---------------------------------------------------------------- --process-output, perplexity, --in-file */
+
+static void same_stats(const apr_imatrix_stats *a, const apr_imatrix_stats *b)
+{
+    assert_int_equal(a->n_entries, b->n_entries);
+    for (uint64_t i = 0; i < a->n_entries; i++) {
+        const apr_imatrix_stat *e = stat_find(b, a->e[i].name);
+        assert_non_null(e);
+        assert_int_equal(e->n, a->e[i].n);
+        assert_int_equal(e->count, a->e[i].count);
+        assert_memory_equal(e->sum2, a->e[i].sum2, e->n * 4);
+    }
+}
+
+/* process_output adds output.weight (the final norm's output, every token)
+ * and changes no other entry; the perplexity is llama-imatrix's (second
+ * half of each chunk, recomputed here in double from apr_fwd_eval's logits);
+ * start: continuing from A's statistics over B's tokens gives bit for bit
+ * the statistics of A's tokens followed by B's, and A through a GGUF file
+ * (apr_imatrix_stats_add_file) is A exactly. */
+static void test_output_ppl_and_start(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    apr_model *m = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
+    const apr_fwd_opts fo = {.n_threads = 2, .device = APR_DEV_CPU, .max_ctx = CTX};
+    apr_fwd *f = NULL;
+    assert_int_equal(apr_fwd_load(&f, m, &fo, &err), 0);
+    const apr_arch_config *c = apr_fwd_config(f);
+    assert_false(apr_fwd_output_tied(f));
+    int32_t ids[N_TOK];
+    make_tokens(ids, N_TOK, c->vocab);
+    const int32_t bos = m->tok.bos_id;
+
+    apr_imatrix_stats plain, out;
+    apr_imatrix_ppl ppl = {0};
+    const apr_imatrix_opts io = {.ctx = CTX, .bos = bos};
+    const apr_imatrix_opts oo = {.ctx = CTX, .bos = bos, .process_output = true, .ppl = &ppl};
+    assert_int_equal(apr_fwd_imatrix(f, ids, N_TOK, &io, &plain, &err), 0);
+    assert_int_equal(apr_fwd_imatrix(f, ids, N_TOK, &oo, &out, &err), 0);
+    assert_int_equal(out.n_entries, plain.n_entries + 1);
+    const apr_imatrix_stat *o = stat_find(&out, "output.weight");
+    assert_non_null(o);
+    assert_int_equal(o->n, c->hidden);
+    assert_int_equal(o->count, N_TOK);
+    for (uint64_t j = 0; j < o->n; j++)
+        assert_true(o->sum2[j] > 0 && isfinite(o->sum2[j]));
+    for (uint64_t i = 0; i < plain.n_entries; i++) {
+        const apr_imatrix_stat *e = stat_find(&out, plain.e[i].name);
+        assert_non_null(e);
+        assert_memory_equal(e->sum2, plain.e[i].sum2, e->n * 4);
+    }
+
+    /* the perplexity, from the logits of the same chunks */
+    float *logits = malloc((size_t)CTX * c->vocab * sizeof *logits);
+    double nll = 0, nll2 = 0;
+    uint64_t cnt = 0;
+    for (int ch = 0; ch < N_TOK / CTX; ch++) {
+        int32_t buf[CTX];
+        memcpy(buf, ids + ch * CTX, sizeof buf);
+        buf[0] = bos;
+        apr_fwd_reset(f);
+        assert_int_equal(apr_fwd_eval(f, buf, CTX, logits, NULL, &err), 0);
+        for (int i = CTX / 2; i + 1 < CTX; i++) {
+            const float *l = logits + (size_t)i * c->vocab;
+            double mx = l[0], se = 0;
+            for (uint32_t k = 1; k < c->vocab; k++)
+                mx = l[k] > mx ? l[k] : mx;
+            for (uint32_t k = 0; k < c->vocab; k++)
+                se += exp((double)l[k] - mx);
+            const double v = -((double)l[ids[ch * CTX + i + 1]] - mx - log(se));
+            nll += v;
+            nll2 += v * v;
+            cnt++;
+        }
+    }
+    free(logits);
+    assert_int_equal(ppl.count, cnt);
+    assert_int_equal(cnt, (N_TOK / CTX) * (CTX / 2 - 1));
+    double p, pe;
+    apr_imatrix_ppl_final(&ppl, &p, &pe);
+    const double want = exp(nll / (double)cnt);
+    const double want_err = sqrt((nll2 / (double)cnt - (nll / cnt) * (nll / cnt)) / (double)(cnt - 1)) * want;
+    print_message("imatrix perplexity %.6f +/- %.6f (direct %.6f +/- %.6f)\n", p, pe, want, want_err);
+    assert_true(fabs(p - want) / want < 1e-6);
+    assert_true(fabs(pe - want_err) / want_err < 1e-4);
+
+    /* start: A (chunks 0-1) then B (chunks 2-3) = A followed by B */
+    apr_imatrix_stats sa, sab;
+    assert_int_equal(apr_fwd_imatrix(f, ids, 2 * CTX, &oo, &sa, &err), 0);
+    const apr_imatrix_opts so = {.ctx = CTX, .bos = bos, .process_output = true, .start = &sa};
+    assert_int_equal(apr_fwd_imatrix(f, ids + 2 * CTX, 2 * CTX, &so, &sab, &err), 0);
+    assert_int_equal(sab.chunks, N_TOK / CTX);
+    same_stats(&out, &sab);
+    /* through a GGUF file and back */
+    const char *dir = tu_tmpdir("imatrix-start");
+    char path[4200];
+    snprintf(path, sizeof path, "%s/a.gguf", dir);
+    assert_int_equal(apr_imatrix_write_gguf(&sa, path, &err), 0);
+    apr_imatrix_stats back = {.chunk_size = CTX};
+    assert_int_equal(apr_imatrix_stats_add_file(&back, path, &err), 0);
+    same_stats(&sa, &back);
+    assert_int_equal(back.chunks, 2);
+    /* a loaded entry whose size the model does not have is refused */
+    back.e[0].n--;
+    apr_imatrix_stats bad;
+    const apr_imatrix_opts bo = {.ctx = CTX, .bos = bos, .start = &back};
+    assert_int_not_equal(apr_fwd_imatrix(f, ids, 2 * CTX, &bo, &bad, &err), 0);
+    assert_non_null(strstr(err.msg, back.e[0].name));
+    back.e[0].n++;
+
+    apr_imatrix_stats_free(&back);
+    apr_imatrix_stats_free(&sa);
+    apr_imatrix_stats_free(&sab);
+    apr_imatrix_stats_free(&plain);
+    apr_imatrix_stats_free(&out);
+    apr_fwd_free(f);
+    apr_model_free(m);
+}
+
 /* ---------------------------------------------------------------- the hook changes no bit */
 
+/* user: rows seen by the layers' matmuls, then by the output matrix */
 static void count_hook(void *user, uint32_t layer, apr_mm_input in, const float *x, uint32_t nt, uint64_t cols)
 {
     (void)layer;
-    (void)in;
     (void)x;
     (void)cols;
-    *(uint64_t *)user += nt;
+    ((uint64_t *)user)[in == APR_MM_IN_OUTPUT] += nt;
 }
 
 static void test_hook_changes_no_logit(void **state)
@@ -210,22 +332,24 @@ static void test_hook_changes_no_logit(void **state)
     assert_int_equal(apr_fwd_eval(f, ids, N, a, NULL, &err), 0);
     apr_fwd_reset(f);
     assert_int_equal(apr_fwd_eval_last(f, ids, N, la, NULL, &err), 0);
-    uint64_t seen = 0;
-    assert_int_equal(apr_fwd_set_mm_hook(f, count_hook, &seen, &err), 0);
+    uint64_t seen[2] = {0, 0};
+    assert_int_equal(apr_fwd_set_mm_hook(f, count_hook, seen, &err), 0);
     apr_fwd_reset(f);
     assert_int_equal(apr_fwd_eval(f, ids, N, b, NULL, &err), 0);
-    assert_int_equal(seen, (uint64_t)N * c->n_layers * APR_MM_IN_COUNT);
+    assert_int_equal(seen[0], (uint64_t)N * c->n_layers * APR_MM_IN_COUNT);
+    assert_int_equal(seen[1], N); /* the output matrix: the rows whose logits are computed */
     apr_fwd_reset(f);
     assert_int_equal(apr_fwd_eval_last(f, ids, N, lb, NULL, &err), 0);
     /* the last layer is not pruned while a hook listens: every token, every input */
-    assert_int_equal(seen, 2ull * N * c->n_layers * APR_MM_IN_COUNT);
+    assert_int_equal(seen[0], 2ull * N * c->n_layers * APR_MM_IN_COUNT);
+    assert_int_equal(seen[1], N + 1);
     assert_memory_equal(a, b, (size_t)N * c->vocab * 4);
     assert_memory_equal(la, lb, (size_t)c->vocab * 4);
     assert_memory_equal(la, a + (size_t)(N - 1) * c->vocab, (size_t)c->vocab * 4);
     assert_int_equal(apr_fwd_set_mm_hook(f, NULL, NULL, &err), 0);
     apr_fwd_reset(f);
     assert_int_equal(apr_fwd_eval(f, ids, N, b, NULL, &err), 0);
-    assert_int_equal(seen, 2ull * N * c->n_layers * APR_MM_IN_COUNT);
+    assert_int_equal(seen[0], 2ull * N * c->n_layers * APR_MM_IN_COUNT);
     free(a);
     free(b);
     apr_fwd_free(f);
@@ -239,7 +363,8 @@ static void fill_stats(apr_imatrix_stats *s)
     static const char *names[] = {"blk.1.ffn_down.weight", "blk.0.attn_q.weight", "blk.0.ffn_up.weight"};
     static const uint64_t ns[] = {48, 32, 32};
     static const int64_t counts[] = {300, 300, 0}; /* a weight that never saw input */
-    *s = (apr_imatrix_stats){.chunk_size = 100, .chunks = 3, .dataset = strdup("calib.txt")};
+    *s = (apr_imatrix_stats){.chunk_size = 100, .chunks = 3};
+    assert_int_equal(apr_imatrix_stats_add_dataset(s, "calib.txt", NULL), 0);
     s->e = calloc(3, sizeof *s->e);
     for (int i = 0; i < 3; i++) {
         apr_imatrix_stat *e = &s->e[s->n_entries++];
@@ -397,6 +522,112 @@ static void test_cli_writes_both_formats(void **state)
     assert_int_equal(apr_cli(dir, "q", "quantize '%s' '%s/q.gguf' --type Q4_0 --imatrix '%s' --pure", fx, dir, gg), 0);
 }
 
+static const float *entry_sums(const apr_model *m, const char *name, uint64_t n, float *count)
+{
+    char t[256];
+    snprintf(t, sizeof t, "%s.counts", name);
+    memcpy(count, f32_tensor(m, t, 1), 4);
+    snprintf(t, sizeof t, "%s.in_sum2", name);
+    return f32_tensor(m, t, n);
+}
+
+/* --process-output, the perplexity print-out and --in-file, through the CLI:
+ * the output entry is written; stdout carries llama-imatrix's running and
+ * final perplexity (--no-ppl: none); files combine as llama-imatrix's
+ * --in-file adds them (GGUF: sums and counts add exactly, datasets append;
+ * .dat: the sums come back from sum / count * ncall); bad uses refused. */
+static void test_cli_output_ppl_in_file(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR();
+    const char *dir = tu_tmpdir("imat-in");
+    char text[4096], a[4200], b[4200], c[4200], d[4200];
+    snprintf(text, sizeof text, "%s", write_text(dir, "text.txt", 20));
+    snprintf(a, sizeof a, "%s/a.gguf", dir);
+    snprintf(b, sizeof b, "%s/b.dat", dir);
+    snprintf(c, sizeof c, "%s/c.gguf", dir);
+    snprintf(d, sizeof d, "%s/d.gguf", dir);
+    assert_int_equal(tu_system(NULL, "'%s' imatrix '%s' --text '%s' -o '%s' --ctx 64 --threads 2 --process-output "
+                                     "> '%s/a.out' 2>/dev/null",
+                               tu_apr_bin(), fx, text, a, dir),
+                     0);
+    char *so = tu_read_file(tu_path(dir, "a.out"), NULL);
+    assert_non_null(so);
+    assert_non_null(strstr(so, "[1]"));
+    assert_non_null(strstr(so, "[2]"));
+    double ppl = 0, ppl_err = 0;
+    const char *fin = strstr(so, "Final estimate: PPL = ");
+    assert_non_null(fin);
+    assert_int_equal(sscanf(fin, "Final estimate: PPL = %lf +/- %lf", &ppl, &ppl_err), 2);
+    assert_true(ppl > 1 && ppl_err > 0);
+    free(so);
+    assert_int_equal(tu_system(NULL, "'%s' imatrix '%s' --text '%s' -o '%s' --ctx 64 --threads 2 --no-ppl "
+                                     "> '%s/b.out' 2>/dev/null && ! grep -q 'PPL' '%s/b.out'",
+                               tu_apr_bin(), fx, text, b, dir, dir),
+                     0);
+    /* a + a: exact doubling */
+    assert_int_equal(apr_cli(dir, "c", "imatrix --in-file '%s' --in-file '%s' -o '%s' --ctx 64", a, a, c), 0);
+    apr_model *ma = NULL, *mc = NULL, *md = NULL;
+    apr_err err = {0};
+    assert_int_equal(apr_model_open(&ma, a, NULL, &err), 0);
+    assert_int_equal(apr_model_open(&mc, c, NULL, &err), 0);
+    assert_int_equal(ma->n_tensors, 2 * 36); /* 35 blk.* entries and output.weight */
+    assert_int_equal(mc->n_tensors, ma->n_tensors);
+    uint32_t ca = 0, cc = 0;
+    assert_true(apr_kv_get_u32(ma, "imatrix.chunk_count", &ca) && apr_kv_get_u32(mc, "imatrix.chunk_count", &cc));
+    assert_int_equal(cc, 2 * ca);
+    const apr_kv *ds = apr_model_kv(mc, "imatrix.datasets");
+    assert_non_null(ds);
+    assert_int_equal(ds->count, 2);
+    assert_string_equal(((apr_str *)ds->arr)[1].s, text);
+    static const char *names[] = {"output.weight", "blk.0.attn_q.weight", "blk.4.ffn_down.weight"};
+    for (size_t k = 0; k < 3; k++) {
+        const apr_tensor *t = NULL;
+        char tn[128];
+        snprintf(tn, sizeof tn, "%s.in_sum2", names[k]);
+        assert_non_null(t = apr_model_tensor(ma, tn));
+        const uint64_t n = t->nbytes / 4;
+        float na, nc;
+        const float *sa = entry_sums(ma, names[k], n, &na), *sc = entry_sums(mc, names[k], n, &nc);
+        assert_true(nc == 2 * na);
+        for (uint64_t j = 0; j < n; j++)
+            assert_true(sc[j] == sa[j] + sa[j]);
+    }
+    /* the .dat (no output entry): the sums within rounding of the GGUF's */
+    assert_int_equal(apr_cli(dir, "d", "imatrix --in-file '%s' -o '%s' --ctx 64", b, d), 0);
+    assert_int_equal(apr_model_open(&md, d, NULL, &err), 0);
+    assert_int_equal(md->n_tensors, 2 * 35);
+    {
+        const uint64_t n = apr_model_tensor(ma, "blk.0.ffn_down.weight.in_sum2")->nbytes / 4;
+        float na, nd;
+        const float *sa = entry_sums(ma, "blk.0.ffn_down.weight", n, &na), *sd = entry_sums(md, "blk.0.ffn_down.weight", n, &nd);
+        assert_true(nd == na);
+        for (uint64_t j = 0; j < n; j++)
+            assert_true(fabsf(sd[j] - sa[j]) <= 1e-5f * sa[j]);
+    }
+    apr_model_free(ma);
+    apr_model_free(mc);
+    apr_model_free(md);
+    /* go on from a file: the loaded counts plus this run's */
+    assert_int_equal(apr_cli(dir, "e", "imatrix '%s' --text '%s' --in-file '%s' -o '%s/e.gguf' --ctx 64 --no-ppl",
+                             fx, text, a, dir),
+                     0);
+    /* bad uses: nothing written */
+    const char *bad[] = {
+        "imatrix --in-file '%s/none.gguf' -o '%s/x.gguf'",
+        "imatrix --in-file '%s/text.txt' -o '%s/x.gguf'",
+        "imatrix --in-file '%s/a.gguf' -o '%s/a.gguf'",
+        "imatrix --in-file '%s/a.gguf' --process-output -o '%s/x.gguf'",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, bad[k], dir, dir);
+        assert_int_equal(apr_cli(dir, "bad", "%s", cmd), 2);
+    }
+    assert_int_not_equal(access(tu_path(dir, "x.gguf"), F_OK), 0);
+}
+
 /* The same model from any container (HF safetensors directory with rotate-half
  * Q/K, llama.cpp's GGUF, APR with fused QKV) gives the same file, byte for
  * byte: the forward pass is bit-identical across containers and the entries
@@ -508,8 +739,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sums_equal_direct_computation),
         cmocka_unit_test(test_hook_changes_no_logit),
+        cmocka_unit_test(test_output_ppl_and_start),
         cmocka_unit_test(test_writers_round_trip_through_the_reader),
         cmocka_unit_test(test_cli_writes_both_formats),
+        cmocka_unit_test(test_cli_output_ppl_in_file),
         cmocka_unit_test(test_cli_same_file_from_every_container),
         cmocka_unit_test(test_cli_bad_input),
     };

@@ -69,7 +69,10 @@ uint32_t apr_fwd_max_ctx(const apr_fwd *f); /* KV cache positions */
  * attention norm's output feeds Q, K and V; the heads' outputs feed O; the
  * FFN norm's output feeds gate and up; silu(gate) * up feeds down. */
 typedef enum apr_mm_input {
-    APR_MM_IN_QKV, APR_MM_IN_O, APR_MM_IN_GATE_UP, APR_MM_IN_DOWN, APR_MM_IN_COUNT
+    APR_MM_IN_QKV, APR_MM_IN_O, APR_MM_IN_GATE_UP, APR_MM_IN_DOWN, APR_MM_IN_COUNT,
+    /* the output matrix's input (the final norm's output), with layer =
+     * n_layers, for the rows whose logits are computed */
+    APR_MM_IN_OUTPUT = APR_MM_IN_COUNT
 } apr_mm_input;
 /* Called on the evaluating thread with the n_tokens x cols input rows
  * (contiguous, token-major) just before they are multiplied. */
@@ -80,6 +83,8 @@ typedef void (*apr_mm_hook)(void *user, uint32_t layer, apr_mm_input in, const f
  * through every layer (the last layer is not pruned to the logits' rows);
  * without one the forward pass is unchanged, bit for bit. */
 int apr_fwd_set_mm_hook(apr_fwd *f, apr_mm_hook fn, void *user, apr_err *err);
+/* The output matrix is the token embedding (tied weights, no output.weight). */
+bool apr_fwd_output_tied(const apr_fwd *f);
 
 /* An importance matrix as llama-imatrix computes one (libforward/imatrix.c):
  * the tokens are cut into chunks of ctx, each evaluated from an empty KV
@@ -89,15 +94,32 @@ int apr_fwd_set_mm_hook(apr_fwd *f, apr_mm_hook fn, void *user, apr_err *err);
  * Entries get the weights' GGUF names (blk.N.attn_q.weight, ..., ffn_down;
  * Q, K and V share one input, so their sums are equal; attn_qkv and the
  * fused ffn_up for families whose GGUF keeps them fused); output.weight is
- * not collected (llama-imatrix's default). Needs >= 2 * ctx tokens, as
+ * collected unless process_output (llama-imatrix's default). Needs >= 2 * ctx tokens, as
  * llama-imatrix does. CPU backend. out is the caller's, filled on success
  * (free it with apr_imatrix_stats_free); dataset is left NULL. */
+/* llama-imatrix's perplexity: -log p of the text's next token, summed over
+ * the second half of every chunk (positions ctx/2 .. ctx-2). */
+typedef struct apr_imatrix_ppl {
+    double nll, nll2;     /* sums of -log p and its square */
+    uint64_t count;       /* predictions scored */
+} apr_imatrix_ppl;
+/* compute_imatrix's "Final estimate: PPL = ppl +/- err" (err NaN when the
+ * variance is not positive) */
+void apr_imatrix_ppl_final(const apr_imatrix_ppl *p, double *ppl, double *err);
+
 typedef struct apr_imatrix_opts {
     uint32_t ctx;         /* tokens per chunk; <= apr_fwd_max_ctx(f) */
     uint32_t chunks;      /* 0: every whole chunk of the tokens */
     int32_t bos;          /* -1: the chunks keep their first token */
     void (*progress)(void *ctx, uint64_t done, uint64_t total); /* tokens; may be NULL */
     void *progress_ctx;
+    bool process_output;  /* also output.weight (llama-imatrix --process-output; none when tied) */
+    apr_imatrix_ppl *ppl; /* non-NULL: the perplexity is summed into it (every logit is computed) */
+    void (*on_chunk)(void *ctx, uint32_t chunk, double ppl); /* after each chunk: the running estimate */
+    void *chunk_ctx;
+    /* llama-imatrix --in-file: sums and counts the entries go on from (a
+     * loaded entry the model does not feed is kept as it is); NULL: none */
+    const apr_imatrix_stats *start;
 } apr_imatrix_opts;
 int apr_fwd_imatrix(apr_fwd *f, const int32_t *tokens, size_t n_tokens, const apr_imatrix_opts *o,
                     apr_imatrix_stats *out, apr_err *err);

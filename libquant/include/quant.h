@@ -190,6 +190,7 @@ typedef struct apr_imatrix_entry {
     char *name;        /* tensor name, e.g. blk.0.attn_q.weight */
     uint64_t n;        /* values (ne[0] x experts) */
     float *values;
+    int32_t ncall;     /* legacy .dat: the entry's ncall; 0 from GGUF */
 } apr_imatrix_entry;
 
 typedef struct apr_imatrix {
@@ -225,7 +226,8 @@ typedef struct apr_imatrix_stats {
     uint64_t n_entries;
     uint32_t chunk_size; /* tokens per chunk (llama-imatrix's n_ctx) */
     uint32_t chunks;     /* chunks processed (its m_last_chunk: the largest count / chunk_size) */
-    char *dataset;       /* the text file as named on the command line, or NULL */
+    char **datasets;     /* the text files as named on the command line (loaded ones first) */
+    uint32_t n_datasets;
 } apr_imatrix_stats;
 
 /* Entries are sorted by name in both files, as llama-imatrix writes them.
@@ -239,6 +241,18 @@ int apr_imatrix_write_dat(const apr_imatrix_stats *s, const char *path, apr_err 
 int apr_imatrix_write_gguf(const apr_imatrix_stats *s, const char *path, apr_err *err);
 /* Frees the contents (s itself is the caller's). */
 void apr_imatrix_stats_free(apr_imatrix_stats *s);
+/* Appends a dataset name (a copy). */
+int apr_imatrix_stats_add_dataset(apr_imatrix_stats *s, const char *name, apr_err *err);
+/* llama-imatrix's --in-file (IMatrixCollector::load_imatrix and
+ * load_imatrix_legacy): adds a file's raw statistics into s - entries
+ * matched by name (their value counts must agree) or appended; GGUF:
+ * in_sum2 and counts (rounded) as stored; legacy .dat, which holds
+ * sum / count * ncall: the sums come back as value * chunk_size and the
+ * count as ncall * chunk_size, with s->chunk_size (which must be set)
+ * standing for the chunk size the file does not record, as llama-imatrix's
+ * n_ctx does. Appends the file's datasets; s->chunks becomes the largest
+ * count / chunk_size. Dense entries only (one count each). */
+int apr_imatrix_stats_add_file(apr_imatrix_stats *s, const char *path, apr_err *err);
 
 #ifdef __cplusplus
 }
