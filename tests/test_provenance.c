@@ -215,6 +215,23 @@ static void test_source_checks(void **state)
     memset(&t, 0, sizeof t);
     assert_int_equal(apr_provenance_verify(m, "/nonexistent/a.gguf", 2, on_report, &t, &res, &err), APR_E_MISMATCH);
     assert_true(res.files_bad >= 1);
+    assert_true(res.files_bad <= res.files_checked); /* the failed open is counted as a check (fuzz_provenance) */
+    /* a recorded source name that is not a base name is never looked up:
+     * "../a.gguf" would otherwise be hashed from outside SOURCE's directory */
+    json_t *rec = json_loads(m->provenance_json, 0, NULL);
+    json_t *f0 = json_array_get(json_object_get(json_object_get(rec, "source"), "files"), 0);
+    assert_non_null(f0);
+    json_object_set_new(f0, "file", json_string("../a.gguf"));
+    char *bad = json_dumps(rec, JSON_COMPACT);
+    json_decref(rec);
+    assert_int_equal(apr_prov_attach(m, bad, APR_FMT_APR, &err), 0);
+    free(bad);
+    char dir_src[4200];
+    snprintf(dir_src, sizeof dir_src, "%s/", d); /* a directory source: files are looked up inside it */
+    memset(&t, 0, sizeof t);
+    assert_int_equal(apr_provenance_verify(m, dir_src, 2, on_report, &t, &res, &err), APR_E_MISMATCH);
+    assert_true(res.files_bad >= 1);
+    assert_non_null(strstr(t.first, "is not a file name"));
     apr_model_free(m);
     free(d);
 }

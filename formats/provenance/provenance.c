@@ -949,6 +949,14 @@ static bool is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The writer records base names (add_file): a recorded name that is not
+ * one (a '/', "." or "..") would make the verifier hash a file outside the
+ * source's directory, so it is never looked up. */
+static bool is_file_name(const char *s)
+{
+    return *s && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
 /* Source files: each recorded file is looked up beside SOURCE (or inside it
  * when it is a directory); a single recorded weights file is SOURCE itself
  * when SOURCE is a file, whatever its name now. */
@@ -980,8 +988,8 @@ static void check_source_files(vctx *v, const json_t *rec_src, const char *sourc
         const json_t *f = json_array_get(files, i);
         const char *file = json_string_value(json_object_get(f, "file"));
         const char *role = json_string_value(json_object_get(f, "role"));
-        if (!file)
-            continue;
+        if (!file || !is_file_name(file))
+            continue; /* reported below as not found */
         if (!dir && (!strcmp(file, sbase) || (n_weights == 1 && role && !strcmp(role, "weights"))))
             snprintf(paths[i], sizeof paths[i], "%s", source);
         else
@@ -1001,6 +1009,11 @@ static void check_source_files(vctx *v, const json_t *rec_src, const char *sourc
             const char *file = json_string_value(json_object_get(f, "file"));
             const char *want = json_string_value(json_object_get(f, "sha256"));
             v->res->files_checked++;
+            if (file && !is_file_name(file)) {
+                v->res->files_bad++;
+                report(v, false, file, "recorded source file '%s' is not a file name (not looked up)", file);
+                continue;
+            }
             if (!file || !found[i]) {
                 v->res->files_bad++;
                 report(v, false, file ? file : "?", "source file %s not found", paths[i][0] ? paths[i] : "?");
@@ -1211,6 +1224,10 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
             json_decref(sp);
             apr_model_free(src);
         } else {
+            /* opening the source is a check of its own: counted as one, so
+             * files_bad never exceeds files_checked (fuzz_provenance found
+             * "1 source files (2 bad)") */
+            res->files_checked++;
             res->files_bad++;
             report(&v, false, source, "cannot open the source: %s", oerr.msg);
         }
