@@ -90,7 +90,13 @@ static int detect_vnni(void)
         return APRQ_VNNI_NONE;
     if (aprq_cpu_avx512() && __builtin_cpu_supports("avx512vnni"))
         return APRQ_VNNI_512;
-    return __builtin_cpu_supports("avxvnni") ? APRQ_VNNI_AVX : APRQ_VNNI_NONE;
+    /* AVX-VNNI is CPUID.(EAX=7,ECX=1):EAX bit 4, read directly: clang < 15
+     * has no "avxvnni" for __builtin_cpu_supports (the clang fuzz build
+     * failed on it); the YMM state is already checked by aprq_cpu_avx2. */
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d))
+        return APRQ_VNNI_NONE;
+    return (a >> 4) & 1 ? APRQ_VNNI_AVX : APRQ_VNNI_NONE;
 #else
     return APRQ_VNNI_NONE;
 #endif
