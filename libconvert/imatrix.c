@@ -171,10 +171,12 @@ int apr_imatrix_from_model(apr_imatrix **out, const apr_model *m, apr_err *err)
         uint64_t ne0 = s->ndim ? s->dims[s->ndim - 1] : 0, rows = 1, nc = 0;
         for (uint32_t d = 0; d + 1 < s->ndim; d++)
             rows *= s->dims[d];
+        /* rows == 0 (an in_sum2 of shape [0, n], found by fuzz_imatrix) would
+         * be an entry of no values, which weighs nothing: refused like ne0 == 0 */
         if (!c) {
             rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %s has sums but no counts", name);
         } else if (s->dtype != APR_DT_F32 || c->dtype != APR_DT_F32 || s->ndim < 1 || s->ndim > 2 ||
-                   !apr_dims_count(c->ndim, c->dims, &nc) || nc != rows || ne0 == 0 ||
+                   !apr_dims_count(c->ndim, c->dims, &nc) || nc != rows || ne0 == 0 || rows == 0 ||
                    s->nbytes != ne0 * rows * 4 || c->nbytes != rows * 4) {
             rc = apr_err_set(err, APR_E_FORMAT, "imatrix: %s: in_sum2/counts shapes or types do not match", name);
         }

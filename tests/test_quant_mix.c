@@ -365,9 +365,19 @@ static void test_imatrix_gguf(void **state)
     assert_int_equal(apr_model_add_tensor(m3, "y.in_sum2", APR_DT_F32, 2, ds, sums, sizeof sums, false, &err), 0);
     assert_int_equal(apr_model_add_tensor(m3, "y.counts", APR_DT_F32, 2, dc1, counts, 4, false, &err), 0);
     assert_true(apr_imatrix_from_model(&im, m3, &err) < 0);
+    /* no rows: sums [0, 4] and counts [0, 1] would be an entry of no values
+     * (fuzz_imatrix found it accepted; fuzz/corpus/imatrix/regress-zero-rows.gguf) */
+    uint64_t ds0[2] = {0, 4}, dc0[2] = {0, 1};
+    apr_model *m4 = apr_model_new(APR_FMT_GGUF);
+    assert_int_equal(apr_model_add_tensor(m4, "z.in_sum2", APR_DT_F32, 2, ds0, sums, 0, false, &err), 0);
+    assert_int_equal(apr_model_add_tensor(m4, "z.counts", APR_DT_F32, 2, dc0, counts, 0, false, &err), 0);
+    assert_true(apr_imatrix_from_model(&im, m4, &err) < 0);
+    assert_null(im);
+    assert_non_null(strstr(err.msg, "shapes or types do not match"));
     apr_model_free(m);
     apr_model_free(m2);
     apr_model_free(m3);
+    apr_model_free(m4);
     /* a legacy file from disk, and a missing file */
     buf b = legacy_file(true, 3.0f);
     const char *lp = tu_path(dir, "im.dat");
