@@ -11,9 +11,7 @@
 #include "quant_internal.h"
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2")))
+#include "quant_simd.h" /* all_finite, the AVX2 target attribute */
 
 AVX2 static inline __m256 f16x8_to_f32(__m128i h16)
 {
@@ -60,33 +58,6 @@ AVX2 static void bf16_row(const uint8_t *src, float *dst, int64_t n)
         dst[i] = apr_bf16_to_f32(h);
     }
 }
-
-/* No Inf/NaN among x[0..n): exponent bits not all ones. */
-AVX2 static bool finite_avx2(const float *x, int64_t n)
-{
-    const __m256i e = _mm256_set1_epi32(0x7f800000);
-    __m256i bad = _mm256_setzero_si256();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        for (int k = 0; k < 32; k += 8) {
-            __m256i u = _mm256_loadu_si256((const __m256i *)(x + i + k));
-            bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(u, e), e));
-        }
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
-        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(u, e), e));
-    }
-    if (!_mm256_testz_si256(bad, bad))
-        return false;
-    for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        if ((u & 0x7f800000u) == 0x7f800000u)
-            return false;
-    }
-    return true;
-}
 #endif
 
 bool aprq_f16_row_fast(const void *src, float *dst, int64_t n)
@@ -117,7 +88,7 @@ bool apr_f32_all_finite(const float *x, int64_t n)
 {
 #if defined(__x86_64__)
     if (aprq_cpu_avx2())
-        return finite_avx2(x, n);
+        return all_finite(x, n);
 #endif
     for (int64_t i = 0; i < n; i++) {
         uint32_t u;

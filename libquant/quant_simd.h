@@ -1,6 +1,7 @@
 /* quant_simd.h - AVX2 helpers shared by the fast quantizers (quant_fast.c,
- * quant_iq4_fast.c). Every helper is exact: lane for lane the result of the
- * scalar expression it replaces in quant_ref.c / quant_iq4.c. */
+ * quant_iq4_fast.c) and the row scans of f16_avx2.c. Every helper is exact:
+ * lane for lane the result of the scalar expression it replaces in
+ * quant_ref.c / quant_iq4.c. */
 #ifndef APR_QUANT_SIMD_H
 #define APR_QUANT_SIMD_H
 #if defined(__x86_64__)
