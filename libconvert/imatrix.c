@@ -231,9 +231,15 @@ int apr_imatrix_from_model(apr_imatrix **out, const apr_model *m, apr_err *err)
     return 0;
 }
 
-int apr_imatrix_load(apr_imatrix **out, const char *path, apr_err *err)
+/* One imatrix file, either format: mapped, then handed to on_gguf (parsed)
+ * or to on_legacy (the raw bytes). A failure after the mapping gets the
+ * path in front of its message unless the message names it already. */
+typedef int (*imatrix_gguf_fn)(void *ctx, const apr_model *m, const char *path, apr_err *err);
+typedef int (*imatrix_legacy_fn)(void *ctx, const uint8_t *buf, uint64_t size, const char *path, apr_err *err);
+
+static int read_imatrix_file(const char *path, imatrix_gguf_fn on_gguf, imatrix_legacy_fn on_legacy, void *ctx,
+                             apr_err *err)
 {
-    *out = NULL;
     apr_mapping map;
     int rc = apr_map_file(path, &map, err);
     if (rc)
@@ -242,18 +248,36 @@ int apr_imatrix_load(apr_imatrix **out, const char *path, apr_err *err)
         apr_model *m = NULL;
         rc = apr_gguf_parse(&m, map.base, map.size, err);
         if (!rc)
-            rc = apr_imatrix_from_model(out, m, err);
+            rc = on_gguf(ctx, m, path, err);
         apr_model_free(m);
     } else {
-        rc = apr_imatrix_parse_legacy(out, map.base, map.size, err);
+        rc = on_legacy(ctx, map.base, map.size, path, err);
     }
     apr_unmap_file(&map);
-    if (rc && err) {
+    if (rc && err && !strstr(err->msg, path)) {
         char tmp[sizeof err->msg];
         memcpy(tmp, err->msg, sizeof tmp);
         apr_err_set(err, rc, "%.200s: %.800s", path, tmp);
     }
     return rc;
+}
+
+static int load_gguf(void *ctx, const apr_model *m, const char *path, apr_err *err)
+{
+    (void)path;
+    return apr_imatrix_from_model(ctx, m, err);
+}
+
+static int load_legacy(void *ctx, const uint8_t *buf, uint64_t size, const char *path, apr_err *err)
+{
+    (void)path;
+    return apr_imatrix_parse_legacy(ctx, buf, size, err);
+}
+
+int apr_imatrix_load(apr_imatrix **out, const char *path, apr_err *err)
+{
+    *out = NULL;
+    return read_imatrix_file(path, load_gguf, load_legacy, out, err);
 }
 
 /* prepare_imatrix: entries whose name contains an excluded string are
@@ -358,8 +382,9 @@ static int stats_add(apr_imatrix_stats *s, const char *name, const float *add, u
     return 0;
 }
 
-static int add_gguf(apr_imatrix_stats *s, const apr_model *m, const char *path, apr_err *err)
+static int add_gguf(void *ctx, const apr_model *m, const char *path, apr_err *err)
 {
+    apr_imatrix_stats *s = ctx;
     int rc = 0;
     uint64_t added = 0;
     for (uint64_t i = 0; i < m->n_tensors && !rc; i++) {
@@ -404,8 +429,9 @@ static int add_gguf(apr_imatrix_stats *s, const apr_model *m, const char *path, 
 
 /* The legacy file as stored (sum / count * ncall per entry), each value
  * times chunk_size, as load_imatrix_legacy rebuilds the sums. */
-static int add_legacy(apr_imatrix_stats *s, const uint8_t *buf, uint64_t size, const char *path, apr_err *err)
+static int add_legacy(void *ctx, const uint8_t *buf, uint64_t size, const char *path, apr_err *err)
 {
+    apr_imatrix_stats *s = ctx;
     apr_imatrix *im = NULL;
     int rc = parse_legacy_raw(&im, buf, size, err);
     for (uint64_t i = 0; !rc && i < im->n_entries; i++) {
@@ -424,25 +450,7 @@ int apr_imatrix_stats_add_file(apr_imatrix_stats *s, const char *path, apr_err *
 {
     if (!s->chunk_size)
         return apr_err_set(err, APR_E_ARG, "imatrix: no chunk size to combine %s with", path);
-    apr_mapping map;
-    int rc = apr_map_file(path, &map, err);
-    if (rc)
-        return rc;
-    if (map.size >= 4 && !memcmp(map.base, "GGUF", 4)) {
-        apr_model *m = NULL;
-        rc = apr_gguf_parse(&m, map.base, map.size, err);
-        if (!rc)
-            rc = add_gguf(s, m, path, err);
-        apr_model_free(m);
-    } else {
-        rc = add_legacy(s, map.base, map.size, path, err);
-    }
-    apr_unmap_file(&map);
-    if (rc && err && !strstr(err->msg, path)) {
-        char tmp[sizeof err->msg];
-        memcpy(tmp, err->msg, sizeof tmp);
-        apr_err_set(err, rc, "%.200s: %.800s", path, tmp);
-    }
+    int rc = read_imatrix_file(path, add_gguf, add_legacy, s, err);
     int64_t max_count = 0;
     for (uint64_t i = 0; i < s->n_entries; i++)
         if (s->e[i].count > max_count)
