@@ -61,19 +61,42 @@ static double stat_total(const apr_imatrix_stat *e)
     return s;
 }
 
+/* The fixture model opened and loaded for the CPU forward pass at 2
+ * threads (skipped without ../shared). */
+typedef struct {
+    apr_model *m;
+    apr_fwd *f;
+    const apr_arch_config *c;
+} fwd_fixture;
+
+static void fixture_open(fwd_fixture *fx, uint32_t max_ctx)
+{
+    TU_REQUIRE_SHARED(path, FIXTURE);
+    apr_err err = {0};
+    *fx = (fwd_fixture){0};
+    assert_int_equal(apr_model_open(&fx->m, path, NULL, &err), 0);
+    const apr_fwd_opts fo = {.n_threads = 2, .device = APR_DEV_CPU, .max_ctx = max_ctx};
+    assert_int_equal(apr_fwd_load(&fx->f, fx->m, &fo, &err), 0);
+    fx->c = apr_fwd_config(fx->f);
+}
+
+static void fixture_close(fwd_fixture *fx)
+{
+    apr_fwd_free(fx->f);
+    apr_model_free(fx->m);
+}
+
 /* ---------------------------------------------------------------- sums */
 
 static void test_sums_equal_direct_computation(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(fx, FIXTURE);
-    apr_model *m = NULL;
+    fwd_fixture fxt;
+    fixture_open(&fxt, CTX);
+    apr_model *m = fxt.m;
+    apr_fwd *f = fxt.f;
+    const apr_arch_config *c = fxt.c;
     apr_err err = {0};
-    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
-    const apr_fwd_opts fo = {.n_threads = 2, .device = APR_DEV_CPU, .max_ctx = CTX};
-    apr_fwd *f = NULL;
-    assert_int_equal(apr_fwd_load(&f, m, &fo, &err), 0);
-    const apr_arch_config *c = apr_fwd_config(f);
     const uint64_t H = c->hidden;
     int32_t ids[N_TOK + 10];
     make_tokens(ids, N_TOK + 10, c->vocab);
@@ -175,8 +198,7 @@ static void test_sums_equal_direct_computation(void **state)
     apr_imatrix_stats_free(&st2);
 
     apr_imatrix_stats_free(&st);
-    apr_fwd_free(f);
-    apr_model_free(m);
+    fixture_close(&fxt);
 }
 
 /* ---------------------------------------------------------------- --process-output, perplexity, --in-file */
@@ -202,14 +224,12 @@ static void same_stats(const apr_imatrix_stats *a, const apr_imatrix_stats *b)
 static void test_output_ppl_and_start(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(fx, FIXTURE);
-    apr_model *m = NULL;
+    fwd_fixture fxt;
+    fixture_open(&fxt, CTX);
+    apr_model *m = fxt.m;
+    apr_fwd *f = fxt.f;
+    const apr_arch_config *c = fxt.c;
     apr_err err = {0};
-    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
-    const apr_fwd_opts fo = {.n_threads = 2, .device = APR_DEV_CPU, .max_ctx = CTX};
-    apr_fwd *f = NULL;
-    assert_int_equal(apr_fwd_load(&f, m, &fo, &err), 0);
-    const apr_arch_config *c = apr_fwd_config(f);
     assert_false(apr_fwd_output_tied(f));
     int32_t ids[N_TOK];
     make_tokens(ids, N_TOK, c->vocab);
@@ -297,8 +317,7 @@ static void test_output_ppl_and_start(void **state)
     apr_imatrix_stats_free(&sab);
     apr_imatrix_stats_free(&plain);
     apr_imatrix_stats_free(&out);
-    apr_fwd_free(f);
-    apr_model_free(m);
+    fixture_close(&fxt);
 }
 
 /* ---------------------------------------------------------------- the hook changes no bit */
@@ -315,14 +334,11 @@ static void count_hook(void *user, uint32_t layer, apr_mm_input in, const float 
 static void test_hook_changes_no_logit(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(fx, FIXTURE);
-    apr_model *m = NULL;
+    fwd_fixture fxt;
+    fixture_open(&fxt, 256);
+    apr_fwd *f = fxt.f;
+    const apr_arch_config *c = fxt.c;
     apr_err err = {0};
-    assert_int_equal(apr_model_open(&m, fx, NULL, &err), 0);
-    const apr_fwd_opts fo = {.n_threads = 2, .device = APR_DEV_CPU, .max_ctx = 256};
-    apr_fwd *f = NULL;
-    assert_int_equal(apr_fwd_load(&f, m, &fo, &err), 0);
-    const apr_arch_config *c = apr_fwd_config(f);
     enum { N = 100 }; /* two CPU batches */
     int32_t ids[N];
     make_tokens(ids, N, c->vocab);
@@ -352,8 +368,7 @@ static void test_hook_changes_no_logit(void **state)
     assert_int_equal(seen[0], 2ull * N * c->n_layers * APR_MM_IN_COUNT);
     free(a);
     free(b);
-    apr_fwd_free(f);
-    apr_model_free(m);
+    fixture_close(&fxt);
 }
 
 /* ---------------------------------------------------------------- writers */
