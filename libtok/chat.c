@@ -42,12 +42,16 @@ int apr_chat_render(const apr_model *m, const char *name, const json_t *vars, ch
      * documents as None when not given */
     static const char *const names[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     const int32_t ids[] = {m->tok.bos_id, m->tok.eos_id, m->tok.unk_id, m->tok.pad_id};
-    int bad = 0;
+    /* from HF files: only the tokens tokenizer_config.json names (a BOS id
+     * from config.json alone renders nothing in transformers) */
+    json_t *hf = m->hf_chat_specials ? json_loads(m->hf_chat_specials, 0, NULL) : NULL;
+    int bad = m->hf_chat_specials && !hf;
     for (int i = 0; i < 4; i++) {
-        const char *t = token_text(m, ids[i]);
+        const char *t = hf ? json_string_value(json_object_get(hf, names[i])) : token_text(m, ids[i]);
         if (t && !json_object_get(all, names[i]))
             bad |= json_object_set_new(all, names[i], json_string(t));
     }
+    json_decref(hf);
     if (!json_object_get(all, "tools"))
         bad |= json_object_set_new(all, "tools", json_null());
     if (!json_object_get(all, "documents"))

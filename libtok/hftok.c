@@ -1112,8 +1112,31 @@ static int build_spm(const apr_model *m, apr_spm **out, apr_err *err)
 
 /* ================================================================ API */
 
+/* m->hf_chat_specials from tokenizer_config.json: transformers knows a
+ * special token only when that file names it, whatever config.json's ids say. */
+static int set_chat_specials(apr_model *m, const apr_tok_hf *d, apr_err *err)
+{
+    static const char *const fields[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+    json_t *o = json_object();
+    int bad = !o;
+    for (int i = 0; i < 4 && o; i++) {
+        const char *t = special_entry(d->tokenizer_config, fields[i]);
+        if (t)
+            bad |= json_object_set_new(o, fields[i], json_string(t));
+    }
+    char *text = bad ? NULL : json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!text)
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    free(m->hf_chat_specials);
+    m->hf_chat_specials = text;
+    return 0;
+}
+
 int apr_tok_hf_to_kvs(apr_model *m, const apr_tok_hf *d, apr_err *err)
 {
+    if ((d->spm || d->tokenizer) && set_chat_specials(m, d, err))
+        return APR_E_NOMEM;
     /* tokenizer.model wins over tokenizer.json, as in LlamaModel.set_vocab
      * (the BPE tokenizer.json of LLaMA repos has no scores). */
     if (d->spm)

@@ -256,6 +256,7 @@ void apr_model_free(apr_model *m)
     free(m->path);
     free(m->provenance_json);
     free(m->raw_meta_json);
+    free(m->hf_chat_specials);
     free(m);
 }
 

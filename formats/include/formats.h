@@ -313,6 +313,12 @@ typedef struct apr_model {
 
     char *provenance_json;    /* provenance object as JSON text, or NULL */
     char *raw_meta_json;      /* APR: the metadata JSON as stored; NULL otherwise */
+    /* Read from HF tokenizer files: the special-token texts transformers'
+     * apply_chat_template passes (a JSON object of bos_token, eos_token,
+     * unk_token, pad_token: only those tokenizer_config.json names). NULL:
+     * the vocabulary's texts of the tokenizer.ggml.*_token_id KVs, which may
+     * name a BOS the HF tokenizer lacks (config.json's bos_token_id). */
+    char *hf_chat_specials;
 } apr_model;
 
 /* Open any supported file by sniffing its first bytes (a directory or a

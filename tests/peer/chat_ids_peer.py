@@ -10,7 +10,10 @@ template refuses (raise_exception) must fail in apr too.
 
 tokenizer_config.json gets bos_token "<|endoftext|>": tinycoder's HF
 tokenizer has no BOS while its config.json's bos_token_id gives the GGUF one
-(the converter's rule), and templates print {{ bos_token }}.
+(the converter's rule), and templates print {{ bos_token }}. One more case
+keeps tinycoder's tokenizer_config (no bos_token) under Llama 3.1's template:
+the HF directory must then render no BOS, as transformers does (the GGUF
+cannot tell, and renders llama.cpp's BOS: not compared).
 
 usage: chat_ids_peer.py APR_BIN LLAMA_CPP_SRC TINYCODER_DIR WORKDIR
 Exit 0 pass, 1 fail, 77 skip (transformers missing).
@@ -31,6 +34,7 @@ TEMPLATES = ["meta-llama-Llama-3.1-8B-Instruct", "meta-llama-Llama-3.2-3B-Instru
              "meta-llama-Llama-3.3-70B-Instruct", "Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B", "Qwen-QwQ-32B",
              "mistralai-Mistral-Nemo-Instruct-2407", "Mistral-Small-3.2-24B-Instruct-2506", "google-gemma-2-2b-it",
              "microsoft-Phi-3.5-mini-instruct", "tinycoder"]
+NO_HF_BOS = "meta-llama-Llama-3.1-8B-Instruct"  # the extra case: tokenizer_config without bos_token
 CONVERSATIONS = {
     "system+user": [{"role": "system", "content": "You are a helpful assistant."},
                     {"role": "user", "content": "Hello! What is 2+2?"}],
@@ -44,17 +48,18 @@ def main():
     os.makedirs(work, exist_ok=True)
     base_tc = json.load(open(os.path.join(tiny, "tokenizer_config.json")))
     failures = 0
-    for name in TEMPLATES:
-        if name == "tinycoder":
+    for name in TEMPLATES + [NO_HF_BOS + ":no-bos"]:
+        tname, _, variant = name.partition(":")
+        if tname == "tinycoder":
             tmpl = base_tc["chat_template"]
         else:
-            tmpl = open(os.path.join(src, "models", "templates", name + ".jinja"), encoding="utf-8").read()
-        d = os.path.join(work, name)
+            tmpl = open(os.path.join(src, "models", "templates", tname + ".jinja"), encoding="utf-8").read()
+        d = os.path.join(work, name.replace(":", "-"))
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
         for f in ("config.json", "tokenizer.json", "model.safetensors", "generation_config.json"):
             os.symlink(os.path.join(tiny, f), os.path.join(d, f))
-        tc = dict(base_tc, chat_template=tmpl, bos_token="<|endoftext|>")
+        tc = dict(base_tc, chat_template=tmpl) if variant else dict(base_tc, chat_template=tmpl, bos_token="<|endoftext|>")
         with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
             json.dump(tc, f)
         g = d + ".gguf"
@@ -75,7 +80,7 @@ def main():
                 mf = os.path.join(work, "messages.json")
                 with open(mf, "w") as f:
                     json.dump(msgs, f)
-                for model in (d, g):
+                for model in ((d,) if variant else (d, g)):
                     cmd = [apr_bin, "run", model, "--messages", mf, "--tokenize-only"]
                     if not agp:
                         cmd.append("--no-generation-prompt")
