@@ -524,28 +524,42 @@ static void ids_push(ids_vec *o, int32_t id)
 
 /* ---------------------------------------------------------------- symbol merging (SPM and BPE) */
 
+/* 16 bytes each: a fragment is below 4 GiB (apr_tok_encode_ex checks), and
+ * the heap of a 1 MB SentencePiece text holds a million bigrams, so its
+ * size is what the merge loop's cache misses cost. */
 typedef struct sym {
-    size_t off, n;       /* bytes of the text; n == 0: merged away */
-    long prev, next;     /* -1 at the ends */
+    uint32_t off, n;     /* bytes of the text; n == 0: merged away */
+    int32_t prev, next;  /* -1 at the ends */
 } sym;
 
+/* key: the order as one integer, higher first: the score's order bits
+ * (SPM: the float's; BPE: UINT32_MAX - rank) above UINT32_MAX - left, so
+ * ties go to the leftmost pair as in llama.cpp's comparators. */
 typedef struct bigram {
-    long left, right;
-    double score;        /* higher first (BPE: -rank) */
-    size_t size;         /* bytes of the merged text when queued */
+    uint64_t key;
+    int32_t right;
+    uint32_t size;       /* bytes of the merged text when queued */
 } bigram;
 
-/* A binary max-heap of bigrams: best score, then smallest left. */
+static int32_t bg_left(const bigram *b)
+{
+    return (int32_t)(UINT32_MAX - (uint32_t)b->key);
+}
+
+/* A float's bits mapped so that unsigned order is numeric order. */
+static uint32_t float_order(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+
+/* A binary max-heap of bigrams by key. */
 typedef struct bheap {
     bigram *a;
     size_t n, cap;
     bool oom;
 } bheap;
-
-static bool bg_better(const bigram *x, const bigram *y)
-{
-    return x->score > y->score || (x->score == y->score && x->left < y->left);
-}
 
 static void heap_push(bheap *h, bigram b)
 {
@@ -562,33 +576,30 @@ static void heap_push(bheap *h, bigram b)
         h->cap = nc;
     }
     size_t i = h->n++;
-    h->a[i] = b;
-    while (i && bg_better(&h->a[i], &h->a[(i - 1) / 2])) {
-        bigram tmp = h->a[i];
+    while (i && b.key > h->a[(i - 1) / 2].key) {
         h->a[i] = h->a[(i - 1) / 2];
-        h->a[(i - 1) / 2] = tmp;
         i = (i - 1) / 2;
     }
+    h->a[i] = b;
 }
 
 static bigram heap_pop(bheap *h)
 {
-    bigram top = h->a[0];
-    h->a[0] = h->a[--h->n];
+    const bigram top = h->a[0], last = h->a[--h->n];
     size_t i = 0;
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, best = i;
-        if (l < h->n && bg_better(&h->a[l], &h->a[best]))
-            best = l;
-        if (r < h->n && bg_better(&h->a[r], &h->a[best]))
-            best = r;
-        if (best == i)
+        size_t l = 2 * i + 1, best = l;
+        if (l >= h->n)
             break;
-        bigram tmp = h->a[i];
+        if (l + 1 < h->n && h->a[l + 1].key > h->a[l].key)
+            best = l + 1;
+        if (h->a[best].key <= last.key)
+            break;
         h->a[i] = h->a[best];
-        h->a[best] = tmp;
         i = best;
     }
+    if (h->n)
+        h->a[i] = last;
     return top;
 }
 
@@ -596,27 +607,27 @@ typedef struct merge_ctx {
     const apr_tok *t;
     const char *text;
     sym *s;
-    size_t n_sym;
+    size_t n_sym, s_cap;
     bheap heap;
     char *keybuf;         /* BPE: "left right" lookup key */
     size_t keycap;
 } merge_ctx;
 
-static void try_bigram(merge_ctx *c, long l, long r)
+static void try_bigram(merge_ctx *c, int32_t l, int32_t r)
 {
     if (l < 0 || r < 0)
         return;
     const sym *a = &c->s[l], *b = &c->s[r];
-    const size_t size = a->n + b->n;
-    bigram bg = {l, r, 0.0, size};
+    const uint32_t size = a->n + b->n;
+    uint32_t order;
     if (c->t->kind == TOK_SPM) {
         const int32_t id = apr_strmap_get(&c->t->vocab, c->text + a->off, size);
         if (id < 0)
             return;
-        bg.score = c->t->v->scores ? c->t->v->scores[id] : 0.0;
+        order = float_order(c->t->v->scores ? c->t->v->scores[id] : 0.0f);
     } else {
-        if (size + 1 > c->keycap) {
-            size_t nc = (size + 1) * 2;
+        if ((size_t)size + 1 > c->keycap) {
+            size_t nc = ((size_t)size + 1) * 2;
             char *nb = realloc(c->keybuf, nc);
             if (!nb) {
                 c->heap.oom = true;
@@ -628,47 +639,54 @@ static void try_bigram(merge_ctx *c, long l, long r)
         memcpy(c->keybuf, c->text + a->off, a->n);
         c->keybuf[a->n] = ' ';
         memcpy(c->keybuf + a->n + 1, c->text + b->off, b->n);
-        const int32_t rank = apr_strmap_get(&c->t->merges, c->keybuf, size + 1);
+        const int32_t rank = apr_strmap_get(&c->t->merges, c->keybuf, (size_t)size + 1);
         if (rank < 0)
             return;
-        bg.score = -(double)rank;
+        order = UINT32_MAX - (uint32_t)rank;
     }
-    heap_push(&c->heap, bg);
+    heap_push(&c->heap, (bigram){((uint64_t)order << 32) | (UINT32_MAX - (uint32_t)l), r, size});
 }
 
 /* Split text[0, n) into UTF-8 characters and merge. Leaves the surviving
- * symbols linked from index 0. */
+ * symbols linked from index 0. n < 2^31 (the caller's check). */
 static int merge_run(merge_ctx *c, const char *text, size_t n)
 {
     c->text = text;
     c->n_sym = 0;
     c->heap.n = 0;
-    free(c->s);
-    c->s = malloc((n ? n : 1) * sizeof *c->s);
-    if (!c->s)
-        return -1;
+    if (n > c->s_cap) { /* reused across the words of a text */
+        free(c->s);
+        c->s_cap = n > 64 ? n : 64;
+        c->s = malloc(c->s_cap * sizeof *c->s);
+        if (!c->s) {
+            c->s_cap = 0;
+            return -1;
+        }
+    }
     for (size_t off = 0; off < n;) {
         size_t len = utf8_len((uint8_t)text[off]);
         if (len > n - off)
             len = n - off;
-        c->s[c->n_sym] = (sym){off, len, (long)c->n_sym - 1, off + len == n ? -1 : (long)c->n_sym + 1};
+        const int32_t i = (int32_t)c->n_sym;
+        c->s[i] = (sym){(uint32_t)off, (uint32_t)len, i - 1, off + len == n ? -1 : i + 1};
         c->n_sym++;
         off += len;
     }
     for (size_t i = 1; i < c->n_sym; i++)
-        try_bigram(c, (long)i - 1, (long)i);
+        try_bigram(c, (int32_t)i - 1, (int32_t)i);
     while (c->heap.n && !c->heap.oom) {
         const bigram bg = heap_pop(&c->heap);
-        sym *l = &c->s[bg.left], *r = &c->s[bg.right];
+        const int32_t left = bg_left(&bg);
+        sym *l = &c->s[left], *r = &c->s[bg.right];
         if (!l->n || !r->n || l->n + r->n != bg.size || l->next != bg.right)
             continue; /* stale: one side was merged since */
         l->n += r->n;
         r->n = 0;
         l->next = r->next;
         if (r->next >= 0)
-            c->s[r->next].prev = bg.left;
-        try_bigram(c, l->prev, bg.left);
-        try_bigram(c, bg.left, l->next);
+            c->s[r->next].prev = left;
+        try_bigram(c, l->prev, left);
+        try_bigram(c, left, l->next);
     }
     return c->heap.oom ? -1 : 0;
 }
@@ -726,7 +744,7 @@ static void spm_encode(const apr_tok *t, const char *raw, size_t rawn, bool pref
     if (merge_run(&c, text, n)) {
         *rc = -1;
     } else if (c.n_sym) {
-        for (long i = 0; i >= 0; i = c.s[i].next) {
+        for (int32_t i = 0; i >= 0; i = c.s[i].next) {
             const sym *s = &c.s[i];
             const int32_t id = apr_strmap_get(&t->vocab, text + s->off, s->n);
             if (id >= 0)
@@ -1070,7 +1088,7 @@ static int bpe_word(const apr_tok *t, const char *w, size_t wn, merge_ctx *c, id
     }
     int rc = merge_run(c, mapped, k);
     if (!rc && c->n_sym) {
-        for (long i = 0; i >= 0; i = c->s[i].next) {
+        for (int32_t i = 0; i >= 0; i = c->s[i].next) {
             const sym *s = &c->s[i];
             const int32_t id = apr_strmap_get(&t->vocab, mapped + s->off, s->n);
             if (id >= 0)
@@ -1217,6 +1235,10 @@ int apr_tok_encode_ex(const apr_tok *t, const char *text, bool add_special, bool
         ids_push(&o, t->v->bos_id);
     }
     const size_t len = text ? strlen(text) : 0;
+    if (len > INT32_MAX / 2) { /* symbol indexes and offsets are 32-bit (merge_run) */
+        free(o.v);
+        return apr_err_set(err, APR_E_ARG, "text of %zu bytes is too long to tokenize (at most 1 GiB)", len);
+    }
     frag *f = NULL;
     size_t nf = 0;
     if (len && partition(t, text, len, parse_special, &f, &nf))
