@@ -468,20 +468,37 @@ static void rmsnorm(float *o, const float *x, const float *w, uint64_t n, float 
         o[i] = (x[i] * scale) * w[i];
 }
 
+/* yarn's weight of pair i's unscaled angle: 1 below the correction range,
+ * 0 above it, linear inside (transformers' 1 - linear_ramp_factor, ggml's
+ * rope_yarn_ramp with ext_factor 1). */
+static float yarn_keep(const apr_arch_config *c, uint32_t i)
+{
+    const float span = c->yarn_corr_hi - c->yarn_corr_lo;
+    const float y = ((float)i - c->yarn_corr_lo) / (span > 0.001f ? span : 0.001f);
+    return 1.0f - (y < 0.0f ? 0.0f : y > 1.0f ? 1.0f : y);
+}
+
 /* cos/sin of pair i at position pos: angle pos * theta^(-2i/hd), built by
  * repeated multiplication as ggml's rope cache does; then, as ggml_rope_ext
  * (ext_factor 0, attn_factor 1), divided by the pair's frequency factor and
- * multiplied by freq_scale (both exact no-ops when absent / 1). */
+ * multiplied by freq_scale (both exact no-ops when absent / 1). With yarn
+ * (non-NULL, c->rope_yarn), the scaled and unscaled angles blend by
+ * yarn_keep and cos/sin are multiplied by the attention factor. */
 static void rope_table(float *cs, uint32_t pos, uint32_t hd, float theta_base, float freq_scale,
-                       const float *freq_factors)
+                       const float *freq_factors, const apr_arch_config *yarn)
 {
     const float theta_scale = powf(theta_base, -2.0f / (float)hd);
     float theta = (float)pos;
     for (uint32_t i = 0; i < hd / 2; i++) {
         const float ff = freq_factors ? freq_factors[i] : 1.0f;
-        const float angle = freq_scale * (theta / ff);
-        cs[2 * i] = cosf(angle);
-        cs[2 * i + 1] = sinf(angle);
+        float angle = freq_scale * (theta / ff), mscale = 1.0f;
+        if (yarn) {
+            const float keep = yarn_keep(yarn, i);
+            angle = angle * (1.0f - keep) + (theta / ff) * keep;
+            mscale = yarn->rope_attn_factor;
+        }
+        cs[2 * i] = cosf(angle) * mscale;
+        cs[2 * i + 1] = sinf(angle) * mscale;
         theta *= theta_scale;
     }
 }
@@ -599,9 +616,10 @@ static int eval_batch(cpu_be *b, const int32_t *tok, uint32_t nt, uint32_t pos0,
             for (uint64_t i = 0; i < H; i++)
                 b->x[t * H + i] *= sc;
         }
-        rope_table(b->rope_cs + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta, c->rope_freq_scale, g->rope_freqs);
+        rope_table(b->rope_cs + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta, c->rope_freq_scale, g->rope_freqs,
+                   c->rope_yarn ? c : NULL);
         if (b->rope_cs_swa) /* llama.cpp: the sliding layers' own base, no frequency scaling */
-            rope_table(b->rope_cs_swa + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta_swa, 1.0f, NULL);
+            rope_table(b->rope_cs_swa + (uint64_t)t * hd, pos0 + t, hd, c->rope_theta_swa, 1.0f, NULL, NULL);
     }
 
     for (uint32_t il = 0; il < c->n_layers; il++) {

@@ -373,6 +373,8 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
         c->rope_freq_scale = 1.0f; /* a config not made by apr_model_derive */
     if (c->rope_freq_scale != 1.0f)
         g->cpu_only = "linear rope scaling";
+    if (c->rope_yarn)
+        g->cpu_only = "yarn rope scaling";
     if (c->sliding_window)
         g->cpu_only = "sliding-window attention";
     if (c->ffn_act != APR_ACT_SILU || c->embed_scale || c->post_norms || c->attn_softcap > 0.0f ||

@@ -97,6 +97,12 @@ __attribute__((noinline)) static bool same_config(const apr_model *src, const ap
     DIFF(a->qkv_bias != b->qkv_bias, "QKV biases in only one model");
     DIFF(memcmp(&a->rope_freq_scale, &b->rope_freq_scale, sizeof a->rope_freq_scale),
          "rope frequency scale %.9g vs %.9g", (double)a->rope_freq_scale, (double)b->rope_freq_scale);
+    DIFF(a->rope_yarn != b->rope_yarn || a->yarn_orig_ctx != b->yarn_orig_ctx ||
+             memcmp(&a->yarn_beta_fast, &b->yarn_beta_fast, sizeof a->yarn_beta_fast) ||
+             memcmp(&a->yarn_beta_slow, &b->yarn_beta_slow, sizeof a->yarn_beta_slow) ||
+             memcmp(&a->rope_attn_factor, &b->rope_attn_factor, sizeof a->rope_attn_factor),
+         "yarn rope scaling differs (original context %u vs %u, attention factor %.9g vs %.9g)", a->yarn_orig_ctx,
+         b->yarn_orig_ctx, (double)a->rope_attn_factor, (double)b->rope_attn_factor);
     DIFF(a->sliding_window != b->sliding_window || a->swa_pattern != b->swa_pattern,
          "sliding window %u (pattern %u) vs %u (pattern %u)", a->sliding_window, a->swa_pattern, b->sliding_window,
          b->swa_pattern);

@@ -453,13 +453,65 @@ static void test_linear_rope_scaling(void **state)
     assert_true(fabs(tinycoder_diff(back) - d) < 1e-6);
 }
 
+/* yarn: llama.cpp's keys in the GGUF (type, factor, original context, and
+ * the yarn_* ones the config gives), the cfg derive.c builds from them, a
+ * forward pass that differs from the unscaled one and on which the HF
+ * directory, the GGUF and the GGUF written back as HF agree. The numbers
+ * against transformers and llama.cpp are families_peer.py's qwen2-yarn. */
+static void test_yarn_rope_scaling(void **state)
+{
+    (void)state;
+    const char *m = edited_tinycoder("fam-yarn", "c[\"rope_parameters\"]={\"rope_theta\":1000000.0,"
+                                                 "\"rope_type\":\"yarn\",\"factor\":4.0,\"beta_fast\":16.0,"
+                                                 "\"original_max_position_embeddings\":64}");
+    const char *gguf = convert_to(m, tu_tmpdir("fam-yarn-out"), "tc.gguf");
+    apr_err err = {0};
+    apr_model *g = NULL;
+    if (apr_model_open(&g, gguf, NULL, &err))
+        fail_msg("open: %s", err.msg);
+    assert_string_equal(apr_kv_get_str(g, "qwen2.rope.scaling.type"), "yarn");
+    float f = 0.0f;
+    uint32_t n = 0;
+    assert_true(apr_kv_get_f32(g, "qwen2.rope.scaling.factor", &f) && f == 4.0f);
+    assert_true(apr_kv_get_f32(g, "qwen2.rope.scaling.yarn_beta_fast", &f) && f == 16.0f);
+    assert_null(apr_model_kv(g, "qwen2.rope.scaling.yarn_beta_slow"));
+    assert_null(apr_model_kv(g, "qwen2.rope.scaling.yarn_attn_factor"));
+    assert_true(apr_kv_get_u32(g, "qwen2.rope.scaling.original_context_length", &n) && n == 64);
+    const apr_arch_config *c = &g->cfg;
+    assert_true(c->rope_yarn && c->rope_freq_scale == 0.25f && c->yarn_orig_ctx == 64);
+    assert_true(c->yarn_beta_fast == 16.0f && c->yarn_beta_slow == 1.0f);
+    assert_true(c->rope_attn_factor == (float)(0.1 * log(4.0) + 1.0));
+    /* head_dim 64, base 1e6: floor(64 ln(64 / 32 pi) / 2 ln 1e6) = floor(-1.05) -> 0,
+     * ceil(64 ln(64 / 2 pi) / 2 ln 1e6) = ceil(5.38) = 6 */
+    assert_true(c->head_dim == 64 && c->yarn_corr_lo == 0.0f && c->yarn_corr_hi == 6.0f);
+    assert_string_equal(c->unsupported, "");
+    apr_model_free(g);
+    const double d = tinycoder_diff(gguf);
+    assert_true(d > 1e-3); /* the reference is unscaled: scaling must show */
+    assert_true(fabs(tinycoder_diff(m) - d) < 1e-6);
+    const char *back = convert_to(gguf, tu_tmpdir("fam-yarn-back"), "hf");
+    char cfg[1200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", back);
+    size_t len;
+    char *txt = tu_read_file(cfg, &len);
+    assert_non_null(txt);
+    assert_non_null(strstr(txt, "\"rope_type\": \"yarn\""));
+    assert_non_null(strstr(txt, "\"original_max_position_embeddings\": 64"));
+    free(txt);
+    assert_true(fabs(tinycoder_diff(back) - d) < 1e-6);
+    /* transformers' untruncated ranges (truncate: false) are refused */
+    expect_refused("fam-yarn-untrunc", "c[\"rope_parameters\"]={\"rope_theta\":1000000.0,\"rope_type\":\"yarn\","
+                                       "\"factor\":4.0,\"original_max_position_embeddings\":64,\"truncate\":False}",
+                   "truncate");
+}
+
 /* The other way: a GGUF KV that changes the computation and that the forward
  * pass does not implement is refused by run (and verify), naming it. */
 static void test_gguf_unimplemented_kv_refused(void **state)
 {
     (void)state;
     TU_REQUIRE_SHARED(ref, TC "/tinycoder-bf16.gguf");
-    const char *cases[][2] = {{"qwen2.attention.sliding_window", NULL}, {"qwen2.rope.scaling.type", "yarn"}};
+    const char *cases[][2] = {{"qwen2.attention.sliding_window", NULL}, {"qwen2.rope.scaling.type", "longrope"}};
     for (int i = 0; i < 2; i++) {
         apr_err err = {0};
         apr_model *m = NULL;
@@ -502,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_phi3_config_refusals),
         cmocka_unit_test(test_4x_dialect_same_gguf),
         cmocka_unit_test(test_linear_rope_scaling),
+        cmocka_unit_test(test_yarn_rope_scaling),
         cmocka_unit_test(test_gguf_unimplemented_kv_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -191,7 +191,8 @@ static const char *const implemented_kvs[] = {
     "attention.head_count", "attention.head_count_kv", "attention.key_length",
     "attention.value_length", "attention.layer_norm_rms_epsilon", "rope.freq_base",
     "rope.dimension_count", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
-    "rope.scaling.original_context_length",
+    "rope.scaling.original_context_length", "rope.scaling.yarn_attn_factor", "rope.scaling.yarn_beta_fast",
+    "rope.scaling.yarn_beta_slow",
 };
 
 /* ---------------------------------------------------------------- the families
@@ -283,19 +284,65 @@ static void audit_kvs(const apr_model *m, apr_arch_config *c)
     }
 }
 
-/* rope.scaling.type: none and linear are implemented; yarn is recorded (a
- * conversion keeps it) but the forward pass refuses it. */
+/* yarn's correction range, as transformers' find_correction_range (in
+ * double, truncated: floor and ceil) and ggml_rope_yarn_corr_dims: the pair
+ * index at which `rot` rotations fit in the original context. */
+static double yarn_corr_dim(double rot, uint32_t dim, double base, uint32_t orig)
+{
+    const double pi = 3.14159265358979323846; /* math.pi */
+    return (double)dim * log((double)orig / (rot * 2.0 * pi)) / (2.0 * log(base));
+}
+
+/* rope.scaling.yarn_*: a beta of 0 is transformers' default (its `or`). */
+static int derive_yarn(const apr_model *m, apr_arch_config *c, float factor, apr_err *err)
+{
+    int rc;
+    c->rope_yarn = true;
+    c->yarn_orig_ctx = c->ctx_len; /* llama.cpp's default: the training context */
+    if ((rc = opt_u32(m, c->arch, "rope.scaling.original_context_length", &c->yarn_orig_ctx, err)) < 0)
+        return rc;
+    if (!c->yarn_orig_ctx)
+        return apr_err_set(err, APR_E_FORMAT, "%s: yarn rope scaling without an original context length",
+                           c->arch);
+    c->yarn_beta_fast = 32.0f;
+    c->yarn_beta_slow = 1.0f;
+    if ((rc = opt_f32(m, c->arch, "rope.scaling.yarn_beta_fast", &c->yarn_beta_fast, err)) < 0 ||
+        (rc = opt_f32(m, c->arch, "rope.scaling.yarn_beta_slow", &c->yarn_beta_slow, err)) < 0)
+        return rc;
+    if (c->yarn_beta_fast == 0.0f)
+        c->yarn_beta_fast = 32.0f;
+    if (c->yarn_beta_slow == 0.0f)
+        c->yarn_beta_slow = 1.0f;
+    if (!(c->yarn_beta_fast > 0.0f) || !(c->yarn_beta_slow > 0.0f))
+        return apr_err_set(err, APR_E_FORMAT, "%s: yarn betas %g / %g must be > 0", c->arch,
+                           (double)c->yarn_beta_fast, (double)c->yarn_beta_slow);
+    c->rope_attn_factor = factor > 1.0f ? (float)(0.1 * log((double)factor) + 1.0) : 1.0f;
+    if ((rc = opt_f32(m, c->arch, "rope.scaling.yarn_attn_factor", &c->rope_attn_factor, err)) < 0)
+        return rc;
+    if (!(c->rope_attn_factor > 0.0f))
+        return apr_err_set(err, APR_E_FORMAT, "%s.rope.scaling.yarn_attn_factor must be > 0", c->arch);
+    const uint32_t dim = c->head_dim;
+    const double lo = floor(yarn_corr_dim(c->yarn_beta_fast, dim, c->rope_theta, c->yarn_orig_ctx));
+    const double hi = ceil(yarn_corr_dim(c->yarn_beta_slow, dim, c->rope_theta, c->yarn_orig_ctx));
+    c->yarn_corr_lo = (float)(lo > 0.0 ? lo : 0.0);
+    c->yarn_corr_hi = (float)(hi < dim - 1.0 ? hi : dim - 1.0);
+    return 0;
+}
+
+/* rope.scaling.type: none, linear and yarn are implemented; any other one
+ * is recorded, so that the forward pass refuses it. */
 static int derive_rope_scaling(const apr_model *m, apr_arch_config *c, apr_err *err)
 {
     char key[128];
     c->rope_freq_scale = 1.0f;
+    c->rope_attn_factor = 1.0f;
     snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
     const char *t = apr_kv_get_str(m, key);
     if (apr_model_kv(m, key) && !t)
         return apr_err_set(err, APR_E_FORMAT, "%s is not a string", key);
     if (!t || !strcmp(t, "none"))
         return 0;
-    if (strcmp(t, "linear")) {
+    if (strcmp(t, "linear") && strcmp(t, "yarn")) {
         note_unsupported(c, "%s = %s (not implemented by the forward pass)", key, t);
         return 0;
     }
@@ -304,9 +351,9 @@ static int derive_rope_scaling(const apr_model *m, apr_arch_config *c, apr_err *
     if (rc < 0)
         return rc;
     if (rc == 0 || !(factor > 0.0f))
-        return apr_err_set(err, APR_E_FORMAT, "%s: linear rope scaling without a factor > 0", c->arch);
+        return apr_err_set(err, APR_E_FORMAT, "%s: %s rope scaling without a factor > 0", c->arch, t);
     c->rope_freq_scale = 1.0f / factor;
-    return 0;
+    return strcmp(t, "yarn") ? 0 : derive_yarn(m, c, factor, err);
 }
 
 /* A soft-capping KV: present must be > 0; absent keeps llama.cpp's default. */

@@ -1109,9 +1109,14 @@ static int map_rope_scaling(apr_model *m, const rope_cfg *rp, const char *arch, 
     }
     if (!strcmp(r.type, "yarn")) {
         static const char *const f[] = {"factor", "original_max_position_embeddings", "attention_factor",
-                                        "beta_fast", "beta_slow"};
-        if ((rc = rope_check_fields(&r, f, 5, err)) || (rc = rope_num(&r, "factor", &factor, err)) < 0)
+                                        "beta_fast", "beta_slow", "truncate"};
+        if ((rc = rope_check_fields(&r, f, 6, err)) || (rc = rope_num(&r, "factor", &factor, err)) < 0)
             return rc;
+        /* llama.cpp's corr dims are always truncated (transformers' default) */
+        const json_t *tr = json_object_get(r.p, "truncate");
+        if (tr && !json_is_true(tr))
+            return refuse_key("truncate", tr, "untruncated yarn correction ranges are not implemented "
+                                              "(llama.cpp always truncates)", err);
         if (rc == 0 || !(factor > 0.0))
             return refuse_key("rope_scaling", r.p, "yarn scaling needs a factor > 0", err);
         if ((rc = rope_num(&r, "original_max_position_embeddings", &v, err)) <= 0 || !(v >= 1.0 && v < 4294967296.0))
@@ -1491,10 +1496,9 @@ static int build_rope_scaling(const apr_model *m, json_t *j, apr_err *err)
         if (apr_kv_get_f32(m, key, &f))
             json_object_set_new(rs, fields[i][1], apr_json_f32(f));
     }
-    uint32_t n;
-    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", c->arch);
-    if (!strcmp(t, "yarn") && apr_kv_get_u32(m, key, &n))
-        json_object_set_new(rs, "original_max_position_embeddings", json_integer(n));
+    /* derive's value: the KV, else llama.cpp's default (the context length) */
+    if (c->rope_yarn)
+        json_object_set_new(rs, "original_max_position_embeddings", json_integer(c->yarn_orig_ctx));
     json_object_set_new(j, "rope_scaling", rs);
     return 0;
 }

@@ -209,6 +209,18 @@ typedef struct apr_arch_config {
      * (1 / rope.scaling.factor; 1 when unscaled); llama3 scaling comes as the
      * rope_freqs.weight tensor (graph.c). */
     float rope_freq_scale;
+    /* yarn (rope.scaling.type yarn; transformers' _compute_yarn_parameters,
+     * ggml's rope_yarn): pair i keeps its unscaled angle below the
+     * correction range [yarn_corr_lo, yarn_corr_hi] (floor / ceil of the
+     * pair index at which yarn_beta_fast / yarn_beta_slow rotations fit in
+     * yarn_orig_ctx positions), takes the angle times rope_freq_scale above
+     * it, and a linear blend of the two inside; cos and sin are multiplied
+     * by rope_attn_factor (the KV rope.scaling.yarn_attn_factor, else
+     * 1 + 0.1 ln(factor) for a factor > 1). rope_yarn false: none applies. */
+    bool rope_yarn;
+    uint32_t yarn_orig_ctx;
+    float yarn_beta_fast, yarn_beta_slow, yarn_corr_lo, yarn_corr_hi;
+    float rope_attn_factor;
     /* attention.sliding_window (Mistral): each position attends to the last
      * sliding_window positions, itself included; 0 = unlimited */
     uint32_t sliding_window;
