@@ -295,6 +295,10 @@ static void test_family_presets(void **state)
         {"tiny-qwen3", "qwen3", "model.layers.1.self_attn.k_norm.weight", 3 + 2 * 11 - 1},
         {"tiny-gemma2", "gemma2", "model.layers.1.post_feedforward_layernorm.weight", 3 + 2 * 11 - 1},
         {"tiny-phi3", "phi3", "model.layers.1.mlp.gate_up_proj.weight", 3 + 2 * 6},
+        /* Mistral: llama's tensors, untied; the window makes it Mistral */
+        {"tiny-mistral", "llama", "lm_head.weight", 3 + 2 * 9},
+        /* six layers: 4 attention, 2 Q/K norms, 3 FFN, 4 norms each */
+        {"tiny-gemma3", "gemma3", "model.layers.5.self_attn.q_norm.weight", 2 + 6 * 13},
     };
     for (size_t i = 0; i < sizeof fams / sizeof *fams; i++) {
         apr_synth_config c = preset(fams[i].preset);
@@ -309,9 +313,15 @@ static void test_family_presets(void **state)
         assert_true(m->has_cfg);
         assert_string_equal(m->cfg.arch, fams[i].arch);
         assert_int_equal(m->cfg.head_dim, c.head_dim);
-        assert_int_equal(m->cfg.qk_norm, !strcmp(fams[i].arch, "qwen3"));
-        assert_int_equal(m->cfg.post_norms, !strcmp(fams[i].arch, "gemma2"));
+        const bool gemma = !strcmp(fams[i].arch, "gemma2") || !strcmp(fams[i].arch, "gemma3");
+        assert_int_equal(m->cfg.qk_norm, !strcmp(fams[i].arch, "qwen3") || !strcmp(fams[i].arch, "gemma3"));
+        assert_int_equal(m->cfg.post_norms, gemma);
         assert_int_equal(m->cfg.fused_qkv_gate_up, !strcmp(fams[i].arch, "phi3"));
+        assert_int_equal(m->cfg.sliding_window, c.sliding_window);
+        assert_int_equal(m->cfg.n_layers, c.n_layers);
+        assert_string_equal(apr_synth_family(&c), fams[i].preset + 5);
+        if (!strcmp(fams[i].arch, "gemma3")) /* the sliding layers' own base, llama.cpp's default */
+            assert_true(m->cfg.rope_theta_swa == 10000.0f && m->cfg.rope_theta == 1000000.0f);
         assert_non_null(apr_model_tensor(m, fams[i].probe));
         assert_int_equal(m->n_tensors, fams[i].n_tensors);
         apr_model_free(m);
@@ -321,6 +331,8 @@ static void test_family_presets(void **state)
         assert_non_null(txt);
         if (strstr(txt, "apr_gguf"))
             fail_msg("%s: config.json carries an apr_gguf record: %s", fams[i].preset, txt);
+        if (!strcmp(fams[i].preset, "tiny-mistral") && !strstr(txt, "\"MistralForCausalLM\""))
+            fail_msg("tiny-mistral: config.json is not a MistralForCausalLM: %s", txt);
         free(txt);
     }
 }

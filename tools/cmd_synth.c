@@ -11,7 +11,8 @@
 #include "formats.h"
 
 static const char usage[] =
-    "usage: apr synth OUTDIR [--arch llama|qwen2|qwen3|gemma2|phi3] [--preset NAME] [options]\n"
+    "usage: apr synth OUTDIR [--arch llama|qwen2|qwen3|gemma2|gemma3|phi3|mistral] [--preset NAME]\n"
+    "                 [options]\n"
     "\n"
     "Writes a deterministic synthetic model: HF safetensors (sharded with --shard-mb),\n"
     "config.json, generation_config.json, tokenizer.json, tokenizer_config.json.\n"
@@ -35,10 +36,10 @@ int cmd_synth(int argc, char **argv)
         OPT_STR("--preset", NULL, &preset, "NAME",
                 "tiny-llama (default for --arch llama), tiny-qwen2 (default for\n"
                 "--arch qwen2), llama-7b-layer, qwen2-7b-layer, tiny-qwen3, tiny-gemma2,\n"
-                "tiny-phi3"),
+                "tiny-gemma3, tiny-phi3, tiny-mistral (GGUF arch llama with a window)"),
         OPT_STR("--arch", NULL, &arch, "A",
-                "llama, qwen2, qwen3, gemma2 or phi3 (picks the tiny preset when\n"
-                "--preset is absent)"),
+                "llama, qwen2, qwen3, gemma2, gemma3, phi3 or mistral (picks the\n"
+                "tiny preset when --preset is absent)"),
         OPT_U32(shape_opt[S_LAYERS], NULL, &shape[S_LAYERS], 0, 4096, "N", "decoder layers"),
         OPT_U32(shape_opt[S_HIDDEN], NULL, &shape[S_HIDDEN], 0, 1u << 20, "N", "hidden size"),
         OPT_U32(shape_opt[S_HEADS], NULL, &shape[S_HEADS], 0, 65536, "N", "attention heads"),
@@ -69,16 +70,16 @@ int cmd_synth(int argc, char **argv)
     bool given[N_SHAPE];
     for (int k = 0; k < N_SHAPE; k++)
         given[k] = cli_given(&cmd, &args, shape_opt[k]);
-    static const char *const archs[] = {"llama", "qwen2", "qwen3", "gemma2", "phi3"};
+    /* a family is known when the library has its tiny preset */
+    char tiny[32];
+    snprintf(tiny, sizeof tiny, "tiny-%.20s", arch ? arch : "llama");
     bool known = !arch;
-    for (size_t i = 0; arch && i < sizeof archs / sizeof *archs; i++)
-        known |= !strcmp(arch, archs[i]);
+    for (const char *const *p = apr_synth_preset_names(); arch && *p; p++)
+        known |= !strcmp(tiny, *p);
     if (!known) {
-        fprintf(stderr, "apr synth: unknown --arch '%s' (llama, qwen2, qwen3, gemma2, phi3)\n", arch);
+        fprintf(stderr, "apr synth: unknown --arch '%s' (llama, qwen2, qwen3, gemma2, gemma3, phi3, mistral)\n", arch);
         return 2;
     }
-    char tiny[32];
-    snprintf(tiny, sizeof tiny, "tiny-%s", arch ? arch : "llama");
     if (!preset)
         preset = tiny;
 
@@ -88,8 +89,8 @@ int cmd_synth(int argc, char **argv)
         fprintf(stderr, "apr synth: %s\n", err.msg);
         return 2;
     }
-    if (arch && strcmp(arch, c.arch) != 0) {
-        fprintf(stderr, "apr synth: --arch %s contradicts --preset %s (%s)\n", arch, preset, c.arch);
+    if (arch && strcmp(arch, apr_synth_family(&c)) != 0) {
+        fprintf(stderr, "apr synth: --arch %s contradicts --preset %s (%s)\n", arch, preset, apr_synth_family(&c));
         return 2;
     }
     uint32_t *fields[N_SHAPE] = {&c.n_layers, &c.hidden, &c.n_heads, &c.n_kv_heads,

@@ -507,13 +507,20 @@ typedef struct apr_synth_config {
     apr_dtype dtype;     /* F32, F16 or BF16 for every tensor */
     float rope_theta, rms_eps;
     uint64_t seed;
+    /* attention.sliding_window: llama with one is Mistral (MistralForCausalLM);
+     * gemma2 / gemma3 need one; 0 = none */
+    uint32_t sliding_window;
 } apr_synth_config;
 
-/* Fill c from a preset: "tiny-llama", "tiny-qwen2", "llama-7b-layer", "qwen2-7b-layer".
- * Returns APR_E_ARG for an unknown name. */
+/* Fill c from a preset: "tiny-llama", "tiny-qwen2", "llama-7b-layer",
+ * "qwen2-7b-layer", "tiny-qwen3", "tiny-gemma2", "tiny-phi3", "tiny-mistral",
+ * "tiny-gemma3". Returns APR_E_ARG for an unknown name. */
 int apr_synth_preset(apr_synth_config *c, const char *preset, apr_err *err);
 /* NULL-terminated list of the preset names. */
 const char *const *apr_synth_preset_names(void);
+/* The family c makes: its GGUF arch, or "mistral" for llama with a window
+ * (tiny-FAMILY is its tiny preset). */
+const char *apr_synth_family(const apr_synth_config *c);
 /* Checks a config (shapes, dtype, vocab large enough for the tokenizer). */
 int apr_synth_validate(const apr_synth_config *c, apr_err *err);
 /* KVs, derived config and tensor table only (every tensor's data is NULL):

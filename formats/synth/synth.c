@@ -149,12 +149,18 @@ static void gen_fill(const gen_tensor *g, apr_dtype dt, uint64_t first, uint64_t
 
 /* ================================================================ presets */
 
-static const char *const preset_names[] = {"tiny-llama", "tiny-qwen2",     "llama-7b-layer", "qwen2-7b-layer",
-                                           "tiny-qwen3", "tiny-gemma2", "tiny-phi3",      NULL};
+static const char *const preset_names[] = {"tiny-llama",  "tiny-qwen2",  "llama-7b-layer", "qwen2-7b-layer",
+                                           "tiny-qwen3",  "tiny-gemma2", "tiny-phi3",      "tiny-mistral",
+                                           "tiny-gemma3", NULL};
 
 const char *const *apr_synth_preset_names(void)
 {
     return preset_names;
+}
+
+const char *apr_synth_family(const apr_synth_config *c)
+{
+    return !strcmp(c->arch, "llama") && c->sliding_window ? "mistral" : c->arch;
 }
 
 int apr_synth_preset(apr_synth_config *c, const char *p, apr_err *err)
@@ -186,20 +192,26 @@ int apr_synth_preset(apr_synth_config *c, const char *p, apr_err *err)
         c->dtype = APR_DT_BF16;
         c->rope_theta = 1000000.0f;
         c->rms_eps = 1e-6f;
-    } else if (!strcmp(p, "tiny-qwen3") || !strcmp(p, "tiny-gemma2") || !strcmp(p, "tiny-phi3")) {
+    } else if (!strcmp(p, "tiny-qwen3") || !strcmp(p, "tiny-gemma2") || !strcmp(p, "tiny-phi3") ||
+               !strcmp(p, "tiny-mistral") || !strcmp(p, "tiny-gemma3")) {
         /* the tiny shape in the other families (head_dim 64: a multiple of
-         * 256 in every fused row too) */
-        snprintf(c->arch, sizeof c->arch, "%s", p + 5);
-        c->n_layers = 2; c->hidden = 256; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 64;
+         * 256 in every fused row too); Mistral is GGUF llama with a window,
+         * Gemma 3 has six layers so that its pattern (five sliding, one
+         * full) shows, both windows shorter than the context */
+        const bool mistral = !strcmp(p, "tiny-mistral"), gemma3 = !strcmp(p, "tiny-gemma3");
+        snprintf(c->arch, sizeof c->arch, "%s", mistral ? "llama" : p + 5);
+        c->n_layers = gemma3 ? 6 : 2; c->hidden = 256; c->n_heads = 4; c->n_kv_heads = 2; c->head_dim = 64;
         c->ffn = 512; c->vocab = 1024; c->ctx = 512;
-        c->tied = strcmp(p, "tiny-phi3") != 0;
+        c->tied = strcmp(p, "tiny-phi3") != 0 && !mistral;
         c->dtype = APR_DT_F32;
-        c->rope_theta = !strcmp(p, "tiny-qwen3") ? 1000000.0f : 10000.0f;
+        c->rope_theta = !strcmp(p, "tiny-qwen3") || gemma3 ? 1000000.0f : 10000.0f;
         c->rms_eps = 1e-6f;
+        if (mistral || gemma3 || !strcmp(p, "tiny-gemma2"))
+            c->sliding_window = c->ctx / 2;
     } else {
         return apr_err_set(err, APR_E_ARG,
                            "unknown preset '%s' (tiny-llama, tiny-qwen2, llama-7b-layer, qwen2-7b-layer, tiny-qwen3, "
-                           "tiny-gemma2, tiny-phi3)", p);
+                           "tiny-gemma2, tiny-phi3, tiny-mistral, tiny-gemma3)", p);
     }
     snprintf(c->name, sizeof c->name, "synth-%s", p);
     return 0;
@@ -208,11 +220,18 @@ int apr_synth_preset(apr_synth_config *c, const char *p, apr_err *err)
 int apr_synth_validate(const apr_synth_config *c, apr_err *err)
 {
     bool llama = !strcmp(c->arch, "llama"), qwen2 = !strcmp(c->arch, "qwen2"), qwen3 = !strcmp(c->arch, "qwen3"),
-         gemma2 = !strcmp(c->arch, "gemma2"), phi3 = !strcmp(c->arch, "phi3");
-    if (!llama && !qwen2 && !qwen3 && !gemma2 && !phi3)
-        return apr_err_set(err, APR_E_ARG, "unknown architecture '%s' (llama, qwen2, qwen3, gemma2, phi3)", c->arch);
+         gemma2 = !strcmp(c->arch, "gemma2"), phi3 = !strcmp(c->arch, "phi3"), gemma3 = !strcmp(c->arch, "gemma3");
+    if (!llama && !qwen2 && !qwen3 && !gemma2 && !phi3 && !gemma3)
+        return apr_err_set(err, APR_E_ARG, "unknown architecture '%s' (llama, qwen2, qwen3, gemma2, gemma3, phi3)",
+                           c->arch);
     if (gemma2 && (!c->tied || c->qkv_bias || c->rope_theta != 10000.0f))
         return apr_err_set(err, APR_E_ARG, "gemma2 is tied, has no biases and rope theta 10000 (llama.cpp's form)");
+    if (gemma3 && (!c->tied || c->qkv_bias))
+        return apr_err_set(err, APR_E_ARG, "gemma3 is tied and has no biases here");
+    if ((gemma2 || gemma3) && !c->sliding_window)
+        return apr_err_set(err, APR_E_ARG, "%s needs a sliding window (its HF config has one)", c->arch);
+    if (c->sliding_window && !llama && !gemma2 && !gemma3)
+        return apr_err_set(err, APR_E_ARG, "a sliding window is made for llama (Mistral), gemma2 and gemma3 only");
     if (phi3 && (c->qkv_bias || (uint64_t)c->head_dim * c->n_heads != c->hidden))
         return apr_err_set(err, APR_E_ARG, "phi3 has no biases and head dim hidden / heads");
     if (c->n_layers == 0 || c->n_layers > 4096)
@@ -474,7 +493,7 @@ static int set_arr(apr_model *m, const char *key, apr_kv_type et, void *arr, uin
 static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
 {
     const bool gpt2 = !strcmp(c->arch, "qwen2") || !strcmp(c->arch, "qwen3"), gemma2 = !strcmp(c->arch, "gemma2"),
-               phi3 = !strcmp(c->arch, "phi3");
+               phi3 = !strcmp(c->arch, "phi3"), gemma3 = !strcmp(c->arch, "gemma3");
     char key[128], name[80];
     int rc = 0;
 #define K(s) (snprintf(key, sizeof key, "%s.%s", c->arch, s), key)
@@ -489,10 +508,12 @@ static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
     rc |= apr_model_set_kv_u32(m, K("attention.head_count_kv"), c->n_kv_heads);
     if (!gemma2) /* llama.cpp's Gemma2Model writes no rope base (10000, its default) */
         rc |= apr_model_set_kv_f32(m, K("rope.freq_base"), c->rope_theta);
+    if (gemma3) /* the sliding layers' base: llama.cpp's default, which HF's config records */
+        rc |= apr_model_set_kv_f32(m, K("rope.freq_base_swa"), 10000.0f);
     rc |= apr_model_set_kv_f32(m, K("attention.layer_norm_rms_epsilon"), c->rms_eps);
     /* Qwen3 and Gemma always record head_dim (hfmeta.c writes it: their HF
      * defaults are not hidden / heads) */
-    if ((c->head_dim * c->n_heads != c->hidden || gemma2 || !strcmp(c->arch, "qwen3")) && !phi3) {
+    if ((c->head_dim * c->n_heads != c->hidden || gemma2 || gemma3 || !strcmp(c->arch, "qwen3")) && !phi3) {
         rc |= apr_model_set_kv_u32(m, K("attention.key_length"), c->head_dim);
         rc |= apr_model_set_kv_u32(m, K("attention.value_length"), c->head_dim);
     }
@@ -500,12 +521,14 @@ static int synth_kvs(apr_model *m, const apr_synth_config *c, apr_err *err)
         rc |= apr_model_set_kv_u32(m, K("vocab_size"), c->vocab);
         rc |= apr_model_set_kv_u32(m, K("rope.dimension_count"), c->head_dim);
     }
-    if (gemma2) { /* llama.cpp's defaults, a window shorter than the context */
+    if (gemma2) { /* llama.cpp's defaults */
         rc |= apr_model_set_kv_f32(m, K("attn_logit_softcapping"), 50.0f);
         rc |= apr_model_set_kv_f32(m, K("final_logit_softcapping"), 30.0f);
-        rc |= apr_model_set_kv_u32(m, K("attention.sliding_window"), c->ctx / 2);
-        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false);
     }
+    if (c->sliding_window) /* Mistral's, Gemma's */
+        rc |= apr_model_set_kv_u32(m, K("attention.sliding_window"), c->sliding_window);
+    if (gemma2 || gemma3) /* Gemma's SentencePiece vocabulary has no dummy prefix */
+        rc |= apr_model_set_kv_bool(m, "tokenizer.ggml.add_space_prefix", false);
     if (phi3) { /* as Phi3MiniModel writes them; no window */
         rc |= apr_model_set_kv_u32(m, K("rope.scaling.original_context_length"), c->ctx);
         rc |= apr_model_set_kv_u32(m, K("rope.dimension_count"), c->head_dim);
@@ -564,7 +587,8 @@ static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
     snprintf(name, sizeof name, "model.embed_tokens.weight");
     ADD(2, V, H);
     static const char *const attn[] = {"q_proj", "k_proj", "v_proj"};
-    const bool phi3 = !strcmp(c->arch, "phi3"), gemma2 = !strcmp(c->arch, "gemma2");
+    const bool phi3 = !strcmp(c->arch, "phi3"), gemma = !strcmp(c->arch, "gemma2") || !strcmp(c->arch, "gemma3");
+    const bool qk_norm = !strcmp(c->arch, "qwen3") || !strcmp(c->arch, "gemma3");
     for (uint32_t l = 0; l < c->n_layers; l++) {
         if (phi3) { /* HF's own fusions */
             snprintf(name, sizeof name, "model.layers.%u.self_attn.qkv_proj.weight", l);
@@ -590,7 +614,7 @@ static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
                 ADD(1, rows, 0);
             }
         }
-        if (!strcmp(c->arch, "qwen3")) {
+        if (qk_norm) {
             snprintf(name, sizeof name, "model.layers.%u.self_attn.q_norm.weight", l);
             ADD(1, c->head_dim, 0);
             snprintf(name, sizeof name, "model.layers.%u.self_attn.k_norm.weight", l);
@@ -608,7 +632,7 @@ static int synth_tensors(apr_model *m, const apr_synth_config *c, apr_err *err)
         ADD(1, H, 0);
         snprintf(name, sizeof name, "model.layers.%u.post_attention_layernorm.weight", l);
         ADD(1, H, 0);
-        if (gemma2) { /* post_attention_layernorm above is Gemma's attention-output norm */
+        if (gemma) { /* post_attention_layernorm above is Gemma's attention-output norm */
             snprintf(name, sizeof name, "model.layers.%u.pre_feedforward_layernorm.weight", l);
             ADD(1, H, 0);
             snprintf(name, sizeof name, "model.layers.%u.post_feedforward_layernorm.weight", l);
