@@ -13,10 +13,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *buf = malloc(size ? size : 1);
+    uint8_t *buf = fuzz_copy(data, size);
     if (!buf)
         return 0;
-    memcpy(buf, data, size);
     bool check_footer = size > 0 && (data[size - 1] & 1);
     if (size >= 64 && (data[size - 1] & 2)) {
         uint32_t crc = apr_crc32(apr_crc32(0, buf, 40), buf + 44, 20);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_check.h"
 #include "tok.h"
 
 static json_t *vars;
@@ -17,8 +18,6 @@ static void check(int rc, const apr_err *err)
     if (rc != 0 && err->msg[0] == 0)
         abort(); /* every refusal says why */
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer's entry point */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -33,10 +32,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!vars)
             abort();
     }
-    char *src = malloc(size ? size : 1); /* an exact-size heap copy: ASan sees any overread */
+    char *src = (char *)fuzz_copy(data, size);
     if (!src)
         return 0;
-    memcpy(src, data, size);
     apr_tmpl *t = NULL;
     apr_err err = {0};
     int rc = apr_tmpl_parse(&t, src, size, &err);

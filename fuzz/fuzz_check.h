@@ -3,6 +3,7 @@
 #define APR_FUZZ_CHECK_H
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "formats.h"
 
@@ -32,6 +33,31 @@ static inline void fuzz_check_parse(int rc, apr_model *m, const apr_err *err)
     volatile uint8_t sink = x;
     (void)sink;
     apr_model_free(m);
+}
+
+/* An exact-size heap copy of the input, so ASan reports any read past its
+ * end (libFuzzer's own buffer may have slack). NULL when out of memory. */
+static inline uint8_t *fuzz_copy(const uint8_t *data, size_t size)
+{
+    uint8_t *buf = malloc(size ? size : 1);
+    if (buf && size)
+        memcpy(buf, data, size);
+    return buf;
+}
+
+/* The whole harness of a buffer reader: parse a copy, check, free. */
+typedef int (*fuzz_parse_fn)(apr_model **m, const uint8_t *p, uint64_t n, apr_err *err);
+
+static inline void fuzz_parse_copy(fuzz_parse_fn parse, const uint8_t *data, size_t size)
+{
+    uint8_t *buf = fuzz_copy(data, size);
+    if (!buf)
+        return;
+    apr_model *m = NULL;
+    apr_err err = {0};
+    int rc = parse(&m, buf, size, &err); /* before reading m */
+    fuzz_check_parse(rc, m, &err);
+    free(buf);
 }
 
 #endif

@@ -1,6 +1,6 @@
 /* fuzz_cli.c - libFuzzer harness for the CLI's argument parser (tools/args.c).
- * The input is an argv: words separated by NUL bytes. It is parsed against a
- * table with a row of every value kind; then:
+ * The input is an argv: words separated by NUL bytes. It is parsed against the
+ * sample table with a row of every value kind (tools/args_sample.h); then:
  *   - the result is CLI_OK, CLI_HELP or CLI_FAIL, nothing else;
  *   - on CLI_OK every stored value lies in its row's range or name set, the
  *     positionals are within the command's bounds and point into argv, and a
@@ -15,24 +15,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "args.h"
+#include "args_sample.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_WORDS 64
 
-static const cli_name fmts[] = {{"gguf", 1}, {"apr", 2}, {"safetensors", 3}, {NULL, 0}};
-
-typedef struct vals {
-    bool quiet;
-    int tied, count, fmt;
-    uint32_t ctx;
-    uint64_t seed, bytes;
-    double temp;
-    float eps;
-    const char *name;
-    cli_list items;
-} vals;
+typedef args_sample_vals vals;
 
 static FILE *devnull(void)
 {
@@ -146,21 +135,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     argv[argc] = NULL;
 
     vals v = {.tied = -1};
-    const cli_opt opts[] = {
-        OPT_FLAG("--quiet", "-q", &v.quiet, "no summary"),
-        OPT_SET("--tied", NULL, &v.tied, 1, "share"),
-        OPT_SET("--untied", NULL, &v.tied, 0, "do not"),
-        OPT_INT("--count", "-n|-c", &v.count, -5, 10, "N", "how many"),
-        OPT_U32("--ctx", NULL, &v.ctx, 1, 1u << 20, "N", "context"),
-        OPT_U64("--seed", NULL, &v.seed, 0, UINT64_MAX, "S", "seed"),
-        OPT_SIZE("--split-max-size", NULL, &v.bytes, 1, UINT64_MAX, "N[M|G]", "split size"),
-        OPT_DOUBLE("--temp", NULL, &v.temp, 0.0, 100.0, false, "T", "temperature"),
-        OPT_FLOAT("--eps", NULL, &v.eps, 0.0, INFINITY, true, "X", "epsilon"),
-        OPT_ENUM("--to", NULL, &v.fmt, fmts, "format", .hint = "a hint"),
-        OPT_STR("--name", NULL, &v.name, "NAME", "a name"),
-        OPT_LIST("--item", "-i", &v.items, "X", "repeatable"),
-        OPT_FLAG("--secret", NULL, &v.quiet, NULL),
-    };
+    vals *pv = &v;
+    const cli_opt opts[] = ARGS_SAMPLE_OPTS(pv);
     const cli_cmd c = {.name = "fuzz", .usage = "usage: apr fuzz A [B [C]]\n", .opts = opts, .n_opts = CLI_N(opts),
                        .min_pos = 1, .max_pos = 3, .out = devnull(), .err = devnull()};
     cli_args a;

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz_check.h"
+
 #define FUZZ_MAX_FILES 8
 #define FUZZ_SEP "\n==> "
 
@@ -115,6 +117,20 @@ static bool fuzz_files_write(fuzz_files *f, const char *first_name, const uint8_
         name_len = (size_t)(nl - nm);
         p = nl + 1;
     }
+}
+
+/* The whole harness of a multi-file set opened by its first file (an index
+ * or a manifest naming the others): write, open, check, remove. */
+static inline void fuzz_open_set(const char *first_name, const uint8_t *data, size_t size)
+{
+    fuzz_files f;
+    if (!fuzz_files_write(&f, first_name, data, size))
+        return;
+    apr_model *m = NULL;
+    apr_err err = {0};
+    int rc = apr_model_open(&m, f.path[0], NULL, &err); /* before reading m */
+    fuzz_check_parse(rc, m, &err);
+    fuzz_files_remove(&f);
 }
 
 #endif

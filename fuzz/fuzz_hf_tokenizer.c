@@ -12,7 +12,7 @@
 
 #include "formats.h"
 #include "fuzz_check.h"
-#include "tok.h"
+#include "fuzz_tok.h"
 
 static const char TEXT[] = "Hello world 123 4567 it's  <s></s><|im_start|>\n\t\xC3\xA9\xE2\x96\x81 \xFF\xC0\x80\xED\xA0\x80 "
                            "\xF0\x9F\x98\x80 x";
@@ -38,13 +38,10 @@ static apr_model *map_tokenizer(const json_t *tok, const json_t *tok_config)
 
 static void encode(const apr_model *m)
 {
-    apr_tok *t = NULL;
-    apr_err err = {0};
-    if (apr_tok_load(&t, m, &err) != 0) {
-        if (t || err.msg[0] == 0)
-            abort();
+    apr_tok *t = fuzz_tok_load(m);
+    if (!t)
         return;
-    }
+    apr_err err = {0};
     for (int special = 0; special < 2; special++) {
         int32_t *ids = NULL;
         size_t n = 0;

@@ -64,10 +64,9 @@ static void check_result(int rc, apr_imatrix *im, const apr_err *err)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint8_t *buf = malloc(size ? size : 1); /* an exact-size heap copy: ASan sees any overread */
+    uint8_t *buf = fuzz_copy(data, size);
     if (!buf)
         return 0;
-    memcpy(buf, data, size);
     apr_imatrix *im = NULL;
     apr_err err = {0};
     if (size >= 4 && !memcmp(buf, "GGUF", 4)) {

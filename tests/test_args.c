@@ -8,22 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "args.h"
+#include "args_sample.h"
 #include "test_util.h"
 
-/* One parse of a fixed table covering every kind. */
-typedef struct vals {
-    bool quiet;
-    int tied, count, fmt;
-    uint32_t ctx;
-    uint64_t seed, bytes;
-    double temp;
-    float eps;
-    const char *name;
-    cli_list items;
-} vals;
-
-static const cli_name fmts[] = {{"gguf", 1}, {"apr", 2}, {"safetensors", 3}, {NULL, 0}};
+/* One parse of the sample table (args_sample.h), a row of every kind. */
+typedef args_sample_vals vals;
 
 typedef struct result {
     int rc;
@@ -37,21 +26,7 @@ static result parse_v(int argc, char **argv)
     result r = {0};
     r.v.tied = -1;
     vals *v = &r.v;
-    const cli_opt opts[] = {
-        OPT_FLAG("--quiet", "-q", &v->quiet, "no summary"),
-        OPT_SET("--tied", NULL, &v->tied, 1, "share the embeddings"),
-        OPT_SET("--untied", NULL, &v->tied, 0, "do not"),
-        OPT_INT("--count", "-n|-c", &v->count, -5, 10, "N", "how many\nsecond line"),
-        OPT_U32("--ctx", NULL, &v->ctx, 1, 1u << 20, "N", "context"),
-        OPT_U64("--seed", NULL, &v->seed, 0, UINT64_MAX, "S", "seed"),
-        OPT_SIZE("--split-max-size", NULL, &v->bytes, 1, UINT64_MAX, "N[M|G]", "split size"),
-        OPT_DOUBLE("--temp", NULL, &v->temp, 0.0, 100.0, false, "T", "temperature"),
-        OPT_FLOAT("--eps", NULL, &v->eps, 0.0, INFINITY, true, "X", "epsilon"),
-        OPT_ENUM("--to", NULL, &v->fmt, fmts, "format", .hint = "quantizing is elsewhere"),
-        OPT_STR("--name", NULL, &v->name, "NAME", "a name"),
-        OPT_LIST("--item", "-i", &v->items, "X", "repeatable"),
-        OPT_FLAG("--secret", NULL, &v->quiet, NULL),
-    };
+    const cli_opt opts[] = ARGS_SAMPLE_OPTS(v);
     char *out = NULL, *err = NULL;
     size_t no = 0, ne = 0;
     FILE *fo = open_memstream(&out, &no), *fe = open_memstream(&err, &ne);
