@@ -245,6 +245,38 @@ static void pack_q6_k(grp_q6_k *g, const blk_q6_k *const x[8])
     }
 }
 
+/* ---------------------------------------------------------------- 16-bit float rows
+ * F16 and BF16 rows are packed for the AVX-512 tile (gemm_avx2.c,
+ * group_h16_512), whose 16-lane register holds columns 8s..8s+7 of two rows
+ * [row a | row b] (APRQ_H16_STEP_BYTES per 8-column step s of a group).
+ * F16: four 32-byte runs of 16 halves, run p = rows (2p, 2p + 1): one
+ * vcvtph2ps from memory per register. BF16: two 64-byte runs of 16 32-bit
+ * lanes, run h's lane j holding row 4h + j / 8 in its low half and row
+ * 4h + 2 + j / 8 in its high half (column 8s + j % 8): a shift left by 16
+ * gives the register of rows (4h, 4h + 1), masking off the low halves that
+ * of rows (4h + 2, 4h + 3), the exact F32 values. The n % 8 tail columns
+ * are read from the source rows. */
+static uint16_t h16_at(const uint8_t *row, uint64_t c)
+{
+    uint16_t h = 0;
+    if (row)
+        memcpy(&h, row + 2 * c, 2);
+    return h;
+}
+
+static void pack_h16_step(apr_dtype t, uint16_t *dst, const uint8_t *const rows[8], uint64_t s)
+{
+    for (int j = 0; j < 16; j++) {
+        const uint64_t c = 8 * s + (uint64_t)(j % 8);
+        for (int p = 0; p < 4; p++) {
+            if (t == APR_DT_F16) /* run p, half j: row 2p + j / 8 */
+                dst[16 * p + j] = h16_at(rows[2 * p + j / 8], c);
+            else /* run p / 2, lane j, low (p even) or high half */
+                dst[32 * (p / 2) + 2 * j + p % 2] = h16_at(rows[4 * (p / 2) + 2 * (p % 2) + j / 8], c);
+        }
+    }
+}
+
 /* Block i of the group's 8 rows (NULL past the last row) into dst. */
 static void pack_block(apr_dtype t, uint8_t *dst, const uint8_t *const rows[8], int64_t i)
 {
@@ -282,10 +314,13 @@ int apr_wpack_init(apr_wpack *p, apr_dtype t, uint64_t rows, uint64_t cols, cons
     if (!p->row)
         return APR_E_NOMEM;
     memcpy(p->row, src_rows, (size_t)rows * sizeof *p->row);
-    if (is_float_type(t))
+    /* F32 keeps its rows; F16/BF16 are packed only for the AVX-512 tile
+     * (the AVX2 one reads the rows) and when there is a full 8-column step */
+    const bool h16 = (t == APR_DT_F16 || t == APR_DT_BF16) && aprq_cpu_avx512() && cols >= 8;
+    if (is_float_type(t) && !h16)
         return 0;
-    const int64_t nb = (int64_t)cols / block_elems(t);
-    const size_t bb = group_block_bytes(t);
+    const int64_t nb = h16 ? (int64_t)(cols / 8) : (int64_t)cols / block_elems(t);
+    const size_t bb = h16 ? APRQ_H16_STEP_BYTES : group_block_bytes(t);
     p->group_bytes = bb * (size_t)nb;
     p->data = aligned_alloc(64, ((p->group_bytes * p->n_groups) + 63) / 64 * 64);
     if (!p->data) {
@@ -297,8 +332,12 @@ int apr_wpack_init(apr_wpack *p, apr_dtype t, uint64_t rows, uint64_t cols, cons
         for (int r = 0; r < 8; r++)
             r8[r] = g * 8 + r < rows ? src_rows[g * 8 + r] : NULL;
         uint8_t *dst = p->data + g * p->group_bytes;
-        for (int64_t i = 0; i < nb; i++)
-            pack_block(t, dst + (size_t)i * bb, r8, i);
+        for (int64_t i = 0; i < nb; i++) {
+            if (h16)
+                pack_h16_step(t, (uint16_t *)(dst + (size_t)i * bb), r8, (uint64_t)i);
+            else
+                pack_block(t, dst + (size_t)i * bb, r8, i);
+        }
     }
     return 0;
 }
@@ -318,7 +357,7 @@ void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *ac
     const uint8_t *a = act;
 #if defined(__x86_64__)
     if (aprq_cpu_avx2() && r0 % APR_WPACK_ROWS == 0) {
-        const uint64_t step = p->data ? APR_WPACK_ROWS : APRQ_FLOAT_ROWS;
+        const uint64_t step = is_float_type(p->dtype) ? APRQ_FLOAT_ROWS : APR_WPACK_ROWS;
         for (uint64_t r = r0; r < r1; r += step) {
             const int nr = r1 - r < step ? (int)(r1 - r) : (int)step;
             aprq_wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, a, act_stride, nt, out + r, ldo);

@@ -10,7 +10,8 @@
  * AVX512-VNNI vpdpbusd (EVEX, 256-bit), chosen by aprq_cpu_vnni(). For the float
  * types a tile is 2 rows x 4 tokens and a register holds the 8 partial sums
  * of one output, exactly the scalar kernel's s[0..7] (one FMA per step, as
- * its fmaf), reduced in its tree.
+ * its fmaf), reduced in its tree; with AVX-512, F16/BF16 read a packed copy
+ * of their rows (gemm.c, pack_h16_step) in 8-row x 6-token tiles.
  * So every output equals apr_vec_dot_scalar bit for bit, whatever the tile
  * it falls in. Compiled for baseline x86-64; functions carry target
  * attributes and run only after aprq_cpu_avx2() (the AVX-512 float tile
@@ -316,6 +317,114 @@ AVX512 static void tile_float_8x4_512(apr_dtype dt, const uint8_t *const *w, int
  * rather than once per group. */
 #define FLOAT_KC 256
 
+/* ---------------------------------------------------------------- F16 / BF16 packs, AVX-512
+ * The same per-lane operations as tile_float_8x4_512 (each output's
+ * s[k] = fmaf(w, y, s[k]) in column order), the weights read from the
+ * pack (gemm.c, pack_h16_step) with one instruction per register instead of
+ * two loads, an insert and a widening, and up to H16_T tokens per tile so
+ * that each weight register feeds more FMAs. acc[pr * ACC_T + t]: pair
+ * register pr (rows 2pr, 2pr + 1 of the call) of token t. */
+#define H16_T 6
+AVX512 static INLINE void h16_weights(apr_dtype dt, const uint8_t *st, __m512 w[4])
+{
+    if (dt == APR_DT_F16) {
+        for (int p = 0; p < 4; p++)
+            w[p] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(st + 32 * p)));
+        return;
+    }
+    const __m512i hi = _mm512_set1_epi32((int)0xFFFF0000u);
+    for (int h = 0; h < 2; h++) {
+        const __m512i v = _mm512_load_si512((const void *)(st + 64 * h));
+        w[2 * h] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        w[2 * h + 1] = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+    }
+}
+
+/* One group's 4 pair registers x T tokens over 8-column steps [s0, s1). */
+AVX512 static INLINE void tile_h16_512(apr_dtype dt, const uint8_t *gd, int64_t s0, int64_t s1, const void *act,
+                                       size_t as, int T, __m512 *acc)
+{
+    __m512 a[4][H16_T];
+    const float *y[H16_T];
+    for (int t = 0; t < T; t++) {
+        y[t] = ACT(float, act, as, t);
+        for (int p = 0; p < 4; p++)
+            a[p][t] = acc[p * ACC_T + t];
+    }
+    for (int64_t s = s0; s < s1; s++) {
+        __m512 w[4];
+        h16_weights(dt, gd + (size_t)s * APRQ_H16_STEP_BYTES, w);
+        for (int t = 0; t < T; t++) {
+            const __m512 yv = _mm512_broadcast_f32x8(_mm256_loadu_ps(y[t] + 8 * s));
+            for (int p = 0; p < 4; p++)
+                a[p][t] = _mm512_fmadd_ps(w[p], yv, a[p][t]);
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int p = 0; p < 4; p++)
+            acc[p * ACC_T + t] = a[p][t];
+}
+
+/* Tokens [0, ntb) of one group in tiles of H16_T (T a constant in each
+ * call, so the tile's sums stay in registers). */
+AVX512 static INLINE void tiles_h16_512(apr_dtype dt, const uint8_t *gd, int64_t s0, int64_t s1, const void *act,
+                                        size_t as, uint32_t ntb, __m512 *acc)
+{
+    for (uint32_t t0 = 0; t0 < ntb; t0 += H16_T) {
+        const void *a = (const uint8_t *)act + (size_t)t0 * as;
+        __m512 *ac = acc + t0;
+        switch (ntb - t0 >= H16_T ? H16_T : (int)(ntb - t0)) {
+        case 6: tile_h16_512(dt, gd, s0, s1, a, as, 6, ac); break;
+        case 5: tile_h16_512(dt, gd, s0, s1, a, as, 5, ac); break;
+        case 4: tile_h16_512(dt, gd, s0, s1, a, as, 4, ac); break;
+        case 3: tile_h16_512(dt, gd, s0, s1, a, as, 3, ac); break;
+        case 2: tile_h16_512(dt, gd, s0, s1, a, as, 2, ac); break;
+        default: tile_h16_512(dt, gd, s0, s1, a, as, 1, ac); break;
+        }
+    }
+}
+
+/* Groups g.. of the pack (nr rows, <= APRQ_FLOAT_ROWS) against nt tokens:
+ * group_float's schedule (64-token blocks, column chunks shared by the
+ * call's groups), its reduction and its tail. */
+AVX512 static void group_h16_512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
+                                 float *out, size_t ldo)
+{
+    enum { NPR = APRQ_FLOAT_ROWS / 2 };
+    __m512 acc[NPR * ACC_T]; /* 64 KiB */
+    const apr_dtype dt = p->dtype;
+    const uint8_t *const *rows = p->row + g * APR_WPACK_ROWS;
+    const int64_t n = (int64_t)p->cols, n8 = n / 8 * 8;
+    const int ng = (nr + APR_WPACK_ROWS - 1) / APR_WPACK_ROWS;
+    for (uint32_t tb = 0; tb < nt; tb += ACC_T) {
+        const uint32_t ntb = nt - tb < ACC_T ? nt - tb : ACC_T;
+        const void *actb = (const uint8_t *)act + (size_t)tb * as;
+        for (int pr = 0; pr < 4 * ng; pr++)
+            for (uint32_t t = 0; t < ntb; t++)
+                acc[pr * ACC_T + t] = _mm512_setzero_ps();
+        for (int64_t k0 = 0; k0 < n8; k0 += FLOAT_KC) {
+            const int64_t k1 = k0 + FLOAT_KC < n8 ? k0 + FLOAT_KC : n8;
+            for (int q = 0; q < ng; q++) {
+                const uint8_t *gd = p->data + (g + (uint64_t)q) * p->group_bytes;
+                if (dt == APR_DT_F16)
+                    tiles_h16_512(APR_DT_F16, gd, k0 / 8, k1 / 8, actb, as, ntb, &acc[4 * q * ACC_T]);
+                else
+                    tiles_h16_512(APR_DT_BF16, gd, k0 / 8, k1 / 8, actb, as, ntb, &acc[4 * q * ACC_T]);
+            }
+        }
+        /* dot.c's reduce8 of each output's half register, then the tail */
+        for (int r = 0; r < nr; r++)
+            for (uint32_t t = 0; t < ntb; t++) {
+                const float *yt = ACT(float, actb, as, t);
+                const __m512 v = acc[(r / 2) * ACC_T + t];
+                float s = reduce8(r % 2 ? _mm512_extractf32x8_ps(v, 1) : _mm512_castps512_ps256(v));
+                for (int64_t k = n8; k < n; k++)
+                    s = fmaf(load1_w(dt, rows[r], k), yt[k], s);
+                out[(size_t)(tb + t) * ldo + r] = s;
+            }
+    }
+}
+
 AVX2 static INLINE void group_float(apr_dtype dt, const uint8_t *const *rows, int nr, int64_t n, const void *act,
                                     size_t as, uint32_t nt, float *out, size_t ldo)
 {
@@ -397,7 +506,12 @@ AVX2 static void group_bf16(const uint8_t *const *rows, int nr, int64_t n, const
 void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
                            float *out, size_t ldo)
 {
-    if (p->data) {
+    const bool is_float = p->dtype == APR_DT_F32 || p->dtype == APR_DT_F16 || p->dtype == APR_DT_BF16;
+    if (is_float && p->data && aprq_cpu_avx512()) {
+        group_h16_512(p, g, nr, act, as, nt, out, ldo);
+        return;
+    }
+    if (!is_float) {
         switch (aprq_cpu_vnni()) {
         case APRQ_VNNI_512: group_blocks_vnni512(p, g, nr, act, as, nt, out, ldo); return;
         case APRQ_VNNI_AVX: group_blocks_avxvnni(p, g, nr, act, as, nt, out, ldo); return;

@@ -75,6 +75,10 @@ typedef struct {
     uint8_t qs[4][8][32];
 } grp_q3_k;
 
+/* F16/BF16 packs (gemm.c, pack_h16_step): bytes of one group's 8-column
+ * step, 8 rows x 8 columns x 2 bytes. */
+#define APRQ_H16_STEP_BYTES 128
+
 /* Rows per call of the float kernels (four groups share each column chunk
  * of the activations; gemm_avx2.c's group_float). */
 #define APRQ_FLOAT_ROWS (4 * APR_WPACK_ROWS)

@@ -97,8 +97,9 @@ typedef struct apr_wpack {
     apr_dtype dtype;
     uint64_t rows, cols;
     uint64_t n_groups;          /* ceil(rows / APR_WPACK_ROWS) */
-    size_t group_bytes;         /* bytes of one interleaved group (block types) */
-    uint8_t *data;              /* n_groups interleaved groups, NULL for float types */
+    size_t group_bytes;         /* bytes of one interleaved group */
+    uint8_t *data;              /* n_groups interleaved groups: block types, and F16/BF16
+                                 * for the AVX-512 tile; else NULL */
     const uint8_t **row;        /* the source rows in logical order (float kernels, scalar fallback) */
 } apr_wpack;
 /* True when dtype has a packed kernel on this CPU (else keep apr_vec_dot_n). */
