@@ -22,23 +22,13 @@ static char g_dir[4096];
 static int setup(void **state)
 {
     (void)state;
-    if (!tu_apr_bin())
-        return 0;
-    const char *d = tu_tmpdir("aprshard");
-    if (!d)
-        return -1;
-    snprintf(g_dir, sizeof g_dir, "%s", d);
+    const int dir = tu_bin_dir(g_dir, sizeof g_dir, "aprshard");
+    if (dir != 0)
+        return dir < 0 ? -1 : 0;
     return tu_system(NULL, "'%s' synth '%s/llama' --preset tiny-llama --quiet && '%s' synth '%s/qwen' --preset tiny-qwen2 --quiet"
                            " && '%s' convert '%s/llama' '%s/whole.apr' --quiet",
                      tu_apr_bin(), g_dir, tu_apr_bin(), g_dir, tu_apr_bin(), g_dir, g_dir);
 }
-
-#define NEED_BIN()                                                            \
-    do {                                                                      \
-        if (!tu_apr_bin()) {                                                  \
-            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set (run through ctest)"); \
-        }                                                                     \
-    } while (0)
 
 /* convert SRC into DIR/m.apr with --shard-mb 1 (tiny-llama: 9 shards, tiny-qwen2: more) */
 static void shard_into(const char *src, const char *dir)
@@ -85,7 +75,7 @@ static json_t *entry(json_t *j, size_t k) { return json_array_get(json_object_ge
 static void test_shards_read_as_one_model(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     shard_into("llama", "s");
     apr_model *whole = NULL, *first = NULL, *man = NULL, *dir = NULL, *named = NULL;
     apr_err err = {0};
@@ -200,7 +190,7 @@ static const struct {
 static void test_bad_shards(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     shard_into("llama", "bad");
     expect_open_error(in_dir("bad", shard_name(3, 9)), "open the first shard");
     /* missing */
@@ -242,7 +232,7 @@ static void test_bad_shards(void **state)
 static void test_failed_write_leaves_nothing(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     assert_int_equal(tu_system(NULL, "rm -rf '%s/fail' && mkdir -p '%s/fail/%s'", g_dir, g_dir, shard_name(5, 9)), 0);
     assert_int_equal(tu_system(NULL, "'%s' convert '%s/llama' '%s/fail/m.apr' --shard-mb 1 --quiet 2>/dev/null",
                                tu_apr_bin(), g_dir, g_dir),
@@ -262,7 +252,7 @@ static void test_failed_write_leaves_nothing(void **state)
 static void test_output_over_own_shards(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     shard_into("llama", "own");
     assert_int_equal(tu_system(NULL, "cd '%s/own' && sha256sum * > ../own.sum", g_dir), 0);
     const char *cmds[] = {
@@ -298,7 +288,7 @@ static void test_output_over_own_shards(void **state)
 static void test_quantize_shards(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     assert_int_equal(tu_system(NULL, "rm -rf '%s/qs' && mkdir '%s/qs' && '%s' quantize '%s/llama' '%s/qs/m.apr' --type Q8_0 "
                                      "--shard-mb 1 --threads 2 --quiet",
                                g_dir, g_dir, tu_apr_bin(), g_dir, g_dir),

@@ -23,23 +23,13 @@ static char g_dir[4096];
 static int setup(void **state)
 {
     (void)state;
-    if (!tu_apr_bin())
-        return 0;
-    const char *d = tu_tmpdir("gsplit");
-    if (!d)
-        return -1;
-    snprintf(g_dir, sizeof g_dir, "%s", d);
+    const int dir = tu_bin_dir(g_dir, sizeof g_dir, "gsplit");
+    if (dir != 0)
+        return dir < 0 ? -1 : 0;
     return tu_system(NULL, "'%s' synth '%s/llama' --preset tiny-llama --quiet && '%s' synth '%s/qwen' --preset tiny-qwen2 --quiet"
                            " && '%s' convert '%s/llama' '%s/whole.gguf' --quiet",
                      tu_apr_bin(), g_dir, tu_apr_bin(), g_dir, tu_apr_bin(), g_dir, g_dir);
 }
-
-#define NEED_BIN()                                                            \
-    do {                                                                      \
-        if (!tu_apr_bin()) {                                                  \
-            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set (run through ctest)"); \
-        }                                                                     \
-    } while (0)
 
 /* convert SRC into DIR/m.gguf split by OPT */
 static void split_into(const char *src, const char *dir, const char *opt)
@@ -61,7 +51,7 @@ static const char *split_file(const char *dir, int no, int count)
 static void test_split_reads_as_one_model(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     split_into("llama", "t7", "--split-max-tensors 7");
     apr_model *whole = NULL, *first = NULL, *dir = NULL;
     apr_err err = {0};
@@ -102,7 +92,7 @@ static void test_split_reads_as_one_model(void **state)
 static void test_split_by_size(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     split_into("llama", "s2", "--split-max-size 2M");
     apr_model *m = NULL;
     apr_err err = {0};
@@ -155,7 +145,7 @@ static void patch_tensor_count(const char *path, int32_t v)
 static void test_bad_splits(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     split_into("llama", "bad", "--split-max-tensors 7");
     expect_open_error(split_file("bad", 2, 3), "open the first split");
     /* a split of another model: qwen's split 2 of 3 holds another tensor count */
@@ -188,7 +178,7 @@ static void test_bad_splits(void **state)
 static void test_quantize_split(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     split_into("llama", "qin", "--split-max-tensors 7");
     assert_int_equal(tu_system(NULL, "rm -rf '%s/qout' && mkdir '%s/qout' && '%s' quantize '%s/qin' '%s/qout/q.gguf' "
                                      "--type Q8_0 --split-max-tensors 10 --threads 2 --quiet",
@@ -231,7 +221,7 @@ static int shard_of(const apr_model *m, const char *name)
 static void test_quantize_keep_split(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     split_into("llama", "kin", "--split-max-tensors 7");
     assert_int_equal(tu_system(NULL, "rm -rf '%s/kout' && mkdir '%s/kout' && '%s' quantize '%s/kin' '%s/kout/q.gguf' "
                                      "--type Q8_0 --keep-split --threads 2 --quiet",
@@ -348,7 +338,7 @@ static void expect_output_files(const char *dir, const char *prefix, int n)
 static void test_split_output_provenance(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     split_into("llama", "po", "--split-max-tensors 7");
     expect_output_files("po", "m", 3);
     assert_int_equal(tu_system(NULL, "rm -rf '%s/pq' && mkdir '%s/pq' && '%s' quantize '%s/po' '%s/pq/q.gguf' --type Q8_0 "
@@ -379,7 +369,7 @@ static void test_split_output_provenance(void **state)
 static void test_peer_keep_split(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     tu_require_python("gguf, numpy", "gguf numpy");
     tu_require_python("llama_cpp", "llama-cpp-python");
     char args[8192];
@@ -392,7 +382,7 @@ static void test_peer_keep_split(void **state)
 static void test_peer_gguf_split(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     tu_require_python("gguf,llama_cpp", "gguf llama-cpp-python");
     char args[8192];
     snprintf(args, sizeof args, "'%s' '%s'", tu_apr_bin(), tu_tmpdir("gsplit-peer"));

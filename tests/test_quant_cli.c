@@ -90,28 +90,18 @@ static char g_dir[4096]; /* tu_tmpdir's buffer rotates: keep a copy */
 static int setup(void **state)
 {
     (void)state;
-    if (!tu_apr_bin())
-        return 0;
-    const char *d = tu_tmpdir("qcli");
-    if (!d)
-        return -1;
-    snprintf(g_dir, sizeof g_dir, "%s", d);
+    const int dir = tu_bin_dir(g_dir, sizeof g_dir, "qcli");
+    if (dir != 0)
+        return dir < 0 ? -1 : 0;
     write_model(tu_path(g_dir, "f16.gguf"), APR_DT_F16, -1);
     write_model(tu_path(g_dir, "nan.gguf"), APR_DT_F32, 3);
     return 0;
 }
 
-#define NEED_BIN()                                                            \
-    do {                                                                      \
-        if (!tu_apr_bin()) {                                                  \
-            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set (run through ctest)"); \
-        }                                                                     \
-    } while (0)
-
 static void test_q4_k_m_output(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     char args[4096];
     char *log = NULL;
     snprintf(args, sizeof args, "'%s' '%s' --type Q4_K_M --threads 2", tu_path(g_dir, "f16.gguf"),
@@ -176,7 +166,7 @@ static void test_q4_k_m_output(void **state)
 static void test_threads_and_apr_output(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     char args[4096];
     snprintf(args, sizeof args, "'%s' '%s' --type Q6_K --threads 1 --no-provenance", tu_path(g_dir, "f16.gguf"),
              tu_path(g_dir, "t1.gguf"));
@@ -214,7 +204,7 @@ static void test_threads_and_apr_output(void **state)
 static void test_refusals(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     char args[4096];
     char *log = NULL;
     /* already quantized input */
@@ -275,7 +265,7 @@ static void test_refusals(void **state)
 static void test_llama_quantize_options(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     char args[12000];
     char *log = NULL;
     char in[4200], out[4200]; /* tu_path's buffer rotates */
@@ -377,7 +367,7 @@ static void test_llama_quantize_options(void **state)
 static void test_other_formats(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     const char *b = tu_apr_bin();
     char d[4096];
     snprintf(d, sizeof d, "%s", g_dir);

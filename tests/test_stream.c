@@ -14,24 +14,14 @@ static char g_dir[4096];
 static int setup(void **state)
 {
     (void)state;
-    if (!tu_apr_bin())
-        return 0;
-    const char *d = tu_tmpdir("stream");
-    if (!d)
-        return -1;
-    snprintf(g_dir, sizeof g_dir, "%s", d);
+    const int dir = tu_bin_dir(g_dir, sizeof g_dir, "stream");
+    if (dir != 0)
+        return dir < 0 ? -1 : 0;
     if (tu_system(NULL, "'%s' synth '%s/llama' --preset tiny-llama --quiet", tu_apr_bin(), g_dir) ||
         tu_system(NULL, "'%s' synth '%s/qwen' --preset tiny-qwen2 --quiet", tu_apr_bin(), g_dir))
         return -1;
     return 0;
 }
-
-#define NEED_BIN()                                                            \
-    do {                                                                      \
-        if (!tu_apr_bin()) {                                                  \
-            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set (run through ctest)"); \
-        }                                                                     \
-    } while (0)
 
 static void sha_file_hex(const char *path, char hex[65])
 {
@@ -44,7 +34,7 @@ static void sha_file_hex(const char *path, char hex[65])
 static void test_quantize_bytes_unchanged(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     static const struct {
         const char *model, *type, *ext, *sha;
     } golden[] = {
@@ -75,7 +65,7 @@ static void test_quantize_bytes_unchanged(void **state)
 static void test_sealed_equals_one_pass(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     const char *outs[] = {"sealed-q.gguf", "sealed-c.gguf"};
     const char *cmds[] = {"quantize '%s/qwen' '%s/sealed-q.gguf' --type Q4_K_M --threads 2 --quiet",
                           "convert '%s/llama' '%s/sealed-c.gguf' --threads 2"};
@@ -104,7 +94,7 @@ static void test_sealed_equals_one_pass(void **state)
 static void test_sealed_apr_crc(void **state)
 {
     (void)state;
-    NEED_BIN();
+    TU_NEED_BIN();
     assert_int_equal(tu_system(NULL, "'%s' quantize '%s/llama' '%s/s.apr' --type Q4_K_M --threads 2 --quiet",
                                tu_apr_bin(), g_dir, g_dir),
                      0);

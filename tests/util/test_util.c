@@ -192,6 +192,17 @@ const char *tu_apr_bin(void)
     return b && *b ? b : NULL;
 }
 
+int tu_bin_dir(char *dir, size_t n, const char *tag)
+{
+    if (!tu_apr_bin())
+        return 1;
+    const char *d = tu_tmpdir(tag);
+    if (!d)
+        return -1;
+    snprintf(dir, n, "%s", d);
+    return 0;
+}
+
 int tu_system(const char *out_path, const char *fmt, ...)
 {
     char cmd[16384];

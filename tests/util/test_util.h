@@ -70,6 +70,18 @@ const char *tu_tmpdir(const char *tag);
 const char *tu_path(const char *dir, const char *name);
 /* Path of the apr binary (APR_BIN), NULL if unknown. */
 const char *tu_apr_bin(void);
+/* The group setup of a test that drives the apr binary: a fresh directory
+ * for its outputs (tu_tmpdir(tag)) copied into dir. 1 when APR_BIN is unset
+ * (nothing to set up: each test then skips through TU_NEED_BIN), -1 when no
+ * directory could be made, 0 otherwise. */
+int tu_bin_dir(char *dir, size_t n, const char *tag);
+/* At the top of such a test: skips it when APR_BIN is unset (fails it under
+ * APR_TEST_STRICT=1; ctest always sets it). */
+#define TU_NEED_BIN()                                                                    \
+    do {                                                                                 \
+        if (!tu_apr_bin())                                                               \
+            tu_skip_or_fail(TU_NEED_HARNESS, "APR_BIN not set (run through ctest)");    \
+    } while (0)
 /* Run a shell command; returns its exit status (or -1). Output goes to
  * the given file when out_path != NULL. */
 int tu_system(const char *out_path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
