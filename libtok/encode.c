@@ -33,6 +33,7 @@
 
 #include "apr_util.h"
 #include "tok.h"
+#include "tok_pre.h"
 #include "unicode_tab.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
@@ -203,6 +204,14 @@ static bool name_in(const char *names, const char *name)
         p = e + 1;
     }
     return false;
+}
+
+int tok_pre_row(const char *pre)
+{
+    for (size_t i = 0; i < sizeof PRE_DEFS / sizeof *PRE_DEFS; i++)
+        if (name_in(PRE_DEFS[i].names, pre))
+            return (int)i;
+    return -1;
 }
 
 struct apr_tok {

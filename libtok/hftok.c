@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "tok.h"
+#include "tok_pre.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -70,12 +71,16 @@ static int cfg_u32(const json_t *cfg, const char *field, uint32_t *out, apr_err 
 
 /* ================================================================ tokenizer.json -> KVs */
 
-static const char *const qwen2_regex =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char *const llama3_regex =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* The Split regexes of Qwen2's, Llama 3's and Qwen3.5's tokenizer.json */
+#define QWEN2_REGEX                                                                                             \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|" \
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define LLAMA3_REGEX                                                                                            \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|" \
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define QWEN35_REGEX                                                                                             \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|" \
+    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
 typedef struct tok_build {
     uint32_t n;
@@ -457,43 +462,136 @@ static int map_merges(apr_model *m, const json_t *merges, apr_err *err)
     return rc;
 }
 
-static const char *const qwen35_regex =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|"
-    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* DeepSeek LLM's letters and symbols, and CJK runs (their tokenizer.json;
+ * llama.cpp's llama-vocab.cpp copies them) */
+#define DEEPSEEK_LETTERS \
+    "\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293\u0295-\u02af"\
+    "\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c\u038e-\u03a1\u03a3-\u03f5"\
+    "\u03f7-\u0481\u048a-\u052f\u0531-\u0556\u10a0-\u10c5\u13a0-\u13f5\u13f8-\u13fd\u1c90-\u1cba\u1cbd-"\
+    "\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77\u1d79-\u1d9a\u1e00-\u1f15\u1f18-\u1f1d\u1f20-\u1f45\u1f48-\u1f4d"\
+    "\u1f50-\u1f57\u1f59\u1f5b\u1f5d\u1f5f-\u1f7d\u1f80-\u1fb4\u1fb6-\u1fbc\u1fbe\u1fc2-\u1fc4\u1fc6-"\
+    "\u1fcc\u1fd0-\u1fd3\u1fd6-\u1fdb\u1fe0-\u1fec\u1ff2-\u1ff4\u1ff6-\u1ffc\u2102\u2107\u210a-\u2113"\
+    "\u2115\u2119-\u211d\u2124\u2126\u2128\u212a-\u212d\u212f-\u2134\u2139\u213c-\u213f\u2145-\u2149"\
+    "\u214e\u2183\u2184\u2c00-\u2c7b\u2c7e-\u2ce4\u2ceb-\u2cee\u2cf2\u2cf3\ua640-\ua66d\ua680-\ua69b"\
+    "\ua722-\ua76f\ua771-\ua787\ua78b-\ua78e\uab70-\uabbf\ufb00-\ufb06\ufb13-\ufb17\uff21-\uff3a\uff41-"\
+    "\uff5a\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2\U00010cc0"\
+    "-\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943]+"
+#define DEEPSEEK_SYMBOLS "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+"
+#define CJK_RUNS "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
 
-/* The pre-tokenizer name llama.cpp's converter would pick. It hashes the
- * tokenization of a fixed text with the `tokenizers` package (chkhsh), which
- * only works on the released vocabularies it lists; we match the structure of
- * the pre_tokenizer instead: a Split on the tokenizer.json regex that
- * llama.cpp's name for it was written from, followed by a ByteLevel without
- * its own regex, or a lone ByteLevel with GPT-2's regex. NULL: not
- * recognised (the caller refuses it; writing "default" would make llama.cpp
- * tokenize differently from the model). */
+/* One HF pre-tokenizer step, as apr compares and writes them. */
+typedef enum { PS_SPLIT, PS_BYTELEVEL, PS_DIGITS, PS_PUNCT } pre_step_kind;
+typedef struct pre_step {
+    pre_step_kind kind;
+    const char *regex; /* PS_SPLIT: behavior Isolated, not inverted */
+    bool flag;         /* PS_BYTELEVEL: use_regex; PS_DIGITS: individual_digits */
+} pre_step;
+#define MAX_PRE_STEPS 8
+
+/* tokenizer.json pre_tokenizer <-> tokenizer.ggml.pre: the structure of the
+ * reference model's tokenizer.json for the name llama.cpp's converter gives
+ * it. The converter itself hashes the tokenization of a fixed text (chkhsh),
+ * which only knows the released vocabularies it lists; a structure names the
+ * same regex list in llama.cpp for any vocabulary. Names that share a
+ * structure (command-r and refact are starcoder's; mpt, olmo and jais are
+ * gpt-2's) get this one: llama.cpp tokenizes them alike (encode.c's
+ * PRE_DEFS rows, which also say which form another name is written as).
+ * ignore_merges: model.ignore_merges must be this (-1: either), the only
+ * difference between Llama 3's llama-bpe and smaug-bpe. Read both ways:
+ * detect_pre, and GGUF -> tokenizer.json (pre_tokenizer_json). */
+static const struct pre_form {
+    const char *name;
+    int ignore_merges;
+    pre_step steps[MAX_PRE_STEPS];
+} PRE_FORMS[] = {
+    {"gpt-2", -1, {{PS_BYTELEVEL, NULL, true}}},
+    {"llama-bpe", 1, {{PS_SPLIT, LLAMA3_REGEX, false}, {PS_BYTELEVEL, NULL, false}}},
+    {"smaug-bpe", 0, {{PS_SPLIT, LLAMA3_REGEX, false}, {PS_BYTELEVEL, NULL, false}}},
+    {"qwen2", -1, {{PS_SPLIT, QWEN2_REGEX, false}, {PS_BYTELEVEL, NULL, false}}},
+    {"qwen35", -1, {{PS_SPLIT, QWEN35_REGEX, false}, {PS_BYTELEVEL, NULL, false}}},
+    {"starcoder", -1, {{PS_DIGITS, NULL, true}, {PS_BYTELEVEL, NULL, true}}},
+    {"falcon", -1, {{PS_PUNCT, NULL, false}, {PS_BYTELEVEL, NULL, true}, {PS_DIGITS, NULL, false},
+                    {PS_SPLIT, "[0-9][0-9][0-9]", false}}},
+    {"deepseek-coder", -1, {{PS_SPLIT, "[\r\n]", false}, {PS_SPLIT, "\\s?\\p{L}+", false},
+                            {PS_SPLIT, "\\s?\\p{P}+", false}, {PS_SPLIT, CJK_RUNS, false},
+                            {PS_DIGITS, NULL, true}, {PS_BYTELEVEL, NULL, false}}},
+    {"deepseek-llm", -1, {{PS_SPLIT, "[\r\n]", false}, {PS_SPLIT, DEEPSEEK_LETTERS, false},
+                          {PS_SPLIT, DEEPSEEK_SYMBOLS, false}, {PS_SPLIT, "\\s+$", false},
+                          {PS_SPLIT, CJK_RUNS, false}, {PS_DIGITS, NULL, true}, {PS_BYTELEVEL, NULL, false}}},
+};
+
+/* Appends the steps of one tokenizer.json pre_tokenizer (a Sequence is
+ * flattened) to out[*n]; false when a step is not one apr knows the meaning
+ * of (type, Split behavior/invert, ByteLevel add_prefix_space, Punctuation
+ * behavior), so no name is given to it. */
+static bool pre_steps(const json_t *pt, pre_step *out, size_t *n)
+{
+    const char *type = json_string_value(json_object_get(pt, "type"));
+    const char *behavior = json_string_value(json_object_get(pt, "behavior"));
+    if (!type)
+        return false;
+    if (!strcmp(type, "Sequence")) {
+        const json_t *list = json_object_get(pt, "pretokenizers");
+        if (!json_is_array(list) || !json_array_size(list))
+            return false;
+        for (size_t i = 0; i < json_array_size(list); i++)
+            if (!pre_steps(json_array_get(list, i), out, n))
+                return false;
+        return true;
+    }
+    if (*n == MAX_PRE_STEPS)
+        return false;
+    pre_step *s = &out[(*n)++];
+    *s = (pre_step){0};
+    if (!strcmp(type, "Split")) {
+        s->kind = PS_SPLIT;
+        s->regex = json_string_value(json_object_get(json_object_get(pt, "pattern"), "Regex"));
+        return s->regex && (!behavior || !strcmp(behavior, "Isolated")) && !json_is_true(json_object_get(pt, "invert"));
+    }
+    if (!strcmp(type, "ByteLevel")) { /* use_regex: true unless written false (older files lack it) */
+        s->kind = PS_BYTELEVEL;
+        s->flag = !json_is_false(json_object_get(pt, "use_regex"));
+        return !json_is_true(json_object_get(pt, "add_prefix_space"));
+    }
+    if (!strcmp(type, "Digits")) {
+        s->kind = PS_DIGITS;
+        s->flag = json_is_true(json_object_get(pt, "individual_digits"));
+        return true;
+    }
+    if (!strcmp(type, "Punctuation")) {
+        s->kind = PS_PUNCT;
+        return !behavior || !strcmp(behavior, "Contiguous");
+    }
+    return false;
+}
+
+static size_t form_len(const struct pre_form *f)
+{
+    size_t k = 0;
+    while (k < MAX_PRE_STEPS && (f->steps[k].kind || f->steps[k].regex || f->steps[k].flag))
+        k++;
+    return k;
+}
+
+/* The pre-tokenizer name llama.cpp's converter would pick, by PRE_FORMS.
+ * NULL: not recognised (the caller refuses it; writing "default" would make
+ * llama.cpp tokenize differently from the model). */
 static const char *detect_pre(const json_t *tok)
 {
-    static const struct { const char *const *regex; const char *name; } splits[] = {
-        {&llama3_regex, "llama-bpe"}, {&qwen2_regex, "qwen2"}, {&qwen35_regex, "qwen35"},
-    };
-    const json_t *pt = json_object_get(tok, "pre_tokenizer");
-    const char *type = json_string_value(json_object_get(pt, "type"));
-    if (!type)
+    pre_step st[MAX_PRE_STEPS];
+    size_t n = 0;
+    if (!pre_steps(json_object_get(tok, "pre_tokenizer"), st, &n))
         return NULL;
-    if (!strcmp(type, "ByteLevel"))
-        return json_is_false(json_object_get(pt, "use_regex")) ? NULL : "gpt-2";
-    const json_t *list = json_object_get(pt, "pretokenizers");
-    if (strcmp(type, "Sequence") || json_array_size(list) != 2)
-        return NULL;
-    const json_t *split = json_array_get(list, 0), *bl = json_array_get(list, 1);
-    const char *t0 = json_string_value(json_object_get(split, "type"));
-    const char *t1 = json_string_value(json_object_get(bl, "type"));
-    const char *re = json_string_value(json_object_get(json_object_get(split, "pattern"), "Regex"));
-    const char *behavior = json_string_value(json_object_get(split, "behavior"));
-    if (!t0 || !t1 || strcmp(t0, "Split") || strcmp(t1, "ByteLevel") || !re || !json_is_false(json_object_get(bl, "use_regex")) ||
-        (behavior && strcmp(behavior, "Isolated")) || json_is_true(json_object_get(split, "invert")))
-        return NULL;
-    for (size_t i = 0; i < sizeof splits / sizeof *splits; i++)
-        if (!strcmp(re, *splits[i].regex))
-            return splits[i].name;
+    const int ignore_merges = json_is_true(json_object_get(json_object_get(tok, "model"), "ignore_merges"));
+    for (size_t i = 0; i < sizeof PRE_FORMS / sizeof *PRE_FORMS; i++) {
+        const struct pre_form *f = &PRE_FORMS[i];
+        bool same = form_len(f) == n && (f->ignore_merges < 0 || f->ignore_merges == ignore_merges);
+        for (size_t k = 0; same && k < n; k++)
+            same = st[k].kind == f->steps[k].kind && st[k].flag == f->steps[k].flag &&
+                   (st[k].kind != PS_SPLIT || !strcmp(st[k].regex, f->steps[k].regex));
+        if (same)
+            return f->name;
+    }
     return NULL;
 }
 
@@ -940,6 +1038,48 @@ static json_t *chat_template_json(const apr_model *m)
     return deflt ? json_string(deflt) : NULL;
 }
 
+/* The PRE_FORMS entry a GGUF's tokenizer.ggml.pre is written back as: its
+ * own, else that of a name llama.cpp tokenizes alike. */
+static const struct pre_form *pre_form_of(const char *pre)
+{
+    const int row = tok_pre_row(pre);
+    for (size_t i = 0; i < sizeof PRE_FORMS / sizeof *PRE_FORMS; i++)
+        if (!strcmp(pre, PRE_FORMS[i].name) || (row >= 0 && tok_pre_row(PRE_FORMS[i].name) == row))
+            return &PRE_FORMS[i];
+    return NULL;
+}
+
+static const char pre_form_names[] = "gpt-2, llama-bpe, smaug-bpe, qwen2, qwen35, starcoder, falcon, deepseek-coder, "
+                                     "deepseek-llm, and the names llama.cpp tokenizes as one of them";
+
+static json_t *pre_step_json(const pre_step *s)
+{
+    switch (s->kind) {
+    case PS_SPLIT:
+        return json_pack("{s:s,s:{s:s},s:s,s:b}", "type", "Split", "pattern", "Regex", s->regex, "behavior",
+                         "Isolated", "invert", 0);
+    case PS_BYTELEVEL:
+        return byte_level(s->flag);
+    case PS_DIGITS:
+        return json_pack("{s:s,s:b}", "type", "Digits", "individual_digits", s->flag);
+    case PS_PUNCT:
+        return json_pack("{s:s,s:s}", "type", "Punctuation", "behavior", "Contiguous");
+    }
+    return NULL;
+}
+
+/* The form's pre_tokenizer object: its one step, or a Sequence of them. */
+static json_t *pre_form_json(const struct pre_form *f)
+{
+    const size_t n = form_len(f);
+    if (n == 1)
+        return pre_step_json(&f->steps[0]);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(list, pre_step_json(&f->steps[i]));
+    return json_pack("{s:s,s:o}", "type", "Sequence", "pretokenizers", list);
+}
+
 static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_t **out_tc, apr_err *err)
 {
     const apr_tokenizer *t = &m->tok;
@@ -967,16 +1107,15 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
     json_object_set_new(j, "added_tokens", added);
     added = NULL;
     if (gpt2) {
-        const char *re = !strcmp(t->pre, "qwen2") ? qwen2_regex
-                         : (!strcmp(t->pre, "llama-bpe") || !strcmp(t->pre, "llama3")) ? llama3_regex : NULL;
-        json_object_set_new(j, "normalizer", re == qwen2_regex ? json_pack("{s:s}", "type", "NFC") : json_null());
-        if (re)
-            json_object_set_new(j, "pre_tokenizer",
-                                json_pack("{s:s,s:[{s:s,s:{s:s},s:s,s:b},o]}", "type", "Sequence",
-                                          "pretokenizers", "type", "Split", "pattern", "Regex", re,
-                                          "behavior", "Isolated", "invert", 0, byte_level(false)));
-        else
-            json_object_set_new(j, "pre_tokenizer", byte_level(true));
+        const struct pre_form *pf = pre_form_of(t->pre);
+        if (!pf) {
+            rc = apr_err_set(err, APR_E_UNSUPPORTED,
+                             "tokenizer.ggml.pre '%s'%s has no HF pre_tokenizer apr knows (%s)", t->pre,
+                             t->pre[0] ? "" : " (unset: llama.cpp's default regexes)", pre_form_names);
+            goto fail;
+        }
+        json_object_set_new(j, "normalizer", !strcmp(pf->name, "qwen2") ? json_pack("{s:s}", "type", "NFC") : json_null());
+        json_object_set_new(j, "pre_tokenizer", pre_form_json(pf));
         json_t *tp = template_processing(m);
         json_object_set_new(j, "post_processor", tp ? tp : byte_level(false));
         json_object_set_new(j, "decoder", byte_level(false));
@@ -987,7 +1126,7 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
         json_object_set_new(model, "end_of_word_suffix", json_string(""));
         json_object_set_new(model, "fuse_unk", json_false());
         json_object_set_new(model, "byte_fallback", json_false());
-        json_object_set_new(model, "ignore_merges", json_false());
+        json_object_set_new(model, "ignore_merges", json_boolean(pf->ignore_merges == 1));
         json_t *vocab = json_object();
         for (uint32_t i = 0; i < t->n_tokens; i++) {
             int32_t ty = t->token_type ? t->token_type[i] : 1;

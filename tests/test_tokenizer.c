@@ -614,6 +614,12 @@ static void test_bad_tokenizers(void **state)
     (void)bad;
 }
 
+#define LLAMA3_PRE                                                                                            \
+    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"                        \
+    "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| "                          \
+    "?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"                       \
+    "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"use_regex\":false}]}"
+
 /* tokenizer.json's pre_tokenizer -> tokenizer.ggml.pre by structure; an
  * unrecognized one is refused rather than written as "default". */
 static void test_hf_pre_tokenizer_detection(void **state)
@@ -621,22 +627,44 @@ static void test_hf_pre_tokenizer_detection(void **state)
     (void)state;
     static const struct {
         const char *pre_tokenizer, *want; /* want NULL: refused */
+        bool ignore_merges;               /* model.ignore_merges */
     } cases[] = {
-        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}", "gpt-2"},
+        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}", "gpt-2", false},
+        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true}", "gpt-2", false},
         {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":"
          "\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?[\\\\p{L}\\\\p{M}]+|\\\\p{N}| "
          "?[^\\\\s\\\\p{L}\\\\p{M}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},"
          "\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"use_regex\":false}]}",
-         "qwen35"},
-        {"{\"type\":\"Whitespace\"}", NULL},
-        {"null", NULL},
-        {"{\"type\":\"ByteLevel\",\"use_regex\":false}", NULL},
+         "qwen35", false},
+        /* Llama 3's regex: llama-bpe when merges are ignored, smaug-bpe otherwise */
+        {LLAMA3_PRE, "llama-bpe", true},
+        {LLAMA3_PRE, "smaug-bpe", false},
+        {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
+         "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}]}",
+         "starcoder", false},
+        {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Punctuation\",\"behavior\":\"Contiguous\"},"
+         "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+         "{\"type\":\"Digits\",\"individual_digits\":false},{\"type\":\"Split\",\"pattern\":"
+         "{\"Regex\":\"[0-9][0-9][0-9]\"},\"behavior\":\"Isolated\",\"invert\":false}]}",
+         "falcon", false},
+        /* starcoder's steps in another order, or digits not one by one */
+        {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"ByteLevel\",\"use_regex\":true},"
+         "{\"type\":\"Digits\",\"individual_digits\":true}]}", NULL, false},
+        {"{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":false},"
+         "{\"type\":\"ByteLevel\",\"use_regex\":true}]}", NULL, false},
+        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"use_regex\":true}", NULL, false},
+        {"{\"type\":\"Punctuation\",\"behavior\":\"Isolated\"}", NULL, false},
+        {"{\"type\":\"Sequence\",\"pretokenizers\":[]}", NULL, false},
+        {"{\"type\":\"Whitespace\"}", NULL, false},
+        {"null", NULL, false},
+        {"{\"type\":\"ByteLevel\",\"use_regex\":false}", NULL, false},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         char text[4096];
         snprintf(text, sizeof text,
-                 "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]},"
-                 "\"pre_tokenizer\":%s}", cases[c].pre_tokenizer);
+                 "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"],"
+                 "\"ignore_merges\":%s},\"pre_tokenizer\":%s}",
+                 cases[c].ignore_merges ? "true" : "false", cases[c].pre_tokenizer);
         json_error_t je;
         json_t *tok = json_loads(text, 0, &je);
         if (!tok)
@@ -657,6 +685,75 @@ static void test_hf_pre_tokenizer_detection(void **state)
     }
 }
 
+/* GGUF -> tokenizer.json -> GGUF keeps the pre-tokenizer: each name is
+ * written as the tokenizer.json structure detect_pre reads back as it, or
+ * as a name llama.cpp tokenizes alike; a name with no structure is refused
+ * (it used to be written as GPT-2's ByteLevel). */
+static void test_hf_pre_tokenizer_round_trip(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pre, *want; /* want NULL: refused */
+    } cases[] = {
+        {"gpt-2", "gpt-2"}, {"mpt", "gpt-2"}, {"olmo", "gpt-2"}, {"llama-bpe", "llama-bpe"}, {"llama3", "llama-bpe"},
+        {"smaug-bpe", "smaug-bpe"}, {"dbrx", "smaug-bpe"}, {"qwen2", "qwen2"}, {"stablelm2", "qwen2"},
+        {"qwen35", "qwen35"}, {"starcoder", "starcoder"}, {"command-r", "starcoder"}, {"refact", "starcoder"},
+        {"falcon", "falcon"}, {"deepseek-coder", "deepseek-coder"}, {"deepseek-llm", "deepseek-llm"},
+        {"default", NULL}, {"jais-2", NULL},
+    };
+    static const char *const merges[] = {"a b"};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        apr_model *m = bpe_model(cases[c].pre, merges, 1);
+        json_t *tj = NULL, *tc = NULL;
+        apr_spm *spm = NULL;
+        apr_err err = {0};
+        int rc = apr_tok_hf_from_model(m, &tj, &tc, &spm, &err);
+        if (!cases[c].want) {
+            assert_int_equal(rc, APR_E_UNSUPPORTED);
+            assert_non_null(strstr(err.msg, cases[c].pre));
+            assert_null(tj);
+            apr_model_free(m);
+            continue;
+        }
+        if (rc)
+            fail_msg("%s: %s", cases[c].pre, err.msg);
+        assert_null(spm);
+        apr_model *back = apr_model_new(APR_FMT_SAFETENSORS);
+        if (apr_tok_hf_to_kvs(back, &(apr_tok_hf){.tokenizer = tj, .tokenizer_config = tc}, &err))
+            fail_msg("%s: read back: %s", cases[c].pre, err.msg);
+        const char *got = apr_kv_get_str(back, "tokenizer.ggml.pre");
+        if (!got || strcmp(got, cases[c].want))
+            fail_msg("%s: read back as %s, want %s", cases[c].pre, got ? got : "(none)", cases[c].want);
+        apr_model_free(back);
+        json_decref(tj);
+        json_decref(tc);
+        apr_model_free(m);
+    }
+}
+
+/* tokenizer.json files the `tokenizers` package trains with each family's
+ * pre-tokenizer -> tokenizer.ggml.pre and ids, against llama.cpp's converter
+ * and tokenizer; unrecognized ones refused by both
+ * (tests/peer/hf_pre_tokenizer_peer.py). */
+static void test_hf_pre_tokenizer_peer(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(tok, "fixtures/tinycoder/tokenizer.json");
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *src = tu_require_llama_cpp_src();
+    tu_require_python("tokenizers, transformers, llama_cpp", "tokenizers transformers llama-cpp-python");
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s", tok);
+    *strrchr(tiny, '/') = 0;
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("hf-pre-peer"));
+    int rc = tu_run_peer("hf-pre-peer", "hf_pre_tokenizer_peer.py", args);
+    if (rc != 0)
+        fail_msg("hf_pre_tokenizer_peer.py failed (%d)", rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +767,8 @@ int main(void)
         cmocka_unit_test(test_tok_owns_data),
         cmocka_unit_test(test_gemma4_raw_bpe),
         cmocka_unit_test(test_hf_pre_tokenizer_detection),
+        cmocka_unit_test(test_hf_pre_tokenizer_round_trip),
+        cmocka_unit_test(test_hf_pre_tokenizer_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
