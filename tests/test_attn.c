@@ -7,7 +7,8 @@
  * attention: agreement with the plain one-row softmax (apr_attn_reference)
  * within float rounding (not bit for bit: the online softmax rescales per key
  * tile and sums in float). With GQA groups, a head_dim that is not a multiple
- * of 8, contexts over several key tiles, a sliding window and a softcap. */
+ * of 8, contexts over several key tiles, a sliding window and a softcap.
+ * (3) the AVX2 kernels give the scalar loops' bits (apr_quant_force_scalar). */
 #include "test_util.h"
 
 #include <math.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "attn.h"
+#include "quant.h"
 
 static float frand(uint64_t *s)
 {
@@ -128,6 +130,32 @@ static void test_attn_tiled_bits_and_reference(void **state)
     case_free(&c);
 }
 
+/* The SIMD kernels (scores eight keys at a time, the accumulator held in
+ * registers 64 columns at a time) against the scalar loops they replace,
+ * bit for bit: head sizes with 64-column chunks, an 8-column rest and a
+ * tail, and every key count of a tile (the diagonal tiles). */
+static void test_attn_simd_matches_scalar(void **state)
+{
+    (void)state;
+    static const uint32_t all[] = {100000};
+    static const uint32_t hds[] = {128, 70, 136, 40};
+    if (strcmp(apr_quant_simd_name(), "avx2") != 0)
+        print_message("AVX2 off (CPU or APR_NO_SIMD): only the scalar loops ran\n");
+    for (size_t i = 0; i < sizeof hds / sizeof *hds; i++) {
+        attn_case c;
+        case_init(&c, 4, 2, hds[i], 150, i == 3 ? 45 : 0, i == 2 ? 5.0f : 0.0f, 10 + i);
+        float *simd = run_batched(&c, all, 1, false);
+        apr_quant_force_scalar(true);
+        float *scalar = run_batched(&c, all, 1, false);
+        apr_quant_force_scalar(false);
+        if (memcmp(simd, scalar, sizeof(float) * c.n * c.s.q_stride))
+            fail_msg("head_dim %u: the SIMD attention differs from the scalar loops", hds[i]);
+        free(simd);
+        free(scalar);
+        case_free(&c);
+    }
+}
+
 /* The reference with one visible key is that key's value exactly, and the
  * tiled kernel (a single exp(0) = 1 weight) too. */
 static void test_attn_first_position_is_v(void **state)
@@ -148,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attn_tiled_bits_and_reference),
         cmocka_unit_test(test_attn_first_position_is_v),
+        cmocka_unit_test(test_attn_simd_matches_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
