@@ -252,7 +252,16 @@ static int make_plan(const apr_model *in, const char *in_path, const apr_quantiz
 
 /* ------------------------------------------------------------ provenance */
 
-/* The input-file tensor a GGUF-view tensor came from, and the step between. */
+static bool role_is_norm(apr_role r)
+{
+    return r == APR_ROLE_OUTPUT_NORM || r == APR_ROLE_ATTN_NORM || r == APR_ROLE_FFN_NORM ||
+           r == APR_ROLE_ATTN_Q_NORM || r == APR_ROLE_ATTN_K_NORM || r == APR_ROLE_POST_ATTN_NORM ||
+           r == APR_ROLE_POST_FFN_NORM;
+}
+
+/* The input-file tensor a GGUF-view tensor came from, and the step between,
+ * under the family's names (Gemma's HF post_attention_layernorm is not
+ * LLaMA's ffn_norm; Phi-3's attn_qkv and ffn_up are HF's fused tensors). */
 static void find_orig(const apr_model *in, const apr_model *view, tplan *p)
 {
     p->step[0] = 0;
@@ -260,19 +269,26 @@ static void find_orig(const apr_model *in, const apr_model *view, tplan *p)
         p->orig = p->src;
         return;
     }
+    const char *arch = view->cfg.arch;
     apr_tensor_id id;
     char name[256];
     p->orig = NULL;
-    if (!apr_tensor_id_parse(p->src->name, &id, NULL))
+    if (!apr_tensor_id_parse_arch(arch, p->src->name, &id, NULL))
         return;
-    if (apr_tensor_id_name(&id, APR_NAMING_HF, name, sizeof name))
+    if (apr_tensor_id_name_arch(arch, &id, APR_NAMING_HF, name, sizeof name))
         p->orig = apr_model_tensor(in, name);
-    if (!p->orig && apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name))
+    if (!p->orig && apr_tensor_id_name_arch(arch, &id, APR_NAMING_GGUF, name, sizeof name))
         p->orig = apr_model_tensor(in, name);
     if (p->orig) {
-        /* same payload: a zero-copy view; same dtype but other bytes: Q/K rows permuted */
+        /* an HF source's norms of a family that stores w for 1 + w gained the
+         * offset (convert.c's "offset"); otherwise same payload: a zero-copy
+         * view, same dtype but other bytes: Q/K rows permuted */
+        const bool offset = in->format == APR_FMT_SAFETENSORS && view->cfg.hf_norm_offset != 0.0f &&
+                            role_is_norm(id.role);
         if (p->orig->dtype != p->src->dtype)
-            snprintf(p->step, sizeof p->step, "convert:%s", apr_dtype_name(p->src->dtype));
+            snprintf(p->step, sizeof p->step, "convert:%s%s", apr_dtype_name(p->src->dtype), offset ? "+offset" : "");
+        else if (offset)
+            snprintf(p->step, sizeof p->step, "offset");
         else if (p->orig->data != p->src->data)
             snprintf(p->step, sizeof p->step, "permute");
         return;
@@ -280,7 +296,8 @@ static void find_orig(const apr_model *in, const apr_model *view, tplan *p)
     if (id.role == APR_ROLE_ATTN_Q || id.role == APR_ROLE_ATTN_K || id.role == APR_ROLE_ATTN_V) {
         apr_tensor_id f = id;
         f.role = APR_ROLE_ATTN_QKV;
-        if (apr_tensor_id_name(&f, APR_NAMING_HF, name, sizeof name) && (p->orig = apr_model_tensor(in, name)))
+        if (apr_tensor_id_name_arch(arch, &f, APR_NAMING_HF, name, sizeof name) &&
+            (p->orig = apr_model_tensor(in, name)))
             snprintf(p->step, sizeof p->step, "split");
     }
 }
@@ -309,10 +326,11 @@ static const tplan *plan_by_name(const tplan *plan, uint64_t n, const char *name
     return NULL;
 }
 
-/* Records one output tensor with the input-file tensors it came from. A
- * fused APR QKV tensor lists its Q, K and V sources. */
-static int record_tensor(apr_prov *prov, const apr_tensor *t, const apr_model *qgguf, const tplan *plan,
-                         uint64_t n, apr_err *err)
+/* Records one output tensor with the input-file tensors it came from (the
+ * plan holds GGUF names, an APR output HF ones: the family's, arch). A fused
+ * APR QKV tensor lists its Q, K and V sources. */
+static int record_tensor(apr_prov *prov, const apr_tensor *t, const char *arch, const tplan *plan, uint64_t n,
+                         apr_err *err)
 {
     const tplan *parts[3] = {NULL, NULL, NULL};
     int np = 0;
@@ -321,21 +339,21 @@ static int record_tensor(apr_prov *prov, const apr_tensor *t, const apr_model *q
     const tplan *p = plan_by_name(plan, n, t->name);
     if (p) {
         parts[np++] = p;
-    } else if (apr_tensor_id_parse(t->name, &id, NULL)) {
-        if (id.role == APR_ROLE_ATTN_QKV) {
+    } else if (apr_tensor_id_parse_arch(arch, t->name, &id, NULL)) {
+        if (apr_tensor_id_name_arch(arch, &id, APR_NAMING_GGUF, name, sizeof name) &&
+            (p = plan_by_name(plan, n, name))) {
+            parts[np++] = p;
+        } else if (id.role == APR_ROLE_ATTN_QKV) {
             const apr_role roles[3] = {APR_ROLE_ATTN_Q, APR_ROLE_ATTN_K, APR_ROLE_ATTN_V};
             for (int r = 0; r < 3; r++) {
                 apr_tensor_id q = id;
                 q.role = roles[r];
-                if (apr_tensor_id_name(&q, APR_NAMING_GGUF, name, sizeof name) && (p = plan_by_name(plan, n, name)))
+                if (apr_tensor_id_name_arch(arch, &q, APR_NAMING_GGUF, name, sizeof name) &&
+                    (p = plan_by_name(plan, n, name)))
                     parts[np++] = p;
             }
-        } else if (apr_tensor_id_name(&id, APR_NAMING_GGUF, name, sizeof name) &&
-                   (p = plan_by_name(plan, n, name))) {
-            parts[np++] = p;
         }
     }
-    (void)qgguf;
     const apr_tensor *srcs[3];
     uint32_t ns = 0;
     char tr[160] = "copy", one[80];
@@ -758,7 +776,7 @@ int apr_quantize_file(const char *in_path, const char *out_path, const apr_quant
         if ((rc = apr_prov_set_source(prov, in, err)))
             goto done;
         for (uint64_t i = 0; i < final->n_tensors && !rc; i++)
-            rc = record_tensor(prov, &final->tensors[i], out, plan, view->n_tensors, err);
+            rc = record_tensor(prov, &final->tensors[i], view->cfg.arch, plan, view->n_tensors, err);
         if (!rc && fmt == APR_FMT_GGUF)
             rc = apr_gguf_record_splits(prov, final, write_path, &wo, err); /* every split, when split */
         /* hashing of the sources runs while the writer quantizes and writes */

@@ -11,60 +11,12 @@
 
 /* ---------------------------------------------------------------- names */
 
-/* One role's candidate names: GGUF first, then HF; "%u" is the layer. */
-typedef struct role_names {
-    const char *gguf, *hf;
-} role_names;
-
-static const role_names R_EMBD = {"token_embd.weight", "model.embed_tokens.weight"};
-static const role_names R_OUT_NORM = {"output_norm.weight", "model.norm.weight"};
-static const role_names R_OUTPUT = {"output.weight", "lm_head.weight"};
-static const role_names R_ATTN_NORM = {"blk.%u.attn_norm.weight", "model.layers.%u.input_layernorm.weight"};
-static const role_names R_FFN_NORM = {"blk.%u.ffn_norm.weight",
-                                      "model.layers.%u.post_attention_layernorm.weight"};
-/* Gemma 2/3: HF's post_attention_layernorm is the attention output's norm */
-static const role_names R_FFN_NORM_GEMMA = {"blk.%u.ffn_norm.weight",
-                                            "model.layers.%u.pre_feedforward_layernorm.weight"};
-static const role_names R_POST_ATTN_NORM = {"blk.%u.post_attention_norm.weight",
-                                            "model.layers.%u.post_attention_layernorm.weight"};
-static const role_names R_POST_FFN_NORM = {"blk.%u.post_ffw_norm.weight",
-                                           "model.layers.%u.post_feedforward_layernorm.weight"};
-static const role_names R_Q = {"blk.%u.attn_q.weight", "model.layers.%u.self_attn.q_proj.weight"};
-static const role_names R_K = {"blk.%u.attn_k.weight", "model.layers.%u.self_attn.k_proj.weight"};
-static const role_names R_V = {"blk.%u.attn_v.weight", "model.layers.%u.self_attn.v_proj.weight"};
-static const role_names R_BQ = {"blk.%u.attn_q.bias", "model.layers.%u.self_attn.q_proj.bias"};
-static const role_names R_BK = {"blk.%u.attn_k.bias", "model.layers.%u.self_attn.k_proj.bias"};
-static const role_names R_BV = {"blk.%u.attn_v.bias", "model.layers.%u.self_attn.v_proj.bias"};
-static const role_names R_O = {"blk.%u.attn_output.weight", "model.layers.%u.self_attn.o_proj.weight"};
-static const role_names R_GATE = {"blk.%u.ffn_gate.weight", "model.layers.%u.mlp.gate_proj.weight"};
-static const role_names R_UP = {"blk.%u.ffn_up.weight", "model.layers.%u.mlp.up_proj.weight"};
-static const role_names R_DOWN = {"blk.%u.ffn_down.weight", "model.layers.%u.mlp.down_proj.weight"};
-/* fused: APR's and Phi-3's (llama.cpp's attn_qkv) */
-static const role_names R_QKV = {"blk.%u.attn_qkv.weight", "model.layers.%u.self_attn.qkv_proj.weight"};
-static const role_names R_BQKV = {"blk.%u.attn_qkv.bias", "model.layers.%u.self_attn.qkv_proj.bias"};
-/* Phi-3: gate and up in one (rows gate, then up); llama.cpp names it ffn_up */
-static const role_names R_GATE_UP = {"blk.%u.ffn_up.weight", "model.layers.%u.mlp.gate_up_proj.weight"};
-static const role_names R_Q_NORM = {"blk.%u.attn_q_norm.weight", "model.layers.%u.self_attn.q_norm.weight"};
-static const role_names R_K_NORM = {"blk.%u.attn_k_norm.weight", "model.layers.%u.self_attn.k_norm.weight"};
-/* llama3 rope scaling; the HF reader derives it from config.json under the GGUF name */
-static const role_names R_ROPE_FREQS = {"rope_freqs.weight", NULL};
-
-static const apr_tensor *find_role(const apr_model *m, const role_names *r, uint32_t layer,
-                                   char *name_out, size_t cap)
-{
-    const char *cands[2] = {r->gguf, r->hf};
-    const apr_tensor *t = NULL;
-    for (int i = 0; i < 2 && !t; i++) {
-        if (!cands[i])
-            continue;
-        char buf[160];
-        snprintf(buf, sizeof buf, cands[i], layer);
-        t = apr_model_tensor(m, buf);
-    }
-    /* for messages: the GGUF name when it exists, else the HF one */
-    snprintf(name_out, cap, r->gguf ? r->gguf : r->hf, layer);
-    return t;
-}
+/* A tensor by role, under the family table's names (formats/core/family.c:
+ * GGUF first, then HF/APR); nm gets the name for messages. */
+#define FIND(m, role, layer, bias) apr_model_role_tensor((m), g->cfg.arch, (role), (layer), (bias), nm, sizeof nm)
+/* llama3 rope scaling: a GGUF-only tensor (the HF reader derives it from
+ * config.json under this name), not a family convention */
+#define ROPE_FREQS "rope_freqs.weight"
 
 /* ---------------------------------------------------------------- views */
 
@@ -220,7 +172,7 @@ static bool source_rotate_half(const apr_model *m)
 
 #define NEED(var, role, layer)                                                                  \
     do {                                                                                        \
-        var = find_role(m, &(role), (layer), nm, sizeof nm);                                    \
+        var = FIND(m, (role), (layer), false);                                                  \
         if (!var) {                                                                             \
             rc = apr_err_set(err, APR_E_FORMAT, "tensor %s (or its HF name) is missing", nm);   \
             goto fail;                                                                          \
@@ -236,28 +188,24 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
     const apr_tensor *t;
     int rc;
 
-    NEED(t, R_ATTN_NORM, il);
+    NEED(t, APR_ROLE_ATTN_NORM, il);
     if ((rc = load_norm(&L->attn_norm, t, c->hidden, g, err)))
         goto fail;
+    NEED(t, APR_ROLE_FFN_NORM, il);
+    if ((rc = load_norm(&L->ffn_norm, t, c->hidden, g, err)))
+        goto fail;
     if (c->post_norms) {
-        NEED(t, R_FFN_NORM_GEMMA, il);
-        if ((rc = load_norm(&L->ffn_norm, t, c->hidden, g, err)))
-            goto fail;
-        NEED(t, R_POST_ATTN_NORM, il);
+        NEED(t, APR_ROLE_POST_ATTN_NORM, il);
         if ((rc = load_norm(&L->post_attn_norm, t, c->hidden, g, err)))
             goto fail;
-        NEED(t, R_POST_FFN_NORM, il);
+        NEED(t, APR_ROLE_POST_FFN_NORM, il);
         if ((rc = load_norm(&L->post_ffn_norm, t, c->hidden, g, err)))
-            goto fail;
-    } else {
-        NEED(t, R_FFN_NORM, il);
-        if ((rc = load_norm(&L->ffn_norm, t, c->hidden, g, err)))
             goto fail;
     }
     L->sliding = c->sliding_window &&
                  (c->swa_pattern == 0 || il % c->swa_pattern < c->swa_pattern - 1);
 
-    const apr_tensor *fused = find_role(m, &R_QKV, il, nm, sizeof nm);
+    const apr_tensor *fused = FIND(m, APR_ROLE_ATTN_QKV, il, false);
     if (fused) {
         L->qkv_fused = true;
         if ((rc = view_matrix(&L->qkv, fused, qr + 2 * kr, c->hidden, err)))
@@ -265,7 +213,7 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
         slice_rows(&L->q, &L->qkv, 0, qr);
         slice_rows(&L->k, &L->qkv, qr, kr);
         slice_rows(&L->v, &L->qkv, qr + kr, kr);
-        const apr_tensor *b = find_role(m, &R_BQKV, il, nm, sizeof nm);
+        const apr_tensor *b = FIND(m, APR_ROLE_ATTN_QKV, il, true);
         if (b) {
             float *all;
             if ((rc = load_vec(&all, b, qr + 2 * kr, err)))
@@ -284,20 +232,20 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
             free(all);
         }
     } else {
-        NEED(t, R_Q, il);
+        NEED(t, APR_ROLE_ATTN_Q, il);
         if ((rc = view_matrix(&L->q, t, qr, c->hidden, err)))
             goto fail;
-        NEED(t, R_K, il);
+        NEED(t, APR_ROLE_ATTN_K, il);
         if ((rc = view_matrix(&L->k, t, kr, c->hidden, err)))
             goto fail;
-        NEED(t, R_V, il);
+        NEED(t, APR_ROLE_ATTN_V, il);
         if ((rc = view_matrix(&L->v, t, kr, c->hidden, err)))
             goto fail;
-        const role_names *br[3] = {&R_BQ, &R_BK, &R_BV};
+        const apr_role br[3] = {APR_ROLE_ATTN_Q, APR_ROLE_ATTN_K, APR_ROLE_ATTN_V};
         float **bd[3] = {&L->bq, &L->bk, &L->bv};
         const uint64_t bn[3] = {qr, kr, kr};
         for (int i = 0; i < 3; i++) {
-            const apr_tensor *b = find_role(m, br[i], il, nm, sizeof nm);
+            const apr_tensor *b = FIND(m, br[i], il, true);
             if (b && (rc = load_vec(bd[i], b, bn[i], err)))
                 goto fail;
         }
@@ -315,33 +263,33 @@ static int build_layer(apr_graph *g, const apr_model *m, uint32_t il, apr_err *e
         }
     }
     if (c->qk_norm) {
-        NEED(t, R_Q_NORM, il);
+        NEED(t, APR_ROLE_ATTN_Q_NORM, il);
         if ((rc = load_norm(&L->q_norm, t, hd, g, err)))
             goto fail;
-        NEED(t, R_K_NORM, il);
+        NEED(t, APR_ROLE_ATTN_K_NORM, il);
         if ((rc = load_norm(&L->k_norm, t, hd, g, err)))
             goto fail;
         g->cpu_only = "per-head Q/K norms";
     }
-    NEED(t, R_O, il);
+    NEED(t, APR_ROLE_ATTN_OUT, il);
     if ((rc = view_matrix(&L->o, t, c->hidden, qr, err)))
         goto fail;
     if (c->fused_qkv_gate_up) {
         apr_wmat gu;
-        NEED(t, R_GATE_UP, il);
+        NEED(t, APR_ROLE_FFN_GATE_UP, il);
         if ((rc = view_matrix(&gu, t, 2ull * c->ffn, c->hidden, err)))
             goto fail;
         slice_rows(&L->gate, &gu, 0, c->ffn);
         slice_rows(&L->up, &gu, c->ffn, c->ffn);
     } else {
-        NEED(t, R_GATE, il);
+        NEED(t, APR_ROLE_FFN_GATE, il);
         if ((rc = view_matrix(&L->gate, t, c->ffn, c->hidden, err)))
             goto fail;
-        NEED(t, R_UP, il);
+        NEED(t, APR_ROLE_FFN_UP, il);
         if ((rc = view_matrix(&L->up, t, c->ffn, c->hidden, err)))
             goto fail;
     }
-    NEED(t, R_DOWN, il);
+    NEED(t, APR_ROLE_FFN_DOWN, il);
     if ((rc = view_matrix(&L->down, t, c->hidden, c->ffn, err)))
         goto fail;
     return 0;
@@ -397,8 +345,8 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     }
     /* head_dim: the recorded one; when the config has none, the Q rows say it. */
     if (!c->head_dim) {
-        const apr_tensor *q = find_role(m, &R_Q, 0, nm, sizeof nm);
-        const apr_tensor *f = find_role(m, &R_QKV, 0, nm, sizeof nm);
+        const apr_tensor *q = FIND(m, APR_ROLE_ATTN_Q, 0, false);
+        const apr_tensor *f = FIND(m, APR_ROLE_ATTN_QKV, 0, false);
         uint64_t hd = 0;
         if (q && q->ndim == 2 && q->dims[0] % c->n_heads == 0)
             hd = q->dims[0] / c->n_heads;
@@ -417,7 +365,8 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
     g->rope = c->rope_type == APR_ROPE_NEOX ? APR_ROPE_NEOX : APR_ROPE_NORM;
     g->qk_rotate_half_rows = g->rope == APR_ROPE_NORM && source_rotate_half(m);
 
-    t = find_role(m, &R_ROPE_FREQS, 0, nm, sizeof nm);
+    snprintf(nm, sizeof nm, "%s", ROPE_FREQS);
+    t = apr_model_tensor(m, ROPE_FREQS);
     if (t) {
         if ((rc = load_vec(&g->rope_freqs, t, c->head_dim / 2, err)))
             goto fail;
@@ -430,15 +379,15 @@ int apr_graph_build(apr_graph *g, const apr_model *m, apr_err *err)
         g->cpu_only = "rope frequency factors (rope_freqs.weight)";
     }
 
-    NEED(t, R_EMBD, 0);
+    NEED(t, APR_ROLE_TOKEN_EMBD, 0);
     if (!c->vocab && t->ndim == 2 && t->dims[0] <= (1u << 24))
         c->vocab = (uint32_t)t->dims[0];
     if ((rc = view_matrix(&g->token_embd, t, c->vocab, c->hidden, err)))
         goto fail;
-    NEED(t, R_OUT_NORM, 0);
+    NEED(t, APR_ROLE_OUTPUT_NORM, 0);
     if ((rc = load_norm(&g->output_norm, t, c->hidden, g, err)))
         goto fail;
-    t = find_role(m, &R_OUTPUT, 0, nm, sizeof nm);
+    t = FIND(m, APR_ROLE_OUTPUT, 0, false);
     if (t) {
         if ((rc = view_matrix(&g->output, t, c->vocab, c->hidden, err)))
             goto fail;

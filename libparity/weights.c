@@ -78,48 +78,19 @@ static double row_limit(apr_dtype t, bool imatrix)
 /* ---------------------------------------------------------------- names of 1-D tensors */
 
 /* The graph keeps norms and biases as f32 copies; their names and dtypes in
- * the file come from here (GGUF name, HF name, APR fused name). */
-typedef struct vec_names {
-    const char *gguf, *hf, *fused;
-} vec_names;
-
-static const vec_names V_ATTN_NORM = {"blk.%u.attn_norm.weight", "model.layers.%u.input_layernorm.weight", NULL};
-static const vec_names V_FFN_NORM = {"blk.%u.ffn_norm.weight", "model.layers.%u.post_attention_layernorm.weight",
-                                     NULL};
-static const vec_names V_OUT_NORM = {"output_norm.weight", "model.norm.weight", NULL};
-/* Gemma: HF's post_attention_layernorm is the attention output's norm */
-static const vec_names V_FFN_NORM_GEMMA = {"blk.%u.ffn_norm.weight", "model.layers.%u.pre_feedforward_layernorm.weight",
-                                           NULL};
-static const vec_names V_POST_ATTN_NORM = {"blk.%u.post_attention_norm.weight",
-                                           "model.layers.%u.post_attention_layernorm.weight", NULL};
-static const vec_names V_POST_FFN_NORM = {"blk.%u.post_ffw_norm.weight",
-                                          "model.layers.%u.post_feedforward_layernorm.weight", NULL};
-static const vec_names V_Q_NORM = {"blk.%u.attn_q_norm.weight", "model.layers.%u.self_attn.q_norm.weight", NULL};
-static const vec_names V_K_NORM = {"blk.%u.attn_k_norm.weight", "model.layers.%u.self_attn.k_norm.weight", NULL};
-static const vec_names V_BQ = {"blk.%u.attn_q.bias", "model.layers.%u.self_attn.q_proj.bias",
-                               "model.layers.%u.self_attn.qkv_proj.bias"};
-static const vec_names V_BK = {"blk.%u.attn_k.bias", "model.layers.%u.self_attn.k_proj.bias",
-                               "model.layers.%u.self_attn.qkv_proj.bias"};
-static const vec_names V_BV = {"blk.%u.attn_v.bias", "model.layers.%u.self_attn.v_proj.bias",
-                               "model.layers.%u.self_attn.qkv_proj.bias"};
-
-static const apr_tensor *find_vec(const apr_model *m, const vec_names *v, uint32_t layer, char *name,
+ * the file come from the family table (formats/core/family.c): the role's
+ * GGUF or HF name, and for a Q/K/V bias the fused QKV bias (APR, Phi-3).
+ * name gets the tensor's name, or its GGUF name when it is absent. */
+static const apr_tensor *find_vec(const apr_model *m, apr_role role, bool bias, uint32_t layer, char *name,
                                   size_t cap)
 {
-    const char *c[3] = {v->gguf, v->hf, v->fused};
-    for (int i = 0; i < 3; i++) {
-        if (!c[i])
-            continue;
-        char buf[160];
-        snprintf(buf, sizeof buf, c[i], layer);
-        const apr_tensor *t = apr_model_tensor(m, buf);
-        if (t) {
-            snprintf(name, cap, "%s", t->name);
-            return t;
-        }
-    }
-    snprintf(name, cap, v->gguf, layer);
-    return NULL;
+    const char *arch = m->cfg.arch;
+    const apr_tensor *t = apr_model_role_tensor(m, arch, role, layer, bias, name, cap);
+    if (!t && bias && (role == APR_ROLE_ATTN_Q || role == APR_ROLE_ATTN_K || role == APR_ROLE_ATTN_V))
+        t = apr_model_role_tensor(m, arch, APR_ROLE_ATTN_QKV, layer, true, NULL, 0);
+    if (t)
+        snprintf(name, cap, "%s", t->name);
+    return t;
 }
 
 /* ---------------------------------------------------------------- one comparison unit */
@@ -450,9 +421,9 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
         if ((rc = add_unit(w, &u, n_threads, cap, err)))                                               \
             goto out;                                                                                  \
     } while (0)
-#define VEC(ROLE, LAYER, NAMES, S, D, N)                                                               \
+#define VEC(ROLE, LAYER, FROLE, BIAS, S, D, N)                                                         \
     do {                                                                                               \
-        t = find_vec(dst, &(NAMES), (uint32_t)((LAYER) < 0 ? 0 : (LAYER)), nm, sizeof nm);            \
+        t = find_vec(dst, (FROLE), (BIAS), (uint32_t)((LAYER) < 0 ? 0 : (LAYER)), nm, sizeof nm);     \
         wunit u = {.role = (ROLE), .layer = (LAYER), .vs = (S), .vd = (D), .n = (N),                   \
                    .vdt = t ? t->dtype : APR_DT_F32, .vname = nm, .imatrix = w->imatrix};              \
         if ((rc = add_unit(w, &u, n_threads, cap, err)))                                               \
@@ -463,32 +434,33 @@ int apr_weights_compare(const apr_model *src, const apr_model *dst, int n_thread
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const apr_layer *a = &gs.layers[l], *b = &gd.layers[l];
         const int32_t il = (int32_t)l;
-        VEC("attn_norm", il, V_ATTN_NORM, a->attn_norm, b->attn_norm, c->hidden);
+        VEC("attn_norm", il, APR_ROLE_ATTN_NORM, false, a->attn_norm, b->attn_norm, c->hidden);
         MAT("attn_q", il, &a->q, &b->q, 0);
         MAT("attn_k", il, &a->k, &b->k, b->qkv_fused ? qr : 0);
         MAT("attn_v", il, &a->v, &b->v, b->qkv_fused ? qr + kr : 0);
         if (b->bq) {
-            VEC("attn_q_bias", il, V_BQ, a->bq, b->bq, qr);
-            VEC("attn_k_bias", il, V_BK, a->bk, b->bk, kr);
-            VEC("attn_v_bias", il, V_BV, a->bv, b->bv, kr);
+            VEC("attn_q_bias", il, APR_ROLE_ATTN_Q, true, a->bq, b->bq, qr);
+            VEC("attn_k_bias", il, APR_ROLE_ATTN_K, true, a->bk, b->bk, kr);
+            VEC("attn_v_bias", il, APR_ROLE_ATTN_V, true, a->bv, b->bv, kr);
         }
         if (a->q_norm && b->q_norm) {
-            VEC("attn_q_norm", il, V_Q_NORM, a->q_norm, b->q_norm, c->head_dim);
-            VEC("attn_k_norm", il, V_K_NORM, a->k_norm, b->k_norm, c->head_dim);
+            VEC("attn_q_norm", il, APR_ROLE_ATTN_Q_NORM, false, a->q_norm, b->q_norm, c->head_dim);
+            VEC("attn_k_norm", il, APR_ROLE_ATTN_K_NORM, false, a->k_norm, b->k_norm, c->head_dim);
         }
         MAT("attn_output", il, &a->o, &b->o, 0);
         if (a->post_attn_norm && b->post_attn_norm) {
-            VEC("post_attention_norm", il, V_POST_ATTN_NORM, a->post_attn_norm, b->post_attn_norm, c->hidden);
-            VEC("ffn_norm", il, V_FFN_NORM_GEMMA, a->ffn_norm, b->ffn_norm, c->hidden);
-            VEC("post_ffw_norm", il, V_POST_FFN_NORM, a->post_ffn_norm, b->post_ffn_norm, c->hidden);
+            VEC("post_attention_norm", il, APR_ROLE_POST_ATTN_NORM, false, a->post_attn_norm, b->post_attn_norm,
+                c->hidden);
+            VEC("ffn_norm", il, APR_ROLE_FFN_NORM, false, a->ffn_norm, b->ffn_norm, c->hidden);
+            VEC("post_ffw_norm", il, APR_ROLE_POST_FFN_NORM, false, a->post_ffn_norm, b->post_ffn_norm, c->hidden);
         } else {
-            VEC("ffn_norm", il, V_FFN_NORM, a->ffn_norm, b->ffn_norm, c->hidden);
+            VEC("ffn_norm", il, APR_ROLE_FFN_NORM, false, a->ffn_norm, b->ffn_norm, c->hidden);
         }
         MAT("ffn_gate", il, &a->gate, &b->gate, 0);
         MAT("ffn_up", il, &a->up, &b->up, 0);
         MAT("ffn_down", il, &a->down, &b->down, 0);
     }
-    VEC("output_norm", -1, V_OUT_NORM, gs.output_norm, gd.output_norm, c->hidden);
+    VEC("output_norm", -1, APR_ROLE_OUTPUT_NORM, false, gs.output_norm, gd.output_norm, c->hidden);
     /* a tied output is the embedding matrix again: compare it only when
      * either side has its own */
     if (!gs.output_tied || !gd.output_tied)

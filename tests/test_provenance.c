@@ -2,7 +2,8 @@
  * the synchronous API (as apr quantize uses it), placeholders patched into
  * written GGUF / APR / safetensors files (APR's footer CRC stays valid),
  * records that do not match their file (unrecorded, missing, malformed), and
- * source checks (renamed source, changed source, parent mismatch). */
+ * source checks (renamed source, changed source, parent mismatch), and the
+ * HF source names quantize records for Gemma's norms and Phi-3's fusions. */
 #define _GNU_SOURCE
 #include <jansson.h>
 #include <stdio.h>
@@ -236,6 +237,89 @@ static void test_source_checks(void **state)
     free(d);
 }
 
+/* The source and step one output tensor's record names. */
+static void expect_source(json_t *tensors, const char *out, const char *src, const char *transform)
+{
+    json_t *t = json_object_get(tensors, out);
+    if (!t)
+        fail_msg("no record of %s", out);
+    json_t *s0 = json_array_get(json_object_get(t, "sources"), 0);
+    const char *got = s0 ? json_string_value(json_object_get(s0, "name")) : NULL;
+    const char *tr = json_string_value(json_object_get(t, "transform"));
+    if (!got || strcmp(got, src) || json_array_size(json_object_get(t, "sources")) != 1)
+        fail_msg("%s: source %s, expected only %s", out, got ? got : "(none)", src);
+    if (!tr || strcmp(tr, transform))
+        fail_msg("%s: transform %s, expected %s", out, tr ? tr : "(none)", transform);
+}
+
+/* apr quantize of an HF model names each output tensor's HF source under the
+ * family's names (family.c): Gemma's HF post_attention_layernorm is the
+ * attention output's norm, not LLaMA's ffn_norm (its FFN input norm is
+ * pre_feedforward_layernorm), and its norms gained the offset by one; Phi-3's
+ * attn_qkv and ffn_up are HF's fused qkv_proj and gate_up_proj. The verifier
+ * cannot catch a wrong name whose hash is right, so the names are checked. */
+static void test_family_sources(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *preset, *out, *out_apr, *src, *transform;
+    } cases[] = {
+        {"tiny-gemma2", "blk.0.ffn_norm.weight", "model.layers.0.pre_feedforward_layernorm.weight",
+         "model.layers.0.pre_feedforward_layernorm.weight", "offset"},
+        {"tiny-gemma2", "blk.1.post_attention_norm.weight", "model.layers.1.post_attention_layernorm.weight",
+         "model.layers.1.post_attention_layernorm.weight", "offset"},
+        {"tiny-gemma2", "blk.0.post_ffw_norm.weight", "model.layers.0.post_feedforward_layernorm.weight",
+         "model.layers.0.post_feedforward_layernorm.weight", "offset"},
+        {"tiny-gemma2", "output_norm.weight", "model.norm.weight", "model.norm.weight", "offset"},
+        {"tiny-gemma3", "blk.0.attn_q_norm.weight", "model.layers.0.self_attn.q_norm.weight",
+         "model.layers.0.self_attn.q_norm.weight", "offset"},
+        {"tiny-phi3", "blk.0.attn_qkv.weight", "model.layers.0.self_attn.qkv_proj.weight",
+         "model.layers.0.self_attn.qkv_proj.weight", "quantize:Q8_0"},
+        {"tiny-phi3", "blk.1.ffn_up.weight", "model.layers.1.mlp.gate_up_proj.weight",
+         "model.layers.1.mlp.gate_up_proj.weight", "quantize:Q8_0"},
+        /* a family without offset keeps LLaMA's meaning of the name */
+        {"tiny-phi3", "blk.0.ffn_norm.weight", "model.layers.0.post_attention_layernorm.weight",
+         "model.layers.0.post_attention_layernorm.weight", "copy"},
+    };
+    char *d = strdup(tu_tmpdir("provfam"));
+    assert_non_null(d);
+    const char *presets[] = {"tiny-gemma2", "tiny-gemma3", "tiny-phi3"};
+    for (size_t k = 0; k < sizeof presets / sizeof *presets; k++) {
+        char hf[4200], out[4300];
+        snprintf(hf, sizeof hf, "%s/%s", d, presets[k]);
+        apr_synth_config c;
+        apr_err err = {0};
+        assert_int_equal(apr_synth_preset(&c, presets[k], &err), 0);
+        apr_write_opts wo = {0};
+        if (apr_synth_write(&c, hf, &wo, &err))
+            fail_msg("synth %s: %s", presets[k], err.msg);
+        for (int apr = 0; apr < 2; apr++) {
+            snprintf(out, sizeof out, "%s.%s", hf, apr ? "apr" : "gguf");
+            apr_quantize_opts o;
+            apr_quantize_opts_init(&o);
+            o.type = "Q8_0";
+            apr_quantize_stats st;
+            if (apr_quantize_file(hf, out, &o, &st, &err))
+                fail_msg("quantize %s: %s", out, err.msg);
+            apr_model *m = open_model(out, false);
+            json_t *rec = json_loads(m->provenance_json, 0, NULL);
+            assert_non_null(rec);
+            json_t *tensors = json_object_get(rec, "tensors");
+            for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+                if (!strcmp(cases[i].preset, presets[k]))
+                    expect_source(tensors, apr ? cases[i].out_apr : cases[i].out, cases[i].src, cases[i].transform);
+            json_decref(rec);
+            /* and the names it gives are the source's tensors with those hashes */
+            apr_prov_check res;
+            tally t = {0};
+            if (apr_provenance_verify(m, hf, 2, on_report, &t, &res, &err))
+                fail_msg("verify %s: %s (%s)", out, t.first, err.msg);
+            apr_model_free(m);
+        }
+    }
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_record_mismatches),
         cmocka_unit_test(test_patched_outputs),
         cmocka_unit_test(test_source_checks),
+        cmocka_unit_test(test_family_sources),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,25 +11,17 @@
  *   - tied embeddings = no separate output weight tensor.
  * Tokenizer pointers are borrowed from the KVs (valid while the KVs live).
  */
-#include "formats.h"
+#include "family.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-static const char *const output_names[] = {"output.weight", "lm_head.weight"};
-static const char *const q_bias_names[] = {
-    "blk.0.attn_q.bias", "model.layers.0.self_attn.q_proj.bias",
-    "model.layers.0.self_attn.qkv_proj.bias"};
-static const char *const embed_names[] = {"token_embd.weight", "model.embed_tokens.weight"};
-
-static bool has_any_tensor(const apr_model *m, const char *const *names, size_t n)
+/* Whether m has the tensor of a role (in the family's GGUF or HF naming). */
+static bool has_role(const apr_model *m, const char *arch, apr_role r, uint32_t layer, bool bias)
 {
-    for (size_t i = 0; i < n; i++)
-        if (apr_model_tensor(m, names[i]))
-            return true;
-    return false;
+    return apr_model_role_tensor(m, arch, r, layer, bias, NULL, 0) != NULL;
 }
 
 /* The array KV `key` if it has element type t (any count); NULL if absent.
@@ -183,7 +175,8 @@ static int opt_f32(const apr_model *m, const char *arch, const char *name, float
 }
 
 /* The {arch}.* KVs the forward pass implements (or that do not change the
- * computation) for every family; a family adds its own in the table below.
+ * computation) for every family; a family adds its own in the family table
+ * (family.c).
  * Any other one is recorded in cfg.unsupported, so that run and verify refuse
  * the model instead of ignoring what it says. */
 static const char *const implemented_kvs[] = {
@@ -194,65 +187,6 @@ static const char *const implemented_kvs[] = {
     "rope.scaling.original_context_length", "rope.scaling.yarn_attn_factor", "rope.scaling.yarn_beta_fast",
     "rope.scaling.yarn_beta_slow",
 };
-
-/* ---------------------------------------------------------------- the families
- *
- * One row per GGUF architecture: what its forward pass differs in. The HF
- * side (class names, config.json keys) is formats/hf/hfmeta.c's, tensor
- * names libconvert/namemap.c's; docs/families.md lists all three. */
-typedef struct family {
-    const char *arch;
-    apr_rope_type rope;
-    apr_ffn_act act;
-    bool embed_scale, post_norms, qk_norm;
-    bool fused;                /* apr_arch_config.fused_qkv_gate_up */
-    float hf_norm_offset;
-    uint32_t swa_pattern;      /* see apr_arch_config */
-    const char *extra_kvs[4];  /* implemented KVs beyond implemented_kvs */
-} family;
-
-static const family families[] = {
-    /* Mistral is GGUF llama with its window */
-    {"llama", APR_ROPE_NORM, APR_ACT_SILU, false, false, false, false, 0.0f, 0, {"attention.sliding_window"}},
-    {"qwen2", APR_ROPE_NEOX, APR_ACT_SILU, false, false, false, false, 0.0f, 0, {NULL}},
-    {"qwen3", APR_ROPE_NEOX, APR_ACT_SILU, false, false, true, false, 0.0f, 0, {NULL}},
-    /* GELU-tanh GeGLU, embeddings times sqrt(hidden), norms 1 + w, post
-     * norms, soft-capped attention scores and logits, every even layer
-     * sliding (llama.cpp's gemma2 defaults: window 4096, caps 50 and 30) */
-    {"gemma2", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, false, false, 1.0f, 2,
-     {"attention.sliding_window", "attn_logit_softcapping", "final_logit_softcapping"}},
-    /* Gemma 2 plus Q/K norms (1 + w too), five sliding layers in six with
-     * their own unscaled rope base, no score capping, optional logit capping */
-    {"gemma3", APR_ROPE_NEOX, APR_ACT_GELU_TANH, true, true, true, false, 1.0f, 6,
-     {"attention.sliding_window", "final_logit_softcapping", "rope.freq_base_swa"}},
-    /* fused attn_qkv and ffn_up (gate then up); its window on every layer
-     * (0 = none; transformers applies it, llama.cpp disables Phi's SWA) */
-    {"phi3", APR_ROPE_NEOX, APR_ACT_SILU, false, false, false, true, 0.0f, 0, {"attention.sliding_window"}},
-};
-
-static const family *family_of(const char *arch)
-{
-    for (size_t i = 0; arch && i < sizeof families / sizeof *families; i++)
-        if (!strcmp(families[i].arch, arch))
-            return &families[i];
-    return NULL;
-}
-
-bool apr_arch_known(const char *arch)
-{
-    return family_of(arch) != NULL;
-}
-
-const char *apr_arch_list(void)
-{
-    static char list[256];
-    if (!list[0]) {
-        size_t n = 0;
-        for (size_t i = 0; i < sizeof families / sizeof *families; i++)
-            n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "", families[i].arch);
-    }
-    return list;
-}
 
 /* Keep the first one (messages are truncated to the field). */
 static void note_unsupported(apr_arch_config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -276,7 +210,7 @@ static void audit_kvs(const apr_model *m, apr_arch_config *c)
         bool ok = false;
         for (size_t j = 0; j < sizeof implemented_kvs / sizeof *implemented_kvs && !ok; j++)
             ok = !strcmp(k + al + 1, implemented_kvs[j]);
-        const family *f = family_of(c->arch);
+        const apr_family *f = apr_family_of(c->arch);
         for (size_t j = 0; f && j < 4 && f->extra_kvs[j] && !ok; j++)
             ok = !strcmp(k + al + 1, f->extra_kvs[j]);
         if (!ok)
@@ -368,7 +302,7 @@ static int softcap_kv(const apr_model *m, const char *arch, const char *name, fl
 }
 
 /* The family's traits, and the KVs only some families have. */
-static int derive_family(const apr_model *m, const family *f, apr_arch_config *c, apr_err *err)
+static int derive_family(const apr_model *m, const apr_family *f, apr_arch_config *c, apr_err *err)
 {
     int rc;
     c->ffn_act = f->act;
@@ -421,7 +355,7 @@ static int derive_config(apr_model *m, apr_err *err)
     memset(c, 0, sizeof *c);
     m->has_cfg = false;
     const char *arch = apr_kv_get_str(m, "general.architecture");
-    const family *fam = family_of(arch);
+    const apr_family *fam = apr_family_of(arch);
     if (!fam)
         return 0;
     snprintf(c->arch, sizeof c->arch, "%s", arch);
@@ -497,9 +431,7 @@ static int derive_config(apr_model *m, apr_err *err)
     if (rc < 0)
         return rc;
     if (rc == 0) {
-        const apr_tensor *e = NULL;
-        for (size_t i = 0; i < sizeof embed_names / sizeof *embed_names && !e; i++)
-            e = apr_model_tensor(m, embed_names[i]);
+        const apr_tensor *e = apr_model_role_tensor(m, arch, APR_ROLE_TOKEN_EMBD, 0, false, NULL, 0);
         if (e && e->ndim == 2 && e->dims[0] <= UINT32_MAX)
             c->vocab = (uint32_t)e->dims[0];
         else if (m->has_tok)
@@ -507,9 +439,9 @@ static int derive_config(apr_model *m, apr_err *err)
     }
 
     c->rope_type = fam->rope;
-    c->tied_embeddings = !has_any_tensor(m, output_names, sizeof output_names / sizeof *output_names);
-    c->qkv_bias = strcmp(arch, "qwen2") == 0 ||
-                  has_any_tensor(m, q_bias_names, sizeof q_bias_names / sizeof *q_bias_names);
+    c->tied_embeddings = !has_role(m, arch, APR_ROLE_OUTPUT, 0, false);
+    c->qkv_bias = strcmp(arch, "qwen2") == 0 || has_role(m, arch, APR_ROLE_ATTN_Q, 0, true) ||
+                  has_role(m, arch, APR_ROLE_ATTN_QKV, 0, true);
     m->has_cfg = true;
     return 0;
 }

@@ -30,55 +30,9 @@
 extern "C" {
 #endif
 
-/* ---------------------------------------------------------------- names */
-
-typedef enum apr_role {
-    APR_ROLE_TOKEN_EMBD,
-    APR_ROLE_OUTPUT_NORM,
-    APR_ROLE_OUTPUT,
-    APR_ROLE_ATTN_NORM,   /* per layer from here on */
-    APR_ROLE_ATTN_Q,
-    APR_ROLE_ATTN_K,
-    APR_ROLE_ATTN_V,
-    APR_ROLE_ATTN_QKV,    /* APR's fused Q/K/V */
-    APR_ROLE_ATTN_OUT,
-    APR_ROLE_FFN_NORM,
-    APR_ROLE_FFN_GATE,
-    APR_ROLE_FFN_DOWN,
-    APR_ROLE_FFN_UP,
-    APR_ROLE_ATTN_Q_NORM, /* Qwen3: per-head RMSNorm of Q and K before rope */
-    APR_ROLE_ATTN_K_NORM,
-    APR_ROLE_POST_ATTN_NORM, /* Gemma 2/3: RMSNorm of the attention output before the residual add */
-    APR_ROLE_POST_FFN_NORM,  /* Gemma 2/3: RMSNorm of the feed-forward output before the residual add */
-    APR_ROLE_FFN_GATE_UP,    /* Phi-3: gate and up fused (rows gate, then up) */
-    APR_ROLE_COUNT
-} apr_role;
-
-typedef enum apr_naming {
-    APR_NAMING_GGUF,      /* blk.N.attn_q.weight */
-    APR_NAMING_HF,        /* model.layers.N.self_attn.q_proj.weight (APR uses these too) */
-} apr_naming;
-
-typedef struct apr_tensor_id {
-    apr_role role;
-    uint32_t layer;       /* per-layer roles only */
-    bool bias;            /* ".bias" instead of ".weight" */
-} apr_tensor_id;
-
-/* Parses a GGUF or HF tensor name; false when it is neither (or the layer
- * number is malformed). *naming (may be NULL) says which naming matched. */
-bool apr_tensor_id_parse(const char *name, apr_tensor_id *id, apr_naming *naming);
-/* Writes the name of id in the given naming; false if it does not fit or the
- * role has no name there (APR_ROLE_ATTN_QKV has only an HF-style name). */
-bool apr_tensor_id_name(const apr_tensor_id *id, apr_naming naming, char *buf, size_t n);
-/* The same for the tensors of one GGUF architecture (arch may be NULL: the
- * LLaMA names). Families that give an HF name another meaning say so here:
- * Gemma's HF post_attention_layernorm is the attention output's norm
- * (GGUF post_attention_norm), its pre_feedforward_layernorm the FFN input's
- * (ffn_norm), where LLaMA's post_attention_layernorm is ffn_norm. */
-bool apr_tensor_id_parse_arch(const char *arch, const char *name, apr_tensor_id *id, apr_naming *naming);
-bool apr_tensor_id_name_arch(const char *arch, const apr_tensor_id *id, apr_naming naming, char *buf, size_t n);
-bool apr_role_per_layer(apr_role r);
+/* Tensor roles and names (apr_role, apr_tensor_id, apr_tensor_id_parse_arch,
+ * apr_tensor_id_name_arch) are formats.h's: the family table at the bottom
+ * of the stack (formats/core/family.c). */
 
 /* ---------------------------------------------------------------- rows */
 
