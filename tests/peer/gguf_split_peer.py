@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 
+import peer_util
+
 try:
     import gguf
     import llama_cpp
@@ -58,15 +60,7 @@ def reference_split(whole, prefix):
 
 
 def greedy(path, n=24):
-    llm = llama_cpp.Llama(path, n_ctx=128, n_threads=2, verbose=False, seed=1)
-    toks = llm.tokenize(b"Once upon a time", add_bos=True)
-    out = []
-    for t in llm.generate(toks, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-        if t == llm.token_eos() or len(out) >= n:
-            break
-        out.append(t)
-    del llm
-    return out
+    return peer_util.llama_greedy(llama_cpp, path, "Once upon a time", n)[0]
 
 
 def main():

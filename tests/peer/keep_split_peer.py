@@ -17,10 +17,11 @@ provenance in the first) and decodes the same greedy tokens as from its own.
 usage: keep_split_peer.py --apr PATH/TO/apr --tmp DIR
 exit: 0 pass, 1 mismatch, 77 skipped (gguf, numpy or llama_cpp missing).
 """
-import argparse
 import os
 import subprocess
 import sys
+
+import peer_util
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_quantize_peer as lqp  # noqa: E402  (exits 77 itself when a peer package is missing)
@@ -68,15 +69,7 @@ def files_in(d):
 
 
 def greedy(path, n=16):
-    llm = llama_cpp.Llama(path, n_ctx=64, n_threads=2, verbose=False, seed=1)
-    toks = llm.tokenize(b"t1 t2 t3", add_bos=True)
-    out = []
-    for t in llm.generate(toks, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-        if t == llm.token_eos() or len(out) >= n:
-            break
-        out.append(t)
-    del llm
-    return out
+    return peer_util.llama_greedy(llama_cpp, path, "t1 t2 t3", n, n_ctx=64)[0]
 
 
 def one_case(args, label, src_dir, apr_in, typ, ftype, provenance=False, apr_extra=(), **llama_kw):
@@ -116,15 +109,10 @@ def one_case(args, label, src_dir, apr_in, typ, ftype, provenance=False, apr_ext
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--apr", default=os.environ.get("APR_BIN"))
-    ap.add_argument("--tmp", default="/tmp")
-    args = ap.parse_args()
-    if not args.apr:
-        print("FAIL: no apr binary (--apr or APR_BIN)")
+    args = peer_util.apr_tool_args()
+    if args is None:
         return 1
     print(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}")
-    os.makedirs(args.tmp, exist_ok=True)
     split = os.path.join(args.tmp, "in-split")
     small = os.path.join(args.tmp, "in-small-first")
     whole = os.path.join(args.tmp, "in-whole")

@@ -20,6 +20,8 @@ import os
 import subprocess
 import sys
 
+import peer_util
+
 try:
     import llama_cpp
 except ImportError as e:  # the driver checks first; this is a second guard
@@ -42,16 +44,7 @@ def apr(apr_bin, *args):
 
 def greedy(path, prompt, n):
     """Greedy tokens and text from llama.cpp."""
-    llm = llama_cpp.Llama(path, n_ctx=256, n_threads=2, verbose=False, seed=1)
-    toks = llm.tokenize(prompt.encode(), add_bos=True)
-    out = []
-    for t in llm.generate(toks, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-        if t == llm.token_eos() or len(out) >= n:
-            break
-        out.append(t)
-    text = llm.detokenize(out).decode(errors="replace")
-    del llm
-    return out, text
+    return peer_util.llama_greedy(llama_cpp, path, prompt, n, n_ctx=256)
 
 
 def same_tensors(a, b):

@@ -12,12 +12,13 @@ checked too: a legacy .dat file for apr, the same numbers for llama.cpp.
 usage: llama_quantize_peer.py --apr PATH/TO/apr --tmp DIR
 exit: 0 pass, 1 mismatch, 77 skipped (gguf, numpy or llama_cpp missing).
 """
-import argparse
 import ctypes
 import os
 import struct
 import subprocess
 import sys
+
+import peer_util
 
 SKIP = 77
 
@@ -296,15 +297,10 @@ def options_peer(args, src):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--apr", default=os.environ.get("APR_BIN"))
-    ap.add_argument("--tmp", default="/tmp")
-    args = ap.parse_args()
-    if not args.apr:
-        print("FAIL: no apr binary (--apr or APR_BIN)")
+    args = peer_util.apr_tool_args()
+    if args is None:
         return 1
     print(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}")
-    os.makedirs(args.tmp, exist_ok=True)
     models = {
         "f16": dict(n_layer=8, hidden=256, n_head=4, n_kv=2, ffn=768, vocab=512, tied=False, dtype="F16", seed=1),
         "f32-tied-fallback": dict(n_layer=4, hidden=256, n_head=4, n_kv=4, ffn=800, vocab=320, tied=True,

@@ -14,12 +14,13 @@ llama_quantize_peer.py, so both peer tests build the same kind of model.
 usage: llama_verify_peer.py --apr PATH/TO/apr --tmp DIR
 exit: 0 pass, 1 mismatch, 77 skipped (gguf, numpy or llama_cpp missing).
 """
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
+
+import peer_util
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_quantize_peer as qp  # noqa: E402  (exits 77 itself when a package is missing)
@@ -49,14 +50,9 @@ def tensor_row_offset(path, name, row):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--apr", default=os.environ.get("APR_BIN"))
-    ap.add_argument("--tmp", default="/tmp")
-    args = ap.parse_args()
-    if not args.apr:
-        print("FAIL: no apr binary (--apr or APR_BIN)")
+    args = peer_util.apr_tool_args()
+    if args is None:
         return 1
-    os.makedirs(args.tmp, exist_ok=True)
     src = os.path.join(args.tmp, "vpeer-f16.gguf")
     qp.make_model(src, n_layer=2, hidden=256, n_head=4, n_kv=2, ffn=512, vocab=320, tied=False, dtype="F16", seed=5)
     ok = True
