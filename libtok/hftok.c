@@ -22,6 +22,7 @@
 #define _GNU_SOURCE
 #include "tok.h"
 #include "tok_pre.h"
+#include "apr_json.h" /* apr_jb: the checked builder of tokenizer.json */
 
 #include <errno.h>
 #include <stdio.h>
@@ -925,20 +926,20 @@ static json_t *jstr_n(const apr_str *s)
 {
     return json_stringn(s->s, (size_t)s->len);
 }
-static json_t *added_token_json(const apr_model *m, uint32_t id, bool special)
+static json_t *added_token_json(apr_jb *jb, const apr_model *m, uint32_t id, bool special)
 {
     json_t *a = json_object();
-    json_object_set_new(a, "id", json_integer(id));
-    json_object_set_new(a, "content", jstr_n(&m->tok.tokens[id]));
-    json_object_set_new(a, "single_word", json_false());
-    json_object_set_new(a, "lstrip", json_false());
-    json_object_set_new(a, "rstrip", json_false());
-    json_object_set_new(a, "normalized", json_boolean(!special));
-    json_object_set_new(a, "special", json_boolean(special));
+    apr_jb_set(jb, a, "id", json_integer(id));
+    apr_jb_set(jb, a, "content", jstr_n(&m->tok.tokens[id]));
+    apr_jb_set(jb, a, "single_word", json_false());
+    apr_jb_set(jb, a, "lstrip", json_false());
+    apr_jb_set(jb, a, "rstrip", json_false());
+    apr_jb_set(jb, a, "normalized", json_boolean(!special));
+    apr_jb_set(jb, a, "special", json_boolean(special));
     return a;
 }
 
-static json_t *template_processing(const apr_model *m)
+static json_t *template_processing(apr_jb *jb, const apr_model *m)
 {
     const apr_tokenizer *t = &m->tok;
     bool bos = t->add_bos && tok_str(m, t->bos_id), eos = t->add_eos && tok_str(m, t->eos_id);
@@ -949,25 +950,25 @@ static json_t *template_processing(const apr_model *m)
         json_t *list = seq ? pair : single;
         for (int part = 0; part <= seq; part++) {
             if (bos)
-                json_array_append_new(list, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id",
-                                                      tok_str(m, t->bos_id), "type_id", part));
-            json_array_append_new(list, json_pack("{s:{s:s,s:i}}", "Sequence", "id", part ? "B" : "A",
-                                                  "type_id", part));
+                apr_jb_append(jb, list, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id",
+                                                  tok_str(m, t->bos_id), "type_id", part));
+            apr_jb_append(jb, list, json_pack("{s:{s:s,s:i}}", "Sequence", "id", part ? "B" : "A",
+                                              "type_id", part));
             if (eos)
-                json_array_append_new(list, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id",
-                                                      tok_str(m, t->eos_id), "type_id", part));
+                apr_jb_append(jb, list, json_pack("{s:{s:s,s:i}}", "SpecialToken", "id",
+                                                  tok_str(m, t->eos_id), "type_id", part));
         }
     }
     for (int k = 0; k < 2; k++) {
         int32_t id = k ? t->eos_id : t->bos_id;
         if (!(k ? eos : bos))
             continue;
-        json_object_set_new(specials, tok_str(m, id),
-                            json_pack("{s:s,s:[i],s:[s]}", "id", tok_str(m, id), "ids", id, "tokens",
-                                      tok_str(m, id)));
+        apr_jb_set(jb, specials, tok_str(m, id),
+                   json_pack("{s:s,s:[i],s:[s]}", "id", tok_str(m, id), "ids", id, "tokens",
+                             tok_str(m, id)));
     }
-    return json_pack("{s:s,s:o,s:o,s:o}", "type", "TemplateProcessing", "single", single, "pair", pair,
-                     "special_tokens", specials);
+    return apr_jb_value(jb, json_pack("{s:s,s:o,s:o,s:o}", "type", "TemplateProcessing", "single", single,
+                                      "pair", pair, "special_tokens", specials));
 }
 
 static json_t *byte_level(bool use_regex)
@@ -996,7 +997,7 @@ static const char chat_template_prefix[] = "tokenizer.chat_template.";
 
 /* Append {"name": name, "template": tokenizer.chat_template.NAME} to list
  * unless that KV is absent or the name is already there; 1 when appended. */
-static int append_named_template(json_t *list, const apr_model *m, const char *name)
+static int append_named_template(apr_jb *jb, json_t *list, const apr_model *m, const char *name)
 {
     char key[512];
     if (!name[0] || snprintf(key, sizeof key, "%s%s", chat_template_prefix, name) >= (int)sizeof key)
@@ -1007,7 +1008,8 @@ static int append_named_template(json_t *list, const apr_model *m, const char *n
             return 0;
     if (!tmpl)
         return 0;
-    return json_array_append_new(list, json_pack("{s:s,s:s}", "name", name, "template", tmpl)) ? 0 : 1;
+    apr_jb_append(jb, list, json_pack("{s:s,s:s}", "name", name, "template", tmpl));
+    return 1;
 }
 
 /* tokenizer_config.json's "chat_template" from the KVs: the plain string when
@@ -1015,27 +1017,34 @@ static int append_named_template(json_t *list, const apr_model *m, const char *n
  * form [{"name": "default", ...}, {"name": NAME, ...}] that gguf-py maps back
  * to the same KVs: the names in tokenizer.chat_templates' order, then any
  * other tokenizer.chat_template.NAME KV in KV order. NULL when none. */
-static json_t *chat_template_json(const apr_model *m)
+static json_t *chat_template_json(apr_jb *jb, const apr_model *m)
 {
     const size_t pl = sizeof chat_template_prefix - 1;
     const char *deflt = apr_kv_get_str(m, "tokenizer.chat_template");
     json_t *list = json_array();
-    if (!list)
-        return NULL;
     if (deflt)
-        json_array_append_new(list, json_pack("{s:s,s:s}", "name", "default", "template", deflt));
+        apr_jb_append(jb, list, json_pack("{s:s,s:s}", "name", "default", "template", deflt));
     size_t n_named = 0;
     const apr_kv *names = apr_model_kv(m, "tokenizer.chat_templates");
     if (names && names->type == APR_KV_ARRAY && names->arr_type == APR_KV_STRING)
         for (uint64_t i = 0; i < names->count; i++)
-            n_named += append_named_template(list, m, ((const apr_str *)names->arr)[i].s);
+            n_named += append_named_template(jb, list, m, ((const apr_str *)names->arr)[i].s);
     for (uint64_t i = 0; i < m->n_kvs; i++)
         if (m->kvs[i].type == APR_KV_STRING && !strncmp(m->kvs[i].key, chat_template_prefix, pl))
-            n_named += append_named_template(list, m, m->kvs[i].key + pl);
+            n_named += append_named_template(jb, list, m, m->kvs[i].key + pl);
     if (n_named)
         return list;
     json_decref(list);
-    return deflt ? json_string(deflt) : NULL;
+    return deflt ? apr_jb_value(jb, json_string(deflt)) : NULL;
+}
+
+/* A token that tokenizer.json cannot hold, unless the value was lost to a
+ * failed allocation (then that is the error). */
+static int token_error(const apr_jb *jb, uint32_t i, const char *why, apr_err *err)
+{
+    if (apr_jb_oom(jb))
+        return apr_err_set(err, APR_E_NOMEM, "tokenizer.json: out of memory");
+    return apr_err_set(err, APR_E_UNSUPPORTED, "token %u %s", i, why);
 }
 
 /* The PRE_FORMS entry a GGUF's tokenizer.ggml.pre is written back as: its
@@ -1069,14 +1078,14 @@ static json_t *pre_step_json(const pre_step *s)
 }
 
 /* The form's pre_tokenizer object: its one step, or a Sequence of them. */
-static json_t *pre_form_json(const struct pre_form *f)
+static json_t *pre_form_json(apr_jb *jb, const struct pre_form *f)
 {
     const size_t n = form_len(f);
     if (n == 1)
         return pre_step_json(&f->steps[0]);
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(list, pre_step_json(&f->steps[i]));
+        apr_jb_append(jb, list, pre_step_json(&f->steps[i]));
     return json_pack("{s:s,s:o}", "type", "Sequence", "pretokenizers", list);
 }
 
@@ -1087,24 +1096,25 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
     if (!gpt2 && strcmp(t->model, "llama") != 0)
         return apr_err_set(err, APR_E_UNSUPPORTED,
                            "tokenizer model '%s' has no HF tokenizer.json mapping (llama, gpt2)", t->model);
+    apr_jb jb = apr_jb_start();
     json_t *j = json_object(), *added = json_array(), *model = json_object();
     int rc = 0;
-    json_object_set_new(j, "version", json_string("1.0"));
-    json_object_set_new(j, "truncation", json_null());
-    json_object_set_new(j, "padding", json_null());
+    apr_jb_set(&jb, j, "version", json_string("1.0"));
+    apr_jb_set(&jb, j, "truncation", json_null());
+    apr_jb_set(&jb, j, "padding", json_null());
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         int32_t ty = t->token_type ? t->token_type[i] : 1;
         if (ty == 2 || ty == 3 || ty == 4) {
-            json_t *a = added_token_json(m, i, ty != 4);
-            if (!json_object_get(a, "content")) {
+            json_t *a = added_token_json(&jb, m, i, ty != 4);
+            if (a && !json_object_get(a, "content")) {
                 json_decref(a);
-                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u is not valid UTF-8", i);
+                rc = token_error(&jb, i, "is not valid UTF-8", err);
                 goto fail;
             }
-            json_array_append_new(added, a);
+            apr_jb_append(&jb, added, a);
         }
     }
-    json_object_set_new(j, "added_tokens", added);
+    apr_jb_set(&jb, j, "added_tokens", added);
     added = NULL;
     if (gpt2) {
         const struct pre_form *pf = pre_form_of(t->pre);
@@ -1114,19 +1124,19 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
                              t->pre[0] ? "" : " (unset: llama.cpp's default regexes)", pre_form_names);
             goto fail;
         }
-        json_object_set_new(j, "normalizer", !strcmp(pf->name, "qwen2") ? json_pack("{s:s}", "type", "NFC") : json_null());
-        json_object_set_new(j, "pre_tokenizer", pre_form_json(pf));
-        json_t *tp = template_processing(m);
-        json_object_set_new(j, "post_processor", tp ? tp : byte_level(false));
-        json_object_set_new(j, "decoder", byte_level(false));
-        json_object_set_new(model, "type", json_string("BPE"));
-        json_object_set_new(model, "dropout", json_null());
-        json_object_set_new(model, "unk_token", json_null());
-        json_object_set_new(model, "continuing_subword_prefix", json_string(""));
-        json_object_set_new(model, "end_of_word_suffix", json_string(""));
-        json_object_set_new(model, "fuse_unk", json_false());
-        json_object_set_new(model, "byte_fallback", json_false());
-        json_object_set_new(model, "ignore_merges", json_boolean(pf->ignore_merges == 1));
+        apr_jb_set(&jb, j, "normalizer", !strcmp(pf->name, "qwen2") ? json_pack("{s:s}", "type", "NFC") : json_null());
+        apr_jb_set(&jb, j, "pre_tokenizer", pre_form_json(&jb, pf));
+        json_t *tp = template_processing(&jb, m);
+        apr_jb_set(&jb, j, "post_processor", tp ? tp : byte_level(false));
+        apr_jb_set(&jb, j, "decoder", byte_level(false));
+        apr_jb_set(&jb, model, "type", json_string("BPE"));
+        apr_jb_set(&jb, model, "dropout", json_null());
+        apr_jb_set(&jb, model, "unk_token", json_null());
+        apr_jb_set(&jb, model, "continuing_subword_prefix", json_string(""));
+        apr_jb_set(&jb, model, "end_of_word_suffix", json_string(""));
+        apr_jb_set(&jb, model, "fuse_unk", json_false());
+        apr_jb_set(&jb, model, "byte_fallback", json_false());
+        apr_jb_set(&jb, model, "ignore_merges", json_boolean(pf->ignore_merges == 1));
         json_t *vocab = json_object();
         for (uint32_t i = 0; i < t->n_tokens; i++) {
             int32_t ty = t->token_type ? t->token_type[i] : 1;
@@ -1142,32 +1152,31 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
             }
             if (json_object_get(vocab, t->tokens[i].s))
                 continue; /* a duplicate string: the exact list goes into apr_gguf */
-            json_t *id = json_integer(i);
-            if (json_object_set_new(vocab, t->tokens[i].s, id)) {
+            if (vocab && json_object_set_new(vocab, t->tokens[i].s, json_integer(i))) {
                 json_decref(vocab);
-                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u is not valid UTF-8", i);
+                rc = token_error(&jb, i, "is not valid UTF-8", err);
                 goto fail;
             }
         }
-        json_object_set_new(model, "vocab", vocab);
+        apr_jb_set(&jb, model, "vocab", vocab);
         json_t *merges = json_array();
         for (uint32_t i = 0; i < t->n_merges; i++)
-            json_array_append_new(merges, jstr_n(&t->merges[i]));
-        json_object_set_new(model, "merges", merges);
+            apr_jb_append(&jb, merges, jstr_n(&t->merges[i]));
+        apr_jb_set(&jb, model, "merges", merges);
     } else {
-        json_object_set_new(j, "normalizer", json_null());
-        json_object_set_new(j, "pre_tokenizer",
-                            json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement", "\xe2\x96\x81",
-                                      "prepend_scheme", "first", "split", 0));
-        json_t *tp = template_processing(m);
-        json_object_set_new(j, "post_processor", tp ? tp : json_null());
-        json_object_set_new(j, "decoder",
-                            json_pack("{s:s,s:[{s:s,s:{s:s},s:s},{s:s},{s:s},{s:s,s:s,s:i,s:i}]}", "type",
-                                      "Sequence", "decoders", "type", "Replace", "pattern", "String",
-                                      "\xe2\x96\x81", "content", " ", "type", "ByteFallback", "type", "Fuse",
-                                      "type", "Strip", "content", " ", "start", 1, "stop", 0));
-        json_object_set_new(model, "type", json_string("Unigram"));
-        json_object_set_new(model, "unk_id", t->unk_id >= 0 ? json_integer(t->unk_id) : json_null());
+        apr_jb_set(&jb, j, "normalizer", json_null());
+        apr_jb_set(&jb, j, "pre_tokenizer",
+                   json_pack("{s:s,s:s,s:s,s:b}", "type", "Metaspace", "replacement", "\xe2\x96\x81",
+                             "prepend_scheme", "first", "split", 0));
+        json_t *tp = template_processing(&jb, m);
+        apr_jb_set(&jb, j, "post_processor", tp ? tp : json_null());
+        apr_jb_set(&jb, j, "decoder",
+                   json_pack("{s:s,s:[{s:s,s:{s:s},s:s},{s:s},{s:s},{s:s,s:s,s:i,s:i}]}", "type",
+                             "Sequence", "decoders", "type", "Replace", "pattern", "String",
+                             "\xe2\x96\x81", "content", " ", "type", "ByteFallback", "type", "Fuse",
+                             "type", "Strip", "content", " ", "start", 1, "stop", 0));
+        apr_jb_set(&jb, model, "type", json_string("Unigram"));
+        apr_jb_set(&jb, model, "unk_id", t->unk_id >= 0 ? json_integer(t->unk_id) : json_null());
         json_t *vocab = json_array();
         for (uint32_t i = 0; i < t->n_tokens; i++) {
             float s = t->scores ? t->scores[i] : 0.0f;
@@ -1176,51 +1185,54 @@ static int build_tokenizer(const apr_model *m, bool spm, json_t **out_tok, json_
                 json_decref(piece);
                 json_decref(score);
                 json_decref(vocab);
-                rc = apr_err_set(err, APR_E_UNSUPPORTED, "token %u: %s", i,
-                                 piece ? "score is not finite" : "not valid UTF-8");
+                rc = token_error(&jb, i, piece ? "has a score that is not finite" : "is not valid UTF-8", err);
                 goto fail;
             }
-            json_array_append_new(vocab, json_pack("[o,o]", piece, score));
+            apr_jb_append(&jb, vocab, json_pack("[o,o]", piece, score));
         }
-        json_object_set_new(model, "vocab", vocab);
-        json_object_set_new(model, "byte_fallback", json_true());
+        apr_jb_set(&jb, model, "vocab", vocab);
+        apr_jb_set(&jb, model, "byte_fallback", json_true());
     }
-    json_object_set_new(j, "model", model);
+    apr_jb_set(&jb, j, "model", model);
     model = NULL;
 
     /* tokenizer_config.json */
     json_t *tc = json_object();
-    json_object_set_new(tc, "add_bos_token", json_boolean(t->add_bos));
-    json_object_set_new(tc, "add_eos_token", json_boolean(t->add_eos));
+    apr_jb_set(&jb, tc, "add_bos_token", json_boolean(t->add_bos));
+    apr_jb_set(&jb, tc, "add_eos_token", json_boolean(t->add_eos));
     json_t *dec = json_object();
     for (uint32_t i = 0; i < t->n_tokens; i++) {
         int32_t ty = t->token_type ? t->token_type[i] : 1;
         if (in_added_decoder(m, i, spm)) {
             char id[16];
             snprintf(id, sizeof id, "%u", i);
-            json_t *a = added_token_json(m, i, ty != 4);
+            json_t *a = added_token_json(&jb, m, i, ty != 4);
             json_object_del(a, "id");
-            json_object_set_new(dec, id, a);
+            apr_jb_set(&jb, dec, id, a);
         }
     }
-    json_object_set_new(tc, "added_tokens_decoder", dec);
+    apr_jb_set(&jb, tc, "added_tokens_decoder", dec);
     static const char *const fields[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
     const int32_t ids[] = {t->bos_id, t->eos_id, t->unk_id, t->pad_id};
     for (int k = 0; k < 4; k++) {
         const char *s = tok_str(m, ids[k]);
-        json_object_set_new(tc, fields[k], s ? json_string(s) : json_null());
+        apr_jb_set(&jb, tc, fields[k], s ? json_string(s) : json_null());
     }
-    json_t *ct = chat_template_json(m);
+    json_t *ct = chat_template_json(&jb, m);
     if (ct)
-        json_object_set_new(tc, "chat_template", ct);
-    json_object_set_new(tc, "clean_up_tokenization_spaces", json_false());
+        apr_jb_set(&jb, tc, "chat_template", ct);
+    apr_jb_set(&jb, tc, "clean_up_tokenization_spaces", json_false());
     if (!gpt2)
-        json_object_set_new(tc, "legacy", json_false());
+        apr_jb_set(&jb, tc, "legacy", json_false());
     if (m->has_cfg && m->cfg.ctx_len)
-        json_object_set_new(tc, "model_max_length", json_integer(m->cfg.ctx_len));
+        apr_jb_set(&jb, tc, "model_max_length", json_integer(m->cfg.ctx_len));
     const char *cls = !strcmp(m->cfg.arch, "qwen2") ? "Qwen2Tokenizer"
                       : gpt2 ? "PreTrainedTokenizerFast" : "LlamaTokenizer";
-    json_object_set_new(tc, "tokenizer_class", json_string(cls));
+    apr_jb_set(&jb, tc, "tokenizer_class", json_string(cls));
+    if ((rc = apr_jb_done(&jb, "tokenizer.json", err))) {
+        json_decref(tc);
+        goto fail;
+    }
     *out_tok = j;
     *out_tc = tc;
     return 0;

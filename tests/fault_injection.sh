@@ -2,8 +2,9 @@
 # Fault injection, as SQLite does it (tests/fault/fault_hook.c): apr_fault is
 # the apr CLI in which the N-th allocation (jansson's too) or file call
 # (write, pwrite, read, fsync, rename, linkat, mmap, open, ...) made by apr's
-# own code fails. For `apr convert` (safetensors -> GGUF, GGUF -> APR) and
-# `apr quantize` (GGUF -> GGUF, GGUF -> APR) of a small synthetic model, and
+# own code fails. For `apr convert` (safetensors -> GGUF, GGUF -> APR, GGUF
+# -> HF safetensors) and `apr quantize` (GGUF -> GGUF, GGUF -> APR) of a
+# small synthetic model, and
 # `apr verify` of the quantized file against its source (by reproduction,
 # and with --logits through the forward pass), one
 # traced run lists every counted call with its call site and caller; then,
@@ -17,8 +18,8 @@
 #     run without a fault;
 #   - leave nothing at the destination or beside it, and the input unchanged.
 # APR_FAULT_EVERY=1 makes every call fail in turn instead (SQLite's
-# exhaustive loop: thousands of runs). Prints the number of fault sites
-# exercised. Needs APR_FAULT_BIN (the apr_fault binary) and APR_BIN.
+# exhaustive loop: thousands of runs); APR_FAULT_ONLY="JOB ..." runs only
+# those jobs. Prints the number of fault sites exercised. Needs APR_FAULT_BIN (the apr_fault binary) and APR_BIN.
 set -euo pipefail
 export LC_ALL=C # ls | sort below
 fbin=${APR_FAULT_BIN:?APR_FAULT_BIN not set (run through ctest)}
@@ -116,10 +117,17 @@ check_run() {
 
 total_sites=0
 total_runs=0
+# wanted NAME: APR_FAULT_ONLY (a space-separated list of job names) picks
+# which jobs run, for working on one of them; all of them by default.
+wanted() {
+  [ -z "${APR_FAULT_ONLY:-}" ] || [[ " $APR_FAULT_ONLY " == *" $1 "* ]]
+}
+
 # job NAME OUTNAME CMD...: the traced run, then one faulted run per site.
 job() {
   local name=$1 out=$2
   shift 2
+  wanted "$name" || return 0
   local dest="$work/dest"
   rm -rf "$dest"
   mkdir "$dest"
@@ -182,6 +190,7 @@ check_verify() {
 verify_job() {
   local name=$1
   shift
+  wanted "$name" || return 0
   APR_FAULT_TRACE="$work/trace" "$fbin" verify "$@" --json --threads 1 >"$work/stdout"
   local ref calls sites ns
   ref=$(jq -cS 'del(.run)' "$work/stdout")
@@ -208,14 +217,10 @@ job convert-st-gguf out.gguf convert "$work/src"
 job convert-gguf-apr out.apr convert "$work/model.gguf"
 job quantize-gguf out.gguf quantize "$work/model.gguf" --type Q4_K_M
 job quantize-apr out.apr quantize "$work/model.gguf" --type Q8_0
-# GGUF -> HF safetensors directory: opt-in (APR_FAULT_ST_WRITER=1) until the
-# writers of config.json, generation_config.json, tokenizer.json and the
-# safetensors header check every jansson setter: today about 100 of its 260
-# sites fail (a failed allocation drops a field and the run succeeds with
-# different bytes, or reports "is missing" / "not valid UTF-8" for out of memory).
-if [ "${APR_FAULT_ST_WRITER:-0}" = 1 ]; then
-  job convert-gguf-st out convert "$work/model.gguf" --to safetensors
-fi
+# GGUF -> HF safetensors directory: config.json, generation_config.json,
+# tokenizer.json, tokenizer_config.json and the safetensors header, whose
+# builders check every jansson setter (apr_jb, formats/include/apr_json.h).
+job convert-gguf-st out convert "$work/model.gguf" --to safetensors
 "$bin" quantize "$work/model.gguf" "$work/model-q8.gguf" --type Q8_0 -q
 sums_before=$(input_sums)
 verify_job verify-reproduce "$work/model.gguf" "$work/model-q8.gguf"

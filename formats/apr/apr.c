@@ -48,7 +48,7 @@
  */
 #include "apr_internal.h"
 #include "apr_shard.h"
-#include "json_util.h"
+#include "apr_json.h"
 
 #include <jansson.h>
 #include <math.h>

@@ -14,7 +14,7 @@
  * patched in place and no file is reopened). */
 #define _GNU_SOURCE
 #include "apr_shard.h"
-#include "json_util.h"
+#include "apr_json.h"
 
 #include <jansson.h>
 #include <libgen.h>

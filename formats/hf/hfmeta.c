@@ -22,7 +22,7 @@
 #define _GNU_SOURCE
 #include "apr_internal.h"
 #include "hfmeta.h"
-#include "json_util.h"
+#include "apr_json.h"
 #include "tok.h"
 
 #include <dirent.h>
@@ -106,7 +106,13 @@ static json_t *bits_string(uint64_t bits, int hexdigits)
     return json_string(buf);
 }
 
-/* One scalar (pointer to its packed little-endian value) as JSON. */
+static bool is_scalar(apr_kv_type t)
+{
+    return (unsigned)t < APR_KV_TYPE_COUNT && t != APR_KV_STRING && t != APR_KV_ARRAY;
+}
+
+/* One scalar (pointer to its packed little-endian value) as JSON; NULL only
+ * when an allocation failed (or t is not a scalar type). */
 static json_t *scalar_to_json(apr_kv_type t, const void *p)
 {
     char buf[64];
@@ -148,49 +154,55 @@ static json_t *scalar_to_json(apr_kv_type t, const void *p)
     }
 }
 
-static int str_to_json(const apr_str *s, json_t **out, apr_err *err)
+static int str_to_json(const apr_jb *jb, const apr_str *s, json_t **out, apr_err *err)
 {
     *out = json_stringn(s->s ? s->s : "", (size_t)s->len);
-    if (!*out)
-        return apr_err_set(err, APR_E_UNSUPPORTED, "string '%.60s' is not valid UTF-8 (JSON cannot hold it)",
-                           s->s ? s->s : "");
-    return 0;
+    if (*out)
+        return 0;
+    if (apr_jb_oom(jb))
+        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+    return apr_err_set(err, APR_E_UNSUPPORTED, "string '%.60s' is not valid UTF-8 (JSON cannot hold it)",
+                       s->s ? s->s : "");
 }
 
 json_t *apr_kv_to_json(const apr_kv *kv, apr_err *err)
 {
+    apr_jb jb = apr_jb_start();
     json_t *o = json_object(), *v = NULL;
-    if (!o)
-        goto oom;
-    json_object_set_new(o, "key", json_string(kv->key));
-    json_object_set_new(o, "type", json_string(kv_type_str(kv->type)));
+    apr_jb_set(&jb, o, "key", json_string(kv->key));
+    apr_jb_set(&jb, o, "type", json_string(kv_type_str(kv->type)));
     if (kv->type == APR_KV_STRING) {
-        if (str_to_json(&kv->str, &v, err))
+        if (str_to_json(&jb, &kv->str, &v, err))
             goto fail;
     } else if (kv->type == APR_KV_ARRAY) {
-        json_object_set_new(o, "elem", json_string(kv_type_str(kv->arr_type)));
-        if (!(v = json_array()))
-            goto oom;
+        apr_jb_set(&jb, o, "elem", json_string(kv_type_str(kv->arr_type)));
+        v = json_array();
         size_t es = apr_kv_type_size(kv->arr_type);
-        for (uint64_t i = 0; i < kv->count; i++) {
-            json_t *e = NULL;
-            if (kv->arr_type == APR_KV_STRING) {
-                if (str_to_json(&((const apr_str *)kv->arr)[i], &e, err))
-                    goto fail;
-            } else if (!es || !(e = scalar_to_json(kv->arr_type, (const uint8_t *)kv->arr + i * es))) {
-                apr_err_set(err, APR_E_ARG, "KV %s: bad array element type", kv->key);
-                goto fail;
-            }
-            json_array_append_new(v, e);
+        if (kv->arr_type != APR_KV_STRING && (!es || !is_scalar(kv->arr_type))) {
+            apr_err_set(err, APR_E_ARG, "KV %s: bad array element type", kv->key);
+            goto fail;
         }
-    } else if (!(v = scalar_to_json(kv->type, &kv->v))) {
+        for (uint64_t i = 0; i < kv->count && v; i++) {
+            json_t *e = NULL;
+            if (kv->arr_type != APR_KV_STRING)
+                e = scalar_to_json(kv->arr_type, (const uint8_t *)kv->arr + i * es);
+            else if (str_to_json(&jb, &((const apr_str *)kv->arr)[i], &e, err))
+                goto fail;
+            apr_jb_append(&jb, v, e);
+        }
+    } else if (!is_scalar(kv->type)) {
         apr_err_set(err, APR_E_ARG, "KV %s: unknown type %d", kv->key, (int)kv->type);
         goto fail;
+    } else {
+        v = scalar_to_json(kv->type, &kv->v);
     }
-    json_object_set_new(o, "value", v);
+    apr_jb_set(&jb, o, "value", v);
+    v = NULL;
+    char what[96];
+    snprintf(what, sizeof what, "KV %.80s", kv->key);
+    if (apr_jb_done(&jb, what, err))
+        goto fail;
     return o;
-oom:
-    apr_err_set(err, APR_E_NOMEM, "out of memory");
 fail:
     json_decref(v);
     json_decref(o);
@@ -1473,7 +1485,7 @@ int apr_hf_docs_to_kvs(apr_model *m, const apr_hf_docs *d, const char *dir_name,
  * llama.cpp's rope.scaling.* keys. llama3 scaling survives in a GGUF only as
  * rope_freqs.weight, from which HF's parameters cannot be recovered: refused
  * rather than written as an unscaled model. */
-static int build_rope_scaling(const apr_model *m, json_t *j, apr_err *err)
+static int build_rope_scaling(const apr_model *m, json_t *j, apr_jb *jb, apr_err *err)
 {
     const apr_arch_config *c = &m->cfg;
     if (apr_model_tensor(m, "rope_freqs.weight"))
@@ -1485,7 +1497,7 @@ static int build_rope_scaling(const apr_model *m, json_t *j, apr_err *err)
     if (!t || !strcmp(t, "none"))
         return 0;
     json_t *rs = json_object();
-    json_object_set_new(rs, "rope_type", json_string(t));
+    apr_jb_set(jb, rs, "rope_type", json_string(t));
     static const char *const fields[][2] = {{"rope.scaling.factor", "factor"},
                                             {"rope.scaling.yarn_attn_factor", "attention_factor"},
                                             {"rope.scaling.yarn_beta_fast", "beta_fast"},
@@ -1494,12 +1506,12 @@ static int build_rope_scaling(const apr_model *m, json_t *j, apr_err *err)
         float f;
         snprintf(key, sizeof key, "%s.%s", c->arch, fields[i][0]);
         if (apr_kv_get_f32(m, key, &f))
-            json_object_set_new(rs, fields[i][1], apr_json_f32(f));
+            apr_jb_set(jb, rs, fields[i][1], apr_json_f32(f));
     }
     /* derive's value: the KV, else llama.cpp's default (the context length) */
     if (c->rope_yarn)
-        json_object_set_new(rs, "original_max_position_embeddings", json_integer(c->yarn_orig_ctx));
-    json_object_set_new(j, "rope_scaling", rs);
+        apr_jb_set(jb, rs, "original_max_position_embeddings", json_integer(c->yarn_orig_ctx));
+    apr_jb_set(jb, j, "rope_scaling", rs);
     return 0;
 }
 
@@ -1515,70 +1527,69 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
         a = &arch_names[2];
     if (!a)
         return apr_err_set(err, APR_E_UNSUPPORTED, "no HF config for architecture '%s'", c->arch);
+    apr_jb jb = apr_jb_start();
     json_t *j = json_object();
-    if (!j)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
     json_t *archs = json_array();
-    json_array_append_new(archs, json_string(a->hf));
-    json_object_set_new(j, "architectures", archs);
+    apr_jb_append(&jb, archs, json_string(a->hf));
+    apr_jb_set(&jb, j, "architectures", archs);
     const char *name = apr_kv_get_str(m, "general.name");
     if (name)
-        json_object_set_new(j, "_name_or_path", json_string(name));
-    json_object_set_new(j, "model_type", json_string(a->model_type));
+        apr_jb_set(&jb, j, "_name_or_path", json_string(name));
+    apr_jb_set(&jb, j, "model_type", json_string(a->model_type));
     if (is_gemma(a))
-        json_object_set_new(j, "hidden_activation", json_string("gelu_pytorch_tanh"));
+        apr_jb_set(&jb, j, "hidden_activation", json_string("gelu_pytorch_tanh"));
     else
-        json_object_set_new(j, "hidden_act", json_string("silu"));
-    json_object_set_new(j, "hidden_size", json_integer(c->hidden));
-    json_object_set_new(j, "intermediate_size", json_integer(c->ffn));
-    json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads));
-    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layers));
-    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_heads));
+        apr_jb_set(&jb, j, "hidden_act", json_string("silu"));
+    apr_jb_set(&jb, j, "hidden_size", json_integer(c->hidden));
+    apr_jb_set(&jb, j, "intermediate_size", json_integer(c->ffn));
+    apr_jb_set(&jb, j, "num_attention_heads", json_integer(c->n_heads));
+    apr_jb_set(&jb, j, "num_hidden_layers", json_integer(c->n_layers));
+    apr_jb_set(&jb, j, "num_key_value_heads", json_integer(c->n_kv_heads));
     char key[128];
     snprintf(key, sizeof key, "%s.attention.key_length", c->arch);
     /* head_dim is written when the source recorded it or when it is not
      * hidden / heads (HF would otherwise assume the latter). */
     if (apr_model_kv(m, key) || c->head_dim * c->n_heads != c->hidden || is_gemma(a) ||
         !strcmp(a->model_type, "qwen3")) /* their configs' default head_dim is not hidden / heads */
-        json_object_set_new(j, "head_dim", json_integer(c->head_dim));
+        apr_jb_set(&jb, j, "head_dim", json_integer(c->head_dim));
     if (is_gemma(a)) {
         /* what llama.cpp computes (derive.c): the inverse square of its query scale */
         const uint32_t big = is_gemma2(a) ? 46 : 62;
-        json_object_set_new(j, "query_pre_attn_scalar",
-                            json_integer(c->n_layers == big ? c->hidden / c->n_heads : c->head_dim));
-        json_object_set_new(j, "attn_logit_softcapping", c->attn_softcap > 0.0f ? apr_json_f32(c->attn_softcap)
-                                                                               : json_null());
-        json_object_set_new(j, "final_logit_softcapping", c->final_softcap > 0.0f ? apr_json_f32(c->final_softcap)
-                                                                                 : json_null());
+        apr_jb_set(&jb, j, "query_pre_attn_scalar",
+                   json_integer(c->n_layers == big ? c->hidden / c->n_heads : c->head_dim));
+        apr_jb_set(&jb, j, "attn_logit_softcapping",
+                   c->attn_softcap > 0.0f ? apr_json_f32(c->attn_softcap) : json_null());
+        apr_jb_set(&jb, j, "final_logit_softcapping",
+                   c->final_softcap > 0.0f ? apr_json_f32(c->final_softcap) : json_null());
     }
     if (is_gemma3(a)) {
         if (!c->sliding_window) {
             json_decref(j);
             return apr_err_set(err, APR_E_UNSUPPORTED, "gemma3 without a sliding window has no HF form here");
         }
-        json_object_set_new(j, "sliding_window_pattern", json_integer(6));
-        json_object_set_new(j, "rope_local_base_freq", apr_json_f32(c->rope_theta_swa));
+        apr_jb_set(&jb, j, "sliding_window_pattern", json_integer(6));
+        apr_jb_set(&jb, j, "rope_local_base_freq", apr_json_f32(c->rope_theta_swa));
     }
     snprintf(key, sizeof key, "%s.context_length", c->arch);
     if (apr_model_kv(m, key))
-        json_object_set_new(j, "max_position_embeddings", json_integer(c->ctx_len));
-    json_object_set_new(j, "rms_norm_eps", apr_json_f32(c->rms_eps));
-    json_object_set_new(j, "rope_theta", apr_json_f32(c->rope_theta));
-    int rc = build_rope_scaling(m, j, err);
+        apr_jb_set(&jb, j, "max_position_embeddings", json_integer(c->ctx_len));
+    apr_jb_set(&jb, j, "rms_norm_eps", apr_json_f32(c->rms_eps));
+    apr_jb_set(&jb, j, "rope_theta", apr_json_f32(c->rope_theta));
+    int rc = build_rope_scaling(m, j, &jb, err);
     if (rc) {
         json_decref(j);
         return rc;
     }
-    json_object_set_new(j, "vocab_size", json_integer(c->vocab));
-    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
+    apr_jb_set(&jb, j, "vocab_size", json_integer(c->vocab));
+    apr_jb_set(&jb, j, "tie_word_embeddings", json_boolean(c->tied_embeddings));
     if (c->sliding_window)
-        json_object_set_new(j, "sliding_window", json_integer(c->sliding_window));
+        apr_jb_set(&jb, j, "sliding_window", json_integer(c->sliding_window));
     snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", c->arch);
     uint32_t orig_ctx;
     if (is_phi3(a) && apr_kv_get_u32(m, key, &orig_ctx))
-        json_object_set_new(j, "original_max_position_embeddings", json_integer(orig_ctx));
+        apr_jb_set(&jb, j, "original_max_position_embeddings", json_integer(orig_ctx));
     if (!strcmp(a->model_type, "llama") || !strcmp(a->model_type, "qwen3"))
-        json_object_set_new(j, "attention_bias", json_boolean(c->qkv_bias));
+        apr_jb_set(&jb, j, "attention_bias", json_boolean(c->qkv_bias));
     if (is_gemma2(a) && !c->tied_embeddings) {
         json_decref(j);
         return apr_err_set(err, APR_E_UNSUPPORTED, "gemma2 with a separate output.weight has no HF form "
@@ -1587,37 +1598,49 @@ static int build_config(const apr_model *m, json_t **out, apr_err *err)
     /* torch_dtype: the dtype of the weight matrices (2-D tensors). */
     for (uint64_t i = 0; i < m->n_tensors; i++)
         if (m->tensors[i].ndim == 2 && apr_hf_torch_dtype(m->tensors[i].dtype)) {
-            json_object_set_new(j, "torch_dtype", json_string(apr_hf_torch_dtype(m->tensors[i].dtype)));
+            apr_jb_set(&jb, j, "torch_dtype", json_string(apr_hf_torch_dtype(m->tensors[i].dtype)));
             break;
         }
     if (m->has_tok && m->tok.bos_id >= 0)
-        json_object_set_new(j, "bos_token_id", json_integer(m->tok.bos_id));
+        apr_jb_set(&jb, j, "bos_token_id", json_integer(m->tok.bos_id));
     if (m->has_tok && m->tok.eos_id >= 0)
-        json_object_set_new(j, "eos_token_id", json_integer(m->tok.eos_id));
+        apr_jb_set(&jb, j, "eos_token_id", json_integer(m->tok.eos_id));
     /* SpecialVocab reads {typ}_token_id from config.json too: this keeps the
      * unknown id when tokenizer.model is the only tokenizer file. */
     if (m->has_tok && m->tok.unk_id >= 0)
-        json_object_set_new(j, "unk_token_id", json_integer(m->tok.unk_id));
+        apr_jb_set(&jb, j, "unk_token_id", json_integer(m->tok.unk_id));
     /* Phi3Config's default pad id (32000) is outside a smaller vocabulary:
      * transformers refuses to build the model without the real one */
     if (is_phi3(a) && m->has_tok && m->tok.pad_id >= 0)
-        json_object_set_new(j, "pad_token_id", json_integer(m->tok.pad_id));
-    json_object_set_new(j, "use_cache", json_true());
+        apr_jb_set(&jb, j, "pad_token_id", json_integer(m->tok.pad_id));
+    apr_jb_set(&jb, j, "use_cache", json_true());
+    if ((rc = apr_jb_done(&jb, "config.json", err))) {
+        json_decref(j);
+        return rc;
+    }
     *out = j;
     return 0;
 }
 
-static json_t *build_gen_config(const apr_model *m)
+/* generation_config.json, or *out NULL when there is nothing to put in it. */
+static int build_gen_config(const apr_model *m, json_t **out, apr_err *err)
 {
+    *out = NULL;
     if (!m->has_tok || (m->tok.bos_id < 0 && m->tok.eos_id < 0))
-        return NULL;
+        return 0;
+    apr_jb jb = apr_jb_start();
     json_t *g = json_object();
-    json_object_set_new(g, "_from_model_config", json_true());
+    apr_jb_set(&jb, g, "_from_model_config", json_true());
     if (m->tok.bos_id >= 0)
-        json_object_set_new(g, "bos_token_id", json_integer(m->tok.bos_id));
+        apr_jb_set(&jb, g, "bos_token_id", json_integer(m->tok.bos_id));
     if (m->tok.eos_id >= 0)
-        json_object_set_new(g, "eos_token_id", json_integer(m->tok.eos_id));
-    return g;
+        apr_jb_set(&jb, g, "eos_token_id", json_integer(m->tok.eos_id));
+    int rc = apr_jb_done(&jb, "generation_config.json", err);
+    if (rc)
+        json_decref(g);
+    else
+        *out = g;
+    return rc;
 }
 
 /* Run the reader on the docs and record every KV of m it does not reproduce. */
@@ -1631,13 +1654,14 @@ static int add_records(const apr_model *m, apr_hf_docs *d, apr_err *err)
         apr_model_free(std);
         return rc;
     }
+    apr_jb jb = apr_jb_start();
     json_t *cfg_kvs = json_array(), *tok_kvs = json_array(), *keys = json_array();
     bool need = false;
     for (uint64_t i = 0; i < m->n_kvs && !rc; i++) {
         const apr_kv *kv = &m->kvs[i];
         if (apr_hf_kv_is_file_level(kv->key))
             continue;
-        json_array_append_new(keys, json_string(kv->key));
+        apr_jb_append(&jb, keys, json_string(kv->key));
         const apr_kv *s = apr_model_kv(std, kv->key);
         if (s && apr_kv_equal(s, kv))
             continue;
@@ -1648,7 +1672,7 @@ static int add_records(const apr_model *m, apr_hf_docs *d, apr_err *err)
             break;
         }
         bool tok_key = strncmp(kv->key, "tokenizer.", 10) == 0;
-        json_array_append_new(tok_key && d->tokenizer ? tok_kvs : (d->config ? cfg_kvs : tok_kvs), r);
+        apr_jb_append(&jb, tok_key && d->tokenizer ? tok_kvs : (d->config ? cfg_kvs : tok_kvs), r);
     }
     for (uint64_t i = 0; i < std->n_kvs && !need; i++)
         if (!apr_model_kv(m, std->kvs[i].key))
@@ -1657,19 +1681,19 @@ static int add_records(const apr_model *m, apr_hf_docs *d, apr_err *err)
     if (!rc && need) {
         json_t *host = d->config ? d->config : d->tokenizer;
         json_t *rec = json_object();
-        json_object_set(rec, "keys", keys);
-        json_object_set(rec, "kvs", host == d->config ? cfg_kvs : tok_kvs);
-        json_object_set_new(host, "apr_gguf", rec);
+        apr_jb_set(&jb, rec, "keys", json_incref(keys));
+        apr_jb_set(&jb, rec, "kvs", json_incref(host == d->config ? cfg_kvs : tok_kvs));
+        apr_jb_set(&jb, host, "apr_gguf", rec);
         if (host == d->config && json_array_size(tok_kvs)) {
             json_t *trec = json_object();
-            json_object_set(trec, "kvs", tok_kvs);
-            json_object_set_new(d->tokenizer, "apr_gguf", trec);
+            apr_jb_set(&jb, trec, "kvs", json_incref(tok_kvs));
+            apr_jb_set(&jb, d->tokenizer, "apr_gguf", trec);
         }
     }
     json_decref(cfg_kvs);
     json_decref(tok_kvs);
     json_decref(keys);
-    return rc;
+    return rc ? rc : apr_jb_done(&jb, "the apr_gguf record", err);
 }
 
 /* d->spm for a SentencePiece vocabulary, or NULL when sentencepiece could
@@ -1684,7 +1708,8 @@ int apr_hf_docs_from_model(const apr_model *m, apr_hf_docs *d, apr_err *err)
      * no tokenizer.json: its KVs then travel in config.json's record. */
     if ((rc = apr_tok_hf_from_model(m, &d->tokenizer, &d->tokenizer_config, &d->spm, err)))
         goto fail;
-    d->gen_config = build_gen_config(m);
+    if ((rc = build_gen_config(m, &d->gen_config, err)))
+        goto fail;
     if ((d->config || d->tokenizer) && (rc = add_records(m, d, err)))
         goto fail;
     return 0;

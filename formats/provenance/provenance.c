@@ -9,7 +9,7 @@
 #define _GNU_SOURCE
 #include "apr_util.h"
 #include "formats.h"
-#include "json_util.h"
+#include "apr_json.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -505,38 +505,27 @@ fail:
     return rc;
 }
 
-/* Building the record: jansson's setters take the value (even NULL, the
- * failure of the call that made it) and return non-zero when they cannot
- * store it; *bad remembers any of that, so that a record that lost a field
- * to a failed allocation is refused rather than written. */
-static void jset(bool *bad, json_t *o, const char *k, json_t *v)
-{
-    *bad |= json_object_set_new(o, k, v) != 0;
-}
-
-static void jappend(bool *bad, json_t *a, json_t *v)
-{
-    *bad |= json_array_append_new(a, v) != 0;
-}
-
-static json_t *parts_json(const apr_tensor_part *parts, uint32_t n, bool *bad)
+/* Building the record: every field goes through apr_jb (apr_json.h), so
+ * that a record that lost a field to a failed allocation is refused rather
+ * than written. */
+static json_t *parts_json(const apr_tensor_part *parts, uint32_t n, apr_jb *jb)
 {
     json_t *a = json_array();
     for (uint32_t i = 0; i < n && a; i++) {
         json_t *o = json_object();
-        jset(bad, o, "dtype", json_string(apr_dtype_name(parts[i].dtype)));
-        jset(bad, o, "rows", json_integer((json_int_t)parts[i].rows));
-        jset(bad, o, "bytes", json_integer((json_int_t)parts[i].nbytes));
-        jappend(bad, a, o);
+        apr_jb_set(jb, o, "dtype", json_string(apr_dtype_name(parts[i].dtype)));
+        apr_jb_set(jb, o, "rows", json_integer((json_int_t)parts[i].rows));
+        apr_jb_set(jb, o, "bytes", json_integer((json_int_t)parts[i].nbytes));
+        apr_jb_append(jb, a, o);
     }
     return a;
 }
 
-static json_t *shape_json(uint32_t ndim, const uint64_t *dims, bool *bad)
+static json_t *shape_json(uint32_t ndim, const uint64_t *dims, apr_jb *jb)
 {
     json_t *a = json_array();
     for (uint32_t d = 0; d < ndim && a; d++)
-        jappend(bad, a, json_integer((json_int_t)dims[d]));
+        apr_jb_append(jb, a, json_integer((json_int_t)dims[d]));
     return a;
 }
 
@@ -553,70 +542,70 @@ static json_t *job_json(const apr_prov *p, size_t i, bool real)
     return json_string(hex);
 }
 
-static json_t *tensor_json(const apr_prov *p, const prov_tensor *t, bool real, bool *bad)
+static json_t *tensor_json(const apr_prov *p, const prov_tensor *t, bool real, apr_jb *jb)
 {
     json_t *o = json_object(), *ss = json_array();
-    jset(bad, o, "dtype", json_string(apr_dtype_name(t->dtype)));
-    jset(bad, o, "shape", shape_json(t->ndim, t->dims, bad));
-    jset(bad, o, "bytes", json_integer((json_int_t)t->nbytes));
-    jset(bad, o, "sha256", job_json(p, t->region, real));
-    jset(bad, o, "transform", json_string(t->transform));
+    apr_jb_set(jb, o, "dtype", json_string(apr_dtype_name(t->dtype)));
+    apr_jb_set(jb, o, "shape", shape_json(t->ndim, t->dims, jb));
+    apr_jb_set(jb, o, "bytes", json_integer((json_int_t)t->nbytes));
+    apr_jb_set(jb, o, "sha256", job_json(p, t->region, real));
+    apr_jb_set(jb, o, "transform", json_string(t->transform));
     if (t->n_parts)
-        jset(bad, o, "parts", parts_json(t->parts, t->n_parts, bad));
+        apr_jb_set(jb, o, "parts", parts_json(t->parts, t->n_parts, jb));
     for (uint32_t s = 0; s < t->n_srcs && ss; s++) {
         json_t *so = json_object();
-        jset(bad, so, "name", json_string(t->srcs[s].name));
-        jset(bad, so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
-        jset(bad, so, "sha256", job_json(p, t->srcs[s].region, real));
+        apr_jb_set(jb, so, "name", json_string(t->srcs[s].name));
+        apr_jb_set(jb, so, "dtype", json_string(apr_dtype_name(t->srcs[s].dtype)));
+        apr_jb_set(jb, so, "sha256", job_json(p, t->srcs[s].region, real));
         if (t->srcs[s].index >= 0)
-            jset(bad, so, "index", json_integer((json_int_t)t->srcs[s].index));
-        jappend(bad, ss, so);
+            apr_jb_set(jb, so, "index", json_integer((json_int_t)t->srcs[s].index));
+        apr_jb_append(jb, ss, so);
     }
-    jset(bad, o, "sources", ss);
+    apr_jb_set(jb, o, "sources", ss);
     return o;
 }
 
 static int build_json(const apr_prov *p, bool real, char **json, apr_err *err)
 {
     *json = NULL;
-    bool bad = false;
+    apr_jb jb = apr_jb_start();
     json_t *root = json_object();
     json_t *src = json_object(), *files = json_array(), *tensors = json_object();
-    jset(&bad, root, "schema", json_string(PROV_SCHEMA));
-    jset(&bad, root, "tool", json_string("apr"));
-    jset(&bad, root, "version", json_string(APR_VERSION_STRING));
-    jset(&bad, root, "operation", json_string(p->operation));
-    jset(&bad, root, "command", p->command ? json_string(p->command) : json_null());
-    jset(&bad, root, "time_utc", json_string(p->time_utc));
-    jset(&bad, root, "output_format", json_string(apr_format_name(p->out_format)));
-    jset(&bad, src, "format", json_string(apr_format_name(p->src_format)));
-    jset(&bad, src, "path", json_string(p->src_path ? p->src_path : ""));
+    apr_jb_set(&jb, root, "schema", json_string(PROV_SCHEMA));
+    apr_jb_set(&jb, root, "tool", json_string("apr"));
+    apr_jb_set(&jb, root, "version", json_string(APR_VERSION_STRING));
+    apr_jb_set(&jb, root, "operation", json_string(p->operation));
+    apr_jb_set(&jb, root, "command", p->command ? json_string(p->command) : json_null());
+    apr_jb_set(&jb, root, "time_utc", json_string(p->time_utc));
+    apr_jb_set(&jb, root, "output_format", json_string(apr_format_name(p->out_format)));
+    apr_jb_set(&jb, src, "format", json_string(apr_format_name(p->src_format)));
+    apr_jb_set(&jb, src, "path", json_string(p->src_path ? p->src_path : ""));
     for (size_t i = 0; i < p->n_files && files; i++) {
         json_t *f = json_object();
-        jset(&bad, f, "file", json_string(p->files[i].file));
-        jset(&bad, f, "role", json_string(p->files[i].role));
-        jset(&bad, f, "bytes", json_integer((json_int_t)p->files[i].bytes));
-        jset(&bad, f, "sha256", job_json(p, p->n_regions + i, real));
-        jappend(&bad, files, f);
+        apr_jb_set(&jb, f, "file", json_string(p->files[i].file));
+        apr_jb_set(&jb, f, "role", json_string(p->files[i].role));
+        apr_jb_set(&jb, f, "bytes", json_integer((json_int_t)p->files[i].bytes));
+        apr_jb_set(&jb, f, "sha256", job_json(p, p->n_regions + i, real));
+        apr_jb_append(&jb, files, f);
     }
-    jset(&bad, src, "files", files);
-    jset(&bad, root, "source", src);
+    apr_jb_set(&jb, src, "files", files);
+    apr_jb_set(&jb, root, "source", src);
     for (size_t i = 0; i < p->n_tensors && tensors; i++)
-        jset(&bad, tensors, p->tensors[i].name, tensor_json(p, &p->tensors[i], real, &bad));
-    jset(&bad, root, "tensors", tensors);
+        apr_jb_set(&jb, tensors, p->tensors[i].name, tensor_json(p, &p->tensors[i], real, &jb));
+    apr_jb_set(&jb, root, "tensors", tensors);
     if (p->n_outs) {
         json_t *outs = json_array();
         for (size_t i = 0; i < p->n_outs && outs; i++) {
             json_t *o = json_object();
-            jset(&bad, o, "file", json_string(p->outs[i].file));
-            jset(&bad, o, "sha256",
-                 p->outs[i].region == (size_t)-1 ? json_null() : job_json(p, p->outs[i].region, real));
-            jappend(&bad, outs, o);
+            apr_jb_set(&jb, o, "file", json_string(p->outs[i].file));
+            apr_jb_set(&jb, o, "sha256",
+                       p->outs[i].region == (size_t)-1 ? json_null() : job_json(p, p->outs[i].region, real));
+            apr_jb_append(&jb, outs, o);
         }
-        jset(&bad, root, "output_files", outs);
+        apr_jb_set(&jb, root, "output_files", outs);
     }
-    jset(&bad, root, "parent", p->parent ? json_incref(p->parent) : json_null());
-    *json = bad ? NULL : json_dumps(root, JSON_COMPACT);
+    apr_jb_set(&jb, root, "parent", p->parent ? json_incref(p->parent) : json_null());
+    *json = jb.bad ? NULL : json_dumps(root, JSON_COMPACT);
     json_decref(root);
     if (!*json)
         return apr_err_set(err, APR_E_NOMEM, "out of memory building the provenance record");
@@ -881,9 +870,9 @@ static bool shape_matches(const json_t *shape, const apr_tensor *t)
 
 static bool parts_match(const json_t *parts, const apr_tensor *t)
 {
-    bool bad = false;
-    json_t *want = parts_json(t->parts, t->n_parts, &bad);
-    bool same = !bad && want && parts && json_equal(want, (json_t *)parts);
+    apr_jb jb = apr_jb_start();
+    json_t *want = parts_json(t->parts, t->n_parts, &jb);
+    bool same = !jb.bad && want && parts && json_equal(want, (json_t *)parts);
     json_decref(want);
     return same;
 }

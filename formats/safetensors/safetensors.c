@@ -21,7 +21,7 @@
 #define _GNU_SOURCE
 #include "apr_internal.h"
 #include "hfmeta.h"
-#include "json_util.h"
+#include "apr_json.h"
 #include "tok.h"
 
 #include <errno.h>
@@ -592,17 +592,16 @@ typedef struct st_shard {
 /* The __metadata__ object for every output file. */
 static int build_metadata(const apr_model *m, bool with_kvs, json_t **out, apr_err *err)
 {
+    apr_jb jb = apr_jb_start();
     json_t *meta = json_object();
-    if (!meta)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    json_object_set_new(meta, "format", json_string("pt"));
+    apr_jb_set(&jb, meta, "format", json_string("pt"));
     if (m->provenance_json)
-        json_object_set_new(meta, "apr.provenance", json_string(m->provenance_json));
+        apr_jb_set(&jb, meta, "apr.provenance", json_string(m->provenance_json));
     for (uint64_t i = 0; i < m->n_kvs; i++) {
         const apr_kv *kv = &m->kvs[i];
         if (strncmp(kv->key, "safetensors.metadata.", 21) == 0 && kv->type == APR_KV_STRING &&
             strcmp(kv->key + 21, "format") != 0)
-            json_object_set_new(meta, kv->key + 21, json_stringn(kv->str.s, (size_t)kv->str.len));
+            apr_jb_set(&jb, meta, kv->key + 21, json_stringn(kv->str.s, (size_t)kv->str.len));
     }
     if (with_kvs) {
         json_t *arr = json_array();
@@ -615,14 +614,19 @@ static int build_metadata(const apr_model *m, bool with_kvs, json_t **out, apr_e
                 json_decref(meta);
                 return err ? err->code : APR_E_ARG;
             }
-            json_array_append_new(arr, r);
+            apr_jb_append(&jb, arr, r);
         }
         if (json_array_size(arr)) {
             char *text = apr_json_dump(arr, false);
-            json_object_set_new(meta, "apr.kvs", json_string(text));
+            apr_jb_set(&jb, meta, "apr.kvs", text ? json_string(text) : NULL);
             free(text);
         }
         json_decref(arr);
+    }
+    int rc = apr_jb_done(&jb, "safetensors __metadata__", err);
+    if (rc) {
+        json_decref(meta);
+        return rc;
     }
     *out = meta;
     return 0;
@@ -633,26 +637,28 @@ static int build_metadata(const apr_model *m, bool with_kvs, json_t **out, apr_e
 static int build_header(const apr_model *m, const st_shard *s, const json_t *meta, char **out, uint64_t *len,
                         apr_err *err)
 {
+    apr_jb jb = apr_jb_start();
     json_t *h = json_object();
-    json_object_set(h, "__metadata__", (json_t *)meta);
+    apr_jb_set(&jb, h, "__metadata__", json_incref((json_t *)meta));
     uint64_t off = 0;
     for (uint64_t i = s->first; i < s->first + s->count; i++) {
         const apr_tensor *t = &m->tensors[i];
         json_t *shape = json_array();
         for (uint32_t d = 0; d < t->ndim; d++)
-            json_array_append_new(shape, json_integer((json_int_t)t->dims[d]));
+            apr_jb_append(&jb, shape, json_integer((json_int_t)t->dims[d]));
         json_t *e = json_pack("{s:s,s:o,s:[I,I]}", "dtype", st_dtype_name(t->dtype), "shape", shape,
                               "data_offsets", (json_int_t)off, (json_int_t)(off + t->nbytes));
-        if (!e || json_object_set_new(h, t->name, e)) {
+        apr_jb_set(&jb, h, t->name, e);
+        if (jb.bad && h && e && !apr_jb_oom(&jb)) {
             json_decref(h);
             return apr_err_set(err, APR_E_UNSUPPORTED, "tensor name '%s' is not valid UTF-8", t->name);
         }
         off += t->nbytes;
     }
-    char *text = json_dumps(h, JSON_COMPACT);
+    char *text = jb.bad ? NULL : json_dumps(h, JSON_COMPACT);
     json_decref(h);
     if (!text)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
+        return apr_err_set(err, APR_E_NOMEM, "safetensors header: out of memory");
     size_t n = strlen(text), padded = (n + 7) & ~(size_t)7;
     char *buf = realloc(text, padded + 1);
     if (!buf) {
@@ -733,7 +739,7 @@ static int write_json_file(out_set *set, const char *dir, const char *name, cons
     snprintf(path, sizeof path, "%s/%s", dir, name);
     char *text = apr_json_dump(j, true);
     if (!text)
-        return apr_err_set(err, APR_E_NOMEM, "%s: cannot serialise JSON", path);
+        return apr_err_set(err, APR_E_NOMEM, "%s: out of memory serialising JSON", path);
     apr_outfile *f = out_new(set, path, err);
     int rc = f ? apr_outfile_write(f, text, strlen(text), err) : (err ? err->code : APR_E_IO);
     if (!rc)
@@ -907,13 +913,16 @@ int apr_safetensors_write_ex(const apr_model *m, const char *path, const apr_wri
         if ((rc = apr_stream_seal(&set.f[s], o, (uint8_t *)headers[s], (size_t)hlens[s], 8, err)))
             goto fail;
     if (sharded) {
+        apr_jb jb = apr_jb_start();
         json_t *idx = json_object(), *wm = json_object();
-        json_object_set_new(idx, "metadata", json_pack("{s:I}", "total_size", (json_int_t)total));
+        apr_jb_set(&jb, idx, "metadata", json_pack("{s:I}", "total_size", (json_int_t)total));
         for (size_t s = 0; s < nshards; s++)
             for (uint64_t i = shards[s].first; i < shards[s].first + shards[s].count; i++)
-                json_object_set_new(wm, m->tensors[i].name, json_string(shards[s].name));
-        json_object_set_new(idx, "weight_map", wm);
-        rc = write_json_file(&set, dir, "model.safetensors.index.json", idx, err);
+                apr_jb_set(&jb, wm, m->tensors[i].name, json_string(shards[s].name));
+        apr_jb_set(&jb, idx, "weight_map", wm);
+        rc = apr_jb_done(&jb, "model.safetensors.index.json", err);
+        if (!rc)
+            rc = write_json_file(&set, dir, "model.safetensors.index.json", idx, err);
         json_decref(idx);
         if (rc)
             goto fail;

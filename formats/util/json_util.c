@@ -1,7 +1,7 @@
 /* json_util.c - jansson's allocator (counting the allocations it did not
- * get) and the parse wrappers of json_util.h. */
+ * get), the parse wrappers and the checked builder of apr_json.h. */
 #include "formats.h"
-#include "json_util.h"
+#include "apr_json.h"
 
 #include <stdlib.h>
 
@@ -54,4 +54,23 @@ json_t *apr_json_loadf(FILE *f, size_t flags, json_error_t *je)
 bool apr_json_parse_oom(void)
 {
     return last_parse_oom;
+}
+
+apr_jb apr_jb_start(void)
+{
+    return (apr_jb){.bad = false, .failures = failures};
+}
+
+bool apr_jb_oom(const apr_jb *b)
+{
+    return failures != b->failures;
+}
+
+int apr_jb_done(const apr_jb *b, const char *what, apr_err *err)
+{
+    if (!b->bad)
+        return 0;
+    if (apr_jb_oom(b))
+        return apr_err_set(err, APR_E_NOMEM, "%s: out of memory", what);
+    return apr_err_set(err, APR_E_UNSUPPORTED, "%s: a value JSON cannot hold (not UTF-8, or not finite)", what);
 }
