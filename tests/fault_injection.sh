@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # Fault injection, as SQLite does it (tests/fault/fault_hook.c): apr_fault is
-# the apr CLI in which the N-th allocation (jansson's too) or file call
-# (write, pwrite, read, fsync, rename, linkat, mmap, open, ...) made by apr's
-# own code fails. For `apr convert` (safetensors -> GGUF, GGUF -> APR, GGUF
-# -> HF safetensors) and `apr quantize` (GGUF -> GGUF, GGUF -> APR) of a
-# small synthetic model, and
-# `apr verify` of the quantized file against its source (by reproduction,
-# and with --logits through the forward pass), one
-# traced run lists every counted call with its call site and caller; then,
-# for every distinct (kind, site, caller), its first call is made to fail,
-# and each such run must:
+# the apr CLI in which the N-th allocation (jansson's too, and thread
+# creation) or file call (write, pwrite, read, fsync, rename, linkat, mmap,
+# open, ...) made by apr's own code fails. The commands, on a small synthetic
+# model: `apr convert` (safetensors -> GGUF, GGUF -> APR, GGUF -> HF
+# safetensors), `apr quantize` (GGUF -> GGUF, GGUF -> APR), `apr verify` of
+# the quantized file against its source (by reproduction, and with --logits
+# through the forward pass), `apr inspect` (text of a GGUF, --json of an APR
+# file) and `apr run` (a few greedy tokens). One traced run lists every
+# counted call with its call site and caller; then, for every distinct
+# (kind, site, caller), its first call is made to fail, and each such run must:
 #   - exit non-zero with one clear error line "apr CMD: ..." that says what
 #     failed (out of memory, the I/O error), without a crash or a sanitizer
 #     report (run it under the ASan build too: APR_FAULT_BIN from build-asan),
 #   - or, where apr tolerates the failure by design (a cache that could not
-#     grow, a hint the kernel declined), succeed with the same bytes as the
-#     run without a fault;
+#     grow, a hint the kernel declined, a thread that did not start), succeed
+#     with the same bytes (output file, or stdout) as the run without a fault;
 #   - leave nothing at the destination or beside it, and the input unchanged.
+# Everything runs with --threads 1 (the N-th call is then the same call in
+# every run), except the *-mt jobs: convert, quantize and run with
+# --threads 2, where each site of the threaded trace that a worker thread
+# reached, or that the single-threaded run does not have, is failed by name
+# (APR_FAULT_SITE: its first call fails, on whichever thread makes it).
 # APR_FAULT_EVERY=1 makes every call fail in turn instead (SQLite's
 # exhaustive loop: thousands of runs); APR_FAULT_ONLY="JOB ..." runs only
-# those jobs. Prints the number of fault sites exercised. Needs APR_FAULT_BIN (the apr_fault binary) and APR_BIN.
+# those jobs. Prints the number of fault sites exercised. Needs
+# APR_FAULT_BIN (the apr_fault binary) and APR_BIN.
 set -euo pipefail
 export LC_ALL=C # ls | sort below
 fbin=${APR_FAULT_BIN:?APR_FAULT_BIN not set (run through ctest)}
@@ -31,7 +37,7 @@ work=$(mktemp -d "$base/apr-fault.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}exitcode=86
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}exitcode=86:print_stacktrace=1
-unset APR_FAULT_AT APR_FAULT_KINDS APR_FAULT_REPORT APR_FAULT_TRACE
+unset APR_FAULT_AT APR_FAULT_SITE APR_FAULT_KINDS APR_FAULT_REPORT APR_FAULT_TRACE
 export APR_FAULT_TIME=1700000000 # the provenance time: outputs compare byte for byte
 
 "$bin" synth "$work/src" --layers 1 --vocab 512 --hidden 64 --heads 2 --kv-heads 1 --ffn 128 -q
@@ -40,8 +46,18 @@ export APR_FAULT_TIME=1700000000 # the provenance time: outputs compare byte for
 out_sum() {
   if [ -d "$1" ]; then (cd "$1" && sha256sum -- * | sha256sum); else sha256sum <"$1"; fi
 }
-input_sums() { (cd "$work" && sha256sum src/* model*.gguf); }
-sums_before=$(input_sums)
+input_sums() { (cd "$work" && sha256sum src/* model*); }
+# beside: what is in $work but the destination and the runs' own files.
+beside() {
+  ls -A "$work" | grep -vxE 'dest|report|stderr|stdout|trace1?' | sort | paste -sd' '
+}
+
+# inputs_changed: the inputs are made; what a faulted run must leave as it is.
+inputs_changed() {
+  sums_before=$(input_sums)
+  listing=$(beside)
+}
+inputs_changed
 
 failures=0
 fail() {
@@ -63,26 +79,69 @@ site_name() {
   fi
 }
 
-# check_run JOB N OUTNAME REF_SHA: one faulted run in an empty directory.
-check_run() {
-  local job=$1 n=$2 out=$3 ref=$4
-  shift 4
-  local dest="$work/dest"
-  rm -rf "$dest"
-  mkdir "$dest"
-  local rc=0
-  APR_FAULT_AT=$n APR_FAULT_REPORT="$work/report" "$fbin" "$@" "$dest/$out" --threads 1 -q \
-    >"$work/stdout" 2>"$work/stderr" || rc=$?
-  local kind site caller
-  read -r _ _ _ kind site caller <"$work/report" || { fail "$job N=$n: no report (crashed?) rc=$rc"; return; }
-  local where="$job N=$n ($kind at $site from $caller)"
-  if grep -qE 'Sanitizer|runtime error|^    #[0-9]' "$work/stderr" || [ "$rc" -ge 86 ]; then
+threads=1 # what every run gets; the *-mt jobs set 2
+
+# faulted SPEC CMD...: runs apr_fault with stdout and stderr to $work; SPEC
+# is N (the N-th call fails) or "KIND SITE CALLER" (that site's first call).
+faulted() {
+  local spec=$1
+  shift
+  if [[ $spec == *' '* ]]; then
+    APR_FAULT_SITE=$spec APR_FAULT_REPORT="$work/report" "$fbin" "$@" >"$work/stdout" 2>"$work/stderr"
+  else
+    APR_FAULT_AT=$spec APR_FAULT_REPORT="$work/report" "$fbin" "$@" >"$work/stdout" 2>"$work/stderr"
+  fi
+}
+
+# says_why KIND MSG: whether the error says what the fault was.
+says_why() {
+  case $1 in
+    malloc | calloc | realloc | strdup | strndup | aligned_alloc | asprintf | mmap | pthread_create)
+      grep -qiE 'out of memory|cannot allocate memory|resource temporarily unavailable' <<<"$2" ;;
+    *) grep -qiE 'input/output error|no space left on device' <<<"$2" ;;
+  esac
+}
+
+# checked_run JOB SPEC RC: the checks every faulted run shares (a report, no
+# crash); sets kind and where for the caller, 1 when the run is done with.
+checked_run() {
+  local job=$1 spec=$2 rc=$3 site caller tag
+  [[ $spec == *' '* ]] && tag="$job site" || tag="$job N=$spec"
+  kind=-
+  where=$tag
+  read -r _ _ _ kind site caller <"$work/report" || { fail "$where: no report (crashed?) rc=$rc"; return 1; }
+  if [ "$kind" != - ]; then
+    where="$tag ($kind at $site from $caller)"
+  elif [[ $spec == *' '* ]]; then
+    read -r kind site caller <<<"$spec"
+    where="$tag ($kind at $site from $caller, not reached this time)"
+    kind=-
+  fi
+  if grep -qE 'Sanitizer|runtime error|^    #[0-9]|ThreadSanitizer' "$work/stderr" || [ "$rc" -ge 86 ]; then
     fail "$where: crash or sanitizer report (rc $rc)"
     sed -n 1,30p "$work/stderr"
-    return
+    return 1
   fi
+}
+
+# check_inputs WHERE: the inputs unchanged, nothing new beside them.
+check_inputs() {
+  [ "$(input_sums)" = "$sums_before" ] || { fail "$1: the input changed"; sums_before=$(input_sums); }
+  [ "$(beside)" = "$listing" ] || fail "$1: left beside the destination: $(beside)"
+}
+
+# check_run JOB SPEC REF_SHA OUTNAME CMD...: one faulted run that writes
+# OUTNAME into an empty directory.
+check_run() {
+  local job=$1 spec=$2 ref=$3 out=$4
+  shift 4
+  local dest="$work/dest" rc=0 kind where
+  rm -rf "$dest"
+  mkdir "$dest"
+  faulted "$spec" "$@" "$dest/$out" --threads "$threads" -q || rc=$?
+  checked_run "$job" "$spec" "$rc" || return 0
   if [ "$kind" = - ]; then
-    [ "$rc" -eq 0 ] || fail "$job N=$n: the call did not come again (not deterministic?) and the run failed: $(head -c 300 "$work/stderr")"
+    [ "$rc" -eq 0 ] || fail "$where: the call did not come again (not deterministic?) and the run failed: $(head -c 300 "$work/stderr")"
   elif [ "$rc" -eq 0 ]; then
     # tolerated by design: the same output as without the fault
     local left
@@ -93,37 +152,114 @@ check_run() {
   else
     local msg
     msg=$(cat "$work/stderr")
-    if ! grep -qE "^apr (convert|quantize): " <<<"$msg"; then
-      fail "$where: rc $rc without an 'apr CMD: ...' error line: $(head -c 300 <<<"$msg")"
-    else
-      case $kind in
-        malloc | calloc | realloc | strdup | strndup | aligned_alloc | asprintf | mmap)
-          grep -qiE 'out of memory|cannot allocate memory' <<<"$msg" ||
-            fail "$where: the error does not say out of memory: $(head -c 300 <<<"$msg")" ;;
-        *)
-          grep -qiE 'input/output error|no space left on device' <<<"$msg" ||
-            fail "$where: the error does not say the I/O error: $(head -c 300 <<<"$msg")" ;;
-      esac
+    if ! grep -qE "^apr $1: " <<<"$msg"; then
+      fail "$where: rc $rc without an 'apr $1: ...' error line: $(head -c 300 <<<"$msg")"
+    elif ! says_why "$kind" "$msg"; then
+      fail "$where: the error does not say what failed ($kind): $(head -c 300 <<<"$msg")"
     fi
     local left
     left=$(ls -A "$dest")
     [ -z "$left" ] || fail "$where: left in the destination directory: $left"
     refused=$((refused + 1))
   fi
-  [ "$(input_sums)" = "$sums_before" ] || { fail "$where: the input changed"; sums_before=$(input_sums); }
-  [ "$(ls -A "$work" | sort | paste -sd' ')" = "dest model.gguf report src stderr stdout" ] ||
-    fail "$where: left beside the destination: $(ls -A "$work")"
+  check_inputs "$where"
 }
 
-total_sites=0
-total_runs=0
+# check_stdout JOB SPEC REF CMD...: one faulted run of a command that writes
+# only stdout (verify, inspect, run): it must end in a clear error ("apr
+# CMD: ..."; verify: exit 2, as exit 1 is a verdict of FAIL, which a failed
+# allocation must not give), or, tolerated, print the same (std_norm).
+check_stdout() {
+  local job=$1 spec=$2 ref=$3
+  shift 3
+  local cmd=$1 rc=0 kind where
+  faulted "$spec" "$@" $(threads_arg "$cmd" "$threads") || rc=$?
+  checked_run "$job" "$spec" "$rc" || return 0
+  if [ "$rc" -eq 0 ]; then
+    [ "$(std_norm "$cmd")" = "$ref" ] || fail "$where: succeeded with a different output"
+    [ "$kind" = - ] || tolerated=$((tolerated + 1))
+  elif { [ "$cmd" != verify ] || [ "$rc" -eq 2 ]; } && grep -qE "^apr $cmd: " "$work/stderr" &&
+    says_why "$kind" "$(cat "$work/stderr")"; then
+    refused=$((refused + 1))
+  else
+    fail "$where: rc $rc, not a clear error: $(head -c 300 "$work/stderr")"
+  fi
+  check_inputs "$where"
+}
+
+# threads_arg CMD N: --threads N, for the commands that take it.
+threads_arg() {
+  [ "$1" = inspect ] || echo "--threads $2"
+}
+
+# std_norm CMD: what of $work/stdout must not change: the verify report less
+# its timings, the whole output of the others.
+std_norm() {
+  if [ "$1" = verify ]; then jq -cS 'del(.run)' "$work/stdout"; else sha256sum <"$work/stdout"; fi
+}
+
 # wanted NAME: APR_FAULT_ONLY (a space-separated list of job names) picks
 # which jobs run, for working on one of them; all of them by default.
 wanted() {
   [ -z "${APR_FAULT_ONLY:-}" ] || [[ " $APR_FAULT_ONLY " == *" $1 "* ]]
 }
 
-# job NAME OUTNAME CMD...: the traced run, then one faulted run per site.
+# specs TRACE [TRACE1]: one SPEC per fault to make. Without TRACE1: the first
+# N of every distinct (kind, site, caller) of TRACE (every N with
+# APR_FAULT_EVERY=1). With TRACE1 (the same command with one thread): each
+# distinct site of TRACE that a worker thread reached or that TRACE1 lacks,
+# as "KIND SITE CALLER".
+specs() {
+  if [ $# -eq 2 ]; then
+    awk 'NR == FNR { one[$2 " " $3 " " $4] = 1; next }
+         { s = $2 " " $3 " " $4 } ($5 == "worker" || !(s in one)) && !seen[s]++ { print s }' "$2" "$1"
+  elif [ "${APR_FAULT_EVERY:-0}" = 1 ]; then
+    awk '{ print $1 }' "$1"
+  else
+    awk '!seen[$2 " " $3 " " $4]++ { print $1 }' "$1"
+  fi
+}
+
+total_sites=0
+total_runs=0
+# sweep JOB KIND REF CMD...: one faulted run (check_KIND) per spec of
+# $work/trace (and $work/trace1 when it is there), then one past the last call.
+sweep() {
+  local name=$1 check=$2 ref=$3
+  shift 3
+  local calls sites spec
+  calls=$(wc -l <"$work/trace")
+  sites=$(awk '{ print $2, $3, $4 }' "$work/trace" | sort -u | wc -l)
+  local -a list
+  local by_site=false
+  if [ -f "$work/trace1" ]; then
+    by_site=true
+    mapfile -t list < <(specs "$work/trace" "$work/trace1")
+    sites=${#list[@]}
+  else
+    mapfile -t list < <(specs "$work/trace")
+  fi
+  rm -f "$work/trace" "$work/trace1"
+  tolerated=0
+  refused=0
+  for spec in ${list[@]+"${list[@]}"}; do
+    "check_$check" "$name" "$spec" "$ref" "$@"
+    total_runs=$((total_runs + 1))
+  done
+  $by_site || "check_$check" "$name" $((calls + 1)) "$ref" "$@" # past the last call: succeeds
+  echo "$name: $calls calls, $sites distinct sites (kind, call site, caller)${mt_note:-}; $refused refused cleanly, $tolerated tolerated with identical output"
+  total_sites=$((total_sites + sites))
+}
+
+# traced FILE CMD...: the run without a fault, its calls listed in FILE.
+traced() {
+  local file=$1
+  shift
+  APR_FAULT_TRACE="$work/$file" "$fbin" "$@"
+}
+
+# job NAME OUTNAME CMD...: a command that writes OUTNAME: the traced run,
+# then one faulted run per site.
 job() {
   local name=$1 out=$2
   shift 2
@@ -131,86 +267,24 @@ job() {
   local dest="$work/dest"
   rm -rf "$dest"
   mkdir "$dest"
-  APR_FAULT_TRACE="$work/trace" "$fbin" "$@" "$dest/$out" --threads 1 -q
+  if [ "$threads" -gt 1 ]; then
+    traced trace1 "$@" "$dest/$out" --threads 1 -q
+    rm -rf "$dest" && mkdir "$dest"
+  fi
+  traced trace "$@" "$dest/$out" --threads "$threads" -q
   local ref
   ref=$(out_sum "$dest/$out")
-  local calls sites ns
-  calls=$(wc -l <"$work/trace")
-  if [ "${APR_FAULT_EVERY:-0}" = 1 ]; then
-    ns=$(seq 1 "$calls")
-  else
-    ns=$(awk '!seen[$2 " " $3 " " $4]++ { print $1 }' "$work/trace")
-  fi
-  sites=$(awk '{ print $2, $3, $4 }' "$work/trace" | sort -u | wc -l)
-  rm -f "$work/trace"
-  tolerated=0
-  refused=0
-  for n in $ns; do
-    check_run "$name" "$n" "$out" "$ref" "$@"
-    total_runs=$((total_runs + 1))
-  done
-  check_run "$name" $((calls + 1)) "$out" "$ref" "$@" # past the last call: succeeds
-  echo "$name: $calls calls, $sites distinct sites (kind, call site, caller); $refused refused cleanly, $tolerated tolerated with identical output"
-  total_sites=$((total_sites + sites))
+  sweep "$name" run "$ref" "$out" "$@"
 }
 
-# check_verify JOB N REF_JSON ARGS...: one faulted `apr verify`, which writes
-# nothing: it must end in an error (exit 2, "apr verify: ..."), or, tolerated,
-# give the same report (less its timings); a verdict of FAIL (exit 1) from a
-# failed allocation would be a wrong answer.
-check_verify() {
-  local job=$1 n=$2 ref=$3
-  shift 3
-  local rc=0
-  APR_FAULT_AT=$n APR_FAULT_REPORT="$work/report" "$fbin" verify "$@" --json --threads 1 \
-    >"$work/stdout" 2>"$work/stderr" || rc=$?
-  local kind site caller
-  read -r _ _ _ kind site caller <"$work/report" || { fail "$job N=$n: no report (crashed?) rc=$rc"; return; }
-  local where="$job N=$n ($kind at $site from $caller)"
-  if grep -qE 'Sanitizer|runtime error|^    #[0-9]' "$work/stderr" || [ "$rc" -ge 86 ]; then
-    fail "$where: crash or sanitizer report (rc $rc)"
-    sed -n 1,30p "$work/stderr"
-    return
-  fi
-  if [ "$rc" -eq 0 ]; then
-    [ "$(jq -cS 'del(.run)' "$work/stdout")" = "$ref" ] || fail "$where: passed with a different report"
-    [ "$kind" = - ] || tolerated=$((tolerated + 1))
-  elif [ "$rc" -eq 2 ] && grep -qiE "^apr verify: .*(out of memory|cannot allocate memory|input/output error|no space left)" \
-    "$work/stderr"; then
-    refused=$((refused + 1))
-  else
-    fail "$where: rc $rc, not a clear error: $(head -c 300 "$work/stderr")"
-  fi
-  [ "$(input_sums)" = "$sums_before" ] || { fail "$where: the input changed"; sums_before=$(input_sums); }
-  [ "$(ls -A "$work" | sort | paste -sd' ')" = "dest model-q8.gguf model.gguf report src stderr stdout" ] ||
-    fail "$where: left beside the inputs: $(ls -A "$work")"
-}
-
-# verify_job NAME ARGS...: the traced run, then one faulted run per site.
-verify_job() {
+# stdout_job NAME CMD...: a command that writes only stdout, the same way.
+stdout_job() {
   local name=$1
   shift
   wanted "$name" || return 0
-  APR_FAULT_TRACE="$work/trace" "$fbin" verify "$@" --json --threads 1 >"$work/stdout"
-  local ref calls sites ns
-  ref=$(jq -cS 'del(.run)' "$work/stdout")
-  calls=$(wc -l <"$work/trace")
-  if [ "${APR_FAULT_EVERY:-0}" = 1 ]; then
-    ns=$(seq 1 "$calls")
-  else
-    ns=$(awk '!seen[$2 " " $3 " " $4]++ { print $1 }' "$work/trace")
-  fi
-  sites=$(awk '{ print $2, $3, $4 }' "$work/trace" | sort -u | wc -l)
-  rm -f "$work/trace"
-  tolerated=0
-  refused=0
-  for n in $ns; do
-    check_verify "$name" "$n" "$ref" "$@"
-    total_runs=$((total_runs + 1))
-  done
-  check_verify "$name" $((calls + 1)) "$ref" "$@"
-  echo "$name: $calls calls, $sites distinct sites; $refused refused cleanly, $tolerated tolerated with the same report"
-  total_sites=$((total_sites + sites))
+  [ "$threads" -eq 1 ] || traced trace1 "$@" $(threads_arg "$1" 1) >/dev/null
+  traced trace "$@" $(threads_arg "$1" "$threads") >"$work/stdout"
+  sweep "$name" stdout "$(std_norm "$1")" "$@"
 }
 
 job convert-st-gguf out.gguf convert "$work/src"
@@ -221,9 +295,22 @@ job quantize-apr out.apr quantize "$work/model.gguf" --type Q8_0
 # tokenizer.json, tokenizer_config.json and the safetensors header, whose
 # builders check every jansson setter (apr_jb, formats/include/apr_json.h).
 job convert-gguf-st out convert "$work/model.gguf" --to safetensors
+
 "$bin" quantize "$work/model.gguf" "$work/model-q8.gguf" --type Q8_0 -q
-sums_before=$(input_sums)
-verify_job verify-reproduce "$work/model.gguf" "$work/model-q8.gguf"
-verify_job verify-logits "$work/model.gguf" "$work/model-q8.gguf" --logits
+"$bin" convert "$work/model.gguf" "$work/model.apr" -q
+inputs_changed
+stdout_job verify-reproduce verify "$work/model.gguf" "$work/model-q8.gguf" --json
+stdout_job verify-logits verify "$work/model.gguf" "$work/model-q8.gguf" --logits --json
+stdout_job inspect-gguf inspect "$work/model-q8.gguf"
+stdout_job inspect-apr-json inspect "$work/model.apr" --json
+stdout_job run run "$work/model.gguf" --prompt "hello world" -n 4 --device cpu
+
+# The threaded paths: the sites only a worker thread (or only a threaded
+# run) reaches, each failed by name.
+threads=2
+mt_note=" on worker threads or only when threaded"
+job convert-st-gguf-mt out.gguf convert "$work/src"
+job quantize-gguf-mt out.gguf quantize "$work/model.gguf" --type Q4_K_M
+stdout_job run-mt run "$work/model.gguf" --prompt "hello world" -n 4 --device cpu
 echo "fault injection: $total_sites fault sites exercised in $total_runs faulted runs, $failures failures"
 [ "$failures" -eq 0 ]

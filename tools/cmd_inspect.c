@@ -14,6 +14,7 @@
 #include "args.h"
 #include "cli.h"
 #include "formats.h"
+#include "apr_json.h" /* apr_jb: --json output that lost a field is an error, not printed */
 #include "quant.h"
 
 
@@ -130,28 +131,28 @@ static void print_kv(FILE *f, const apr_kv *kv)
     fputc('\n', f);
 }
 
-static json_t *kv_json(const apr_kv *kv)
+static json_t *kv_json(apr_jb *jb, const apr_kv *kv)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "key", json_string(kv->key));
-    json_object_set_new(o, "type", json_string(apr_kv_type_name(kv->type)));
+    apr_jb_set(jb, o, "key", json_string(kv->key));
+    apr_jb_set(jb, o, "type", json_string(apr_kv_type_name(kv->type)));
     if (kv->type == APR_KV_STRING) {
-        json_object_set_new(o, "value", json_stringn(kv->str.s, (size_t)kv->str.len));
+        apr_jb_set(jb, o, "value", json_stringn(kv->str.s, (size_t)kv->str.len));
     } else if (kv->type == APR_KV_ARRAY) {
-        json_object_set_new(o, "elem_type", json_string(apr_kv_type_name(kv->arr_type)));
-        json_object_set_new(o, "count", json_integer((json_int_t)kv->count));
+        apr_jb_set(jb, o, "elem_type", json_string(apr_kv_type_name(kv->arr_type)));
+        apr_jb_set(jb, o, "count", json_integer((json_int_t)kv->count));
         json_t *head = json_array();
         for (uint64_t i = 0; i < kv->count && i < ARRAY_HEAD_JSON; i++) {
             if (kv->arr_type == APR_KV_STRING) {
                 const apr_str *s = &((const apr_str *)kv->arr)[i];
-                json_array_append_new(head, json_stringn(s->s, (size_t)s->len));
+                apr_jb_append(jb, head, json_stringn(s->s, (size_t)s->len));
             } else {
-                json_array_append_new(head, scalar_json(kv->arr_type, arr_elem(kv, i)));
+                apr_jb_append(jb, head, scalar_json(kv->arr_type, arr_elem(kv, i)));
             }
         }
-        json_object_set_new(o, "head", head);
+        apr_jb_set(jb, o, "head", head);
     } else {
-        json_object_set_new(o, "value", scalar_json(kv->type, &kv->v));
+        apr_jb_set(jb, o, "value", scalar_json(kv->type, &kv->v));
     }
     return o;
 }
@@ -167,26 +168,26 @@ static void shape_text(const apr_tensor *t, char *buf, size_t n)
         snprintf(buf + o, n - o, "]");
 }
 
-static json_t *tensor_json(const apr_tensor *t)
+static json_t *tensor_json(apr_jb *jb, const apr_tensor *t)
 {
     json_t *o = json_object(), *shape = json_array();
-    json_object_set_new(o, "name", json_string(t->name));
-    json_object_set_new(o, "dtype", json_string(apr_dtype_name(t->dtype)));
+    apr_jb_set(jb, o, "name", json_string(t->name));
+    apr_jb_set(jb, o, "dtype", json_string(apr_dtype_name(t->dtype)));
     for (uint32_t d = 0; d < t->ndim; d++)
-        json_array_append_new(shape, json_integer((json_int_t)t->dims[d]));
-    json_object_set_new(o, "shape", shape);
-    json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
-    json_object_set_new(o, "offset", json_integer((json_int_t)t->file_offset));
+        apr_jb_append(jb, shape, json_integer((json_int_t)t->dims[d]));
+    apr_jb_set(jb, o, "shape", shape);
+    apr_jb_set(jb, o, "bytes", json_integer((json_int_t)t->nbytes));
+    apr_jb_set(jb, o, "offset", json_integer((json_int_t)t->file_offset));
     if (t->dtype == APR_DT_ROWCAT) {
         json_t *parts = json_array();
         for (uint32_t i = 0; i < t->n_parts; i++) {
             json_t *p = json_object();
-            json_object_set_new(p, "dtype", json_string(apr_dtype_name(t->parts[i].dtype)));
-            json_object_set_new(p, "rows", json_integer((json_int_t)t->parts[i].rows));
-            json_object_set_new(p, "bytes", json_integer((json_int_t)t->parts[i].nbytes));
-            json_array_append_new(parts, p);
+            apr_jb_set(jb, p, "dtype", json_string(apr_dtype_name(t->parts[i].dtype)));
+            apr_jb_set(jb, p, "rows", json_integer((json_int_t)t->parts[i].rows));
+            apr_jb_set(jb, p, "bytes", json_integer((json_int_t)t->parts[i].nbytes));
+            apr_jb_append(jb, parts, p);
         }
-        json_object_set_new(o, "parts", parts);
+        apr_jb_set(jb, o, "parts", parts);
     }
     return o;
 }
@@ -267,64 +268,73 @@ static int tensor_stats(const apr_tensor *t, tstats *s, apr_err *err)
     return 0;
 }
 
-static json_t *stats_json(const tstats *s)
+/* mean and standard deviation over the finite values (0 when there are none) */
+static void stats_moments(const tstats *s, double *mean, double *std)
 {
     uint64_t fin = s->n - s->nan - s->inf;
-    double mean = fin ? s->sum / (double)fin : 0.0;
-    double var = fin ? s->sumsq / (double)fin - mean * mean : 0.0;
+    *mean = fin ? s->sum / (double)fin : 0.0;
+    double var = fin ? s->sumsq / (double)fin - *mean * *mean : 0.0;
+    *std = sqrt(var > 0 ? var : 0);
+}
+
+static json_t *stats_json(apr_jb *jb, const tstats *s)
+{
+    uint64_t fin = s->n - s->nan - s->inf;
+    double mean, std;
+    stats_moments(s, &mean, &std);
     json_t *o = json_object();
-    json_object_set_new(o, "count", json_integer((json_int_t)s->n));
-    json_object_set_new(o, "min", fin ? json_real(s->min) : json_null());
-    json_object_set_new(o, "max", fin ? json_real(s->max) : json_null());
-    json_object_set_new(o, "mean", fin ? json_real(mean) : json_null());
-    json_object_set_new(o, "std", fin ? json_real(sqrt(var > 0 ? var : 0)) : json_null());
-    json_object_set_new(o, "nan", json_integer((json_int_t)s->nan));
-    json_object_set_new(o, "inf", json_integer((json_int_t)s->inf));
+    apr_jb_set(jb, o, "count", json_integer((json_int_t)s->n));
+    apr_jb_set(jb, o, "min", fin ? json_real(s->min) : json_null());
+    apr_jb_set(jb, o, "max", fin ? json_real(s->max) : json_null());
+    apr_jb_set(jb, o, "mean", fin ? json_real(mean) : json_null());
+    apr_jb_set(jb, o, "std", fin ? json_real(std) : json_null());
+    apr_jb_set(jb, o, "nan", json_integer((json_int_t)s->nan));
+    apr_jb_set(jb, o, "inf", json_integer((json_int_t)s->inf));
     return o;
 }
 
 /* ---------------------------------------------------------------- config / tokenizer */
 
-static json_t *config_json(const apr_model *m)
+static json_t *config_json(apr_jb *jb, const apr_model *m)
 {
     if (!m->has_cfg)
         return json_null();
     const apr_arch_config *c = &m->cfg;
     json_t *o = json_object();
-    json_object_set_new(o, "arch", json_string(c->arch));
-    json_object_set_new(o, "n_layers", json_integer(c->n_layers));
-    json_object_set_new(o, "hidden", json_integer(c->hidden));
-    json_object_set_new(o, "n_heads", json_integer(c->n_heads));
-    json_object_set_new(o, "n_kv_heads", json_integer(c->n_kv_heads));
-    json_object_set_new(o, "head_dim", json_integer(c->head_dim));
-    json_object_set_new(o, "ffn", json_integer(c->ffn));
-    json_object_set_new(o, "vocab", json_integer(c->vocab));
-    json_object_set_new(o, "ctx_len", json_integer(c->ctx_len));
-    json_object_set_new(o, "rope_theta", json_real(c->rope_theta));
-    json_object_set_new(o, "rms_eps", json_real(c->rms_eps));
-    json_object_set_new(o, "rope_type", json_string(c->rope_type == APR_ROPE_NEOX ? "neox" : "norm"));
-    json_object_set_new(o, "tied_embeddings", json_boolean(c->tied_embeddings));
-    json_object_set_new(o, "qkv_bias", json_boolean(c->qkv_bias));
+    apr_jb_set(jb, o, "arch", json_string(c->arch));
+    apr_jb_set(jb, o, "n_layers", json_integer(c->n_layers));
+    apr_jb_set(jb, o, "hidden", json_integer(c->hidden));
+    apr_jb_set(jb, o, "n_heads", json_integer(c->n_heads));
+    apr_jb_set(jb, o, "n_kv_heads", json_integer(c->n_kv_heads));
+    apr_jb_set(jb, o, "head_dim", json_integer(c->head_dim));
+    apr_jb_set(jb, o, "ffn", json_integer(c->ffn));
+    apr_jb_set(jb, o, "vocab", json_integer(c->vocab));
+    apr_jb_set(jb, o, "ctx_len", json_integer(c->ctx_len));
+    apr_jb_set(jb, o, "rope_theta", json_real(c->rope_theta));
+    apr_jb_set(jb, o, "rms_eps", json_real(c->rms_eps));
+    apr_jb_set(jb, o, "rope_type", json_string(c->rope_type == APR_ROPE_NEOX ? "neox" : "norm"));
+    apr_jb_set(jb, o, "tied_embeddings", json_boolean(c->tied_embeddings));
+    apr_jb_set(jb, o, "qkv_bias", json_boolean(c->qkv_bias));
     return o;
 }
 
-static json_t *tokenizer_json(const apr_model *m)
+static json_t *tokenizer_json(apr_jb *jb, const apr_model *m)
 {
     if (!m->has_tok)
         return json_null();
     const apr_tokenizer *t = &m->tok;
     json_t *o = json_object();
-    json_object_set_new(o, "model", json_string(t->model));
-    json_object_set_new(o, "pre", json_string(t->pre));
-    json_object_set_new(o, "n_tokens", json_integer(t->n_tokens));
-    json_object_set_new(o, "n_merges", json_integer(t->n_merges));
-    json_object_set_new(o, "bos_id", json_integer(t->bos_id));
-    json_object_set_new(o, "eos_id", json_integer(t->eos_id));
-    json_object_set_new(o, "unk_id", json_integer(t->unk_id));
-    json_object_set_new(o, "pad_id", json_integer(t->pad_id));
-    json_object_set_new(o, "add_bos", json_boolean(t->add_bos));
-    json_object_set_new(o, "add_eos", json_boolean(t->add_eos));
-    json_object_set_new(o, "chat_template", json_boolean(t->chat_template != NULL));
+    apr_jb_set(jb, o, "model", json_string(t->model));
+    apr_jb_set(jb, o, "pre", json_string(t->pre));
+    apr_jb_set(jb, o, "n_tokens", json_integer(t->n_tokens));
+    apr_jb_set(jb, o, "n_merges", json_integer(t->n_merges));
+    apr_jb_set(jb, o, "bos_id", json_integer(t->bos_id));
+    apr_jb_set(jb, o, "eos_id", json_integer(t->eos_id));
+    apr_jb_set(jb, o, "unk_id", json_integer(t->unk_id));
+    apr_jb_set(jb, o, "pad_id", json_integer(t->pad_id));
+    apr_jb_set(jb, o, "add_bos", json_boolean(t->add_bos));
+    apr_jb_set(jb, o, "add_eos", json_boolean(t->add_eos));
+    apr_jb_set(jb, o, "chat_template", json_boolean(t->chat_template != NULL));
     return o;
 }
 
@@ -341,14 +351,17 @@ static void print_token(FILE *f, const apr_tokenizer *t, int32_t id)
 
 /* ---------------------------------------------------------------- provenance */
 
-static void print_provenance(FILE *f, const char *json_text)
+static int print_provenance(FILE *f, const char *json_text, apr_err *err)
 {
     json_error_t je;
-    json_t *root = json_loads(json_text, 0, &je);
+    json_t *root = apr_json_loads(json_text, 0, &je);
+    if (!root && apr_json_parse_oom())
+        return apr_err_set(err, APR_E_NOMEM, "provenance record: out of memory");
     if (!root) {
         fprintf(f, "provenance: present but not JSON (%s)\n", je.text);
-        return;
+        return 0;
     }
+    apr_jb jb = apr_jb_start();
     const json_t *p = root;
     int depth = 0;
     fprintf(f, "provenance:\n");
@@ -391,7 +404,12 @@ static void print_provenance(FILE *f, const char *json_text)
         json_object_foreach((json_t *)tensors, name, rec) {
             const char *tr = json_string_value(json_object_get(rec, "transform"));
             json_t *c = json_object_get(counts, tr ? tr : "?");
-            json_object_set_new(counts, tr ? tr : "?", json_integer(c ? json_integer_value(c) + 1 : 1));
+            apr_jb_set(&jb, counts, tr ? tr : "?", json_integer(c ? json_integer_value(c) + 1 : 1));
+        }
+        if (jb.bad) { /* the counts would be wrong */
+            json_decref(counts);
+            json_decref(root);
+            return apr_jb_done(&jb, "provenance record", err);
         }
         fprintf(f, "%stensors: %zu recorded (", indent, json_object_size(tensors));
         bool first = true;
@@ -407,16 +425,26 @@ static void print_provenance(FILE *f, const char *json_text)
     if (depth == 1)
         fprintf(f, "  parent: none\n");
     json_decref(root);
+    return 0;
 }
 
 /* A sharded APR set read through its manifest: each shard and the sha256
  * its manifest entry records (apr verify --provenance re-hashes them). */
-static void print_manifest_shards(FILE *f, const apr_model *m)
+static int print_manifest_shards(FILE *f, const apr_model *m, apr_err *err)
 {
     if (m->format != APR_FMT_APR || !m->path || !apr_apr_is_manifest_path(m->path))
-        return;
+        return 0;
     json_error_t je;
-    json_t *root = json_load_file(m->path, 0, &je);
+    FILE *mf = fopen(m->path, "rb");
+    if (!mf)
+        return apr_err_set(err, APR_E_IO, "%s: %s", m->path, strerror(errno));
+    json_t *root = apr_json_loadf(mf, 0, &je);
+    bool oom = !root && apr_json_parse_oom();
+    fclose(mf);
+    if (oom)
+        return apr_err_set(err, APR_E_NOMEM, "%s: out of memory", m->path);
+    if (!root) /* apr_model_open read it a moment ago */
+        return apr_err_set(err, APR_E_FORMAT, "%s: %s", m->path, je.text);
     const json_t *shards = json_object_get(root, "shards");
     fprintf(f, "shards:     %zu (manifest %s)\n", json_array_size(shards), m->path);
     for (size_t k = 0; k < json_array_size(shards); k++) {
@@ -427,11 +455,12 @@ static void print_manifest_shards(FILE *f, const apr_model *m)
                 sha ? sha : "");
     }
     json_decref(root);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- main */
 
-static int print_text(const apr_model *m, const char *path, const char *only)
+static int print_text(const apr_model *m, const char *path, const char *only, apr_err *err)
 {
     FILE *f = stdout;
     uint64_t total = 0;
@@ -478,42 +507,72 @@ static int print_text(const apr_model *m, const char *path, const char *only)
     for (uint64_t i = 0; i < m->n_tensors; i++)
         if (!only || !strcmp(only, m->tensors[i].name))
             print_tensor(f, &m->tensors[i]);
-    print_manifest_shards(f, m);
+    int rc = print_manifest_shards(f, m, err);
+    if (rc)
+        return rc;
     if (m->provenance_json)
-        print_provenance(f, m->provenance_json);
-    else
-        fprintf(f, "provenance: none\n");
+        return print_provenance(f, m->provenance_json, err);
+    fprintf(f, "provenance: none\n");
     return 0;
 }
 
-static json_t *model_json(const apr_model *m, const char *path, const char *only)
+static json_t *model_json(apr_jb *jb, const apr_model *m, const char *path, const char *only)
 {
     json_t *o = json_object(), *kvs = json_array(), *ts = json_array();
-    json_object_set_new(o, "file", json_string(path));
-    json_object_set_new(o, "format", json_string(apr_format_name(m->format)));
-    json_object_set_new(o, "version", json_integer(m->version));
-    json_object_set_new(o, "alignment", json_integer(m->alignment));
-    json_object_set_new(o, "n_files", json_integer(m->n_maps));
-    json_object_set_new(o, "config", config_json(m));
-    json_object_set_new(o, "tokenizer", tokenizer_json(m));
+    apr_jb_set(jb, o, "file", json_string(path));
+    apr_jb_set(jb, o, "format", json_string(apr_format_name(m->format)));
+    apr_jb_set(jb, o, "version", json_integer(m->version));
+    apr_jb_set(jb, o, "alignment", json_integer(m->alignment));
+    apr_jb_set(jb, o, "n_files", json_integer(m->n_maps));
+    apr_jb_set(jb, o, "config", config_json(jb, m));
+    apr_jb_set(jb, o, "tokenizer", tokenizer_json(jb, m));
     for (uint64_t i = 0; i < m->n_kvs; i++)
-        json_array_append_new(kvs, kv_json(&m->kvs[i]));
-    json_object_set_new(o, "n_kvs", json_integer((json_int_t)m->n_kvs));
-    json_object_set_new(o, "kvs", kvs);
+        apr_jb_append(jb, kvs, kv_json(jb, &m->kvs[i]));
+    apr_jb_set(jb, o, "n_kvs", json_integer((json_int_t)m->n_kvs));
+    apr_jb_set(jb, o, "kvs", kvs);
     for (uint64_t i = 0; i < m->n_tensors; i++)
         if (!only || !strcmp(only, m->tensors[i].name))
-            json_array_append_new(ts, tensor_json(&m->tensors[i]));
-    json_object_set_new(o, "n_tensors", json_integer((json_int_t)m->n_tensors));
-    json_object_set_new(o, "tensors", ts);
+            apr_jb_append(jb, ts, tensor_json(jb, &m->tensors[i]));
+    apr_jb_set(jb, o, "n_tensors", json_integer((json_int_t)m->n_tensors));
+    apr_jb_set(jb, o, "tensors", ts);
     json_t *prov = NULL;
     if (m->provenance_json) {
         json_error_t je;
-        prov = json_loads(m->provenance_json, 0, &je);
-        if (!prov)
+        prov = apr_json_loads(m->provenance_json, 0, &je);
+        if (!prov && apr_json_parse_oom()) {
+            jb->bad = true;
+        } else if (!prov) { /* shown as the text it is */
             prov = json_string(m->provenance_json);
+            if (!prov && !apr_jb_oom(jb))
+                prov = json_null(); /* not UTF-8 either */
+        }
     }
-    json_object_set_new(o, "provenance", prov ? prov : json_null());
+    apr_jb_set(jb, o, "provenance", m->provenance_json ? prov : json_null());
     return o;
+}
+
+/* j on stdout and a newline; 2 (with the error said) when jansson could not
+ * serialise it (out of memory) or stdout could not take it. */
+static int dump_json(const json_t *j, size_t flags)
+{
+    unsigned long failures = apr_json_alloc_failures();
+    if (json_dumpf(j, stdout, flags) != 0 || fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
+        fprintf(stderr, "apr inspect: writing the JSON: %s\n",
+                apr_json_alloc_failures() != failures ? "out of memory" : strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+/* dump_json of what a builder made, unless it lost a field. */
+static int dump_built(const apr_jb *jb, const json_t *j)
+{
+    apr_err err = {0};
+    if (apr_jb_done(jb, "the JSON output", &err)) {
+        fprintf(stderr, "apr inspect: %s\n", err.msg);
+        return 2;
+    }
+    return dump_json(j, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
 }
 
 int cmd_inspect(int argc, char **argv)
@@ -554,13 +613,15 @@ int cmd_inspect(int argc, char **argv)
     }
     if (prov_only) {
         json_error_t je;
-        json_t *p = m->provenance_json ? json_loads(m->provenance_json, 0, &je) : NULL;
-        if (!p) {
+        json_t *p = m->provenance_json ? apr_json_loads(m->provenance_json, 0, &je) : NULL;
+        if (!p && m->provenance_json && apr_json_parse_oom()) {
+            fprintf(stderr, "apr inspect: %s: reading the provenance record: out of memory\n", path);
+            rc = 2;
+        } else if (!p) {
             fprintf(stderr, "apr inspect: %s has %s provenance record\n", path, m->provenance_json ? "an unreadable" : "no");
             rc = 2;
         } else {
-            json_dumpf(p, stdout, JSON_INDENT(2));
-            fputc('\n', stdout);
+            rc = dump_json(p, JSON_INDENT(2));
             json_decref(p);
         }
     } else if (stats) {
@@ -569,30 +630,27 @@ int cmd_inspect(int argc, char **argv)
             fprintf(stderr, "apr inspect: %s\n", err.msg);
             rc = 2;
         } else if (as_json) {
-            json_t *o = tensor_json(t);
-            json_object_set_new(o, "stats", stats_json(&s));
-            json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
-            fputc('\n', stdout);
+            apr_jb jb = apr_jb_start();
+            json_t *o = tensor_json(&jb, t);
+            apr_jb_set(&jb, o, "stats", stats_json(&jb, &s));
+            rc = dump_built(&jb, o);
             json_decref(o);
         } else {
-            json_t *o = stats_json(&s);
+            double mean, std;
+            stats_moments(&s, &mean, &std);
+            bool fin = s.n > s.nan + s.inf; /* min and max are 0 without a finite value, as in --json's nulls */
             print_tensor(stdout, t);
             printf("  count %" PRIu64 ", min %.9g, max %.9g, mean %.9g, std %.9g, NaN %" PRIu64 ", Inf %" PRIu64 "\n",
-                   s.n, json_real_value(json_object_get(o, "min")), json_real_value(json_object_get(o, "max")),
-                   json_real_value(json_object_get(o, "mean")), json_real_value(json_object_get(o, "std")), s.nan,
-                   s.inf);
-            json_decref(o);
+                   s.n, fin ? s.min : 0.0, fin ? s.max : 0.0, mean, std, s.nan, s.inf);
         }
     } else if (as_json) {
-        json_t *o = model_json(m, path, tensor);
-        if (json_dumpf(o, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) != 0) {
-            fprintf(stderr, "apr inspect: cannot write JSON\n");
-            rc = 2;
-        }
-        fputc('\n', stdout);
+        apr_jb jb = apr_jb_start();
+        json_t *o = model_json(&jb, m, path, tensor);
+        rc = dump_built(&jb, o);
         json_decref(o);
-    } else {
-        rc = print_text(m, path, tensor);
+    } else if (print_text(m, path, tensor, &err)) {
+        fprintf(stderr, "apr inspect: %s\n", err.msg);
+        rc = 2;
     }
     apr_model_free(m);
     return rc;

@@ -349,14 +349,20 @@ static int hexval(char c)
     return -1;
 }
 
-static bool dec_string(const json_t *j, apr_str *out)
+/* A decoder's reason for an allocation that failed: the callers tell it
+ * from the file's fault (APR_E_NOMEM, not APR_E_FORMAT). */
+static const char dec_oom[] = "out of memory";
+
+static bool dec_string(const json_t *j, apr_str *out, const char **why)
 {
     memset(out, 0, sizeof *out);
     if (json_is_string(j)) {
         size_t n = json_string_length(j);
         out->s = malloc(n + 1);
-        if (!out->s)
+        if (!out->s) {
+            *why = dec_oom;
             return false;
+        }
         memcpy(out->s, json_string_value(j), n);
         out->s[n] = 0;
         out->len = n;
@@ -368,8 +374,10 @@ static bool dec_string(const json_t *j, apr_str *out)
     size_t n = json_string_length(h) / 2;
     const char *s = json_string_value(h);
     out->s = malloc(n + 1);
-    if (!out->s)
+    if (!out->s) {
+        *why = dec_oom;
         return false;
+    }
     for (size_t i = 0; i < n; i++) {
         int a = hexval(s[2 * i]), b = hexval(s[2 * i + 1]);
         if (a < 0 || b < 0) {
@@ -499,12 +507,13 @@ static bool dec_scalar(const json_t *j, apr_kv_type t, uint8_t *out)
     return true;
 }
 
-/* Fills kv (type already set) from j. Returns false with a reason in why. */
+/* Fills kv (type already set) from j. Returns false with a reason in why
+ * (dec_oom when an allocation failed). */
 static bool dec_value(const json_t *j, apr_kv *kv, const char **why)
 {
     *why = "value does not match its type";
     if (kv->type == APR_KV_STRING)
-        return dec_string(j, &kv->str);
+        return dec_string(j, &kv->str, why);
     if (kv->type != APR_KV_ARRAY) {
         uint8_t b[8] = {0};
         if (!dec_scalar(j, kv->type, b))
@@ -519,11 +528,13 @@ static bool dec_value(const json_t *j, apr_kv *kv, const char **why)
     size_t n = json_array_size(j);
     if (kv->arr_type == APR_KV_STRING) {
         apr_str *a = calloc(n ? n : 1, sizeof *a);
-        if (!a)
+        if (!a) {
+            *why = dec_oom;
             return false;
+        }
         kv->arr = a;
         for (size_t i = 0; i < n; i++) {
-            if (!dec_string(json_array_get(j, i), &a[i]))
+            if (!dec_string(json_array_get(j, i), &a[i], why))
                 return false;
             kv->count = i + 1;
         }
@@ -532,8 +543,10 @@ static bool dec_value(const json_t *j, apr_kv *kv, const char **why)
     }
     size_t es = apr_kv_type_size(kv->arr_type);
     uint8_t *a = malloc(n ? n * es : 1);
-    if (!a)
+    if (!a) {
+        *why = dec_oom;
         return false;
+    }
     kv->arr = a;
     for (size_t i = 0; i < n; i++) {
         uint8_t b[8] = {0};
@@ -1207,7 +1220,8 @@ static int kvs_from_gguf_kv(apr_model *m, const json_t *root, const json_t *list
         const char *why;
         if (!dec_value(jv, &kv, &why)) {
             apr_kv_free(&kv);
-            return fmt_err(err, APR_E_FORMAT, "gguf_kv '%s' (%s): %s", key, json_string_value(jt), why);
+            return fmt_err(err, why == dec_oom ? APR_E_NOMEM : APR_E_FORMAT, "gguf_kv '%s' (%s): %s", key,
+                           json_string_value(jt), why);
         }
         m->kvs[m->n_kvs++] = kv; /* room reserved above */
     }
@@ -1279,9 +1293,11 @@ static int kvs_from_canonical(apr_model *m, const json_t *root, apr_err *err)
         if (!v || json_is_null(v))
             continue;
         apr_kv kv = {.type = tk[i].t, .arr_type = tk[i].et};
-        const char *why;
+        const char *why = dec_oom;
         if (!(kv.key = strdup(tk[i].gguf)) || !dec_value(v, &kv, &why)) {
             apr_kv_free(&kv);
+            if (why == dec_oom)
+                return fmt_err(err, APR_E_NOMEM, "metadata '%s': out of memory", tk[i].json);
             return fmt_err(err, APR_E_FORMAT, "metadata '%s' is not a valid %s%s", tk[i].json,
                            tk[i].t == APR_KV_ARRAY ? "array of " : "",
                            apr_kv_type_name(tk[i].t == APR_KV_ARRAY ? tk[i].et : tk[i].t));

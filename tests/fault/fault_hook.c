@@ -27,15 +27,24 @@
  *                        provenance record's time, fixed so that outputs
  *                        compare byte for byte (not a fault)
  *   APR_FAULT_TRACE=F    F gets one line per counted call, "N KIND SITE
- *                        CALLER": how a test picks one N per distinct site
+ *                        CALLER THREAD" (THREAD: main, or worker for a
+ *                        thread apr started): how a test picks one N per
+ *                        distinct site
+ *   APR_FAULT_SITE=S     "KIND SITE CALLER" as the trace writes them: the
+ *                        first call of that kind from that call site and
+ *                        caller fails, whichever thread makes it (instead of
+ *                        APR_FAULT_AT, whose N-th call is a different one
+ *                        from run to run once several threads count)
  * Failures look like the real ones: NULL/ENOMEM for allocations, -1 with
  * ENOSPC for writes and space reservation, -1 with EIO otherwise,
- * MAP_FAILED/ENOMEM for mmap. */
+ * MAP_FAILED/ENOMEM for mmap, EAGAIN for pthread_create (counted with the
+ * allocations: a thread is memory the system could not give). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -43,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +66,9 @@ static const char *report_path;
 static unsigned long calls;        /* atomic: the converter's threads count too */
 static const char *fired_kind = "-";
 static uintptr_t fired_site, fired_caller;
+static bool fired;                 /* atomic: one call fails, on one thread */
+static char site_kind[32];         /* APR_FAULT_SITE: its kind ("" when unset), */
+static uintptr_t site_at[2];       /* its call site and caller */
 
 /* The wrappers (called only by the linker's redirection, so declared here). */
 void *__wrap_malloc(size_t n);
@@ -81,6 +94,7 @@ int __wrap_mkdir(const char *path, mode_t mode);
 int __wrap_posix_fallocate(int fd, off_t off, off_t len);
 ssize_t __wrap_copy_file_range(int fi, off_t *oi, int fo, off_t *oo, size_t n, unsigned flags);
 time_t __wrap_time(time_t *t);
+int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 
 /* The declarations of the C library's own functions, as --wrap names them. */
 void *__real_malloc(size_t n);
@@ -105,6 +119,7 @@ int __real_mkdir(const char *path, mode_t mode);
 time_t __real_time(time_t *t);
 int __real_posix_fallocate(int fd, off_t off, off_t len);
 ssize_t __real_copy_file_range(int fi, off_t *oi, int fo, off_t *oo, size_t n, unsigned flags);
+int __real_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg);
 
 /* The hook's own code, so that a backtrace can step over it (the linker
  * defines __start_/__stop_ symbols for a section with a C name). */
@@ -133,13 +148,13 @@ HOOK static void call_site(uintptr_t site[2])
     }
 }
 
-/* With APR_FAULT_TRACE: one line per counted call, "N KIND SITE CALLER". */
-HOOK static void trace(unsigned long k, const char *name)
+/* With APR_FAULT_TRACE: one line per counted call, "N KIND SITE CALLER THREAD". */
+HOOK static void trace(unsigned long k, const char *name, const uintptr_t site[2])
 {
-    uintptr_t site[2];
-    call_site(site);
-    char line[96];
-    int n = snprintf(line, sizeof line, "%lu %s %#lx %#lx\n", k, name, (unsigned long)site[0], (unsigned long)site[1]);
+    char line[128];
+    const char *thread = syscall(SYS_gettid) == getpid() ? "main" : "worker";
+    int n = snprintf(line, sizeof line, "%lu %s %#lx %#lx %s\n", k, name, (unsigned long)site[0],
+                     (unsigned long)site[1], thread);
     if (n > 0)
         (void)!__real_write(trace_fd, line, (size_t)n);
 }
@@ -150,13 +165,19 @@ HOOK static bool should_fail(unsigned kind, const char *name)
     if (!(kinds & kind))
         return false;
     unsigned long k = __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
-    if (trace_fd >= 0)
-        trace(k, name);
-    if (k != fault_at)
+    bool by_site = site_kind[0] && !strcmp(name, site_kind);
+    if (k != fault_at && trace_fd < 0 && !by_site)
         return false;
-    fired_kind = name;
     uintptr_t site[2];
     call_site(site);
+    if (trace_fd >= 0)
+        trace(k, name, site);
+    if (site_kind[0] ? !by_site || site[0] != site_at[0] || site[1] != site_at[1] : k != fault_at)
+        return false;
+    bool no = false;
+    if (!__atomic_compare_exchange_n(&fired, &no, true, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        return false; /* another thread's call at the same site failed first */
+    fired_kind = name;
     fired_site = site[0];
     fired_caller = site[1];
     return true;
@@ -193,6 +214,14 @@ __attribute__((constructor)) static void fault_init(void)
     if (k && *k)
         kinds = (strstr(k, "alloc") ? KIND_ALLOC : 0) | (strstr(k, "io") ? KIND_IO : 0);
     report_path = getenv("APR_FAULT_REPORT");
+    const char *st = getenv("APR_FAULT_SITE");
+    unsigned long a = 0, b = 0;
+    if (st && *st && sscanf(st, "%31s %lx %lx", site_kind, &a, &b) == 3) {
+        site_at[0] = (uintptr_t)a;
+        site_at[1] = (uintptr_t)b;
+    } else {
+        site_kind[0] = 0;
+    }
     const char *tm = getenv("APR_FAULT_TIME");
     if (tm && *tm)
         fixed_time = (time_t)strtoll(tm, NULL, 10);
@@ -375,4 +404,14 @@ HOOK time_t __wrap_time(time_t *t)
     if (t)
         *t = fixed_time;
     return fixed_time;
+}
+
+/* ---------------------------------------------------------------- threads */
+
+HOOK int __wrap_pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    /* returns the error instead of setting errno */
+    if (should_fail(KIND_ALLOC, "pthread_create"))
+        return EAGAIN;
+    return __real_pthread_create(th, attr, fn, arg);
 }
