@@ -16,8 +16,11 @@
 
 /* The element-wise loops are compiled twice (AVX2 and baseline) and chosen
  * at load time; lane-wise multiplies and adds (never fused:
- * -ffp-contract=off) give the same bits at any vector width. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+ * -ffp-contract=off) give the same bits at any vector width. Not under
+ * ThreadSanitizer: the clones' ifunc resolver runs while the dynamic loader
+ * relocates apr, before TSan's runtime is up, and gcc instruments it, so the
+ * binary crashes before main (the loops are thread-local either way). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define VEC_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define VEC_CLONES
