@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build apr and run every test: the normal build (CUDA compiled when the
 # toolkit is present) under ctest, then the whole suite again under
-# AddressSanitizer + UBSan, then each fuzz harness for a bounded time.
+# AddressSanitizer + UBSan, then each fuzz harness for a bounded time, then
+# the threaded paths under ThreadSanitizer (tests/tsan.sh, about a minute).
 # Usage: scripts/test.sh [--quick]   (--quick: normal build and the ctest
 # label "unit" only: no peers, GPU or slow tests; see tests/CMakeLists.txt)
 set -euo pipefail
@@ -41,6 +42,12 @@ if command -v clang >/dev/null; then
 else
   echo "SKIP: clang not found, fuzz harnesses not run"
 fi
+echo "== ThreadSanitizer (threaded convert, quantize, imatrix, verify, run)"
+# Only the apr CLI is built: tests/tsan.sh drives its threaded paths.
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAPR_SANITIZE_THREAD=ON \
+  -DAPR_CUDA=OFF -DAPR_TESTS=OFF -DAPR_BENCH=OFF >/dev/null
+cmake --build build-tsan -j"$jobs" --target apr
+APR_BIN=build-tsan/apr tests/tsan.sh
 echo "== tests (AddressSanitizer + UBSan)"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure -j"$jobs")
