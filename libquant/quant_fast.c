@@ -512,6 +512,55 @@ AVX2 static void rows_q6_k(const float *x, blk_q6_k *y, int64_t nb, const float 
 
 /* ------------------------------------------------------------ Q2_K / Q3_K with an imatrix */
 
+/* aprq_q3k_pack 32 quants at a time (its bit loop mispredicts on every
+ * other quant): bit b of hmask[m] is L[32 b + m] > 3, which then loses 4;
+ * qs[32 h + m] holds L[128 h + 32 k + m] in bits 2k..2k+1. L is 0..7, so the
+ * 16-bit shifts move no bit across a byte. */
+AVX2 static void q3k_pack_avx2(const int8_t *L, blk_q3_k *y)
+{
+    const __m256i three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    __m256i hm = _mm256_setzero_si256(), q[8];
+    for (int b = 0; b < 8; b++) {
+        const __m256i l = _mm256_loadu_si256((const __m256i *)(L + 32 * b));
+        const __m256i hi = _mm256_cmpgt_epi8(l, three);
+        hm = _mm256_or_si256(hm, _mm256_and_si256(hi, _mm256_set1_epi8((char)(1 << b))));
+        q[b] = _mm256_sub_epi8(l, _mm256_and_si256(hi, four));
+    }
+    _mm256_storeu_si256((__m256i *)y->hmask, hm);
+    for (int h = 0; h < 2; h++) {
+        __m256i v = q[4 * h];
+        for (int k = 1; k < 4; k++)
+            v = _mm256_or_si256(v, _mm256_slli_epi16(q[4 * h + k], 2 * k));
+        _mm256_storeu_si256((__m256i *)(y->qs + 32 * h), v);
+    }
+}
+
+/* q3_finish of quant_ref.c with its 256 divisions 8 at a time: L =
+ * clamp(nearest(x / d), -4, 3) + 4 per sub-block with d = y->d times its
+ * 6-bit scale (a sub-block whose d is 0 keeps its L), then the scalar
+ * packing. IEEE division and v_nearest give the scalar bits lane for lane. */
+AVX2 static void q3k_requant_pack(const float *x, int8_t *L, blk_q3_k *y)
+{
+    const float fd = apr_f16_to_f32(y->d);
+    for (int j = 0; j < 16; ++j) {
+        const float d = fd * q3k_sub_scale(y->scales, j);
+        if (!d)
+            continue;
+        const __m256 vd = _mm256_set1_ps(d);
+        __m256i l[2];
+        for (int h = 0; h < 2; h++)
+            l[h] = _mm256_add_epi32(
+                v_clamp(v_nearest(_mm256_div_ps(_mm256_loadu_ps(x + 16 * j + 8 * h), vd)), -4, 3),
+                _mm256_set1_epi32(4));
+        /* 16 x i32 (0..7) to 16 bytes in order: the packs work per 128-bit lane */
+        const __m256i p16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(l[0], l[1]), 0xD8);
+        const __m128i p8 = _mm_packs_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+        _mm_storeu_si128((__m128i *)(L + 16 * j), p8);
+    }
+    q3k_pack_avx2(L, y);
+}
+
+
 /* The 16 sub-blocks of 16 of a super-block as two vectors of 8 (xt[32 g + i]
  * = element i of sub-blocks 8 g .. 8 g + 7), their weights qw * sqrt(sigma2 +
  * x^2) and the per sub-block sums of those (from 0, as the reference). */
@@ -582,7 +631,8 @@ AVX2 static void q3k_imat_block_avx2(const float *x, const float *qw, blk_q3_k *
     for (int g = 0; g < 2; g++)
         _mm256_storeu_ps(scales + 8 * g, vs[g]);
     untranspose16x2(L, (uint8_t *)Lb);
-    aprq_q3k_imat_finish(x, scales, sw, Lb, y);
+    aprq_q3k_imat_scales(scales, sw, y);
+    q3k_requant_pack(x, Lb, y);
 }
 
 AVX2 static void rows_k16_imat(bool q3, const float *x, void *vy, int64_t nb, const float *qw)
@@ -889,11 +939,15 @@ AVX2 static void q2k_block_avx2(const float *x, blk_q2_k *y)
  * the rmse start, then up to 5 coordinate-descent passes. A lane whose pass
  * changed nothing would change nothing in the next one either (the pass is a
  * function of L, sumlx and suml2), so running passes until no lane changes
- * gives every lane its scalar result. */
+ * gives every lane its scalar result. The two groups of 8 run in lockstep:
+ * each pass is one long chain of dependent updates, and two independent
+ * chains keep the divider and adders busy (a group that has settled runs
+ * passes that change nothing, by the same argument). */
 AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
 {
     const int nmax = 4;
     const __m256 zero = _mm256_setzero_ps();
+    __m256 w[2][16], wx[2][16], lf[2][16], sumlx[2], suml2[2], tiny[2];
     for (int g = 0; g < 2; g++) {
         const __m256 *xg = x + 32 * g;
         __m256i *Lg = L + 32 * g;
@@ -904,49 +958,57 @@ AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
             amax = v_sel(amax, ax, gt);
             max = v_sel(max, xg[i], gt);
         }
-        const __m256 tiny = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+        tiny[g] = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
         const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
-        __m256 w[16], wx[16], lf[16];
-        __m256 sumlx = zero, suml2 = zero;
+        sumlx[g] = suml2[g] = zero;
         for (int i = 0; i < 16; ++i) {
             Lg[i] = v_clamp(v_nearest(_mm256_mul_ps(iscale, xg[i])), -nmax, nmax - 1);
-            lf[i] = _mm256_cvtepi32_ps(Lg[i]);
-            w[i] = _mm256_mul_ps(xg[i], xg[i]);
-            wx[i] = _mm256_mul_ps(w[i], xg[i]);
-            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
-            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+            lf[g][i] = _mm256_cvtepi32_ps(Lg[i]);
+            w[g][i] = _mm256_mul_ps(xg[i], xg[i]);
+            wx[g][i] = _mm256_mul_ps(w[g][i], xg[i]);
+            sumlx[g] = _mm256_add_ps(sumlx[g], _mm256_mul_ps(wx[g][i], lf[g][i]));
+            suml2[g] = _mm256_add_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[g][i], lf[g][i]), lf[g][i]));
         }
-        for (int itry = 0; itry < 5; ++itry) {
-            __m256 changed = zero;
-            for (int i = 0; i < 16; ++i) {
-                __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
-                const __m256 pos = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
-                if (!_mm256_movemask_ps(pos))
-                    continue;
-                __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        __m256 changed = zero;
+        for (int i = 0; i < 16; ++i) {
+            __m256 slx[2], pos[2];
+            for (int g = 0; g < 2; g++) {
+                slx[g] = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(wx[g][i], lf[g][i]));
+                pos[g] = _mm256_cmp_ps(slx[g], zero, _CMP_GT_OQ);
+            }
+            if (!_mm256_movemask_ps(_mm256_or_ps(pos[0], pos[1])))
+                continue;
+            for (int g = 0; g < 2; g++) {
+                __m256i *Lg = L + 32 * g;
+                __m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[g][i], lf[g][i]), lf[g][i]));
                 const __m256i nl =
-                    v_clamp(v_nearest(_mm256_div_ps(_mm256_mul_ps(xg[i], sl2), slx)), -nmax, nmax - 1);
+                    v_clamp(v_nearest(_mm256_div_ps(_mm256_mul_ps(x[32 * g + i], sl2), slx[g])), -nmax, nmax - 1);
                 const __m256 nlf = _mm256_cvtepi32_ps(nl);
-                const __m256 ne = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(nl, Lg[i])), pos);
-                slx = _mm256_add_ps(slx, _mm256_mul_ps(wx[i], nlf));
-                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i], nlf), nlf));
-                const __m256 better = _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
-                                                    _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
+                const __m256 ne = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(nl, Lg[i])), pos[g]);
+                const __m256 sx = _mm256_add_ps(slx[g], _mm256_mul_ps(wx[g][i], nlf));
+                sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[g][i], nlf), nlf));
+                const __m256 better = _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(sx, sx), suml2[g]),
+                                                    _mm256_mul_ps(_mm256_mul_ps(sumlx[g], sumlx[g]), sl2), _CMP_GT_OQ);
                 const __m256 upd = _mm256_and_ps(_mm256_and_ps(ne, _mm256_cmp_ps(sl2, zero, _CMP_GT_OQ)), better);
                 Lg[i] = _mm256_blendv_epi8(Lg[i], nl, _mm256_castps_si256(upd));
-                lf[i] = v_sel(lf[i], nlf, upd);
-                sumlx = v_sel(sumlx, slx, upd);
-                suml2 = v_sel(suml2, sl2, upd);
+                lf[g][i] = v_sel(lf[g][i], nlf, upd);
+                sumlx[g] = v_sel(sumlx[g], sx, upd);
+                suml2[g] = v_sel(suml2[g], sl2, upd);
                 changed = _mm256_or_ps(changed, upd);
             }
-            if (!_mm256_movemask_ps(changed))
-                break;
         }
-        const __m256i ti = _mm256_castps_si256(tiny);
+        if (!_mm256_movemask_ps(changed))
+            break;
+    }
+    for (int g = 0; g < 2; g++) {
+        __m256i *Lg = L + 32 * g;
+        const __m256i ti = _mm256_castps_si256(tiny[g]);
         for (int i = 0; i < 16; ++i)
             Lg[i] = _mm256_andnot_si256(ti, _mm256_add_epi32(Lg[i], _mm256_set1_epi32(nmax)));
-        __m256 sc = v_sel(zero, _mm256_div_ps(sumlx, suml2), _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
-        scale_out[g] = v_sel(sc, zero, tiny);
+        __m256 sc = v_sel(zero, _mm256_div_ps(sumlx[g], suml2[g]), _mm256_cmp_ps(suml2[g], zero, _CMP_GT_OQ));
+        scale_out[g] = v_sel(sc, zero, tiny[g]);
     }
 }
 
@@ -962,7 +1024,8 @@ AVX2 static void q3k_block_avx2(const float *x, blk_q3_k *y)
     _mm256_storeu_ps(scales, vs[0]);
     _mm256_storeu_ps(scales + 8, vs[1]);
     untranspose16x2(L, (uint8_t *)Lb);
-    aprq_q3k_ref_finish(x, scales, Lb, y);
+    aprq_q3k_ref_scales(scales, y);
+    q3k_requant_pack(x, Lb, y);
 }
 
 AVX2 static void rows_k16_plain(bool q3, const float *x, void *vy, int64_t nb)

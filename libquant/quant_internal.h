@@ -68,6 +68,14 @@ static inline int q_nearest_int(float f)
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/* Signed 6-bit scale j (-32..31) of a Q3_K block's 12 packed bytes: low
+ * nibbles in bytes 0-7, high 2 bits in bytes 8-11. */
+static inline int8_t q3k_sub_scale(const uint8_t *scales, int j)
+{
+    int8_t sc = (int8_t)(j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4);
+    return (int8_t)((sc | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
+}
+
 /* 6-bit scale and min j of a Q4_K/Q5_K block's 12 packed bytes. */
 static inline void q_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 {
@@ -132,6 +140,12 @@ void aprq_q2k_imat_finish(const float *x, const float *scales, const float *mins
 void aprq_q2k_ref_finish(const float *x, const float *scales, const float *mins, uint8_t *L, void *y);
 void aprq_q3k_ref_finish(const float *x, const float *scales, int8_t *L, void *y);
 void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, int8_t *L, void *y);
+/* The two halves of those finishes, for the AVX2 requantization between
+ * them (quant_fast.c): the super-block scale and 6-bit scales into y; L
+ * (0..7) into y's high-bit mask and 2-bit quants (L is clobbered). */
+void aprq_q3k_ref_scales(const float *scales, void *y);
+void aprq_q3k_imat_scales(const float *scales, const float *sw, void *y);
+void aprq_q3k_pack(int8_t *L, void *y);
 /* sum of x^2 over the row / n: the sigma2 of the 32-block imatrix paths */
 float aprq_row_sigma2(const float *x, int64_t n);
 /* 32 5-bit levels of a Q5_0/Q5_1 block: low nibbles in qs, 5th bits in qh */

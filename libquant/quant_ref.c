@@ -739,12 +739,12 @@ static void q3_store_scales(blk_q3_k *y, const int *ls /* 0..63 */)
     }
 }
 
-static void q3_finish(blk_q3_k *y, const float *x, int8_t *L)
+/* L = clamp(nearest(x / d), -4, 3) + 4 per sub-block with d = y->d times its
+ * 6-bit scale; a sub-block whose d is 0 keeps the L it came with. */
+static void q3_requant(const blk_q3_k *y, const float *x, int8_t *L)
 {
     for (int j = 0; j < 16; ++j) {
-        int8_t sc = (int8_t)(j < 8 ? y->scales[j] & 0xF : y->scales[j - 8] >> 4);
-        sc = (int8_t)((sc | (((y->scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32);
-        float d = f16v(y->d) * sc;
+        float d = f16v(y->d) * q3k_sub_scale(y->scales, j);
         if (!d)
             continue;
         for (int ii = 0; ii < 16; ++ii) {
@@ -752,6 +752,12 @@ static void q3_finish(blk_q3_k *y, const float *x, int8_t *L)
             L[16 * j + ii] = (int8_t)(QMAX(-4, QMIN(3, l)) + 4);
         }
     }
+}
+
+/* L (0..7) into the high-bit mask and the 2-bit quants; L is clobbered. */
+void aprq_q3k_pack(int8_t *L, void *vy)
+{
+    blk_q3_k *y = vy;
     memset(y->hmask, 0, 32);
     int m = 0;
     uint8_t hm = 1;
@@ -768,6 +774,12 @@ static void q3_finish(blk_q3_k *y, const float *x, int8_t *L)
     pack_q2((const uint8_t *)L, y->qs);
 }
 
+static void q3_finish(blk_q3_k *y, const float *x, int8_t *L)
+{
+    q3_requant(y, x, L);
+    aprq_q3k_pack(L, y);
+}
+
 void aprq_ref_q3_k(const float *x, void *vy, int64_t n)
 {
     blk_q3_k *y = vy;
@@ -780,7 +792,7 @@ void aprq_ref_q3_k(const float *x, void *vy, int64_t n)
     }
 }
 
-void aprq_q3k_ref_finish(const float *x, const float *scales, int8_t *L, void *vy)
+void aprq_q3k_ref_scales(const float *scales, void *vy)
 {
     blk_q3_k *y = vy;
     float max_scale = 0, amax = 0;
@@ -804,7 +816,12 @@ void aprq_q3k_ref_finish(const float *x, const float *scales, int8_t *L, void *v
         memset(y->scales, 0, 12);
         y->d = h16(0.f);
     }
-    q3_finish(y, x, L);
+}
+
+void aprq_q3k_ref_finish(const float *x, const float *scales, int8_t *L, void *vy)
+{
+    aprq_q3k_ref_scales(scales, vy);
+    q3_finish(vy, x, L);
 }
 
 void aprq_imat_q3_k(const float *x, void *vy, int64_t n, const float *qw)
@@ -834,7 +851,7 @@ void aprq_imat_q3_k(const float *x, void *vy, int64_t n, const float *qw)
     }
 }
 
-void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, int8_t *L, void *vy)
+void aprq_q3k_imat_scales(const float *scales, const float *sw, void *vy)
 {
     blk_q3_k *y = vy;
     int8_t Ls[16];
@@ -844,7 +861,12 @@ void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, 
         ls[j] = Ls[j];
     q3_store_scales(y, ls);
     y->d = h16(d_block);
-    q3_finish(y, x, L);
+}
+
+void aprq_q3k_imat_finish(const float *x, const float *scales, const float *sw, int8_t *L, void *vy)
+{
+    aprq_q3k_imat_scales(scales, sw, vy);
+    q3_finish(vy, x, L);
 }
 
 /* ------------------------------------------------------------ Q4_K / Q5_K */
