@@ -935,20 +935,24 @@ AVX2 static void q2k_block_avx2(const float *x, blk_q2_k *y)
     aprq_q2k_ref_finish(x, scales, mins, Lb, y);
 }
 
-/* make_q3_quants(16, 4, x, L, true) on 16 sub-blocks (two vectors of 8 lanes):
- * the rmse start, then up to 5 coordinate-descent passes. A lane whose pass
- * changed nothing would change nothing in the next one either (the pass is a
- * function of L, sumlx and suml2), so running passes until no lane changes
- * gives every lane its scalar result. The two groups of 8 run in lockstep:
- * each pass is one long chain of dependent updates, and two independent
- * chains keep the divider and adders busy (a group that has settled runs
- * passes that change nothing, by the same argument). */
-AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
+/* make_q3_quants(16, 4, x, L, true) on ng groups of 8 sub-blocks (8 lanes
+ * each; a super-block is two groups): the rmse start, then up to 5
+ * coordinate-descent passes. A lane whose pass changed nothing would change
+ * nothing in the next one either (the pass is a function of L, sumlx and
+ * suml2), so running passes until no lane changes gives every lane its
+ * scalar result. The groups run in lockstep: each pass is one long chain of
+ * dependent updates through a division, and independent chains side by side
+ * keep the divider and adders busy (a group that has settled runs passes
+ * that change nothing, by the same argument). */
+enum { Q3_MAX_GROUPS = 4 };
+
+AVX2 static void q3_quants_xn(const __m256 *x, __m256i *L, __m256 *scale_out, int ng)
 {
     const int nmax = 4;
     const __m256 zero = _mm256_setzero_ps();
-    __m256 w[2][16], wx[2][16], lf[2][16], sumlx[2], suml2[2], tiny[2];
-    for (int g = 0; g < 2; g++) {
+    __m256 w[Q3_MAX_GROUPS][16], wx[Q3_MAX_GROUPS][16], lf[Q3_MAX_GROUPS][16];
+    __m256 sumlx[Q3_MAX_GROUPS], suml2[Q3_MAX_GROUPS], tiny[Q3_MAX_GROUPS];
+    for (int g = 0; g < ng; g++) {
         const __m256 *xg = x + 32 * g;
         __m256i *Lg = L + 32 * g;
         __m256 amax = zero, max = zero;
@@ -973,14 +977,15 @@ AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
     for (int itry = 0; itry < 5; ++itry) {
         __m256 changed = zero;
         for (int i = 0; i < 16; ++i) {
-            __m256 slx[2], pos[2];
-            for (int g = 0; g < 2; g++) {
+            __m256 slx[Q3_MAX_GROUPS], pos[Q3_MAX_GROUPS], any = zero;
+            for (int g = 0; g < ng; g++) {
                 slx[g] = _mm256_sub_ps(sumlx[g], _mm256_mul_ps(wx[g][i], lf[g][i]));
                 pos[g] = _mm256_cmp_ps(slx[g], zero, _CMP_GT_OQ);
+                any = _mm256_or_ps(any, pos[g]);
             }
-            if (!_mm256_movemask_ps(_mm256_or_ps(pos[0], pos[1])))
+            if (!_mm256_movemask_ps(any))
                 continue;
-            for (int g = 0; g < 2; g++) {
+            for (int g = 0; g < ng; g++) {
                 __m256i *Lg = L + 32 * g;
                 __m256 sl2 = _mm256_sub_ps(suml2[g], _mm256_mul_ps(_mm256_mul_ps(w[g][i], lf[g][i]), lf[g][i]));
                 const __m256i nl =
@@ -1002,7 +1007,7 @@ AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
         if (!_mm256_movemask_ps(changed))
             break;
     }
-    for (int g = 0; g < 2; g++) {
+    for (int g = 0; g < ng; g++) {
         __m256i *Lg = L + 32 * g;
         const __m256i ti = _mm256_castps_si256(tiny[g]);
         for (int i = 0; i < 16; ++i)
@@ -1013,19 +1018,24 @@ AVX2 static void q3_quants_x16(const __m256 *x, __m256i *L, __m256 *scale_out)
 }
 
 /* quantize_row_q3_K_ref */
-AVX2 static void q3k_block_avx2(const float *x, blk_q3_k *y)
+/* quantize_row_q3_K_ref on nsb (1 or 2) consecutive super-blocks, their
+ * four groups of sub-blocks through one q3_quants_xn */
+AVX2 static void q3k_blocks_avx2(const float *x, blk_q3_k *y, int nsb)
 {
-    __m256 xt[64], vs[2];
-    __m256i L[64];
+    __m256 xt[2 * 64], vs[4];
+    __m256i L[2 * 64];
     float scales[16];
     int8_t Lb[QK_K];
-    k16_gather(x, xt);
-    q3_quants_x16(xt, L, vs);
-    _mm256_storeu_ps(scales, vs[0]);
-    _mm256_storeu_ps(scales + 8, vs[1]);
-    untranspose16x2(L, (uint8_t *)Lb);
-    aprq_q3k_ref_scales(scales, y);
-    q3k_requant_pack(x, Lb, y);
+    for (int b = 0; b < nsb; b++)
+        k16_gather(x + QK_K * b, xt + 64 * b);
+    q3_quants_xn(xt, L, vs, 2 * nsb);
+    for (int b = 0; b < nsb; b++) {
+        _mm256_storeu_ps(scales, vs[2 * b]);
+        _mm256_storeu_ps(scales + 8, vs[2 * b + 1]);
+        untranspose16x2(L + 64 * b, (uint8_t *)Lb);
+        aprq_q3k_ref_scales(scales, y + b);
+        q3k_requant_pack(x + QK_K * b, Lb, y + b);
+    }
 }
 
 AVX2 static void rows_k16_plain(bool q3, const float *x, void *vy, int64_t nb)
@@ -1037,7 +1047,10 @@ AVX2 static void rows_k16_plain(bool q3, const float *x, void *vy, int64_t nb)
             else
                 aprq_ref_q2_k(x, (blk_q2_k *)vy + i, QK_K);
         } else if (q3) {
-            q3k_block_avx2(x, (blk_q3_k *)vy + i);
+            const int pair = i + 1 < nb && all_finite(x + QK_K, QK_K);
+            q3k_blocks_avx2(x, (blk_q3_k *)vy + i, 1 + pair);
+            i += pair;
+            x += QK_K * pair;
         } else {
             q2k_block_avx2(x, (blk_q2_k *)vy + i);
         }
