@@ -1471,66 +1471,74 @@ static node *binop(ctx *c, const tok *at, int op, node *a, node *b)
     return n;
 }
 
-static node *parse_pow(ctx *c)
+/* jinja2's binary operators: the token, the code, the precedence level (as
+ * its parser's parse_compare, parse_math1, parse_concat, parse_math2,
+ * parse_pow: 0 binds loosest; every level but 0 is left-associative, 0 is a
+ * comparison chain) and, for comparisons, the tests that compare the same way
+ * (`x is lt 3` is `x < 3`). "in" / "not in" are names, parsed by
+ * parse_compare itself. */
+#define BIN_LEVELS 5
+static const struct op_def {
+    const char *tok;
+    int op, level;
+    const char *tests; /* space-separated */
+} OPS[] = {
+    {"==", OP_EQ, 0, "eq equalto =="}, {"!=", OP_NE, 0, "ne !="}, {"<", OP_LT, 0, "lt <"}, {"<=", OP_LE, 0, "le <="},
+    {">", OP_GT, 0, "gt >"}, {">=", OP_GE, 0, "ge >="}, {"+", OP_ADD, 1, ""}, {"-", OP_SUB, 1, ""},
+    {"~", OP_CONCAT, 2, ""}, {"*", OP_MUL, 3, ""}, {"/", OP_DIV, 3, ""}, {"//", OP_FLOORDIV, 3, ""},
+    {"%", OP_MOD, 3, ""}, {"**", OP_POW, 4, ""},
+};
+
+/* The OPS code of operator token t at this level; 0 if it is none. */
+static int op_at(const tok *t, int level)
 {
-    node *n = parse_unary(c, true);
-    while (is_op(cur(c), "**")) {
-        tok *t = cur(c);
-        c->ptok++;
-        n = binop(c, t, OP_POW, n, parse_unary(c, true));
-    }
-    return n;
+    for (size_t i = 0; i < sizeof OPS / sizeof *OPS; i++)
+        if (OPS[i].level == level && is_op(t, OPS[i].tok))
+            return OPS[i].op;
+    return 0;
 }
 
-static node *parse_math2(ctx *c)
+/* The comparison a test name stands for; 0 if none. */
+static int test_op(const char *name)
 {
-    node *n = parse_pow(c);
+    const size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof OPS / sizeof *OPS; i++)
+        for (const char *p = OPS[i].tests; *p;) {
+            const size_t l = strcspn(p, " ");
+            if (l == n && !memcmp(p, name, n))
+                return OPS[i].op;
+            p += l + (p[l] == ' ');
+        }
+    return 0;
+}
+
+/* Levels 1 .. BIN_LEVELS - 1: left-associative chains of the next level's
+ * operands; past the last, unary operands with their filters. */
+static node *parse_binary(ctx *c, int level)
+{
+    if (level == BIN_LEVELS)
+        return parse_unary(c, true);
+    node *n = parse_binary(c, level + 1);
     for (;;) {
         tok *t = cur(c);
-        int op = is_op(t, "*") ? OP_MUL : is_op(t, "/") ? OP_DIV : is_op(t, "//") ? OP_FLOORDIV
-                 : is_op(t, "%") ? OP_MOD : 0;
+        const int op = op_at(t, level);
         if (!op)
             return n;
         c->ptok++;
-        n = binop(c, t, op, n, parse_pow(c));
-    }
-}
-
-static node *parse_concat(ctx *c)
-{
-    node *n = parse_math2(c);
-    while (is_op(cur(c), "~")) {
-        tok *t = cur(c);
-        c->ptok++;
-        n = binop(c, t, OP_CONCAT, n, parse_math2(c));
-    }
-    return n;
-}
-
-static node *parse_math1(ctx *c)
-{
-    node *n = parse_concat(c);
-    for (;;) {
-        tok *t = cur(c);
-        int op = is_op(t, "+") ? OP_ADD : is_op(t, "-") ? OP_SUB : 0;
-        if (!op)
-            return n;
-        c->ptok++;
-        n = binop(c, t, op, n, parse_concat(c));
+        n = binop(c, t, op, n, parse_binary(c, level + 1));
     }
 }
 
 static node *parse_compare(ctx *c)
 {
     tok *at = cur(c);
-    node *first = parse_math1(c);
+    node *first = parse_binary(c, 1);
     nvec operands = {0};
     int ops[64], nops = 0;
     nv_push(c, &operands, first, NULL);
     for (;;) {
         tok *t = cur(c);
-        int op = is_op(t, "==") ? OP_EQ : is_op(t, "!=") ? OP_NE : is_op(t, "<") ? OP_LT : is_op(t, "<=") ? OP_LE
-                 : is_op(t, ">") ? OP_GT : is_op(t, ">=") ? OP_GE : is_name(t, "in") ? OP_IN : 0;
+        int op = is_name(t, "in") ? OP_IN : op_at(t, 0);
         if (!op && is_name(t, "not") && is_name(&c->toks[c->ptok + 1], "in")) {
             op = OP_NOTIN;
             c->ptok++;
@@ -1541,7 +1549,7 @@ static node *parse_compare(ctx *c)
             fail(c, t->line, t->col, "more than 64 chained comparisons");
         c->ptok++;
         ops[nops++] = op;
-        nv_push(c, &operands, parse_math1(c), NULL);
+        nv_push(c, &operands, parse_binary(c, 1), NULL);
     }
     if (!nops)
         return first;
@@ -2662,6 +2670,8 @@ static val call_method(ctx *c, const node *n, const method *m, const args *a)
 
 /* ---------------------------------------------------------------- tests */
 
+static bool compare(ctx *c, const node *n, int op, val a, val b);
+
 static bool run_test(ctx *c, const node *n, const char *name, val v, const args *a)
 {
     val p[2];
@@ -2733,18 +2743,7 @@ static bool run_test(ctx *c, const node *n, const char *name, val v, const args 
                 return true;
         return false;
     }
-    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "=="))
-        return v_eq(c, v, p[0]);
-    if (!strcmp(name, "ne") || !strcmp(name, "!="))
-        return !v_eq(c, v, p[0]);
-    int r = v_cmp(c, n, v, p[0]);
-    if (!strcmp(name, "lt") || !strcmp(name, "<"))
-        return r < 0;
-    if (!strcmp(name, "le") || !strcmp(name, "<="))
-        return r <= 0;
-    if (!strcmp(name, "gt") || !strcmp(name, ">"))
-        return r > 0;
-    return r >= 0;
+    return compare(c, n, test_op(name), v, p[0]); /* the comparison tests: the rest of `tests` */
 }
 
 /* ---------------------------------------------------------------- filters */

@@ -204,6 +204,8 @@ static const struct {
     {"{{ x|default('none given') }} {{ none|default('d') }} {{ ''|default('e', true) }} {{ [3,1,2]|first }} {{ [3,1,2]|last }} {{ 'ab'|list }}", "{}", "none given None e 3 2 ['a', 'b']", NULL},
     {"{% set x %}in {{ 'block' }}{% endset %}{{ x|length }}:{{ x }} {# comment #}{{ 'yes' if 1 else 'no' }}{{ 'never' if 0 }}", "{}", "8:in block yes", NULL},
     {"{% for i in [1,2,3,4] %}{% if i == 2 %}{% continue %}{% endif %}{% if i == 4 %}{% break %}{% endif %}{{ i }}{% else %}empty{% endfor %}{% for i in [] %}x{% else %}E{% endfor %}", "{}", "13E", NULL},
+    /* precedence and associativity (** is left-associative in jinja2), and the comparison tests */
+    {"{{ 2 ** 3 ** 2 }} {{ 10 - 2 - 3 }} {{ 1 + 2 * 3 }} {{ 2 * 3 ~ 4 * 5 }} {{ 7 // 2 * 2 }} {{ -2 ** 2 }} {{ 1 < 2 < 3 }} {{ 1 < 3 > 2 == 2 }} {{ 3 is lt 4 }} {{ 3 is ge 3 }} {{ 'a' is equalto 'a' }} {{ 2 is ne 2 }} {{ 5 is gt 2 }} {{ 1 is le 0 }} {{ [1, 2, 3]|select('>', 1)|list }} {{ [1, 2, 3]|reject('==', 2)|list }}", "{}", "64 5 7 620 6 4 True True True True True False True False [2, 3] [1, 3]", NULL},
     {"{{ 'a' ~ 1 ~ none ~ true }} {{ [1, 'a', none, {'k': (1,)}] }} {{ (1,) }} {{ \"it's\" }} {{ 3.0 }} {{ -0.0 }}", "{}", "a1NoneTrue [1, 'a', None, {'k': (1,)}] (1,) it's 3.0 -0.0", NULL},
     {"{{ 'x'|safe + '<b>' }} {{ '<b>' + 'y'|safe }} {{ '<&>'|e }}", "{}", "x&lt;b&gt; &lt;b&gt;y &lt;&amp;&gt;", NULL},
     {"{{ strftime_now('%Y-%m-%d %H:%M') }} {{ bos_token }}", "{\"bos_token\": \"<s>\"}", "2026-01-15 10:30 <s>", NULL},
