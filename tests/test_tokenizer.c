@@ -754,6 +754,29 @@ static void test_hf_pre_tokenizer_peer(void **state)
         fail_msg("hf_pre_tokenizer_peer.py failed (%d)", rc);
 }
 
+/* The same structures on the real vocabularies llama.cpp's converter named
+ * (models/ggml-vocab-*.gguf): rebuilt as tokenizer.json, they hash to the
+ * chkhsh llama.cpp names as the file's pre, and apr's GGUF of them gives
+ * llama.cpp the file's .out ids (tests/peer/hf_pre_chkhsh_peer.py). */
+static void test_hf_pre_chkhsh_peer(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(tok, "fixtures/tinycoder/tokenizer.json");
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *src = tu_require_llama_cpp_src();
+    tu_require_python("tokenizers, transformers, llama_cpp", "tokenizers transformers llama-cpp-python");
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s", tok);
+    *strrchr(tiny, '/') = 0;
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("hf-chkhsh-peer"));
+    int rc = tu_run_peer("hf-chkhsh-peer", "hf_pre_chkhsh_peer.py", args);
+    if (rc != 0)
+        fail_msg("hf_pre_chkhsh_peer.py failed (%d)", rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -769,6 +792,7 @@ int main(void)
         cmocka_unit_test(test_hf_pre_tokenizer_detection),
         cmocka_unit_test(test_hf_pre_tokenizer_round_trip),
         cmocka_unit_test(test_hf_pre_tokenizer_peer),
+        cmocka_unit_test(test_hf_pre_chkhsh_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
