@@ -245,12 +245,18 @@ static void test_refuses_unknown_rope_type(void **state)
     (void)state;
     expect_refused("fam-rope-type", "c[\"rope_parameters\"][\"rope_type\"]=\"dynamic\"; "
                                     "c[\"rope_parameters\"][\"factor\"]=2.0", "rope_type");
+    /* the same in the 4.x dialect (rope_scaling's older "type" key) */
+    expect_refused("fam-rope-type4", "c.pop(\"rope_parameters\"); c[\"rope_theta\"]=1e6; "
+                                     "c[\"rope_scaling\"]={\"type\": \"dynamic\", \"factor\": 2.0}", "dynamic");
 }
 
 static void test_refuses_unknown_key(void **state)
 {
     (void)state;
     expect_refused("fam-key", "c[\"attn_logit_softcapping\"]=50.0", "attn_logit_softcapping");
+    /* a key no family knows, and an unknown field of the rope parameters */
+    expect_refused("fam-key-new", "c[\"frobnicate_scale\"]=2.0", "frobnicate_scale");
+    expect_refused("fam-rope-field", "c[\"rope_parameters\"][\"frobnicate\"]=1.0", "frobnicate");
 }
 
 static void test_refuses_sliding_layers(void **state)
