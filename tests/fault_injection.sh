@@ -42,9 +42,20 @@ export APR_FAULT_TIME=1700000000 # the provenance time: outputs compare byte for
 
 "$bin" synth "$work/src" --layers 1 --vocab 512 --hidden 64 --heads 2 --kv-heads 1 --ffn 128 -q
 "$bin" convert "$work/src" "$work/model.gguf" -q
+# Big enough (4.5 MB) for a sharded APR set of several 1 MiB shards.
+"$bin" synth "$work/src-big" --layers 4 --vocab 512 --hidden 128 --heads 2 --kv-heads 1 --ffn 512 -q
+"$bin" convert "$work/src-big" "$work/model-big.gguf" -q
+rm -rf "$work/src-big"
 # out_sum PATH: the sha256 of an output file, or of every file of an output directory.
+# A sharded APR set (OUTNAME with --shard-mb): every file of the set beside it.
 out_sum() {
-  if [ -d "$1" ]; then (cd "$1" && sha256sum -- * | sha256sum); else sha256sum <"$1"; fi
+  if [ -d "$1" ]; then
+    (cd "$1" && sha256sum -- * | sha256sum)
+  elif [[ $1 == *.apr && ! -f $1 ]]; then
+    (cd "${1%/*}" && sha256sum -- * | sha256sum)
+  else
+    sha256sum <"$1"
+  fi
 }
 input_sums() { (cd "$work" && sha256sum src/* model*); }
 # beside: what is in $work but the destination and the runs' own files.
@@ -145,8 +156,8 @@ check_run() {
   elif [ "$rc" -eq 0 ]; then
     # tolerated by design: the same output as without the fault
     local left
-    left=$(ls -A "$dest")
-    [ "$left" = "$out" ] || fail "$where: succeeded and left: $left"
+    left=$(ls -A "$dest" | paste -sd' ')
+    [ "$left" = "$ref_left" ] || fail "$where: succeeded and left: $left (expected $ref_left)"
     [ "$(out_sum "$dest/$out")" = "$ref" ] || fail "$where: succeeded with different output bytes"
     tolerated=$((tolerated + 1))
   else
@@ -274,6 +285,7 @@ job() {
   traced trace "$@" "$dest/$out" --threads "$threads" -q
   local ref
   ref=$(out_sum "$dest/$out")
+  ref_left=$(ls -A "$dest" | paste -sd' ') # OUTNAME, or a sharded set's files
   sweep "$name" run "$ref" "$out" "$@"
 }
 
@@ -295,6 +307,8 @@ job quantize-apr out.apr quantize "$work/model.gguf" --type Q8_0
 # tokenizer.json, tokenizer_config.json and the safetensors header, whose
 # builders check every jansson setter (apr_jb, formats/include/apr_json.h).
 job convert-gguf-st out convert "$work/model.gguf" --to safetensors
+# A sharded APR set: the shards, then the manifest (apr_shard.c's apr_jb builder).
+job convert-gguf-apr-shards out.apr convert "$work/model-big.gguf" --shard-mb 1
 
 "$bin" quantize "$work/model.gguf" "$work/model-q8.gguf" --type Q8_0 -q
 "$bin" convert "$work/model.gguf" "$work/model.apr" -q

@@ -147,46 +147,55 @@ static int write_one_shard(const apr_model *m, shard_plan *sp, const apr_write_o
     return rc;
 }
 
+/* One entry of "shards" (the shard's tensor names also go to weight_map). */
+static json_t *shard_entry(apr_jb *jb, const apr_model *m, const shard_plan *sp, size_t k, json_t *wm)
+{
+    json_t *e = json_object(), *names = json_array();
+    char hex[65], tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s", sp->file);
+    apr_sha256_hex(sp->sha, hex);
+    for (uint64_t i = sp->first; i < sp->first + sp->count; i++) {
+        apr_jb_append(jb, names, json_string(m->tensors[i].name));
+        apr_jb_set(jb, wm, m->tensors[i].name, json_integer((json_int_t)k));
+    }
+    apr_jb_set(jb, e, "filename", json_string(basename(tmp)));
+    apr_jb_set(jb, e, "index", json_integer((json_int_t)k));
+    apr_jb_set(jb, e, "size", json_integer((json_int_t)sp->size));
+    apr_jb_set(jb, e, "tensors", names);
+    apr_jb_set(jb, e, "sha256", json_string(hex));
+    return e;
+}
+
+/* The manifest document; every field goes through apr_jb (apr_json.h), so a
+ * manifest that lost one (out of memory, a tensor name that is not UTF-8) is
+ * refused, never written. */
 static json_t *manifest_json(const apr_model *m, const shard_plan *p, size_t n, const char *prov, apr_err *err)
 {
+    apr_jb jb = apr_jb_start();
     json_t *root = json_object(), *shards = json_array(), *wm = json_object();
     uint64_t total = 0;
-    bool bad = !root || !shards || !wm;
-    for (size_t k = 0; k < n && !bad; k++) {
-        json_t *names = json_array(), *e = json_object();
-        char hex[65], tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s", p[k].file);
-        apr_sha256_hex(p[k].sha, hex);
-        bad = !names || !e;
-        for (uint64_t i = p[k].first; i < p[k].first + p[k].count && !bad; i++) {
-            bad |= json_array_append_new(names, json_string(m->tensors[i].name)) != 0;
-            bad |= json_object_set_new(wm, m->tensors[i].name, json_integer((json_int_t)k)) != 0;
-        }
-        bad |= !e || json_object_set_new(e, "filename", json_string(basename(tmp))) ||
-               json_object_set_new(e, "index", json_integer((json_int_t)k)) ||
-               json_object_set_new(e, "size", json_integer((json_int_t)p[k].size)) ||
-               json_object_set(e, "tensors", names) || json_object_set_new(e, "sha256", json_string(hex)) ||
-               json_array_append(shards, e);
-        json_decref(names);
-        json_decref(e);
+    for (size_t k = 0; k < n; k++) {
+        apr_jb_append(&jb, shards, shard_entry(&jb, m, &p[k], k, wm));
         total += p[k].size;
     }
-    if (!bad)
-        bad = json_object_set_new(root, "version", json_string(MANIFEST_VERSION)) ||
-              json_object_set_new(root, "shard_count", json_integer((json_int_t)n)) ||
-              json_object_set_new(root, "total_size", json_integer((json_int_t)total)) ||
-              json_object_set_new(root, "tensor_count", json_integer((json_int_t)m->n_tensors)) ||
-              json_object_set(root, "shards", shards) || json_object_set(root, "weight_map", wm);
-    if (!bad && prov) {
+    apr_jb_set(&jb, root, "version", json_string(MANIFEST_VERSION));
+    apr_jb_set(&jb, root, "shard_count", json_integer((json_int_t)n));
+    apr_jb_set(&jb, root, "total_size", json_integer((json_int_t)total));
+    apr_jb_set(&jb, root, "tensor_count", json_integer((json_int_t)m->n_tensors));
+    apr_jb_set(&jb, root, "shards", shards);
+    apr_jb_set(&jb, root, "weight_map", wm);
+    int rc = 0;
+    if (prov) {
         json_error_t je;
-        json_t *pj = json_loads(prov, JSON_DECODE_ANY, &je);
-        bad = !pj || json_object_set_new(root, "provenance", pj);
+        json_t *pj = apr_json_loads(prov, JSON_DECODE_ANY, &je);
+        if (!pj && !apr_json_parse_oom())
+            rc = apr_err_set(err, APR_E_FORMAT, "APR shard manifest: the provenance record is not JSON: %s", je.text);
+        apr_jb_set(&jb, root, "provenance", pj);
     }
-    json_decref(shards);
-    json_decref(wm);
-    if (bad) {
+    if (!rc)
+        rc = apr_jb_done(&jb, "APR shard manifest", err);
+    if (rc) {
         json_decref(root);
-        apr_err_set(err, APR_E_NOMEM, "APR: cannot build the shard manifest (out of memory?)");
         return NULL;
     }
     return root;
