@@ -1169,13 +1169,10 @@ static node *parse_expr(ctx *c);
 static node *parse_or(ctx *c);
 static node *parse_unary(ctx *c, bool with_filter);
 
-/* The filters and tests implemented below; any other name is refused when
- * the template is parsed (jinja2 refuses unknown ones at compile time too). */
-static const char *const filters[] = {
-    "tojson", "length", "count", "trim", "string", "default", "d", "join", "items", "upper", "lower", "safe",
-    "list", "dictsort", "selectattr", "rejectattr", "select", "reject", "map", "replace", "indent", "int",
-    "float", "first", "last", "unique", "abs", "capitalize", "reverse", "sort", "min", "max", "sum", "e",
-    "escape", NULL};
+/* The filters (FILTERS) and tests implemented below; any other name is
+ * refused when the template is parsed (jinja2 refuses unknown ones at compile
+ * time too). */
+static const struct filter_def *find_filter(const char *name);
 static const char *const tests[] = {
     "defined", "undefined", "none", "string", "mapping", "iterable", "sequence", "number", "integer", "float",
     "boolean", "true", "false", "in", "eq", "equalto", "==", "ne", "!=", "lt", "<", "gt", ">", "le", "<=", "ge",
@@ -1396,7 +1393,7 @@ static node *parse_filter_expr(ctx *c, node *n)
             f->name = expect_name(c);
             if (is_op(cur(c), "."))
                 fail(c, f->line, f->col, "dotted filter names are not supported");
-            f->unknown = listed(filters, f->name) ? 0 : listed(jinja_filters, f->name) ? 1 : 2;
+            f->unknown = find_filter(f->name) ? 0 : listed(jinja_filters, f->name) ? 1 : 2;
             f->a = n;
             if (is_op(cur(c), "("))
                 parse_call_args(c, f);
@@ -1863,7 +1860,7 @@ static node *parse_body(ctx *c, const char *const *ends, const char **which)
             n = mk(c, S_FILTERBLOCK, t);
             node *f = mk(c, E_FILTER, cur(c));
             f->name = expect_name(c);
-            f->unknown = listed(filters, f->name) ? 0 : listed(jinja_filters, f->name) ? 1 : 2;
+            f->unknown = find_filter(f->name) ? 0 : listed(jinja_filters, f->name) ? 1 : 2;
             if (is_op(cur(c), "("))
                 parse_call_args(c, f);
             if (!is_op(cur(c), "|") && cur(c)->k != K_END)
@@ -2827,381 +2824,446 @@ static val attr_path(ctx *c, const node *n, val v, str path)
     return v;
 }
 
-static val apply_filter(ctx *c, const node *n, const char *name, val v, const args *a)
+/* The filters: one function each (a few share one, telling them apart by
+ * name), its parameters as jinja2 names them (bound by apply_filter; NULL:
+ * the function reads its arguments itself) and whether it takes a Markup
+ * (|safe) string as it is. */
+#define UNUSED __attribute__((unused))
+#define FILTER_PARAMS                                                                                       \
+    (UNUSED ctx *c, UNUSED const node *n, UNUSED const char *name, UNUSED val v, UNUSED const args *a,      \
+     UNUSED val *p, UNUSED const char *what)
+#define FILTER(fn) static val fn FILTER_PARAMS
+typedef val filter_fn FILTER_PARAMS;
+
+FILTER(f_tojson)
 {
-    val p[6];
-    char what[48];
-    snprintf(what, sizeof what, "filter '%s'", name);
-    static const char *const markup_ok[] = {"safe", "e", "escape", "string", "length", "count", "default", "d",
-                                            "tojson", NULL};
-    if (v.t == T_STR && v.markup && !listed(markup_ok, name))
-        fail_n(c, n, "%s of a Markup (|safe) string is not supported", what);
-    if (!strcmp(name, "tojson")) {
-        bind_args(c, n, what, a, (const char *const[]){"ensure_ascii", "indent", "separators", "sort_keys", NULL}, p);
-        json_fmt f = {.item_sep = ", ", .key_sep = ": ", .ascii = given(p[0]) && truthy(p[0]),
-                      .sort_keys = given(p[3]) && truthy(p[3])};
-        if (given(p[1]) && p[1].t != T_NONE) {
-            if (p[1].t == T_STR) {
-                f.indent = ar_strndup(c, p[1].s.p, p[1].s.n);
-            } else {
-                int64_t w = want_int(c, n, p[1], what);
-                if (w < 0 || w > 64)
-                    fail_n(c, n, "%s: indent %" PRId64 " is not supported", what, w);
-                char *ind = ar(c, (size_t)w + 1);
-                memset(ind, ' ', (size_t)w);
-                f.indent = ind;
-            }
-            f.item_sep = ",";
+    json_fmt f = {.item_sep = ", ", .key_sep = ": ", .ascii = given(p[0]) && truthy(p[0]),
+                  .sort_keys = given(p[3]) && truthy(p[3])};
+    if (given(p[1]) && p[1].t != T_NONE) {
+        if (p[1].t == T_STR) {
+            f.indent = ar_strndup(c, p[1].s.p, p[1].s.n);
+        } else {
+            int64_t w = want_int(c, n, p[1], what);
+            if (w < 0 || w > 64)
+                fail_n(c, n, "%s: indent %" PRId64 " is not supported", what, w);
+            char *ind = ar(c, (size_t)w + 1);
+            memset(ind, ' ', (size_t)w);
+            f.indent = ind;
         }
-        if (given(p[2]) && p[2].t != T_NONE) {
-            if (p[2].t != T_LIST || p[2].l->n != 2)
-                fail_n(c, n, "%s: separators must be a pair of strings", what);
-            f.item_sep = ar_strndup(c, want_str(c, n, p[2].l->v[0], what).p, p[2].l->v[0].s.n);
-            f.key_sep = ar_strndup(c, want_str(c, n, p[2].l->v[1], what).p, p[2].l->v[1].s.n);
+        f.item_sep = ",";
+    }
+    if (given(p[2]) && p[2].t != T_NONE) {
+        if (p[2].t != T_LIST || p[2].l->n != 2)
+            fail_n(c, n, "%s: separators must be a pair of strings", what);
+        f.item_sep = ar_strndup(c, want_str(c, n, p[2].l->v[0], what).p, p[2].l->v[0].s.n);
+        f.key_sep = ar_strndup(c, want_str(c, n, p[2].l->v[1], what).p, p[2].l->v[1].s.n);
+    }
+    buf o = {0};
+    buf_put(c, &o, "", 0);
+    put_json(c, n, &o, v, &f, 0);
+    return v_str(buf_str(&o));
+}
+
+FILTER(f_length)
+{
+    return v_int(v_len(c, n, v));
+}
+
+FILTER(f_trim)
+{
+    str chars;
+    bool has = given(p[0]) && p[0].t != T_NONE;
+    if (has)
+        chars = want_str(c, n, p[0], what);
+    return v_str(py_strip(to_str(c, v), has ? &chars : NULL, 3));
+}
+
+FILTER(f_string)
+{
+    if (name[0] == 'e') { /* Markup(escape(str(v))); a Markup stays as it is */
+        if (v.t == T_STR && v.markup)
+            return v;
+        val m = v_str(html_escape(c, to_str(c, v)));
+        m.markup = true;
+        return m;
+    }
+    if (name[0] == 's' && name[1] == 'a') { /* Markup(v) */
+        val m = v_str(to_str(c, v));
+        m.markup = true;
+        return m;
+    }
+    if (v.t == T_STR)
+        return v; /* soft_str keeps a Markup a Markup */
+    return v_str(to_str(c, v));
+}
+
+FILTER(f_default)
+{
+    bool boolean = given(p[1]) && truthy(p[1]);
+    if (v.t == T_UNDEF || (boolean && !truthy(v)))
+        return given(p[0]) ? p[0] : v_str((str){"", 0});
+    return v;
+}
+
+FILTER(f_join)
+{
+    str sep = given(p[0]) ? want_str(c, n, p[0], what) : (str){"", 0};
+    list *items = iter_items(c, n, v);
+    buf o = {0};
+    buf_put(c, &o, "", 0);
+    for (size_t i = 0; i < items->n; i++) {
+        if (i)
+            buf_put(c, &o, sep.p, sep.n);
+        val x = items->v[i];
+        if (given(p[1]))
+            x = attr_path(c, n, x, to_str(c, p[1]));
+        put_str(c, &o, x);
+    }
+    return v_str(buf_str(&o));
+}
+
+FILTER(f_items)
+{
+    if (v.t == T_UNDEF)
+        return v_gen(list_new(c, 0), LK_GEN);
+    if (v.t != T_DICT)
+        fail_n(c, n, "%s: can only get item pairs from a mapping", what);
+    return v_gen(call_method(c, n, &(method){v, "items"}, &(args){0}).l, LK_GEN);
+}
+
+FILTER(f_upper)
+{
+    return py_case(c, n, to_str(c, v), name);
+}
+
+FILTER(f_list)
+{
+    list *items = iter_items(c, n, v);
+    list *l = list_new(c, items->n);
+    if (items->n)
+        memcpy(l->v, items->v, items->n * sizeof *l->v);
+    return v_list(l, false);
+}
+
+FILTER(f_first)
+{
+    if (name[0] == 'l' && v.t == T_LIST && v.lk == LK_GEN)
+        fail_n(c, n, "%s: a generator is not reversible", what);
+    list *items = iter_items(c, n, v);
+    if (!items->n)
+        return v_undef(name);
+    return items->v[name[0] == 'f' ? 0 : items->n - 1];
+}
+
+FILTER(f_reverse)
+{
+    if (v.t == T_STR)
+        return do_slice(c, n, v, v_none(), v_none(), v_int(-1));
+    /* reversed(): an iterator over a list, a dict or a view; a list of a generator */
+    bool gen_in = v.t == T_LIST && v.lk == LK_GEN;
+    if (v.t == T_DICT)
+        fail_n(c, n, "%s of a mapping is not supported", what);
+    list *items = iter_items(c, n, v);
+    list *l = list_new(c, items->n);
+    for (size_t i = 0; i < items->n; i++)
+        l->v[i] = items->v[items->n - 1 - i];
+    return gen_in ? v_list(l, false) : v_gen(l, LK_GEN);
+}
+
+FILTER(f_abs)
+{
+    if (v.t == T_FLOAT)
+        return (val){.t = T_FLOAT, .f = fabs(v.f)};
+    int64_t x = want_int(c, n, v, what);
+    if (x == INT64_MIN)
+        fail_n(c, n, "%s: integer overflow", what);
+    return v_int(x < 0 ? -x : x);
+}
+
+FILTER(f_int)
+{
+    val dflt = given(p[0]) ? p[0] : name[0] == 'i' ? v_int(0) : (val){.t = T_FLOAT, .f = 0};
+    if (v.t == T_INT || v.t == T_BOOL)
+        return name[0] == 'i' ? v_int(num_i(v)) : (val){.t = T_FLOAT, .f = (double)num_i(v)};
+    if (v.t == T_FLOAT) {
+        if (name[0] == 'f')
+            return v;
+        if (!(v.f > -9.2e18 && v.f < 9.2e18))
+            fail_n(c, n, "%s: out of range", what);
+        return v_int((int64_t)v.f);
+    }
+    if (v.t == T_STR) {
+        char *s = ar_strndup(c, v.s.p, v.s.n), *end;
+        str t = py_strip(v.s, NULL, 3);
+        if (!t.n)
+            return dflt;
+        s = ar_strndup(c, t.p, t.n);
+        if (name[0] == 'i') {
+            long long x = strtoll(s, &end, 10);
+            if (!*end)
+                return v_int(x);
         }
-        buf o = {0};
-        buf_put(c, &o, "", 0);
-        put_json(c, n, &o, v, &f, 0);
-        return v_str(buf_str(&o));
+        double f = strtod(s, &end);
+        if (*end || !strcmp(s, "nan") || strchr(s, 'x') || strchr(s, 'X'))
+            return dflt;
+        if (name[0] == 'f')
+            return (val){.t = T_FLOAT, .f = f};
+        if (!(f > -9.2e18 && f < 9.2e18))
+            return dflt;
+        return v_int((int64_t)f);
     }
-    if (!strcmp(name, "length") || !strcmp(name, "count")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        return v_int(v_len(c, n, v));
+    return dflt;
+}
+
+FILTER(f_replace)
+{
+    return py_replace(c, n, to_str(c, v), want_str(c, n, p[0], what), want_str(c, n, p[1], what),
+                      given(p[2]) && p[2].t != T_NONE ? want_int(c, n, p[2], what) : -1);
+}
+
+FILTER(f_indent)
+{
+    str ind;
+    if (given(p[0]) && p[0].t == T_STR) {
+        ind = p[0].s;
+    } else {
+        int64_t w = given(p[0]) ? want_int(c, n, p[0], what) : 4;
+        if (w < 0 || w > 1024)
+            fail_n(c, n, "%s: width %" PRId64 " is not supported", what, w);
+        char *s = ar(c, (size_t)w + 1);
+        memset(s, ' ', (size_t)w);
+        ind = (str){s, (size_t)w};
     }
-    if (!strcmp(name, "trim")) {
-        bind_args(c, n, what, a, (const char *const[]){"chars", NULL}, p);
-        str chars;
-        bool has = given(p[0]) && p[0].t != T_NONE;
-        if (has)
-            chars = want_str(c, n, p[0], what);
-        return v_str(py_strip(to_str(c, v), has ? &chars : NULL, 3));
+    bool first = given(p[1]) && truthy(p[1]), blank = given(p[2]) && truthy(p[2]);
+    str s = to_str(c, v);
+    for (size_t i = 0; i < s.n;) { /* str.splitlines() breaks at more than \n */
+        size_t l;
+        uint32_t cp = u8dec(s.p + i, s.n - i, &l);
+        if (cp == '\r' || cp == '\v' || cp == '\f' || (cp >= 0x1c && cp <= 0x1e) || cp == 0x85 || cp == 0x2028 ||
+            cp == 0x2029)
+            fail_n(c, n, "%s of a text with line breaks other than \\n is not supported", what);
+        i += l;
     }
-    if (!strcmp(name, "string") || !strcmp(name, "safe") || !strcmp(name, "e") || !strcmp(name, "escape")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        if (name[0] == 'e') { /* Markup(escape(str(v))); a Markup stays as it is */
-            if (v.t == T_STR && v.markup)
-                return v;
-            val m = v_str(html_escape(c, to_str(c, v)));
-            m.markup = true;
-            return m;
+    /* s + "\n", split into lines (a final empty line is dropped by splitlines) */
+    buf o = {0};
+    buf_put(c, &o, "", 0);
+    if (first)
+        buf_put(c, &o, ind.p, ind.n);
+    size_t i = 0;
+    bool line0 = true;
+    while (i <= s.n) {
+        size_t j = i;
+        while (j < s.n && s.p[j] != '\n')
+            j++;
+        if (j >= s.n && i == s.n && !line0)
+            break; /* the line after the last \n of s + "\n" */
+        str line = {s.p + i, j - i};
+        if (!line0) {
+            buf_put(c, &o, "\n", 1);
+            if (blank || line.n)
+                buf_put(c, &o, ind.p, ind.n);
         }
-        if (name[0] == 's' && name[1] == 'a') { /* Markup(v) */
-            val m = v_str(to_str(c, v));
-            m.markup = true;
-            return m;
-        }
-        if (v.t == T_STR)
-            return v; /* soft_str keeps a Markup a Markup */
-        return v_str(to_str(c, v));
+        buf_put(c, &o, line.p, line.n);
+        line0 = false;
+        if (j >= s.n)
+            break;
+        i = j + 1;
     }
-    if (!strcmp(name, "default") || !strcmp(name, "d")) {
-        bind_args(c, n, what, a, (const char *const[]){"default_value", "boolean", NULL}, p);
-        bool boolean = given(p[1]) && truthy(p[1]);
-        if (v.t == T_UNDEF || (boolean && !truthy(v)))
-            return given(p[0]) ? p[0] : v_str((str){"", 0});
-        return v;
-    }
-    if (!strcmp(name, "join")) {
-        bind_args(c, n, what, a, (const char *const[]){"d", "attribute", NULL}, p);
-        str sep = given(p[0]) ? want_str(c, n, p[0], what) : (str){"", 0};
-        list *items = iter_items(c, n, v);
-        buf o = {0};
-        buf_put(c, &o, "", 0);
-        for (size_t i = 0; i < items->n; i++) {
-            if (i)
-                buf_put(c, &o, sep.p, sep.n);
-            val x = items->v[i];
-            if (given(p[1]))
-                x = attr_path(c, n, x, to_str(c, p[1]));
-            put_str(c, &o, x);
-        }
-        return v_str(buf_str(&o));
-    }
-    if (!strcmp(name, "items")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        if (v.t == T_UNDEF)
-            return v_gen(list_new(c, 0), LK_GEN);
+    return v_str(buf_str(&o));
+}
+
+FILTER(f_unique)
+{
+    bool dictsort = !strcmp(name, "dictsort");
+    bool reverse = !strcmp(name, "sort") ? given(p[0]) && truthy(p[0]) : dictsort && given(p[2]) && truthy(p[2]);
+    bool cs = !strcmp(name, "sort") ? given(p[1]) && truthy(p[1]) : given(p[0]) && truthy(p[0]);
+    val attribute = !strcmp(name, "sort") ? p[2] : dictsort ? (val){.t = T_UNDEF} : p[1];
+    list *items;
+    if (dictsort) {
         if (v.t != T_DICT)
-            fail_n(c, n, "%s: can only get item pairs from a mapping", what);
-        return v_gen(call_method(c, n, &(method){v, "items"}, &(args){0}).l, LK_GEN);
+            fail_n(c, n, "%s: expected a mapping", what);
+        items = call_method(c, n, &(method){v, "items"}, &(args){0}).l;
+    } else {
+        items = iter_items(c, n, v);
     }
-    if (!strcmp(name, "upper") || !strcmp(name, "lower") || !strcmp(name, "capitalize")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        return py_case(c, n, to_str(c, v), name);
-    }
-    if (!strcmp(name, "list")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        list *items = iter_items(c, n, v);
-        list *l = list_new(c, items->n);
-        if (items->n)
-            memcpy(l->v, items->v, items->n * sizeof *l->v);
-        return v_list(l, false);
-    }
-    if (!strcmp(name, "first") || !strcmp(name, "last")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        if (name[0] == 'l' && v.t == T_LIST && v.lk == LK_GEN)
-            fail_n(c, n, "%s: a generator is not reversible", what);
-        list *items = iter_items(c, n, v);
-        if (!items->n)
-            return v_undef(name);
-        return items->v[name[0] == 'f' ? 0 : items->n - 1];
-    }
-    if (!strcmp(name, "reverse")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        if (v.t == T_STR)
-            return do_slice(c, n, v, v_none(), v_none(), v_int(-1));
-        /* reversed(): an iterator over a list, a dict or a view; a list of a generator */
-        bool gen_in = v.t == T_LIST && v.lk == LK_GEN;
-        if (v.t == T_DICT)
-            fail_n(c, n, "%s of a mapping is not supported", what);
-        list *items = iter_items(c, n, v);
-        list *l = list_new(c, items->n);
-        for (size_t i = 0; i < items->n; i++)
-            l->v[i] = items->v[items->n - 1 - i];
-        return gen_in ? v_list(l, false) : v_gen(l, LK_GEN);
-    }
-    if (!strcmp(name, "abs")) {
-        bind_args(c, n, what, a, (const char *const[]){NULL}, p);
-        if (v.t == T_FLOAT)
-            return (val){.t = T_FLOAT, .f = fabs(v.f)};
-        int64_t x = want_int(c, n, v, what);
-        if (x == INT64_MIN)
-            fail_n(c, n, "%s: integer overflow", what);
-        return v_int(x < 0 ? -x : x);
-    }
-    if (!strcmp(name, "int") || !strcmp(name, "float")) {
-        bind_args(c, n, what, a, (const char *const[]){"default", NULL}, p);
-        val dflt = given(p[0]) ? p[0] : name[0] == 'i' ? v_int(0) : (val){.t = T_FLOAT, .f = 0};
-        if (v.t == T_INT || v.t == T_BOOL)
-            return name[0] == 'i' ? v_int(num_i(v)) : (val){.t = T_FLOAT, .f = (double)num_i(v)};
-        if (v.t == T_FLOAT) {
-            if (name[0] == 'f')
-                return v;
-            if (!(v.f > -9.2e18 && v.f < 9.2e18))
-                fail_n(c, n, "%s: out of range", what);
-            return v_int((int64_t)v.f);
-        }
-        if (v.t == T_STR) {
-            char *s = ar_strndup(c, v.s.p, v.s.n), *end;
-            str t = py_strip(v.s, NULL, 3);
-            if (!t.n)
-                return dflt;
-            s = ar_strndup(c, t.p, t.n);
-            if (name[0] == 'i') {
-                long long x = strtoll(s, &end, 10);
-                if (!*end)
-                    return v_int(x);
-            }
-            double f = strtod(s, &end);
-            if (*end || !strcmp(s, "nan") || strchr(s, 'x') || strchr(s, 'X'))
-                return dflt;
-            if (name[0] == 'f')
-                return (val){.t = T_FLOAT, .f = f};
-            if (!(f > -9.2e18 && f < 9.2e18))
-                return dflt;
-            return v_int((int64_t)f);
-        }
-        return dflt;
-    }
-    if (!strcmp(name, "replace")) {
-        bind_args(c, n, what, a, (const char *const[]){"old", "new", "count", NULL}, p);
-        return py_replace(c, n, to_str(c, v), want_str(c, n, p[0], what), want_str(c, n, p[1], what),
-                          given(p[2]) && p[2].t != T_NONE ? want_int(c, n, p[2], what) : -1);
-    }
-    if (!strcmp(name, "indent")) {
-        bind_args(c, n, what, a, (const char *const[]){"width", "first", "blank", NULL}, p);
-        str ind;
-        if (given(p[0]) && p[0].t == T_STR) {
-            ind = p[0].s;
-        } else {
-            int64_t w = given(p[0]) ? want_int(c, n, p[0], what) : 4;
-            if (w < 0 || w > 1024)
-                fail_n(c, n, "%s: width %" PRId64 " is not supported", what, w);
-            char *s = ar(c, (size_t)w + 1);
-            memset(s, ' ', (size_t)w);
-            ind = (str){s, (size_t)w};
-        }
-        bool first = given(p[1]) && truthy(p[1]), blank = given(p[2]) && truthy(p[2]);
-        str s = to_str(c, v);
-        for (size_t i = 0; i < s.n;) { /* str.splitlines() breaks at more than \n */
-            size_t l;
-            uint32_t cp = u8dec(s.p + i, s.n - i, &l);
-            if (cp == '\r' || cp == '\v' || cp == '\f' || (cp >= 0x1c && cp <= 0x1e) || cp == 0x85 || cp == 0x2028 ||
-                cp == 0x2029)
-                fail_n(c, n, "%s of a text with line breaks other than \\n is not supported", what);
-            i += l;
-        }
-        /* s + "\n", split into lines (a final empty line is dropped by splitlines) */
-        buf o = {0};
-        buf_put(c, &o, "", 0);
-        if (first)
-            buf_put(c, &o, ind.p, ind.n);
-        size_t i = 0;
-        bool line0 = true;
-        while (i <= s.n) {
-            size_t j = i;
-            while (j < s.n && s.p[j] != '\n')
-                j++;
-            if (j >= s.n && i == s.n && !line0)
-                break; /* the line after the last \n of s + "\n" */
-            str line = {s.p + i, j - i};
-            if (!line0) {
-                buf_put(c, &o, "\n", 1);
-                if (blank || line.n)
-                    buf_put(c, &o, ind.p, ind.n);
-            }
-            buf_put(c, &o, line.p, line.n);
-            line0 = false;
-            if (j >= s.n)
-                break;
-            i = j + 1;
-        }
-        return v_str(buf_str(&o));
-    }
-    if (!strcmp(name, "unique") || !strcmp(name, "sort") || !strcmp(name, "dictsort") || !strcmp(name, "min") ||
-        !strcmp(name, "max")) {
-        bool dictsort = !strcmp(name, "dictsort");
+    bool by_value = dictsort && given(p[1]) && p[1].t == T_STR && str_eq(p[1].s, "value");
+    sort_item *si = ar(c, (items->n ? items->n : 1) * sizeof *si);
+    for (size_t i = 0; i < items->n; i++) {
+        val k = items->v[i];
         if (dictsort)
-            bind_args(c, n, what, a, (const char *const[]){"case_sensitive", "by", "reverse", NULL}, p);
-        else if (!strcmp(name, "sort"))
-            bind_args(c, n, what, a, (const char *const[]){"reverse", "case_sensitive", "attribute", NULL}, p);
-        else
-            bind_args(c, n, what, a, (const char *const[]){"case_sensitive", "attribute", NULL}, p);
-        bool reverse = !strcmp(name, "sort") ? given(p[0]) && truthy(p[0]) : dictsort && given(p[2]) && truthy(p[2]);
-        bool cs = !strcmp(name, "sort") ? given(p[1]) && truthy(p[1]) : given(p[0]) && truthy(p[0]);
-        val attribute = !strcmp(name, "sort") ? p[2] : dictsort ? (val){.t = T_UNDEF} : p[1];
-        list *items;
-        if (dictsort) {
-            if (v.t != T_DICT)
-                fail_n(c, n, "%s: expected a mapping", what);
-            items = call_method(c, n, &(method){v, "items"}, &(args){0}).l;
-        } else {
-            items = iter_items(c, n, v);
-        }
-        bool by_value = dictsort && given(p[1]) && p[1].t == T_STR && str_eq(p[1].s, "value");
-        sort_item *si = ar(c, (items->n ? items->n : 1) * sizeof *si);
-        for (size_t i = 0; i < items->n; i++) {
-            val k = items->v[i];
-            if (dictsort)
-                k = k.l->v[by_value ? 1 : 0];
-            else if (given(attribute) && attribute.t != T_NONE)
-                k = attr_path(c, n, k, to_str(c, attribute));
-            si[i] = (sort_item){sort_key(c, n, k, cs), items->v[i], i};
-        }
-        if (!strcmp(name, "unique")) {
-            list *l = list_new(c, items->n);
-            size_t m = 0;
-            for (size_t i = 0; i < items->n; i++) {
-                bool seen = false;
-                for (size_t j = 0; j < i && !seen; j++)
-                    seen = v_eq(c, si[j].key, si[i].key);
-                if (!seen)
-                    l->v[m++] = items->v[i];
-            }
-            l->n = m;
-            return v_gen(l, LK_GEN);
-        }
-        if (!strcmp(name, "min") || !strcmp(name, "max")) {
-            if (!items->n)
-                return v_undef(name);
-            size_t best = 0;
-            for (size_t i = 1; i < items->n; i++) {
-                int r = v_cmp(c, n, si[i].key, si[best].key);
-                if (name[1] == 'i' ? r < 0 : r > 0)
-                    best = i;
-            }
-            return items->v[best];
-        }
-        sort_ctx = c;
-        sort_node = n;
-        sort_reverse = reverse;
-        qsort(si, items->n, sizeof *si, cmp_sort);
-        list *l = list_new(c, items->n);
-        for (size_t i = 0; i < items->n; i++)
-            l->v[i] = si[i].v;
-        return v_list(l, false);
+            k = k.l->v[by_value ? 1 : 0];
+        else if (given(attribute) && attribute.t != T_NONE)
+            k = attr_path(c, n, k, to_str(c, attribute));
+        si[i] = (sort_item){sort_key(c, n, k, cs), items->v[i], i};
     }
-    if (!strcmp(name, "sum")) {
-        bind_args(c, n, what, a, (const char *const[]){"attribute", "start", NULL}, p);
-        list *items = iter_items(c, n, v);
-        val acc = given(p[1]) ? p[1] : v_int(0);
-        for (size_t i = 0; i < items->n; i++) {
-            val x = given(p[0]) ? attr_path(c, n, items->v[i], to_str(c, p[0])) : items->v[i];
-            if (!is_num(x) || !is_num(acc))
-                fail_n(c, n, "%s: only numbers can be summed here", what);
-            if (acc.t == T_FLOAT || x.t == T_FLOAT)
-                acc = (val){.t = T_FLOAT, .f = num_f(acc) + num_f(x)};
-            else if (__builtin_add_overflow(num_i(acc), num_i(x), &acc.i))
-                fail_n(c, n, "%s: integer overflow", what);
-            else
-                acc.t = T_INT;
-        }
-        return acc;
-    }
-    if (!strcmp(name, "map")) {
-        list *items = truthy(v) ? iter_items(c, n, v) : list_new(c, 0);
-        list *l = list_new(c, items->n);
-        val attribute = {.t = T_UNDEF}, dflt = {.t = T_UNDEF};
-        for (size_t i = 0; i < a->n; i++) {
-            if (a->kw[i] && !strcmp(a->kw[i], "attribute"))
-                attribute = a->v[i];
-            else if (a->kw[i] && !strcmp(a->kw[i], "default"))
-                dflt = a->v[i];
-        }
-        if (given(attribute)) {
-            for (size_t i = 0; i < a->n; i++)
-                if (!a->kw[i] || (strcmp(a->kw[i], "attribute") && strcmp(a->kw[i], "default")))
-                    fail_n(c, n, "%s: unsupported arguments", what);
-            for (size_t i = 0; i < items->n; i++) {
-                val x = attr_path(c, n, items->v[i], to_str(c, attribute));
-                l->v[i] = x.t == T_UNDEF && given(dflt) ? dflt : x;
-            }
-            return v_gen(l, LK_GEN);
-        }
-        if (!a->n || a->kw[0] || a->v[0].t != T_STR)
-            fail_n(c, n, "%s: expected a filter name or attribute=", what);
-        char *fname = ar_strndup(c, a->v[0].s.p, a->v[0].s.n);
-        if (!listed(filters, fname))
-            fail_n(c, n, "%s: filter '%s' is not supported", what, fname);
-        args rest = {a->v + 1, a->kw + 1, a->n - 1};
-        for (size_t i = 0; i < items->n; i++)
-            l->v[i] = apply_filter(c, n, fname, items->v[i], &rest);
-        return v_gen(l, LK_GEN);
-    }
-    if (!strcmp(name, "selectattr") || !strcmp(name, "rejectattr") || !strcmp(name, "select") ||
-        !strcmp(name, "reject")) {
-        bool attr = strstr(name, "attr") != NULL, keep = name[0] == 's';
-        size_t k = 0;
-        for (size_t i = 0; i < a->n; i++)
-            if (a->kw[i])
-                fail_n(c, n, "%s: keyword arguments are not supported", what);
-        val attribute = {.t = T_UNDEF};
-        if (attr) {
-            if (!a->n)
-                fail_n(c, n, "%s: missing the attribute", what);
-            attribute = a->v[k++];
-        }
-        const char *test = NULL;
-        if (k < a->n) {
-            test = ar_strndup(c, want_str(c, n, a->v[k], what).p, a->v[k].s.n);
-            k++;
-            if (!listed(tests, test))
-                fail_n(c, n, "%s: test '%s' is not supported", what, test);
-        }
-        args rest = {a->v + k, a->kw + k, a->n - k};
-        list *items = truthy(v) ? iter_items(c, n, v) : list_new(c, 0);
+    if (!strcmp(name, "unique")) {
         list *l = list_new(c, items->n);
         size_t m = 0;
         for (size_t i = 0; i < items->n; i++) {
-            val x = attr ? attr_path(c, n, items->v[i], to_str(c, attribute)) : items->v[i];
-            bool t = test ? run_test(c, n, test, x, &rest) : truthy(x);
-            if (t == keep)
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = v_eq(c, si[j].key, si[i].key);
+            if (!seen)
                 l->v[m++] = items->v[i];
         }
         l->n = m;
         return v_gen(l, LK_GEN);
     }
-    fail_n(c, n, "%s is not supported", what);
+    if (!strcmp(name, "min") || !strcmp(name, "max")) {
+        if (!items->n)
+            return v_undef(name);
+        size_t best = 0;
+        for (size_t i = 1; i < items->n; i++) {
+            int r = v_cmp(c, n, si[i].key, si[best].key);
+            if (name[1] == 'i' ? r < 0 : r > 0)
+                best = i;
+        }
+        return items->v[best];
+    }
+    sort_ctx = c;
+    sort_node = n;
+    sort_reverse = reverse;
+    qsort(si, items->n, sizeof *si, cmp_sort);
+    list *l = list_new(c, items->n);
+    for (size_t i = 0; i < items->n; i++)
+        l->v[i] = si[i].v;
+    return v_list(l, false);
+}
+
+FILTER(f_sum)
+{
+    list *items = iter_items(c, n, v);
+    val acc = given(p[1]) ? p[1] : v_int(0);
+    for (size_t i = 0; i < items->n; i++) {
+        val x = given(p[0]) ? attr_path(c, n, items->v[i], to_str(c, p[0])) : items->v[i];
+        if (!is_num(x) || !is_num(acc))
+            fail_n(c, n, "%s: only numbers can be summed here", what);
+        if (acc.t == T_FLOAT || x.t == T_FLOAT)
+            acc = (val){.t = T_FLOAT, .f = num_f(acc) + num_f(x)};
+        else if (__builtin_add_overflow(num_i(acc), num_i(x), &acc.i))
+            fail_n(c, n, "%s: integer overflow", what);
+        else
+            acc.t = T_INT;
+    }
+    return acc;
+}
+
+FILTER(f_map)
+{
+    list *items = truthy(v) ? iter_items(c, n, v) : list_new(c, 0);
+    list *l = list_new(c, items->n);
+    val attribute = {.t = T_UNDEF}, dflt = {.t = T_UNDEF};
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->kw[i] && !strcmp(a->kw[i], "attribute"))
+            attribute = a->v[i];
+        else if (a->kw[i] && !strcmp(a->kw[i], "default"))
+            dflt = a->v[i];
+    }
+    if (given(attribute)) {
+        for (size_t i = 0; i < a->n; i++)
+            if (!a->kw[i] || (strcmp(a->kw[i], "attribute") && strcmp(a->kw[i], "default")))
+                fail_n(c, n, "%s: unsupported arguments", what);
+        for (size_t i = 0; i < items->n; i++) {
+            val x = attr_path(c, n, items->v[i], to_str(c, attribute));
+            l->v[i] = x.t == T_UNDEF && given(dflt) ? dflt : x;
+        }
+        return v_gen(l, LK_GEN);
+    }
+    if (!a->n || a->kw[0] || a->v[0].t != T_STR)
+        fail_n(c, n, "%s: expected a filter name or attribute=", what);
+    char *fname = ar_strndup(c, a->v[0].s.p, a->v[0].s.n);
+    if (!find_filter(fname))
+        fail_n(c, n, "%s: filter '%s' is not supported", what, fname);
+    args rest = {a->v + 1, a->kw + 1, a->n - 1};
+    for (size_t i = 0; i < items->n; i++)
+        l->v[i] = apply_filter(c, n, fname, items->v[i], &rest);
+    return v_gen(l, LK_GEN);
+}
+
+FILTER(f_selectattr)
+{
+    bool attr = strstr(name, "attr") != NULL, keep = name[0] == 's';
+    size_t k = 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->kw[i])
+            fail_n(c, n, "%s: keyword arguments are not supported", what);
+    val attribute = {.t = T_UNDEF};
+    if (attr) {
+        if (!a->n)
+            fail_n(c, n, "%s: missing the attribute", what);
+        attribute = a->v[k++];
+    }
+    const char *test = NULL;
+    if (k < a->n) {
+        test = ar_strndup(c, want_str(c, n, a->v[k], what).p, a->v[k].s.n);
+        k++;
+        if (!listed(tests, test))
+            fail_n(c, n, "%s: test '%s' is not supported", what, test);
+    }
+    args rest = {a->v + k, a->kw + k, a->n - k};
+    list *items = truthy(v) ? iter_items(c, n, v) : list_new(c, 0);
+    list *l = list_new(c, items->n);
+    size_t m = 0;
+    for (size_t i = 0; i < items->n; i++) {
+        val x = attr ? attr_path(c, n, items->v[i], to_str(c, attribute)) : items->v[i];
+        bool t = test ? run_test(c, n, test, x, &rest) : truthy(x);
+        if (t == keep)
+            l->v[m++] = items->v[i];
+    }
+    l->n = m;
+    return v_gen(l, LK_GEN);
+}
+
+#define LIST(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define NO_ARGS ((const char *const[]){NULL})
+static const struct filter_def {
+    const char *const *names, *const *params;
+    bool markup_ok;
+    filter_fn *fn;
+} FILTERS[] = {
+    {LIST("tojson"), LIST("ensure_ascii", "indent", "separators", "sort_keys"), true, f_tojson},
+    {LIST("length", "count"), NO_ARGS, true, f_length},
+    {LIST("trim"), LIST("chars"), false, f_trim},
+    {LIST("string", "safe", "e", "escape"), NO_ARGS, true, f_string},
+    {LIST("default", "d"), LIST("default_value", "boolean"), true, f_default},
+    {LIST("join"), LIST("d", "attribute"), false, f_join},
+    {LIST("items"), NO_ARGS, false, f_items},
+    {LIST("upper", "lower", "capitalize"), NO_ARGS, false, f_upper},
+    {LIST("list"), NO_ARGS, false, f_list},
+    {LIST("first", "last"), NO_ARGS, false, f_first},
+    {LIST("reverse"), NO_ARGS, false, f_reverse},
+    {LIST("abs"), NO_ARGS, false, f_abs},
+    {LIST("int", "float"), LIST("default"), false, f_int},
+    {LIST("replace"), LIST("old", "new", "count"), false, f_replace},
+    {LIST("indent"), LIST("width", "first", "blank"), false, f_indent},
+    {LIST("dictsort"), LIST("case_sensitive", "by", "reverse"), false, f_unique},
+    {LIST("sort"), LIST("reverse", "case_sensitive", "attribute"), false, f_unique},
+    {LIST("unique", "min", "max"), LIST("case_sensitive", "attribute"), false, f_unique},
+    {LIST("sum"), LIST("attribute", "start"), false, f_sum},
+    {LIST("map"), NULL, false, f_map},
+    {LIST("selectattr", "rejectattr", "select", "reject"), NULL, false, f_selectattr},
+};
+
+static const struct filter_def *find_filter(const char *name)
+{
+    for (size_t i = 0; i < sizeof FILTERS / sizeof *FILTERS; i++)
+        if (listed(FILTERS[i].names, name))
+            return &FILTERS[i];
+    return NULL;
+}
+static val apply_filter(ctx *c, const node *n, const char *name, val v, const args *a)
+{
+    val p[6];
+    char what[48];
+    snprintf(what, sizeof what, "filter '%s'", name);
+    const struct filter_def *f = find_filter(name);
+    if (v.t == T_STR && v.markup && !(f && f->markup_ok))
+        fail_n(c, n, "%s of a Markup (|safe) string is not supported", what);
+    if (!f)
+        fail_n(c, n, "%s is not supported", what);
+    if (f->params)
+        bind_args(c, n, what, a, f->params, p);
+    return f->fn(c, n, name, v, a, p, what);
 }
 
 /* ---------------------------------------------------------------- operators */
