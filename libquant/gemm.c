@@ -357,7 +357,11 @@ void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *ac
     const uint8_t *a = act;
 #if defined(__x86_64__)
     if (aprq_cpu_avx2() && r0 % APR_WPACK_ROWS == 0) {
-        const uint64_t step = is_float_type(p->dtype) ? APRQ_FLOAT_ROWS : APR_WPACK_ROWS;
+        /* rows per call: four groups for the float kernels, two for Q6_K
+         * (its AVX-512 tile spans two groups), else one */
+        const uint64_t step = is_float_type(p->dtype)     ? APRQ_FLOAT_ROWS
+                              : p->dtype == APR_DT_Q6_K ? 2 * APR_WPACK_ROWS
+                                                        : APR_WPACK_ROWS;
         for (uint64_t r = r0; r < r1; r += step) {
             const int nr = r1 - r < step ? (int)(r1 - r) : (int)step;
             aprq_wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, a, act_stride, nt, out + r, ldo);

@@ -163,6 +163,98 @@ AVX2 static INLINE __m256i bsums_dot16(const __m256i v2[8], const blk_q8_k *y)
 #undef DPBUSD
 #undef DPWSSD
 
+/* ---------------------------------------------------------------- Q6_K, two groups per AVX-512 register
+ * With AVX512-VNNI, a 16-lane int32 register holds 16 rows (groups g and
+ * g + 1): one vpdpbusd does twice the multiply-adds of the 256-bit tile for
+ * the same activation broadcast, and the scale multiply (vpmulld, the
+ * costly step of the 256-bit Q6_K tile) is shared by both groups. The
+ * integers are the same exact sums as step_q6_k's, and each row's float
+ * step is step_q6_k's on its 8-lane half: the same bits. */
+#define VNNI512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")))
+
+VNNI512 static INLINE __m512i cat256(__m256i lo, __m256i hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* sumf[t] (rows of b0) and sumf[TILE_T + t] (rows of b1) += block i. */
+VNNI512 static INLINE void step_q6_k_x2(const grp_q6_k *b0, const grp_q6_k *b1, const void *act, size_t as,
+                                        int64_t i, int T, __m256 *sumf)
+{
+    __m512i sumi[TILE_T], corr[TILE_T];
+    for (int t = 0; t < T; t++)
+        sumi[t] = corr[t] = _mm512_setzero_si512();
+    for (int k = 0; k < 16; k++) {
+        const __m512i sc = _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(load8(b0->sc[k]), load8(b1->sc[k])));
+        __m512i p[TILE_T];
+        for (int t = 0; t < T; t++)
+            p[t] = _mm512_setzero_si512();
+        for (int c = 4 * k; c < 4 * k + 4; c++) {
+            const __m512i w = cat256(_mm256_loadu_si256((const __m256i *)b0->q[c]),
+                                     _mm256_loadu_si256((const __m256i *)b1->q[c]));
+            for (int t = 0; t < T; t++) {
+                int32_t a4;
+                memcpy(&a4, ACT(blk_q8_k, act, as, t)[i].qs + 4 * c, 4);
+                p[t] = _mm512_dpbusd_epi32(p[t], w, _mm512_set1_epi32(a4));
+            }
+        }
+        for (int t = 0; t < T; t++)
+            sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(p[t], sc));
+    }
+    for (int m = 0; m < 8; m++) {
+        const __m512i scp =
+            cat256(interleave16(_mm_cvtepi8_epi16(load8(b0->sc[2 * m])), _mm_cvtepi8_epi16(load8(b0->sc[2 * m + 1]))),
+                   interleave16(_mm_cvtepi8_epi16(load8(b1->sc[2 * m])), _mm_cvtepi8_epi16(load8(b1->sc[2 * m + 1]))));
+        for (int t = 0; t < T; t++) {
+            int32_t bp;
+            memcpy(&bp, ACT(blk_q8_k, act, as, t)[i].bsums + 2 * m, 4);
+            corr[t] = _mm512_add_epi32(corr[t], _mm512_madd_epi16(scp, _mm512_set1_epi32(bp)));
+        }
+    }
+    const __m256 d0 = _mm256_loadu_ps(b0->d), d1 = _mm256_loadu_ps(b1->d);
+    for (int t = 0; t < T; t++) {
+        const __m512i s = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(corr[t], 5));
+        const __m256 yd = _mm256_set1_ps(ACT(blk_q8_k, act, as, t)[i].d);
+        const __m256 f0 = _mm256_cvtepi32_ps(_mm512_castsi512_si256(s));
+        const __m256 f1 = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(s, 1));
+        sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_mul_ps(d0, yd), f0));
+        sumf[TILE_T + t] = _mm256_add_ps(sumf[TILE_T + t], _mm256_mul_ps(_mm256_mul_ps(d1, yd), f1));
+    }
+}
+
+VNNI512 static INLINE void tile_q6_k_x2(const grp_q6_k *g0, const grp_q6_k *g1, int64_t nb, const void *act, size_t as,
+                                        int T, float *out, size_t ldo, int nr)
+{
+    __m256 sumf[2 * TILE_T];
+    for (int t = 0; t < 2 * TILE_T; t++)
+        sumf[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++)
+        step_q6_k_x2(&g0[i], &g1[i], act, as, i, T, sumf);
+    for (int t = 0; t < T; t++) {
+        store_rows(out + (size_t)t * ldo, sumf[t], APR_WPACK_ROWS);
+        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, sumf[TILE_T + t], nr - APR_WPACK_ROWS);
+    }
+}
+
+/* Groups g, g + 1 of a Q6_K pack: nr rows, 8 < nr <= 16. */
+VNNI512 static void group2_q6_k_vnni512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
+                                        float *out, size_t ldo)
+{
+    const grp_q6_k *g0 = (const grp_q6_k *)(p->data + g * p->group_bytes);
+    const grp_q6_k *g1 = (const grp_q6_k *)(p->data + (g + 1) * p->group_bytes);
+    const int64_t nb = (int64_t)p->cols / QK_K;
+    for (uint32_t t0 = 0; t0 < nt; t0 += TILE_T) {
+        const void *a = (const uint8_t *)act + (size_t)t0 * as;
+        float *o = out + (size_t)t0 * ldo;
+        switch (nt - t0 >= TILE_T ? TILE_T : (int)(nt - t0)) {
+        case 4: tile_q6_k_x2(g0, g1, nb, a, as, 4, o, ldo, nr); break;
+        case 3: tile_q6_k_x2(g0, g1, nb, a, as, 3, o, ldo, nr); break;
+        case 2: tile_q6_k_x2(g0, g1, nb, a, as, 2, o, ldo, nr); break;
+        default: tile_q6_k_x2(g0, g1, nb, a, as, 1, o, ldo, nr); break;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- float rows
  * Scalar (dot.c): s[k] = fmaf(w[i + k], y[i + k], s[k]) over 8-element steps, reduce8,
  * then the tail one by one. Here the register of output (row, token) is its
@@ -512,11 +604,21 @@ void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *a
         return;
     }
     if (!is_float) {
-        switch (aprq_cpu_vnni()) {
-        case APRQ_VNNI_512: group_blocks_vnni512(p, g, nr, act, as, nt, out, ldo); return;
-        case APRQ_VNNI_AVX: group_blocks_avxvnni(p, g, nr, act, as, nt, out, ldo); return;
-        default: group_blocks_avx2(p, g, nr, act, as, nt, out, ldo); return;
+        const int vnni = aprq_cpu_vnni();
+        if (nr > APR_WPACK_ROWS && vnni == APRQ_VNNI_512 && p->dtype == APR_DT_Q6_K) {
+            group2_q6_k_vnni512(p, g, nr, act, as, nt, out, ldo);
+            return;
         }
+        /* one group at a time (nr > 8 only for Q6_K, see apr_wpack_gemm) */
+        for (int r = 0; r < nr; r += APR_WPACK_ROWS, g++) {
+            const int n8 = nr - r < APR_WPACK_ROWS ? nr - r : APR_WPACK_ROWS;
+            switch (vnni) {
+            case APRQ_VNNI_512: group_blocks_vnni512(p, g, n8, act, as, nt, out + r, ldo); break;
+            case APRQ_VNNI_AVX: group_blocks_avxvnni(p, g, n8, act, as, nt, out + r, ldo); break;
+            default: group_blocks_avx2(p, g, n8, act, as, nt, out + r, ldo); break;
+            }
+        }
+        return;
     }
     const uint8_t *const *rows = p->row + g * APR_WPACK_ROWS;
     const int64_t n = (int64_t)p->cols;

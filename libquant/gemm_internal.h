@@ -84,8 +84,9 @@ typedef struct {
 #define APRQ_FLOAT_ROWS (4 * APR_WPACK_ROWS)
 
 /* One group (rows g*8 .. g*8+nr-1 of the pack) against nt activation rows:
- * out[t * ldo + r] for r < nr; nr <= APR_WPACK_ROWS for the block types,
- * <= APRQ_FLOAT_ROWS for the float types. Only called when aprq_cpu_avx2(). */
+ * out[t * ldo + r] for r < nr; nr <= APR_WPACK_ROWS for the block types
+ * (2 * APR_WPACK_ROWS for Q6_K: groups g and g + 1), <= APRQ_FLOAT_ROWS for
+ * the float types. Only called when aprq_cpu_avx2(). */
 void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t act_stride,
                            uint32_t nt, float *out, size_t ldo);
 
