@@ -187,41 +187,52 @@ static void test_tinycoder_gguf_equals_llama_cpp(void **state)
 
 /* ---------------------------------------------------------------- refusals */
 
-/* A copy of tinycoder whose config.json is edited by `python3 -c EDIT` (the
- * dict is `c`); the weights and tokenizer are symlinks. */
-static const char *edited_tinycoder(const char *tag, const char *edit)
+/* A copy of tinycoder whose `file` (config.json, generation_config.json or
+ * tokenizer_config.json) is edited by `python3 -c EDIT` (the dict is `c`);
+ * the other files are symlinks. */
+static const char *edited_tinycoder_file(const char *tag, const char *file, const char *edit)
 {
-    TU_REQUIRE_SHARED(cfg, TC "/config.json");
-    char src[1024];
-    snprintf(src, sizeof src, "%s", cfg);
+    TU_REQUIRE_SHARED(cfg0, TC "/config.json");
+    char src[1024], cfg[1100];
+    snprintf(src, sizeof src, "%s", cfg0);
     *strrchr(src, '/') = 0;
+    snprintf(cfg, sizeof cfg, "%s/%s", src, file);
     const char *dir = tu_tmpdir(tag);
     static char model[1024];
     snprintf(model, sizeof model, "%s/model", dir);
     assert_int_equal(mkdir(model, 0755), 0);
-    const char *files[] = {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *files[] = {"model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                           "config.json"};
+    for (size_t i = 0; i < 5; i++) {
         char a[1100], b[1100];
+        if (!strcmp(files[i], file))
+            continue;
         snprintf(a, sizeof a, "%s/%s", src, files[i]);
         snprintf(b, sizeof b, "%s/%s", model, files[i]);
         assert_int_equal(symlink(a, b), 0);
     }
     int rc = tu_system(NULL,
                        "python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); %s; "
-                       "json.dump(c, open(sys.argv[2], \"w\"), indent=2)' '%s' '%s/config.json'",
-                       edit, cfg, model);
+                       "json.dump(c, open(sys.argv[2], \"w\"), indent=2)' '%s' '%s/%s'",
+                       edit, cfg, model, file);
     if (rc != 0)
         fail_msg("python3 could not write the edited config (%d)", rc);
     return model;
 }
 
-/* apr convert of the edited model: exit 2, the message names `needle`, no output. */
-static void expect_refused(const char *tag, const char *edit, const char *needle)
+static const char *edited_tinycoder(const char *tag, const char *edit)
+{
+    return edited_tinycoder_file(tag, "config.json", edit);
+}
+
+/* apr convert of the model with `file` edited: exit 2, the message names
+ * `needle`, no output. */
+static void expect_refused_in(const char *tag, const char *file, const char *edit, const char *needle)
 {
     const char *bin = tu_apr_bin();
     if (!bin)
         fail_msg("APR_BIN is not set");
-    const char *model = edited_tinycoder(tag, edit);
+    const char *model = edited_tinycoder_file(tag, file, edit);
     char out[1100], log[1100];
     snprintf(out, sizeof out, "%s/../out.gguf", model);
     snprintf(log, sizeof log, "%s/../log.txt", model);
@@ -238,6 +249,11 @@ static void expect_refused(const char *tag, const char *edit, const char *needle
     /* apr run refuses it too (the HF reader is shared) */
     rc = tu_system(NULL, "'%s' run '%s' --prompt x -n 1 >/dev/null 2>&1", bin, model);
     assert_int_equal(rc, 2);
+}
+
+static void expect_refused(const char *tag, const char *edit, const char *needle)
+{
+    expect_refused_in(tag, "config.json", edit, needle);
 }
 
 static void test_refuses_unknown_rope_type(void **state)
@@ -257,6 +273,44 @@ static void test_refuses_unknown_key(void **state)
     /* a key no family knows, and an unknown field of the rope parameters */
     expect_refused("fam-key-new", "c[\"frobnicate_scale\"]=2.0", "frobnicate_scale");
     expect_refused("fam-rope-field", "c[\"rope_parameters\"][\"frobnicate\"]=1.0", "frobnicate");
+}
+
+/* generation_config.json and tokenizer_config.json follow config.json's rule:
+ * a key not read and not known harmless is refused, naming the file. */
+static void test_refuses_side_file_keys(void **state)
+{
+    (void)state;
+    expect_refused_in("fam-gen-key", "generation_config.json", "c[\"frobnicate_temp\"]=0.5",
+                      "generation_config.json: frobnicate_temp = 0.5");
+    expect_refused_in("fam-tc-key", "tokenizer_config.json", "c[\"frobnicate_case\"]=True",
+                      "tokenizer_config.json: frobnicate_case = true");
+    /* known keys whose value changes tokenization in a way apr does not implement */
+    expect_refused_in("fam-tc-aps", "tokenizer_config.json", "c[\"add_prefix_space\"]=True", "add_prefix_space");
+    expect_refused_in("fam-tc-split", "tokenizer_config.json", "c[\"split_special_tokens\"]=True",
+                      "split_special_tokens");
+    expect_refused_in("fam-tc-sep", "tokenizer_config.json", "c[\"add_sep_token\"]=True", "add_sep_token");
+    expect_refused_in("fam-tc-extra", "tokenizer_config.json", "c[\"additional_special_tokens\"]=[\"<frob>\"]",
+                      "<frob>");
+}
+
+/* ...and the harmless ones (what transformers writes) still convert. */
+static void test_accepts_side_file_keys(void **state)
+{
+    (void)state;
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *model = edited_tinycoder_file(
+        "fam-tc-ok", "tokenizer_config.json",
+        "c.update(add_prefix_space=None, backend=\"tokenizers\", padding_side=\"left\", errors=\"replace\", "
+        "split_special_tokens=False, additional_special_tokens=[\"<|endoftext|>\"], sp_model_kwargs={})");
+    char out[1100];
+    snprintf(out, sizeof out, "%s/../out.gguf", model);
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s' '%s' >/dev/null 2>&1", bin, model, out), 0);
+    const char *g = edited_tinycoder_file("fam-gen-ok", "generation_config.json",
+                                          "c.update(do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64)");
+    snprintf(out, sizeof out, "%s/../out.gguf", g);
+    assert_int_equal(tu_system(NULL, "'%s' convert '%s' '%s' >/dev/null 2>&1", bin, g, out), 0);
 }
 
 static void test_refuses_sliding_layers(void **state)
@@ -551,6 +605,8 @@ int main(void)
         cmocka_unit_test(test_tinycoder_gguf_equals_llama_cpp),
         cmocka_unit_test(test_refuses_unknown_rope_type),
         cmocka_unit_test(test_refuses_unknown_key),
+        cmocka_unit_test(test_refuses_side_file_keys),
+        cmocka_unit_test(test_accepts_side_file_keys),
         cmocka_unit_test(test_refuses_sliding_layers),
         cmocka_unit_test(test_refuses_disagreeing_theta),
         cmocka_unit_test(test_refuses_activation),

@@ -772,11 +772,16 @@ static void json_brief(const json_t *v, char *buf, size_t cap)
     free(s);
 }
 
-static int refuse_key(const char *key, const json_t *v, const char *why, apr_err *err)
+static int refuse_in(const char *file, const char *key, const json_t *v, const char *why, apr_err *err)
 {
     char b[80];
     json_brief(v, b, sizeof b);
-    return apr_err_set(err, APR_E_UNSUPPORTED, "config.json: %s = %s: %s", key, b, why);
+    return apr_err_set(err, APR_E_UNSUPPORTED, "%s: %s = %s: %s", file, key, b, why);
+}
+
+static int refuse_key(const char *key, const json_t *v, const char *why, apr_err *err)
+{
+    return refuse_in("config.json", key, v, why, err);
 }
 
 /* Per-family keys whose value must be the one the forward pass implements. */
@@ -1444,9 +1449,152 @@ static int apply_record_keys(apr_model *m, const json_t *keys, apr_err *err)
     return 0;
 }
 
+/* ================================================================ generation_config / tokenizer_config keys */
+
+/* generation_config.json: transformers' GenerationConfig fields. Only
+ * bos/eos_token_id are read (libtok's last resort for the special ids); the
+ * rest are decoding defaults (sampling, beams, lengths, outputs, caches) that
+ * do not touch the weights, the tokenizer or the logits apr computes. */
+static const char *const gen_known[] = {
+    "_from_model_config", "transformers_version", "bos_token_id", "eos_token_id", "pad_token_id",
+    "decoder_start_token_id", "do_sample", "temperature", "top_k", "top_p", "min_p", "top_h", "typical_p",
+    "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "encoder_repetition_penalty", "length_penalty",
+    "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids", "force_words_ids",
+    "renormalize_logits", "constraints", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids",
+    "sequence_bias", "token_healing", "guidance_scale", "watermarking_config", "max_length", "max_new_tokens",
+    "min_length", "min_new_tokens", "early_stopping", "max_time", "stop_strings", "num_beams", "num_beam_groups",
+    "diversity_penalty", "penalty_alpha", "dola_layers", "use_cache", "cache_implementation", "cache_config",
+    "return_legacy_cache", "max_cache_len", "prefill_chunk_size", "low_memory", "num_return_sequences",
+    "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate",
+    "is_assistant", "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
+    "prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_early_exit", "assistant_lookbehind",
+    "target_lookbehind", "assistant_ensemble_weight", "speculation_type", "use_mtp", "disable_compile",
+    "compile_config", "continuous_batching_config", "generation_kwargs"};
+
+/* tokenizer_config.json keys libtok reads (hftok.c: special tokens, the add
+ * flags, the chat template, the SentencePiece added tokens) and keys that
+ * change neither the ids a text encodes to nor the GGUF: transformers'
+ * bookkeeping, batching (padding/truncation), decode-time text cleanup. */
+static const char *const tc_known[] = {
+    "added_tokens_decoder", "chat_template", "bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
+    "cls_token", "mask_token", "add_bos_token", "add_eos_token", "model_max_length", "tokenizer_class",
+    "clean_up_tokenization_spaces", "spaces_between_special_tokens", "errors", "legacy", "padding_side",
+    "truncation_side", "model_input_names", "use_default_system_prompt", "backend", "is_local",
+    "local_files_only", "name_or_path", "tokenizer_file", "vocab_file", "merges_file", "processor_class"};
+
+/* Whether tokenizer.json's pre_tokenizer (or one inside a Sequence) adds a prefix space. */
+static bool pre_adds_prefix_space(const json_t *pt)
+{
+    if (json_is_true(json_object_get(pt, "add_prefix_space")))
+        return true;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(pt, "pretokenizers"), i, e)
+        if (pre_adds_prefix_space(e))
+            return true;
+    return false;
+}
+
+/* Whether content names a token the vocabulary already has as an added token. */
+static bool is_added_token(const apr_hf_docs *d, const char *content)
+{
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(d->tokenizer, "added_tokens"), i, a)
+        if (!strcmp(content, json_string_value(json_object_get(a, "content")) ?: ""))
+            return true;
+    const char *k;
+    json_object_foreach(json_object_get(d->tokenizer_config, "added_tokens_decoder"), k, a)
+        if (!strcmp(content, json_string_value(json_object_get(a, "content")) ?: ""))
+            return true;
+    return false;
+}
+
+/* additional_special_tokens / extra_special_tokens (a list, or names -> tokens):
+ * transformers adds a token the vocabulary lacks, so each must be there already. */
+static int check_special_list(const apr_hf_docs *d, const char *k, const json_t *v, apr_err *err)
+{
+    if (json_is_null(v))
+        return 0;
+    if (!json_is_array(v) && !json_is_object(v))
+        return refuse_in("tokenizer_config.json", k, v, "must be a list or an object", err);
+    const json_t *e;
+    size_t i = 0;
+    void *it = json_is_object(v) ? json_object_iter((json_t *)v) : NULL;
+    for (;;) {
+        if (json_is_array(v)) {
+            if (i >= json_array_size(v))
+                break;
+            e = json_array_get(v, i++);
+        } else {
+            if (!it)
+                break;
+            e = json_object_iter_value(it);
+            it = json_object_iter_next((json_t *)v, it);
+        }
+        const char *c = json_string_value(json_is_object(e) ? json_object_get(e, "content") : e);
+        if (!c || !is_added_token(d, c))
+            return refuse_in("tokenizer_config.json", k, e, "not an added token of the vocabulary (transformers "
+                                                            "would add it)", err);
+    }
+    return 0;
+}
+
+/* One tokenizer_config.json key: 0 accepted, <0 refused. */
+static int tc_key(const apr_hf_docs *d, const char *k, const json_t *v, apr_err *err)
+{
+    static const char file[] = "tokenizer_config.json";
+    if (in_list(k, tc_known, sizeof tc_known / sizeof *tc_known))
+        return 0;
+    if (!strcmp(k, "add_unk_token") || !strcmp(k, "add_sep_token") || !strcmp(k, "add_pad_token") ||
+        !strcmp(k, "add_cls_token") || !strcmp(k, "add_mask_token"))
+        return json_is_true(v) ? refuse_in(file, k, v, "adding this token is not implemented by apr's tokenizer",
+                                           err)
+                               : 0;
+    if (!strcmp(k, "split_special_tokens"))
+        return json_is_null(v) || json_is_false(v)
+                   ? 0
+                   : refuse_in(file, k, v, "splitting special tokens is not implemented", err);
+    if (!strcmp(k, "sp_model_kwargs")) /* e.g. enable_sampling: a different SentencePiece encoding */
+        return json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0)
+                   ? 0
+                   : refuse_in(file, k, v, "SentencePiece options are not implemented", err);
+    if (!strcmp(k, "add_prefix_space")) /* transformers rewrites the pre-tokenizer (or rebuilds from slow) */
+        return json_is_null(v) || (d->tokenizer && json_is_boolean(v) &&
+                                   json_is_true(v) == pre_adds_prefix_space(json_object_get(d->tokenizer,
+                                                                                           "pre_tokenizer")))
+                   ? 0
+                   : refuse_in(file, k, v, "differs from tokenizer.json's pre-tokenizer (transformers would "
+                                           "override it; apr does not)", err);
+    if (!strcmp(k, "additional_special_tokens") || !strcmp(k, "extra_special_tokens"))
+        return check_special_list(d, k, v, err);
+    if (!strcmp(k, "auto_map"))
+        return refuse_in(file, k, v, "a custom tokenizer class (remote code) may tokenize differently", err);
+    return refuse_in(file, k, v, "unknown key (it may change tokenization; see docs/families.md)", err);
+}
+
+/* Every key of generation_config.json and tokenizer_config.json is read,
+ * known not to change what apr computes, or refused (as config.json's). */
+static int check_side_files(const apr_hf_docs *d, apr_err *err)
+{
+    const char *k;
+    json_t *v;
+    int rc;
+    json_object_foreach(d->gen_config, k, v)
+        if (!in_list(k, gen_known, sizeof gen_known / sizeof *gen_known))
+            return refuse_in("generation_config.json", k, v, "unknown key (see docs/families.md)", err);
+    json_object_foreach(d->tokenizer_config, k, v)
+        if ((rc = tc_key(d, k, v, err)))
+            return rc;
+    return 0;
+}
+
 static int docs_to_kvs(apr_model *m, const apr_hf_docs *d, const char *dir_name, bool records, apr_err *err)
 {
     int rc;
+    if (records && (rc = check_side_files(d, err)))
+        return rc;
     if (d->config && (rc = map_config(m, d->config, dir_name, err)))
         return rc;
     /* Gemma3Model.set_vocab: a SentencePiece vocabulary without the dummy prefix */
