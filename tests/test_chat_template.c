@@ -167,20 +167,7 @@ static void test_template_files(void **state)
 static void test_carry_peer(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(tok, TINY);
-    const char *bin = tu_apr_bin();
-    if (!bin)
-        fail_msg("APR_BIN is not set");
-    const char *src = tu_require_llama_cpp_src();
-    tu_require_python("numpy", "numpy");
-    char tiny[1024];
-    snprintf(tiny, sizeof tiny, "%s", tok);
-    *strrchr(tiny, '/') = 0;
-    char args[8192];
-    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("ct-carry-peer"));
-    int rc = tu_run_peer("ct-carry-peer", "chat_template_carry_peer.py", args);
-    if (rc != 0)
-        fail_msg("chat_template_carry_peer.py failed (%d)", rc);
+    tu_tinycoder_peer("ct-carry-peer", "chat_template_carry_peer.py", "numpy", "numpy");
 }
 
 /* The renderer on its own: each template with its variables, and the text
@@ -449,20 +436,7 @@ static void test_run_chat(void **state)
 static void test_chat_ids_peer(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(tok, TINY);
-    const char *bin = tu_apr_bin();
-    if (!bin)
-        fail_msg("APR_BIN is not set");
-    const char *src = tu_require_llama_cpp_src();
-    tu_require_python("transformers", "transformers");
-    char tiny[1024];
-    snprintf(tiny, sizeof tiny, "%s", tok);
-    *strrchr(tiny, '/') = 0;
-    char args[8192];
-    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("ct-ids-peer"));
-    int rc = tu_run_peer("ct-ids-peer", "chat_ids_peer.py", args);
-    if (rc != 0)
-        fail_msg("chat_ids_peer.py failed (%d)", rc);
+    tu_tinycoder_peer("ct-ids-peer", "chat_ids_peer.py", "transformers", "transformers");
 }
 
 int main(void)

@@ -14,20 +14,7 @@
 static void test_families_against_transformers_and_llama_cpp(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(tok, "fixtures/tinycoder/tokenizer.json");
-    const char *bin = tu_apr_bin();
-    if (!bin)
-        fail_msg("APR_BIN is not set");
-    tu_require_python("torch,transformers,gguf,numpy", "torch transformers gguf numpy");
-    const char *src = tu_require_llama_cpp_src();
-    char tok_dir[1024];
-    snprintf(tok_dir, sizeof tok_dir, "%s", tok);
-    *strrchr(tok_dir, '/') = 0;
-    char args[8192];
-    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tok_dir, tu_tmpdir("families-peer-work"));
-    int rc = tu_run_peer("families-peer", "families_peer.py", args);
-    if (rc != 0)
-        fail_msg("families_peer.py failed (%d)", rc);
+    tu_tinycoder_peer("families-peer", "families_peer.py", "torch,transformers,gguf,numpy", "torch transformers gguf numpy");
 }
 
 int main(void)

@@ -738,20 +738,7 @@ static void test_hf_pre_tokenizer_round_trip(void **state)
 static void test_hf_pre_tokenizer_peer(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(tok, "fixtures/tinycoder/tokenizer.json");
-    const char *bin = tu_apr_bin();
-    if (!bin)
-        fail_msg("APR_BIN is not set");
-    const char *src = tu_require_llama_cpp_src();
-    tu_require_python("tokenizers, transformers, llama_cpp", "tokenizers transformers llama-cpp-python");
-    char tiny[1024];
-    snprintf(tiny, sizeof tiny, "%s", tok);
-    *strrchr(tiny, '/') = 0;
-    char args[8192];
-    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("hf-pre-peer"));
-    int rc = tu_run_peer("hf-pre-peer", "hf_pre_tokenizer_peer.py", args);
-    if (rc != 0)
-        fail_msg("hf_pre_tokenizer_peer.py failed (%d)", rc);
+    tu_tinycoder_peer("hf-pre-peer", "hf_pre_tokenizer_peer.py", "tokenizers, transformers, llama_cpp", "tokenizers transformers llama-cpp-python");
 }
 
 /* The same structures on the real vocabularies llama.cpp's converter named
@@ -761,20 +748,7 @@ static void test_hf_pre_tokenizer_peer(void **state)
 static void test_hf_pre_chkhsh_peer(void **state)
 {
     (void)state;
-    TU_REQUIRE_SHARED(tok, "fixtures/tinycoder/tokenizer.json");
-    const char *bin = tu_apr_bin();
-    if (!bin)
-        fail_msg("APR_BIN is not set");
-    const char *src = tu_require_llama_cpp_src();
-    tu_require_python("tokenizers, transformers, llama_cpp", "tokenizers transformers llama-cpp-python");
-    char tiny[1024];
-    snprintf(tiny, sizeof tiny, "%s", tok);
-    *strrchr(tiny, '/') = 0;
-    char args[8192];
-    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir("hf-chkhsh-peer"));
-    int rc = tu_run_peer("hf-chkhsh-peer", "hf_pre_chkhsh_peer.py", args);
-    if (rc != 0)
-        fail_msg("hf_pre_chkhsh_peer.py failed (%d)", rc);
+    tu_tinycoder_peer("hf-chkhsh-peer", "hf_pre_chkhsh_peer.py", "tokenizers, transformers, llama_cpp", "tokenizers transformers llama-cpp-python");
 }
 
 int main(void)

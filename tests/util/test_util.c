@@ -399,3 +399,23 @@ int tu_run_peer(const char *tag, const char *script, const char *args)
         tu_skip_or_fail(TU_NEED_PEER, "%s: a peer package is missing (its SKIP line is above)", script);
     return rc;
 }
+
+void tu_tinycoder_peer(const char *tag, const char *script, const char *modules, const char *pip)
+{
+    TU_REQUIRE_SHARED(tok, "fixtures/tinycoder/tokenizer.json");
+    const char *bin = tu_apr_bin();
+    if (!bin)
+        fail_msg("APR_BIN is not set");
+    const char *src = tu_require_llama_cpp_src();
+    tu_require_python(modules, pip);
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s", tok);
+    *strrchr(tiny, '/') = 0;
+    char work_tag[256];
+    snprintf(work_tag, sizeof work_tag, "%s-work", tag);
+    char args[8192];
+    snprintf(args, sizeof args, "'%s' '%s' '%s' '%s/work'", bin, src, tiny, tu_tmpdir(work_tag));
+    int rc = tu_run_peer(tag, script, args);
+    if (rc != 0)
+        fail_msg("%s failed (%d)", script, rc);
+}

@@ -102,6 +102,12 @@ const char *tu_require_llama_cpp_src(void);
  * (the script's "a peer package is missing") skips the test, or fails it
  * under APR_TEST_STRICT=1. */
 int tu_run_peer(const char *tag, const char *script, const char *args);
+/* The whole test of a peer script whose arguments are `APR_BIN LLAMA_CPP_SRC
+ * TINYCODER_DIR WORKDIR` (WORKDIR under a fresh tu_tmpdir(tag)): skips it
+ * visibly (fails it under APR_TEST_STRICT=1) when ../shared, llama.cpp's
+ * source or the python modules (comma-separated; pip names the packages) are
+ * absent, fails it when the script does. */
+void tu_tinycoder_peer(const char *tag, const char *script, const char *modules, const char *pip);
 /* Read a whole file (malloc'd, NUL-terminated); NULL on failure. */
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
