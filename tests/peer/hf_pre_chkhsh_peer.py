@@ -33,6 +33,8 @@ import shutil
 import subprocess
 import sys
 
+import peer_util
+
 apr_bin, src, tiny, work = sys.argv[1:5]
 sys.path.insert(0, os.path.join(src, "gguf-py"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -142,11 +144,8 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
         if os.path.exists(out):
             os.remove(out)
-        print(("FAIL " if bad else "ok   ") + f"{name}: {form} structure, chkhsh -> {sorted(names)}, "
-              f"llama.cpp's .out ids on apr's GGUF")
-        for line in bad:
-            print("     " + line)
-        failures += bool(bad)
+        failures += peer_util.report_case(f"{name}: {form} structure, chkhsh -> {sorted(names)}, "
+                                          f"llama.cpp's .out ids on apr's GGUF", bad)
     return 1 if failures else 0
 
 

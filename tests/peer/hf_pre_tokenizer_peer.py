@@ -40,6 +40,8 @@ import shutil
 import subprocess
 import sys
 
+import peer_util
+
 apr_bin, src, tiny, work = sys.argv[1:5]
 sys.path.insert(0, os.path.join(src, "gguf-py"))
 try:
@@ -281,16 +283,11 @@ def main():
             failures += 1
             continue
         bad, note = check_family(name, d, hf_tok, texts, joined)
-        print(("FAIL " if bad else "ok   ") + f"{name} ({fams[name][3]}'s pre-tokenizer), {len(texts) + 2} texts{note}")
-        for line in bad[:8]:
-            print("     " + line)
-        failures += bool(bad)
+        failures += peer_util.report_case(f"{name} ({fams[name][3]}'s pre-tokenizer), {len(texts) + 2} texts{note}",
+                                          bad, 8)
     for name in REFUSED:
         bad = check_refused(name, refused_by_llama)
-        print(("FAIL " if bad else "ok   ") + f"{name}: refused by apr and by llama.cpp's converter")
-        for line in bad:
-            print("     " + line)
-        failures += bool(bad)
+        failures += peer_util.report_case(f"{name}: refused by apr and by llama.cpp's converter", bad)
     return 1 if failures else 0
 
 

@@ -37,3 +37,12 @@ def apr_tool_args(description=None):
         return None
     os.makedirs(args.tmp, exist_ok=True)
     return args
+
+
+def report_case(what, bad, most=None):
+    """Prints one case's line ("ok   WHAT" or "FAIL WHAT") and, under it, its
+    failures (the first `most` of them when given); True when it failed."""
+    print(("FAIL " if bad else "ok   ") + what)
+    for line in bad[:most]:
+        print("     " + line)
+    return bool(bad)
