@@ -70,7 +70,7 @@ static void pack_q8_0(grp_q8_0 *g, const blk_q8_0 *const x[8])
         g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
         for (int c = 0; c < 8; c++)
             for (int e = 0; e < 4; e++)
-                g->qs[c][4 * r + e] = x[r] ? x[r]->qs[4 * c + e] : 0;
+                g->qs[c][4 * r + e] = (uint8_t)((x[r] ? x[r]->qs[4 * c + e] : 0) + 128);
     }
 }
 
@@ -86,13 +86,13 @@ static int level32(const uint8_t *qs, const uint8_t *qh, int j)
     return lo | (int)(((h >> j) & 1) << 4);
 }
 
-/* Q4_0 / Q5_0 into grp_q8_0: levels minus offset as signed bytes. */
+/* Q4_0 / Q5_0 into grp_q8_0: levels minus offset, plus 128 (grp_q8_0). */
 static void pack_q4_0(grp_q8_0 *g, const blk_q4_0 *const x[8])
 {
     for (int r = 0; r < 8; r++) {
         g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
         for (int j = 0; j < 32; j++)
-            g->qs[j / 4][4 * r + j % 4] = x[r] ? (int8_t)(level32(x[r]->qs, NULL, j) - 8) : 0;
+            g->qs[j / 4][4 * r + j % 4] = (uint8_t)((x[r] ? level32(x[r]->qs, NULL, j) - 8 : 0) + 128);
     }
 }
 
@@ -101,7 +101,7 @@ static void pack_q5_0(grp_q8_0 *g, const blk_q5_0 *const x[8])
     for (int r = 0; r < 8; r++) {
         g->d[r] = x[r] ? apr_f16_to_f32(x[r]->d) : 0.0f;
         for (int j = 0; j < 32; j++)
-            g->qs[j / 4][4 * r + j % 4] = x[r] ? (int8_t)(level32(x[r]->qs, x[r]->qh, j) - 16) : 0;
+            g->qs[j / 4][4 * r + j % 4] = (uint8_t)((x[r] ? level32(x[r]->qs, x[r]->qh, j) - 16 : 0) + 128);
     }
 }
 
@@ -356,18 +356,8 @@ void apr_wpack_gemm(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *ac
 {
     const uint8_t *a = act;
 #if defined(__x86_64__)
-    if (aprq_cpu_avx2() && r0 % APR_WPACK_ROWS == 0) {
-        /* rows per call: four groups for the float kernels, two for Q6_K
-         * (its AVX-512 tile spans two groups), else one */
-        const uint64_t step = is_float_type(p->dtype)     ? APRQ_FLOAT_ROWS
-                              : p->dtype == APR_DT_Q6_K ? 2 * APR_WPACK_ROWS
-                                                        : APR_WPACK_ROWS;
-        for (uint64_t r = r0; r < r1; r += step) {
-            const int nr = r1 - r < step ? (int)(r1 - r) : (int)step;
-            aprq_wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, a, act_stride, nt, out + r, ldo);
-        }
+    if (aprq_cpu_avx2() && r0 % APR_WPACK_ROWS == 0 && aprq_wpack_rows_avx2(p, r0, r1, a, act_stride, nt, out, ldo))
         return;
-    }
 #endif
     /* scalar: the kernel the packed ones reproduce, on the source rows */
     for (uint64_t r = r0; r < r1; r++)

@@ -17,6 +17,7 @@
  * attributes and run only after aprq_cpu_avx2() (the AVX-512 float tile
  * only after aprq_cpu_avx512()). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "gemm_internal.h"
 
@@ -253,6 +254,85 @@ VNNI512 static void group2_q6_k_vnni512(const apr_wpack *p, uint64_t g, int nr, 
         default: tile_q6_k_x2(g0, g1, nb, a, as, 1, o, ldo, nr); break;
         }
     }
+}
+
+/* ---------------------------------------------------------------- Q8_0, two groups per AVX-512 register
+ * The grp_q8_0 types (Q8_0, Q4_0, Q5_0) with AVX512-VNNI: 16 rows (groups g
+ * and g + 1) per register, up to Q8X2_T tokens per tile. Each block of each
+ * token costs its 8 vpdpbusd (the activation broadcast folded into them)
+ * and the float step; the bias correction and dy come from aux. Each lane
+ * runs step_q8_0's integer and float operations for its row: the same bits. */
+#define Q8X2_T 8
+
+VNNI512 static INLINE void tile_q8_0_x2(const grp_q8_0 *g0, const grp_q8_0 *g1, int64_t nb, const void *act,
+                                        size_t as, const aprq_q8_aux *aux, int T, float *out, size_t ldo, int nr)
+{
+    __m512 sumf[Q8X2_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const grp_q8_0 *b0 = &g0[i], *b1 = &g1[i];
+        __m512i acc[Q8X2_T];
+        for (int t = 0; t < T; t++)
+            acc[t] = _mm512_set1_epi32(aux[(size_t)t * (size_t)nb + (size_t)i].corr);
+        for (int c = 0; c < 8; c++) {
+            const __m512i u = cat256(_mm256_loadu_si256((const __m256i *)b0->qs[c]),
+                                     _mm256_loadu_si256((const __m256i *)b1->qs[c]));
+            for (int t = 0; t < T; t++) {
+                int32_t a4;
+                memcpy(&a4, ACT(blk_q8_0, act, as, t)[i].qs + 4 * c, 4);
+                acc[t] = _mm512_dpbusd_epi32(acc[t], u, _mm512_set1_epi32(a4));
+            }
+        }
+        const __m512 dx = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b0->d)), _mm256_loadu_ps(b1->d), 1);
+        for (int t = 0; t < T; t++) {
+            const __m512 dy = _mm512_set1_ps(aux[(size_t)t * (size_t)nb + (size_t)i].dy);
+            sumf[t] = _mm512_add_ps(sumf[t], _mm512_mul_ps(_mm512_cvtepi32_ps(acc[t]), _mm512_mul_ps(dx, dy)));
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        store_rows(out + (size_t)t * ldo, _mm512_castps512_ps256(sumf[t]), APR_WPACK_ROWS);
+        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, _mm512_extractf32x8_ps(sumf[t], 1), nr - APR_WPACK_ROWS);
+    }
+}
+
+/* Groups g, g + 1 of a grp_q8_0 pack: nr rows, 8 < nr <= 16. */
+VNNI512 static void group2_q8_0_vnni512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as,
+                                        const aprq_q8_aux *aux, uint32_t nt, float *out, size_t ldo)
+{
+    const grp_q8_0 *g0 = (const grp_q8_0 *)(p->data + g * p->group_bytes);
+    const grp_q8_0 *g1 = (const grp_q8_0 *)(p->data + (g + 1) * p->group_bytes);
+    const int64_t nb = (int64_t)p->cols / 32;
+    for (uint32_t t0 = 0; t0 < nt; t0 += Q8X2_T) {
+        const void *a = (const uint8_t *)act + (size_t)t0 * as;
+        const aprq_q8_aux *x = aux + (size_t)t0 * (size_t)nb;
+        float *o = out + (size_t)t0 * ldo;
+        switch (nt - t0 >= Q8X2_T ? Q8X2_T : (int)(nt - t0)) {
+        case 8: tile_q8_0_x2(g0, g1, nb, a, as, x, 8, o, ldo, nr); break;
+        case 7: tile_q8_0_x2(g0, g1, nb, a, as, x, 7, o, ldo, nr); break;
+        case 6: tile_q8_0_x2(g0, g1, nb, a, as, x, 6, o, ldo, nr); break;
+        case 5: tile_q8_0_x2(g0, g1, nb, a, as, x, 5, o, ldo, nr); break;
+        case 4: tile_q8_0_x2(g0, g1, nb, a, as, x, 4, o, ldo, nr); break;
+        case 3: tile_q8_0_x2(g0, g1, nb, a, as, x, 3, o, ldo, nr); break;
+        case 2: tile_q8_0_x2(g0, g1, nb, a, as, x, 2, o, ldo, nr); break;
+        default: tile_q8_0_x2(g0, g1, nb, a, as, x, 1, o, ldo, nr); break;
+        }
+    }
+}
+
+/* The aprq_q8_aux table of nt tokens' Q8_0 activation rows of nb blocks:
+ * dy exactly as the scalar converts it, corr = -128 * (sum of the quants)
+ * (maddubs of ones: int16 pairs of |a| <= 128, exact). */
+AVX2 static void make_q8_aux(const void *act, size_t as, uint32_t nt, int64_t nb, aprq_q8_aux *aux)
+{
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (uint32_t t = 0; t < nt; t++)
+        for (int64_t i = 0; i < nb; i++) {
+            const blk_q8_0 *y = &ACT(blk_q8_0, act, as, t)[i];
+            const __m256i q = _mm256_loadu_si256((const __m256i *)y->qs);
+            const int sum = hsum_i32(_mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
+            aux[(size_t)t * (size_t)nb + (size_t)i] = (aprq_q8_aux){apr_f16_to_f32(y->d), -128 * sum};
+        }
 }
 
 /* ---------------------------------------------------------------- float rows
@@ -595,8 +675,16 @@ AVX2 static void group_bf16(const uint8_t *const *rows, int nr, int64_t n, const
 }
 
 
-void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
-                           float *out, size_t ldo)
+static bool is_q8_family(apr_dtype t)
+{
+    return t == APR_DT_Q8_0 || t == APR_DT_Q4_0 || t == APR_DT_Q5_0;
+}
+
+/* One call's rows g*8 .. g*8+nr-1: nr <= APR_WPACK_ROWS for the block types
+ * (2 * APR_WPACK_ROWS for Q6_K and the grp_q8_0 types: groups g and g + 1),
+ * <= APRQ_FLOAT_ROWS for the float types. */
+static void wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as,
+                             const aprq_q8_aux *aux, uint32_t nt, float *out, size_t ldo)
 {
     const bool is_float = p->dtype == APR_DT_F32 || p->dtype == APR_DT_F16 || p->dtype == APR_DT_BF16;
     if (is_float && p->data && aprq_cpu_avx512()) {
@@ -609,13 +697,17 @@ void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *a
             group2_q6_k_vnni512(p, g, nr, act, as, nt, out, ldo);
             return;
         }
-        /* one group at a time (nr > 8 only for Q6_K, see apr_wpack_gemm) */
+        if (nr > APR_WPACK_ROWS && vnni == APRQ_VNNI_512 && is_q8_family(p->dtype)) {
+            group2_q8_0_vnni512(p, g, nr, act, as, aux, nt, out, ldo);
+            return;
+        }
+        /* one group at a time */
         for (int r = 0; r < nr; r += APR_WPACK_ROWS, g++) {
             const int n8 = nr - r < APR_WPACK_ROWS ? nr - r : APR_WPACK_ROWS;
             switch (vnni) {
-            case APRQ_VNNI_512: group_blocks_vnni512(p, g, n8, act, as, nt, out + r, ldo); break;
-            case APRQ_VNNI_AVX: group_blocks_avxvnni(p, g, n8, act, as, nt, out + r, ldo); break;
-            default: group_blocks_avx2(p, g, n8, act, as, nt, out + r, ldo); break;
+            case APRQ_VNNI_512: group_blocks_vnni512(p, g, n8, act, as, aux, nt, out + r, ldo); break;
+            case APRQ_VNNI_AVX: group_blocks_avxvnni(p, g, n8, act, as, aux, nt, out + r, ldo); break;
+            default: group_blocks_avx2(p, g, n8, act, as, aux, nt, out + r, ldo); break;
             }
         }
         return;
@@ -629,10 +721,37 @@ void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *a
     default: break;
     }
 }
-#else
-void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
-                           float *out, size_t ldo)
+
+bool aprq_wpack_rows_avx2(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t as, uint32_t nt,
+                          float *out, size_t ldo)
 {
-    (void)p; (void)g; (void)nr; (void)act; (void)as; (void)nt; (void)out; (void)ldo;
+    const apr_dtype dt = p->dtype;
+    const bool is_float = dt == APR_DT_F32 || dt == APR_DT_F16 || dt == APR_DT_BF16;
+    aprq_q8_aux *aux = NULL;
+    if (is_q8_family(dt) && nt) {
+        const int64_t nb = (int64_t)p->cols / 32;
+        aux = malloc((size_t)nt * (size_t)nb * sizeof *aux);
+        if (!aux)
+            return false;
+        make_q8_aux(act, as, nt, nb, aux);
+    }
+    /* rows per call: four groups for the float kernels, two for Q6_K and
+     * the grp_q8_0 types (their AVX-512 tiles span two groups), else one */
+    const uint64_t step = is_float                               ? APRQ_FLOAT_ROWS
+                          : dt == APR_DT_Q6_K || is_q8_family(dt) ? 2 * APR_WPACK_ROWS
+                                                                 : APR_WPACK_ROWS;
+    for (uint64_t r = r0; r < r1; r += step) {
+        const int nr = r1 - r < step ? (int)(r1 - r) : (int)step;
+        wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, act, as, aux, nt, out + r, ldo);
+    }
+    free(aux);
+    return true;
+}
+#else
+bool aprq_wpack_rows_avx2(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t as, uint32_t nt,
+                          float *out, size_t ldo)
+{
+    (void)p; (void)r0; (void)r1; (void)act; (void)as; (void)nt; (void)out; (void)ldo;
+    return false;
 }
 #endif

@@ -9,15 +9,30 @@
 
 #include "quant_internal.h"
 
-/* Q8_0: qs[c][4r + e] = row r's qs[4c + e]. */
+/* Q8_0: qs[c][4r + e] = row r's qs[4c + e] + 128, as an unsigned byte:
+ * vpdpbusd takes it as its unsigned operand and the signed activations
+ * as the other, and sum (w + 128) a - 128 sum a = sum w a exactly (int32,
+ * |sum| <= 32 * 255 * 128), so no vpsignb is needed to make one operand
+ * unsigned. The per-block -128 sum a comes with the activations
+ * (aprq_q8_aux); the AVX2 maddubs tile, whose int16 pairs could not hold
+ * 255 * 127 * 2, flips the bias back (xor 0x80) and signs as before. */
 typedef struct {
     float d[8];
-    int8_t qs[8][32];
+    uint8_t qs[8][32];
 } grp_q8_0;
 
 /* Q4_0 and Q5_0 are packed as grp_q8_0 too: their levels minus the
- * offset (q - 8, q - 16) are signed bytes, and their scalar dot has Q8_0's
+ * offset (q - 8, q - 16), plus 128, and their scalar dot has Q8_0's
  * form (sumf += sumi * (dx * dy)), so the Q8_0 kernel gives their bits. */
+
+/* What the grp_q8_0 tiles need of activation block i of token t, made once
+ * per apr_wpack_gemm call (not once per group): its scale as f32
+ * (apr_f16_to_f32 of d, the scalar's dy) and -128 times the sum of its 32
+ * quants (the bias correction above). aux[t * nb + i]. */
+typedef struct {
+    float dy;
+    int32_t corr;
+} aprq_q8_aux;
 
 /* Q4_1 / Q5_1: d, m and the unsigned levels (0..15 / 0..31), qs laid out
  * as grp_q8_0's. Scalar: sumf += sumi * (d dy) + sumy * (m dy). */
@@ -83,11 +98,11 @@ typedef struct {
  * of the activations; gemm_avx2.c's group_float). */
 #define APRQ_FLOAT_ROWS (4 * APR_WPACK_ROWS)
 
-/* One group (rows g*8 .. g*8+nr-1 of the pack) against nt activation rows:
- * out[t * ldo + r] for r < nr; nr <= APR_WPACK_ROWS for the block types
- * (2 * APR_WPACK_ROWS for Q6_K: groups g and g + 1), <= APRQ_FLOAT_ROWS for
- * the float types. Only called when aprq_cpu_avx2(). */
-void aprq_wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t act_stride,
-                           uint32_t nt, float *out, size_t ldo);
+/* Rows [r0, r1) of the pack (r0 a multiple of APR_WPACK_ROWS) against nt
+ * activation rows: out[t * ldo + r]. Only called when aprq_cpu_avx2().
+ * False (nothing written) when a scratch allocation failed: the caller then
+ * runs the scalar dot, which gives the same values. */
+bool aprq_wpack_rows_avx2(const apr_wpack *p, uint64_t r0, uint64_t r1, const void *act, size_t act_stride,
+                          uint32_t nt, float *out, size_t ldo);
 
 #endif
