@@ -394,7 +394,7 @@ char *apr_verify_report_json(const apr_report_info *info, const apr_verify_resul
         "s:{s:o,s:o,s:o},"
         "s:{s:o,s:o,s:o},"
         "s:{s:[f,f],s:o,s:o,s:o,s:o},"
-        "s:{s:s,s:s,s:o,s:o},"
+        "s:{s:s,s:s,s:o,s:o,s:o,s:o,s:o,s:o},"
         "s:{s:b,s:b,s:o,s:s}}",
         "src", info->src_path, "dst", info->dst_path,
         "tokens", "source", info->tokens_note, "ctx", (json_int_t)r->ctx, "chunks",
@@ -419,6 +419,8 @@ char *apr_verify_report_json(const apr_report_info *info, const apr_verify_resul
         layer_ref(r->tc.first_diff_layer, r->tc.first_diff_step),
         "run", "device_src", dev_name(r->dev_src), "device_dst", dev_name(r->dev_dst), "seconds_src",
         num(r->secs_src), "seconds_dst", num(r->secs_dst),
+        "seconds_weights", num(r->secs_weights), "seconds_reproduction", num(r->secs_repro), "seconds_load",
+        num(r->secs_load), "seconds_statistics", num(r->secs_stats),
         "verdict", "pass", v->pass, "error", v->error, "max_kld", num(v->max_kld), "reason",
         v->reason);
     if (!root)
@@ -534,8 +536,10 @@ void apr_verify_report_print(FILE *f, const apr_report_info *info, const apr_ver
                 v->reason, rule_name(v->rule));
         return;
     }
-    fprintf(f, "  run        : SRC %s %.2f s, DST %s %.2f s\n\n", dev_name(r->dev_src), r->secs_src,
-            dev_name(r->dev_dst), r->secs_dst);
+    fprintf(f, "  run        : SRC %s %.2f s, DST %s %.2f s (weights %.2f s, reproduction %.2f s, load %.2f s, "
+               "statistics %.2f s)\n\n",
+            dev_name(r->dev_src), r->secs_src, dev_name(r->dev_dst), r->secs_dst, r->secs_weights, r->secs_repro,
+            r->secs_load, r->secs_stats);
 
     fprintf(f, "  logits     : %s", s->bit_identical ? "bit-identical" : "differ");
     if (!s->bit_identical)

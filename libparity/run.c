@@ -201,9 +201,14 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
     r->chunks = chunks;
 
     /* weights first: cheap, and it names a damaged row without the forward pass */
+    double t0 = apr_now_s();
     if ((rc0 = apr_weights_compare(src, dst, o->n_threads, &r->w, err)))
         return rc0;
-    if ((rc0 = choose_rule(src, dst, o, r, err))) {
+    r->secs_weights = apr_now_s() - t0;
+    t0 = apr_now_s();
+    rc0 = choose_rule(src, dst, o, r, err);
+    r->secs_repro = apr_now_s() - t0;
+    if (rc0) {
         apr_verify_result_free(r);
         return rc0;
     }
@@ -219,11 +224,13 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
     apr_fwd *fs = NULL, *fd = NULL;
     apr_parity_acc acc;
     float *ls = NULL, *ld = NULL;
-    int32_t *chunk = NULL;
+    int32_t *chunk = NULL, *next = NULL;
+    bool *scored = NULL;
     int rc = 0;
     apr_err e2 = {0};
     memset(&acc, 0, sizeof acc);
 
+    t0 = apr_now_s();
     if ((rc = apr_fwd_load(&fs, src, &fo, &e2))) {
         apr_err_set(err, rc, "SRC: %s", e2.msg);
         goto out;
@@ -232,13 +239,16 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
         apr_err_set(err, rc, "DST: %s", e2.msg);
         goto out;
     }
+    r->secs_load = apr_now_s() - t0;
     r->dev_src = apr_fwd_device(fs);
     r->dev_dst = apr_fwd_device(fd);
     const uint32_t nb = batch_len(ctx, vocab);
     ls = malloc((size_t)nb * vocab * sizeof *ls);
     ld = malloc((size_t)nb * vocab * sizeof *ld);
     chunk = malloc((size_t)ctx * sizeof *chunk);
-    if (!ls || !ld || !chunk || apr_parity_acc_init(&acc, vocab) ||
+    next = malloc((size_t)nb * sizeof *next);
+    scored = malloc((size_t)nb * sizeof *scored);
+    if (!ls || !ld || !chunk || !next || !scored || apr_parity_acc_init(&acc, vocab) ||
         apr_trace_init(&r->tr_src, src->cfg.n_layers, false) ||
         apr_trace_init(&r->tr_dst, dst->cfg.n_layers, false)) {
         rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
@@ -261,15 +271,17 @@ int apr_verify_models(const apr_model *src, const apr_model *dst, const int32_t 
                 goto out;
             for (uint32_t j = 0; j < n; j++) {
                 const uint32_t pos = b0 + j;
-                const bool scored = pos >= first && pos + 1 < ctx;
+                scored[j] = pos >= first && pos + 1 < ctx;
                 /* the token that follows, as in the text (never the BOS substitute) */
-                const int32_t next = scored ? tokens[(size_t)c * ctx + pos + 1] : -1;
-                if ((rc = apr_parity_acc_add(&acc, ls + (size_t)j * vocab, ld + (size_t)j * vocab,
-                                             scored, next))) {
-                    apr_err_set(err, rc, rc == APR_E_NOMEM ? "logit statistics: out of memory"
-                                                           : "logit statistics failed");
-                    goto out;
-                }
+                next[j] = scored[j] ? tokens[(size_t)c * ctx + pos + 1] : -1;
+            }
+            t0 = apr_now_s();
+            rc = apr_parity_acc_add_n(&acc, ls, ld, n, scored, next, o->n_threads);
+            r->secs_stats += apr_now_s() - t0;
+            if (rc) {
+                apr_err_set(err, rc, rc == APR_E_NOMEM ? "logit statistics: out of memory"
+                                                       : "logit statistics failed");
+                goto out;
             }
             if (o->on_progress)
                 o->on_progress(o->progress_ctx, (uint64_t)c * ctx + b0 + n, r->n_tokens_used);
@@ -286,6 +298,8 @@ out:
     free(ls);
     free(ld);
     free(chunk);
+    free(next);
+    free(scored);
     apr_fwd_free(fs);
     apr_fwd_free(fd);
     if (rc)

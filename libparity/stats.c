@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apr_util.h"
+#include "quant.h"
+
 double apr_logsumexp(const float *x, uint32_t n)
 {
     double mx = -INFINITY;
@@ -27,26 +30,6 @@ double apr_logsumexp(const float *x, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         sum += exp((double)x[i] - mx);
     return mx + log(sum);
-}
-
-double apr_kld_logits(const float *p_logits, const float *q_logits, uint32_t n)
-{
-    const double lse_p = apr_logsumexp(p_logits, n);
-    const double lse_q = apr_logsumexp(q_logits, n);
-    if (!isfinite(lse_p) || !isfinite(lse_q))
-        return INFINITY;
-    double kl = 0.0;
-    for (uint32_t i = 0; i < n; i++) {
-        const double lp = (double)p_logits[i] - lse_p;
-        const double p = exp(lp);
-        if (p == 0.0)
-            continue; /* 0 * log(0 / q) = 0 */
-        const double lq = (double)q_logits[i] - lse_q;
-        if (!isfinite(lq))
-            return INFINITY; /* P has mass where Q has none */
-        kl += p * (lp - lq);
-    }
-    return kl;
 }
 
 uint32_t apr_argmax(const float *x, uint32_t n)
@@ -125,44 +108,135 @@ static int push(double **arr, uint64_t *cap, uint64_t n, double v)
     return 0;
 }
 
+/* One position's statistics, from its two logit vectors alone: positions can
+ * be computed on any thread in any order and folded into the accumulator in
+ * position order afterwards (acc_fold), which gives the same bits as adding
+ * them one by one. */
+typedef struct pos_stats {
+    uint64_t n_differ;
+    int64_t first_diff_idx;
+    uint64_t nonfinite_src, nonfinite_dst;
+    double max_abs_diff, cos;
+    bool scored, same_top, has_nll;
+    double kl, nll_src, nll_dst, pd;
+} pos_stats;
+
 /* Bit identity, max |diff| and cosine over one position. */
-static void compare_exact(apr_parity_acc *a, const float *src, const float *dst)
+static void compare_exact(uint32_t vocab, const float *src, const float *dst, pos_stats *p)
 {
     double dot = 0, n1 = 0, n2 = 0;
     bool finite = true;
-    for (uint32_t i = 0; i < a->vocab; i++) {
+    for (uint32_t i = 0; i < vocab; i++) {
         if (memcmp(&src[i], &dst[i], sizeof(float)) != 0) {
-            if (a->n_logits_differ++ == 0) {
-                a->first_diff_pos = (int64_t)a->n_positions;
-                a->first_diff_idx = i;
-            }
+            if (p->n_differ++ == 0)
+                p->first_diff_idx = i;
         }
         const bool fs = isfinite(src[i]), fd = isfinite(dst[i]);
-        a->nonfinite_src += !fs;
-        a->nonfinite_dst += !fd;
+        p->nonfinite_src += !fs;
+        p->nonfinite_dst += !fd;
         if (!fs || !fd) {
             finite = false;
             continue;
         }
         const double d = fabs((double)dst[i] - (double)src[i]);
-        if (d > a->max_abs_diff)
-            a->max_abs_diff = d;
+        if (d > p->max_abs_diff)
+            p->max_abs_diff = d;
         dot += (double)src[i] * dst[i];
         n1 += (double)src[i] * src[i];
         n2 += (double)dst[i] * dst[i];
     }
-    double cos;
     if (!finite)
-        cos = 0.0; /* a position with NaN/Inf logits does not point anywhere */
+        p->cos = 0.0; /* a position with NaN/Inf logits does not point anywhere */
     else if (n1 == 0 && n2 == 0)
-        cos = 1.0;
+        p->cos = 1.0;
     else if (n1 == 0 || n2 == 0)
-        cos = 0.0;
+        p->cos = 0.0;
     else
-        cos = dot / (sqrt(n1) * sqrt(n2));
-    a->cos_sum += cos;
-    if (cos < a->cos_min)
-        a->cos_min = cos;
+        p->cos = dot / (sqrt(n1) * sqrt(n2));
+}
+
+/* apr_kld_logits with both log-sum-exps given (each is needed again for the
+ * NLL: computing it once saves two of the five passes of exp over the vocab). */
+static double kld_lse(const float *p_logits, const float *q_logits, uint32_t n, double lse_p, double lse_q)
+{
+    if (!isfinite(lse_p) || !isfinite(lse_q))
+        return INFINITY;
+    double kl = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        const double lp = (double)p_logits[i] - lse_p;
+        const double p = exp(lp);
+        if (p == 0.0)
+            continue; /* 0 * log(0 / q) = 0 */
+        const double lq = (double)q_logits[i] - lse_q;
+        if (!isfinite(lq))
+            return INFINITY; /* P has mass where Q has none */
+        kl += p * (lp - lq);
+    }
+    return kl;
+}
+
+double apr_kld_logits(const float *p_logits, const float *q_logits, uint32_t n)
+{
+    return kld_lse(p_logits, q_logits, n, apr_logsumexp(p_logits, n), apr_logsumexp(q_logits, n));
+}
+
+static void pos_compute(uint32_t vocab, const float *src, const float *dst, bool scored, int32_t next_tok,
+                        pos_stats *p)
+{
+    memset(p, 0, sizeof *p);
+    p->first_diff_idx = -1;
+    compare_exact(vocab, src, dst, p);
+    p->scored = scored;
+    if (!scored)
+        return;
+    const double lse_src = apr_logsumexp(src, vocab), lse_dst = apr_logsumexp(dst, vocab);
+    p->kl = kld_lse(src, dst, vocab, lse_src, lse_dst);
+    p->same_top = apr_argmax(src, vocab) == apr_argmax(dst, vocab);
+    if (next_tok < 0)
+        return;
+    p->has_nll = true;
+    p->nll_src = lse_src - (double)src[next_tok];
+    p->nll_dst = lse_dst - (double)dst[next_tok];
+    p->pd = exp(-p->nll_dst) - exp(-p->nll_src);
+}
+
+/* Add one position's statistics, in position order. */
+static int acc_fold(apr_parity_acc *a, const pos_stats *p)
+{
+    if (p->n_differ && a->n_logits_differ == 0) {
+        a->first_diff_pos = (int64_t)a->n_positions;
+        a->first_diff_idx = p->first_diff_idx;
+    }
+    a->n_logits_differ += p->n_differ;
+    a->nonfinite_src += p->nonfinite_src;
+    a->nonfinite_dst += p->nonfinite_dst;
+    if (p->max_abs_diff > a->max_abs_diff)
+        a->max_abs_diff = p->max_abs_diff;
+    a->cos_sum += p->cos;
+    if (p->cos < a->cos_min)
+        a->cos_min = p->cos;
+    a->n_positions++;
+    if (!p->scored)
+        return 0;
+    if (push(&a->kld, &a->cap_kld, a->n_scored, p->kl))
+        return APR_E_NOMEM;
+    a->n_scored++;
+    a->sum_kld += p->kl;
+    a->sum_kld2 += p->kl * p->kl;
+    a->n_same_top += p->same_top;
+    if (!p->has_nll)
+        return 0;
+    if (push(&a->pdiff, &a->cap_pdiff, a->n_nll, p->pd))
+        return APR_E_NOMEM;
+    a->n_nll++;
+    a->sum_nll_src += p->nll_src;
+    a->sum_nll_src2 += p->nll_src * p->nll_src;
+    a->sum_nll_dst += p->nll_dst;
+    a->sum_nll_dst2 += p->nll_dst * p->nll_dst;
+    a->sum_pdiff += p->pd;
+    a->sum_pdiff2 += p->pd * p->pd;
+    a->sum_pdiff4 += p->pd * p->pd * p->pd * p->pd;
+    return 0;
 }
 
 int apr_parity_acc_add(apr_parity_acc *a, const float *src, const float *dst, bool scored,
@@ -170,36 +244,55 @@ int apr_parity_acc_add(apr_parity_acc *a, const float *src, const float *dst, bo
 {
     if (next_tok >= 0 && (uint32_t)next_tok >= a->vocab)
         return APR_E_ARG;
-    compare_exact(a, src, dst);
-    a->n_positions++;
-    if (!scored)
-        return 0;
+    pos_stats p;
+    pos_compute(a->vocab, src, dst, scored, next_tok, &p);
+    return acc_fold(a, &p);
+}
 
-    const double kl = apr_kld_logits(src, dst, a->vocab);
-    if (push(&a->kld, &a->cap_kld, a->n_scored, kl))
-        return APR_E_NOMEM;
-    a->n_scored++;
-    a->sum_kld += kl;
-    a->sum_kld2 += kl * kl;
-    if (apr_argmax(src, a->vocab) == apr_argmax(dst, a->vocab))
-        a->n_same_top++;
+typedef struct batch_job {
+    uint32_t vocab, n;
+    int nth;
+    const float *src, *dst;
+    const bool *scored;
+    const int32_t *next;
+    pos_stats *out;
+} batch_job;
 
-    if (next_tok < 0)
+/* Thread i takes positions i, i + nth, ...: neighbouring positions on
+ * different threads, so a batch whose scored half starts late still splits
+ * its expensive (scored) positions evenly. */
+static void batch_worker(void *ctx, int i)
+{
+    const batch_job *j = ctx;
+    for (uint32_t k = (uint32_t)i; k < j->n; k += (uint32_t)j->nth)
+        pos_compute(j->vocab, j->src + (size_t)k * j->vocab, j->dst + (size_t)k * j->vocab, j->scored[k],
+                    j->next[k], &j->out[k]);
+}
+
+int apr_parity_acc_add_n(apr_parity_acc *a, const float *src, const float *dst, uint32_t n, const bool *scored,
+                         const int32_t *next_tok, int n_threads)
+{
+    for (uint32_t k = 0; k < n; k++)
+        if (next_tok[k] >= 0 && (uint32_t)next_tok[k] >= a->vocab)
+            return APR_E_ARG;
+    if (n == 0)
         return 0;
-    const double nll_src = apr_logsumexp(src, a->vocab) - (double)src[next_tok];
-    const double nll_dst = apr_logsumexp(dst, a->vocab) - (double)dst[next_tok];
-    const double pd = exp(-nll_dst) - exp(-nll_src);
-    if (push(&a->pdiff, &a->cap_pdiff, a->n_nll, pd))
+    pos_stats *ps = malloc((size_t)n * sizeof *ps);
+    if (!ps)
         return APR_E_NOMEM;
-    a->n_nll++;
-    a->sum_nll_src += nll_src;
-    a->sum_nll_src2 += nll_src * nll_src;
-    a->sum_nll_dst += nll_dst;
-    a->sum_nll_dst2 += nll_dst * nll_dst;
-    a->sum_pdiff += pd;
-    a->sum_pdiff2 += pd * pd;
-    a->sum_pdiff4 += pd * pd * pd * pd;
-    return 0;
+    if (n_threads <= 0)
+        n_threads = apr_quant_default_threads();
+    if (n_threads > (int)n)
+        n_threads = (int)n;
+    if (n_threads > APR_THREADS_MAX)
+        n_threads = APR_THREADS_MAX;
+    batch_job j = {a->vocab, n, n_threads, src, dst, scored, next_tok, ps};
+    apr_threads_run(n_threads, batch_worker, &j);
+    int rc = 0;
+    for (uint32_t k = 0; k < n && !rc; k++)
+        rc = acc_fold(a, &ps[k]);
+    free(ps);
+    return rc;
 }
 
 static int cmp_double(const void *x, const void *y)

@@ -57,6 +57,62 @@ static void test_kld_identical_is_zero(void **state)
     free(x);
 }
 
+/* apr_parity_acc_add_n (positions on threads, folded in order) gives the same
+ * bits as apr_parity_acc_add one position at a time, whatever the thread
+ * count: identical, one-ulp, differing, non-finite, scored and unscored
+ * positions, with and without a next token. */
+static void test_acc_add_n_matches_serial(void **state)
+{
+    (void)state;
+    enum { V = 777, N = 23 };
+    float *src = malloc((size_t)N * V * sizeof *src), *dst = malloc((size_t)N * V * sizeof *dst);
+    bool scored[N];
+    int32_t next[N];
+    for (uint32_t k = 0; k < N; k++) {
+        random_logits(src + (size_t)k * V, V, 6.0);
+        memcpy(dst + (size_t)k * V, src + (size_t)k * V, V * sizeof *dst);
+        if (k % 3 == 1)
+            random_logits(dst + (size_t)k * V, V, 6.0);
+        if (k == 5)
+            dst[(size_t)k * V + 17] = nextafterf(dst[(size_t)k * V + 17], INFINITY);
+        if (k == 9)
+            dst[(size_t)k * V + 3] = NAN;
+        scored[k] = k >= 4;
+        next[k] = scored[k] && k % 5 ? (int32_t)(k * 31 % V) : -1;
+    }
+    apr_parity_acc a;
+    assert_int_equal(apr_parity_acc_init(&a, V), 0);
+    for (uint32_t k = 0; k < N; k++)
+        assert_int_equal(apr_parity_acc_add(&a, src + (size_t)k * V, dst + (size_t)k * V, scored[k], next[k]), 0);
+    apr_parity_summary want;
+    assert_int_equal(apr_parity_summarize(&a, &want), 0);
+    for (int nth = 1; nth <= 5; nth++) {
+        apr_parity_acc b;
+        assert_int_equal(apr_parity_acc_init(&b, V), 0);
+        /* two batches (9 + 14 positions), as run.c hands them over */
+        assert_int_equal(apr_parity_acc_add_n(&b, src, dst, 9, scored, next, nth), 0);
+        assert_int_equal(apr_parity_acc_add_n(&b, src + 9 * V, dst + 9 * V, N - 9, scored + 9, next + 9, nth), 0);
+        apr_parity_summary got;
+        assert_int_equal(apr_parity_summarize(&b, &got), 0);
+        assert_memory_equal(&got, &want, sizeof got);
+        assert_int_equal(b.n_scored, a.n_scored);
+        assert_memory_equal(b.kld, a.kld, a.n_scored * sizeof *a.kld);
+        assert_memory_equal(b.pdiff, a.pdiff, a.n_nll * sizeof *a.pdiff);
+        apr_parity_acc_free(&b);
+    }
+    assert_true(want.first_diff_pos == 1 && want.nonfinite_dst == 1 && !want.bit_identical);
+    /* a next token outside the vocabulary is refused before anything is added */
+    apr_parity_acc c;
+    assert_int_equal(apr_parity_acc_init(&c, V), 0);
+    const int32_t bad[2] = {1, V};
+    assert_int_equal(apr_parity_acc_add_n(&c, src, dst, 2, scored + 4, bad, 2), APR_E_ARG);
+    assert_int_equal(c.n_positions, 0);
+    apr_parity_acc_free(&c);
+    apr_parity_acc_free(&a);
+    free(src);
+    free(dst);
+}
+
 static void test_kld_analytic(void **state)
 {
     (void)state;
@@ -646,6 +702,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kld_identical_is_zero),
         cmocka_unit_test(test_kld_analytic),
+        cmocka_unit_test(test_acc_add_n_matches_serial),
         cmocka_unit_test(test_logsumexp_and_argmax),
         cmocka_unit_test(test_top1_agreement),
         cmocka_unit_test(test_percentiles_order),

@@ -74,6 +74,12 @@ void apr_parity_acc_free(apr_parity_acc *a);
  * next_tok >= 0 (the token that follows) adds NLL and delta-p. */
 int apr_parity_acc_add(apr_parity_acc *a, const float *src, const float *dst, bool scored,
                        int32_t next_tok);
+/* apr_parity_acc_add for n consecutive positions (src, dst: n x vocab floats;
+ * scored[k], next_tok[k] for position k), the positions' statistics computed
+ * on n_threads threads (<= 0: all cores) and added in position order: the
+ * result is the same, bit for bit, as n calls of apr_parity_acc_add. */
+int apr_parity_acc_add_n(apr_parity_acc *a, const float *src, const float *dst, uint32_t n, const bool *scored,
+                         const int32_t *next_tok, int n_threads);
 
 typedef struct apr_parity_summary {
     uint64_t n_positions, n_scored, n_nll;
@@ -313,7 +319,10 @@ typedef struct apr_verify_result {
     uint32_t ctx, chunks;
     uint64_t n_tokens_used;
     apr_device dev_src, dev_dst;
-    double secs_src, secs_dst;
+    double secs_src, secs_dst;  /* the forward passes */
+    /* wall seconds of the other phases: weight comparison, reproduction (or
+     * the configuration check), loading both models, logit statistics */
+    double secs_weights, secs_repro, secs_load, secs_stats;
     apr_parity_summary s;
     apr_trace_cmp tc;         /* traced over all tokens of the first chunk */
     apr_trace tr_src, tr_dst;
