@@ -36,33 +36,6 @@ static const void *arr_elem(const apr_kv *kv, uint64_t i)
     return (const uint8_t *)kv->arr + i * apr_kv_type_size(kv->arr_type);
 }
 
-/* One scalar of type t at p as JSON. */
-static json_t *scalar_json(apr_kv_type t, const void *p)
-{
-    apr_kv_scalar v;
-    memcpy(&v, p, apr_kv_type_size(t));
-    switch (t) {
-    case APR_KV_U8: return json_integer(v.u8);
-    case APR_KV_I8: return json_integer(v.i8);
-    case APR_KV_U16: return json_integer(v.u16);
-    case APR_KV_I16: return json_integer(v.i16);
-    case APR_KV_U32: return json_integer(v.u32);
-    case APR_KV_I32: return json_integer(v.i32);
-    case APR_KV_I64: return json_integer(v.i64);
-    case APR_KV_U64:
-        if (v.u64 > (uint64_t)INT64_MAX) {
-            char b[32];
-            snprintf(b, sizeof b, "%" PRIu64, v.u64);
-            return json_string(b);
-        }
-        return json_integer((json_int_t)v.u64);
-    case APR_KV_F32: return isfinite(v.f32) ? json_real(v.f32) : json_null();
-    case APR_KV_F64: return isfinite(v.f64) ? json_real(v.f64) : json_null();
-    case APR_KV_BOOL: return json_boolean(v.b);
-    default: return json_null();
-    }
-}
-
 static void print_scalar(FILE *f, apr_kv_type t, const void *p)
 {
     apr_kv_scalar v;
@@ -131,28 +104,19 @@ static void print_kv(FILE *f, const apr_kv *kv)
     fputc('\n', f);
 }
 
+/* The record is inspect's; the value (an array's head) is the SHOW dialect
+ * of the one typed-KV codec (apr_json.h). */
 static json_t *kv_json(apr_jb *jb, const apr_kv *kv)
 {
     json_t *o = json_object();
     apr_jb_set(jb, o, "key", json_string(kv->key));
     apr_jb_set(jb, o, "type", json_string(apr_kv_type_name(kv->type)));
-    if (kv->type == APR_KV_STRING) {
-        apr_jb_set(jb, o, "value", json_stringn(kv->str.s, (size_t)kv->str.len));
-    } else if (kv->type == APR_KV_ARRAY) {
+    if (kv->type == APR_KV_ARRAY) {
         apr_jb_set(jb, o, "elem_type", json_string(apr_kv_type_name(kv->arr_type)));
         apr_jb_set(jb, o, "count", json_integer((json_int_t)kv->count));
-        json_t *head = json_array();
-        for (uint64_t i = 0; i < kv->count && i < ARRAY_HEAD_JSON; i++) {
-            if (kv->arr_type == APR_KV_STRING) {
-                const apr_str *s = &((const apr_str *)kv->arr)[i];
-                apr_jb_append(jb, head, json_stringn(s->s, (size_t)s->len));
-            } else {
-                apr_jb_append(jb, head, scalar_json(kv->arr_type, arr_elem(kv, i)));
-            }
-        }
-        apr_jb_set(jb, o, "head", head);
+        apr_jb_set(jb, o, "head", apr_kvjson_encode(kv, APR_KVJSON_SHOW, ARRAY_HEAD_JSON, NULL));
     } else {
-        apr_jb_set(jb, o, "value", scalar_json(kv->type, &kv->v));
+        apr_jb_set(jb, o, "value", apr_kvjson_encode(kv, APR_KVJSON_SHOW, UINT64_MAX, NULL));
     }
     return o;
 }

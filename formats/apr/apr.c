@@ -49,6 +49,7 @@
 #include "apr_internal.h"
 #include "apr_shard.h"
 #include "apr_json.h"
+#include "kvjson.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -205,110 +206,15 @@ static int tensor_expected_bytes(const apr_tensor *t, uint64_t *out, apr_err *er
 
 /* ---------------------------------------------------------------- KV <-> JSON */
 
-/* Values are encoded by type (docs/apr-format.md, "gguf_kv"):
- *   integers: JSON integers; u64/i64 beyond +-2^53 as decimal strings
- *   f32/f64:  JSON reals (printed with 17 significant digits, so they read
- *             back bit-exactly); non-finite values as "0x<hex bits>" strings
- *   bool:     true/false
- *   string:   JSON string; bytes that are not valid UTF-8 as {"hex": "..."}
- *   array:    JSON array of elements encoded as above */
-
-static json_t *enc_hex_bytes(const char *s, uint64_t len)
-{
-    static const char digits[] = "0123456789abcdef";
-    char *h = malloc(2 * len + 1);
-    if (!h)
-        return NULL;
-    for (uint64_t i = 0; i < len; i++) {
-        h[2 * i] = digits[(uint8_t)s[i] >> 4];
-        h[2 * i + 1] = digits[(uint8_t)s[i] & 15];
-    }
-    h[2 * len] = 0;
-    json_t *o = json_pack("{s:s}", "hex", h);
-    free(h);
-    return o;
-}
-
-static json_t *enc_string(const apr_str *s)
-{
-    const char *p = s->s ? s->s : "";
-    if (apr_utf8_valid(p, s->len))
-        return json_stringn(p, s->len); /* NULL: out of memory (never hex: that changes the file) */
-    return enc_hex_bytes(p, s->len);
-}
-
-static json_t *enc_scalar(apr_kv_type t, const uint8_t *p)
-{
-    const int64_t lim = (int64_t)1 << 53;
-    char buf[40];
-    switch (t) {
-    case APR_KV_U8: return json_integer(p[0]);
-    case APR_KV_I8: return json_integer((int8_t)p[0]);
-    case APR_KV_U16: return json_integer(apr_ld16(p));
-    case APR_KV_I16: return json_integer((int16_t)apr_ld16(p));
-    case APR_KV_U32: return json_integer(apr_ld32(p));
-    case APR_KV_I32: return json_integer((int32_t)apr_ld32(p));
-    case APR_KV_BOOL: return json_boolean(p[0] != 0);
-    case APR_KV_U64: {
-        uint64_t v = apr_ld64(p);
-        if (v <= (uint64_t)lim)
-            return json_integer((json_int_t)v);
-        snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
-        return json_string(buf);
-    }
-    case APR_KV_I64: {
-        int64_t v = (int64_t)apr_ld64(p);
-        if (v <= lim && v >= -lim)
-            return json_integer(v);
-        snprintf(buf, sizeof buf, "%lld", (long long)v);
-        return json_string(buf);
-    }
-    case APR_KV_F32: {
-        uint32_t bits = apr_ld32(p);
-        float f;
-        memcpy(&f, &bits, 4);
-        if (isfinite(f))
-            return json_real(f);
-        snprintf(buf, sizeof buf, "0x%08x", bits);
-        return json_string(buf);
-    }
-    case APR_KV_F64: {
-        uint64_t bits = apr_ld64(p);
-        double d;
-        memcpy(&d, &bits, 8);
-        if (isfinite(d))
-            return json_real(d);
-        snprintf(buf, sizeof buf, "0x%016llx", (unsigned long long)bits);
-        return json_string(buf);
-    }
-    default: return NULL;
-    }
-}
-
-static json_t *enc_array(const apr_kv *kv)
-{
-    json_t *a = json_array();
-    if (!a)
-        return NULL;
-    size_t es = apr_kv_type_size(kv->arr_type);
-    for (uint64_t i = 0; i < kv->count; i++) {
-        json_t *e = kv->arr_type == APR_KV_STRING ? enc_string(&((const apr_str *)kv->arr)[i])
-                                                  : enc_scalar(kv->arr_type, (const uint8_t *)kv->arr + i * es);
-        if (!e || json_array_append_new(a, e)) {
-            json_decref(a);
-            return NULL;
-        }
-    }
-    return a;
-}
+/* Values are the APR dialect of the one codec (core/kvjson.c, apr_json.h;
+ * docs/apr-format.md, "gguf_kv"): integers beyond +-2^53 as decimal strings,
+ * floats printed with 17 significant digits (they read back bit-exactly),
+ * NaN and infinities as "0x<hex bits>", bytes that are not valid UTF-8 as
+ * {"hex": "..."}. What is APR's own is the entry: [key, "u32" / "array:f32", value]. */
 
 static json_t *enc_value(const apr_kv *kv)
 {
-    if (kv->type == APR_KV_STRING)
-        return enc_string(&kv->str);
-    if (kv->type == APR_KV_ARRAY)
-        return enc_array(kv);
-    return enc_scalar(kv->type, (const uint8_t *)&kv->v);
+    return apr_kvjson_encode(kv, APR_KVJSON_APR, UINT64_MAX, NULL); /* NULL: out of memory */
 }
 
 /* "u32", "array:f32", ... */
@@ -320,242 +226,17 @@ static void type_string(const apr_kv *kv, char *out, size_t n)
         snprintf(out, n, "%s", apr_kv_type_name(kv->type));
 }
 
+/* type_string's inverse: a type that is not an array, or "array:" and one. */
 static int parse_type_name(const char *s, apr_kv_type *t, apr_kv_type *et)
 {
-    const char *elem = NULL;
-    if (strncmp(s, "array:", 6) == 0) {
-        elem = s + 6;
-        *t = APR_KV_ARRAY;
-    }
-    for (int i = 0; i < APR_KV_TYPE_COUNT; i++) {
-        if (i == APR_KV_ARRAY)
-            continue;
-        if (strcmp(elem ? elem : s, apr_kv_type_name((apr_kv_type)i)) == 0) {
-            if (elem)
-                *et = (apr_kv_type)i;
-            else
-                *t = (apr_kv_type)i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* A decoder's reason for an allocation that failed: the callers tell it
- * from the file's fault (APR_E_NOMEM, not APR_E_FORMAT). */
-static const char dec_oom[] = "out of memory";
-
-static bool dec_string(const json_t *j, apr_str *out, const char **why)
-{
-    memset(out, 0, sizeof *out);
-    if (json_is_string(j)) {
-        size_t n = json_string_length(j);
-        out->s = malloc(n + 1);
-        if (!out->s) {
-            *why = dec_oom;
-            return false;
-        }
-        memcpy(out->s, json_string_value(j), n);
-        out->s[n] = 0;
-        out->len = n;
-        return true;
-    }
-    const json_t *h = json_is_object(j) && json_object_size(j) == 1 ? json_object_get(j, "hex") : NULL;
-    if (!json_is_string(h) || json_string_length(h) % 2)
-        return false;
-    size_t n = json_string_length(h) / 2;
-    const char *s = json_string_value(h);
-    out->s = malloc(n + 1);
-    if (!out->s) {
-        *why = dec_oom;
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        int a = hexval(s[2 * i]), b = hexval(s[2 * i + 1]);
-        if (a < 0 || b < 0) {
-            free(out->s);
-            out->s = NULL;
-            return false;
-        }
-        out->s[i] = (char)(a * 16 + b);
-    }
-    out->s[n] = 0;
-    out->len = n;
-    return true;
-}
-
-/* Strict decimal integer string (optionally negative). */
-static bool parse_dec(const char *s, bool neg_ok, uint64_t *mag, bool *neg)
-{
-    *neg = false;
-    if (*s == '-') {
-        if (!neg_ok)
-            return false;
-        *neg = true;
-        s++;
-    }
-    if (!*s)
-        return false;
-    uint64_t v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *mag = v;
-    return true;
-}
-
-static bool parse_hex_bits(const char *s, uint64_t *bits, size_t ndigits)
-{
-    if (strncmp(s, "0x", 2) != 0 || strlen(s + 2) != ndigits)
-        return false;
-    uint64_t v = 0;
-    for (s += 2; *s; s++) {
-        int h = hexval(*s);
-        if (h < 0)
-            return false;
-        v = v * 16 + (uint64_t)h;
-    }
-    *bits = v;
-    return true;
-}
-
-/* Decodes one scalar of type t into out (little-endian bytes). */
-static bool dec_scalar(const json_t *j, apr_kv_type t, uint8_t *out)
-{
-    int64_t v = 0;
-    if (t == APR_KV_BOOL) {
-        if (!json_is_boolean(j))
-            return false;
-        out[0] = json_is_true(j) ? 1 : 0;
-        return true;
-    }
-    if (t == APR_KV_F32 || t == APR_KV_F64) {
-        double d;
-        if (json_is_real(j)) {
-            d = json_real_value(j);
-        } else if (json_is_integer(j)) {
-            d = (double)json_integer_value(j);
-        } else if (json_is_string(j)) {
-            uint64_t bits;
-            if (!parse_hex_bits(json_string_value(j), &bits, t == APR_KV_F32 ? 8 : 16))
-                return false;
-            for (size_t i = 0; i < (t == APR_KV_F32 ? 4u : 8u); i++)
-                out[i] = (uint8_t)(bits >> (8 * i));
-            return true;
-        } else {
-            return false;
-        }
-        if (t == APR_KV_F32) {
-            if (fabs(d) > 3.4028234663852886e38)
-                return false;
-            float f = (float)d;
-            memcpy(out, &f, 4);
-        } else {
-            memcpy(out, &d, 8);
-        }
-        return true;
-    }
-    if (t == APR_KV_U64 || t == APR_KV_I64) {
-        uint64_t mag;
-        bool neg;
-        if (json_is_integer(j)) {
-            v = json_integer_value(j);
-            if (t == APR_KV_U64 && v < 0)
-                return false;
-            mag = (uint64_t)v;
-        } else if (json_is_string(j) && parse_dec(json_string_value(j), t == APR_KV_I64, &mag, &neg)) {
-            if (t == APR_KV_I64) {
-                if ((!neg && mag > (uint64_t)INT64_MAX) || (neg && mag > (uint64_t)INT64_MAX + 1))
-                    return false;
-                mag = neg ? (uint64_t)0 - mag : mag;
-            }
-        } else {
-            return false;
-        }
-        for (int i = 0; i < 8; i++)
-            out[i] = (uint8_t)(mag >> (8 * i));
-        return true;
-    }
-    if (!json_is_integer(j))
-        return false;
-    v = json_integer_value(j);
-    int64_t lo, hi;
-    switch (t) {
-    case APR_KV_U8: lo = 0; hi = UINT8_MAX; break;
-    case APR_KV_I8: lo = INT8_MIN; hi = INT8_MAX; break;
-    case APR_KV_U16: lo = 0; hi = UINT16_MAX; break;
-    case APR_KV_I16: lo = INT16_MIN; hi = INT16_MAX; break;
-    case APR_KV_U32: lo = 0; hi = UINT32_MAX; break;
-    case APR_KV_I32: lo = INT32_MIN; hi = INT32_MAX; break;
-    default: return false;
-    }
-    if (v < lo || v > hi)
-        return false;
-    uint64_t u = (uint64_t)v;
-    for (size_t i = 0; i < apr_kv_type_size(t); i++)
-        out[i] = (uint8_t)(u >> (8 * i));
-    return true;
-}
-
-/* Fills kv (type already set) from j. Returns false with a reason in why
- * (dec_oom when an allocation failed). */
-static bool dec_value(const json_t *j, apr_kv *kv, const char **why)
-{
-    *why = "value does not match its type";
-    if (kv->type == APR_KV_STRING)
-        return dec_string(j, &kv->str, why);
-    if (kv->type != APR_KV_ARRAY) {
-        uint8_t b[8] = {0};
-        if (!dec_scalar(j, kv->type, b))
-            return false;
-        memcpy(&kv->v, b, sizeof b);
-        return true;
-    }
-    if (!json_is_array(j)) {
-        *why = "array value is not a JSON array";
-        return false;
-    }
-    size_t n = json_array_size(j);
-    if (kv->arr_type == APR_KV_STRING) {
-        apr_str *a = calloc(n ? n : 1, sizeof *a);
-        if (!a) {
-            *why = dec_oom;
-            return false;
-        }
-        kv->arr = a;
-        for (size_t i = 0; i < n; i++) {
-            if (!dec_string(json_array_get(j, i), &a[i], why))
-                return false;
-            kv->count = i + 1;
-        }
-        kv->count = n;
-        return true;
-    }
-    size_t es = apr_kv_type_size(kv->arr_type);
-    uint8_t *a = malloc(n ? n * es : 1);
-    if (!a) {
-        *why = dec_oom;
-        return false;
-    }
-    kv->arr = a;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b[8] = {0};
-        if (!dec_scalar(json_array_get(j, i), kv->arr_type, b))
-            return false;
-        memcpy(a + i * es, b, es);
-    }
-    kv->count = n;
-    return true;
+    bool arr = strncmp(s, "array:", 6) == 0;
+    int k = apr_kvjson_type(arr ? s + 6 : s);
+    if (k < 0 || k == APR_KV_ARRAY)
+        return -1;
+    *t = arr ? APR_KV_ARRAY : (apr_kv_type)k;
+    if (arr)
+        *et = (apr_kv_type)k;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- metadata (writer) */
@@ -1217,11 +898,13 @@ static int kvs_from_gguf_kv(apr_model *m, const json_t *root, const json_t *list
         }
         if (!(kv.key = strdup(key)))
             return fmt_err(err, APR_E_NOMEM, "out of memory");
-        const char *why;
-        if (!dec_value(jv, &kv, &why)) {
+        char what[300];
+        snprintf(what, sizeof what, "gguf_kv '%.200s' (%.40s)", key, json_string_value(jt));
+        apr_err e2 = {0};
+        int rc = apr_kvjson_decode(jv, &kv, APR_KVJSON_APR, what, &e2);
+        if (rc) {
             apr_kv_free(&kv);
-            return fmt_err(err, why == dec_oom ? APR_E_NOMEM : APR_E_FORMAT, "gguf_kv '%s' (%s): %s", key,
-                           json_string_value(jt), why);
+            return fmt_err(err, rc, "%s", e2.msg);
         }
         m->kvs[m->n_kvs++] = kv; /* room reserved above */
     }
@@ -1265,11 +948,12 @@ static int kvs_from_canonical(apr_model *m, const json_t *root, apr_err *err)
         char key[160];
         snprintf(key, sizeof key, "%s.%s", arch, hp[i].suffix);
         apr_kv kv = {.key = key, .type = hp[i].t};
-        uint8_t b[8] = {0};
-        if (!dec_scalar(v, hp[i].t, b))
-            return fmt_err(err, APR_E_FORMAT, "metadata '%s' is not a valid %s", hp[i].json,
-                           apr_kv_type_name(hp[i].t));
-        memcpy(&kv.v, b, sizeof b);
+        char what[120];
+        snprintf(what, sizeof what, "metadata '%s' (%s)", hp[i].json, apr_kv_type_name(hp[i].t));
+        apr_err e2 = {0};
+        int drc = apr_kvjson_decode(v, &kv, APR_KVJSON_APR, what, &e2);
+        if (drc)
+            return fmt_err(err, drc, "%s", e2.msg);
         rc |= apr_model_set_kv(m, &kv);
     }
     /* tokenizer: aprender's keys -> tokenizer.ggml.* */
@@ -1293,14 +977,15 @@ static int kvs_from_canonical(apr_model *m, const json_t *root, apr_err *err)
         if (!v || json_is_null(v))
             continue;
         apr_kv kv = {.type = tk[i].t, .arr_type = tk[i].et};
-        const char *why = dec_oom;
-        if (!(kv.key = strdup(tk[i].gguf)) || !dec_value(v, &kv, &why)) {
+        char what[120];
+        snprintf(what, sizeof what, "metadata '%s' (%s%s)", tk[i].json, tk[i].t == APR_KV_ARRAY ? "array:" : "",
+                 apr_kv_type_name(tk[i].t == APR_KV_ARRAY ? tk[i].et : tk[i].t));
+        apr_err e2 = {0};
+        int drc = (kv.key = strdup(tk[i].gguf)) ? apr_kvjson_decode(v, &kv, APR_KVJSON_APR, what, &e2)
+                                                : apr_err_set(&e2, APR_E_NOMEM, "metadata '%s': out of memory", tk[i].json);
+        if (drc) {
             apr_kv_free(&kv);
-            if (why == dec_oom)
-                return fmt_err(err, APR_E_NOMEM, "metadata '%s': out of memory", tk[i].json);
-            return fmt_err(err, APR_E_FORMAT, "metadata '%s' is not a valid %s%s", tk[i].json,
-                           tk[i].t == APR_KV_ARRAY ? "array of " : "",
-                           apr_kv_type_name(tk[i].t == APR_KV_ARRAY ? tk[i].et : tk[i].t));
+            return fmt_err(err, drc, "%s", e2.msg);
         }
         /* aprender records byte-level BPE as "bpe"; llama.cpp calls it "gpt2" */
         if (kv.type == APR_KV_STRING && strcmp(kv.key, "tokenizer.ggml.model") == 0 && strcmp(kv.str.s, "bpe") == 0) {

@@ -23,6 +23,7 @@
 #include "apr_internal.h"
 #include "hfmeta.h"
 #include "apr_json.h"
+#include "kvjson.h"
 #include "tok.h"
 
 #include <dirent.h>
@@ -34,281 +35,37 @@
 #include <string.h>
 #include <strings.h>
 
-/* ================================================================ JSON scalars */
-
-static bool f32_bits_equal(float a, float b)
-{
-    uint32_t x, y;
-    memcpy(&x, &a, 4);
-    memcpy(&y, &b, 4);
-    return x == y;
-}
-
-/* The double of the shortest decimal string that reads back (via double) as f. */
-static bool f32_shortest_double(float f, double *out)
-{
-    char buf[64];
-    for (int p = 1; p <= 9; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
-        double d = strtod(buf, NULL);
-        if (f32_bits_equal((float)d, f)) {
-            *out = d;
-            return true;
-        }
-    }
-    /* Double rounding (decimal -> double -> float) can in rare cases miss
-     * with the 9-digit string; the exact double of f always works. */
-    *out = (double)f;
-    return true;
-}
-
-json_t *apr_json_f32(float f)
-{
-    if (!isfinite(f))
-        return NULL;
-    double d;
-    f32_shortest_double(f, &d);
-    return json_real(d);
-}
-
-bool apr_json_get_f32(const json_t *j, float *out)
-{
-    if (!json_is_number(j))
-        return false;
-    *out = (float)json_number_value(j);
-    return true;
-}
+/* ================================================================ JSON dump */
 
 char *apr_json_dump(const json_t *j, bool pretty)
 {
     return json_dumps(j, APR_JSON_DUMP_FLAGS | (pretty ? JSON_INDENT(2) : JSON_COMPACT));
 }
 
-/* ================================================================ typed KV codec */
+/* ================================================================ typed KV records */
 
-static const char *kv_type_str(apr_kv_type t)
-{
-    return apr_kv_type_name(t);
-}
-
-static int kv_type_from_str(const char *s)
-{
-    for (int t = 0; t < APR_KV_TYPE_COUNT; t++)
-        if (strcmp(apr_kv_type_name((apr_kv_type)t), s) == 0)
-            return t;
-    return -1;
-}
-
-static json_t *bits_string(uint64_t bits, int hexdigits)
-{
-    char buf[40];
-    snprintf(buf, sizeof buf, "0x%0*" PRIx64, hexdigits, bits);
-    return json_string(buf);
-}
-
-static bool is_scalar(apr_kv_type t)
-{
-    return (unsigned)t < APR_KV_TYPE_COUNT && t != APR_KV_STRING && t != APR_KV_ARRAY;
-}
-
-/* One scalar (pointer to its packed little-endian value) as JSON; NULL only
- * when an allocation failed (or t is not a scalar type). */
-static json_t *scalar_to_json(apr_kv_type t, const void *p)
-{
-    char buf[64];
-    switch (t) {
-    case APR_KV_U8: return json_integer(*(const uint8_t *)p);
-    case APR_KV_I8: return json_integer(*(const int8_t *)p);
-    case APR_KV_U16: { uint16_t v; memcpy(&v, p, 2); return json_integer(v); }
-    case APR_KV_I16: { int16_t v; memcpy(&v, p, 2); return json_integer(v); }
-    case APR_KV_U32: { uint32_t v; memcpy(&v, p, 4); return json_integer(v); }
-    case APR_KV_I32: { int32_t v; memcpy(&v, p, 4); return json_integer(v); }
-    case APR_KV_I64: { int64_t v; memcpy(&v, p, 8); return json_integer(v); }
-    case APR_KV_U64: {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        if (v <= (uint64_t)INT64_MAX)
-            return json_integer((json_int_t)v);
-        snprintf(buf, sizeof buf, "%" PRIu64, v);
-        return json_string(buf);
-    }
-    case APR_KV_BOOL: return json_boolean(*(const uint8_t *)p != 0);
-    case APR_KV_F32: {
-        float v;
-        uint32_t bits;
-        memcpy(&v, p, 4);
-        memcpy(&bits, p, 4);
-        return isfinite(v) ? apr_json_f32(v) : bits_string(bits, 8);
-    }
-    case APR_KV_F64: {
-        double v;
-        uint64_t bits;
-        memcpy(&v, p, 8);
-        memcpy(&bits, p, 8);
-        if (!isfinite(v))
-            return bits_string(bits, 16);
-        snprintf(buf, sizeof buf, "%.17g", v);
-        return json_string(buf);
-    }
-    default: return NULL;
-    }
-}
-
-static int str_to_json(const apr_jb *jb, const apr_str *s, json_t **out, apr_err *err)
-{
-    *out = json_stringn(s->s ? s->s : "", (size_t)s->len);
-    if (*out)
-        return 0;
-    if (apr_jb_oom(jb))
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    return apr_err_set(err, APR_E_UNSUPPORTED, "string '%.60s' is not valid UTF-8 (JSON cannot hold it)",
-                       s->s ? s->s : "");
-}
+/* The record is this file's: {"key", "type", "value"} ("elem" too for an
+ * array); the value is the HF dialect of the one codec (core/kvjson.c). */
 
 json_t *apr_kv_to_json(const apr_kv *kv, apr_err *err)
 {
+    json_t *v = apr_kvjson_encode(kv, APR_KVJSON_HF, UINT64_MAX, err);
+    if (!v)
+        return NULL;
     apr_jb jb = apr_jb_start();
-    json_t *o = json_object(), *v = NULL;
+    json_t *o = json_object();
     apr_jb_set(&jb, o, "key", json_string(kv->key));
-    apr_jb_set(&jb, o, "type", json_string(kv_type_str(kv->type)));
-    if (kv->type == APR_KV_STRING) {
-        if (str_to_json(&jb, &kv->str, &v, err))
-            goto fail;
-    } else if (kv->type == APR_KV_ARRAY) {
-        apr_jb_set(&jb, o, "elem", json_string(kv_type_str(kv->arr_type)));
-        v = json_array();
-        size_t es = apr_kv_type_size(kv->arr_type);
-        if (kv->arr_type != APR_KV_STRING && (!es || !is_scalar(kv->arr_type))) {
-            apr_err_set(err, APR_E_ARG, "KV %s: bad array element type", kv->key);
-            goto fail;
-        }
-        for (uint64_t i = 0; i < kv->count && v; i++) {
-            json_t *e = NULL;
-            if (kv->arr_type != APR_KV_STRING)
-                e = scalar_to_json(kv->arr_type, (const uint8_t *)kv->arr + i * es);
-            else if (str_to_json(&jb, &((const apr_str *)kv->arr)[i], &e, err))
-                goto fail;
-            apr_jb_append(&jb, v, e);
-        }
-    } else if (!is_scalar(kv->type)) {
-        apr_err_set(err, APR_E_ARG, "KV %s: unknown type %d", kv->key, (int)kv->type);
-        goto fail;
-    } else {
-        v = scalar_to_json(kv->type, &kv->v);
-    }
+    apr_jb_set(&jb, o, "type", json_string(apr_kv_type_name(kv->type)));
+    if (kv->type == APR_KV_ARRAY)
+        apr_jb_set(&jb, o, "elem", json_string(apr_kv_type_name(kv->arr_type)));
     apr_jb_set(&jb, o, "value", v);
-    v = NULL;
     char what[96];
     snprintf(what, sizeof what, "KV %.80s", kv->key);
-    if (apr_jb_done(&jb, what, err))
-        goto fail;
+    if (apr_jb_done(&jb, what, err)) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
-fail:
-    json_decref(v);
-    json_decref(o);
-    return NULL;
-}
-
-/* Parse one scalar of type t from JSON into p (packed LE). */
-static int scalar_from_json(apr_kv_type t, const json_t *j, void *p, const char *key, apr_err *err)
-{
-    int64_t iv = 0;
-    uint64_t uv = 0;
-    if (t == APR_KV_BOOL) {
-        if (!json_is_boolean(j))
-            return apr_err_set(err, APR_E_FORMAT, "KV %s: expected a boolean", key);
-        *(uint8_t *)p = json_is_true(j);
-        return 0;
-    }
-    if (t == APR_KV_F32 || t == APR_KV_F64) {
-        if (json_is_string(j)) {
-            const char *s = json_string_value(j);
-            char *end;
-            errno = 0;
-            if (s[0] == '0' && s[1] == 'x') {
-                uint64_t bits = strtoull(s + 2, &end, 16);
-                if (*end || errno)
-                    return apr_err_set(err, APR_E_FORMAT, "KV %s: bad float bits '%s'", key, s);
-                if (t == APR_KV_F32) {
-                    uint32_t b32 = (uint32_t)bits;
-                    memcpy(p, &b32, 4);
-                } else {
-                    memcpy(p, &bits, 8);
-                }
-                return 0;
-            }
-            double d = strtod(s, &end);
-            if (*end || end == s)
-                return apr_err_set(err, APR_E_FORMAT, "KV %s: bad number '%s'", key, s);
-            if (t == APR_KV_F32) {
-                float f = (float)d;
-                memcpy(p, &f, 4);
-            } else {
-                memcpy(p, &d, 8);
-            }
-            return 0;
-        }
-        if (!json_is_number(j))
-            return apr_err_set(err, APR_E_FORMAT, "KV %s: expected a number", key);
-        double d = json_number_value(j);
-        if (t == APR_KV_F32) {
-            float f = (float)d;
-            memcpy(p, &f, 4);
-        } else {
-            memcpy(p, &d, 8);
-        }
-        return 0;
-    }
-    /* integers */
-    if (t == APR_KV_U64 && json_is_string(j)) {
-        const char *s = json_string_value(j);
-        char *end;
-        errno = 0;
-        uv = strtoull(s, &end, 10);
-        if (*end || end == s || errno || s[0] == '-')
-            return apr_err_set(err, APR_E_FORMAT, "KV %s: bad u64 '%s'", key, s);
-        memcpy(p, &uv, 8);
-        return 0;
-    }
-    if (!json_is_integer(j))
-        return apr_err_set(err, APR_E_FORMAT, "KV %s: expected an integer", key);
-    iv = json_integer_value(j);
-    int64_t lo, hi;
-    switch (t) {
-    case APR_KV_U8: lo = 0; hi = UINT8_MAX; break;
-    case APR_KV_I8: lo = INT8_MIN; hi = INT8_MAX; break;
-    case APR_KV_U16: lo = 0; hi = UINT16_MAX; break;
-    case APR_KV_I16: lo = INT16_MIN; hi = INT16_MAX; break;
-    case APR_KV_U32: lo = 0; hi = UINT32_MAX; break;
-    case APR_KV_I32: lo = INT32_MIN; hi = INT32_MAX; break;
-    case APR_KV_U64: lo = 0; hi = INT64_MAX; break;
-    case APR_KV_I64: lo = INT64_MIN; hi = INT64_MAX; break;
-    default: return apr_err_set(err, APR_E_FORMAT, "KV %s: bad scalar type", key);
-    }
-    if (iv < lo || iv > hi)
-        return apr_err_set(err, APR_E_FORMAT, "KV %s: %lld out of range for %s", key, (long long)iv,
-                           apr_kv_type_name(t));
-    switch (t) {
-    case APR_KV_U8: case APR_KV_I8: *(uint8_t *)p = (uint8_t)iv; break;
-    case APR_KV_U16: case APR_KV_I16: { uint16_t v = (uint16_t)iv; memcpy(p, &v, 2); break; }
-    case APR_KV_U32: case APR_KV_I32: { uint32_t v = (uint32_t)iv; memcpy(p, &v, 4); break; }
-    default: memcpy(p, &iv, 8); break;
-    }
-    return 0;
-}
-
-int apr_json_to_str(const json_t *j, apr_str *s, const char *what, apr_err *err)
-{
-    if (!json_is_string(j))
-        return apr_err_set(err, APR_E_FORMAT, "%s: expected a string", what);
-    size_t n = json_string_length(j);
-    s->s = malloc(n + 1);
-    if (!s->s)
-        return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    memcpy(s->s, json_string_value(j), n);
-    s->s[n] = 0;
-    s->len = n;
-    return 0;
 }
 
 int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err)
@@ -319,44 +76,23 @@ int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err)
     if (!json_is_object(j) || !json_is_string(jk) || !json_is_string(jt) || !jv)
         return apr_err_set(err, APR_E_FORMAT, "typed KV record: expected {key, type, value}");
     const char *key = json_string_value(jk);
-    int t = kv_type_from_str(json_string_value(jt));
+    int t = apr_kvjson_type(json_string_value(jt));
     if (t < 0)
         return apr_err_set(err, APR_E_FORMAT, "KV %s: unknown type '%s'", key, json_string_value(jt));
+    out->type = (apr_kv_type)t;
+    if (t == APR_KV_ARRAY) {
+        const json_t *je = json_object_get(j, "elem");
+        int et = json_is_string(je) ? apr_kvjson_type(json_string_value(je)) : -1;
+        if (et < 0 || et == APR_KV_ARRAY || !json_is_array(jv))
+            return apr_err_set(err, APR_E_FORMAT, "KV %s: bad array record", key);
+        out->arr_type = (apr_kv_type)et;
+    }
     if (!(out->key = strdup(key)))
         return apr_err_set(err, APR_E_NOMEM, "out of memory");
-    out->type = (apr_kv_type)t;
-    char what[300]; /* for apr_json_to_str's error */
-    snprintf(what, sizeof what, "KV %s", key);
-    int rc = 0;
-    if (t == APR_KV_STRING) {
-        rc = apr_json_to_str(jv, &out->str, what, err);
-    } else if (t == APR_KV_ARRAY) {
-        const json_t *je = json_object_get(j, "elem");
-        int et = json_is_string(je) ? kv_type_from_str(json_string_value(je)) : -1;
-        if (et < 0 || et == APR_KV_ARRAY || !json_is_array(jv)) {
-            rc = apr_err_set(err, APR_E_FORMAT, "KV %s: bad array record", key);
-            goto done;
-        }
-        out->arr_type = (apr_kv_type)et;
-        out->count = json_array_size(jv);
-        size_t es = et == APR_KV_STRING ? sizeof(apr_str) : apr_kv_type_size((apr_kv_type)et);
-        out->arr = calloc(out->count ? out->count : 1, es);
-        if (!out->arr) {
-            out->count = 0;
-            rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < out->count && !rc; i++) {
-            const json_t *e = json_array_get(jv, i);
-            if (et == APR_KV_STRING)
-                rc = apr_json_to_str(e, &((apr_str *)out->arr)[i], what, err);
-            else
-                rc = scalar_from_json((apr_kv_type)et, e, (uint8_t *)out->arr + i * es, key, err);
-        }
-    } else {
-        rc = scalar_from_json((apr_kv_type)t, jv, &out->v, key, err);
-    }
-done:
+    char what[300];
+    snprintf(what, sizeof what, "KV %.200s (%s%s)", key, t == APR_KV_ARRAY ? "array of " : "",
+             apr_kv_type_name(t == APR_KV_ARRAY ? out->arr_type : out->type));
+    int rc = apr_kvjson_decode(jv, out, APR_KVJSON_HF, what, err);
     if (rc)
         apr_kv_free(out);
     return rc;

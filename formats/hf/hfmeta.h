@@ -1,6 +1,6 @@
 /* hfmeta.h - PRIVATE to formats/:
  * HF config.json <-> GGUF KVs (the tokenizer files are libtok's), and the
- * typed-KV JSON codec shared by safetensors.c and synth.c. */
+ * typed-KV records (apr_gguf, apr.kvs) shared by safetensors.c and synth.c. */
 #ifndef APR_HFMETA_H
 #define APR_HFMETA_H
 
@@ -17,7 +17,8 @@
 /* apr_json_f32, apr_json_get_f32, apr_json_to_str: formats.h (libtok shares them). */
 
 /* Typed KV <-> {"key":..., "type":"u32", "value":...} (arrays: "type":"array",
- * "elem":"f32", "value":[...]). Exact for every type: u64 above INT64_MAX and
+ * "elem":"f32", "value":[...]), the value in the HF dialect of the one codec
+ * (core/kvjson.c, apr_json.h). Exact for every type: u64 above INT64_MAX and
  * f64 travel as decimal strings. */
 json_t *apr_kv_to_json(const apr_kv *kv, apr_err *err);
 int apr_kv_from_json(apr_kv *out, const json_t *j, apr_err *err);

@@ -71,4 +71,32 @@ bool apr_jb_oom(const apr_jb *b);
  * (APR_E_UNSUPPORTED: not UTF-8, not finite) when none did. */
 int apr_jb_done(const apr_jb *b, const char *what, apr_err *err);
 
+/* ---------------------------------------------------------------- typed KV values
+ * One codec between a typed KV's value and JSON (formats/core/kvjson.c: one
+ * table of KV types, each with its JSON kind and integer range, read by both
+ * directions). Where the places that write typed KVs have different
+ * conventions, fixed by the files already written, each is a dialect:
+ *   APR   APR v2 metadata, gguf_kv and the aprender keys (docs/apr-format.md):
+ *         integers beyond +-2^53 as decimal strings, floats as their exact
+ *         double, bytes that are not UTF-8 as {"hex": "..."}
+ *   HF    the apr_gguf record of config.json and a safetensors header's apr.kvs:
+ *         u64 above INT64_MAX as a decimal string, f32 as the double of its
+ *         shortest decimal (APR_JSON_DUMP_FLAGS), f64 as a "%.17g" decimal
+ *         string, strings that are not UTF-8 refused
+ *   SHOW  apr inspect --json (display only, never read back): HF's integers,
+ *         floats as their exact double, NaN and infinities as null
+ * APR and HF write NaN and infinities as "0x<hex bits>" strings. */
+typedef enum apr_kvjson_dialect {
+    APR_KVJSON_APR,
+    APR_KVJSON_HF,
+    APR_KVJSON_SHOW,
+    APR_KVJSON_DIALECTS
+} apr_kvjson_dialect;
+
+/* kv's value in dialect d (arrays: their first max_elems elements; UINT64_MAX
+ * for all). NULL on failure, with "KV 'KEY': reason" in err (may be NULL):
+ * out of memory (APR_E_NOMEM), a string JSON cannot hold in d
+ * (APR_E_UNSUPPORTED), a type that is none (APR_E_ARG). */
+json_t *apr_kvjson_encode(const apr_kv *kv, apr_kvjson_dialect d, uint64_t max_elems, apr_err *err);
+
 #endif

@@ -171,8 +171,8 @@ size_t apr_kv_type_size(apr_kv_type t);
 const char *apr_kv_type_name(apr_kv_type t);
 
 /* ---------------------------------------------------------------- JSON values
- * The exact conventions every JSON apr writes follows (formats/hf/ and libtok's
- * tokenizer files share them). Values are jansson's (json_t is struct json_t;
+ * The exact conventions every JSON apr writes follows (formats/core/kvjson.c;
+ * formats/hf/ and libtok's tokenizer files share them). Values are jansson's (json_t is struct json_t;
  * include <jansson.h> to use them). */
 struct json_t;
 /* A JSON real that reads back (strtod then (float)) to exactly f; NULL for
