@@ -88,29 +88,17 @@ static void dq_q2_k(const blk_q2_k *x, float *y, int64_t nb)
     }
 }
 
-/* The 16 signed 6-bit scales of a Q3_K block. */
-static void q3_scales(const uint8_t s[12], int sc[16])
-{
-    for (int j = 0; j < 16; ++j) {
-        int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
-        int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-        sc[j] = (lo | (hi << 4)) - 32;
-    }
-}
-
 static void dq_q3_k(const blk_q3_k *x, float *y, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++) {
         const float d_all = f16v(x[i].d);
-        int sc[16];
-        q3_scales(x[i].scales, sc);
         const uint8_t *q = x[i].qs;
         uint8_t m = 1;
         int is = 0;
         for (int n = 0; n < QK_K; n += 128, q += 32) {
             for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
                 for (int half = 0; half < 2; half++) {
-                    const float dl = d_all * sc[is++];
+                    const float dl = d_all * q3k_sub_scale(x[i].scales, is++);
                     for (int l = 0; l < 16; ++l) {
                         const int k = l + 16 * half;
                         *y++ = dl * (((q[k] >> shift) & 3) - ((x[i].hmask[k] & m) ? 0 : 4));

@@ -291,12 +291,6 @@ static float dot_q3_k_s(int64_t nb, const blk_q3_k *x, const blk_q8_k *y)
 {
     float sumf = 0;
     for (int64_t i = 0; i < nb; i++) {
-        int sc[16];
-        for (int j = 0; j < 16; ++j) {
-            int lo = j < 8 ? x[i].scales[j] & 0xF : x[i].scales[j - 8] >> 4;
-            int hi = (x[i].scales[8 + j % 4] >> (2 * (j / 4))) & 3;
-            sc[j] = (lo | (hi << 4)) - 32;
-        }
         const uint8_t *q = x[i].qs;
         const int8_t *a = y[i].qs;
         uint8_t m = 1;
@@ -309,7 +303,7 @@ static float dot_q3_k_s(int64_t nb, const blk_q3_k *x, const blk_q8_k *y)
                         const int k = l + 16 * half;
                         s += (((q[k] >> shift) & 3) - ((x[i].hmask[k] & m) ? 0 : 4)) * a[l];
                     }
-                    sumi += sc[is++] * s;
+                    sumi += q3k_sub_scale(x[i].scales, is++) * s;
                 }
             }
         }
