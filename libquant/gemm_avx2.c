@@ -256,6 +256,104 @@ VNNI512 static void group2_q6_k_vnni512(const apr_wpack *p, uint64_t g, int nr, 
     }
 }
 
+/* ---------------------------------------------------------------- Q4_K, two groups per AVX-512 register
+ * As the Q6_K tile: with AVX512-VNNI, groups g and g + 1 share each
+ * activation broadcast and the nibble unpacking (one shift and one and per
+ * 16-row chunk). The integers are step_q4_k's (each half sub-block's int32
+ * sum, |p| <= 16 * 15 * 128, scaled by vpdpwssd against the scale in the
+ * lane's low half) and the mins and the float step finish_k4's, lane by
+ * lane: the same bits. */
+#define Q4X2_T 8
+
+/* sumf[t] (16 rows: b0's in the low half, b1's in the high) += block i. */
+VNNI512 static INLINE void step_q4_k_x2(const grp_q4_k *b0, const grp_q4_k *b1, const void *act, size_t as,
+                                        int64_t i, int T, __m512 *sumf)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512i sumi[Q4X2_T];
+    for (int t = 0; t < T; t++)
+        sumi[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; j++) { /* sub-block j: nibble half j & 1 of qs[j / 2] */
+        const int jj = j / 2, shift = 4 * (j & 1);
+        const __m512i sc = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(load8(b0->sc[j]), load8(b1->sc[j])));
+        for (int c0 = 0; c0 < 8; c0 += 4) {
+            __m512i p[Q4X2_T];
+            for (int t = 0; t < T; t++)
+                p[t] = _mm512_setzero_si512();
+            for (int c = c0; c < c0 + 4; c++) {
+                const __m512i w = cat256(_mm256_loadu_si256((const __m256i *)b0->qs[jj][c]),
+                                         _mm256_loadu_si256((const __m256i *)b1->qs[jj][c]));
+                const __m512i q = _mm512_and_si512(_mm512_srli_epi16(w, shift), m4);
+                for (int t = 0; t < T; t++) {
+                    int32_t a4;
+                    memcpy(&a4, ACT(blk_q8_k, act, as, t)[i].qs + 32 * j + 4 * c, 4);
+                    p[t] = _mm512_dpbusd_epi32(p[t], q, _mm512_set1_epi32(a4));
+                }
+            }
+            for (int t = 0; t < T; t++)
+                sumi[t] = _mm512_dpwssd_epi32(sumi[t], p[t], sc);
+        }
+    }
+    __m512i mnp[4]; /* lanes (2r, 2r+1) = (mn[2k][r], mn[2k+1][r]), b0's rows then b1's */
+    for (int k = 0; k < 4; k++)
+        mnp[k] = cat256(interleave16(_mm_cvtepu8_epi16(load8(b0->mn[2 * k])), _mm_cvtepu8_epi16(load8(b0->mn[2 * k + 1]))),
+                        interleave16(_mm_cvtepu8_epi16(load8(b1->mn[2 * k])), _mm_cvtepu8_epi16(load8(b1->mn[2 * k + 1]))));
+    const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b0->d)), _mm256_loadu_ps(b1->d), 1);
+    const __m512 dmin =
+        _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b0->dmin)), _mm256_loadu_ps(b1->dmin), 1);
+    for (int t = 0; t < T; t++) {
+        const blk_q8_k *y = &ACT(blk_q8_k, act, as, t)[i];
+        const __m128i bs = _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)y->bsums),
+                                          _mm_loadu_si128((const __m128i *)(y->bsums + 8)));
+        int32_t bp[4];
+        _mm_storeu_si128((__m128i *)bp, bs);
+        __m512i summ = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++)
+            summ = _mm512_add_epi32(summ, _mm512_madd_epi16(mnp[k], _mm512_set1_epi32(bp[k])));
+        const __m512 yd = _mm512_set1_ps(y->d);
+        const __m512 f1 = _mm512_mul_ps(_mm512_mul_ps(d, yd), _mm512_cvtepi32_ps(sumi[t]));
+        const __m512 f2 = _mm512_mul_ps(_mm512_mul_ps(dmin, yd), _mm512_cvtepi32_ps(summ));
+        sumf[t] = _mm512_add_ps(sumf[t], _mm512_sub_ps(f1, f2));
+    }
+}
+
+VNNI512 static INLINE void tile_q4_k_x2(const grp_q4_k *g0, const grp_q4_k *g1, int64_t nb, const void *act, size_t as,
+                                        int T, float *out, size_t ldo, int nr)
+{
+    __m512 sumf[Q4X2_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++)
+        step_q4_k_x2(&g0[i], &g1[i], act, as, i, T, sumf);
+    for (int t = 0; t < T; t++) {
+        store_rows(out + (size_t)t * ldo, _mm512_castps512_ps256(sumf[t]), APR_WPACK_ROWS);
+        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, _mm512_extractf32x8_ps(sumf[t], 1), nr - APR_WPACK_ROWS);
+    }
+}
+
+/* Groups g, g + 1 of a Q4_K pack: nr rows, 8 < nr <= 16. */
+VNNI512 static void group2_q4_k_vnni512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
+                                        float *out, size_t ldo)
+{
+    const grp_q4_k *g0 = (const grp_q4_k *)(p->data + g * p->group_bytes);
+    const grp_q4_k *g1 = (const grp_q4_k *)(p->data + (g + 1) * p->group_bytes);
+    const int64_t nb = (int64_t)p->cols / QK_K;
+    for (uint32_t t0 = 0; t0 < nt; t0 += Q4X2_T) {
+        const void *a = (const uint8_t *)act + (size_t)t0 * as;
+        float *o = out + (size_t)t0 * ldo;
+        switch (nt - t0 >= Q4X2_T ? Q4X2_T : (int)(nt - t0)) {
+        case 8: tile_q4_k_x2(g0, g1, nb, a, as, 8, o, ldo, nr); break;
+        case 7: tile_q4_k_x2(g0, g1, nb, a, as, 7, o, ldo, nr); break;
+        case 6: tile_q4_k_x2(g0, g1, nb, a, as, 6, o, ldo, nr); break;
+        case 5: tile_q4_k_x2(g0, g1, nb, a, as, 5, o, ldo, nr); break;
+        case 4: tile_q4_k_x2(g0, g1, nb, a, as, 4, o, ldo, nr); break;
+        case 3: tile_q4_k_x2(g0, g1, nb, a, as, 3, o, ldo, nr); break;
+        case 2: tile_q4_k_x2(g0, g1, nb, a, as, 2, o, ldo, nr); break;
+        default: tile_q4_k_x2(g0, g1, nb, a, as, 1, o, ldo, nr); break;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- Q8_0, two groups per AVX-512 register
  * The grp_q8_0 types (Q8_0, Q4_0, Q5_0) with AVX512-VNNI: 16 rows (groups g
  * and g + 1) per register, up to Q8X2_T tokens per tile. Each block of each
@@ -681,7 +779,8 @@ static bool is_q8_family(apr_dtype t)
 }
 
 /* One call's rows g*8 .. g*8+nr-1: nr <= APR_WPACK_ROWS for the block types
- * (2 * APR_WPACK_ROWS for Q6_K and the grp_q8_0 types: groups g and g + 1),
+ * (2 * APR_WPACK_ROWS for Q4_K, Q6_K and the grp_q8_0 types: groups g and
+ * g + 1),
  * <= APRQ_FLOAT_ROWS for the float types. */
 static void wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as,
                              const aprq_q8_aux *aux, uint32_t nt, float *out, size_t ldo)
@@ -695,6 +794,10 @@ static void wpack_group_avx2(const apr_wpack *p, uint64_t g, int nr, const void 
         const int vnni = aprq_cpu_vnni();
         if (nr > APR_WPACK_ROWS && vnni == APRQ_VNNI_512 && p->dtype == APR_DT_Q6_K) {
             group2_q6_k_vnni512(p, g, nr, act, as, nt, out, ldo);
+            return;
+        }
+        if (nr > APR_WPACK_ROWS && vnni == APRQ_VNNI_512 && p->dtype == APR_DT_Q4_K) {
+            group2_q4_k_vnni512(p, g, nr, act, as, nt, out, ldo);
             return;
         }
         if (nr > APR_WPACK_ROWS && vnni == APRQ_VNNI_512 && is_q8_family(p->dtype)) {
@@ -735,11 +838,10 @@ bool aprq_wpack_rows_avx2(const apr_wpack *p, uint64_t r0, uint64_t r1, const vo
             return false;
         make_q8_aux(act, as, nt, nb, aux);
     }
-    /* rows per call: four groups for the float kernels, two for Q6_K and
-     * the grp_q8_0 types (their AVX-512 tiles span two groups), else one */
-    const uint64_t step = is_float                               ? APRQ_FLOAT_ROWS
-                          : dt == APR_DT_Q6_K || is_q8_family(dt) ? 2 * APR_WPACK_ROWS
-                                                                 : APR_WPACK_ROWS;
+    /* rows per call: four groups for the float kernels, two for Q4_K, Q6_K
+     * and the grp_q8_0 types (their AVX-512 tiles span two groups), else one */
+    const bool two = dt == APR_DT_Q4_K || dt == APR_DT_Q6_K || is_q8_family(dt);
+    const uint64_t step = is_float ? APRQ_FLOAT_ROWS : two ? 2 * APR_WPACK_ROWS : APR_WPACK_ROWS;
     for (uint64_t r = r0; r < r1; r += step) {
         const int nr = r1 - r < step ? (int)(r1 - r) : (int)step;
         wpack_group_avx2(p, r / APR_WPACK_ROWS, nr, act, as, aux, nt, out + r, ldo);
