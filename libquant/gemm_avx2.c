@@ -178,16 +178,18 @@ VNNI512 static INLINE __m512i cat256(__m256i lo, __m256i hi)
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-/* sumf[t] (rows of b0) and sumf[TILE_T + t] (rows of b1) += block i. */
+#define Q6X2_T 8
+
+/* sumf[t] (16 rows: b0's in the low half, b1's in the high) += block i. */
 VNNI512 static INLINE void step_q6_k_x2(const grp_q6_k *b0, const grp_q6_k *b1, const void *act, size_t as,
-                                        int64_t i, int T, __m256 *sumf)
+                                        int64_t i, int T, __m512 *sumf)
 {
-    __m512i sumi[TILE_T], corr[TILE_T];
+    __m512i sumi[Q6X2_T], corr[Q6X2_T];
     for (int t = 0; t < T; t++)
         sumi[t] = corr[t] = _mm512_setzero_si512();
     for (int k = 0; k < 16; k++) {
         const __m512i sc = _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(load8(b0->sc[k]), load8(b1->sc[k])));
-        __m512i p[TILE_T];
+        __m512i p[Q6X2_T];
         for (int t = 0; t < T; t++)
             p[t] = _mm512_setzero_si512();
         for (int c = 4 * k; c < 4 * k + 4; c++) {
@@ -212,28 +214,25 @@ VNNI512 static INLINE void step_q6_k_x2(const grp_q6_k *b0, const grp_q6_k *b1, 
             corr[t] = _mm512_add_epi32(corr[t], _mm512_madd_epi16(scp, _mm512_set1_epi32(bp)));
         }
     }
-    const __m256 d0 = _mm256_loadu_ps(b0->d), d1 = _mm256_loadu_ps(b1->d);
+    const __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b0->d)), _mm256_loadu_ps(b1->d), 1);
     for (int t = 0; t < T; t++) {
         const __m512i s = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(corr[t], 5));
-        const __m256 yd = _mm256_set1_ps(ACT(blk_q8_k, act, as, t)[i].d);
-        const __m256 f0 = _mm256_cvtepi32_ps(_mm512_castsi512_si256(s));
-        const __m256 f1 = _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(s, 1));
-        sumf[t] = _mm256_add_ps(sumf[t], _mm256_mul_ps(_mm256_mul_ps(d0, yd), f0));
-        sumf[TILE_T + t] = _mm256_add_ps(sumf[TILE_T + t], _mm256_mul_ps(_mm256_mul_ps(d1, yd), f1));
+        const __m512 yd = _mm512_set1_ps(ACT(blk_q8_k, act, as, t)[i].d);
+        sumf[t] = _mm512_add_ps(sumf[t], _mm512_mul_ps(_mm512_mul_ps(d, yd), _mm512_cvtepi32_ps(s)));
     }
 }
 
 VNNI512 static INLINE void tile_q6_k_x2(const grp_q6_k *g0, const grp_q6_k *g1, int64_t nb, const void *act, size_t as,
                                         int T, float *out, size_t ldo, int nr)
 {
-    __m256 sumf[2 * TILE_T];
-    for (int t = 0; t < 2 * TILE_T; t++)
-        sumf[t] = _mm256_setzero_ps();
+    __m512 sumf[Q6X2_T];
+    for (int t = 0; t < T; t++)
+        sumf[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++)
         step_q6_k_x2(&g0[i], &g1[i], act, as, i, T, sumf);
     for (int t = 0; t < T; t++) {
-        store_rows(out + (size_t)t * ldo, sumf[t], APR_WPACK_ROWS);
-        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, sumf[TILE_T + t], nr - APR_WPACK_ROWS);
+        store_rows(out + (size_t)t * ldo, _mm512_castps512_ps256(sumf[t]), APR_WPACK_ROWS);
+        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, _mm512_extractf32x8_ps(sumf[t], 1), nr - APR_WPACK_ROWS);
     }
 }
 
@@ -244,10 +243,14 @@ VNNI512 static void group2_q6_k_vnni512(const apr_wpack *p, uint64_t g, int nr, 
     const grp_q6_k *g0 = (const grp_q6_k *)(p->data + g * p->group_bytes);
     const grp_q6_k *g1 = (const grp_q6_k *)(p->data + (g + 1) * p->group_bytes);
     const int64_t nb = (int64_t)p->cols / QK_K;
-    for (uint32_t t0 = 0; t0 < nt; t0 += TILE_T) {
+    for (uint32_t t0 = 0; t0 < nt; t0 += Q6X2_T) {
         const void *a = (const uint8_t *)act + (size_t)t0 * as;
         float *o = out + (size_t)t0 * ldo;
-        switch (nt - t0 >= TILE_T ? TILE_T : (int)(nt - t0)) {
+        switch (nt - t0 >= Q6X2_T ? Q6X2_T : (int)(nt - t0)) {
+        case 8: tile_q6_k_x2(g0, g1, nb, a, as, 8, o, ldo, nr); break;
+        case 7: tile_q6_k_x2(g0, g1, nb, a, as, 7, o, ldo, nr); break;
+        case 6: tile_q6_k_x2(g0, g1, nb, a, as, 6, o, ldo, nr); break;
+        case 5: tile_q6_k_x2(g0, g1, nb, a, as, 5, o, ldo, nr); break;
         case 4: tile_q6_k_x2(g0, g1, nb, a, as, 4, o, ldo, nr); break;
         case 3: tile_q6_k_x2(g0, g1, nb, a, as, 3, o, ldo, nr); break;
         case 2: tile_q6_k_x2(g0, g1, nb, a, as, 2, o, ldo, nr); break;
