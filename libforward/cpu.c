@@ -191,6 +191,7 @@ typedef struct cpu_be {
      * matrix's first use and kept for the backend's life (wpack_for) */
     struct cpu_pack *packs;
     size_t n_packs, cap_packs, pack_hint;
+    int prepacked;           /* prepack done: 1 the layers, 2 and the output matrix */
 } cpu_be;
 
 /* ---------------------------------------------------------------- packed weights */
@@ -252,6 +253,104 @@ static const apr_wpack *wpack_for(cpu_be *b, const apr_wmat *w)
     e->ok = wmat_packable(w) && pack_wmat(&e->p, w) == 0;
     b->pack_hint = b->n_packs;
     return e->ok ? &e->p : NULL;
+}
+
+/* Matrices dealt to threads by prepack, largest first, each to the least
+ * loaded thread (ties: the lowest); owner[k] for matrix k. */
+static void deal_by_size(const uint64_t *cost, size_t n, int nth, int *owner)
+{
+    uint64_t load[256] = {0};
+    for (size_t k = 0; k < n; k++)
+        owner[k] = -1;
+    for (size_t step = 0; step < n; step++) {
+        size_t big = n;
+        for (size_t k = 0; k < n; k++)
+            if (owner[k] < 0 && (big == n || cost[k] > cost[big]))
+                big = k;
+        int least = 0;
+        for (int t = 1; t < nth; t++)
+            if (load[t] < load[least])
+                least = t;
+        owner[big] = least;
+        load[least] += cost[big];
+    }
+}
+
+typedef struct prepack_job {
+    cpu_pack *e;
+    const int *owner;
+    size_t n;
+} prepack_job;
+
+static void prepack_worker(void *ctx, int ith, int nth)
+{
+    (void)nth;
+    const prepack_job *j = ctx;
+    for (size_t k = 0; k < j->n; k++)
+        if (j->owner[k] == ith)
+            j->e[k].ok = wmat_packable(j->e[k].w) && pack_wmat(&j->e[k].p, j->e[k].w) == 0;
+}
+
+/* Pack the matrices of every layer (and the output matrix when with_output)
+ * before the first batch that needs them, on all threads at once: packing
+ * copies the model's weights (and takes the first-touch page faults of the
+ * copy), which wpack_for would do on the calling thread alone while the
+ * others wait. Each pack is made by one thread and does not depend on which
+ * (apr_wpack_init of one matrix), so the logits do not change. Out of memory
+ * here only leaves matrices to wpack_for. */
+static void prepack(cpu_be *b, bool with_output)
+{
+    const int want = with_output ? 2 : 1;
+    if (b->prepacked >= want)
+        return;
+    const apr_graph *g = b->g;
+    const size_t most = (size_t)g->cfg.n_layers * 7 + 1;
+    const apr_wmat **todo = malloc(most * sizeof *todo);
+    uint64_t *cost = malloc(most * sizeof *cost);
+    int *owner = malloc(most * sizeof *owner);
+    size_t n = 0;
+    if (!todo || !cost || !owner)
+        goto out;
+    for (uint32_t il = 0; il < g->cfg.n_layers; il++) {
+        const apr_layer *L = &g->layers[il];
+        const apr_wmat *lw[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+        for (int k = 0; k < 7; k++)
+            todo[n++] = lw[k];
+    }
+    if (with_output)
+        todo[n++] = &g->output;
+    /* those already packed (an earlier call, or wpack_for) drop out */
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        bool have = false;
+        for (size_t i = 0; i < b->n_packs && !have; i++)
+            have = b->packs[i].w == todo[k];
+        if (!have && todo[k]->rows)
+            todo[m++] = todo[k];
+    }
+    n = m;
+    if (b->n_packs + n > b->cap_packs) {
+        cpu_pack *np = realloc(b->packs, (b->n_packs + n) * sizeof *np);
+        if (!np)
+            goto out;
+        b->packs = np;
+        b->cap_packs = b->n_packs + n;
+    }
+    cpu_pack *e = b->packs + b->n_packs;
+    for (size_t k = 0; k < n; k++) {
+        e[k] = (cpu_pack){.w = todo[k], .ok = false};
+        cost[k] = wmat_packable(todo[k]) ? todo[k]->rows * apr_dtype_row_bytes(todo[k]->seg[0].dtype, todo[k]->cols)
+                                         : 0;
+    }
+    deal_by_size(cost, n, b->nth < 256 ? b->nth : 256, owner);
+    prepack_job j = {e, owner, n};
+    pool_run(b->pool, prepack_worker, &j);
+    b->n_packs += n;
+    b->prepacked = want;
+out:
+    free(todo);
+    free(cost);
+    free(owner);
 }
 
 static void packs_free(cpu_be *b)
@@ -746,6 +845,7 @@ static int cpu_eval(apr_backend *be, const int32_t *tokens, uint32_t n, uint32_t
         for (size_t i = 0; i < (size_t)c->n_layers * APR_TR_COUNT; i++)
             apr_stats_acc_init(&tc.acc[i]);
     }
+    prepack(b, mode != APR_LOGITS_NONE);
     int rc = 0;
     for (uint32_t done = 0; done < n && !rc;) {
         const uint32_t nt = n - done < CPU_CHUNK ? n - done : CPU_CHUNK;
