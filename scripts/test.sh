@@ -50,8 +50,9 @@ cmake --build build-tsan -j"$jobs" --target apr
 APR_BIN=build-tsan/apr tests/tsan.sh
 echo "== tests (AddressSanitizer + UBSan)"
 # Fault injection under ASan is bounded to one job per path (convert, quantize,
-# verify, threaded run: about 3 minutes on 2 cores); the release stage above ran
-# every site. APR_FAULT_ONLY= (empty) runs them all here too.
+# verify with the forward pass, the provenance re-hash, the sharded-APR
+# reader, threaded run: about 4 minutes on 2 cores); the release stage above
+# ran every site. APR_FAULT_ONLY= (empty) runs them all here too.
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-   APR_FAULT_ONLY="${APR_FAULT_ONLY-convert-st-gguf quantize-gguf verify-logits run-mt}" \
+   APR_FAULT_ONLY="${APR_FAULT_ONLY-convert-st-gguf quantize-gguf verify-logits verify-provenance inspect-apr-shards run-mt}" \
    ctest --output-on-failure -j"$jobs")

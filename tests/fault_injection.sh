@@ -4,10 +4,15 @@
 # creation) or file call (write, pwrite, read, fsync, rename, linkat, mmap,
 # open, ...) made by apr's own code fails. The commands, on a small synthetic
 # model: `apr convert` (safetensors -> GGUF, GGUF -> APR, GGUF -> HF
-# safetensors), `apr quantize` (GGUF -> GGUF, GGUF -> APR), `apr verify` of
-# the quantized file against its source (by reproduction, and with --logits
-# through the forward pass), `apr inspect` (text of a GGUF, --json of an APR
-# file) and `apr run` (a few greedy tokens). One traced run lists every
+# safetensors, GGUF -> sharded APR, sharded APR -> GGUF), `apr quantize`
+# (GGUF -> GGUF, GGUF -> APR), `apr verify` of the quantized file against its
+# source (by reproduction, and with --logits through the forward pass, with
+# the JSON and the text report; `--provenance` against the source and a
+# `--roundtrip` through APR), `apr inspect` (text of a GGUF, --json of an
+# APR file and of a sharded APR set) and `apr run` (a few greedy tokens).
+# Each command that prints (verify, inspect, run) also runs once with its
+# stdout on a full disk (/dev/full): a clear error and exit 2, the output
+# never lost silently. One traced run lists every
 # counted call with its call site and caller; then, for every distinct
 # (kind, site, caller), its first call is made to fail, and each such run must:
 #   - exit non-zero with one clear error line "apr CMD: ..." that says what
@@ -46,6 +51,9 @@ export APR_FAULT_TIME=1700000000 # the provenance time: outputs compare byte for
 "$bin" synth "$work/src-big" --layers 4 --vocab 512 --hidden 128 --heads 2 --kv-heads 1 --ffn 512 -q
 "$bin" convert "$work/src-big" "$work/model-big.gguf" -q
 rm -rf "$work/src-big"
+# The input of the sharded-APR reading jobs: model-shards-0000K-of-00005.apr
+# and model-shards.apr.manifest.json.
+"$bin" convert "$work/model-big.gguf" "$work/model-shards.apr" --shard-mb 1 -q
 # out_sum PATH: the sha256 of an output file, or of every file of an output directory.
 # A sharded APR set (OUTNAME with --shard-mb): every file of the set beside it.
 out_sum() {
@@ -204,9 +212,16 @@ threads_arg() {
 }
 
 # std_norm CMD: what of $work/stdout must not change: the verify report less
-# its timings, the whole output of the others.
+# its timings (JSON: .run; the text report: its "run :" line), the whole
+# output of the others.
 std_norm() {
-  if [ "$1" = verify ]; then jq -cS 'del(.run)' "$work/stdout"; else sha256sum <"$work/stdout"; fi
+  if [ "$1" != verify ]; then
+    sha256sum <"$work/stdout"
+  elif [ "$(head -c 1 "$work/stdout")" = "{" ]; then
+    jq -cS 'del(.run)' "$work/stdout"
+  else
+    grep -v '^  run        : ' "$work/stdout" | sha256sum
+  fi
 }
 
 # wanted NAME: APR_FAULT_ONLY (a space-separated list of job names) picks
@@ -297,6 +312,23 @@ stdout_job() {
   [ "$threads" -eq 1 ] || traced trace1 "$@" $(threads_arg "$1" 1) >/dev/null
   traced trace "$@" $(threads_arg "$1" "$threads") >"$work/stdout"
   sweep "$name" stdout "$(std_norm "$1")" "$@"
+  check_full_stdout "$name" "$@" $(threads_arg "$1" "$threads")
+}
+
+# check_full_stdout JOB CMD...: the command with its stdout on a full disk
+# (/dev/full): what it prints (a report, a listing) cannot be written, which
+# must end in "apr CMD: ...: No space left on device" and exit 2 (for
+# verify, never a verdict), not a success with the output lost.
+check_full_stdout() {
+  local job=$1 rc=0
+  shift
+  [ -w /dev/full ] || return 0 # not every container has it; the sweep above ran
+  "$fbin" "$@" >/dev/full 2>"$work/stderr" || rc=$?
+  if [ "$rc" -ne 2 ] || ! grep -qE "^apr $1: .*No space left on device" "$work/stderr"; then
+    fail "$job with stdout on /dev/full: rc $rc, not a clear error: $(head -c 300 "$work/stderr")"
+  fi
+  check_inputs "$job with stdout on /dev/full"
+  total_runs=$((total_runs + 1))
 }
 
 job convert-st-gguf out.gguf convert "$work/src"
@@ -309,14 +341,27 @@ job quantize-apr out.apr quantize "$work/model.gguf" --type Q8_0
 job convert-gguf-st out convert "$work/model.gguf" --to safetensors
 # A sharded APR set: the shards, then the manifest (apr_shard.c's apr_jb builder).
 job convert-gguf-apr-shards out.apr convert "$work/model-big.gguf" --shard-mb 1
+# A sharded APR set read (apr_shard.c's reader: the manifest parsed, every
+# shard mapped and checked against it, the parts adopted into one model),
+# then written as one GGUF.
+job convert-apr-shards-gguf out.gguf convert "$work/model-shards.apr.manifest.json"
 
 "$bin" quantize "$work/model.gguf" "$work/model-q8.gguf" --type Q8_0 -q
 "$bin" convert "$work/model.gguf" "$work/model.apr" -q
 inputs_changed
 stdout_job verify-reproduce verify "$work/model.gguf" "$work/model-q8.gguf" --json
 stdout_job verify-logits verify "$work/model.gguf" "$work/model-q8.gguf" --logits --json
+# The text report (libparity/report.c's table, with the per-layer std ratios).
+stdout_job verify-text verify "$work/model.gguf" "$work/model-q8.gguf" --logits
+# verify's file-level reports: the provenance re-hash (JSON, with the source)
+# and a round trip GGUF -> APR -> GGUF (its text line), whose two conversions
+# go to a temporary directory under TMPDIR: here, so that one left behind shows.
+stdout_job verify-provenance verify --provenance "$work/model-q8.gguf" "$work/model.gguf" --json
+TMPDIR=$work stdout_job verify-roundtrip verify --roundtrip "$work/model.gguf" --via apr
 stdout_job inspect-gguf inspect "$work/model-q8.gguf"
 stdout_job inspect-apr-json inspect "$work/model.apr" --json
+# The sharded set opened by its first shard (which finds the manifest).
+stdout_job inspect-apr-shards inspect "$work/model-shards-00000-of-00005.apr" --json
 stdout_job run run "$work/model.gguf" --prompt "hello world" -n 4 --device cpu
 
 # The threaded paths: the sites only a worker thread (or only a threaded

@@ -238,6 +238,36 @@ static void test_verify_fixture_self(void **state)
     free(out);
 }
 
+/* A report that cannot be written (stdout on a full disk: /dev/full) is an
+ * error, exit 2 with the reason, never a verdict with the report lost: the
+ * text table (buffered, fails at the flush), the JSON (larger than stdio's
+ * buffer, fails at the printf), and inspect's listing (main.c's check). */
+static void test_verify_report_disk_full(void **state)
+{
+    (void)state;
+    TU_REQUIRE_SHARED(fx, FIXTURE);
+    REQUIRE_APR(apr);
+    if (access("/dev/full", W_OK) != 0) {
+        tu_skip_or_fail(TU_NEED_HARNESS, "no /dev/full to write to");
+        return;
+    }
+    const char *dir = tu_tmpdir("verify-full");
+    static const char *const cmds[] = {"verify '%s' '%s'", "verify '%s' '%s' --json",
+                                       "verify '%s' '%s' --logits --ctx 64 --chunks 1", "inspect '%s' %s"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        char fmt[256], e[4096];
+        snprintf(fmt, sizeof fmt, "'%%s' %s >/dev/full 2>'%%s'", cmds[i]);
+        snprintf(e, sizeof e, "%s/full%zu.err", dir, i);
+        const int rc = i == 3 ? tu_system(NULL, fmt, apr, fx, "", e) : tu_system(NULL, fmt, apr, fx, fx, e);
+        char *err = tu_read_file(e, NULL);
+        assert_non_null(err);
+        if (rc != 2 || !strstr(err, "No space left on device"))
+            fail_msg("%s >/dev/full: exit %d, stderr: %s", cmds[i], rc, err);
+        assert_non_null(strstr(err, i == 3 ? "apr inspect: " : "apr verify: writing the report: "));
+        free(err);
+    }
+}
+
 static void test_verify_fixture_prompt(void **state)
 {
     (void)state;
@@ -1260,6 +1290,7 @@ int main(void)
         cmocka_unit_test(test_verify_models_in_process),
         cmocka_unit_test(test_verify_fixture_self),
         cmocka_unit_test(test_verify_fixture_prompt),
+        cmocka_unit_test(test_verify_report_disk_full),
         cmocka_unit_test(test_verify_tokenizer_mismatch),
         cmocka_unit_test(test_verify_bad_args),
         cmocka_unit_test(test_verify_corrupt_lossless_names_layer),

@@ -238,14 +238,14 @@ static int parity(const args *a)
                             .all_positions = vo.all_positions};
     if (a->json) {
         char *txt = apr_verify_report_json(&info, &r, &v);
-        if (!txt) {
-            fprintf(stderr, "apr verify: out of memory writing the report\n");
-            goto out;
-        }
-        printf("%s\n", txt);
+        const int wrc = apr_verify_report_json_out(txt);
         free(txt);
+        if (wrc)
+            goto out;
     } else {
         apr_verify_report_print(stdout, &info, &r, &v);
+        if (apr_verify_report_written(0))
+            goto out;
     }
     if (v.error)
         fprintf(stderr, "apr verify: %s\n", v.reason);

@@ -1,4 +1,5 @@
 /* main.c - `apr`: convert, quantize, verify and inspect LLM weights. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,24 @@ static void usage(FILE *f)
     fprintf(f, "\n`apr COMMAND --help` for a command's options.\n");
 }
 
+/* What a command printed on stdout (a report, inspect's listing, generated
+ * text) reached its file: flushed, and no write of it failed (a full disk,
+ * a closed pipe). Otherwise the command's output is incomplete, which must
+ * never read as success (nor, for verify, as a verdict): exit 2. */
+static int stdout_check(const char *name, int rc)
+{
+    errno = 0;
+    int e = 0;
+    if (fflush(stdout))
+        e = errno ? errno : EIO;
+    else if (ferror(stdout))
+        e = EIO; /* an earlier write failed; its errno is gone */
+    if (!e || rc >= 2)
+        return rc; /* rc >= 2: the command failed already and said why */
+    fprintf(stderr, "apr %s: writing standard output: %s\n", name, strerror(e));
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -47,7 +66,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             apr_outfile_set_command(commands[i].name); /* names its temporaries */
-            return commands[i].run(argc - 1, argv + 1);
+            return stdout_check(commands[i].name, commands[i].run(argc - 1, argv + 1));
         }
     fprintf(stderr, "apr: unknown command '%s'\n\n", argv[1]);
     usage(stderr);

@@ -6,6 +6,7 @@
  *       FILE's provenance record and report every mismatch.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,26 @@ static void out_path(char *buf, size_t cap, const char *dir, const char *stem, a
     case APR_FMT_APR: snprintf(buf, cap, "%s/%s.apr", dir, stem); break;
     default: snprintf(buf, cap, "%s/%s-hf", dir, stem); break;
     }
+}
+
+int apr_verify_report_written(int e)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    if (!e)
+        e = errno ? errno : EIO; /* EIO: an earlier write failed, its errno is gone */
+    fprintf(stderr, "apr verify: writing the report: %s\n", strerror(e));
+    return -1;
+}
+
+int apr_verify_report_json_out(const char *txt)
+{
+    if (!txt) {
+        fprintf(stderr, "apr verify: out of memory writing the report\n");
+        return -1;
+    }
+    return apr_verify_report_written(printf("%s\n", txt) < 0 ? errno : 0);
 }
 
 static int convert_step(const char *in, const char *out, apr_format to, apr_err *err)
@@ -120,8 +141,8 @@ int apr_verify_roundtrip_cmd(const char *path, const char *via, bool json)
                               "tensors", (json_int_t)a->n_tensors, "metadata", (json_int_t)a->n_kvs,
                               "first_difference", c ? diff : NULL);
         char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
-        if (txt)
-            printf("%s\n", txt);
+        if (apr_verify_report_json_out(txt))
+            rc = 2;
         free(txt);
         json_decref(j);
     } else if (c == 0) {
@@ -133,6 +154,8 @@ int apr_verify_roundtrip_cmd(const char *path, const char *via, bool json)
         printf("roundtrip %s -> %s -> %s: DIFFERENT - first difference: %s\n", apr_format_name(from),
                apr_format_name(to), apr_format_name(from), diff);
     }
+    if (!json && apr_verify_report_written(0))
+        rc = 2;
 out:
     apr_model_free(b);
     apr_model_free(a);
@@ -145,6 +168,7 @@ out:
 typedef struct prov_report {
     bool json;
     json_t *bad;     /* mismatches, for --json */
+    bool lost;       /* --json: a mismatch could not be stored (out of memory) */
     uint64_t n_ok, n_bad;
 } prov_report;
 
@@ -157,7 +181,7 @@ static void prov_cb(void *user, bool ok, const char *what, const char *msg)
     }
     r->n_bad++;
     if (r->json)
-        json_array_append_new(r->bad, json_pack("{s:s?,s:s}", "what", what, "message", msg ? msg : ""));
+        r->lost |= json_array_append_new(r->bad, json_pack("{s:s?,s:s}", "what", what, "message", msg ? msg : "")) != 0;
     else
         printf("  MISMATCH %s: %s\n", what ? what : "(record)", msg ? msg : "");
 }
@@ -174,7 +198,12 @@ int apr_verify_provenance_cmd(const char *path, const char *source, bool json)
         fprintf(stderr, "apr verify: %s: %s\n", path, err.msg);
         return 2;
     }
-    prov_report r = {.json = json, .bad = json_array()};
+    prov_report r = {.json = json, .bad = json ? json_array() : NULL};
+    if (json && !r.bad) {
+        fprintf(stderr, "apr verify: out of memory\n");
+        apr_model_free(m);
+        return 2;
+    }
     apr_prov_check res;
     memset(&res, 0, sizeof res);
     if (!json)
@@ -207,9 +236,9 @@ int apr_verify_provenance_cmd(const char *path, const char *source, bool json)
                 (json_int_t)res.src_tensors_bad, "parent_checked", res.parent_checked, "parent_bad",
                 res.parent_bad, "mismatches", r.bad);
             r.bad = NULL;
-            char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
-            if (txt)
-                printf("%s\n", txt);
+            char *txt = j && !r.lost ? json_dumps(j, JSON_COMPACT) : NULL; /* never a report missing a mismatch */
+            if (apr_verify_report_json_out(txt))
+                exit_code = 2;
             free(txt);
             json_decref(j);
         } else {
@@ -225,6 +254,8 @@ int apr_verify_provenance_cmd(const char *path, const char *source, bool json)
                    res.parent_checked ? (res.parent_bad ? "; parent record DIFFERS" : "; parent record matches")
                                       : "");
             printf("  verdict: %s\n", rc == 0 ? "PASS - every hash matches" : "FAIL - see mismatches above");
+            if (apr_verify_report_written(0))
+                exit_code = 2;
         }
     } else {
         fprintf(stderr, "apr verify: %s\n", err.msg);

@@ -428,15 +428,19 @@ static int check_shard_tensors(const apr_model *part, const json_t *list, const 
 }
 
 /* Two shards' metadata describe the same model: equal but for the keys
- * that describe the shard's own tensors ("param_count", "tensor_parts"). */
-static bool same_model_metadata(const char *a, const char *b)
+ * that describe the shard's own tensors ("param_count", "tensor_parts").
+ * 1 the same, 0 not, -1 out of memory (either could not be parsed for want
+ * of it: that says nothing about the shard). */
+static int same_model_metadata(const char *a, const char *b)
 {
     if (!b)
-        return false;
+        return 0;
     if (!strcmp(a, b))
-        return true;
-    json_t *x = json_loads(a, 0, NULL), *y = json_loads(b, 0, NULL);
-    bool same = false;
+        return 1;
+    json_t *x = apr_json_loads(a, 0, NULL);
+    const bool oom_x = !x && apr_json_parse_oom();
+    json_t *y = x ? apr_json_loads(b, 0, NULL) : NULL;
+    int same = oom_x || (x && !y && apr_json_parse_oom()) ? -1 : 0;
     if (x && y) {
         static const char *const own[] = {"param_count", "tensor_parts"};
         for (size_t i = 0; i < sizeof own / sizeof *own; i++) {
@@ -468,8 +472,14 @@ static int open_shard(const json_t *e, uint64_t k, const char *dir, const char *
         return rc;
     if (!apr_apr_is_shard(*out))
         rc = apr_err_set(err, APR_E_FORMAT, "%s is not a shard (flag 0x10 is not set)", spath);
-    else if (meta0 && !same_model_metadata(meta0, (*out)->raw_meta_json))
-        rc = apr_err_set(err, APR_E_FORMAT, "%s: its metadata differs from the first shard's: a shard of another model", spath);
+    else if (meta0) {
+        const int same = same_model_metadata(meta0, (*out)->raw_meta_json);
+        if (same < 0)
+            rc = apr_err_set(err, APR_E_NOMEM, "%s: out of memory comparing its metadata with the first shard's", spath);
+        else if (!same)
+            rc = apr_err_set(err, APR_E_FORMAT, "%s: its metadata differs from the first shard's: a shard of another model",
+                             spath);
+    }
     if (!rc)
         rc = check_shard_tensors(*out, json_object_get(e, "tensors"), spath, err);
     return rc;

@@ -841,7 +841,16 @@ typedef struct vctx {
     apr_prov_report_fn fn;
     void *user;
     apr_prov_check *res;
+    int rc;      /* the first error (out of memory, a source that cannot be read): */
+    apr_err *err; /* the check could not run, which is never a mismatch */
 } vctx;
+
+/* Records the first error; later checks are skipped (v->rc). */
+static void verify_fail(vctx *v, int code, const char *msg)
+{
+    if (!v->rc)
+        v->rc = apr_err_set(v->err, code, "%s", msg);
+}
 
 static void report(vctx *v, bool ok, const char *what, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static void report(vctx *v, bool ok, const char *what, const char *fmt, ...)
@@ -868,11 +877,12 @@ static bool shape_matches(const json_t *shape, const apr_tensor *t)
     return true;
 }
 
-static bool parts_match(const json_t *parts, const apr_tensor *t)
+/* 1 the parts match the record's, 0 not, -1 out of memory building ours. */
+static int parts_match(const json_t *parts, const apr_tensor *t)
 {
     apr_jb jb = apr_jb_start();
     json_t *want = parts_json(t->parts, t->n_parts, &jb);
-    bool same = !jb.bad && want && parts && json_equal(want, (json_t *)parts);
+    int same = jb.bad || !want ? -1 : parts && json_equal(want, (json_t *)parts);
     json_decref(want);
     return same;
 }
@@ -909,12 +919,17 @@ static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, in
         const char *want = json_string_value(json_object_get(rec, "sha256"));
         const char *dt = json_string_value(json_object_get(rec, "dtype"));
         const json_t *bytes = json_object_get(rec, "bytes");
+        const int parts_same = t->dtype == APR_DT_ROWCAT ? parts_match(json_object_get(rec, "parts"), t) : 1;
+        if (parts_same < 0) {
+            *rc = apr_err_set(err, APR_E_NOMEM, "out of memory");
+            break;
+        }
         if (!want || strcmp(want, hex) != 0) {
             v->res->tensors_bad++;
             report(v, false, t->name, "payload sha256 %s, record says %s", hex, want ? want : "(none)");
         } else if (!dt || strcmp(dt, apr_dtype_name(t->dtype)) != 0 || !shape_matches(json_object_get(rec, "shape"), t) ||
                    !json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != t->nbytes ||
-                   (t->dtype == APR_DT_ROWCAT && !parts_match(json_object_get(rec, "parts"), t))) {
+                   !parts_same) {
             v->res->tensors_bad++;
             report(v, false, t->name, "dtype/shape/size differ from the record (record: %s)", dt ? dt : "?");
         } else {
@@ -925,6 +940,8 @@ static void check_tensors(vctx *v, const apr_model *m, const json_t *tensors, in
     const char *name;
     json_t *rec;
     json_object_foreach((json_t *)tensors, name, rec) {
+        if (*rc)
+            break;
         if (!apr_model_tensor(m, name)) {
             v->res->missing++;
             report(v, false, name, "recorded tensor is missing from the file");
@@ -959,6 +976,7 @@ static void check_source_files(vctx *v, const json_t *rec_src, const char *sourc
     if (!tmp || !sbase_tmp) {
         free(tmp);
         free(sbase_tmp);
+        verify_fail(v, APR_E_NOMEM, "out of memory");
         return;
     }
     const char *sdir = dir ? source : dirname(tmp);
@@ -991,8 +1009,14 @@ static void check_source_files(vctx *v, const json_t *rec_src, const char *sourc
         jobs[i].n = (uint64_t)st.st_size;
         pj[nj++] = &jobs[i];
     }
-    if (jobs && pj && paths && found) {
-        run_jobs(pj, nj, n_threads, NULL);
+    if (!jobs || !pj || !paths || !found)
+        verify_fail(v, APR_E_NOMEM, "out of memory");
+    else {
+        apr_err jerr = {0};
+        if (run_jobs(pj, nj, n_threads, &jerr))
+            verify_fail(v, jerr.code, jerr.msg); /* a file that is there but cannot be read: no verdict */
+    }
+    if (!v->rc) {
         for (size_t i = 0; i < n; i++) {
             const json_t *f = json_array_get(files, i);
             const char *file = json_string_value(json_object_get(f, "file"));
@@ -1010,10 +1034,7 @@ static void check_source_files(vctx *v, const json_t *rec_src, const char *sourc
             }
             char hex[65];
             apr_sha256_hex(jobs[i].sha, hex);
-            if (jobs[i].rc) {
-                v->res->files_bad++;
-                report(v, false, file, "%s", jobs[i].err.msg);
-            } else if (!want || strcmp(want, hex) != 0) {
+            if (!want || strcmp(want, hex) != 0) {
                 v->res->files_bad++;
                 report(v, false, file, "source file %s sha256 %s, record says %s", paths[i], hex, want ? want : "(none)");
             } else {
@@ -1035,8 +1056,10 @@ static void check_source_tensors(vctx *v, const apr_model *src, const json_t *te
     hash_job *jobs = calloc(src->n_tensors ? src->n_tensors : 1, sizeof *jobs);
     hash_job **pj = calloc(src->n_tensors ? src->n_tensors : 1, sizeof *pj);
     bool *need = calloc(src->n_tensors ? src->n_tensors : 1, sizeof *need);
-    if (!jobs || !pj || !need)
+    if (!jobs || !pj || !need) {
+        verify_fail(v, APR_E_NOMEM, "out of memory");
         goto done;
+    }
     const char *name;
     json_t *rec;
     /* Which source tensors are referenced (hash only those). */
@@ -1133,8 +1156,19 @@ static void check_manifest_shards(vctx *v, const apr_model *m)
 {
     if (m->format != APR_FMT_APR || !m->path || !apr_apr_is_manifest_path(m->path))
         return;
-    json_error_t je;
-    json_t *root = json_load_file(m->path, 0, &je);
+    apr_mapping map;
+    apr_err merr = {0};
+    if (apr_map_file(m->path, &map, &merr)) {
+        verify_fail(v, merr.code, merr.msg);
+        return;
+    }
+    json_t *root = apr_json_loadb((const char *)map.base, (size_t)map.size, 0, NULL);
+    const bool oom = !root && apr_json_parse_oom();
+    apr_unmap_file(&map);
+    if (oom) {
+        verify_fail(v, APR_E_NOMEM, "the shard manifest: out of memory");
+        return;
+    }
     const json_t *shards = json_object_get(root, "shards");
     if (!json_is_array(shards) || json_array_size(shards) != m->n_maps) {
         v->res->outputs_bad++;
@@ -1169,7 +1203,7 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
     if (!res)
         res = &local;
     memset(res, 0, sizeof *res);
-    vctx v = {fn, user, res};
+    vctx v = {fn, user, res, 0, err};
     if (!m->provenance_json)
         return apr_err_set(err, APR_E_FORMAT, "%s has no provenance record", m->path ? m->path : "the model");
     json_error_t je;
@@ -1191,28 +1225,43 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
         check_output_files(&v, m, json_object_get(root, "output_files"));
     if (!rc)
         check_manifest_shards(&v, m);
-    if (!rc && source) {
+    if (!rc && !v.rc && source)
         check_source_files(&v, json_object_get(root, "source"), source, n_threads);
+    if (!rc && !v.rc && source) {
         apr_model *src = NULL;
         apr_err oerr = {0};
         apr_open_opts oo = {.skip_footer_crc = false};
-        if (apr_model_open(&src, source, &oo, &oerr) == 0) {
+        struct stat sst;
+        const int orc = apr_model_open(&src, source, &oo, &oerr);
+        if (!orc)
             check_source_tensors(&v, src, tensors, n_threads);
+        if (!orc && !v.rc) {
             const json_t *parent = json_object_get(root, "parent");
-            json_t *sp = src->provenance_json ? json_loads(src->provenance_json, 0, &je) : NULL;
-            if (src->provenance_json && !sp)
-                sp = json_string(src->provenance_json);
-            res->parent_checked = true;
-            bool same = (!sp && (!parent || json_is_null(parent))) || (sp && parent && json_equal(sp, (json_t *)parent));
-            if (!same) {
-                res->parent_bad = true;
-                report(&v, false, NULL, "the source's own provenance differs from the recorded parent");
+            json_t *sp = src->provenance_json ? apr_json_loads(src->provenance_json, 0, &je) : NULL;
+            if (src->provenance_json && !sp && !apr_json_parse_oom())
+                sp = json_string(src->provenance_json); /* not JSON: compared as the string it is */
+            if (src->provenance_json && !sp) {
+                verify_fail(&v, APR_E_NOMEM, "the source's provenance record: out of memory");
             } else {
-                report(&v, true, NULL, "parent record matches the source's provenance");
+                res->parent_checked = true;
+                bool same = (!sp && (!parent || json_is_null(parent))) ||
+                            (sp && parent && json_equal(sp, (json_t *)parent));
+                if (!same) {
+                    res->parent_bad = true;
+                    report(&v, false, NULL, "the source's own provenance differs from the recorded parent");
+                } else {
+                    report(&v, true, NULL, "parent record matches the source's provenance");
+                }
             }
             json_decref(sp);
-            apr_model_free(src);
-        } else {
+        }
+        apr_model_free(src);
+        if (orc && (orc == APR_E_NOMEM || (orc == APR_E_IO && stat(source, &sst) == 0 && S_ISREG(sst.st_mode)))) {
+            /* out of memory, or a source file that is there but could not be
+             * read: the check could not run, which is not a mismatch (a
+             * directory that is no model is one, below) */
+            verify_fail(&v, orc, oerr.msg);
+        } else if (orc) {
             /* opening the source is a check of its own: counted as one, so
              * files_bad never exceeds files_checked (fuzz_provenance found
              * "1 source files (2 bad)") */
@@ -1224,6 +1273,8 @@ int apr_provenance_verify(const apr_model *m, const char *source, int n_threads,
     json_decref(root);
     if (rc)
         return rc;
+    if (v.rc)
+        return v.rc;
     if (res->tensors_bad || res->unrecorded || res->missing || res->files_bad || res->src_tensors_bad ||
         res->parent_bad || res->outputs_bad)
         return apr_err_set(err, APR_E_MISMATCH,
