@@ -7,7 +7,10 @@
  * kernel's float operations for its row (dot.c), in the same order, never
  * fused (no FMA). The block tiles are gemm_qtiles.inc, compiled here once
  * per integer dot instruction: AVX2 maddubs/madd, AVX-VNNI vpdpbusd and
- * AVX512-VNNI vpdpbusd (EVEX, 256-bit), chosen by aprq_cpu_vnni(). For the float
+ * AVX512-VNNI vpdpbusd (EVEX, 256-bit), chosen by aprq_cpu_vnni(); with
+ * AVX512-VNNI, Q4_K, Q6_K and the grp_q8_0 types (Q8_0, Q4_0, Q5_0) run
+ * 16-row x 8-token tiles instead (two groups per 16-lane register, below),
+ * the 256-bit tile only for a call's last odd group. For the float
  * types a tile is 2 rows x 4 tokens and a register holds the 8 partial sums
  * of one output, exactly the scalar kernel's s[0..7] (one FMA per step, as
  * its fmaf), reduced in its tree; with AVX-512, F16/BF16 read a packed copy
@@ -170,7 +173,10 @@ AVX2 static INLINE __m256i bsums_dot16(const __m256i v2[8], const blk_q8_k *y)
  * the same activation broadcast, and the scale multiply (vpmulld, the
  * costly step of the 256-bit Q6_K tile) is shared by both groups. The
  * integers are the same exact sums as step_q6_k's, and each row's float
- * step is step_q6_k's on its 8-lane half: the same bits. */
+ * step is step_q6_k's on its 8-lane half: the same bits. 8 tokens per
+ * tile (4 before): each 16-row chunk (two loads and an insert) feeds 8
+ * vpdpbusd, the float sums in 16-lane registers (lane-wise, so the same
+ * operations as two 8-lane ones). */
 #define VNNI512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")))
 
 VNNI512 static INLINE __m512i cat256(__m256i lo, __m256i hi)
