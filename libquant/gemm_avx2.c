@@ -167,6 +167,55 @@ AVX2 static INLINE __m256i bsums_dot16(const __m256i v2[8], const blk_q8_k *y)
 #undef DPBUSD
 #undef DPWSSD
 
+/* ---------------------------------------------------------------- two-group tiles, shared shape
+ * DISPATCH_T8(n, tile, args...) calls tile(args..., n), 1 <= n <= 8, with
+ * the token count a constant in each case, so each inlined tile's token
+ * loops are unrolled for their count (every TMAX here is 8). K_TILE_X2(q, TMAX) defines, for the k-quant group type grp_q
+ * and its step_q_x2 (which adds super-block i of both groups to 16 rows of
+ * float sums), tile_q_x2 (super-blocks in order, then the 16 rows stored)
+ * and group2_q_vnni512 (groups g and g + 1 over nt tokens, TMAX at a time).
+ * The Q4_K and Q6_K tiles differ only in their step. */
+#define DISPATCH_T8(n, tile, ...) \
+    switch (n) { \
+    case 8: tile(__VA_ARGS__, 8); break; \
+    case 7: tile(__VA_ARGS__, 7); break; \
+    case 6: tile(__VA_ARGS__, 6); break; \
+    case 5: tile(__VA_ARGS__, 5); break; \
+    case 4: tile(__VA_ARGS__, 4); break; \
+    case 3: tile(__VA_ARGS__, 3); break; \
+    case 2: tile(__VA_ARGS__, 2); break; \
+    default: tile(__VA_ARGS__, 1); break; \
+    }
+
+#define K_TILE_X2(q, TMAX) \
+    VNNI512 static INLINE void tile_##q##_x2(const grp_##q *g0, const grp_##q *g1, int64_t nb, const void *act, \
+                                             size_t as, float *out, size_t ldo, int nr, int T) \
+    { \
+        __m512 sumf[TMAX]; \
+        for (int t = 0; t < T; t++) \
+            sumf[t] = _mm512_setzero_ps(); \
+        for (int64_t i = 0; i < nb; i++) \
+            step_##q##_x2(&g0[i], &g1[i], act, as, i, T, sumf); \
+        for (int t = 0; t < T; t++) { \
+            store_rows(out + (size_t)t * ldo, _mm512_castps512_ps256(sumf[t]), APR_WPACK_ROWS); \
+            store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, _mm512_extractf32x8_ps(sumf[t], 1), \
+                       nr - APR_WPACK_ROWS); \
+        } \
+    } \
+    /* Groups g, g + 1 of the pack: nr rows, 8 < nr <= 16. */ \
+    VNNI512 static void group2_##q##_vnni512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, \
+                                             uint32_t nt, float *out, size_t ldo) \
+    { \
+        const grp_##q *g0 = (const grp_##q *)(p->data + g * p->group_bytes); \
+        const grp_##q *g1 = (const grp_##q *)(p->data + (g + 1) * p->group_bytes); \
+        const int64_t nb = (int64_t)p->cols / QK_K; \
+        for (uint32_t t0 = 0; t0 < nt; t0 += TMAX) { \
+            const void *a = (const uint8_t *)act + (size_t)t0 * as; \
+            float *o = out + (size_t)t0 * ldo; \
+            DISPATCH_T8(nt - t0 >= TMAX ? TMAX : (int)(nt - t0), tile_##q##_x2, g0, g1, nb, a, as, o, ldo, nr); \
+        } \
+    }
+
 /* ---------------------------------------------------------------- Q6_K, two groups per AVX-512 register
  * With AVX512-VNNI, a 16-lane int32 register holds 16 rows (groups g and
  * g + 1): one vpdpbusd does twice the multiply-adds of the 256-bit tile for
@@ -228,42 +277,7 @@ VNNI512 static INLINE void step_q6_k_x2(const grp_q6_k *b0, const grp_q6_k *b1, 
     }
 }
 
-VNNI512 static INLINE void tile_q6_k_x2(const grp_q6_k *g0, const grp_q6_k *g1, int64_t nb, const void *act, size_t as,
-                                        int T, float *out, size_t ldo, int nr)
-{
-    __m512 sumf[Q6X2_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++)
-        step_q6_k_x2(&g0[i], &g1[i], act, as, i, T, sumf);
-    for (int t = 0; t < T; t++) {
-        store_rows(out + (size_t)t * ldo, _mm512_castps512_ps256(sumf[t]), APR_WPACK_ROWS);
-        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, _mm512_extractf32x8_ps(sumf[t], 1), nr - APR_WPACK_ROWS);
-    }
-}
-
-/* Groups g, g + 1 of a Q6_K pack: nr rows, 8 < nr <= 16. */
-VNNI512 static void group2_q6_k_vnni512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
-                                        float *out, size_t ldo)
-{
-    const grp_q6_k *g0 = (const grp_q6_k *)(p->data + g * p->group_bytes);
-    const grp_q6_k *g1 = (const grp_q6_k *)(p->data + (g + 1) * p->group_bytes);
-    const int64_t nb = (int64_t)p->cols / QK_K;
-    for (uint32_t t0 = 0; t0 < nt; t0 += Q6X2_T) {
-        const void *a = (const uint8_t *)act + (size_t)t0 * as;
-        float *o = out + (size_t)t0 * ldo;
-        switch (nt - t0 >= Q6X2_T ? Q6X2_T : (int)(nt - t0)) {
-        case 8: tile_q6_k_x2(g0, g1, nb, a, as, 8, o, ldo, nr); break;
-        case 7: tile_q6_k_x2(g0, g1, nb, a, as, 7, o, ldo, nr); break;
-        case 6: tile_q6_k_x2(g0, g1, nb, a, as, 6, o, ldo, nr); break;
-        case 5: tile_q6_k_x2(g0, g1, nb, a, as, 5, o, ldo, nr); break;
-        case 4: tile_q6_k_x2(g0, g1, nb, a, as, 4, o, ldo, nr); break;
-        case 3: tile_q6_k_x2(g0, g1, nb, a, as, 3, o, ldo, nr); break;
-        case 2: tile_q6_k_x2(g0, g1, nb, a, as, 2, o, ldo, nr); break;
-        default: tile_q6_k_x2(g0, g1, nb, a, as, 1, o, ldo, nr); break;
-        }
-    }
-}
+K_TILE_X2(q6_k, Q6X2_T)
 
 /* ---------------------------------------------------------------- Q4_K, two groups per AVX-512 register
  * As the Q6_K tile: with AVX512-VNNI, groups g and g + 1 share each
@@ -326,42 +340,7 @@ VNNI512 static INLINE void step_q4_k_x2(const grp_q4_k *b0, const grp_q4_k *b1, 
     }
 }
 
-VNNI512 static INLINE void tile_q4_k_x2(const grp_q4_k *g0, const grp_q4_k *g1, int64_t nb, const void *act, size_t as,
-                                        int T, float *out, size_t ldo, int nr)
-{
-    __m512 sumf[Q4X2_T];
-    for (int t = 0; t < T; t++)
-        sumf[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++)
-        step_q4_k_x2(&g0[i], &g1[i], act, as, i, T, sumf);
-    for (int t = 0; t < T; t++) {
-        store_rows(out + (size_t)t * ldo, _mm512_castps512_ps256(sumf[t]), APR_WPACK_ROWS);
-        store_rows(out + (size_t)t * ldo + APR_WPACK_ROWS, _mm512_extractf32x8_ps(sumf[t], 1), nr - APR_WPACK_ROWS);
-    }
-}
-
-/* Groups g, g + 1 of a Q4_K pack: nr rows, 8 < nr <= 16. */
-VNNI512 static void group2_q4_k_vnni512(const apr_wpack *p, uint64_t g, int nr, const void *act, size_t as, uint32_t nt,
-                                        float *out, size_t ldo)
-{
-    const grp_q4_k *g0 = (const grp_q4_k *)(p->data + g * p->group_bytes);
-    const grp_q4_k *g1 = (const grp_q4_k *)(p->data + (g + 1) * p->group_bytes);
-    const int64_t nb = (int64_t)p->cols / QK_K;
-    for (uint32_t t0 = 0; t0 < nt; t0 += Q4X2_T) {
-        const void *a = (const uint8_t *)act + (size_t)t0 * as;
-        float *o = out + (size_t)t0 * ldo;
-        switch (nt - t0 >= Q4X2_T ? Q4X2_T : (int)(nt - t0)) {
-        case 8: tile_q4_k_x2(g0, g1, nb, a, as, 8, o, ldo, nr); break;
-        case 7: tile_q4_k_x2(g0, g1, nb, a, as, 7, o, ldo, nr); break;
-        case 6: tile_q4_k_x2(g0, g1, nb, a, as, 6, o, ldo, nr); break;
-        case 5: tile_q4_k_x2(g0, g1, nb, a, as, 5, o, ldo, nr); break;
-        case 4: tile_q4_k_x2(g0, g1, nb, a, as, 4, o, ldo, nr); break;
-        case 3: tile_q4_k_x2(g0, g1, nb, a, as, 3, o, ldo, nr); break;
-        case 2: tile_q4_k_x2(g0, g1, nb, a, as, 2, o, ldo, nr); break;
-        default: tile_q4_k_x2(g0, g1, nb, a, as, 1, o, ldo, nr); break;
-        }
-    }
-}
+K_TILE_X2(q4_k, Q4X2_T)
 
 /* ---------------------------------------------------------------- Q8_0, two groups per AVX-512 register
  * The grp_q8_0 types (Q8_0, Q4_0, Q5_0) with AVX512-VNNI: 16 rows (groups g
@@ -372,7 +351,7 @@ VNNI512 static void group2_q4_k_vnni512(const apr_wpack *p, uint64_t g, int nr, 
 #define Q8X2_T 8
 
 VNNI512 static INLINE void tile_q8_0_x2(const grp_q8_0 *g0, const grp_q8_0 *g1, int64_t nb, const void *act,
-                                        size_t as, const aprq_q8_aux *aux, int T, float *out, size_t ldo, int nr)
+                                        size_t as, const aprq_q8_aux *aux, float *out, size_t ldo, int nr, int T)
 {
     __m512 sumf[Q8X2_T];
     for (int t = 0; t < T; t++)
@@ -414,16 +393,7 @@ VNNI512 static void group2_q8_0_vnni512(const apr_wpack *p, uint64_t g, int nr, 
         const void *a = (const uint8_t *)act + (size_t)t0 * as;
         const aprq_q8_aux *x = aux + (size_t)t0 * (size_t)nb;
         float *o = out + (size_t)t0 * ldo;
-        switch (nt - t0 >= Q8X2_T ? Q8X2_T : (int)(nt - t0)) {
-        case 8: tile_q8_0_x2(g0, g1, nb, a, as, x, 8, o, ldo, nr); break;
-        case 7: tile_q8_0_x2(g0, g1, nb, a, as, x, 7, o, ldo, nr); break;
-        case 6: tile_q8_0_x2(g0, g1, nb, a, as, x, 6, o, ldo, nr); break;
-        case 5: tile_q8_0_x2(g0, g1, nb, a, as, x, 5, o, ldo, nr); break;
-        case 4: tile_q8_0_x2(g0, g1, nb, a, as, x, 4, o, ldo, nr); break;
-        case 3: tile_q8_0_x2(g0, g1, nb, a, as, x, 3, o, ldo, nr); break;
-        case 2: tile_q8_0_x2(g0, g1, nb, a, as, x, 2, o, ldo, nr); break;
-        default: tile_q8_0_x2(g0, g1, nb, a, as, x, 1, o, ldo, nr); break;
-        }
+        DISPATCH_T8(nt - t0 >= Q8X2_T ? Q8X2_T : (int)(nt - t0), tile_q8_0_x2, g0, g1, nb, a, as, x, o, ldo, nr);
     }
 }
 
