@@ -141,9 +141,7 @@ static int slab_to_f32(apr_dtype t, const uint8_t *src, uint64_t srb, uint64_t c
                        int n_threads)
 {
     to_f32_job j = {.t = t, .src = src, .srb = srb, .cols = cols, .rows = nr, .f = f};
-    j.nth = n_threads < 1 ? 1 : (uint64_t)n_threads > nr ? (int)nr : n_threads;
-    if (j.nth > APR_THREADS_MAX)
-        j.nth = APR_THREADS_MAX;
+    j.nth = apr_threads_for(n_threads, nr);
     apr_threads_run(j.nth, to_f32_worker, &j);
     return j.bad ? -1 : 0;
 }

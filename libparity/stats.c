@@ -280,12 +280,7 @@ int apr_parity_acc_add_n(apr_parity_acc *a, const float *src, const float *dst, 
     pos_stats *ps = malloc((size_t)n * sizeof *ps);
     if (!ps)
         return APR_E_NOMEM;
-    if (n_threads <= 0)
-        n_threads = apr_quant_default_threads();
-    if (n_threads > (int)n)
-        n_threads = (int)n;
-    if (n_threads > APR_THREADS_MAX)
-        n_threads = APR_THREADS_MAX;
+    n_threads = apr_threads_for(n_threads <= 0 ? apr_quant_default_threads() : n_threads, n);
     batch_job j = {a->vocab, n, n_threads, src, dst, scored, next_tok, ps};
     apr_threads_run(n_threads, batch_worker, &j);
     int rc = 0;

@@ -155,14 +155,8 @@ static int rows_compare(const apr_wmat *s, const apr_wmat *d, int n_threads, dou
                         uint8_t *same)
 {
     const uint64_t rows = s->rows;
-    int nt = n_threads;
     /* below ~64k elements a thread costs more than it saves */
-    if ((uint64_t)nt > rows)
-        nt = (int)rows;
-    if (rows * s->cols < (1u << 16) || nt < 1)
-        nt = 1;
-    if (nt > APR_THREADS_MAX)
-        nt = APR_THREADS_MAX;
+    const int nt = rows * s->cols < (1u << 16) ? 1 : apr_threads_for(n_threads, rows);
     rowjob *jobs = calloc((size_t)nt, sizeof *jobs);
     if (!jobs)
         return APR_E_NOMEM;

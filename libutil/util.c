@@ -112,6 +112,15 @@ void apr_threads_join(apr_threads *t)
     t->n = 0;
 }
 
+int apr_threads_for(int want, uint64_t items)
+{
+    if (want < 1 || items <= 1)
+        return 1;
+    if ((uint64_t)want > items)
+        want = (int)items;
+    return want > APR_THREADS_MAX ? APR_THREADS_MAX : want;
+}
+
 void apr_threads_run(int n, apr_thread_fn fn, void *ctx)
 {
     apr_threads t; /* 24 KiB of stack; no allocation that could fail */

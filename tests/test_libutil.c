@@ -120,6 +120,20 @@ static void test_threads_run_each_item_once(void **state)
     assert_int_equal(started, 4);
 }
 
+/* apr_threads_for: at least 1 (nothing asked, negative, no items), at most
+ * the items and APR_THREADS_MAX. */
+static void test_threads_for_clamps(void **state)
+{
+    (void)state;
+    assert_int_equal(apr_threads_for(4, 100), 4);
+    assert_int_equal(apr_threads_for(4, 3), 3);
+    assert_int_equal(apr_threads_for(4, 1), 1);
+    assert_int_equal(apr_threads_for(4, 0), 1);
+    assert_int_equal(apr_threads_for(0, 100), 1);
+    assert_int_equal(apr_threads_for(-3, 100), 1);
+    assert_int_equal(apr_threads_for(APR_THREADS_MAX + 5, UINT64_MAX), APR_THREADS_MAX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_buf_little_endian_and_pad),
         cmocka_unit_test(test_cursor_all_or_nothing),
         cmocka_unit_test(test_threads_run_each_item_once),
+        cmocka_unit_test(test_threads_for_clamps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -188,6 +188,10 @@ typedef struct apr_threads {
     apr_thread_arg arg[APR_THREADS_MAX];
 } apr_threads;
 
+/* How many of apr_threads_run's threads to use for `items` independent
+ * pieces of work when `want` were asked for: at least 1, at most items and
+ * APR_THREADS_MAX (a thread with no item costs a spawn for nothing). */
+int apr_threads_for(int want, uint64_t items);
 /* fn(ctx, i) for i in [0, n): i >= 1 on threads, i = 0 here; returns when all ran. */
 void apr_threads_run(int n, apr_thread_fn fn, void *ctx);
 /* Starts fn(ctx, i) on a thread for i in [first, first + n) (at most
