@@ -12,4 +12,10 @@ int cmd_verify(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 
+/* 0 when everything printed on stdout reached its file (flushed, no write
+ * failed: a full disk, a closed pipe); else the error: e when not 0 (the
+ * errno of a write that failed already, past stdio's buffer), else the
+ * flush's errno, else EIO (an earlier write failed and its errno is gone). */
+int apr_stdout_error(int e);
+
 #endif

@@ -1,5 +1,6 @@
 /* main.c - `apr`: convert, quantize, verify and inspect LLM weights. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,14 +36,20 @@ static void usage(FILE *f)
  * text) reached its file: flushed, and no write of it failed (a full disk,
  * a closed pipe). Otherwise the command's output is incomplete, which must
  * never read as success (nor, for verify, as a verdict): exit 2. */
-static int stdout_check(const char *name, int rc)
+int apr_stdout_error(int e)
 {
     errno = 0;
-    int e = 0;
-    if (fflush(stdout))
-        e = errno ? errno : EIO;
-    else if (ferror(stdout))
-        e = EIO; /* an earlier write failed; its errno is gone */
+    const bool flush_failed = fflush(stdout) != 0;
+    if (!flush_failed && !ferror(stdout))
+        return 0;
+    if (e)
+        return e;
+    return flush_failed && errno ? errno : EIO;
+}
+
+static int stdout_check(const char *name, int rc)
+{
+    const int e = apr_stdout_error(0);
     if (!e || rc >= 2)
         return rc; /* rc >= 2: the command failed already and said why */
     fprintf(stderr, "apr %s: writing standard output: %s\n", name, strerror(e));

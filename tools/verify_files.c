@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "convert.h"
 #include "parity.h"
 #include "verify_cmds.h"
@@ -46,11 +47,9 @@ static void out_path(char *buf, size_t cap, const char *dir, const char *stem, a
 
 int apr_verify_report_written(int e)
 {
-    errno = 0;
-    if (fflush(stdout) == 0 && !ferror(stdout))
-        return 0;
+    e = apr_stdout_error(e);
     if (!e)
-        e = errno ? errno : EIO; /* EIO: an earlier write failed, its errno is gone */
+        return 0;
     fprintf(stderr, "apr verify: writing the report: %s\n", strerror(e));
     return -1;
 }
